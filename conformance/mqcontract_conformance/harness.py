@@ -1,0 +1,107 @@
+"""The harness: how the suite drives one provider.
+
+A provider author supplies a :class:`Harness` (or just a provider factory, which the suite
+wraps in a plain one). The harness opens a fresh service for each case, cleans up after
+it, and optionally offers fault hooks, a backdoor oracle and virtual time. A hook it does
+not offer raises :class:`HookUnavailable`, and the rules needing it are skipped with that
+reason. Every case runs in its own event loop, so a harness keeps no loop-bound objects
+between :meth:`Harness.open` calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from mqcontract.clock import VirtualClock
+from mqcontract.config import MessagingConfig
+from mqcontract.errors import MessagingError
+from mqcontract.service import SupportsPushNotifications
+
+__all__ = ["Harness", "HarnessFactory", "HarnessSettings", "HookUnavailable"]
+
+
+class HookUnavailable(Exception):
+    """The harness cannot perform this fault or inspection for its provider."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HarnessSettings:
+    """What the suite tells a harness factory about this run."""
+
+    config: MessagingConfig
+    #: Short unique id of this run and xdist worker; embed it in every name you create.
+    run_id: str
+    #: Fail instead of skip when the backend is missing (CI).
+    require_backend: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Harness:
+    """Base harness: override :meth:`open`; everything else has a sensible default."""
+
+    #: Rule ids known to fail for this provider, with the reason: run as strict xfail.
+    known_broken: Mapping[str, str] = {}
+
+    def __init__(
+        self,
+        name: str,
+        settings: HarnessSettings,
+        factory: Callable[[MessagingConfig], Awaitable[SupportsPushNotifications]] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._factory = factory
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Once per run and worker, before any case: provision (databases, plugins)."""
+
+    async def teardown(self) -> None:
+        """Once per run and worker, after every case: drop what setup made."""
+
+    def new_clock(self) -> VirtualClock | None:
+        """A fresh virtual clock for one case, or None when the provider runs in real time."""
+        return None
+
+    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+        """A fresh, connected service for one case (``clock`` from :meth:`new_clock`)."""
+        if self._factory is None:
+            raise NotImplementedError("a harness without a factory must override open()")
+        return await self._factory(self.settings.config)
+
+    async def cleanup(self, service: SupportsPushNotifications, queues: Sequence[str]) -> None:
+        """Delete the case's queues; errors are ignored so one failure cannot mask another."""
+        for queue in queues:
+            try:
+                await service.delete_queue(queue)
+            except MessagingError:
+                pass
+
+    def describe(self) -> dict[str, str]:
+        """Provider version and backend facts for reports (never credentials)."""
+        return {}
+
+    # -- fault hooks (optional) ----------------------------------------------------------
+
+    async def kill_listener(self, service: SupportsPushNotifications) -> None:
+        """Break the push connection abruptly; the provider must notice and reconnect."""
+        raise HookUnavailable(f"{self.name}: no kill_listener hook")
+
+    async def suppress_notifications(
+        self, service: SupportsPushNotifications, queue: str
+    ) -> Callable[[], Awaitable[None]]:
+        """Stop announcing new messages on ``queue``; return a coroutine fn that restores it."""
+        raise HookUnavailable(f"{self.name}: no suppress_notifications hook")
+
+    async def sever_connection(self, service: SupportsPushNotifications) -> None:
+        """Kill the operation connections; the provider must recover on its own."""
+        raise HookUnavailable(f"{self.name}: no sever_connection hook")
+
+    async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
+        """Backdoor oracle: ids of every message stored on ``queue`` (any visibility)."""
+        raise HookUnavailable(f"{self.name}: no stored_ids backdoor")
+
+
+HarnessFactory = Callable[[HarnessSettings], Harness]

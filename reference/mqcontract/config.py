@@ -1,0 +1,223 @@
+"""Configuration from the environment and TOML, read in this one module.
+
+Precedence, lowest to highest: built-in defaults → TOML file (``MQCONTRACT_CONFIG`` or
+an explicit path) → environment variables. Sections and keys follow the architecture
+document (``[pgmq]``, ``[rabbitmq]``) plus ``[messaging]``, ``[memory]`` and ``[queues]``.
+Unknown keys, malformed values and unknown backends raise ``ConfigurationError``.
+
+Environment variables: ``TASKER_MESSAGING_BACKEND`` (provider name; default ``pgmq``),
+``DATABASE_URL``, ``RABBITMQ_URL``, ``RABBITMQ_MANAGEMENT_URL``, ``MQCONTRACT_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mqcontract.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_RABBITMQ_URL",
+    "MemoryConfig",
+    "MessagingConfig",
+    "PgmqConfig",
+    "QueueNamingConfig",
+    "RabbitMqConfig",
+    "load_config",
+]
+
+DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/test"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PgmqConfig:
+    """``[pgmq]``: PGMQ on PostgreSQL."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    visibility_timeout_seconds: float = 60.0
+    max_message_size_bytes: int = 1_048_576
+    batch_size: int = 100
+    #: NOTIFY carries the message when its whole JSON payload is at most this many bytes.
+    push_threshold_bytes: int = 7000
+    fallback_polling_interval_seconds: float = 5.0
+    #: Ack archives into ``pgmq.a_<queue>`` instead of deleting.
+    archive_on_ack: bool = False
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class RabbitMqConfig:
+    """``[rabbitmq]``: RabbitMQ over AMQP 0-9-1."""
+
+    url: str = DEFAULT_RABBITMQ_URL
+    management_url: str | None = None
+    prefetch_count: int = 100
+    connection_timeout_seconds: float = 30.0
+    heartbeat_seconds: int = 60
+    max_message_size_bytes: int = 1_048_576
+    #: Visibility timeout applied to pushed (consumed) messages.
+    push_visibility_timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """``[memory]``: the in-process provider."""
+
+    max_message_size_bytes: int = 1_048_576
+    push_visibility_timeout_seconds: float = 60.0
+    prefetch_count: int = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueNamingConfig:
+    """``[queues]``: how the queue classifier names queues."""
+
+    namespace_suffix: str = "_queue"
+    orchestration_prefix: str = "orchestration"
+    step_results: str = "orchestration_step_results"
+    task_requests: str = "orchestration_task_requests"
+    task_finalizations: str = "orchestration_task_finalizations"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessagingConfig:
+    """Everything a provider, the client and the event system need."""
+
+    backend: str = "pgmq"
+    operation_timeout_seconds: float = 30.0
+    pgmq: PgmqConfig = field(default_factory=PgmqConfig)
+    rabbitmq: RabbitMqConfig = field(default_factory=RabbitMqConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    queues: QueueNamingConfig = field(default_factory=QueueNamingConfig)
+
+    def with_backend(self, backend: str) -> MessagingConfig:
+        """A copy selecting another provider."""
+        return dataclasses.replace(self, backend=backend)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "pgmq": PgmqConfig,
+    "rabbitmq": RabbitMqConfig,
+    "memory": MemoryConfig,
+    "queues": QueueNamingConfig,
+}
+_ENV_KEYS: dict[str, tuple[str, str]] = {
+    "DATABASE_URL": ("pgmq", "database_url"),
+    "RABBITMQ_URL": ("rabbitmq", "url"),
+    "RABBITMQ_MANAGEMENT_URL": ("rabbitmq", "management_url"),
+}
+
+
+def _coerce(key: str, value: object, default: object, annotation: str) -> object:
+    """Check ``value`` against the field's type; strings from the environment are parsed."""
+    wants_optional = "None" in annotation
+    if value is None and wants_optional:
+        return None
+    base = annotation.replace("| None", "").strip()
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "0", "false", "no"}:
+                return value.lower() in {"1", "true", "yes"}
+            raise ValueError("expected a boolean")
+        if base == "int":
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise ValueError("expected an integer")
+            number = int(value)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
+        if base == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError("expected a number")
+            seconds = float(value)
+            if not seconds >= 0 or seconds == float("inf"):
+                raise ValueError("must be a finite, non-negative number")
+            return seconds
+        if base == "str":
+            if not isinstance(value, str) or not value:
+                raise ValueError("expected a non-empty string")
+            return value
+    except ValueError as exc:
+        raise ConfigurationError(key, value, str(exc)) from None
+    raise ConfigurationError(key, value, f"unsupported type {annotation}")  # pragma: no cover
+
+
+def _build(section: str, cls: type[Any], values: Mapping[str, object]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, object] = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigurationError(f"{section}.{key}", value, f"unknown key (known: {known})")
+        f = fields[key]
+        kwargs[key] = _coerce(f"{section}.{key}", value, f.default, str(f.type))
+    return cls(**kwargs)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    validate_backend: bool = True,
+) -> MessagingConfig:
+    """Load configuration: defaults, then TOML (``path`` or ``MQCONTRACT_CONFIG``), then env."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    toml_path = path if path is not None else env.get("MQCONTRACT_CONFIG")
+    if toml_path:
+        try:
+            with Path(toml_path).open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), "file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), str(exc)) from None
+
+    sections: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
+    top: dict[str, object] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigurationError(key, value, "expected a table")
+            sections[key].update(value)
+        elif key == "messaging":
+            if not isinstance(value, dict):
+                raise ConfigurationError(key, value, "expected a table")
+            top.update(value)
+        else:
+            raise ConfigurationError(key, value, "unknown section")
+    for env_key, (section, field_name) in _ENV_KEYS.items():
+        if env.get(env_key):
+            sections[section][field_name] = env[env_key]
+    if env.get("TASKER_MESSAGING_BACKEND"):
+        top["backend"] = env["TASKER_MESSAGING_BACKEND"]
+
+    built = {name: _build(name, cls, sections[name]) for name, cls in _SECTIONS.items()}
+    messaging_fields = {"backend": "str", "operation_timeout_seconds": "float"}
+    kwargs: dict[str, Any] = {}
+    for key, value in top.items():
+        if key not in messaging_fields:
+            raise ConfigurationError(f"messaging.{key}", value, "unknown key")
+        kwargs[key] = _coerce(f"messaging.{key}", value, None, messaging_fields[key])
+    config = MessagingConfig(**kwargs, **built)
+    if validate_backend:
+        from mqcontract.registry import provider_names
+
+        names = provider_names()
+        if config.backend not in names and ":" not in config.backend:
+            raise ConfigurationError(
+                "TASKER_MESSAGING_BACKEND",
+                config.backend,
+                f"unknown provider (known: {', '.join(sorted(names))}, or module:factory)",
+            )
+    return config

@@ -1,0 +1,351 @@
+"""The in-memory provider: complete semantics, in process, with an injectable clock.
+
+Visibility timeouts, delays, FIFO with redelivered messages back at their original
+position, nack, fetch-by-id and full-message push (each pushed message is claimed for
+``push_visibility_timeout_seconds`` and must be acked or nacked). With a
+:class:`~mqcontract.clock.VirtualClock` every timing rule runs instantly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
+from mqcontract.clock import Clock, SystemClock
+from mqcontract.config import MemoryConfig, MessagingConfig
+from mqcontract.errors import MessageNotFound, ProviderClosed, QueueNotFound
+from mqcontract.messages import Message, QueuedMessage
+from mqcontract.service import BaseMessagingService
+from mqcontract.subscription import QueueSubscription
+from mqcontract.validation import (
+    check_delay,
+    check_limit,
+    check_payload,
+    check_queue_name,
+    check_visibility_timeout,
+)
+
+__all__ = ["InMemoryMessagingService", "open_memory"]
+
+
+@dataclass(eq=False)
+class _Entry:
+    msg_id: int
+    payload: bytes
+    enqueued_at: float
+    visible_at: float
+    receive_count: int = 0
+    held: bool = False
+    version: int = 0
+    holder: _Subscriber | None = None
+
+    def snapshot(self, queue: str) -> QueuedMessage:
+        return QueuedMessage(self.msg_id, queue, self.payload, self.receive_count, self.enqueued_at)
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    subscription: QueueSubscription
+    capacity: int
+    in_flight: set[tuple[str, int]] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _Queue:
+    name: str
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    #: msg_ids that may be visible now (lazy: stale items are skipped), lowest id first
+    ready: list[int] = field(default_factory=list)
+    #: (visible_at, msg_id, version) for messages that become visible later
+    timed: list[tuple[float, int, int]] = field(default_factory=list)
+    subscribers: list[_Subscriber] = field(default_factory=list)
+    turn: int = 0
+
+
+class InMemoryMessagingService(BaseMessagingService):
+    """Queues held in this process; nothing survives :meth:`close`."""
+
+    provider_name = "memory"
+
+    def __init__(
+        self, config: MemoryConfig | None = None, *, clock: Clock | None = None
+    ) -> None:
+        self._config = config or MemoryConfig()
+        self.clock: Clock = clock or SystemClock()
+        self._queues: dict[str, _Queue] = {}
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
+        self._subscribers: dict[QueueSubscription, _Subscriber] = {}
+        self._capabilities = Capabilities(
+            push=PushKind.FULL,
+            pushed_messages_claimed=True,
+            fetch_by_id=True,
+            requires_fallback_polling=False,
+            fallback_polling_interval=None,
+            delay=True,
+            visibility_precision_seconds=0.001,
+            requeue_position=RequeuePosition.ORIGINAL,
+            exact_receive_count=True,
+            fifo=True,
+            payload_fidelity=PayloadFidelity.BYTES,
+            max_message_size_bytes=self._config.max_message_size_bytes,
+            list_queues=True,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _queue(self, name: str) -> _Queue:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+        check_queue_name(name)
+        queue = self._queues.get(name)
+        if queue is None:
+            raise QueueNotFound(name)
+        return queue
+
+    def _schedule(self, queue: _Queue, entry: _Entry) -> None:
+        entry.version += 1
+        if entry.visible_at <= self.clock.now():
+            heapq.heappush(queue.ready, entry.msg_id)
+        else:
+            heapq.heappush(queue.timed, (entry.visible_at, entry.msg_id, entry.version))
+            self._wake.set()
+
+    def _promote(self, queue: _Queue) -> None:
+        now = self.clock.now()
+        while queue.timed and queue.timed[0][0] <= now:
+            _, msg_id, version = heapq.heappop(queue.timed)
+            entry = queue.entries.get(msg_id)
+            if entry is None or entry.version != version:
+                continue
+            if entry.held:  # its visibility expired: the claim is void
+                entry.held = False
+                self._detach(queue, entry)
+            heapq.heappush(queue.ready, msg_id)
+
+    def _detach(self, queue: _Queue, entry: _Entry) -> None:
+        if entry.holder is not None:
+            entry.holder.in_flight.discard((queue.name, entry.msg_id))
+            entry.holder = None
+
+    def _pop_visible(self, queue: _Queue) -> _Entry | None:
+        self._promote(queue)
+        now = self.clock.now()
+        while queue.ready:
+            msg_id = heapq.heappop(queue.ready)
+            entry = queue.entries.get(msg_id)
+            if entry is not None and not entry.held and entry.visible_at <= now:
+                return entry
+        return None
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        entry.receive_count += 1
+        entry.held = True
+        entry.visible_at = self.clock.now() + visibility_timeout
+        self._schedule(queue, entry)
+        return entry.snapshot(queue.name)
+
+    def _held_entry(self, queue: _Queue, msg_id: int) -> _Entry:
+        self._promote(queue)
+        entry = queue.entries.get(msg_id)
+        if entry is None or not entry.held:
+            raise MessageNotFound(queue.name, msg_id)
+        return entry
+
+    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
+        now = self.clock.now()
+        entry = _Entry(next(queue.ids), payload, self.clock.wall(), now + delay)
+        queue.entries[entry.msg_id] = entry
+        self._schedule(queue, entry)
+        self._dispatch(queue)
+        return entry.msg_id
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def create_queue(self, name: str) -> None:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+        check_queue_name(name)
+        self._queues.setdefault(name, _Queue(name))
+
+    async def delete_queue(self, name: str) -> None:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+        check_queue_name(name)
+        queue = self._queues.pop(name, None)
+        if queue is not None:
+            for subscriber in queue.subscribers:
+                subscriber.in_flight = {k for k in subscriber.in_flight if k[0] != name}
+
+    async def queue_exists(self, name: str) -> bool:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+        return check_queue_name(name) in self._queues
+
+    async def list_queues(self) -> list[str]:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+        return sorted(self._queues)
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def send_message(self, queue: str, payload: bytes) -> int:
+        q = self._queue(queue)
+        return self._enqueue(q, check_payload(queue, payload, self._capabilities), 0.0)
+
+    async def send_message_with_delay(
+        self, queue: str, payload: bytes, delay_seconds: float
+    ) -> int:
+        q = self._queue(queue)
+        data = check_payload(queue, payload, self._capabilities)
+        return self._enqueue(q, data, check_delay(queue, delay_seconds, self._capabilities))
+
+    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
+        q = self._queue(queue)
+        checked = [check_payload(queue, p, self._capabilities) for p in payloads]
+        return [self._enqueue(q, data, 0.0) for data in checked]
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        q = self._queue(queue)
+        check_limit(queue, limit, self._capabilities)
+        vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
+        claimed: list[QueuedMessage] = []
+        while len(claimed) < limit and (entry := self._pop_visible(q)) is not None:
+            claimed.append(self._claim(q, entry, vt))
+        await asyncio.sleep(0)
+        return claimed
+
+    async def fetch_message(
+        self, queue: str, msg_id: int, visibility_timeout: float
+    ) -> QueuedMessage | None:
+        q = self._queue(queue)
+        vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
+        self._promote(q)
+        entry = q.entries.get(msg_id)
+        if entry is None or entry.held or entry.visible_at > self.clock.now():
+            return None
+        return self._claim(q, entry, vt)
+
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        q = self._queue(queue)
+        entry = self._held_entry(q, msg_id)
+        del q.entries[msg_id]
+        self._detach(q, entry)
+        self._dispatch(q)
+
+    async def nack_message(self, queue: str, msg_id: int) -> None:
+        q = self._queue(queue)
+        entry = self._held_entry(q, msg_id)
+        entry.held = False
+        entry.visible_at = self.clock.now()
+        self._detach(q, entry)
+        self._schedule(q, entry)
+        self._dispatch(q)
+
+    # -- push --------------------------------------------------------------------------
+
+    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
+        names = tuple(dict.fromkeys(queues))
+        targets = [self._queue(name) for name in names]
+        subscriber = _Subscriber(
+            QueueSubscription(names, on_close=self._unsubscribe), self._config.prefetch_count
+        )
+        self._subscribers[subscriber.subscription] = subscriber
+        for q in targets:
+            q.subscribers.append(subscriber)
+        if self._pump_task is None:
+            self._pump_task = asyncio.create_task(self._pump(), name="mqcontract-memory-pump")
+        for q in targets:
+            self._dispatch(q)
+        return subscriber.subscription
+
+    async def _unsubscribe(self, subscription: QueueSubscription) -> None:
+        subscriber = self._subscribers.pop(subscription)
+        for name in subscription.queues:
+            q = self._queues.get(name)
+            if q is not None and subscriber in q.subscribers:
+                q.subscribers.remove(subscriber)
+        # Claimed messages never handed to the consumer go straight back.
+        for notification in subscription.pending():
+            if isinstance(notification, Message):
+                q = self._queues.get(notification.queue_name)
+                entry = q.entries.get(notification.message.msg_id) if q else None
+                if q is not None and entry is not None and entry.holder is subscriber:
+                    entry.held = False
+                    entry.receive_count -= 1
+                    entry.visible_at = self.clock.now()
+                    self._detach(q, entry)
+                    self._schedule(q, entry)
+                    self._dispatch(q)
+        for key in list(subscriber.in_flight):
+            q = self._queues.get(key[0])
+            entry = q.entries.get(key[1]) if q else None
+            if entry is not None and entry.holder is subscriber:
+                entry.holder = None
+        subscriber.in_flight.clear()
+
+    def _dispatch(self, queue: _Queue) -> None:
+        if not queue.subscribers:
+            return
+        vt = self._config.push_visibility_timeout_seconds
+        while True:
+            open_subs = [s for s in queue.subscribers if len(s.in_flight) < s.capacity]
+            if not open_subs:
+                return
+            entry = self._pop_visible(queue)
+            if entry is None:
+                return
+            subscriber = open_subs[queue.turn % len(open_subs)]
+            queue.turn += 1
+            message = self._claim(queue, entry, vt)
+            entry.holder = subscriber
+            subscriber.in_flight.add((queue.name, entry.msg_id))
+            subscriber.subscription.put(Message(message, claimed=True))
+
+    async def _pump(self) -> None:
+        """Make delayed and expired messages reach subscribers when they become visible."""
+        while not self._closed:
+            for q in list(self._queues.values()):
+                if q.subscribers:
+                    self._promote(q)
+                    self._dispatch(q)
+            due = [q.timed[0][0] for q in self._queues.values() if q.subscribers and q.timed]
+            self._wake.clear()
+            waits: set[asyncio.Task[object]] = {asyncio.create_task(self._wake.wait())}
+            if due:
+                waits.add(asyncio.create_task(self.clock.sleep(min(due) - self.clock.now())))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        for subscription in list(self._subscribers):
+            await subscription.aclose()
+        self._closed = True
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump_task
+        self._queues.clear()
+
+
+async def open_memory(config: MessagingConfig) -> InMemoryMessagingService:
+    """Provider factory for the ``memory`` entry point."""
+    return InMemoryMessagingService(config.memory)
