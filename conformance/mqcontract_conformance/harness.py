@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
-from mqcontract.errors import MessagingError
+from mqcontract.errors import MessagingError, ProviderClosed
 from mqcontract.service import SupportsPushNotifications
 
 __all__ = ["Harness", "HarnessFactory", "HarnessSettings", "HookUnavailable"]
@@ -76,6 +76,8 @@ class Harness:
         for queue in queues:
             try:
                 await service.delete_queue(queue)
+            except ProviderClosed:
+                raise
             except MessagingError:
                 pass
 

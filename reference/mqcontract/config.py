@@ -179,7 +179,9 @@ def load_config(
             with Path(toml_path).open("rb") as handle:
                 data = tomllib.load(handle)
         except FileNotFoundError:
-            raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), "file not found") from None
+            raise ConfigurationError(
+                "MQCONTRACT_CONFIG", str(toml_path), "file not found"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), str(exc)) from None
 

@@ -29,6 +29,7 @@ from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.errors import UnsupportedOperation
 from mqcontract.messages import MessageNotification, QueuedMessage
 from mqcontract.subscription import QueueSubscription
+from mqcontract.validation import check_payload
 
 __all__ = [
     "BaseMessagingService",
@@ -151,7 +152,12 @@ class BaseMessagingService(abc.ABC):
         """Enqueue ``payload``, invisible for ``delay_seconds``; return its id."""
 
     async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
-        """Enqueue several payloads in order; ids are returned in the same order."""
+        """Enqueue several payloads in order; ids are returned in the same order.
+
+        Every payload is checked first, so an oversized one rejects the whole batch.
+        """
+        for payload in payloads:
+            check_payload(queue, payload, self.capabilities)
         return [await self.send_message(queue, payload) for payload in payloads]
 
     @abc.abstractmethod

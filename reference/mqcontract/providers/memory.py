@@ -73,9 +73,7 @@ class InMemoryMessagingService(BaseMessagingService):
 
     provider_name = "memory"
 
-    def __init__(
-        self, config: MemoryConfig | None = None, *, clock: Clock | None = None
-    ) -> None:
+    def __init__(self, config: MemoryConfig | None = None, *, clock: Clock | None = None) -> None:
         self._config = config or MemoryConfig()
         self.clock: Clock = clock or SystemClock()
         self._queues: dict[str, _Queue] = {}
@@ -254,6 +252,10 @@ class InMemoryMessagingService(BaseMessagingService):
         self._detach(q, entry)
         self._schedule(q, entry)
         self._dispatch(q)
+
+    def stored_ids(self, queue: str) -> list[int]:
+        """Backdoor for tests: every stored id on ``queue``, whatever its visibility."""
+        return sorted(self._queue(queue).entries)
 
     # -- push --------------------------------------------------------------------------
 

@@ -1,0 +1,13 @@
+"""The contract's cases, one module per rule group; importing registers every rule."""
+
+from mqcontract_conformance.cases import (  # noqa: F401
+    ack,
+    delay,
+    delivery,
+    errors,
+    lifecycle,
+    ordering,
+    receive,
+    send,
+    visibility,
+)

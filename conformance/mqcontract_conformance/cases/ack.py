@@ -1,0 +1,158 @@
+"""ACK: ack and nack, including the cases the original disagreed on."""
+
+from __future__ import annotations
+
+from mqcontract.errors import MessageNotFound
+from mqcontract_conformance.cases._payloads import body
+from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.rules import rule
+
+_UNKNOWN_ID = 9_000_000_000_000_000_001
+
+
+async def _still_usable(ctx: CaseContext, q: str) -> None:
+    """After a rejected ack/nack the provider works: send, receive and ack succeed."""
+    sent = await ctx.service.send_message(q, body(99, "after"))
+    got = await ctx.receive_exactly(q, 1)
+    ctx.check(got[0].msg_id == sent, f"provider unusable after a rejected ack: got {got}")
+    await ctx.service.ack_message(q, sent)
+
+
+@rule(
+    "ACK-1",
+    "An acked message is never delivered again, even after its timeout would have expired.",
+    why="Ack is the only proof of completion; a no-op ack passes naive tests, not this one.",
+)
+async def ack_is_permanent(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.receive_exactly(q, 1, vt=ctx.timing.unit)
+    await ctx.service.ack_message(q, sent)
+
+    async def back() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(back, ctx.timing.unit * 2.5, f"acked message {sent} came back")
+    try:
+        stored = await ctx.harness.stored_ids(ctx.service, q)
+    except Exception:  # the backdoor is optional
+        return
+    ctx.check(sent not in stored, f"acked message {sent} is still stored: {stored}")
+
+
+@rule(
+    "ACK-2",
+    "nack makes a held message visible at once; the next receive gets it with receive_count + 1.",
+    why="Decided: nack means 'retry now'. The original PGMQ deleted on nack without "
+    "requeue and the in-memory provider removed the message.",
+)
+async def nack_requeues_now(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.receive_exactly(q, 1)
+    await ctx.service.nack_message(q, sent)
+    (again,) = await ctx.receive_exactly(q, 1, within=ctx.timing.delivery)
+    ctx.check(again.msg_id == sent, f"got {again.msg_id} after nack, expected {sent}")
+    ok = again.receive_count == 2 if ctx.caps.exact_receive_count else again.receive_count >= 2
+    ctx.check(ok, f"receive_count after nack is {again.receive_count}")
+
+
+@rule(
+    "ACK-3",
+    "A second ack of the same message raises MessageNotFound and the provider stays usable.",
+    why="Decided: acking twice is a caller bug worth reporting; on RabbitMQ a repeated "
+    "delivery tag would kill the channel, so providers must catch it first.",
+)
+async def double_ack(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.receive_exactly(q, 1)
+    await ctx.service.ack_message(q, sent)
+    exc = await ctx.raises(MessageNotFound, ctx.service.ack_message(q, sent), "second ack")
+    ctx.check((exc.queue, exc.msg_id) == (q, sent), f"error names {exc.queue}/{exc.msg_id}")
+    await _still_usable(ctx, q)
+
+
+@rule(
+    "ACK-4",
+    "Ack of an unknown id raises MessageNotFound; messages held at the time can still be "
+    "acked afterwards.",
+    why="The original PGMQ returned OK, in-memory errored and RabbitMQ closed the channel "
+    "(losing every held delivery tag).",
+)
+async def ack_unknown(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.receive_exactly(q, 1, vt=ctx.timing.unit)
+    await ctx.raises(MessageNotFound, ctx.service.ack_message(q, _UNKNOWN_ID), "ack unknown id")
+    await ctx.service.ack_message(q, sent)
+
+    async def back() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(back, ctx.timing.unit * 2, f"message {sent} acked after an error came back")
+    await _still_usable(ctx, q)
+
+
+@rule(
+    "ACK-5",
+    "Ack after nack raises MessageNotFound and the message stays available.",
+    why="Nack released the claim; acking a message someone else may now hold is unsafe.",
+)
+async def ack_after_nack(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.receive_exactly(q, 1)
+    await ctx.service.nack_message(q, sent)
+    await ctx.raises(MessageNotFound, ctx.service.ack_message(q, sent), "ack after nack")
+    (again,) = await ctx.receive_exactly(q, 1)
+    ctx.check(again.msg_id == sent, f"message {sent} lost after ack-after-nack")
+
+
+@rule(
+    "ACK-6",
+    "Nack of an unknown id, or a second nack, raises MessageNotFound and breaks nothing.",
+    why="Same reasoning as ACK-3 and ACK-4 for the release path.",
+)
+async def nack_unknown(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.raises(MessageNotFound, ctx.service.nack_message(q, _UNKNOWN_ID), "nack unknown")
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.receive_exactly(q, 1)
+    await ctx.service.nack_message(q, sent)
+    await ctx.raises(MessageNotFound, ctx.service.nack_message(q, sent), "second nack")
+    (again,) = await ctx.receive_exactly(q, 1)
+    ctx.check(again.msg_id == sent, "message lost after a double nack")
+    await ctx.service.ack_message(q, sent)
+
+
+@rule(
+    "ACK-7",
+    "Ack of a message that was sent but never received raises MessageNotFound and leaves "
+    "it receivable.",
+    why="Only held messages can be acked; otherwise a stray id deletes someone's work.",
+)
+async def ack_unreceived(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.raises(MessageNotFound, ctx.service.ack_message(q, sent), "ack before receive")
+    (got,) = await ctx.receive_exactly(q, 1)
+    ctx.check(got.msg_id == sent, "an ack of an unreceived message removed it")
+
+
+@rule(
+    "ACK-8",
+    "Acking one message of a batch affects only that message; the others expire and come back.",
+    why="Per-message acks are what make batch receive safe.",
+)
+async def ack_is_per_message(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(3)])
+    got = await ctx.receive_exactly(q, 3, vt=ctx.timing.unit)
+    await ctx.service.ack_message(q, ids[1])
+    back = await ctx.receive_exactly(q, 2, within=ctx.timing.unit + ctx.timing.slack)
+    ctx.check(
+        sorted(m.msg_id for m in back) == [ids[0], ids[2]],
+        f"after acking {ids[1]} of {[m.msg_id for m in got]}, "
+        f"came back: {[m.msg_id for m in back]}",
+    )

@@ -1,0 +1,116 @@
+"""DLY: delayed sends."""
+
+from __future__ import annotations
+
+import math
+
+from mqcontract.errors import InvalidArgument, UnsupportedOperation
+from mqcontract_conformance.cases._payloads import body
+from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.rules import rule
+
+
+def _delay(c: object) -> bool:
+    return bool(getattr(c, "delay", False))
+
+
+@rule(
+    "DLY-1",
+    "A delayed message is not receivable before its delay has passed.",
+    why="Back-off retries must actually wait.",
+    capability="delay",
+    requires=_delay,
+)
+async def not_before_delay(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    delay = ctx.timing.unit * 3
+    sent = await ctx.service.send_message_with_delay(q, body(1), delay)
+
+    async def early() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(early, delay * 0.6, f"delayed message {sent} visible early")
+
+
+@rule(
+    "DLY-2",
+    "A delayed message becomes receivable once its delay has passed (within the bound), "
+    "sub-second delays included.",
+    why="A delay that never ends is a lost message.",
+    capability="delay",
+    requires=_delay,
+)
+async def after_delay(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    delay = ctx.timing.unit
+    start = ctx.now()
+    sent = await ctx.service.send_message_with_delay(q, body(1), delay)
+    (got,) = await ctx.receive_exactly(q, 1, within=delay + ctx.timing.slack)
+    took = ctx.now() - start
+    ctx.check(got.msg_id == sent, f"got {got.msg_id}, expected {sent}")
+    ctx.check(took >= delay - 0.05, f"received after {took:.3f} s, before the {delay:g} s delay")
+    ctx.check(got.receive_count == 1, f"delayed message receive_count {got.receive_count}")
+
+
+@rule(
+    "DLY-3",
+    "A short delay is not held back by a longer delay sent before it.",
+    why="TTL-based delays expire only at the head of a queue; one wait queue for all "
+    "delays would stall short ones.",
+    capability="delay",
+    requires=_delay,
+)
+async def short_not_stuck_behind_long(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.service.send_message_with_delay(q, body(1), ctx.timing.long)
+    short = await ctx.service.send_message_with_delay(q, body(2), ctx.timing.unit)
+    (got,) = await ctx.receive_exactly(q, 1, within=ctx.timing.unit + ctx.timing.slack)
+    ctx.check(got.msg_id == short, f"got {got.msg_id}, expected the short-delay {short}")
+
+
+@rule(
+    "DLY-4",
+    "A negative, NaN, infinite or over-maximum delay raises InvalidArgument and enqueues nothing.",
+    why="NaN delays silently become 'now' or 'never' depending on the backend.",
+    capability="delay",
+    requires=_delay,
+)
+async def bad_delay_rejected(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    for delay in (-1.0, math.nan, math.inf, ctx.caps.max_delay_seconds * 2):
+        await ctx.raises(
+            InvalidArgument,
+            ctx.service.send_message_with_delay(q, body(1), delay),
+            f"delay_seconds={delay}",
+        )
+    ctx.check(await ctx.receive(q) == [], "a rejected delayed send enqueued something")
+
+
+@rule(
+    "DLY-5",
+    "A zero delay is the same as an immediate send.",
+    why="Callers compute delays; zero must not be special-cased into an error or a wait.",
+    capability="delay",
+    requires=_delay,
+)
+async def zero_delay(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message_with_delay(q, body(1), 0)
+    (got,) = await ctx.receive_exactly(q, 1)
+    ctx.check(got.msg_id == sent, "zero-delay message not received at once")
+
+
+@rule(
+    "DLY-6",
+    "A provider that does not claim delays raises UnsupportedOperation for a delayed send "
+    "and enqueues nothing.",
+    why="Silently sending at once would break back-off.",
+    capability="not delay",
+    requires=lambda c: not c.delay,
+)
+async def delay_unsupported(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.raises(
+        UnsupportedOperation, ctx.service.send_message_with_delay(q, body(1), 1.0), "delay"
+    )
+    ctx.check(await ctx.receive(q) == [], "an unsupported delayed send enqueued something")

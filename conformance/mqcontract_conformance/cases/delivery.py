@@ -1,0 +1,342 @@
+"""PUSH and FETCH: push notifications, their kinds, and fetch-by-id."""
+
+from __future__ import annotations
+
+import json
+
+from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.errors import InvalidQueueName, QueueNotFound, UnsupportedOperation
+from mqcontract.messages import Available, Message
+from mqcontract_conformance.cases._payloads import body, same_payload
+from mqcontract_conformance.context import CaseContext, notification_id
+from mqcontract_conformance.rules import rule
+
+
+def _push(c: Capabilities) -> bool:
+    return c.push is not PushKind.NONE
+
+
+def _full_push(c: Capabilities) -> bool:
+    return c.push in (PushKind.FULL, PushKind.MIXED)
+
+
+def _signal_push(c: Capabilities) -> bool:
+    return c.push in (PushKind.SIGNAL, PushKind.MIXED)
+
+
+def _json_payload(size: int) -> bytes:
+    """A JSON document of at least ``size`` bytes made of 2-byte characters."""
+    text = "\u00e9" * max(1, (size - 8) // 2 + 1)
+    return json.dumps({"s": text}, ensure_ascii=False).encode()
+
+
+async def _settle_held(ctx: CaseContext, q: str, note: Message | Available) -> None:
+    """Ack what a claimed push handed us, so nothing is left held."""
+    if isinstance(note, Message) and note.claimed:
+        await ctx.service.ack_message(q, note.message.msg_id)
+
+
+@rule(
+    "PUSH-1",
+    "A subscriber is notified of every message sent after it subscribed, within the "
+    "delivery bound.",
+    why="Push is what makes workers react without polling.",
+    capability="push != none",
+    requires=_push,
+)
+async def every_message_notified(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    ids = [(q, await ctx.service.send_message(q, body(i))) for i in range(10)]
+    seen = await ctx.collect_notifications(sub, ids)
+    for note in seen.values():
+        ctx.check(note.queue_name == q, f"notification names {note.queue_name}, not {q}")
+        await _settle_held(ctx, q, note)
+
+
+@rule(
+    "PUSH-2",
+    "Full-message notifications carry the message exactly: id, queue, payload (per the "
+    "declared fidelity) and receive_count.",
+    why="Consumers process pushed messages without fetching them.",
+    capability="push in (full, mixed)",
+    requires=_full_push,
+)
+async def full_message_exact(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    payload = b'{"k": "v", "n": [1, 2]}'
+    sent = await ctx.service.send_message(q, payload)
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Message), f"expected a Message, got {note!r}")
+    assert isinstance(note, Message)
+    m = note.message
+    ctx.check((m.msg_id, m.queue_name) == (sent, q), f"pushed {m.msg_id}@{m.queue_name}")
+    ctx.check(same_payload(ctx.caps.payload_fidelity, payload, m.payload), f"payload {m.payload!r}")
+    expected_count = 1 if note.claimed else 0
+    ctx.check(m.receive_count in (expected_count, 1), f"receive_count {m.receive_count}")
+    ctx.check(
+        note.claimed == ctx.caps.pushed_messages_claimed,
+        f"claimed={note.claimed}, declared {ctx.caps.pushed_messages_claimed}",
+    )
+    await _settle_held(ctx, q, note)
+
+
+@rule(
+    "PUSH-3",
+    "Signal notifications announce the right queue and id, and fetch-by-id returns that message.",
+    why="Signal-only push is useless if the signal cannot be turned into the message.",
+    capability="push in (signal, mixed) and fetch_by_id",
+    requires=lambda c: _signal_push(c) and c.fetch_by_id,
+)
+async def signal_then_fetch(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    threshold = ctx.caps.push_payload_threshold_bytes or 0
+    payload = _json_payload(threshold + 1) if ctx.caps.push is PushKind.MIXED else body(1)
+    sent = await ctx.service.send_message(q, payload)
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Available), f"expected Available for {len(payload)} B: {note!r}")
+    ctx.check((note.queue_name, notification_id(note)) == (q, sent), f"announced {note!r}")
+    fetched = await ctx.service.fetch_message(q, sent, ctx.timing.long)
+    ctx.check(fetched is not None and fetched.msg_id == sent, f"fetch returned {fetched!r}")
+    assert fetched is not None
+    ctx.check(same_payload(ctx.caps.payload_fidelity, payload, fetched.payload), "payload changed")
+
+
+@rule(
+    "PUSH-4",
+    "Mixed push switches at the declared threshold counted in bytes: small payloads arrive "
+    "as Message, payloads over the threshold as Available — multibyte text included, and "
+    "such sends never fail.",
+    why="NOTIFY payloads fail at 8000 bytes; the original counted characters, so 7,000 "
+    "multibyte characters broke the send.",
+    capability="push == mixed",
+    requires=lambda c: c.push is PushKind.MIXED and c.push_payload_threshold_bytes is not None,
+)
+async def mixed_threshold(ctx: CaseContext) -> None:
+    threshold = ctx.caps.push_payload_threshold_bytes
+    assert threshold is not None
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    small = _json_payload(threshold // 4)
+    over = _json_payload(threshold + 1)
+    wide = json.dumps({"s": "\u00e9" * 7000}, ensure_ascii=False).encode()
+    kinds = {}
+    for name, payload in (("small", small), ("over", over), ("7000 chars", wide)):
+        sent = await ctx.service.send_message(q, payload)
+        note = await ctx.next_notification(sub)
+        ctx.check(notification_id(note) == sent, f"{name}: announced {note!r}, sent {sent}")
+        kinds[name] = type(note).__name__
+        await _settle_held(ctx, q, note)
+    ctx.check(
+        kinds == {"small": "Message", "over": "Available", "7000 chars": "Available"},
+        f"threshold {threshold} B: got {kinds}",
+    )
+
+
+@rule(
+    "PUSH-5",
+    "subscribe_many delivers notifications for every listed queue, each naming its queue.",
+    why="Orchestration listens on several queues through one stream.",
+    capability="push != none",
+    requires=_push,
+)
+async def subscribe_many_names_queue(ctx: CaseContext) -> None:
+    queues = [await ctx.queue() for _ in range(3)]
+    sub = await ctx.subscribe(*queues)
+    sent = [(q, await ctx.service.send_message(q, body(i))) for i, q in enumerate(queues)]
+    seen = await ctx.collect_notifications(sub, sent)
+    for (queue, msg_id), note in seen.items():
+        if isinstance(note, Message):
+            ctx.check(
+                note.message.queue_name == queue,
+                f"message {msg_id} of {queue} carries queue {note.message.queue_name}",
+            )
+        await _settle_held(ctx, queue, note)
+    ctx.check(set(seen) == set(sent), f"announced {sorted(seen)}, sent {sorted(sent)}")
+
+
+@rule(
+    "PUSH-6",
+    "Closing a subscription ends its iteration and releases what it held: messages it never "
+    "handed out, and messages sent afterwards, are receivable by others.",
+    why="A stopped consumer must not strand messages (the original pushed and auto-acked).",
+    capability="push != none",
+    requires=_push,
+)
+async def close_releases(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.service.subscribe(q)
+    ids = [await ctx.service.send_message(q, body(i)) for i in range(3)]
+    first = await ctx.next_notification(sub)
+    await sub.aclose()
+    try:
+        extra = await ctx.next_notification(sub, within=ctx.timing.step)
+    except StopAsyncIteration:
+        extra = None
+    except AssertionError:
+        ctx.fail("a closed subscription blocks instead of ending")
+    ctx.check(extra is None, f"a closed subscription still yields {extra!r}")
+    later = await ctx.service.send_message(q, body(9))
+    handed = notification_id(first)
+    expected = {i for i in ids if i != handed or not ctx.caps.pushed_messages_claimed} | {later}
+    got = await ctx.receive_exactly(q, len(expected))
+    ctx.check(
+        {m.msg_id for m in got} == expected,
+        f"after close, receivable {sorted(m.msg_id for m in got)}, expected {sorted(expected)}",
+    )
+
+
+@rule(
+    "PUSH-7",
+    "A pushed message declared claimed stays held until acked: receive does not return it, "
+    "and after ack it never comes back.",
+    why="The original RabbitMQ provider acked on hand-off, so a crash lost the message.",
+    capability="pushed_messages_claimed",
+    requires=lambda c: _full_push(c) and c.pushed_messages_claimed,
+)
+async def pushed_claimed_until_ack(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    sent = await ctx.service.send_message(q, body(1))
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Message) and note.claimed, f"expected a claimed Message: {note!r}")
+    await sub.aclose()
+    ctx.check(await ctx.receive(q) == [], f"pushed message {sent} is receivable while held")
+    await ctx.service.ack_message(q, sent)
+    ctx.check(await ctx.receive(q) == [], f"acked pushed message {sent} came back")
+
+
+@rule(
+    "PUSH-8",
+    "A pushed unclaimed copy must be claimed by id before processing: the first fetch "
+    "claims it, a second returns None.",
+    why="The original pushed unclaimed copies, so push and the fallback poller both "
+    "processed the same message.",
+    capability="push in (full, mixed) and not pushed_messages_claimed",
+    requires=lambda c: _full_push(c) and not c.pushed_messages_claimed,
+)
+async def pushed_copy_claimable(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    sent = await ctx.service.send_message(q, body(1))
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Message) and not note.claimed, f"expected a copy: {note!r}")
+    ctx.check(ctx.caps.fetch_by_id, "unclaimed push without fetch_by_id cannot be claimed")
+    first = await ctx.service.fetch_message(q, sent, ctx.timing.long)
+    second = await ctx.service.fetch_message(q, sent, ctx.timing.long)
+    ctx.check(first is not None and first.msg_id == sent, f"claim by id returned {first!r}")
+    ctx.check(second is None, f"a claimed message was claimed again: {second!r}")
+    await ctx.service.ack_message(q, sent)
+
+
+@rule(
+    "PUSH-9",
+    "Subscribing to a missing queue raises QueueNotFound; to an invalid name, InvalidQueueName.",
+    why="A subscription to nothing would wait forever.",
+    capability="push != none",
+    requires=_push,
+)
+async def subscribe_bad_queue(ctx: CaseContext) -> None:
+    missing = ctx.queue_name()
+    await ctx.raises(QueueNotFound, ctx.service.subscribe(missing), "subscribe to missing")
+    await ctx.raises(InvalidQueueName, ctx.service.subscribe("Bad;Name"), "subscribe invalid")
+    good = await ctx.queue()
+    await ctx.raises(
+        QueueNotFound,
+        ctx.service.subscribe_many([good, missing]),
+        "subscribe_many with one missing",
+    )
+
+
+@rule(
+    "PUSH-10",
+    "A provider without push raises UnsupportedOperation from subscribe.",
+    why="An empty stream that never ends (the original in-memory provider) hides the gap.",
+    capability="push == none",
+    requires=lambda c: c.push is PushKind.NONE,
+)
+async def no_push_is_explicit(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.raises(UnsupportedOperation, ctx.service.subscribe(q), "subscribe")
+
+
+@rule(
+    "PUSH-11",
+    "The declared properties agree with the capabilities: requires_fallback_polling, "
+    "fallback_polling_interval (> 0 when fallback is required), "
+    "supports_fetch_by_message_id, and a threshold exactly when push is mixed.",
+    why="Event systems choose their deployment mode from these properties.",
+)
+async def properties_match_capabilities(ctx: CaseContext) -> None:
+    caps, svc = ctx.caps, ctx.service
+    ctx.check(
+        svc.requires_fallback_polling == caps.requires_fallback_polling,
+        "requires_fallback_polling disagrees with capabilities",
+    )
+    ctx.check(
+        svc.supports_fetch_by_message_id == caps.fetch_by_id,
+        "supports_fetch_by_message_id disagrees with capabilities",
+    )
+    ctx.check(
+        svc.fallback_polling_interval == caps.fallback_polling_interval,
+        "fallback_polling_interval disagrees with capabilities",
+    )
+    if caps.requires_fallback_polling:
+        interval = caps.fallback_polling_interval
+        ctx.check(interval is not None and interval > 0, f"fallback interval {interval}")
+    ctx.check(
+        (caps.push is PushKind.MIXED) == (caps.push_payload_threshold_bytes is not None),
+        f"push {caps.push} with threshold {caps.push_payload_threshold_bytes}",
+    )
+    if caps.push is PushKind.NONE:
+        ctx.check(
+            caps.requires_fallback_polling is False or caps.fallback_polling_interval,
+            "no push but no polling interval",
+        )
+
+
+@rule(
+    "FETCH-1",
+    "fetch_message claims one specific visible message (invisible to receive afterwards); "
+    "it returns None for a held, acked or unknown id.",
+    why="Signal-only push names a message; the consumer must claim exactly that one.",
+    capability="fetch_by_id",
+    requires=lambda c: c.fetch_by_id,
+)
+async def fetch_claims_specific(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    a, b = await ctx.service.send_batch(q, [body(1), body(2)])
+    got = await ctx.service.fetch_message(q, b, ctx.timing.long)
+    ctx.check(
+        got is not None and got.msg_id == b and got.receive_count == 1,
+        f"fetch {b} returned {got!r}",
+    )
+    ctx.check(
+        await ctx.service.fetch_message(q, b, ctx.timing.long) is None,
+        "a held message was fetched again",
+    )
+    rest = await ctx.receive(q)
+    ctx.check([m.msg_id for m in rest] == [a], f"receive after fetch returned {rest}")
+    await ctx.service.ack_message(q, b)
+    ctx.check(await ctx.service.fetch_message(q, b, ctx.timing.long) is None, "fetched acked")
+    ctx.check(
+        await ctx.service.fetch_message(q, 10**15, ctx.timing.long) is None,
+        "fetch of an unknown id returned a message",
+    )
+
+
+@rule(
+    "FETCH-2",
+    "A provider without fetch-by-id raises UnsupportedOperation from fetch_message.",
+    why="Callers branch on supports_fetch_by_message_id; a silent None would lose work.",
+    capability="not fetch_by_id",
+    requires=lambda c: not c.fetch_by_id,
+)
+async def fetch_unsupported(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.raises(
+        UnsupportedOperation, ctx.service.fetch_message(q, sent, ctx.timing.long), "fetch"
+    )

@@ -1,0 +1,183 @@
+"""LIFE: queue lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from mqcontract.errors import InvalidQueueName, QueueNotFound
+from mqcontract_conformance.cases._payloads import INVALID_NAMES, body
+from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.rules import rule
+
+
+@rule(
+    "LIFE-1",
+    "create_queue is idempotent: creating an existing queue keeps it and its messages.",
+    why="Services create their queues at start-up; a restart must not wipe pending work.",
+)
+async def create_is_idempotent(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.service.create_queue(q)
+    ctx.check(await ctx.service.queue_exists(q), f"{q} missing after a second create")
+    got = await ctx.receive(q)
+    ctx.check([m.msg_id for m in got] == [sent], f"second create lost message {sent}: got {got}")
+
+
+@rule(
+    "LIFE-2",
+    "delete_queue removes the queue and every message in it; a re-created queue is empty.",
+    why="A deleted queue must not resurrect old work under the same name.",
+)
+async def delete_drops_messages(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.service.send_batch(q, [body(1), body(2)])
+    await ctx.service.delete_queue(q)
+    ctx.check(not await ctx.service.queue_exists(q), f"{q} still exists after delete")
+    await ctx.service.create_queue(q)
+    got = await ctx.receive(q)
+    ctx.check(got == [], f"re-created {q} still holds {[m.msg_id for m in got]}")
+
+
+@rule(
+    "LIFE-3",
+    "delete_queue of a queue that does not exist is a no-op (no error).",
+    why="Decided: deletion is idempotent like creation, so cleanup after a crash is safe "
+    "(the original PGMQ returned false, the others differed).",
+)
+async def delete_missing_is_noop(ctx: CaseContext) -> None:
+    q = ctx.queue_name()
+    await ctx.service.delete_queue(q)
+    await ctx.service.delete_queue(q)
+    ctx.check(not await ctx.service.queue_exists(q), f"deleting {q} created it")
+
+
+@rule(
+    "LIFE-4",
+    "queue_exists is false before create, true after, false after delete.",
+    why="Callers use it to decide whether to provision.",
+)
+async def exists_tracks_lifecycle(ctx: CaseContext) -> None:
+    q = ctx.queue_name()
+    ctx.check(not await ctx.service.queue_exists(q), f"{q} exists before create")
+    await ctx.service.create_queue(q)
+    ctx.check(await ctx.service.queue_exists(q), f"{q} missing after create")
+    await ctx.service.delete_queue(q)
+    ctx.check(not await ctx.service.queue_exists(q), f"{q} exists after delete")
+
+
+@rule(
+    "LIFE-5",
+    "list_queues includes every created queue and no deleted or never-created one.",
+    why="Operators and the fallback poller enumerate queues.",
+    capability="list_queues",
+    requires=lambda c: c.list_queues,
+)
+async def list_tracks_lifecycle(ctx: CaseContext) -> None:
+    kept, dropped, never = await ctx.queue(), await ctx.queue(), ctx.queue_name()
+    await ctx.service.delete_queue(dropped)
+    listed = set(await ctx.service.list_queues())
+    ctx.check(kept in listed, f"{kept} not listed: {sorted(listed)}")
+    ctx.check(dropped not in listed, f"deleted {dropped} still listed")
+    ctx.check(never not in listed, f"never-created {never} listed")
+
+
+@rule(
+    "LIFE-6",
+    "Every message operation on a missing queue raises QueueNotFound naming it, "
+    "and does not create the queue.",
+    why="The original silently dropped RabbitMQ sends to missing queues and raised raw "
+    "database errors on PGMQ; a typo must be loud and identical everywhere.",
+)
+async def missing_queue_raises(ctx: CaseContext) -> None:
+    q = ctx.queue_name()
+    svc = ctx.service
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "send_message": lambda: svc.send_message(q, body(1)),
+        "send_batch": lambda: svc.send_batch(q, [body(1)]),
+        "receive_messages": lambda: svc.receive_messages(q, 1, ctx.timing.long),
+        "ack_message": lambda: svc.ack_message(q, 1),
+        "nack_message": lambda: svc.nack_message(q, 1),
+    }
+    if ctx.caps.delay:
+        calls["send_message_with_delay"] = lambda: svc.send_message_with_delay(q, body(1), 1.0)
+    if ctx.caps.fetch_by_id:
+        calls["fetch_message"] = lambda: svc.fetch_message(q, 1, ctx.timing.long)
+    if svc.capabilities.push.value != "none":
+        calls["subscribe"] = lambda: svc.subscribe(q)
+    for name, call in calls.items():
+        exc = await ctx.raises(QueueNotFound, call(), f"{name} on missing {q}")
+        ctx.check(exc.queue == q, f"{name}: QueueNotFound names {exc.queue!r}, not {q!r}")
+    ctx.check(not await svc.queue_exists(q), f"an operation on missing {q} created it")
+
+
+@rule(
+    "LIFE-7",
+    "create_queue rejects invalid names (empty, upper case, punctuation, quotes, "
+    "semicolons, unicode, over 47 characters) with InvalidQueueName and creates nothing.",
+    why="Names reach SQL identifiers and AMQP; rejecting them up front closes injection "
+    "and keeps every provider's accepted names identical.",
+)
+async def create_rejects_invalid_names(ctx: CaseContext) -> None:
+    before = set(await ctx.service.list_queues()) if ctx.caps.list_queues else set()
+    for name in INVALID_NAMES:
+        await ctx.raises(InvalidQueueName, ctx.service.create_queue(name), f"create {name!r}")
+    if ctx.caps.list_queues:
+        after = set(await ctx.service.list_queues())
+        ctx.check(after <= before, f"invalid names created queues: {sorted(after - before)}")
+
+
+@rule(
+    "LIFE-8",
+    "Every operation given an invalid queue name raises InvalidQueueName before "
+    "touching any queue.",
+    why="Validation must not depend on which operation is called first.",
+)
+async def operations_reject_invalid_names(ctx: CaseContext) -> None:
+    svc = ctx.service
+
+    def calls_for(name: str) -> dict[str, Callable[[], Awaitable[object]]]:
+        return {
+            "queue_exists": lambda: svc.queue_exists(name),
+            "delete_queue": lambda: svc.delete_queue(name),
+            "send_message": lambda: svc.send_message(name, body(1)),
+            "receive_messages": lambda: svc.receive_messages(name, 1, 1.0),
+            "ack_message": lambda: svc.ack_message(name, 1),
+            "nack_message": lambda: svc.nack_message(name, 1),
+        }
+
+    for name in ("Bad;Name", "a" * 48, "x' OR '1'='1"):
+        for op, call in calls_for(name).items():
+            await ctx.raises(InvalidQueueName, call(), f"{op}({name!r})")
+
+
+@rule(
+    "LIFE-9",
+    "Queues are isolated: a message sent to one queue is never received from another.",
+    why="Namespaces route work to different workers.",
+)
+async def queues_are_isolated(ctx: CaseContext) -> None:
+    a, b = await ctx.queue(), await ctx.queue()
+    sent = await ctx.service.send_message(a, body(1))
+    ctx.check(await ctx.receive(b) == [], f"message {sent} sent to {a} came out of {b}")
+    got = await ctx.receive(a)
+    ctx.check([m.msg_id for m in got] == [sent], f"{a} lost {sent}")
+
+
+@rule(
+    "LIFE-10",
+    "A valid name of exactly 47 characters works for every operation.",
+    why="The limit is inclusive; providers that derive longer identifiers (PGMQ tables, "
+    "triggers, wait queues) must still fit.",
+)
+async def longest_name_works(ctx: CaseContext) -> None:
+    base = ctx.queue_name()
+    q = (base + "_" * 47)[:47]
+    ctx.queues.append(q)
+    await ctx.service.create_queue(q)
+    sent = await ctx.service.send_message(q, body(1))
+    got = await ctx.receive(q)
+    ctx.check([m.msg_id for m in got] == [sent], f"47-character queue lost {sent}")
+    await ctx.service.ack_message(q, sent)
+    await ctx.service.delete_queue(q)
+    ctx.check(not await ctx.service.queue_exists(q), "47-character queue survived delete")

@@ -1,0 +1,106 @@
+"""ORD: FIFO, batch order, redelivery position, delays not blocking."""
+
+from __future__ import annotations
+
+from mqcontract.capabilities import RequeuePosition
+from mqcontract_conformance.cases._payloads import body
+from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.rules import rule
+
+
+@rule(
+    "ORD-1",
+    "Messages from a single producer are received in send order.",
+    why="Step ordering within a namespace depends on it.",
+    capability="fifo",
+    requires=lambda c: c.fifo,
+)
+async def single_producer_fifo(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = [await ctx.service.send_message(q, body(i)) for i in range(20)]
+    got: list[int] = []
+    while len(got) < len(ids):
+        batch = await ctx.receive(q, limit=3)
+        if not batch:
+            break
+        got.extend(m.msg_id for m in batch)
+    ctx.check_order(ids, got, "single-producer order")
+
+
+@rule(
+    "ORD-2",
+    "One receive returns its messages oldest first.",
+    why="Batch consumers process the list in order.",
+    capability="fifo",
+    requires=lambda c: c.fifo,
+)
+async def batch_oldest_first(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(10)])
+    got = [m.msg_id for m in await ctx.receive(q, limit=10)]
+    ctx.check_order(ids, got, "order within one receive")
+
+
+def _requeued_order(ctx: CaseContext, ids: list[int]) -> list[int]:
+    if ctx.caps.requeue_position is RequeuePosition.ORIGINAL:
+        return ids
+    return [*ids[1:], ids[0]]
+
+
+@rule(
+    "ORD-3",
+    "A nacked message is redelivered at the declared requeue position (original: before "
+    "later messages; back: after every visible message).",
+    why="Classic queues and quorum queues differ; consumers must know which they get.",
+    capability="requeue_position",
+    requires=lambda c: c.fifo,
+)
+async def nack_position(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(3)])
+    (first,) = await ctx.service.receive_messages(q, 1, ctx.timing.long)
+    await ctx.service.nack_message(q, first.msg_id)
+    got = [m.msg_id for m in await ctx.receive(q, limit=3)]
+    ctx.check_order(
+        _requeued_order(ctx, ids), got, f"position after nack ({ctx.caps.requeue_position})"
+    )
+
+
+@rule(
+    "ORD-4",
+    "A message whose visibility timeout expired is redelivered at the declared requeue position.",
+    why="Expiry is the crash-recovery path; it must order like nack.",
+    capability="requeue_position",
+    requires=lambda c: c.fifo,
+)
+async def expiry_position(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(3)])
+    (first,) = await ctx.service.receive_messages(q, 1, ctx.timing.unit)
+    # Receiving before the timeout passed would claim the others, so wait for the clock.
+    await ctx.wait_past(ctx.now() + ctx.timing.unit + ctx.caps.visibility_precision_seconds)
+    got: list[int] = []
+
+    async def all_three() -> bool:
+        got.extend(m.msg_id for m in await ctx.receive(q, limit=3))
+        return len(got) >= 3
+
+    await ctx.eventually(all_three, ctx.timing.slack, "all three messages visible")
+    expected = _requeued_order(ctx, ids)
+    ctx.check(first.msg_id == ids[0], f"first receive got {first.msg_id}, not {ids[0]}")
+    ctx.check_order(expected, got, f"position after expiry ({ctx.caps.requeue_position.value})")
+
+
+@rule(
+    "ORD-5",
+    "A delayed message does not block messages sent after it.",
+    why="A retry with back-off must not stall the queue behind it.",
+    capability="delay",
+    requires=lambda c: c.delay,
+)
+async def delay_does_not_block(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    delayed = await ctx.service.send_message_with_delay(q, body(1), ctx.timing.long)
+    later = await ctx.service.send_message(q, body(2))
+    got = await ctx.receive_exactly(q, 1)
+    ctx.check(got[0].msg_id == later, f"got {got[0].msg_id}; delayed was {delayed}")

@@ -1,0 +1,98 @@
+"""RECV: limits, empty queues, bad arguments, message fields."""
+
+from __future__ import annotations
+
+import math
+
+from mqcontract.errors import InvalidArgument
+from mqcontract_conformance.cases._payloads import body
+from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.rules import rule
+
+
+@rule(
+    "RECV-1",
+    "receive_messages returns at most `limit` messages; the rest stay receivable.",
+    why="Consumers size their work by the limit.",
+)
+async def limit_honoured(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(5)])
+    first = await ctx.receive(q, limit=3)
+    ctx.check(len(first) <= 3, f"limit 3 returned {len(first)} messages")
+    rest = await ctx.receive_exactly(q, 5 - len(first))
+    got = sorted(m.msg_id for m in first + rest)
+    ctx.check(got == sorted(ids), f"sent {ids}, received {got}")
+
+
+@rule(
+    "RECV-2",
+    "receive_messages on an empty queue returns an empty list promptly.",
+    why="Pollers call it in a loop; it must not block.",
+)
+async def empty_returns_promptly(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    start = ctx.now()
+    got = await ctx.receive(q)
+    took = ctx.now() - start
+    ctx.check(got == [], f"empty queue returned {got}")
+    ctx.check(took <= ctx.timing.operation, f"empty receive took {took:.2f} s")
+
+
+@rule(
+    "RECV-3",
+    "A limit below 1, above max_receive_limit, or not an int raises InvalidArgument and "
+    "claims nothing.",
+    why="A zero or negative limit silently means 'nothing' or 'everything' elsewhere.",
+)
+async def bad_limit_rejected(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    for limit in (0, -1, ctx.caps.max_receive_limit + 1, 1.5, True):
+        await ctx.raises(
+            InvalidArgument,
+            ctx.service.receive_messages(q, limit, ctx.timing.long),  # type: ignore[arg-type]
+            f"receive with limit={limit!r}",
+        )
+    got = await ctx.receive(q)
+    ctx.check(
+        [(m.msg_id, m.receive_count) for m in got] == [(sent, 1)],
+        f"rejected receives claimed the message: {got}",
+    )
+
+
+@rule(
+    "RECV-4",
+    "A visibility timeout that is not a finite number > 0 (0, negative, NaN, infinity) or "
+    "exceeds the declared maximum raises InvalidArgument and claims nothing.",
+    why="NaN and infinity otherwise become 'forever' or 'never' depending on the backend.",
+)
+async def bad_visibility_rejected(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    for vt in (0, -1.0, math.nan, math.inf, ctx.caps.max_visibility_timeout_seconds * 2):
+        await ctx.raises(
+            InvalidArgument, ctx.service.receive_messages(q, 1, vt), f"visibility_timeout={vt}"
+        )
+    got = await ctx.receive(q)
+    ctx.check([m.msg_id for m in got] == [sent], f"rejected receives claimed it: {got}")
+
+
+@rule(
+    "RECV-5",
+    "A received message carries the id send returned, its queue name, receive_count 1 and "
+    "a plausible enqueued_at.",
+    why="Every later rule and every consumer relies on these fields.",
+)
+async def fields_are_right(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    wall = ctx.clock.wall() if ctx.clock is not None else __import__("time").time()
+    sent = await ctx.service.send_message(q, body(7))
+    (msg,) = await ctx.receive_exactly(q, 1)
+    ctx.check(msg.msg_id == sent, f"msg_id {msg.msg_id} != sent id {sent}")
+    ctx.check(msg.queue_name == q, f"queue_name {msg.queue_name!r} != {q!r}")
+    ctx.check(msg.receive_count == 1, f"first receive has receive_count {msg.receive_count}")
+    ctx.check(
+        abs(msg.enqueued_at - wall) < 120,
+        f"enqueued_at {msg.enqueued_at} is far from the send time {wall}",
+    )

@@ -1,0 +1,266 @@
+"""What a rule's check gets: the service, its capabilities, and waiting helpers.
+
+Waiting is polling with early exit against deadlines from the timing profile; under a
+virtual clock each polling step advances virtual time instead of sleeping, so timing
+rules run instantly and exactly the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from mqcontract.capabilities import Capabilities
+from mqcontract.clock import VirtualClock
+from mqcontract.errors import MessagingError
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.service import Subscription, SupportsPushNotifications
+from mqcontract_conformance.harness import Harness
+from mqcontract_conformance.timing import TimingProfile
+
+__all__ = ["CaseContext", "ContractViolation"]
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+#: Real seconds allowed per polling step when the clock is virtual (a loop-turn budget).
+_VIRTUAL_REAL_STEP = 0.002
+#: Real seconds a virtual-time case may take before it is declared stuck.
+_VIRTUAL_REAL_BOUND = 20.0
+
+
+class ContractViolation(AssertionError):
+    """A rule does not hold; the message says what was expected and what was observed."""
+
+
+class CaseContext:
+    """One rule run against one freshly opened provider."""
+
+    def __init__(
+        self,
+        *,
+        rule_id: str,
+        service: SupportsPushNotifications,
+        harness: Harness,
+        timing: TimingProfile,
+        clock: VirtualClock | None,
+        run_id: str,
+    ) -> None:
+        self.rule_id = rule_id
+        self.service = service
+        self.caps: Capabilities = service.capabilities
+        self.harness = harness
+        self.timing = timing
+        self.clock = clock
+        self.run_id = run_id
+        self.queues: list[str] = []
+        self.subscriptions: list[Subscription] = []
+        self._names = itertools.count(1)
+
+    # -- naming and setup --------------------------------------------------------------
+
+    def queue_name(self) -> str:
+        """A unique valid name embedding the run id and rule (not created)."""
+        rule = self.rule_id.lower().replace("-", "")
+        name = f"mq_{self.run_id}_{rule}_{next(self._names)}"
+        self.queues.append(name)
+        return name
+
+    async def queue(self) -> str:
+        """Create and return a fresh queue; it is deleted after the case."""
+        name = self.queue_name()
+        await self.service.create_queue(name)
+        return name
+
+    async def subscribe(self, *queues: str) -> Subscription:
+        """Subscribe to ``queues``; the subscription is closed after the case."""
+        sub = await self.service.subscribe_many(list(queues))
+        self.subscriptions.append(sub)
+        return sub
+
+    # -- time --------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Seconds on the case's clock (virtual or monotonic)."""
+        return self.clock.now() if self.clock is not None else time.monotonic()
+
+    async def pause(self, seconds: float) -> None:
+        """One polling step: advance virtual time, or yield real time."""
+        if self.clock is not None:
+            await asyncio.sleep(0)
+            await self.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
+    async def wait_past(self, instant: float) -> None:
+        """Poll the clock until ``instant`` (a ``now()`` value) has passed.
+
+        Only for rules about time itself (a timeout or delay must have elapsed before the
+        next observation); everything else waits on an observable condition.
+        """
+        while self.now() < instant:
+            await self.pause(min(self.timing.step, max(instant - self.now(), 0.001)))
+
+    async def eventually(
+        self, probe: Callable[[], Awaitable[T | None]], within: float, what: str
+    ) -> T:
+        """Poll ``probe`` until it returns a truthy value; fail after ``within`` seconds."""
+        deadline = self.now() + within
+        real_deadline = time.monotonic() + (
+            _VIRTUAL_REAL_BOUND if self.clock is not None else within + self.timing.operation
+        )
+        while True:
+            result = await probe()
+            if result:
+                return result
+            if self.now() >= deadline or time.monotonic() >= real_deadline:
+                self.fail(f"{what}: not observed within {within:g} s")
+            await self.pause(self.timing.step)
+
+    async def never(self, probe: Callable[[], Awaitable[Any]], during: float, what: str) -> None:
+        """Poll ``probe`` for ``during`` seconds; fail as soon as it returns a truthy value."""
+        deadline = self.now() + during
+        while self.now() < deadline:
+            result = await probe()
+            if result:
+                self.fail(f"{what}: observed {result!r} before {during:g} s passed")
+            await self.pause(self.timing.step)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive(
+        self, queue: str, limit: int = 10, vt: float | None = None
+    ) -> list[QueuedMessage]:
+        """One receive with a long visibility timeout unless ``vt`` is given."""
+        return await self.service.receive_messages(queue, limit, vt or self.timing.long)
+
+    async def receive_exactly(
+        self, queue: str, count: int, vt: float | None = None, within: float | None = None
+    ) -> list[QueuedMessage]:
+        """Receive until ``count`` messages arrived; fail on more or on a timeout."""
+        got: list[QueuedMessage] = []
+
+        async def probe() -> bool:
+            got.extend(await self.receive(queue, min(100, self.caps.max_receive_limit), vt))
+            return len(got) >= count
+
+        try:
+            await self.eventually(probe, within or self.timing.delivery, f"{count} messages")
+        except ContractViolation:
+            self.fail(
+                f"expected {count} messages on {queue}, received {len(got)}: "
+                f"{[m.msg_id for m in got]}"
+            )
+        if len(got) > count:
+            self.fail(
+                f"expected {count} messages on {queue}, received {len(got)}: "
+                f"{[m.msg_id for m in got]}"
+            )
+        return got
+
+    async def next_notification(
+        self, sub: Subscription, within: float | None = None
+    ) -> MessageNotification:
+        """The next notification, within the delivery bound."""
+        bound = self.timing.delivery if within is None else within
+        task = asyncio.ensure_future(sub.__anext__())
+        deadline = self.now() + bound
+        real_deadline = time.monotonic() + (
+            _VIRTUAL_REAL_BOUND if self.clock is not None else bound + self.timing.operation
+        )
+        try:
+            while True:
+                step = _VIRTUAL_REAL_STEP if self.clock is not None else self.timing.step
+                done, _ = await asyncio.wait({task}, timeout=step)
+                if done:
+                    return task.result()
+                if self.now() >= deadline or time.monotonic() >= real_deadline:
+                    self.fail(f"no notification on {sub.queues} within {bound:g} s")
+                if self.clock is not None:
+                    await self.clock.advance(self.timing.step)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await task
+
+    async def collect_notifications(
+        self, sub: Subscription, expected: Iterable[tuple[str, int]], within: float | None = None
+    ) -> dict[tuple[str, int], MessageNotification]:
+        """Notifications until every expected (queue, id) was announced; diagnostic on failure."""
+        missing = set(expected)
+        seen: dict[tuple[str, int], MessageNotification] = {}
+        bound = self.timing.delivery if within is None else within
+        deadline = self.now() + bound
+        while missing:
+            remaining = max(deadline - self.now(), self.timing.step)
+            try:
+                note = await self.next_notification(sub, remaining)
+            except ContractViolation:
+                self.fail(
+                    f"not notified within {bound:g} s: {sorted(missing)}; notified: {sorted(seen)}"
+                )
+            msg_id = notification_id(note)
+            if msg_id is not None:
+                seen[(note.queue_name, msg_id)] = note
+                missing.discard((note.queue_name, msg_id))
+        return seen
+
+    # -- assertions --------------------------------------------------------------------
+
+    def fail(self, message: str) -> NoReturn:
+        """Fail the rule, naming it and the run id (which every queue name embeds)."""
+        raise ContractViolation(f"[{self.rule_id}] {message} (run id {self.run_id})")
+
+    def check(self, condition: object, message: str) -> None:
+        """Fail with ``message`` unless ``condition`` holds."""
+        if not condition:
+            self.fail(message)
+
+    async def raises(
+        self, expected: type[E] | tuple[type[E], ...], call: Awaitable[Any], what: str
+    ) -> E:
+        """Await ``call``; it must raise ``expected`` (a MessagingError subclass)."""
+        try:
+            result = await call
+        except expected as exc:
+            return exc
+        except MessagingError as exc:
+            self.fail(f"{what}: expected {_names(expected)}, got {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            self.fail(
+                f"{what}: expected {_names(expected)}, got non-MessagingError "
+                f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+            )
+        return self.fail(f"{what}: expected {_names(expected)}, but it returned {result!r}")
+
+    def check_order(self, expected: Sequence[int], observed: Sequence[int], what: str) -> None:
+        """Fail with the out-of-order positions if the sequences differ."""
+        if list(expected) == list(observed):
+            return
+        wrong = [
+            f"#{i}: expected {e}, got {o}"
+            for i, (e, o) in enumerate(itertools.zip_longest(expected, observed))
+            if e != o
+        ]
+        self.fail(
+            f"{what}: {len(wrong)} positions differ: {'; '.join(wrong[:8])}; "
+            f"expected {list(expected)}, observed {list(observed)}"
+        )
+
+
+def notification_id(note: MessageNotification) -> int | None:
+    """The message id a notification announces (None for a catch-up signal)."""
+    if isinstance(note, Message):
+        return note.message.msg_id
+    return note.msg_id
+
+
+def _names(expected: type[BaseException] | tuple[type[BaseException], ...]) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(e.__name__ for e in expected)
+    return expected.__name__

@@ -1,0 +1,49 @@
+"""Finding the harness for a provider name or ``module:factory`` spec.
+
+Order: a harness registered under ``mqcontract.harnesses`` with the same name; else the
+provider registered under ``mqcontract.providers`` wrapped in a plain :class:`Harness`.
+A ``module:attribute`` spec may name either a harness factory (returns a ``Harness``)
+or a provider factory (an async function returning a service).
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import entry_points
+
+from mqcontract.errors import ConfigurationError
+from mqcontract.registry import load_object, resolve
+from mqcontract_conformance.harness import Harness, HarnessSettings
+
+__all__ = ["HARNESS_GROUP", "load_harness"]
+
+HARNESS_GROUP = "mqcontract.harnesses"
+
+
+def load_harness(spec: str, settings: HarnessSettings) -> Harness:
+    """Build the harness for ``spec``."""
+    if ":" in spec:
+        target = load_object(spec)
+        if inspect.iscoroutinefunction(target):
+            return Harness(spec, settings, target)
+        if not callable(target):
+            raise ConfigurationError("provider", spec, "is not callable")
+        made = target(settings)
+        if not isinstance(made, Harness):
+            raise ConfigurationError(
+                "provider", spec, "must be an async provider factory or return a Harness"
+            )
+        return made
+    for ep in entry_points(group=HARNESS_GROUP):
+        if ep.name == spec:
+            try:
+                factory = ep.load()
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "provider", spec, f"its harness cannot be imported ({exc})"
+                ) from exc
+            harness = factory(settings)
+            if not isinstance(harness, Harness):
+                raise ConfigurationError("provider", spec, "harness factory returned no Harness")
+            return harness
+    return Harness(spec, settings, resolve(spec))

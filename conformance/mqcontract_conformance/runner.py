@@ -1,0 +1,79 @@
+"""Running one rule against one provider, in its own event loop, with cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+
+from mqcontract.errors import MessagingError, ProviderClosed
+from mqcontract_conformance.context import CaseContext, ContractViolation
+from mqcontract_conformance.harness import Harness, HookUnavailable
+from mqcontract_conformance.rules import Rule
+from mqcontract_conformance.timing import TimingProfile
+
+__all__ = ["CaseOutcome", "run_case"]
+
+
+@dataclass
+class CaseOutcome:
+    """What happened; ``skip_reason`` set means the rule did not apply."""
+
+    skip_reason: str | None = None
+    capabilities: str = "{}"
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: str) -> CaseOutcome:
+    """Open a fresh service, run the rule's check, always clean up and close."""
+    clock = harness.new_clock()
+    service = await harness.open(clock)
+    outcome = CaseOutcome(capabilities=json.dumps(service.capabilities.to_dict()))
+    ctx = CaseContext(
+        rule_id=rule.id,
+        service=service,
+        harness=harness,
+        timing=timing,
+        clock=clock,
+        run_id=run_id,
+    )
+    try:
+        unmet = rule.unmet(service.capabilities)
+        if unmet is not None:
+            outcome.skip_reason = f"not claimed: {unmet}"
+            return outcome
+        try:
+            async with asyncio.timeout(timing.case if clock is None else 60.0):
+                await rule.check(ctx)
+        except HookUnavailable as exc:
+            outcome.skip_reason = f"{rule.id} needs a harness hook: {exc}"
+        except TimeoutError:
+            raise ContractViolation(
+                f"[{rule.id}] the case did not finish within {timing.case:g} s (run {run_id})"
+            ) from None
+        return outcome
+    finally:
+        for sub in ctx.subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.aclose()
+        await _cleanup(harness, service, ctx.queues, clock)
+
+
+async def _cleanup(harness: Harness, service: object, queues: list[str], clock: object) -> None:
+    from mqcontract.service import SupportsPushNotifications
+
+    assert isinstance(service, SupportsPushNotifications)
+    try:
+        await harness.cleanup(service, queues)
+    except ProviderClosed:
+        fresh = await harness.open(clock)  # type: ignore[arg-type]
+        try:
+            await harness.cleanup(fresh, queues)
+        finally:
+            await fresh.close()
+    except MessagingError:
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await service.close()
