@@ -1,0 +1,37 @@
+"""The PGMQ provider: PGMQ queues on PostgreSQL through asyncpg.
+
+Requires the ``pgmq`` extra (``asyncpg`` and the ``pgmq`` package, whose bundled SQL is
+what :func:`install_pgmq` installs). Entry point: :func:`open_pgmq`.
+
+Push: every queue carries an ``AFTER INSERT`` trigger that NOTIFYs ``mqcontract_<queue>``
+with a JSON payload naming the queue and message id, and carrying the message itself when
+the whole payload fits in ``push_threshold_bytes`` (bytes, not characters). Pushed messages
+are unclaimed copies; claim one with ``fetch_message``. Delayed messages are announced when
+they become visible (the listener holds their notification), provided the listener was
+connected when they were sent. Notifications can be lost (listener down, trigger disabled),
+so consumers must also poll: ``requires_fallback_polling`` is true.
+
+Payloads: valid JSON is stored as ``jsonb`` (normalized), any other bytes as
+``{"$mqcontract_b64": "<base64>"}``; see ``_payload``.
+"""
+
+from __future__ import annotations
+
+from mqcontract.providers.pgmq._install import (
+    InstallResult,
+    embedded_pgmq_version,
+    install_pgmq,
+    install_pgmq_sync,
+)
+from mqcontract.providers.pgmq._payload import ENVELOPE_KEY
+from mqcontract.providers.pgmq.service import PgmqMessagingService, open_pgmq
+
+__all__ = [
+    "ENVELOPE_KEY",
+    "InstallResult",
+    "PgmqMessagingService",
+    "embedded_pgmq_version",
+    "install_pgmq",
+    "install_pgmq_sync",
+    "open_pgmq",
+]

@@ -1,0 +1,140 @@
+"""SQL text. Queue names reach here only after ``check_queue_name`` (``[a-z_][a-z0-9_]*``,
+at most 47 characters), so interpolating ``pgmq.q_<name>`` is safe; every value is a
+bound, explicitly cast parameter.
+
+PGMQ's own ``read``/``set_vt`` take whole seconds, so claiming is written here with
+``make_interval(secs => float8)``: sub-second visibility timeouts work. "Held" means
+received at least once and still invisible: ``read_ct > 0 AND vt > clock_timestamp()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+__all__ = [
+    "CHANNEL_PREFIX",
+    "TRIGGER_NAME",
+    "channel",
+    "create_trigger",
+    "queue_sql",
+    "trigger_args",
+]
+
+CHANNEL_PREFIX = "mqcontract_"
+TRIGGER_NAME = "mqcontract_notify"
+
+SEND = "SELECT * FROM pgmq.send($1::text, $2::jsonb)"
+SEND_DELAYED = (
+    "SELECT * FROM pgmq.send($1::text, $2::jsonb,"
+    " clock_timestamp() + make_interval(secs => $3::float8))"
+)
+SEND_BATCH = "SELECT * FROM pgmq.send_batch($1::text, $2::jsonb[])"
+PROBE_JSONB = "SELECT $1::text::jsonb IS NOT NULL"
+CREATE = "SELECT pgmq.create($1::text)"
+DROP = "SELECT pgmq.drop_queue($1::text)"
+EXISTS = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1::text)"
+LIST = "SELECT queue_name::text FROM pgmq.meta"
+#: Which of the named queues exist, and the args of our trigger on each (NULL: none).
+QUEUE_TRIGGERS = f"""
+SELECT m.queue_name::text AS queue, t.tgargs AS args
+FROM pgmq.meta m
+LEFT JOIN pg_trigger t
+  ON t.tgrelid = to_regclass('pgmq.q_' || m.queue_name) AND t.tgname = '{TRIGGER_NAME}'
+WHERE m.queue_name = ANY($1::text[])
+"""
+INSTALLED = """
+SELECT to_regclass('pgmq.meta') IS NOT NULL AS pgmq,
+       to_regprocedure('mqcontract.pgmq_notify_insert()') IS NOT NULL AS notify
+"""
+
+_RETURNING = (
+    "RETURNING m.msg_id, m.read_ct, extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at,"
+    " m.message::text AS message"
+)
+
+
+def channel(queue: str) -> str:
+    """The NOTIFY channel of ``queue`` (at most 58 bytes: under PostgreSQL's 63)."""
+    return CHANNEL_PREFIX + queue
+
+
+class QueueSql:
+    """Statements for one (validated) queue."""
+
+    def __init__(self, queue: str) -> None:
+        table = f"pgmq.q_{queue}"
+        archive = f"pgmq.a_{queue}"
+        self.receive = f"""
+WITH cte AS (
+    SELECT msg_id FROM {table}
+    WHERE vt <= clock_timestamp()
+    ORDER BY msg_id
+    LIMIT $1::int
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {table} m
+SET vt = clock_timestamp() + make_interval(secs => $2::float8),
+    read_ct = m.read_ct + 1,
+    last_read_at = clock_timestamp()
+FROM cte
+WHERE m.msg_id = cte.msg_id
+{_RETURNING}
+"""
+        self.fetch = f"""
+UPDATE {table} m
+SET vt = clock_timestamp() + make_interval(secs => $2::float8),
+    read_ct = m.read_ct + 1,
+    last_read_at = clock_timestamp()
+WHERE m.msg_id = (
+    SELECT msg_id FROM {table}
+    WHERE msg_id = $1::bigint AND vt <= clock_timestamp()
+    FOR UPDATE SKIP LOCKED
+)
+{_RETURNING}
+"""
+        held = "msg_id = $1::bigint AND read_ct > 0 AND vt > clock_timestamp()"
+        self.ack_delete = f"DELETE FROM {table} WHERE {held} RETURNING msg_id"
+        self.ack_archive = f"""
+WITH archived AS (
+    DELETE FROM {table} WHERE {held}
+    RETURNING msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers
+)
+INSERT INTO {archive} (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
+SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM archived
+RETURNING msg_id
+"""
+        # A released message is announced again, like a new one (any producer's nack
+        # through this provider; PGMQ itself has no nack).
+        self.nack = f"""
+WITH released AS (
+    UPDATE {table} SET vt = clock_timestamp()
+    WHERE {held}
+    RETURNING msg_id, read_ct, enqueued_at, vt, message
+)
+SELECT msg_id, pg_notify(
+    '{channel(queue)}',
+    mqcontract.pgmq_notify_payload(
+        '{queue}', msg_id, read_ct, enqueued_at, vt, message, $2::int)) IS NULL AS notified
+FROM released
+"""
+        self.empty_check = f"SELECT 1 FROM {table} LIMIT 0"
+        self.stored_ids = f"SELECT msg_id FROM {table} ORDER BY msg_id"
+
+
+def create_trigger(queue: str, threshold_bytes: int) -> str:
+    """(Re)create our notify trigger on ``queue`` with ``threshold_bytes`` as its argument."""
+    return (
+        f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT ON pgmq.q_{queue} FOR EACH ROW"
+        f" EXECUTE FUNCTION mqcontract.pgmq_notify_insert('{int(threshold_bytes)}')"
+    )
+
+
+def trigger_args(threshold_bytes: int) -> bytes:
+    """``pg_trigger.tgargs`` of a trigger made by :func:`create_trigger`."""
+    return f"{int(threshold_bytes)}".encode() + b"\x00"
+
+
+@lru_cache(maxsize=1024)
+def queue_sql(queue: str) -> QueueSql:
+    """The (cached) statements for ``queue``; callers validate the name first."""
+    return QueueSql(queue)
