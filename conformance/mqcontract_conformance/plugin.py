@@ -140,7 +140,11 @@ def _selected_rules(config: pytest.Config) -> list[Rule]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mq_rule(id): a conformance case for rule id")
-    config.stash[_STATE] = _State(config)
+    state = _State(config)
+    config.stash[_STATE] = state
+    if config.getoption("mq_provider"):
+        for provider in state.providers:  # fail fast on a typo, before collection
+            state.harness(provider)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -62,7 +62,7 @@ class Rule:
         """Why this rule does not apply to ``caps``, or None when it does."""
         if self.requires is None or self.requires(caps):
             return None
-        return f"{self.id} not applicable: requires {self.capability}"
+        return f"{self.id} not claimed: applies when {self.capability}"
 
 
 _REGISTRY: dict[str, Rule] = {}
@@ -84,8 +84,9 @@ def rule(
         raise ValueError(f"rule {rule_id}: unknown group {group}")
 
     def register(check: Check) -> Check:
-        if rule_id in _REGISTRY:
-            raise ValueError(f"duplicate rule id {rule_id}")
+        existing = _REGISTRY.get(rule_id)
+        if existing is not None and existing.check.__qualname__ != check.__qualname__:
+            raise ValueError(f"duplicate rule id {rule_id}")  # a re-import replaces itself
         _REGISTRY[rule_id] = Rule(
             rule_id, title, why, check, capability, requires, provisional, hooks
         )

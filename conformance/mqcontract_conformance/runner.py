@@ -41,7 +41,7 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
     try:
         unmet = rule.unmet(service.capabilities)
         if unmet is not None:
-            outcome.skip_reason = f"not claimed: {unmet}"
+            outcome.skip_reason = unmet
             return outcome
         try:
             async with asyncio.timeout(timing.case if clock is None else 60.0):

@@ -1,0 +1,80 @@
+"""The ``mqcontract`` command: verify, rules, and backend tooling.
+
+Subcommands import what they need when they run, so ``mqcontract verify`` works with no
+database or broker driver installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _verify(options: argparse.Namespace) -> int:
+    from mqcontract_conformance.verify import run
+
+    return run(options)
+
+
+def _rules(options: argparse.Namespace) -> int:
+    from mqcontract_conformance.rules import all_rules
+    from mqcontract_conformance.rules_doc import render_rules_markdown
+
+    if options.markdown:
+        sys.stdout.write(render_rules_markdown())
+    else:
+        for r in all_rules():
+            print(f"{r.id:<9} {r.title}")
+    return 0
+
+
+def _pgmq_install(options: argparse.Namespace) -> int:
+    import asyncio
+
+    from mqcontract.providers.pgmq import install_pgmq
+
+    result = asyncio.run(install_pgmq(options.dsn))
+    print(result)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    from mqcontract_conformance.verify import add_arguments
+
+    parser = argparse.ArgumentParser(prog="mqcontract", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    verify = sub.add_parser("verify", help="run the conformance suite against providers")
+    add_arguments(verify)
+    verify.set_defaults(func=_verify)
+
+    rules = sub.add_parser("rules", help="list the rules")
+    rules.add_argument("--markdown", action="store_true", help="print RULES.md")
+    rules.set_defaults(func=_rules)
+
+    pgmq = sub.add_parser("pgmq", help="PGMQ tooling")
+    pgmq_sub = pgmq.add_subparsers(dest="pgmq_command", required=True)
+    install = pgmq_sub.add_parser("install", help="install PGMQ into a database (idempotent)")
+    install.add_argument("--dsn", required=True, help="postgresql://… of the target database")
+    install.set_defaults(func=_pgmq_install)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mqcontract`` console script."""
+    from mqcontract.errors import MessagingError
+
+    options = build_parser().parse_args(argv)
+    try:
+        return int(options.func(options))
+    except MessagingError as exc:
+        print(f"mqcontract: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

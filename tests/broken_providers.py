@@ -1,0 +1,206 @@
+"""Deliberately broken providers: each breaks one promise that one rule must catch.
+
+They are small subclasses of the in-memory provider, so everything but the one defect
+stays correct and the rule that fails is the rule about that defect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.errors import MessageNotFound
+from mqcontract.messages import Available, QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.subscription import QueueSubscription
+
+
+class SignalMemory(InMemoryMessagingService):
+    """A correct signal-only provider (Available + fetch by id), to exercise SIGNAL rules."""
+
+    provider_name = "signal-memory"
+    announce_offset = 0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, push=PushKind.SIGNAL)
+
+    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
+        for q in queues:
+            self._queue(q)
+        sub = QueueSubscription(tuple(queues), on_close=self._drop_signal_sub)
+        self._signal_subs = [*getattr(self, "_signal_subs", []), sub]
+        return sub
+
+    async def _drop_signal_sub(self, sub: QueueSubscription) -> None:
+        self._signal_subs.remove(sub)
+
+    async def send_message(self, queue: str, payload: bytes) -> int:
+        msg_id = await super().send_message(queue, payload)
+        for sub in getattr(self, "_signal_subs", []):
+            if queue in sub.queues:
+                sub.put(Available(queue, msg_id + self.announce_offset))
+        return msg_id
+
+
+class NoopAck(InMemoryMessagingService):
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        self._queue(queue)
+
+
+class NackDeletes(InMemoryMessagingService):
+    async def nack_message(self, queue: str, msg_id: int) -> None:
+        await super().ack_message(queue, msg_id)
+
+
+class VisibilityNeverExpires(InMemoryMessagingService):
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        await super().receive_messages(queue, limit, visibility_timeout)  # validate only
+        return []
+
+
+class ReversedReceive(InMemoryMessagingService):
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        return list(reversed(await super().receive_messages(queue, limit, visibility_timeout)))
+
+
+class LimitIgnored(InMemoryMessagingService):
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        return await super().receive_messages(queue, 1000, visibility_timeout)
+
+
+class DelayIgnored(InMemoryMessagingService):
+    async def send_message_with_delay(
+        self, queue: str, payload: bytes, delay_seconds: float
+    ) -> int:
+        return await super().send_message(queue, payload)
+
+
+class PushDropsEveryThird(InMemoryMessagingService):
+    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
+        sub = await super().subscribe_many(queues)
+        original = sub.put
+        count = 0
+
+        def lossy_put(note: object) -> bool:
+            nonlocal count
+            count += 1
+            return True if count % 3 == 0 else original(note)  # type: ignore[arg-type]
+
+        sub.put = lossy_put  # type: ignore[method-assign,assignment]
+        return sub
+
+
+class WrongAvailableId(SignalMemory):
+    announce_offset = 1
+
+
+class LyingFetchFlag(InMemoryMessagingService):
+    @property
+    def supports_fetch_by_message_id(self) -> bool:
+        return False
+
+
+class OversizeAccepted(InMemoryMessagingService):
+    async def send_message(self, queue: str, payload: bytes) -> int:
+        return self._enqueue(self._queue(queue), bytes(payload), 0.0)
+
+
+class SilentAckOfUnknown(InMemoryMessagingService):
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        try:
+            await super().ack_message(queue, msg_id)
+        except MessageNotFound:
+            pass
+
+
+class SilentDropOnMissingQueue(InMemoryMessagingService):
+    async def send_message(self, queue: str, payload: bytes) -> int:
+        if not await self.queue_exists(queue):
+            return 0
+        return await super().send_message(queue, payload)
+
+
+class NoNameValidation(InMemoryMessagingService):
+    async def create_queue(self, name: str) -> None:
+        from mqcontract.providers.memory import _Queue
+
+        self._queues.setdefault(name, _Queue(name))
+
+
+class StillWorksAfterClose(InMemoryMessagingService):
+    async def close(self) -> None:
+        """Forgets to close."""
+
+
+class RawKeyError(InMemoryMessagingService):
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        if queue not in self._queues:
+            raise KeyError(queue)
+        return await super().receive_messages(queue, limit, visibility_timeout)
+
+
+class ReceiveCountStuck(InMemoryMessagingService):
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        got = await super().receive_messages(queue, limit, visibility_timeout)
+        return [dataclasses.replace(m, receive_count=1) for m in got]
+
+
+class DeleteKeepsMessages(InMemoryMessagingService):
+    async def delete_queue(self, name: str) -> None:
+        queue = self._queues.get(name)
+        await super().delete_queue(name)
+        if queue is not None:
+            self._stash = queue
+
+    async def create_queue(self, name: str) -> None:
+        stash = getattr(self, "_stash", None)
+        if stash is not None and stash.name == name:
+            self._queues[name] = stash
+            return
+        await super().create_queue(name)
+
+
+class ConcurrentDoubleDelivery(InMemoryMessagingService):
+    """Every other receive ignores claims, so two receivers can hold one message."""
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        got = await super().receive_messages(queue, limit, visibility_timeout)
+        self._last = [*getattr(self, "_last", []), *got][-3:]
+        return got + self._last[:1] if got else got
+
+
+#: broken provider -> the rule that must catch it
+CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
+    NoopAck: "ACK-1",
+    NackDeletes: "ACK-2",
+    VisibilityNeverExpires: "VT-2",
+    ReversedReceive: "ORD-2",
+    LimitIgnored: "RECV-1",
+    DelayIgnored: "DLY-1",
+    PushDropsEveryThird: "PUSH-1",
+    WrongAvailableId: "PUSH-3",
+    LyingFetchFlag: "PUSH-11",
+    OversizeAccepted: "SEND-7",
+    SilentAckOfUnknown: "ACK-4",
+    SilentDropOnMissingQueue: "LIFE-6",
+    NoNameValidation: "LIFE-7",
+    StillWorksAfterClose: "ERR-3",
+    RawKeyError: "ERR-1",
+    ReceiveCountStuck: "VT-5",
+    DeleteKeepsMessages: "LIFE-2",
+    ConcurrentDoubleDelivery: "VT-3",
+}

@@ -1,0 +1,121 @@
+"""The pytest plugin, run as a provider author would run it (pytester)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mqcontract_conformance.rules import all_rules
+from mqcontract_conformance.rules_doc import render_rules_markdown
+
+THIRD_PARTY = '''
+from mqcontract.providers.memory import InMemoryMessagingService
+
+
+async def open_provider(config):
+    """A provider outside mqcontract, found by module:factory."""
+    return InMemoryMessagingService(config.memory)
+'''
+
+ARGS = ("-p", "no:asyncio", "-p", "no:cacheprovider", "--pyargs", "mqcontract_conformance.contract")
+
+
+def test_a_third_party_provider_is_verified_by_module_factory(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(thirdparty_provider=THIRD_PARTY)
+    pytester.syspathinsert()
+    out = pytester.path / "out.json"
+    result = pytester.runpytest(
+        *ARGS, "--mq-provider", "thirdparty_provider:open_provider",
+        "--mq-rules", "LIFE,SEND,RECV-1", "--mq-json", str(out),
+    )
+    result.assert_outcomes(passed=20)
+    doc = json.loads(out.read_text())
+    (provider,) = doc["providers"]
+    assert provider["name"] == "thirdparty_provider:open_provider"
+    assert provider["capabilities"]["push"] == "full"
+    assert {r["rule"] for r in provider["results"]} >= {"LIFE-1", "SEND-9", "RECV-1"}
+
+
+def test_unclaimed_rules_skip_with_the_rule_named(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*ARGS, "--mq-rules", "PUSH-10,LIFE-1", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*PUSH-10 not claimed: applies when push == none*"])
+
+
+def test_a_run_where_nothing_ran_fails(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*ARGS, "--mq-rules", "PUSH-10")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*no rule ran for provider 'memory'*"])
+
+
+def test_known_broken_rules_are_strict_xfail(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        brokenharness='''
+from mqcontract_conformance.harness import Harness
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.clock import VirtualClock
+
+
+class NoopAck(InMemoryMessagingService):
+    async def ack_message(self, queue, msg_id):
+        self._queue(queue)
+
+
+class H(Harness):
+    known_broken = {"ACK-1": "ack is a no-op", "LIFE-1": "claimed broken but is not"}
+
+    def new_clock(self):
+        return VirtualClock()
+
+    async def open(self, clock=None):
+        return NoopAck(clock=clock)
+
+
+def make(settings):
+    return H("noop-ack", settings)
+'''
+    )
+    pytester.syspathinsert()
+    result = pytester.runpytest(*ARGS, "--mq-provider", "brokenharness:make",
+                                "--mq-rules", "ACK-1,LIFE-1")
+    result.assert_outcomes(xfailed=1, failed=1)
+
+
+def test_unknown_provider_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*ARGS, "--mq-provider", "does-not-exist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_rules_document_is_generated_from_the_registry() -> None:
+    committed = Path(__file__).parent.parent / "conformance" / "RULES.md"
+    assert committed.read_text(encoding="utf-8") == render_rules_markdown(), (
+        "conformance/RULES.md is stale: run `mqcontract rules --markdown > conformance/RULES.md`"
+    )
+
+
+def test_rule_ids_are_unique_and_numerous() -> None:
+    ids = [r.id for r in all_rules()]
+    assert len(ids) == len(set(ids)) >= 40
+    assert all(r.title.endswith(".") and r.why for r in all_rules())
+
+
+def test_verify_memory_passes_quickly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "memory.json"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "memory", "--json", str(out)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    doc = json.loads(out.read_text())
+    results = doc["providers"][0]["results"]
+    assert len(results) >= 40
+    assert not [r for r in results if r["outcome"] == "failed"]
+    assert took < 30  # generous on a shared machine; typically ~3 s
