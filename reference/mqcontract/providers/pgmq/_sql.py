@@ -16,6 +16,7 @@ __all__ = [
     "TRIGGER_NAME",
     "channel",
     "create_trigger",
+    "effective_threshold",
     "queue_sql",
     "trigger_args",
 ]
@@ -31,6 +32,8 @@ SEND_DELAYED = (
 SEND_BATCH = "SELECT * FROM pgmq.send_batch($1::text, $2::jsonb[])"
 PROBE_JSONB = "SELECT $1::text::jsonb IS NOT NULL"
 CREATE = "SELECT pgmq.create($1::text)"
+#: The advisory lock PGMQ's own create/drop take for a queue (``pgmq.acquire_queue_lock``).
+QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgmq.queue_' || $1::text))"
 DROP = "SELECT pgmq.drop_queue($1::text)"
 EXISTS = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1::text)"
 LIST = "SELECT queue_name::text FROM pgmq.meta"
@@ -51,6 +54,15 @@ _RETURNING = (
     "RETURNING m.msg_id, m.read_ct, extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at,"
     " m.message::text AS message"
 )
+
+
+#: NOTIFY payloads must stay under 8000 bytes; the notify function clamps to this.
+MAX_NOTIFY_BYTES = 7999
+
+
+def effective_threshold(configured: int) -> int:
+    """The byte threshold the notify function really applies for ``configured``."""
+    return max(0, min(configured, MAX_NOTIFY_BYTES))
 
 
 def channel(queue: str) -> str:

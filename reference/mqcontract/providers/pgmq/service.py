@@ -78,9 +78,10 @@ class PgmqMessagingService(BaseMessagingService):
             health_interval=max(config.fallback_polling_interval_seconds, 1.0),
             health_timeout=min(operation_timeout, CONNECT_TIMEOUT),
         )
+        threshold = _sql.effective_threshold(config.push_threshold_bytes)
         self._capabilities = Capabilities(
-            push=PushKind.MIXED,
-            push_payload_threshold_bytes=config.push_threshold_bytes,
+            push=PushKind.MIXED if threshold > 0 else PushKind.SIGNAL,
+            push_payload_threshold_bytes=threshold if threshold > 0 else None,
             pushed_messages_claimed=False,
             fetch_by_id=True,
             requires_fallback_polling=True,
@@ -190,7 +191,7 @@ class PgmqMessagingService(BaseMessagingService):
 
         async def work(conn: Any) -> None:
             async with conn.transaction():
-                await conn.execute("SELECT pgmq.acquire_queue_lock($1::text)", name)
+                await conn.execute(_sql.QUEUE_LOCK, name)
                 await self._ensure_trigger(conn, name)
 
         await self._run("install_notify_trigger", name, work, idempotent=True)
@@ -401,9 +402,10 @@ class PgmqMessagingService(BaseMessagingService):
         if self._closed:
             return
         self._closed = True
+        # Listener first: closing the subscriptions then needs no UNLISTEN round trips.
+        await self._listener.close()
         for subscription in list(self._subscriptions):
             await subscription.aclose()
-        await self._listener.close()
         try:
             async with asyncio.timeout(min(self._timeout, CONNECT_TIMEOUT)):
                 await self._pool.close()

@@ -1,0 +1,99 @@
+"""PGMQ payload mapping and NOTIFY parsing, without a database."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from mqcontract.messages import Available, Message
+from mqcontract.providers.pgmq._listener import parse_notification
+from mqcontract.providers.pgmq._payload import ENVELOPE_KEY, decode, encode, native_json
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"a": 1}', b"[1, 2.5, null]", b'"caf\xc3\xa9"', b" 42 ", b"true", b'{"$x": 1}'],
+)
+def test_json_that_jsonb_accepts_is_stored_as_itself(payload: bytes) -> None:
+    assert encode(payload) == payload.decode()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\x00\x01\xff",
+        b"not json",
+        b"NaN",
+        b"[-Infinity]",
+        b'"\\u0000"',
+        b'{"\\u0000": 1}',
+        b'"\\udc00"',
+        b"1e400",
+        b"[" * 5000 + b"]" * 5000,
+        b"\xef\xbb\xbf[]",
+        b"\xed\xa0\x80",  # an encoded surrogate is not UTF-8
+        json.dumps({ENVELOPE_KEY: "aGk="}).encode(),
+        json.dumps({ENVELOPE_KEY: None}).encode(),
+    ],
+)
+def test_everything_else_goes_in_the_envelope_and_comes_back_exactly(payload: bytes) -> None:
+    assert native_json(payload) is None
+    stored = encode(payload)
+    assert json.loads(stored) == {ENVELOPE_KEY: base64.b64encode(payload).decode()}
+    # jsonb prints the envelope with a space after the colon; decode must accept both.
+    assert decode(stored) == payload
+    assert decode(json.dumps(json.loads(stored))) == payload
+
+
+def test_an_object_with_more_keys_than_the_envelope_is_not_an_envelope() -> None:
+    text = json.dumps({ENVELOPE_KEY: "aGk=", "zz_other": 1})
+    assert encode(text.encode()) == text
+    assert decode(text) == text.encode()
+
+
+def test_a_foreign_message_that_resembles_an_envelope_but_is_not_base64_reads_as_text() -> None:
+    text = '{"' + ENVELOPE_KEY + '": "not base64!"}'
+    assert decode(text) == text.encode()
+
+
+def test_sql_null_reads_as_json_null() -> None:
+    assert decode(None) == b"null"
+
+
+def test_a_full_notification_keeps_the_jsonb_text_byte_for_byte() -> None:
+    raw = '{"a": [1, 2.50], "s": "caf\u00e9, \\"message\\":"}'
+    payload = (
+        '{"queue":"q1","msg_id":7,"read_ct":0,"enqueued_at":1700000000.123456,"message":'
+        + raw
+        + "}"
+    )
+    note, delay = parse_notification(payload)
+    assert delay == 0
+    assert isinstance(note, Message)
+    assert note.claimed is False
+    assert note.message.payload == raw.encode()
+    assert (note.message.msg_id, note.message.queue_name) == (7, "q1")
+    assert note.message.receive_count == 1
+    assert note.message.enqueued_at == pytest.approx(1700000000.123456)
+
+
+def test_a_signal_notification_and_a_delayed_one() -> None:
+    assert parse_notification('{"queue":"q","msg_id":3}') == (Available("q", 3), 0.0)
+    note, delay = parse_notification('{"queue":"q","msg_id":4,"delay":0.250000}')
+    assert note == Available("q", 4)
+    assert delay == pytest.approx(0.25)
+
+
+def test_an_enveloped_message_in_a_notification_is_unwrapped() -> None:
+    payload = (
+        '{"queue":"q","msg_id":1,"read_ct":2,"enqueued_at":1,"message":'
+        + json.dumps({ENVELOPE_KEY: base64.b64encode(b"\x00bin").decode()})
+        + "}"
+    )
+    note, _ = parse_notification(payload)
+    assert isinstance(note, Message)
+    assert note.message.payload == b"\x00bin"
+    assert note.message.receive_count == 3
