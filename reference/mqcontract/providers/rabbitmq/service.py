@@ -707,15 +707,25 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     # -- test support ------------------------------------------------------------------
 
-    def _abort_transport(self) -> None:
-        """Drop the TCP connection without a goodbye (fault injection for harnesses)."""
+    async def _abort_transport(self) -> None:
+        """Drop the TCP connection without a goodbye (fault injection for harnesses).
+
+        aiormq keeps its socket writer only inside its writer task, so it is taken from
+        there; if that ever fails, the aiormq connection is closed with an error instead
+        (the robust connection treats both as a lost connection and reconnects).
+        """
         transport = self._conn.transport
         if transport is None:
             return
-        reader = getattr(transport.connection, "reader", None)
-        socket_transport = getattr(reader, "_transport", None)
-        if socket_transport is not None:
-            socket_transport.abort()
+        connection = transport.connection
+        task = getattr(connection, "_writer_task", None)
+        coro = task.get_coro() if task is not None and not task.done() else None
+        frame = getattr(coro, "cr_frame", None)
+        writer = frame.f_locals.get("writer") if frame is not None else None
+        if isinstance(writer, asyncio.StreamWriter):
+            writer.transport.abort()
+            return
+        await connection.close(ConnectionResetError("connection severed"))
 
 
 async def connect_rabbitmq(config: MessagingConfig, *, quorum: bool) -> RabbitMqMessagingService:

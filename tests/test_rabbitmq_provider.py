@@ -1,0 +1,493 @@
+"""The RabbitMQ provider on a real broker: the behaviours the issue asks for, measured.
+
+Needs RabbitMQ at ``RABBITMQ_URL`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``);
+skipped when it is unreachable unless ``MQCONTRACT_REQUIRE_BACKENDS`` is set. Tests that
+need the management API (listing, server-side connection close) skip without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from mqcontract.capabilities import RequeuePosition
+from mqcontract.config import MessagingConfig, load_config
+from mqcontract.errors import (
+    BackendUnavailable,
+    MessageNotFound,
+    ProviderClosed,
+    QueueNotFound,
+    UnsupportedOperation,
+)
+from mqcontract.messages import Message, QueuedMessage
+from mqcontract.providers.rabbitmq import (
+    RabbitMqMessagingService,
+    open_rabbitmq,
+    open_rabbitmq_quorum,
+)
+from mqcontract.providers.rabbitmq._delay import wait_queue_prefix
+from mqcontract.providers.rabbitmq._management import ManagementClient, vhost_of
+from mqcontract.subscription import QueueSubscription
+from mqcontract_conformance.harness import HarnessSettings
+from mqcontract_fixtures.rabbitmq import RabbitMqHarness, default_management_url
+
+T = TypeVar("T")
+
+REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
+
+
+def _base_config() -> MessagingConfig:
+    return load_config(validate_backend=False)
+
+
+async def _management_url(config: MessagingConfig) -> str | None:
+    url = config.rabbitmq.management_url or default_management_url(config.rabbitmq.url)
+    try:
+        await ManagementClient(url, provider="rabbitmq", timeout=3).overview()
+    except BackendUnavailable:
+        return None
+    return url
+
+
+@pytest.fixture
+async def config() -> MessagingConfig:
+    """Configuration pointing at the broker, with the management API when it answers."""
+    base = _base_config()
+    try:
+        probe = await open_rabbitmq(
+            dataclasses.replace(
+                base,
+                rabbitmq=dataclasses.replace(base.rabbitmq, connection_timeout_seconds=3),
+            )
+        )
+    except BackendUnavailable as exc:
+        if REQUIRE:
+            pytest.fail(f"RabbitMQ required: {exc}")
+        pytest.skip(f"RabbitMQ unavailable: {exc}")
+    await probe.close()
+    management = await _management_url(base)
+    return dataclasses.replace(
+        base, rabbitmq=dataclasses.replace(base.rabbitmq, management_url=management)
+    )
+
+
+@pytest.fixture(params=["rabbitmq", "rabbitmq-quorum"])
+async def service(
+    request: pytest.FixtureRequest, config: MessagingConfig
+) -> AsyncIterator[RabbitMqMessagingService]:
+    opener = open_rabbitmq_quorum if request.param == "rabbitmq-quorum" else open_rabbitmq
+    svc = await opener(config)
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def queue(service: RabbitMqMessagingService) -> AsyncIterator[str]:
+    name = f"t_rmq_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    await service.create_queue(name)
+    yield name
+    if not service._closed:
+        await service.delete_queue(name)
+    else:  # the test closed it: clean up through a fresh one
+        async with await open_rabbitmq(_base_config()) as cleaner:
+            await cleaner.delete_queue(name)
+
+
+async def _eventually(
+    probe: Callable[[], Awaitable[T | None]], within: float, what: str, step: float = 0.02
+) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not observed within {within} s")
+        await asyncio.sleep(step)
+
+
+async def _receive_one(
+    service: RabbitMqMessagingService, queue: str, within: float, vt: float = 60.0
+) -> QueuedMessage:
+    async def probe() -> QueuedMessage | None:
+        got = await service.receive_messages(queue, 1, vt)
+        return got[0] if got else None
+
+    return await _eventually(probe, within, f"a message on {queue}")
+
+
+async def _notifications(sub: QueueSubscription, count: int, within: float) -> list[Message]:
+    got: list[Message] = []
+    async with asyncio.timeout(within):
+        async for note in sub:
+            assert isinstance(note, Message)
+            assert note.claimed
+            got.append(note)
+            if len(got) == count:
+                break
+    return got
+
+
+# -- visibility ------------------------------------------------------------------------
+
+
+async def test_unacked_message_comes_back_after_its_one_second_visibility_timeout(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    sent = await service.send_message(queue, b"work")
+    (first,) = await service.receive_messages(queue, 1, 1.0)
+    start = time.monotonic()
+    again = await _receive_one(service, queue, within=3.0)
+    took = time.monotonic() - start
+    assert again.msg_id == first.msg_id == sent
+    assert 0.9 <= took <= 2.0, f"redelivered after {took:.3f} s"
+    assert again.receive_count == 2
+
+
+async def test_sub_second_visibility_timeout_is_honoured(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    await service.send_message(queue, b"work")
+    await service.receive_messages(queue, 1, 0.2)
+    start = time.monotonic()
+    await _receive_one(service, queue, within=2.0)
+    took = time.monotonic() - start
+    assert 0.15 <= took <= 0.8, f"redelivered after {took:.3f} s"
+
+
+async def test_late_ack_after_expiry_raises_message_not_found(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    sent = await service.send_message(queue, b"work")
+    await service.receive_messages(queue, 1, 0.2)
+    again = await _receive_one(service, queue, within=2.0, vt=0.2)
+    assert again.msg_id == sent
+    # The first claim expired and so did the second by now; neither tag may be sent.
+    await asyncio.sleep(0.3)
+    with pytest.raises(MessageNotFound):
+        await service.ack_message(queue, sent)
+    assert (await _receive_one(service, queue, within=2.0)).msg_id == sent
+
+
+# -- delays ----------------------------------------------------------------------------
+
+
+async def test_half_second_delay_is_not_stuck_behind_a_thirty_second_one(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    slow = await service.send_message_with_delay(queue, b"slow", 30.0)
+    start = time.monotonic()
+    fast = await service.send_message_with_delay(queue, b"fast", 0.5)
+    while time.monotonic() - start < 0.3:
+        assert await service.receive_messages(queue, 10, 60) == [], "visible before 0.3 s"
+        await asyncio.sleep(0.02)
+    got = await _receive_one(service, queue, within=1.5)
+    took = time.monotonic() - start
+    assert got.msg_id == fast != slow
+    assert got.receive_count == 1
+    assert 0.45 <= took <= 1.0, f"0.5 s delay took {took:.3f} s"
+
+
+async def test_delete_queue_also_deletes_its_wait_queues(
+    service: RabbitMqMessagingService, config: MessagingConfig
+) -> None:
+    name = f"t_rmq_wait_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    await service.create_queue(name)
+    await service.send_message_with_delay(name, b"later", 30.0)
+    await service.send_message_with_delay(name, b"sooner", 20.0)
+    await service.delete_queue(name)
+    assert not await service.queue_exists(name)
+    if config.rabbitmq.management_url:
+        client = ManagementClient(config.rabbitmq.management_url, provider="rabbitmq")
+        listed = [q["name"] for q in await client.queues(vhost_of(config.rabbitmq.url))]
+        assert not [q for q in listed if q.startswith(wait_queue_prefix(name))]
+
+
+# -- ack and nack ----------------------------------------------------------------------
+
+
+async def test_unknown_repeated_and_stale_acks_raise_and_the_channel_survives(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    a, b = await service.send_batch(queue, [b"a", b"b"])
+    got = await service.receive_messages(queue, 2, 60)
+    assert [m.msg_id for m in got] == [a, b]
+    with pytest.raises(MessageNotFound):
+        await service.ack_message(queue, 123_456_789)  # unknown
+    await service.ack_message(queue, a)
+    with pytest.raises(MessageNotFound):
+        await service.ack_message(queue, a)  # repeated
+    with pytest.raises(MessageNotFound):
+        await service.nack_message(queue, a)
+    # The message held all along can still be acked: no bad tag reached the broker.
+    await service.ack_message(queue, b)
+    await asyncio.sleep(0.1)
+    assert await service.receive_messages(queue, 10, 60) == []
+    c = await service.send_message(queue, b"c")
+    (m,) = await service.receive_messages(queue, 1, 60)
+    assert m.msg_id == c
+    await service.ack_message(queue, c)
+
+
+async def test_ack_after_nack_raises_and_the_message_stays(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    sent = await service.send_message(queue, b"x")
+    await service.receive_messages(queue, 1, 60)
+    await service.nack_message(queue, sent)
+    with pytest.raises(MessageNotFound):
+        await service.ack_message(queue, sent)
+    (again,) = await service.receive_messages(queue, 1, 60)
+    assert again.msg_id == sent
+    assert again.receive_count >= 2
+
+
+async def test_quorum_nack_goes_to_the_back_and_counts_exactly(
+    config: MessagingConfig,
+) -> None:
+    async with await open_rabbitmq_quorum(config) as svc:
+        assert svc.capabilities.requeue_position is RequeuePosition.BACK
+        assert svc.capabilities.exact_receive_count
+        q = f"t_rmq_qq_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        await svc.create_queue(q)
+        try:
+            ids = await svc.send_batch(q, [b"1", b"2", b"3"])
+            (first,) = await svc.receive_messages(q, 1, 60)
+            await svc.nack_message(q, first.msg_id)
+            order = await svc.receive_messages(q, 3, 60)
+            assert [m.msg_id for m in order] == [ids[1], ids[2], ids[0]]
+            assert [m.receive_count for m in order] == [1, 1, 2]
+            for _ in range(3):
+                await svc.nack_message(q, ids[0])
+                (m,) = await _wait_for_id(svc, q, ids[0])
+            assert m.receive_count == 5
+        finally:
+            await svc.delete_queue(q)
+
+
+async def _wait_for_id(
+    svc: RabbitMqMessagingService, queue: str, msg_id: int
+) -> list[QueuedMessage]:
+    async def probe() -> list[QueuedMessage] | None:
+        got = await svc.receive_messages(queue, 1, 60)
+        return got or None
+
+    got = await _eventually(probe, 3.0, f"message {msg_id}")
+    assert got[0].msg_id == msg_id
+    return got
+
+
+async def test_classic_nack_returns_to_the_original_position(config: MessagingConfig) -> None:
+    async with await open_rabbitmq(config) as svc:
+        assert svc.capabilities.requeue_position is RequeuePosition.ORIGINAL
+        assert not svc.capabilities.exact_receive_count
+        q = f"t_rmq_cq_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        await svc.create_queue(q)
+        try:
+            ids = await svc.send_batch(q, [b"1", b"2", b"3"])
+            (first,) = await svc.receive_messages(q, 1, 60)
+            await svc.nack_message(q, first.msg_id)
+            order = await svc.receive_messages(q, 3, 60)
+            assert [m.msg_id for m in order] == ids
+            assert [m.receive_count for m in order] == [2, 1, 1]
+        finally:
+            await svc.delete_queue(q)
+
+
+# -- missing queues --------------------------------------------------------------------
+
+
+async def test_send_to_a_missing_queue_raises_and_creates_nothing(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    missing = f"t_rmq_missing_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(QueueNotFound) as info:
+        await service.send_message(missing, b"lost?")
+    assert info.value.queue == missing
+    with pytest.raises(QueueNotFound):
+        await service.send_batch(missing, [b"1", b"2"])
+    with pytest.raises(QueueNotFound):
+        await service.send_message_with_delay(missing, b"later", 0.5)
+    with pytest.raises(QueueNotFound):
+        await service.receive_messages(missing, 1, 1)
+    assert not await service.queue_exists(missing)
+    # A held message on another queue survives all of that.
+    sent = await service.send_message(queue, b"kept")
+    (m,) = await service.receive_messages(queue, 1, 60)
+    with pytest.raises(QueueNotFound):
+        await service.receive_messages(missing, 1, 1)
+    await service.ack_message(queue, m.msg_id)
+    assert m.msg_id == sent
+
+
+# -- push ------------------------------------------------------------------------------
+
+
+async def test_pushed_messages_are_held_until_acked_and_expire_like_received_ones(
+    config: MessagingConfig,
+) -> None:
+    cfg = dataclasses.replace(
+        config,
+        rabbitmq=dataclasses.replace(config.rabbitmq, push_visibility_timeout_seconds=0.5),
+    )
+    async with await open_rabbitmq(cfg) as svc:
+        q = f"t_rmq_push_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        await svc.create_queue(q)
+        try:
+            sub = await svc.subscribe(q)
+            a, b = await svc.send_batch(q, [b"a", b"b"])
+            first = await _notifications(sub, 2, 3.0)
+            assert [n.message.msg_id for n in first] == [a, b]
+            assert [n.message.receive_count for n in first] == [1, 1]
+            await svc.ack_message(q, a)
+            (again,) = await _notifications(sub, 1, 3.0)  # b expired after 0.5 s
+            assert again.message.msg_id == b
+            assert again.message.receive_count >= 2
+            await svc.ack_message(q, b)
+            await sub.aclose()
+            assert await svc.receive_messages(q, 10, 60) == []
+        finally:
+            await svc.delete_queue(q)
+
+
+async def test_closing_a_subscription_requeues_what_it_never_handed_out(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    sub = await service.subscribe(queue)
+    ids = await service.send_batch(queue, [b"1", b"2", b"3"])
+    (handed,) = await _notifications(sub, 1, 3.0)
+    await sub.aclose()
+
+    got: list[int] = []
+
+    async def rest() -> bool:
+        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+        return len(got) >= 2
+
+    await _eventually(rest, 3.0, "unhanded messages back")
+    assert sorted(got) == ids[1:]
+    await service.ack_message(queue, handed.message.msg_id)  # still held after close
+
+
+# -- connection loss -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["management", "socket"])
+async def test_severing_the_connection_under_a_consumer_loses_nothing(
+    service: RabbitMqMessagingService, queue: str, config: MessagingConfig, how: str
+) -> None:
+    if how == "management" and not config.rabbitmq.management_url:
+        pytest.skip("management API unavailable")
+    sub = await service.subscribe(queue)
+    ids = await service.send_batch(queue, [b"1", b"2", b"3"])
+    before = await _notifications(sub, 3, 3.0)
+    assert [n.message.msg_id for n in before] == ids
+    fourth = await service.send_message(queue, b"4")
+
+    (extra,) = await _notifications(sub, 1, 3.0)
+    assert extra.message.msg_id == fourth
+    if how == "management":
+        harness = RabbitMqHarness(
+            service.provider_name,
+            HarnessSettings(config=config, run_id="t"),
+            quorum=service.provider_name.endswith("quorum"),
+        )
+        await harness.sever_connection(service)
+    else:
+        await service._abort_transport()
+
+    after = await _notifications(sub, 4, 15.0)
+    assert sorted(n.message.msg_id for n in after) == [*ids, fourth]
+    assert all(n.message.receive_count >= 2 for n in after)
+    # Tags from the dead channel are void; the new deliveries can be acked.
+    for note in after:
+        await service.ack_message(queue, note.message.msg_id)
+    await sub.aclose()
+    assert await service.receive_messages(queue, 10, 60) == []
+
+
+async def test_messages_held_by_receive_come_back_after_a_sever_and_old_ids_are_stale(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    ids = await service.send_batch(queue, [b"1", b"2"])
+    held = await service.receive_messages(queue, 2, 60)
+    assert [m.msg_id for m in held] == ids
+    await service._abort_transport()
+
+    async def back() -> list[QueuedMessage] | None:
+        try:
+            return await service.receive_messages(queue, 10, 60) or None
+        except BackendUnavailable:
+            return None
+
+    again = await _eventually(back, 15.0, "held messages redelivered", step=0.1)
+    assert sorted(m.msg_id for m in again) == ids
+    # The same ids are held again, on the new channel: acks work.
+    for m in again:
+        await service.ack_message(queue, m.msg_id)
+
+
+# -- lifecycle and capabilities --------------------------------------------------------
+
+
+async def test_list_queues_shows_created_queues_but_never_wait_queues(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    if not service.capabilities.list_queues:
+        pytest.skip("management API unavailable")
+    await service.send_message_with_delay(queue, b"x", 5.0)
+    listed = await service.list_queues()
+    assert queue in listed
+    assert not [q for q in listed if "." in q]
+    assert listed == sorted(listed)
+
+
+async def test_without_management_list_queues_is_not_claimed(config: MessagingConfig) -> None:
+    cfg = dataclasses.replace(
+        config, rabbitmq=dataclasses.replace(config.rabbitmq, management_url=None)
+    )
+    async with await open_rabbitmq(cfg) as svc:
+        assert svc.capabilities.list_queues is False
+        with pytest.raises(UnsupportedOperation):
+            await svc.list_queues()
+
+
+async def test_unreachable_broker_raises_backend_unavailable_without_the_password() -> None:
+    base = _base_config()
+    cfg = dataclasses.replace(
+        base,
+        rabbitmq=dataclasses.replace(
+            base.rabbitmq,
+            url="amqp://someone:s3cret@127.0.0.1:1/%2F",
+            connection_timeout_seconds=2,
+        ),
+    )
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailable) as info:
+        await open_rabbitmq(cfg)
+    assert time.monotonic() - start < 3
+    assert "s3cret" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)
+
+
+async def test_close_requeues_held_messages_and_later_calls_raise(
+    service: RabbitMqMessagingService, queue: str, config: MessagingConfig
+) -> None:
+    sent = await service.send_message(queue, b"held")
+    await service.receive_messages(queue, 1, 60)
+    await service.close()
+    with pytest.raises(ProviderClosed):
+        await service.send_message(queue, b"x")
+    with pytest.raises(ProviderClosed):
+        await service.ack_message(queue, sent)
+    async with await open_rabbitmq(config) as other:
+        (m,) = await _wait_for_id(other, queue, sent)
+        assert m.receive_count >= 2
+        await other.ack_message(queue, sent)
