@@ -6,6 +6,7 @@ stays correct and the rule that fails is the rule about that defect.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 
@@ -115,10 +116,8 @@ class OversizeAccepted(InMemoryMessagingService):
 
 class SilentAckOfUnknown(InMemoryMessagingService):
     async def ack_message(self, queue: str, msg_id: int) -> None:
-        try:
+        with contextlib.suppress(MessageNotFound):
             await super().ack_message(queue, msg_id)
-        except MessageNotFound:
-            pass
 
 
 class SilentDropOnMissingQueue(InMemoryMessagingService):

@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 
 from mqcontract.providers.memory import InMemoryMessagingService
-
 from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.rules import all_rules
 from mqcontract_conformance.runner import CaseOutcome
@@ -39,7 +38,9 @@ def test_at_least_ten_defects_are_covered() -> None:
 
 
 @pytest.mark.parametrize("rule", all_rules(), ids=lambda r: r.id)
-def test_a_correct_signal_provider_passes_or_skips_every_rule(run_rule: RunRule, rule: object) -> None:
+def test_a_correct_signal_provider_passes_or_skips_every_rule(
+    run_rule: RunRule, rule: object
+) -> None:
     from mqcontract_conformance.rules import Rule
 
     assert isinstance(rule, Rule)

@@ -46,7 +46,8 @@ def test_message_too_large_names_queue_size_and_limit() -> None:
     with pytest.raises(errors.MessageTooLarge) as info:
         check_payload("jobs", b"x" * 11, CAPS)
     assert (info.value.queue, info.value.size, info.value.limit) == ("jobs", 11, 10)
-    assert "jobs" in str(info.value) and "10" in str(info.value)
+    assert "jobs" in str(info.value)
+    assert "10" in str(info.value)
     assert check_payload("jobs", b"x" * 10, CAPS) == b"x" * 10
 
 

@@ -27,8 +27,13 @@ def test_a_third_party_provider_is_verified_by_module_factory(pytester: pytest.P
     pytester.syspathinsert()
     out = pytester.path / "out.json"
     result = pytester.runpytest(
-        *ARGS, "--mq-provider", "thirdparty_provider:open_provider",
-        "--mq-rules", "LIFE,SEND,RECV-1", "--mq-json", str(out),
+        *ARGS,
+        "--mq-provider",
+        "thirdparty_provider:open_provider",
+        "--mq-rules",
+        "LIFE,SEND,RECV-1",
+        "--mq-json",
+        str(out),
     )
     result.assert_outcomes(passed=20)
     doc = json.loads(out.read_text())
@@ -52,7 +57,7 @@ def test_a_run_where_nothing_ran_fails(pytester: pytest.Pytester) -> None:
 
 def test_known_broken_rules_are_strict_xfail(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        brokenharness='''
+        brokenharness="""
 from mqcontract_conformance.harness import Harness
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.clock import VirtualClock
@@ -75,11 +80,12 @@ class H(Harness):
 
 def make(settings):
     return H("noop-ack", settings)
-'''
+"""
     )
     pytester.syspathinsert()
-    result = pytester.runpytest(*ARGS, "--mq-provider", "brokenharness:make",
-                                "--mq-rules", "ACK-1,LIFE-1")
+    result = pytester.runpytest(
+        *ARGS, "--mq-provider", "brokenharness:make", "--mq-rules", "ACK-1,LIFE-1"
+    )
     result.assert_outcomes(xfailed=1, failed=1)
 
 
@@ -109,8 +115,20 @@ def test_verify_memory_passes_quickly(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "memory", "--json", str(out)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mqcontract.cli",
+            "verify",
+            "--provider",
+            "memory",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-3000:]

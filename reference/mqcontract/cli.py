@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 
 def _verify(options: argparse.Namespace) -> int:
-    from mqcontract_conformance.verify import run
+    from mqcontract._verify import run
 
     return run(options)
 
@@ -43,7 +43,7 @@ def _pgmq_install(options: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    from mqcontract_conformance.verify import add_arguments
+    from mqcontract._verify import add_arguments
 
     parser = argparse.ArgumentParser(prog="mqcontract", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

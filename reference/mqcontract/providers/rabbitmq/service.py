@@ -266,6 +266,14 @@ class RabbitMqMessagingService(BaseMessagingService):
                 del self._rx[queue]
         if self._pub is channel:
             self._pub = None
+        for consumer in self._consumers.values():
+            if consumer.channel is channel:
+                # Deliveries not yet handed out are void too; the broker redelivers them.
+                for note in consumer.subscription.pending():
+                    if isinstance(note, Message) and (note.queue_name, note.message.msg_id) in (
+                        self._held
+                    ):
+                        consumer.subscription.put(note)
 
     @contextlib.asynccontextmanager
     async def _scratch(self, operation: str, queue: str = "") -> AsyncIterator[Channel]:
@@ -437,8 +445,13 @@ class RabbitMqMessagingService(BaseMessagingService):
         check_queue_name(name)
         waits = self._wait_queues.pop(name, set())
         if self._management is not None:
+            # Other processes' wait queues too; without the API they expire on their own.
             prefix = _delay.wait_queue_prefix(name)
-            listed = await self._management.queues(self._vhost)
+            try:
+                listed = await self._management.queues(self._vhost)
+            except BackendUnavailable as exc:
+                log.warning("cannot list wait queues of %r: %s", name, exc)
+                listed = []
             waits |= {q["name"] for q in listed if str(q.get("name", "")).startswith(prefix)}
         async with self._scratch("delete_queue", name) as channel:
             await channel.queue_delete(name)

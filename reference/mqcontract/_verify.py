@@ -1,13 +1,16 @@
 """``mqcontract verify``: run the contract for providers and gate on the result.
 
 It is a thin layer over pytest with the plugin: the same cases, options and JSON as
-``pytest --pyargs mqcontract_conformance.contract --mq-provider NAME``.
+``pytest --pyargs mqcontract_conformance.contract --mq-provider NAME``. This module lives
+outside the plugin's package on purpose: importing the plugin before pytest starts
+would stop pytest from rewriting its assertions.
 """
 
 from __future__ import annotations
 
 import argparse
-from importlib.resources import files
+import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -16,14 +19,24 @@ __all__ = ["add_arguments", "pytest_args", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``mqcontract verify``."""
-    parser.add_argument("--provider", action="append", default=[], metavar="NAME|module:factory",
-                        help="provider to verify (repeatable; default: memory)")
+    parser.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        metavar="NAME|module:factory",
+        help="provider to verify (repeatable; default: memory)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--rules", default="", metavar="IDS", help="rule ids or groups, comma-separated")
+    parser.add_argument(
+        "--rules", default="", metavar="IDS", help="rule ids or groups, comma-separated"
+    )
     parser.add_argument("--timing-scale", type=float, default=None, help="scale every timing bound")
     parser.add_argument("--real-time", action="store_true", help="no virtual clock")
-    parser.add_argument("--require-backends", action="store_true",
-                        help="fail (not skip) when a backend is unreachable")
+    parser.add_argument(
+        "--require-backends",
+        action="store_true",
+        help="fail (not skip) when a backend is unreachable",
+    )
     parser.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. 2, auto)")
     parser.add_argument("--alluredir", default=None, help="also write Allure results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per rule")
@@ -32,9 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pytest_args(options: argparse.Namespace) -> list[str]:
     """The pytest command line equivalent to ``options``."""
-    ini = str(files("mqcontract_conformance").joinpath("verify.ini"))
-    args = ["-c", ini, "-p", "no:cacheprovider", "-p", "no:asyncio",
-            "--pyargs", "mqcontract_conformance.contract"]
+    spec = importlib.util.find_spec("mqcontract_conformance")  # locates without importing
+    if spec is None or spec.submodule_search_locations is None:
+        raise RuntimeError("mqcontract_conformance is not installed")
+    ini = str(Path(next(iter(spec.submodule_search_locations))) / "verify.ini")
+    args = [
+        "-c",
+        ini,
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:asyncio",
+        "--pyargs",
+        "mqcontract_conformance.contract",
+    ]
     for provider in options.provider or ["memory"]:
         args += ["--mq-provider", provider]
     if options.json:
