@@ -7,6 +7,7 @@ database or broker driver installed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -41,11 +42,18 @@ def _pgmq_install(options: argparse.Namespace) -> int:
     return 0
 
 
+#: Modules contributing subcommands: each has ``register(subparsers) -> None`` whose
+#: parsers set ``func`` (taking the parsed options, returning an exit status).
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     from mqcontract._verify import add_arguments
 
-    parser = argparse.ArgumentParser(prog="mqcontract", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mqcontract", description="A messaging abstraction and its conformance kit."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser("verify", help="run the conformance suite against providers")
@@ -61,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     install = pgmq_sub.add_parser("install", help="install PGMQ into a database (idempotent)")
     install.add_argument("--dsn", required=True, help="postgresql://… of the target database")
     install.set_defaults(func=_pgmq_install)
+
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
