@@ -146,8 +146,8 @@ class PgmqListener:
     async def remove(self, subscription: QueueSubscription) -> None:
         """Stop delivering to ``subscription``; UNLISTEN queues nobody wants any more."""
         emptied = self._discard(subscription)
-        if not emptied or self._closing:
-            return
+        if not emptied or self._closing or self._conn is None:
+            return  # while reconnecting: the new connection LISTENs only to wanted queues
         async with self._lock:
             conn = self._conn
             if conn is None or conn.is_closed():
