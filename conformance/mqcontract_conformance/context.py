@@ -59,6 +59,8 @@ class CaseContext:
         self.run_id = run_id
         self.queues: list[str] = []
         self.subscriptions: list[Subscription] = []
+        #: Figures a rule measured (recovery times, counts): reported in the JSON results.
+        self.metrics: dict[str, float] = {}
         self._names = itertools.count(1)
 
     # -- naming and setup --------------------------------------------------------------

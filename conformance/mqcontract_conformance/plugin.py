@@ -192,6 +192,8 @@ class CaseRunner:
         )
         self._item.user_properties.append(("mq_capabilities", outcome.capabilities))
         self._item.user_properties.append(("mq_describe", json.dumps(entry.harness.describe())))
+        if outcome.metrics:
+            self._item.user_properties.append(("mq_metrics", json.dumps(outcome.metrics)))
         if outcome.skip_reason is not None:
             pytest.skip(outcome.skip_reason)
 
@@ -261,6 +263,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     rule_id = str(props["mq_rule"])
     current = result_set.results.setdefault(rule_id, RuleResult(rule_id, "passed"))
     current.duration += report.duration
+    if "mq_metrics" in props:
+        current.metrics = json.loads(str(props["mq_metrics"]))
     if report.failed:
         current.outcome, current.reason = "failed", _reason(report)
     elif report.skipped and current.outcome != "failed":

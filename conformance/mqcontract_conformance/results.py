@@ -24,6 +24,7 @@ class RuleResult:
     outcome: str
     reason: str = ""
     duration: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         r = _rules().get(self.rule)
@@ -35,6 +36,7 @@ class RuleResult:
             "outcome": self.outcome,
             "reason": self.reason,
             "duration": round(self.duration, 4),
+            **({"metrics": self.metrics} if self.metrics else {}),
         }
 
 

@@ -22,7 +22,7 @@ class CaseOutcome:
 
     skip_reason: str | None = None
     capabilities: str = "{}"
-    facts: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: str) -> CaseOutcome:
@@ -54,6 +54,7 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
             ) from None
         return outcome
     finally:
+        outcome.metrics = dict(ctx.metrics)
         for sub in ctx.subscriptions:
             with contextlib.suppress(Exception):
                 await sub.aclose()

@@ -5,6 +5,7 @@ from mqcontract_conformance.cases import (  # noqa: F401
     delay,
     delivery,
     errors,
+    events,
     lifecycle,
     ordering,
     receive,

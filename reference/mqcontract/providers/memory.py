@@ -66,6 +66,7 @@ class _Queue:
     timed: list[tuple[float, int, int]] = field(default_factory=list)
     subscribers: list[_Subscriber] = field(default_factory=list)
     turn: int = 0
+    push_paused: bool = False
 
 
 class InMemoryMessagingService(BaseMessagingService):
@@ -299,8 +300,18 @@ class InMemoryMessagingService(BaseMessagingService):
                 entry.holder = None
         subscriber.in_flight.clear()
 
+    def pause_push(self, queue: str) -> None:
+        """Fault hook: stop pushing ``queue``'s messages (they stay receivable)."""
+        self._queue(queue).push_paused = True
+
+    def resume_push(self, queue: str) -> None:
+        """Undo :meth:`pause_push`; messages that are visible now are pushed."""
+        q = self._queue(queue)
+        q.push_paused = False
+        self._dispatch(q)
+
     def _dispatch(self, queue: _Queue) -> None:
-        if not queue.subscribers:
+        if not queue.subscribers or queue.push_paused:
             return
         vt = self._config.push_visibility_timeout_seconds
         while True:

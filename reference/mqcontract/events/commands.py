@@ -1,0 +1,93 @@
+"""Typed commands and the bounded channel between intake (listener, poller) and workers.
+
+The two variants mirror the architecture's ``…FromMessage`` / ``…FromMessageEvent``: a
+full message to process (claimed, or a copy to claim first), or an event naming a
+message (or just a queue) that must be fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+from mqcontract.messages import QueuedMessage
+
+__all__ = [
+    "Command",
+    "CommandReceiver",
+    "CommandSender",
+    "Path",
+    "ProcessFromMessage",
+    "ProcessFromMessageEvent",
+    "command_channel",
+]
+
+
+class Path(enum.StrEnum):
+    """Which intake produced a command (kept in statistics)."""
+
+    PUSH = "push"
+    POLL = "poll"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFromMessage:
+    """Process this message; ``claimed`` False means claim it by id first."""
+
+    message: QueuedMessage
+    claimed: bool
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFromMessageEvent:
+    """A message is ready on ``queue_name``: fetch ``msg_id``, or catch up when None."""
+
+    queue_name: str
+    msg_id: int | None
+    path: Path = Path.PUSH
+
+
+Command = ProcessFromMessage | ProcessFromMessageEvent
+
+
+class CommandSender:
+    """The sending half: ``send`` waits while the channel is full (back-pressure)."""
+
+    def __init__(self, queue: asyncio.Queue[Command]) -> None:
+        self._queue = queue
+
+    async def send(self, command: Command) -> None:
+        await self._queue.put(command)
+
+
+class CommandReceiver:
+    """The receiving half; ``done`` marks a received command finished (for draining)."""
+
+    def __init__(self, queue: asyncio.Queue[Command]) -> None:
+        self._queue = queue
+
+    async def receive(self) -> Command:
+        return await self._queue.get()
+
+    def done(self) -> None:
+        self._queue.task_done()
+
+    def take_pending(self) -> list[Command]:
+        """Remove and return commands nobody received (used when stopping)."""
+        pending: list[Command] = []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+            self._queue.task_done()
+        return pending
+
+    async def drained(self) -> None:
+        """Wait until every command sent so far has been received and marked done."""
+        await self._queue.join()
+
+
+def command_channel(capacity: int) -> tuple[CommandSender, CommandReceiver]:
+    """A bounded channel of commands."""
+    queue: asyncio.Queue[Command] = asyncio.Queue(maxsize=capacity)
+    return CommandSender(queue), CommandReceiver(queue)

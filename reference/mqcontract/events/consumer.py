@@ -1,0 +1,233 @@
+"""The event system: a listener and/or a fallback poller feeding handler workers.
+
+``QueueConsumer`` runs one handler over a set of queues in a :class:`DeploymentMode`.
+Handler success acks; failure nacks (or leaves the message to its visibility timeout).
+A message is handled once per claim: pushed unclaimed copies are claimed by id first,
+and a message already in flight here is never handed to a second worker. ``stop`` stops
+intake, lets in-flight handlers finish within a bound, and releases what was claimed but
+not started, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from mqcontract.clock import Clock, SystemClock
+from mqcontract.errors import MessageNotFound, MessagingError
+from mqcontract.events.commands import (
+    Command,
+    Path,
+    ProcessFromMessage,
+    ProcessFromMessageEvent,
+    command_channel,
+)
+from mqcontract.events.listener import QueueListener
+from mqcontract.events.modes import DeploymentMode
+from mqcontract.events.poller import FallbackPoller
+from mqcontract.events.stats import ConsumerStats
+from mqcontract.messages import QueuedMessage
+from mqcontract.service import SupportsPushNotifications
+
+__all__ = ["ConsumerSettings", "Handler", "QueueConsumer"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[QueuedMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerSettings:
+    """Tuning; ``poll_interval`` None means the provider's ``fallback_polling_interval``."""
+
+    mode: DeploymentMode = DeploymentMode.HYBRID
+    visibility_timeout: float = 30.0
+    batch_size: int = 10
+    workers: int = 4
+    channel_capacity: int = 100
+    poll_interval: float | None = None
+    default_poll_interval: float = 5.0
+    nack_on_failure: bool = True
+    stop_grace: float = 10.0
+
+
+class QueueConsumer:
+    """Consumes ``queues`` with ``handler``; use ``async with`` or start/stop."""
+
+    def __init__(
+        self,
+        service: SupportsPushNotifications,
+        queues: Sequence[str],
+        handler: Handler,
+        settings: ConsumerSettings | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.service = service
+        self.queues = list(queues)
+        self.handler = handler
+        self.settings = settings or ConsumerSettings()
+        self.mode = self.settings.mode.effective_for_provider(service.capabilities)
+        self.stats = ConsumerStats()
+        self._clock = clock or SystemClock()
+        self._sender, self._receiver = command_channel(self.settings.channel_capacity)
+        self._listener: QueueListener | None = None
+        self._intake: list[asyncio.Task[None]] = []
+        self._workers: list[asyncio.Task[None]] = []
+        self._in_flight: set[tuple[str, int]] = set()
+        self._running = False
+
+    @property
+    def poll_interval(self) -> float:
+        """The poller's interval for this provider."""
+        return (
+            self.settings.poll_interval
+            or self.service.fallback_polling_interval
+            or self.settings.default_poll_interval
+        )
+
+    async def start(self) -> None:
+        """Subscribe and/or start polling, then start the workers."""
+        if self._running:
+            return
+        if self.mode.listens:
+            self._listener = QueueListener(self.service, self.queues, self._sender, self.stats)
+            await self._listener.open()
+            self._intake.append(asyncio.create_task(self._listener.run(), name="mq-listener"))
+        if self.mode.polls:
+            poller = FallbackPoller(
+                self.service,
+                self.queues,
+                self._sender,
+                self.stats,
+                interval=self.poll_interval,
+                batch_size=self.settings.batch_size,
+                visibility_timeout=self.settings.visibility_timeout,
+                clock=self._clock,
+            )
+            self._intake.append(asyncio.create_task(poller.run(), name="mq-poller"))
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"mq-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        self._running = True
+
+    async def stop(self) -> None:
+        """Stop intake, finish in-flight work within ``stop_grace``, release the rest."""
+        if not self._running:
+            return
+        self._running = False
+        if self._listener is not None:
+            await self._listener.close()
+        for task in self._intake:
+            task.cancel()
+        for task in self._intake:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.stop_grace):
+                await self._receiver.drained()
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._release_unstarted()
+
+    async def __aenter__(self) -> QueueConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            command = await self._receiver.receive()
+            try:
+                await self._dispatch(command)
+            except MessagingError as exc:
+                self.stats.record_error(f"worker: {exc}")
+            finally:
+                self._receiver.done()
+
+    async def _dispatch(self, command: Command) -> None:
+        match command:
+            case ProcessFromMessage(message=message, claimed=True, path=path):
+                await self._process(message, path)
+            case ProcessFromMessage(message=message, claimed=False, path=path):
+                await self._claim_and_process(message.queue_name, message.msg_id, path)
+            case ProcessFromMessageEvent(queue_name=queue, msg_id=msg_id, path=path):
+                if msg_id is not None and self.service.supports_fetch_by_message_id:
+                    await self._claim_and_process(queue, msg_id, path)
+                else:
+                    await self._catch_up(queue, path)
+
+    async def _claim_and_process(self, queue: str, msg_id: int, path: Path) -> None:
+        if not self.service.supports_fetch_by_message_id:
+            await self._catch_up(queue, path)
+            return
+        message = await self.service.fetch_message(queue, msg_id, self.settings.visibility_timeout)
+        if message is None:
+            self.stats.already_claimed += 1  # processed, held elsewhere, or not yet visible
+            return
+        await self._process(message, path)
+
+    async def _catch_up(self, queue: str, path: Path) -> None:
+        # Processed here rather than re-sent: a worker blocked on a full channel while
+        # every other worker does the same would deadlock.
+        while True:
+            batch = await self.service.receive_messages(
+                queue, self.settings.batch_size, self.settings.visibility_timeout
+            )
+            for message in batch:
+                await self._process(message, path)
+            if len(batch) < self.settings.batch_size:
+                return
+
+    async def _process(self, message: QueuedMessage, path: Path) -> None:
+        key = (message.queue_name, message.msg_id)
+        if key in self._in_flight:
+            self.stats.duplicate_claims += 1  # its first handler is still running
+            return
+        self._in_flight.add(key)
+        self.stats.invocations[key] += 1
+        self.stats.by_path[path.value] += 1
+        self.stats.receive_counts.setdefault(key, []).append(message.receive_count)
+        try:
+            try:
+                await self.handler(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.failed[key] += 1
+                log.info("handler failed for %s/%s: %s", *key, exc)
+                if self.settings.nack_on_failure:
+                    # Released before the nack: the redelivery it triggers may arrive
+                    # before the nack returns, and must not look like a duplicate.
+                    self._in_flight.discard(key)
+                    with contextlib.suppress(MessageNotFound):
+                        await self.service.nack_message(*key)
+                return
+            try:
+                await self.service.ack_message(*key)
+            except MessageNotFound:
+                self.stats.late_acks += 1  # the claim expired; it will be redelivered
+                return
+            self.stats.succeeded[key] += 1
+        finally:
+            self._in_flight.discard(key)
+
+    async def _release_unstarted(self) -> None:
+        for command in self._receiver.take_pending():
+            if isinstance(command, ProcessFromMessage) and command.claimed:
+                with contextlib.suppress(MessagingError):
+                    await self.service.nack_message(
+                        command.message.queue_name, command.message.msg_id
+                    )
+                    self.stats.released_on_stop += 1

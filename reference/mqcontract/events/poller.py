@@ -1,0 +1,82 @@
+"""The fallback poller: finds what push missed (or does all the work in PollingOnly)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from mqcontract.clock import Clock
+from mqcontract.errors import MessagingError
+from mqcontract.events.commands import CommandSender, Path, ProcessFromMessage
+from mqcontract.events.stats import ConsumerStats
+from mqcontract.service import SupportsPushNotifications
+
+__all__ = ["FallbackPoller", "drain_queue"]
+
+log = logging.getLogger(__name__)
+
+
+async def drain_queue(
+    service: SupportsPushNotifications,
+    queue: str,
+    sender: CommandSender,
+    *,
+    batch_size: int,
+    visibility_timeout: float,
+    path: Path,
+) -> int:
+    """Claim everything visible on ``queue`` in batches and send it on; returns the count."""
+    total = 0
+    while True:
+        batch = await service.receive_messages(queue, batch_size, visibility_timeout)
+        for message in batch:
+            await sender.send(ProcessFromMessage(message, True, path))
+        total += len(batch)
+        if len(batch) < batch_size:
+            return total
+
+
+class FallbackPoller:
+    """Every ``interval`` seconds, drains each queue; stopped by cancelling :meth:`run`."""
+
+    def __init__(
+        self,
+        service: SupportsPushNotifications,
+        queues: Sequence[str],
+        sender: CommandSender,
+        stats: ConsumerStats,
+        *,
+        interval: float,
+        batch_size: int,
+        visibility_timeout: float,
+        clock: Clock,
+    ) -> None:
+        self._service = service
+        self._queues = list(queues)
+        self._sender = sender
+        self._stats = stats
+        self._interval = interval
+        self._batch_size = batch_size
+        self._visibility_timeout = visibility_timeout
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Poll until cancelled; errors are counted and the next tick tries again."""
+        while True:
+            for queue in self._queues:
+                try:
+                    found = await drain_queue(
+                        self._service,
+                        queue,
+                        self._sender,
+                        batch_size=self._batch_size,
+                        visibility_timeout=self._visibility_timeout,
+                        path=Path.POLL,
+                    )
+                except MessagingError as exc:
+                    self._stats.record_error(f"poller: {exc}")
+                    log.warning("fallback poll of %s failed: %s", queue, exc)
+                    continue
+                self._stats.polls += 1
+                self._stats.polled_messages += found
+            await self._clock.sleep(self._interval)
