@@ -38,13 +38,13 @@ def _pgmq_install(options: argparse.Namespace) -> int:
     from mqcontract.providers.pgmq import install_pgmq
 
     result = asyncio.run(install_pgmq(options.dsn))
-    print(result)
+    print(result.describe())
     return 0
 
 
 #: Modules contributing subcommands: each has ``register(subparsers) -> None`` whose
 #: parsers set ``func`` (taking the parsed options, returning an exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("mqcontract.events.demo",)
 
 
 def build_parser() -> argparse.ArgumentParser:
