@@ -34,6 +34,7 @@ GROUPS: dict[str, str] = {
     "FETCH": "Fetch by id",
     "ERR": "Errors and bounds",
     "EVT": "Event system and fallback recovery",
+    "HOST": "Hostile input",
     "MODEL": "Model-based checks",
 }
 

@@ -7,6 +7,10 @@ Unknown keys, malformed values and unknown backends raise ``ConfigurationError``
 
 Environment variables: ``TASKER_MESSAGING_BACKEND`` (provider name; default ``pgmq``),
 ``DATABASE_URL``, ``RABBITMQ_URL``, ``RABBITMQ_MANAGEMENT_URL``, ``MQCONTRACT_CONFIG``.
+
+Providers outside this package keep their settings in ``[providers.NAME]`` tables of the
+same file: ``load_config`` keeps them as given, and the provider reads its own with
+:func:`provider_settings`, which checks them exactly like the built-in sections.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from mqcontract.errors import ConfigurationError
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -30,6 +36,7 @@ __all__ = [
     "QueueNamingConfig",
     "RabbitMqConfig",
     "load_config",
+    "provider_settings",
 ]
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/test"
@@ -97,6 +104,8 @@ class MessagingConfig:
     rabbitmq: RabbitMqConfig = field(default_factory=RabbitMqConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     queues: QueueNamingConfig = field(default_factory=QueueNamingConfig)
+    #: ``[providers.NAME]`` tables, unchecked here: see :func:`provider_settings`.
+    providers: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def with_backend(self, backend: str) -> MessagingConfig:
         """A copy selecting another provider."""
@@ -160,8 +169,32 @@ def _build(section: str, cls: type[Any], values: Mapping[str, object]) -> Any:
             known = ", ".join(sorted(fields))
             raise ConfigurationError(f"{section}.{key}", value, f"unknown key (known: {known})")
         f = fields[key]
-        kwargs[key] = _coerce(f"{section}.{key}", value, f.default, str(f.type))
+        annotation = f.type.__name__ if isinstance(f.type, type) else str(f.type)
+        kwargs[key] = _coerce(f"{section}.{key}", value, f.default, annotation)
     return cls(**kwargs)
+
+
+def provider_settings(
+    config: MessagingConfig,
+    name: str,
+    cls: type[T],
+    *,
+    env_keys: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> T:
+    """Settings of a provider outside this package, checked like the built-in sections.
+
+    ``cls`` is a dataclass whose fields are ``bool``, ``int``, ``float`` or ``str`` (or
+    ``X | None``) with defaults. Precedence: those defaults, then ``[providers.NAME]`` from
+    the TOML file, then the environment variables named in ``env_keys`` (variable ->
+    field). Unknown keys and malformed values raise ``ConfigurationError``.
+    """
+    values: dict[str, object] = dict(config.providers.get(name, {}))
+    env = os.environ if environ is None else environ
+    for variable, field_name in (env_keys or {}).items():
+        if env.get(variable):
+            values[field_name] = env[variable]
+    return cast(T, _build(f"providers.{name}", cls, values))
 
 
 def load_config(
@@ -187,8 +220,16 @@ def load_config(
 
     sections: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     top: dict[str, object] = {}
+    providers: dict[str, dict[str, object]] = {}
     for key, value in data.items():
-        if key in _SECTIONS:
+        if key == "providers":
+            if not isinstance(value, dict):
+                raise ConfigurationError(key, value, "expected a table of [providers.NAME] tables")
+            for name, table in value.items():
+                if not isinstance(table, dict):
+                    raise ConfigurationError(f"providers.{name}", table, "expected a table")
+                providers[name] = dict(table)
+        elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigurationError(key, value, "expected a table")
             sections[key].update(value)
@@ -211,7 +252,7 @@ def load_config(
         if key not in messaging_fields:
             raise ConfigurationError(f"messaging.{key}", value, "unknown key")
         kwargs[key] = _coerce(f"messaging.{key}", value, None, messaging_fields[key])
-    config = MessagingConfig(**kwargs, **built)
+    config = MessagingConfig(**kwargs, **built, providers=providers)
     if validate_backend:
         from mqcontract.registry import provider_names
 

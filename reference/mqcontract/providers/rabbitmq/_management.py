@@ -91,6 +91,17 @@ class ManagementClient:
         vh = urllib.parse.quote(vhost, safe="")
         await self.call("DELETE", f"/queues/{vh}/{urllib.parse.quote(name, safe='')}")
 
+    async def create_vhost(self, vhost: str, user: str) -> None:
+        """Create ``vhost`` (idempotent) and give ``user`` full permissions on it."""
+        vh = urllib.parse.quote(vhost, safe="")
+        await self.call("PUT", f"/vhosts/{vh}", {})
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        await self.call("PUT", f"/permissions/{vh}/{urllib.parse.quote(user, safe='')}", everything)
+
+    async def delete_vhost(self, vhost: str) -> None:
+        """Delete ``vhost`` and everything in it; a missing one is not an error."""
+        await self.call("DELETE", f"/vhosts/{urllib.parse.quote(vhost, safe='')}")
+
     async def overview(self) -> dict[str, Any]:
         """Broker version and node facts."""
         result = await self.call("GET", "/overview")
