@@ -1,0 +1,82 @@
+"""The event system on the in-memory provider: modes, routing, stop, demo."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.config import MessagingConfig
+from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
+from mqcontract.events.demo import run_demo
+from mqcontract.messages import QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService
+
+FULL = Capabilities(push=PushKind.FULL)
+SIGNAL_NEEDS_POLL = Capabilities(
+    push=PushKind.SIGNAL, requires_fallback_polling=True, fallback_polling_interval=1.0
+)
+NO_PUSH = Capabilities(push=PushKind.NONE)
+
+
+@pytest.mark.parametrize(
+    ("requested", "caps", "effective"),
+    [
+        (DeploymentMode.EVENT_DRIVEN_ONLY, FULL, DeploymentMode.EVENT_DRIVEN_ONLY),
+        (DeploymentMode.EVENT_DRIVEN_ONLY, SIGNAL_NEEDS_POLL, DeploymentMode.HYBRID),
+        (DeploymentMode.EVENT_DRIVEN_ONLY, NO_PUSH, DeploymentMode.POLLING_ONLY),
+        (DeploymentMode.HYBRID, FULL, DeploymentMode.HYBRID),
+        (DeploymentMode.HYBRID, NO_PUSH, DeploymentMode.POLLING_ONLY),
+        (DeploymentMode.POLLING_ONLY, FULL, DeploymentMode.POLLING_ONLY),
+    ],
+)
+def test_effective_mode_follows_the_documented_table(
+    requested: DeploymentMode, caps: Capabilities, effective: DeploymentMode
+) -> None:
+    assert requested.effective_for_provider(caps) is effective
+
+
+async def _until(predicate: object, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_stop_waits_for_in_flight_handlers_and_loses_nothing() -> None:
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"a", b"b", b"c", b"d"])
+    gate = asyncio.Event()
+
+    async def blocked(_: QueuedMessage) -> None:
+        await gate.wait()
+
+    settings = ConsumerSettings(mode=DeploymentMode.EVENT_DRIVEN_ONLY, workers=2, stop_grace=0.2)
+    consumer = QueueConsumer(service, ["jobs"], blocked, settings)
+    await consumer.start()
+    await _until(lambda: sum(consumer.stats.invocations.values()) == 2)
+    await consumer.stop()  # the two blocked handlers are cancelled after the grace period
+    assert consumer.stats.processed == 0
+    survivors = await service.receive_messages("jobs", 10, 5)
+    # Unstarted work was released at once; cancelled work is still held by its claim.
+    assert len(survivors) == 2
+    assert service.stored_ids("jobs") == [1, 2, 3, 4]
+    await service.close()
+
+
+async def test_demo_counts_match_on_memory() -> None:
+    counts = await run_demo(
+        MessagingConfig(backend="memory"),
+        namespaces=["payments", "inventory"],
+        steps=5,
+        mode=DeploymentMode.HYBRID,
+        timeout=10,
+    )
+    assert counts == {
+        "steps sent": 10,
+        "steps processed": 10,
+        "results processed": 10,
+        "processed twice": 0,
+        "tasks": 2,
+    }
