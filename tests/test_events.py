@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -37,9 +38,10 @@ def test_effective_mode_follows_the_documented_table(
     assert requested.effective_for_provider(caps) is effective
 
 
-async def _until(predicate: object, seconds: float = 5.0) -> None:
+async def _until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll a condition with a deadline (the stats have no event to wait on)."""
     async with asyncio.timeout(seconds):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
 
