@@ -90,6 +90,7 @@ class _State:
         self.run_id = f"{secrets.token_hex(3)}{worker.replace('gw', 'w')}"
         self._entries: dict[str, _Entry] = {}
         self.results: dict[str, ProviderResult] = {}
+        self.empty_providers: list[str] = []
         self.active = False
 
     def harness(self, provider: str) -> _Entry:
@@ -295,7 +296,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ]
     if empty and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    state.empty_providers = empty  # type: ignore[attr-defined]
+    state.empty_providers = empty
     path = config.getoption("mq_json")
     if path:
         write_results(
@@ -330,7 +331,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{p}: {s['passed']} passed, {s['failed']} failed, "
             f"{s['skipped']} skipped (not claimed), {s['xfailed']} known broken"
         )
-    for p in getattr(state, "empty_providers", []):
+    for p in state.empty_providers:
         tr.write_line(f"FAILED: no rule ran for provider {p!r} (everything skipped)", red=True)
     path = config.getoption("mq_json")
     if path:

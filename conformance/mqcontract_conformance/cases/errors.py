@@ -53,15 +53,15 @@ async def failures_are_messaging_errors(ctx: CaseContext) -> None:
 async def errors_are_specific(ctx: CaseContext) -> None:
     q = await ctx.queue()
     missing = ctx.queue_name()
-    checks = [
-        (ctx.service.send_message(missing, body(1)), [missing]),
-        (ctx.service.receive_messages(q, 0, 1.0), [q, "limit", "0"]),
-        (ctx.service.ack_message(q, 424242), [q, "424242"]),
-        (ctx.service.create_queue("Bad;Name"), ["Bad;Name"]),
+    checks: list[tuple[Callable[[], Awaitable[object]], list[str]]] = [
+        (lambda: ctx.service.send_message(missing, body(1)), [missing]),
+        (lambda: ctx.service.receive_messages(q, 0, 1.0), [q, "limit", "0"]),
+        (lambda: ctx.service.ack_message(q, 424242), [q, "424242"]),
+        (lambda: ctx.service.create_queue("Bad;Name"), ["Bad;Name"]),
     ]
     for call, needles in checks:
         try:
-            await call
+            await call()
         except MessagingError as exc:
             text = str(exc)
             absent = [n for n in needles if n not in text]
