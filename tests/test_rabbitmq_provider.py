@@ -413,6 +413,27 @@ async def test_severing_the_connection_under_a_consumer_loses_nothing(
     assert await service.receive_messages(queue, 10, 60) == []
 
 
+async def test_killing_the_push_connection_leaves_operations_working_and_push_resumes(
+    service: RabbitMqMessagingService, queue: str, config: MessagingConfig
+) -> None:
+    sub = await service.subscribe(queue)
+    assert len(service.connection_names) == 2  # operations + push
+    first = await service.send_message(queue, b"1")
+    (note,) = await _notifications(sub, 1, 3.0)
+    assert note.message.msg_id == first
+    harness = RabbitMqHarness(
+        service.provider_name, HarnessSettings(config=config, run_id="t"), quorum=False
+    )
+    await harness.kill_listener(service)
+    # Sends and receives never notice: they use the other connection.
+    second = await service.send_message(queue, b"2")
+    after = await _notifications(sub, 2, 15.0)
+    assert sorted(n.message.msg_id for n in after) == [first, second]
+    for n in after:
+        await service.ack_message(queue, n.message.msg_id)
+    await sub.aclose()
+
+
 async def test_messages_held_by_receive_come_back_after_a_sever_and_old_ids_are_stale(
     service: RabbitMqMessagingService, queue: str
 ) -> None:

@@ -1,11 +1,13 @@
-"""The RabbitMQ provider: AMQP 0-9-1 through aio-pika's robust connection.
+r"""The RabbitMQ provider: AMQP 0-9-1 through aio-pika's robust connection.
 
 How the contract maps onto RabbitMQ:
 
-* **Connection.** One :class:`aio_pika.RobustConnection` (heartbeat and connect timeout
-  from ``[rabbitmq]``) reconnects in the background. Every channel on it is a plain
-  aiormq channel that this module opens, owns and re-opens lazily, so aio-pika never
-  re-declares anything on reconnect (which could re-create a deleted queue).
+* **Connections.** Two :class:`aio_pika.RobustConnection`\ s (heartbeat and connect
+  timeout from ``[rabbitmq]``) reconnect in the background: one for operations, one for
+  push consumers, opened at the first subscribe (RabbitMQ's advice: a publisher blocked by
+  flow control must not stall deliveries). Every channel is a plain aiormq channel that
+  this module opens, owns and re-opens lazily, so aio-pika never re-declares anything on
+  reconnect (which could re-create a deleted queue).
 * **Ids.** Assigned at publish (see :mod:`._ids`) and carried as the AMQP
   ``message_id`` property, so they survive requeues and dead-lettering.
 * **Send.** Publisher confirms plus ``mandatory=True`` on the default exchange: a message
@@ -146,6 +148,11 @@ class RabbitMqMessagingService(BaseMessagingService):
         self.connection_name = connection_name
         self._config = config
         self._conn = connection
+        #: Consumers get their own connection (opened at the first subscribe), as RabbitMQ
+        #: advises: flow control that blocks a publishing connection must not stall
+        #: deliveries, and losing the push connection leaves sends and receives working.
+        self._push_conn: RobustConnection | None = None
+        self._push_conn_lock = asyncio.Lock()
         self._quorum = quorum
         self._timeout = operation_timeout
         self._connect_timeout = config.connection_timeout_seconds
@@ -217,15 +224,16 @@ class RabbitMqMessagingService(BaseMessagingService):
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.debug("background task failed: %r", exc)
 
-    async def _amqp(self) -> aiormq.abc.AbstractConnection:
+    async def _amqp(self, *, push: bool = False) -> aiormq.abc.AbstractConnection:
         """The live aiormq connection, waiting (bounded) while the robust one reconnects."""
         self._check_open()
+        robust = await self._push_connection() if push else self._conn
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._connect_timeout
         while True:
-            transport = self._conn.transport
+            transport = robust.transport
             if (
-                self._conn.connected.is_set()
+                robust.connected.is_set()
                 and transport is not None
                 and not transport.connection.is_closed
             ):
@@ -239,11 +247,19 @@ class RabbitMqMessagingService(BaseMessagingService):
                 )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(remaining, 0.1)):
-                    await self._conn.connected.wait()
+                    await robust.connected.wait()
             self._check_open()
 
-    async def _open_channel(self, *, confirms: bool, operation: str) -> Channel:
-        connection = await self._amqp()
+    async def _push_connection(self) -> RobustConnection:
+        async with self._push_conn_lock:
+            if self._push_conn is None:
+                self._push_conn = await open_connection(
+                    self._config, self.provider_name, f"{self.connection_name}-push"
+                )
+            return self._push_conn
+
+    async def _open_channel(self, *, confirms: bool, operation: str, push: bool = False) -> Channel:
+        connection = await self._amqp(push=push)
         async with self._guard(operation):
             try:
                 channel = await connection.channel(
@@ -599,7 +615,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         return consumer.subscription
 
     async def _start_consumer(self, consumer: _Consumer, queues: Sequence[str]) -> None:
-        channel = await self._open_channel(confirms=False, operation="subscribe")
+        channel = await self._open_channel(confirms=False, operation="subscribe", push=True)
         try:
             async with self._guard("subscribe", queues[0] if len(queues) == 1 else ""):
                 await channel.basic_qos(prefetch_count=self._config.prefetch_count)
@@ -709,8 +725,10 @@ class RabbitMqMessagingService(BaseMessagingService):
                 held.timer.cancel()
         self._held.clear()
         # Closing the connection makes the broker requeue everything still unacked.
-        with contextlib.suppress(Exception):
-            await self._conn.close()
+        for connection in (self._conn, self._push_conn):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -720,32 +738,39 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     # -- test support ------------------------------------------------------------------
 
-    async def _abort_transport(self) -> None:
-        """Drop the TCP connection without a goodbye (fault injection for harnesses).
+    @property
+    def connection_names(self) -> tuple[str, ...]:
+        """Client-provided names of the open connections (operations first, then push)."""
+        names = [self.connection_name]
+        if self._push_conn is not None:
+            names.append(f"{self.connection_name}-push")
+        return tuple(names)
+
+    async def _abort_transport(self, *, push_only: bool = False) -> None:
+        """Drop TCP connections without a goodbye (fault injection for harnesses).
 
         aiormq keeps its socket writer only inside its writer task, so it is taken from
         there; if that ever fails, the aiormq connection is closed with an error instead
         (the robust connection treats both as a lost connection and reconnects).
         """
-        transport = self._conn.transport
-        if transport is None:
-            return
-        connection = transport.connection
-        task = getattr(connection, "_writer_task", None)
-        coro = task.get_coro() if task is not None and not task.done() else None
-        frame = getattr(coro, "cr_frame", None)
-        writer = frame.f_locals.get("writer") if frame is not None else None
-        if isinstance(writer, asyncio.StreamWriter):
-            writer.transport.abort()
-            return
-        await connection.close(ConnectionResetError("connection severed"))
+        targets = [self._push_conn] if push_only else [self._conn, self._push_conn]
+        for robust in targets:
+            transport = robust.transport if robust is not None else None
+            if transport is None:
+                continue
+            connection = transport.connection
+            task = getattr(connection, "_writer_task", None)
+            coro = task.get_coro() if task is not None and not task.done() else None
+            frame = getattr(coro, "cr_frame", None)
+            writer = frame.f_locals.get("writer") if frame is not None else None
+            if isinstance(writer, asyncio.StreamWriter):
+                writer.transport.abort()
+            else:
+                await connection.close(ConnectionResetError("connection severed"))
 
 
-async def connect_rabbitmq(config: MessagingConfig, *, quorum: bool) -> RabbitMqMessagingService:
-    """Connect (bounded by ``connection_timeout_seconds``) and return the service."""
-    rabbit = config.rabbitmq
-    name = f"mqcontract-{'rabbitmq-quorum' if quorum else 'rabbitmq'}-{uuid.uuid4().hex[:12]}"
-    provider = "rabbitmq-quorum" if quorum else "rabbitmq"
+async def open_connection(rabbit: RabbitMqConfig, provider: str, name: str) -> RobustConnection:
+    """A robust connection named ``name``, bounded by ``connection_timeout_seconds``."""
     kwargs: dict[str, Any] = {
         "heartbeat": rabbit.heartbeat_seconds,
         "reconnect_interval": RECONNECT_INTERVAL,
@@ -763,8 +788,16 @@ async def connect_rabbitmq(config: MessagingConfig, *, quorum: bool) -> RabbitMq
             await connection.close()
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise BackendUnavailable(provider, rabbit.url, detail) from exc
+    return connection
+
+
+async def connect_rabbitmq(config: MessagingConfig, *, quorum: bool) -> RabbitMqMessagingService:
+    """Connect (bounded by ``connection_timeout_seconds``) and return the service."""
+    provider = "rabbitmq-quorum" if quorum else "rabbitmq"
+    name = f"mqcontract-{provider}-{uuid.uuid4().hex[:12]}"
+    connection = await open_connection(config.rabbitmq, provider, name)
     return RabbitMqMessagingService(
-        rabbit,
+        config.rabbitmq,
         connection,
         quorum=quorum,
         operation_timeout=config.operation_timeout_seconds,
