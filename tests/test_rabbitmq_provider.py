@@ -357,6 +357,27 @@ async def test_pushed_messages_are_held_until_acked_and_expire_like_received_one
             await svc.delete_queue(q)
 
 
+async def test_messages_waiting_before_subscribe_are_pushed_once_in_order(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    other = f"{queue}_b"
+    await service.create_queue(other)
+    try:
+        ids = await service.send_batch(queue, [b"%d" % i for i in range(20)])
+        other_ids = await service.send_batch(other, [b"x", b"y"])
+        sub = await service.subscribe_many([queue, other])
+        notes = await _notifications(sub, 22, 5.0)
+        mine = [n.message.msg_id for n in notes if n.queue_name == queue]
+        assert mine == ids
+        assert sorted(n.message.msg_id for n in notes if n.queue_name == other) == other_ids
+        assert {n.message.receive_count for n in notes} == {1}
+        for n in notes:
+            await service.ack_message(n.queue_name, n.message.msg_id)
+        await sub.aclose()
+    finally:
+        await service.delete_queue(other)
+
+
 async def test_closing_a_subscription_requeues_what_it_never_handed_out(
     service: RabbitMqMessagingService, queue: str
 ) -> None:

@@ -132,7 +132,7 @@ class _Consumer:
 
 
 class RabbitMqMessagingService(BaseMessagingService):
-    """RabbitMQ through one robust connection; see the module docstring."""
+    """RabbitMQ through robust connections and owned channels; see the module docstring."""
 
     def __init__(
         self,
@@ -253,9 +253,13 @@ class RabbitMqMessagingService(BaseMessagingService):
     async def _push_connection(self) -> RobustConnection:
         async with self._push_conn_lock:
             if self._push_conn is None:
-                self._push_conn = await open_connection(
+                connection = await open_connection(
                     self._config, self.provider_name, f"{self.connection_name}-push"
                 )
+                if self._closed:  # closed while connecting: do not leak it
+                    await connection.close()
+                    raise ProviderClosed(self.provider_name)
+                self._push_conn = connection
             return self._push_conn
 
     async def _open_channel(self, *, confirms: bool, operation: str, push: bool = False) -> Channel:
@@ -299,8 +303,13 @@ class RabbitMqMessagingService(BaseMessagingService):
             async with self._guard(operation, queue):
                 yield channel
         finally:
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
+            await self._close_channel(channel)
+
+    async def _close_channel(self, channel: Channel) -> None:
+        """Close ``channel`` if open, bounded; failures do not matter (it is going away)."""
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
                     await channel.close()
 
     async def _exists(self, channel: Channel, name: str) -> bool:
@@ -340,7 +349,7 @@ class RabbitMqMessagingService(BaseMessagingService):
                 return
             if channel not in busy:
                 del self._rx[queue]
-                self._spawn(channel.close())
+                self._spawn(self._close_channel(channel))
 
     # -- holding and settling ----------------------------------------------------------
 
@@ -480,8 +489,8 @@ class RabbitMqMessagingService(BaseMessagingService):
                     held.timer.cancel()
                 self._maybe_retire(held.consumer)
         rx = self._rx.pop(name, None)
-        if rx is not None and not rx.is_closed:
-            self._spawn(rx.close())
+        if rx is not None:
+            self._spawn(self._close_channel(rx))
 
     async def queue_exists(self, name: str) -> bool:
         self._check_open()
@@ -616,6 +625,8 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     async def _start_consumer(self, consumer: _Consumer, queues: Sequence[str]) -> None:
         channel = await self._open_channel(confirms=False, operation="subscribe", push=True)
+        # Current before the first consume: deliveries may arrive before the last consume-ok.
+        consumer.channel = channel
         try:
             async with self._guard("subscribe", queues[0] if len(queues) == 1 else ""):
                 await channel.basic_qos(prefetch_count=self._config.prefetch_count)
@@ -629,11 +640,9 @@ class RabbitMqMessagingService(BaseMessagingService):
                         raise QueueNotFound(queue) from exc
                     tags.append(str(ok.consumer_tag))
         except BaseException:
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+            consumer.channel = None
+            await self._close_channel(channel)
             raise
-        consumer.channel = channel
         consumer.tags = tags
 
     async def _on_delivery(
@@ -708,8 +717,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         if any(held.consumer is consumer for held in self._held.values()):
             return
         channel, consumer.channel = consumer.channel, None
-        if not channel.is_closed:
-            self._spawn(channel.close())
+        self._spawn(self._close_channel(channel))
 
     # -- shutdown ----------------------------------------------------------------------
 
