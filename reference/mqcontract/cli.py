@@ -44,7 +44,7 @@ def _pgmq_install(options: argparse.Namespace) -> int:
 
 #: Modules contributing subcommands: each has ``register(subparsers) -> None`` whose
 #: parsers set ``func`` (taking the parsed options, returning an exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("mqcontract.events.demo",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("mqcontract.events.demo", "mqcontract._report_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,287 @@
+"""``compatibility.html``: one self-contained static page (inline CSS, no script, no assets)."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from mqcontract_conformance.report.model import STATES, Matrix, ProviderColumn, RuleRow
+
+__all__ = ["render_html"]
+
+_MARKS = {
+    "passed": "✓",
+    "failed": "✗",
+    "known-broken": "!",
+    "not-claimed": "&#8211;",
+    "skipped": "»",
+    "missing": "?",
+}
+
+_CSS = """
+:root{--passed:#1f883d;--failed:#cf222e;--known-broken:#bf8700;--not-claimed:#8c959f;
+--skipped:#8250df;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;
+color:var(--ink);background:#fff}
+main{max-width:1180px;margin:0 auto;padding:28px 24px 48px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:36px 0 12px;padding-bottom:6px;
+border-bottom:1px solid var(--line)}
+a{color:#0969da;text-decoration:none}a:hover{text-decoration:underline}
+.meta,.muted{color:var(--muted)}code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;
+background:var(--bg);padding:1px 4px;border-radius:4px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px;margin-top:20px}
+.card{border:1px solid var(--line);border-radius:10px;padding:14px 16px;background:#fff;
+border-top:4px solid var(--passed)}
+.card.failing{border-top-color:var(--failed)}.card.stale{border-top-color:var(--known-broken)}
+.card.missing{border-top-color:var(--missing);background:var(--bg)}
+.card-head{display:flex;justify-content:space-between;align-items:baseline;gap:8px}
+.card h3{margin:0;font-size:17px}
+.pill{font-size:12px;font-weight:600;border-radius:999px;padding:1px 9px;color:#fff;
+background:var(--passed);white-space:nowrap}
+.pill.failing{background:var(--failed)}.pill.stale{background:var(--known-broken)}
+.pill.missing{background:var(--not-claimed)}
+.score{font-size:28px;font-weight:600;margin:6px 0 2px}.score small{font-size:14px;
+font-weight:400;color:var(--muted)}
+.bar{display:flex;height:10px;border-radius:5px;overflow:hidden;background:var(--bg);margin:8px 0}
+.bar span{display:block;height:100%}
+.counts{display:flex;flex-wrap:wrap;gap:4px 12px;margin:6px 0 0;padding:0;list-style:none;
+font-size:12.5px}
+.counts li{display:flex;align-items:center;gap:5px}
+.dot{width:9px;height:9px;border-radius:2px;display:inline-block}
+.facts{font-size:12.5px;color:var(--muted);margin:8px 0 0}
+.warn{font-size:12.5px;color:#9a6700;background:#fff8c5;border-radius:6px;padding:4px 8px;
+margin:8px 0 0}
+.legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin:0 0 12px;font-size:13px}
+.legend span{display:inline-flex;align-items:center;gap:6px}
+table{border-collapse:separate;border-spacing:0;width:100%}
+.matrix th,.matrix td{border-bottom:1px solid var(--line);padding:6px 10px;text-align:left;
+vertical-align:top}
+.matrix thead th{position:sticky;top:0;background:#fff;z-index:1;
+border-bottom:2px solid var(--line);font-size:13px}
+.matrix thead th.p{text-align:center;min-width:96px}
+.matrix tr.group th{background:var(--bg);font-size:13px;padding-top:10px;color:var(--ink)}
+.matrix tbody tr:hover td,.matrix tbody tr:hover th{background:#f6f8fa}
+.rid{font:600 12.5px ui-monospace,SFMono-Regular,Menlo,monospace;white-space:nowrap;
+display:inline-block;min-width:62px}
+.rtitle{color:var(--ink);font-weight:400}
+.prov{font-size:11px;color:#9a6700;border:1px solid #d4a72c;border-radius:4px;padding:0 4px;
+margin-left:4px}
+td.c{text-align:center;white-space:nowrap;font-size:12.5px;font-weight:600}
+td.c b{display:inline-block;width:18px;height:18px;line-height:18px;border-radius:50%;color:#fff;
+font-size:12px;margin-right:5px}
+td.passed{color:var(--passed)}td.passed b{background:var(--passed)}
+td.failed{color:var(--failed);background:#ffebe9}td.failed b{background:var(--failed)}
+td.known-broken{color:#9a6700;background:#fff8c5}td.known-broken b{background:var(--known-broken)}
+td.not-claimed{color:var(--not-claimed);font-weight:400}
+td.not-claimed b{background:var(--not-claimed)}
+td.skipped{color:var(--skipped);font-weight:400}td.skipped b{background:var(--skipped)}
+td.missing{color:var(--muted);font-weight:400;background:repeating-linear-gradient(45deg,#fff,
+#fff 4px,var(--bg) 4px,var(--bg) 8px)}td.missing b{background:var(--missing);color:var(--ink)}
+.detail{border:1px solid var(--line);border-radius:8px;margin:0 0 12px;overflow:hidden}
+.detail h3{margin:0;font-size:14px;padding:8px 12px;background:var(--bg);
+border-bottom:1px solid var(--line)}
+.detail h4{margin:10px 12px 4px;font-size:13px}
+.detail pre{margin:0 12px 12px;padding:8px 10px;background:#fff;border:1px solid var(--line);
+border-radius:6px;white-space:pre-wrap;word-break:break-word;font:12px/1.45 ui-monospace,
+SFMono-Regular,Menlo,monospace}
+.kv th,.kv td{border-bottom:1px solid var(--line);padding:5px 10px;text-align:left;
+vertical-align:top;font-size:13px}
+.kv thead th{border-bottom:2px solid var(--line)}
+.kv td{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
+.scroll{overflow-x:auto}
+footer{margin-top:40px;color:var(--muted);font-size:12.5px}
+"""
+
+
+#: The describe() fact that best names a provider's backend, in order of preference.
+_BACKEND_KEYS = {"backend": "", "broker": "", "server_version": "server "}
+
+
+def _when(stamp: str) -> str:
+    return stamp.replace("T", " ").replace("Z", " UTC") if stamp else "—"
+
+
+def _bar(counts: dict[str, int]) -> str:
+    total = sum(counts.values()) or 1
+    parts = []
+    for state, label in STATES.items():
+        if counts[state]:
+            width = f"{100 * counts[state] / total:.2f}%"
+            parts.append(
+                f'<span style="width:{width};background:var(--{state})" '
+                f'title="{counts[state]} {label}"></span>'
+            )
+    return f'<div class="bar">{"".join(parts)}</div>'
+
+
+def _card(p: ProviderColumn) -> str:
+    status = escape(p.status)
+    head = (
+        f'<div class="card-head"><h3>{escape(p.name)}</h3>'
+        f'<span class="pill {status}">{status}</span></div>'
+    )
+    if p.missing:
+        return (
+            f'<article class="card missing">{head}<p class="score">no result</p>'
+            '<p class="facts">No result file for this provider: every cell shows missing.</p>'
+            "</article>"
+        )
+    counts = p.counts()
+    ran = counts["passed"] + counts["failed"] + counts["known-broken"]
+    items = "".join(
+        f'<li><span class="dot" style="background:var(--{s})"></span>{counts[s]} {label}</li>'
+        for s, label in STATES.items()
+        if counts[s]
+    )
+    backend = next(
+        (f"{v}{p.describe[k]}" for k, v in _BACKEND_KEYS.items() if p.describe.get(k)), ""
+    )
+    facts = " · ".join(
+        escape(x)
+        for x in (backend, f"v{p.version}" if p.version else "", f"suite {p.suite_version}")
+        if x
+    )
+    warnings = "".join(f'<p class="warn">stale: {escape(w)}</p>' for w in p.stale)
+    return (
+        f'<article class="card {status}">{head}'
+        f'<p class="score">{counts["passed"]}<small> / {ran} passed</small></p>'
+        f'{_bar(counts)}<ul class="counts">{items}</ul>'
+        f'<p class="facts">{facts}<br>results {escape(_when(p.generated_at))} · '
+        f"<code>{escape(p.source)}</code></p>{warnings}</article>"
+    )
+
+
+def _rule_head(r: RuleRow, rules_url: str) -> str:
+    rid = escape(r.id)
+    if r.known:
+        rid = f'<a class="rid" href="{escape(rules_url)}#{escape(r.anchor)}">{rid}</a>'
+    else:
+        rid = f'<span class="rid">{rid}</span> <span class="muted">(not in this suite)</span>'
+    prov = '<span class="prov">provisional</span>' if r.provisional else ""
+    return f'<th scope="row">{rid} <span class="rtitle">{escape(r.title)}</span>{prov}</th>'
+
+
+def _matrix(matrix: Matrix, rules_url: str) -> str:
+    heads = "".join(f'<th class="p" scope="col">{escape(p.name)}</th>' for p in matrix.providers)
+    rows = []
+    for group, heading in matrix.groups.items():
+        members = matrix.rules_in(group)
+        if not members:
+            continue
+        span = len(matrix.providers) + 1
+        rows.append(
+            f'<tr class="group"><th colspan="{span}">{escape(group)} · {escape(heading)}</th></tr>'
+        )
+        for r in members:
+            cells = []
+            for p in matrix.providers:
+                cell = p.cell(r.id)
+                tip = f' title="{escape(cell.reason)}"' if cell.reason else ""
+                cells.append(
+                    f'<td class="c {cell.state}"{tip}><b>{_MARKS[cell.state]}</b>'
+                    f"{escape(STATES[cell.state])}</td>"
+                )
+            rows.append(f"<tr>{_rule_head(r, rules_url)}{''.join(cells)}</tr>")
+    legend = "".join(
+        f'<span><span class="dot" style="background:var(--{s})"></span>{escape(label)}</span>'
+        for s, label in STATES.items()
+    )
+    return (
+        f'<div class="legend">{legend}</div><div class="scroll"><table class="matrix">'
+        f'<thead><tr><th scope="col">rule</th>{heads}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _details(matrix: Matrix, rules_url: str, states: set[str]) -> str:
+    blocks = []
+    for r in matrix.rules:
+        hits = [(p.name, p.cell(r.id)) for p in matrix.providers if p.cell(r.id).state in states]
+        if not hits:
+            continue
+        body = "".join(
+            f"<h4>{escape(name)} — {escape(STATES[cell.state])}</h4>"
+            f"<pre>{escape(cell.reason or '(no reason recorded)')}</pre>"
+            for name, cell in hits
+        )
+        link = f'<a href="{escape(rules_url)}#{escape(r.anchor)}">{escape(r.id)}</a>'
+        blocks.append(f'<div class="detail"><h3>{link} {escape(r.title)}</h3>{body}</div>')
+    return "".join(blocks) or '<p class="muted">None.</p>'
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return escape(value if isinstance(value, str) else json.dumps(value))
+
+
+def _kv_table(rows: list[tuple[str, list[str]]], names: list[str]) -> str:
+    heads = "".join(f"<th>{escape(n)}</th>" for n in names)
+    body = "".join(
+        f"<tr><th>{escape(key)}</th>{''.join(f'<td>{v}</td>' for v in values)}</tr>"
+        for key, values in rows
+    )
+    return (
+        f'<div class="scroll"><table class="kv"><thead><tr><th></th>{heads}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def _capabilities(matrix: Matrix) -> str:
+    present = [p for p in matrix.providers if not p.missing]
+    keys = list(dict.fromkeys(k for p in present for k in p.capabilities))
+    rows = [(k, [_value(p.capabilities.get(k)) for p in present]) for k in keys]
+    return _kv_table(rows, [p.name for p in present]) if present else ""
+
+
+def _facts(matrix: Matrix) -> str:
+    present = [p for p in matrix.providers if not p.missing]
+    facts = [{**p.describe, **{k: str(v) for k, v in p.run.items()}} for p in present]
+    keys = sorted({k for f in facts for k in f})
+    rows = [("results file", [escape(p.source) for p in present])]
+    rows += [("generated at", [escape(_when(p.generated_at)) for p in present])]
+    rows += [(k, [escape(f.get(k, "—")) for f in facts]) for k in keys]
+    return _kv_table(rows, [p.name for p in present]) if present else ""
+
+
+def render_html(matrix: Matrix, rules_url: str) -> str:
+    """The whole page."""
+    cards = "".join(_card(p) for p in matrix.providers)
+    sources = ", ".join(f"<code>{escape(s)}</code>" for s in matrix.sources) or "no files"
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>mqcontract compatibility · suite {escape(matrix.suite_version)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<h1>mqcontract compatibility</h1>
+<p class="meta">Suite version <strong>{escape(matrix.suite_version)}</strong> ·
+{len(matrix.rules)} rules · {len(matrix.providers)} providers · results as of
+{escape(_when(matrix.as_of))} · <a href="{escape(rules_url)}">the rules</a></p>
+<section class="cards">{cards}</section>
+<h2>Rules &times; providers</h2>
+{_matrix(matrix, rules_url)}
+<h2>Failures and known-broken rules</h2>
+{_details(matrix, rules_url, {"failed", "known-broken"})}
+<h2>Claimed but skipped</h2>
+<p class="muted">Rules a provider claims but that did not run: a fault hook its harness
+does not offer, or a backend that was not reachable.</p>
+{_details(matrix, rules_url, {"skipped"})}
+<h2>Declared capabilities</h2>
+{_capabilities(matrix)}
+<h2>Where the results come from</h2>
+{_facts(matrix)}
+<footer>Generated by <code>mqcontract report</code> from {sources}. Do not edit by hand:
+regenerate it from fresh results. Results older than {matrix.stale_days:g} days or from another
+suite version are marked stale; a provider without a result is shown as missing.</footer>
+</main>
+</body>
+</html>
+"""

@@ -1,0 +1,286 @@
+"""Result JSONs merged into one matrix: rules x providers, with staleness and gaps.
+
+Everything here is a pure function of the input files and the options, so a report
+regenerated from the same results is identical byte for byte. "Now" is therefore not the
+wall clock: staleness is judged against ``as_of``, by default the newest result's time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mqcontract._redact import redact
+from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, all_rules
+
+__all__ = [
+    "STATES",
+    "Cell",
+    "Matrix",
+    "ProviderColumn",
+    "ReportError",
+    "RuleRow",
+    "build_matrix",
+    "load_results",
+]
+
+#: Cell states in display order, with their label.
+STATES: dict[str, str] = {
+    "passed": "passed",
+    "failed": "failed",
+    "known-broken": "known broken",
+    "not-claimed": "not claimed",
+    "skipped": "skipped",
+    "missing": "missing",
+}
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class ReportError(Exception):
+    """An input file is not a readable mqcontract result."""
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    """One rule of the matrix; ``known`` is False for rules this suite version lacks."""
+
+    id: str
+    group: str
+    title: str
+    provisional: bool = False
+    known: bool = True
+
+    @property
+    def anchor(self) -> str:
+        """The heading anchor of this rule in ``RULES.md`` (GitHub's slug rules)."""
+        heading = f"{self.id} (provisional)" if self.provisional else self.id
+        return re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One provider's outcome for one rule."""
+
+    state: str
+    reason: str = ""
+
+
+@dataclass
+class ProviderColumn:
+    """One provider: where its result came from, what it declared, and its cells."""
+
+    name: str
+    source: str = ""
+    generated_at: str = ""
+    suite_version: str = ""
+    version: str = ""
+    describe: dict[str, str] = field(default_factory=dict)
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    cells: dict[str, Cell] = field(default_factory=dict)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> bool:
+        return not self.source
+
+    @property
+    def status(self) -> str:
+        """``missing``, ``failing``, ``stale`` or ``passing``."""
+        if self.missing:
+            return "missing"
+        if self.counts()["failed"]:
+            return "failing"
+        return "stale" if self.stale else "passing"
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for cell in self.cells.values():
+            counts[cell.state] += 1
+        return counts
+
+    def cell(self, rule_id: str) -> Cell:
+        return self.cells.get(rule_id, Cell("missing", "no result for this rule"))
+
+
+@dataclass
+class Matrix:
+    """The whole report's data."""
+
+    suite_version: str
+    as_of: str
+    stale_days: float
+    groups: dict[str, str]
+    rules: list[RuleRow]
+    providers: list[ProviderColumn]
+    sources: list[str]
+
+    def rules_in(self, group: str) -> list[RuleRow]:
+        return [r for r in self.rules if r.group == group]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The merged ``compatibility.json`` document."""
+        return {
+            "format": "mqcontract-compatibility/1",
+            "suite_version": self.suite_version,
+            "as_of": self.as_of,
+            "stale_after_days": self.stale_days,
+            "sources": self.sources,
+            "rules": [
+                {
+                    "id": r.id,
+                    "group": r.group,
+                    "title": r.title,
+                    "provisional": r.provisional,
+                    "in_suite": r.known,
+                }
+                for r in self.rules
+            ],
+            "providers": [
+                {
+                    "name": p.name,
+                    "status": p.status,
+                    "stale": p.stale,
+                    "source": p.source,
+                    "generated_at": p.generated_at,
+                    "suite_version": p.suite_version,
+                    "version": p.version,
+                    "describe": p.describe,
+                    "capabilities": p.capabilities,
+                    "run": p.run,
+                    "counts": p.counts(),
+                    "results": {
+                        r.id: {"state": p.cell(r.id).state, "reason": p.cell(r.id).reason}
+                        for r in self.rules
+                    },
+                }
+                for p in self.providers
+            ],
+        }
+
+
+def _parse_time(text: str, where: str) -> datetime:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise ReportError(f"{where}: generated_at {text!r} is not {_TIME_FORMAT}") from None
+
+
+def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """``(file name, document)`` for each results file; directories give their ``*.json``."""
+    files: list[Path] = []
+    for path in paths:
+        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    docs = []
+    for file in sorted(set(files)):
+        try:
+            doc = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{file}: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != "mqcontract-results/1":
+            raise ReportError(f"{file}: not an mqcontract results file (format)")
+        docs.append((file.name, doc))
+    return docs
+
+
+def _state(result: dict[str, Any]) -> Cell:
+    outcome, reason = str(result.get("outcome", "")), redact(str(result.get("reason", "")))
+    if outcome == "skipped":
+        return Cell("not-claimed" if " not claimed: " in reason else "skipped", reason)
+    if outcome == "xfailed":
+        return Cell("known-broken", reason.removeprefix("known broken: "))
+    return Cell(outcome if outcome in STATES else "failed", reason)
+
+
+def _column(name: str, source: str, doc: dict[str, Any], entry: dict[str, Any]) -> ProviderColumn:
+    run: dict[str, Any] = {
+        k: doc[k] for k in ("python", "timing_scale", "required_backends") if k in doc
+    }
+    return ProviderColumn(
+        name=name,
+        source=source,
+        generated_at=str(doc.get("generated_at", "")),
+        suite_version=str(doc.get("suite_version", "")),
+        version=str(entry.get("version", "")),
+        describe={str(k): redact(str(v)) for k, v in dict(entry.get("describe") or {}).items()},
+        capabilities=dict(entry.get("capabilities") or {}),
+        run=run,
+        cells={str(r["rule"]): _state(r) for r in entry.get("results", []) if "rule" in r},
+    )
+
+
+def build_matrix(
+    docs: list[tuple[str, dict[str, Any]]],
+    *,
+    expect: list[str] | None = None,
+    stale_days: float = 30.0,
+    as_of: str | None = None,
+) -> Matrix:
+    """Merge results: the newest result per provider wins; expected ones absent are missing."""
+    newest: dict[str, tuple[datetime, ProviderColumn]] = {}
+    titles: dict[str, str] = {}
+    for source, doc in docs:
+        when = _parse_time(str(doc.get("generated_at", "")), source)
+        for entry in doc.get("providers", []):
+            column = _column(str(entry["name"]), source, doc, entry)
+            held = newest.get(column.name)
+            if held is None or when >= held[0]:
+                newest[column.name] = (when, column)
+            for r in entry.get("results", []):
+                titles.setdefault(str(r["rule"]), str(r.get("title", "")))
+    reference = (
+        _parse_time(as_of, "--as-of")
+        if as_of
+        else max((w for w, _ in newest.values()), default=datetime(1970, 1, 1, tzinfo=UTC))
+    )
+    rows = [RuleRow(r.id, r.group, r.title, r.provisional) for r in all_rules()]
+    known = {r.id for r in rows}
+    for rule_id, title in sorted(titles.items(), key=lambda kv: _rule_key(kv[0])):
+        if rule_id not in known:
+            rows.append(RuleRow(rule_id, rule_id.split("-", 1)[0], title, known=False))
+    order = list(dict.fromkeys([*(expect or []), *newest]))
+    providers = []
+    for name in order:
+        if name not in newest:
+            providers.append(ProviderColumn(name))
+            continue
+        when, column = newest[name]
+        for row in rows:  # a rule this result does not mention is missing, and counted
+            column.cells.setdefault(row.id, Cell("missing", "no result for this rule"))
+        age = (reference - when).total_seconds() / 86400
+        if age > stale_days:
+            column.stale.append(f"results are {age:.0f} days old (stale after {stale_days:g})")
+        absent = sum(1 for row in rows if row.known and column.cells[row.id].state == "missing")
+        if absent:
+            column.stale.append(f"{absent} rules of this suite have no result")
+        if column.suite_version != SUITE_VERSION:
+            column.stale.append(
+                f"results are from suite {column.suite_version or '?'}, not {SUITE_VERSION}"
+            )
+        providers.append(column)
+    groups = dict(GROUPS)
+    for row in rows:
+        groups.setdefault(row.group, row.group)
+    return Matrix(
+        suite_version=SUITE_VERSION,
+        as_of=reference.strftime(_TIME_FORMAT),
+        stale_days=stale_days,
+        groups=groups,
+        rules=rows,
+        providers=providers,
+        sources=[source for source, _ in docs],
+    )
+
+
+def _rule_key(rule_id: str) -> tuple[int, str, int]:
+    group, _, number = rule_id.partition("-")
+    order = list(GROUPS)
+    return (order.index(group) if group in order else len(order), group, _int(number))
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0

@@ -1,0 +1,92 @@
+"""``mqcontract report``: build the compatibility report from result JSONs.
+
+Registered through ``SUBCOMMAND_MODULES``. It lives outside the suite's package and
+imports it only when it runs: importing the suite before pytest starts would stop pytest
+from rewriting the plugin's assertions in ``mqcontract verify``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``mqcontract report``."""
+    parser = subparsers.add_parser(
+        "report",
+        help="build the compatibility report (Markdown, HTML, JSON, badges, Allure)",
+        description="Merge result JSONs (from `mqcontract verify --json`) into a report.",
+    )
+    parser.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS", help="result JSON files or directories"
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output directory")
+    parser.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME…]",
+        help="providers that must appear; one without a result is shown as missing",
+    )
+    parser.add_argument(
+        "--stale-days",
+        type=float,
+        default=30.0,
+        help="results older than this (before --as-of) are marked stale (default 30)",
+    )
+    parser.add_argument(
+        "--as-of",
+        default=None,
+        metavar="YYYY-MM-DDTHH:MM:SSZ",
+        help="the report's 'now' (default: the newest result's time, so output is reproducible)",
+    )
+    parser.add_argument(
+        "--rules-url",
+        default="../conformance/RULES.md",
+        help="where RULES.md is, relative to the output directory or absolute",
+    )
+    parser.add_argument(
+        "--allure-results",
+        type=Path,
+        default=None,
+        help="Allure results directory (default: OUT/allure-results)",
+    )
+    parser.add_argument("--allure-bin", default=None, help="the allure executable")
+    parser.add_argument("--no-allure", action="store_true", help="skip the Allure report")
+    parser.set_defaults(func=run)
+
+
+def run(options: argparse.Namespace) -> int:
+    """Build the report; exit 1 when an input cannot be read."""
+    from mqcontract_conformance.report import ReportError, ReportOptions, build_report
+
+    expect = [name.strip() for item in options.expect for name in item.split(",") if name.strip()]
+    report = ReportOptions(
+        results=list(options.results),
+        out=options.out,
+        expect=expect,
+        stale_days=options.stale_days,
+        as_of=options.as_of,
+        rules_url=options.rules_url,
+        allure_results=options.allure_results,
+        allure=not options.no_allure,
+        allure_bin=options.allure_bin,
+    )
+    try:
+        matrix, lines = build_report(report)
+    except ReportError as exc:
+        print(f"mqcontract report: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    for provider in matrix.providers:
+        counts = provider.counts()
+        print(
+            f"{provider.name}: {provider.status} ({counts['passed']} passed, "
+            f"{counts['failed']} failed, {counts['known-broken']} known broken)"
+        )
+    return 0

@@ -1,0 +1,267 @@
+"""``mqcontract report``: the matrix, staleness, gaps, badges and byte-for-byte regeneration."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mqcontract.cli import main
+from mqcontract_conformance.report import ReportOptions, build_matrix, build_report, load_results
+from mqcontract_conformance.report.allure import find_allure
+from mqcontract_conformance.report.badges import render_badge
+from mqcontract_conformance.rules import SUITE_VERSION, all_rules
+from mqcontract_conformance.rules_doc import render_rules_markdown
+
+
+def result(rule: str, outcome: str, reason: str = "") -> dict[str, Any]:
+    return {"rule": rule, "outcome": outcome, "reason": reason, "duration": 0.01}
+
+
+def doc(providers: list[dict[str, Any]], when: str, suite: str = SUITE_VERSION) -> dict[str, Any]:
+    return {
+        "format": "mqcontract-results/1",
+        "suite_version": suite,
+        "generated_at": when,
+        "python": "3.11.7",
+        "timing_scale": 1.0,
+        "required_backends": True,
+        "providers": providers,
+    }
+
+
+def provider(name: str, results: list[dict[str, Any]], **caps: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": "1.2.3",
+        "describe": {"backend": f"{name} backend", "url": "amqp://u:hunter2@h:5672/%2F"},
+        "capabilities": {"push": "full", **caps},
+        "results": results,
+    }
+
+
+ALL = [r.id for r in all_rules()]
+
+
+def everything(outcome: str = "passed") -> list[dict[str, Any]]:
+    return [result(rule_id, outcome) for rule_id in ALL]
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    """Four result files: current, failing, stale by age, stale by suite version."""
+    d = tmp_path / "results"
+    d.mkdir()
+    mixed = everything()
+    mixed[0] = result(ALL[0], "failed", "AssertionError: queue 'q' lost 1 message")
+    mixed[1] = result(ALL[1], "xfailed", "known broken: ack is a no-op")
+    mixed[2] = result(ALL[2], "skipped", f"{ALL[2]} not claimed: applies when push == none")
+    mixed[3] = result(ALL[3], "skipped", f"{ALL[3]} needs a harness hook: no sever")
+    del mixed[4]  # a rule with no result at all
+    files = {
+        "good.json": doc([provider("good", everything())], "2026-03-10T12:00:00Z"),
+        "mixed.json": doc([provider("mixed", mixed)], "2026-03-10T11:00:00Z"),
+        "old.json": doc([provider("old", everything())], "2026-01-01T00:00:00Z"),
+        "other.json": doc(
+            [provider("other", [*everything(), result("ZZZ-1", "passed")])],
+            "2026-03-09T00:00:00Z",
+            suite="0.9.0",
+        ),
+    }
+    for name, content in files.items():
+        (d / name).write_text(json.dumps(content))
+    return d
+
+
+def build(results_dir: Path, out: Path, **options: Any) -> None:
+    build_report(
+        ReportOptions(
+            results=[results_dir],
+            out=out,
+            expect=["good", "mixed", "absent"],
+            allure=False,
+            **options,
+        )
+    )
+
+
+def test_cells_states_staleness_and_missing_providers(results_dir: Path) -> None:
+    matrix = build_matrix(load_results([results_dir]), expect=["good", "absent"])
+    by_name = {p.name: p for p in matrix.providers}
+    assert [p.name for p in matrix.providers] == ["good", "absent", "mixed", "old", "other"]
+    assert matrix.as_of == "2026-03-10T12:00:00Z"  # the newest result, not the wall clock
+    mixed = by_name["mixed"]
+    states = [mixed.cell(rule_id).state for rule_id in ALL[:6]]
+    assert states == ["failed", "known-broken", "not-claimed", "skipped", "missing", "passed"]
+    assert mixed.cell(ALL[1]).reason == "ack is a no-op"
+    assert mixed.status == "failing"
+    assert by_name["good"].status == "passing"
+    assert by_name["absent"].status == "missing"
+    assert by_name["old"].status == "stale"
+    assert "68 days old" in by_name["old"].stale[0]
+    assert any("suite 0.9.0" in why for why in by_name["other"].stale)
+    assert matrix.rules[-1].id == "ZZZ-1"
+    assert not matrix.rules[-1].known
+
+
+def test_markdown_links_every_rule_to_its_anchor_in_rules_md(
+    results_dir: Path, tmp_path: Path
+) -> None:
+    build(results_dir, tmp_path / "out")
+    md = (tmp_path / "out" / "compatibility.md").read_text()
+    rules_md = render_rules_markdown()  # what RULES.md holds (a test keeps them identical)
+    headings = re.findall(r"^### (.+)$", rules_md, flags=re.MULTILINE)
+    slugs = {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in headings}
+    links = re.findall(r"\]\(\.\./conformance/RULES\.md#([^)]+)\)", md)
+    assert set(links) == slugs  # every rule linked, every link lands on a heading
+    assert f"Suite version **{SUITE_VERSION}**" in md
+    assert "| **absent** | ❔ missing |" in md
+    assert "**old** is stale: results are 68 days old" in md
+    assert "2026-03-10 11:00:00 UTC" in md
+    assert "AssertionError: queue 'q' lost 1 message" in md
+    assert "| `push` | full | full |" in md
+    assert "hunter2" not in md
+
+
+def test_html_is_one_self_contained_page(results_dir: Path, tmp_path: Path) -> None:
+    build(results_dir, tmp_path / "out")
+    html = (tmp_path / "out" / "compatibility.html").read_text()
+    assert html.startswith("<!doctype html>")
+    for external in ("<script", "<link", "src=", "@import", 'href="http', "url(http"):
+        assert external not in html
+    assert html.count('<article class="card') == 5
+    assert 'class="c failed"' in html
+    assert "AssertionError: queue &#x27;q&#x27; lost 1 message" in html
+    assert "hunter2" not in html
+
+
+def test_json_and_badges(results_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(results_dir, out)
+    merged = json.loads((out / "compatibility.json").read_text())
+    assert merged["format"] == "mqcontract-compatibility/1"
+    statuses = {p["name"]: p["status"] for p in merged["providers"]}
+    assert statuses == {
+        "good": "passing",
+        "mixed": "failing",
+        "absent": "missing",
+        "old": "stale",
+        "other": "stale",
+    }
+    badges = {p.name: p.read_text() for p in (out / "badges").glob("*.svg")}
+    assert set(badges) == {f"{name}.svg" for name in statuses}
+    total = len(ALL)
+    assert f"mqcontract: {total}/{total} passed" in badges["good.svg"]
+    assert "#4c1" in badges["good.svg"]
+    assert f"mqcontract: {total - 5}/{total - 3} passed" in badges["mixed.svg"]
+    assert "#e05d44" in badges["mixed.svg"]
+    assert "no result" in badges["absent.svg"]
+    assert "stale" in badges["old.svg"]
+
+
+def test_regenerating_from_the_same_results_is_byte_for_byte_identical(
+    results_dir: Path, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    build(results_dir, first)
+    build(results_dir, second)
+    build(results_dir, second)  # again in place
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert len(files) == 3 + 5
+    for name in files:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_a_badge_of_a_provider_no_longer_reported_is_removed(
+    results_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    build(results_dir, out)
+    (results_dir / "old.json").unlink()
+    build(results_dir, out)
+    assert not (out / "badges" / "old.svg").exists()
+
+
+def test_badge_widths_grow_with_the_text() -> None:
+    short = render_badge("mqcontract", "1/1 passed", "#4c1")
+    long = render_badge("mqcontract", "100/100 passed, stale", "#4c1")
+    width = re.compile(r'<svg [^>]*width="(\d+)"')
+    assert int(width.findall(long)[0]) > int(width.findall(short)[0])
+
+
+def test_an_unreadable_result_fails_the_command(tmp_path: Path, capsys: Any) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}')
+    assert main(["report", str(bad), "--out", str(tmp_path / "out"), "--no-allure"]) == 1
+    assert "not an mqcontract results file" in capsys.readouterr().err
+
+
+def test_report_from_a_real_verify_run(tmp_path: Path) -> None:
+    results = tmp_path / "results" / "memory.json"
+    verify = [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "memory"]
+    subprocess.run(
+        [*verify, "--rules", "LIFE", "--json", str(results)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    out = tmp_path / "out"
+    status = main(
+        ["report", str(results.parent), "--out", str(out), "--expect", "memory,pgmq", "--no-allure"]
+    )
+    assert status == 0
+    md = (out / "compatibility.md").read_text()
+    assert "| **memory** | 🕰️ stale | 10 |" in md  # only LIFE ran: the other rules are missing
+    assert "| **pgmq** | ❔ missing |" in md
+    assert (out / "badges" / "memory.svg").exists()
+
+
+def test_the_allure_report_is_skipped_with_a_message_when_the_tool_is_absent(
+    results_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    allure_results = tmp_path / "allure-results" / "memory"
+    allure_results.mkdir(parents=True)
+    (allure_results / "x-result.json").write_text("{}")
+    _, lines = build_report(
+        ReportOptions(
+            results=[results_dir],
+            out=out,
+            allure_results=tmp_path / "allure-results",
+            allure_bin="no-such-allure-binary",
+        )
+    )
+    assert lines[-1].startswith("allure: skipped, the allure tool is not installed")
+
+
+@pytest.mark.skipif(find_allure() is None, reason="the allure tool is not installed")
+def test_the_allure_single_file_report_is_generated_when_the_tool_exists(
+    tmp_path: Path,
+) -> None:
+    allure_dir = tmp_path / "allure-results"
+    verify = [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "memory"]
+    subprocess.run(
+        [
+            *verify,
+            "--rules",
+            "LIFE-1,LIFE-2",
+            "--json",
+            str(tmp_path / "r" / "memory.json"),
+            "--alluredir",
+            str(allure_dir / "memory"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    _, lines = build_report(
+        ReportOptions(results=[tmp_path / "r"], out=tmp_path / "out", allure_results=allure_dir)
+    )
+    report = tmp_path / "out" / "allure" / "index.html"
+    assert lines[-1] == f"wrote {report}"
+    assert "googletagmanager" not in report.read_text(errors="replace")
