@@ -265,3 +265,15 @@ def test_the_allure_single_file_report_is_generated_when_the_tool_exists(
     report = tmp_path / "out" / "allure" / "index.html"
     assert lines[-1] == f"wrote {report}"
     assert "googletagmanager" not in report.read_text(errors="replace")
+
+
+def test_without_any_result_every_expected_provider_is_missing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    status = main(["report", str(tmp_path / "no-results"), "--out", str(out), "--expect", "a,b"])
+    assert status == 0
+    merged = json.loads((out / "compatibility.json").read_text())
+    assert [(p["name"], p["status"]) for p in merged["providers"]] == [
+        ("a", "missing"),
+        ("b", "missing"),
+    ]
+    assert merged["as_of"] == ""

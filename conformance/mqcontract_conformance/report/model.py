@@ -171,10 +171,17 @@ def _parse_time(text: str, where: str) -> datetime:
 
 
 def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
-    """``(file name, document)`` for each results file; directories give their ``*.json``."""
+    """``(file name, document)`` per results file; a directory gives its ``*.json``.
+
+    A directory that does not exist holds no results (its providers show as missing);
+    a named file that does not exist is an error.
+    """
     files: list[Path] = []
     for path in paths:
-        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
+        if path.is_dir():
+            files += sorted(path.glob("*.json"))
+        elif path.exists() or path.suffix == ".json":
+            files.append(path)
     docs = []
     for file in sorted(set(files)):
         try:
@@ -232,11 +239,8 @@ def build_matrix(
                 newest[column.name] = (when, column)
             for r in entry.get("results", []):
                 titles.setdefault(str(r["rule"]), str(r.get("title", "")))
-    reference = (
-        _parse_time(as_of, "--as-of")
-        if as_of
-        else max((w for w, _ in newest.values()), default=datetime(1970, 1, 1, tzinfo=UTC))
-    )
+    times = [when for when, _ in newest.values()]
+    reference = _parse_time(as_of, "--as-of") if as_of else max(times, default=None)
     rows = [RuleRow(r.id, r.group, r.title, r.provisional) for r in all_rules()]
     known = {r.id for r in rows}
     for rule_id, title in sorted(titles.items(), key=lambda kv: _rule_key(kv[0])):
@@ -251,6 +255,7 @@ def build_matrix(
         when, column = newest[name]
         for row in rows:  # a rule this result does not mention is missing, and counted
             column.cells.setdefault(row.id, Cell("missing", "no result for this rule"))
+        assert reference is not None  # there is at least this result
         age = (reference - when).total_seconds() / 86400
         if age > stale_days:
             column.stale.append(f"results are {age:.0f} days old (stale after {stale_days:g})")
@@ -267,7 +272,7 @@ def build_matrix(
         groups.setdefault(row.group, row.group)
     return Matrix(
         suite_version=SUITE_VERSION,
-        as_of=reference.strftime(_TIME_FORMAT),
+        as_of=reference.strftime(_TIME_FORMAT) if reference else "",
         stale_days=stale_days,
         groups=groups,
         rules=rows,
