@@ -85,3 +85,21 @@ def test_the_env_file_is_configuration_mqcontract_reads(env: dict[str, str]) -> 
     assert config.pgmq.database_url == env["DATABASE_URL"]
     assert config.rabbitmq.url == env["RABBITMQ_URL"]
     assert config.rabbitmq.management_url == env["RABBITMQ_MANAGEMENT_URL"]
+
+
+def test_the_ci_workflow_runs_the_tox_matrix_against_its_service_containers() -> None:
+    path = COMPOSE.parent / ".github" / "workflows" / "mqcontract.yml"
+    workflow = yaml.safe_load(path.read_text())
+    (job,) = workflow["jobs"].values()
+    services, env = job["services"], job["env"]
+    assert env["MQCONTRACT_REQUIRE_BACKENDS"] == "1"
+    assert urllib.parse.urlsplit(env["DATABASE_URL"]).port == published(services["postgres"])[5432]
+    assert urllib.parse.urlsplit(env["RABBITMQ_URL"]).port == published(services["rabbitmq"])[5672]
+    management = urllib.parse.urlsplit(env["RABBITMQ_MANAGEMENT_URL"])
+    assert management.port == published(services["rabbitmq"])[15672]
+    for service in services.values():
+        assert "--health-cmd" in service["options"]
+    runs = [step.get("run", "") for step in job["steps"]]
+    assert "tox" in runs
+    uploads = [step for step in job["steps"] if "upload-artifact" in step.get("uses", "")]
+    assert "reports/compatibility.*" in uploads[0]["with"]["path"]
