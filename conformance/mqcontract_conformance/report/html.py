@@ -59,11 +59,12 @@ table{border-collapse:separate;border-spacing:0;width:100%}
 vertical-align:top}
 .matrix thead th{position:sticky;top:0;background:#fff;z-index:1;
 border-bottom:2px solid var(--line);font-size:13px}
-.matrix thead th.p{text-align:center;min-width:96px}
+.matrix thead th.p{text-align:center;min-width:96px;white-space:nowrap}
 .matrix tr.group th{background:var(--bg);font-size:13px;padding-top:10px;color:var(--ink)}
 .matrix tbody tr:hover td,.matrix tbody tr:hover th{background:#f6f8fa}
+.rule{display:flex;gap:10px;align-items:baseline}
 .rid{font:600 12.5px ui-monospace,SFMono-Regular,Menlo,monospace;white-space:nowrap;
-display:inline-block;min-width:62px}
+flex:0 0 68px}
 .rtitle{color:var(--ink);font-weight:400}
 .prov{font-size:11px;color:#9a6700;border:1px solid #d4a72c;border-radius:4px;padding:0 4px;
 margin-left:4px}
@@ -137,11 +138,8 @@ def _card(p: ProviderColumn) -> str:
     backend = next(
         (f"{v}{p.describe[k]}" for k, v in _BACKEND_KEYS.items() if p.describe.get(k)), ""
     )
-    facts = " · ".join(
-        escape(x)
-        for x in (backend, f"v{p.version}" if p.version else "", f"suite {p.suite_version}")
-        if x
-    )
+    versions = " · ".join(x for x in (f"v{p.version}" if p.version else "", "suite ") if x)
+    facts = "<br>".join(x for x in (escape(backend), escape(versions + p.suite_version)) if x)
     warnings = "".join(f'<p class="warn">stale: {escape(w)}</p>' for w in p.stale)
     return (
         f'<article class="card {status}">{head}'
@@ -157,9 +155,10 @@ def _rule_head(r: RuleRow, rules_url: str) -> str:
     if r.known:
         rid = f'<a class="rid" href="{escape(rules_url)}#{escape(r.anchor)}">{rid}</a>'
     else:
-        rid = f'<span class="rid">{rid}</span> <span class="muted">(not in this suite)</span>'
+        rid = f'<span class="rid">{rid}<br><span class="muted">not in this suite</span></span>'
     prov = '<span class="prov">provisional</span>' if r.provisional else ""
-    return f'<th scope="row">{rid} <span class="rtitle">{escape(r.title)}</span>{prov}</th>'
+    title = f'<span class="rtitle">{escape(r.title)}{prov}</span>'
+    return f'<th scope="row"><div class="rule">{rid}{title}</div></th>'
 
 
 def _matrix(matrix: Matrix, rules_url: str) -> str:
