@@ -74,6 +74,10 @@ class CommandReceiver:
     def done(self) -> None:
         self._queue.task_done()
 
+    def waiting(self) -> int:
+        """Commands sent but not received yet."""
+        return self._queue.qsize()
+
     def take_pending(self) -> list[Command]:
         """Remove and return commands nobody received (used when stopping)."""
         pending: list[Command] = []

@@ -6,6 +6,11 @@ A message is handled once per claim: pushed unclaimed copies are claimed by id f
 and a message already in flight here is never handed to a second worker. ``stop`` stops
 intake, lets in-flight handlers finish within a bound, and releases what was claimed but
 not started, so nothing is lost.
+
+Unclaimed copies arrive one notification per message. While more commands are waiting,
+a worker claims in batches (``receive_messages``) instead of one ``fetch_message`` round
+trip per copy, and copies of messages this consumer claimed recently are dropped without
+a round trip (a nack or a lapsed claim forgets the message, so its next copy counts).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from mqcontract.service import SupportsPushNotifications
 __all__ = ["ConsumerSettings", "Handler", "QueueConsumer"]
 
 log = logging.getLogger(__name__)
+
+#: How many recently claimed messages a consumer remembers (to drop their pushed copies).
+RECENT_CLAIMS = 10_000
 
 Handler = Callable[[QueuedMessage], Awaitable[None]]
 
@@ -78,6 +86,7 @@ class QueueConsumer:
         self._intake: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
+        self._claimed: dict[tuple[str, int], None] = {}
         self._running = False
 
     @property
@@ -172,10 +181,17 @@ class QueueConsumer:
         if not self.service.supports_fetch_by_message_id:
             await self._catch_up(queue, path)
             return
+        if (queue, msg_id) in self._claimed:
+            self.stats.already_claimed += 1  # claimed here already: no round trip
+            return
+        if self._receiver.waiting():
+            await self._catch_up(queue, path)  # a burst: claim in batches
+            return
         message = await self.service.fetch_message(queue, msg_id, self.settings.visibility_timeout)
         if message is None:
             self.stats.already_claimed += 1  # processed, held elsewhere, or not yet visible
             return
+        self._remember(message)
         await self._process(message, path)
 
     async def _catch_up(self, queue: str, path: Path) -> None:
@@ -186,9 +202,17 @@ class QueueConsumer:
                 queue, self.settings.batch_size, self.settings.visibility_timeout
             )
             for message in batch:
+                self._remember(message)
+            for message in batch:
                 await self._process(message, path)
             if len(batch) < self.settings.batch_size:
                 return
+
+    def _remember(self, message: QueuedMessage) -> None:
+        """Note a claim, so pushed copies of the message are dropped without a fetch."""
+        self._claimed[(message.queue_name, message.msg_id)] = None
+        if len(self._claimed) > RECENT_CLAIMS:
+            del self._claimed[next(iter(self._claimed))]
 
     async def _process(self, message: QueuedMessage, path: Path) -> None:
         key = (message.queue_name, message.msg_id)
@@ -211,6 +235,7 @@ class QueueConsumer:
                     # Released before the nack: the redelivery it triggers may arrive
                     # before the nack returns, and must not look like a duplicate.
                     self._in_flight.discard(key)
+                    self._claimed.pop(key, None)
                     with contextlib.suppress(MessageNotFound):
                         await self.service.nack_message(*key)
                 return
@@ -218,6 +243,7 @@ class QueueConsumer:
                 await self.service.ack_message(*key)
             except MessageNotFound:
                 self.stats.late_acks += 1  # the claim expired; it will be redelivered
+                self._claimed.pop(key, None)
                 return
             self.stats.succeeded[key] += 1
         finally:

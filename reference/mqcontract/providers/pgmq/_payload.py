@@ -39,11 +39,16 @@ def native_json(data: bytes) -> str | None:
     """``data`` as JSON text when ``jsonb`` can store it natively and unambiguously, else None."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        # ValueError also covers integers longer than Python's digit limit.
+        # ValueError also covers integers longer than Python's digit limit, NaN,
+        # Infinity and floats that overflow (see ``_DECODER``).
         return None
-    if not _jsonb_safe(value) or _looks_like_envelope(value):
+    # Valid UTF-8 JSON holds a NUL or a lone surrogate only as a \u escape: without
+    # one, every string is safe and the walk is skipped (it is the costly part).
+    if "\\u" in text and not _strings_safe(value):
+        return None
+    if _looks_like_envelope(value):
         return None
     return text
 
@@ -70,20 +75,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"{literal[:20]} overflows a float")
+    return value
+
+
+#: One decoder for every call (``json.loads`` with options builds a new one each time).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _looks_like_envelope(value: object) -> bool:
     return isinstance(value, dict) and len(value) == 1 and ENVELOPE_KEY in value
 
 
-def _jsonb_safe(value: object) -> bool:
-    """False for strings jsonb cannot hold (NUL, lone surrogates) and overflowed floats."""
+def _strings_safe(value: object) -> bool:
+    """False when a string or key holds what jsonb cannot (NUL, a lone surrogate)."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if not _text_safe(item):
-                return False
-        elif isinstance(item, float):
-            if math.isinf(item):
                 return False
         elif isinstance(item, dict):
             for key, member in item.items():

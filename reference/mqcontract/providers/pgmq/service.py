@@ -1,6 +1,7 @@
 """``PgmqMessagingService``: the contract on PGMQ (PostgreSQL) with asyncpg.
 
-* One asyncpg pool for operations; one dedicated connection for LISTEN (``_listener``).
+* One asyncpg pool for operations, one of its connections kept for operations that run
+  one at a time (``_lane``); one dedicated connection for LISTEN (``_listener``).
 * Queues are PGMQ queues (``pgmq.create``/``pgmq.drop_queue``/``pgmq.meta``) plus our
   ``AFTER INSERT`` trigger that NOTIFYs ``mqcontract_<queue>``, so every producer (``psql``,
   other PGMQ clients) is announced.
@@ -35,6 +36,7 @@ from mqcontract.errors import (
 from mqcontract.messages import QueuedMessage
 from mqcontract.providers.pgmq import _sql
 from mqcontract.providers.pgmq._errors import PROVIDER, never_executed, translate
+from mqcontract.providers.pgmq._lane import PoolLane
 from mqcontract.providers.pgmq._listener import PgmqListener
 from mqcontract.providers.pgmq._payload import decode, encode, envelope
 from mqcontract.service import BaseMessagingService
@@ -66,6 +68,7 @@ class PgmqMessagingService(BaseMessagingService):
         self, pool: Any, *, config: PgmqConfig, operation_timeout: float, application_name: str
     ) -> None:
         self._pool = pool
+        self._lane = PoolLane(pool)
         self._config = config
         self._dsn = config.database_url
         self._timeout = operation_timeout
@@ -139,7 +142,7 @@ class PgmqMessagingService(BaseMessagingService):
         *,
         idempotent: bool,
     ) -> T:
-        """Run ``work`` on a pool connection, translating errors; retry when safe.
+        """Run ``work`` on a connection (see ``_lane``), translating errors; retry when safe.
 
         After a connection failure every pool connection is expired (a server restart or
         a mass termination kills them all) and the statement is retried on a fresh one if
@@ -151,7 +154,7 @@ class PgmqMessagingService(BaseMessagingService):
             attempt += 1
             try:
                 async with asyncio.timeout(self._timeout):
-                    async with self._pool.acquire() as conn:
+                    async with self._lane.connection() as conn:
                         return await work(conn)
             except MessagingError:
                 raise
@@ -408,9 +411,19 @@ class PgmqMessagingService(BaseMessagingService):
             await subscription.aclose()
         try:
             async with asyncio.timeout(min(self._timeout, CONNECT_TIMEOUT)):
+                await self._lane.close()
                 await self._pool.close()
         except Exception:
             self._pool.terminate()
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool release without asyncpg's default reset query (a second round trip per call).
+
+    The provider leaves no session state behind: no SET, no session advisory locks, no
+    cursors, no LISTEN (the listener has a connection of its own). asyncpg still rolls
+    back a transaction left open and drops listeners before this runs.
+    """
 
 
 async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
@@ -429,8 +442,10 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
                 min_size=min(pg.pool_min_size, max(pg.pool_max_size, 1)),
                 max_size=max(pg.pool_max_size, 1),
                 timeout=min(timeout, CONNECT_TIMEOUT),
-                command_timeout=timeout,
+                # No command_timeout: ``_run`` bounds every operation already, and a
+                # second timer per statement is measurable overhead.
                 server_settings={"application_name": application_name},
+                reset=_keep_session,
             )
     except Exception as exc:
         error = translate(
