@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -147,37 +144,33 @@ def test_a_container_that_fails_to_start_is_reported(fake_engine: str) -> None:
 # -- the acceptance check, end to end -------------------------------------------------------
 
 
-def _verify_rabbitmq(url: str, *extra: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCONTRACT_")}
-    env["RABBITMQ_URL"] = url
-    env.pop("PYTEST_XDIST_WORKER", None)
-    command = [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "rabbitmq"]
-    done = subprocess.run(
-        [*command, "--rules", "LIFE-1", *extra, "--", "-rs"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode != 0  # skipped or failed, no rule ran: never a green gate
-    return done.stdout
+def _verify_rabbitmq(pytester: pytest.Pytester, *extra: str) -> str:
+    """The contract for rabbitmq, in process, as ``mqcontract verify`` runs it."""
+    args = ["-p", "no:asyncio", "-p", "no:cacheprovider", "--pyargs"]
+    args += ["mqcontract_conformance.contract", "--mq-provider", "rabbitmq"]
+    result = pytester.runpytest(*args, "--mq-rules", "LIFE-1", "-rs", *extra)
+    assert result.ret != 0  # skipped or failed, no rule ran: never a green gate
+    return result.stdout.str()
 
 
-def test_an_unreachable_rabbitmq_fails_with_require_backends_and_skips_without() -> None:
+def test_an_unreachable_rabbitmq_fails_with_require_backends_and_skips_without(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F"
+    monkeypatch.setenv("RABBITMQ_URL", url)
+    monkeypatch.delenv("MQCONTRACT_REQUIRE_BACKENDS", raising=False)
     message = (
         "rabbitmq: backend unavailable: rabbitmq backend at "
         f"{url.replace('guest:guest', 'guest:***')} is unavailable: "
         f"tried RABBITMQ_URL={url.replace('guest:guest', 'guest:***')} (Connection refused); "
         "set RABBITMQ_URL to a reachable RabbitMQ"
     )
-    required = _verify_rabbitmq(url, "--require-backends")
+    required = _verify_rabbitmq(pytester, "--mq-require-backends")
     assert f"required backend missing: {message}" in required
     assert "1 error" in required
     assert "guest:guest" not in required
 
-    optional = _verify_rabbitmq(url)
+    optional = _verify_rabbitmq(pytester)
     assert "SKIPPED [1] " in optional
     assert message in optional
     assert "1 skipped" in optional

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -201,14 +199,12 @@ def test_an_unreadable_result_fails_the_command(tmp_path: Path, capsys: Any) -> 
     assert "not an mqcontract results file" in capsys.readouterr().err
 
 
-def test_report_from_a_real_verify_run(tmp_path: Path) -> None:
+def test_report_from_a_real_verify_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
     results = tmp_path / "results" / "memory.json"
-    verify = [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "memory"]
-    subprocess.run(
-        [*verify, "--rules", "LIFE", "--json", str(results)],
-        check=True,
-        capture_output=True,
-        timeout=120,
+    args = ["-p", "no:asyncio", "-p", "no:cacheprovider", "--pyargs"]
+    args += ["mqcontract_conformance.contract", "--mq-provider", "memory"]
+    pytester.runpytest(*args, "--mq-rules", "LIFE", "--mq-json", str(results)).assert_outcomes(
+        passed=10
     )
     out = tmp_path / "out"
     status = main(
@@ -239,28 +235,25 @@ def test_the_allure_report_is_skipped_with_a_message_when_the_tool_is_absent(
     assert lines[-1].startswith("allure: skipped, the allure tool is not installed")
 
 
+ALLURE_RESULT = {
+    "uuid": "0b5e6c1e-0000-4000-8000-000000000001",
+    "name": "memory LIFE-1: create_queue is idempotent",
+    "status": "passed",
+    "start": 1700000000000,
+    "stop": 1700000000100,
+    "labels": [{"name": "parentSuite", "value": "memory"}, {"name": "story", "value": "LIFE-1"}],
+}
+
+
 @pytest.mark.skipif(find_allure() is None, reason="the allure tool is not installed")
 def test_the_allure_single_file_report_is_generated_when_the_tool_exists(
-    tmp_path: Path,
+    results_dir: Path, tmp_path: Path
 ) -> None:
-    allure_dir = tmp_path / "allure-results"
-    verify = [sys.executable, "-m", "mqcontract.cli", "verify", "--provider", "memory"]
-    subprocess.run(
-        [
-            *verify,
-            "--rules",
-            "LIFE-1,LIFE-2",
-            "--json",
-            str(tmp_path / "r" / "memory.json"),
-            "--alluredir",
-            str(allure_dir / "memory"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    allure_dir = tmp_path / "allure-results" / "memory"
+    allure_dir.mkdir(parents=True)
+    (allure_dir / f"{ALLURE_RESULT['uuid']}-result.json").write_text(json.dumps(ALLURE_RESULT))
     _, lines = build_report(
-        ReportOptions(results=[tmp_path / "r"], out=tmp_path / "out", allure_results=allure_dir)
+        ReportOptions(results=[results_dir], out=tmp_path / "out", allure_results=allure_dir.parent)
     )
     report = tmp_path / "out" / "allure" / "index.html"
     assert lines[-1] == f"wrote {report}"
