@@ -45,6 +45,16 @@ __all__ = [
 ]
 
 
+def _show(value: object, *, limit: int = 200) -> str:
+    """``value`` for a message: bounded, and never failing (Python refuses ``str()`` of
+    integers beyond 4300 digits, which would turn a rejection into a ValueError)."""
+    try:
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    except ValueError:
+        text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class MessagingError(Exception):
     """Base of every error a messaging provider raises."""
 
@@ -89,7 +99,7 @@ class MessageNotFound(QueueError):
 
     def __init__(self, queue: str, msg_id: int) -> None:
         self.msg_id = msg_id
-        super().__init__(queue, f"message {msg_id} is not held on queue {queue!r}")
+        super().__init__(queue, f"message {_show(msg_id)} is not held on queue {queue!r}")
 
 
 class SerializationError(QueueError):
@@ -109,7 +119,7 @@ class InvalidArgument(MessagingError):
         self.constraint = constraint
         self.queue = queue
         where = f" for queue {queue!r}" if queue else ""
-        super().__init__(f"invalid {argument}={value!r}{where}: must be {constraint}")
+        super().__init__(f"invalid {argument}={_show(value)}{where}: must be {constraint}")
 
 
 class UnsupportedOperation(MessagingError):

@@ -20,6 +20,7 @@ __all__ = [
     "check_payload",
     "check_queue_name",
     "check_visibility_timeout",
+    "is_message_id",
 ]
 
 #: PGMQ prefixes tables with ``q_``/``a_`` and PostgreSQL truncates identifiers at 63
@@ -60,10 +61,23 @@ def check_payload(queue: str, payload: object, caps: Capabilities) -> bytes:
 def _finite_seconds(name: str, value: object, queue: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(name, value, "a number of seconds", queue)
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond a float's range
+        raise InvalidArgument(name, value, "a finite number of seconds", queue) from None
     if math.isnan(seconds) or math.isinf(seconds):
         raise InvalidArgument(name, value, "a finite number of seconds", queue)
     return seconds
+
+
+def is_message_id(value: object) -> bool:
+    """Whether ``value`` can name a message: an ``int`` that is not a ``bool``.
+
+    Anything else names no message (``MessageNotFound``, or ``None`` from a fetch), so
+    ``True``, ``1.0`` or ``1.5`` can never act on message 1 through equality or a
+    driver's silent conversion.
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_limit(queue: str, limit: object, caps: Capabilities) -> int:

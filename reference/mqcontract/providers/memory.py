@@ -28,6 +28,7 @@ from mqcontract.validation import (
     check_payload,
     check_queue_name,
     check_visibility_timeout,
+    is_message_id,
 )
 
 __all__ = ["InMemoryMessagingService", "open_memory"]
@@ -157,7 +158,7 @@ class InMemoryMessagingService(BaseMessagingService):
 
     def _held_entry(self, queue: _Queue, msg_id: int) -> _Entry:
         self._promote(queue)
-        entry = queue.entries.get(msg_id)
+        entry = queue.entries.get(msg_id) if is_message_id(msg_id) else None
         if entry is None or not entry.held:
             raise MessageNotFound(queue.name, msg_id)
         return entry
@@ -233,7 +234,7 @@ class InMemoryMessagingService(BaseMessagingService):
         q = self._queue(queue)
         vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
         self._promote(q)
-        entry = q.entries.get(msg_id)
+        entry = q.entries.get(msg_id) if is_message_id(msg_id) else None
         if entry is None or entry.held or entry.visible_at > self.clock.now():
             return None
         return self._claim(q, entry, vt)

@@ -47,6 +47,7 @@ from mqcontract.validation import (
     check_payload,
     check_queue_name,
     check_visibility_timeout,
+    is_message_id,
 )
 
 __all__ = ["PgmqMessagingService", "open_pgmq"]
@@ -57,6 +58,13 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
 #: Tries of one statement across connection failures (see ``_run``).
 _MAX_ATTEMPTS = 3
+#: ``msg_id`` is a ``bigint``: other values name no message (and asyncpg would refuse
+#: them, or truncate a float).
+_BIGINT = range(-(2**63), 2**63)
+
+
+def _storable_id(msg_id: object) -> bool:
+    return is_message_id(msg_id) and msg_id in _BIGINT
 
 
 class PgmqMessagingService(BaseMessagingService):
@@ -328,6 +336,8 @@ class PgmqMessagingService(BaseMessagingService):
         self._check_open()
         check_queue_name(queue)
         vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
+        if not _storable_id(msg_id):
+            return None
         sql = _sql.queue_sql(queue).fetch
 
         async def work(conn: Any) -> QueuedMessage | None:
@@ -339,6 +349,8 @@ class PgmqMessagingService(BaseMessagingService):
     async def ack_message(self, queue: str, msg_id: int) -> None:
         self._check_open()
         check_queue_name(queue)
+        if not _storable_id(msg_id):
+            raise MessageNotFound(queue, msg_id)
         sqls = _sql.queue_sql(queue)
         sql = sqls.ack_archive if self._config.archive_on_ack else sqls.ack_delete
 
@@ -351,6 +363,8 @@ class PgmqMessagingService(BaseMessagingService):
     async def nack_message(self, queue: str, msg_id: int) -> None:
         self._check_open()
         check_queue_name(queue)
+        if not _storable_id(msg_id):
+            raise MessageNotFound(queue, msg_id)
         sql = _sql.queue_sql(queue).nack
         threshold = self._config.push_threshold_bytes
 

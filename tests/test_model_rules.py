@@ -1,0 +1,152 @@
+"""The MODEL rules have teeth: random programs catch broken providers, pass correct ones."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from mqcontract.clock import VirtualClock
+from mqcontract.config import MessagingConfig
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.service import SupportsPushNotifications
+from mqcontract_conformance.cases import _model_machine
+from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.harness import Harness, HarnessSettings
+from mqcontract_conformance.rules import get_rule
+from mqcontract_conformance.runner import CaseOutcome, run_case
+from mqcontract_conformance.timing import TimingProfile
+from tests.broken_providers import (
+    ConcurrentDoubleDelivery,
+    DelayIgnored,
+    LimitIgnored,
+    NackDeletes,
+    NoopAck,
+    ReceiveCountStuck,
+    ReversedReceive,
+    SignalMemory,
+    VisibilityNeverExpires,
+)
+
+RunRule = Callable[[type[InMemoryMessagingService], str], CaseOutcome]
+
+#: Broken providers that break ordering, ack, nack, visibility, delays or counts.
+BROKEN = [
+    NoopAck,
+    NackDeletes,
+    VisibilityNeverExpires,
+    ReversedReceive,
+    LimitIgnored,
+    DelayIgnored,
+    ReceiveCountStuck,
+    ConcurrentDoubleDelivery,
+]
+
+
+@pytest.fixture
+def quick_shrink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed seed (deterministic in virtual time) and a short shrink, to keep tests fast."""
+    monkeypatch.setenv(_model_machine.SEED_ENV, "1")
+    short = _model_machine.PROFILES["short"]
+    monkeypatch.setitem(
+        _model_machine.PROFILES, "short", dataclasses.replace(short, shrink_seconds=0.1)
+    )
+
+
+def _caught(run_rule: RunRule, broken: type[InMemoryMessagingService]) -> str | None:
+    try:
+        run_rule(broken, "MODEL-1")
+    except ContractViolation as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.usefixtures("quick_shrink")
+def test_model_1_catches_at_least_six_broken_providers(run_rule: RunRule) -> None:
+    caught = {cls.__name__: _caught(run_rule, cls) for cls in BROKEN}
+    found = {name: text for name, text in caught.items() if text is not None}
+    assert len(found) >= 6, f"caught only {sorted(found)}"
+    for text in found.values():
+        assert text.startswith("[MODEL-1] the provider disagrees with the model")
+        assert "MQCONTRACT_MODEL_SEED=1 " in text or "MQCONTRACT_MODEL_SEED=1)" in text
+        assert "program" in text
+        assert "at step" in text
+
+
+@pytest.mark.parametrize("seed", ["1", "2", "3"])
+def test_correct_providers_pass_model_1(
+    run_rule: RunRule, monkeypatch: pytest.MonkeyPatch, seed: str
+) -> None:
+    monkeypatch.setenv(_model_machine.SEED_ENV, seed)
+    for provider in (InMemoryMessagingService, SignalMemory):
+        outcome = run_rule(provider, "MODEL-1")
+        assert outcome.skip_reason is None
+        assert outcome.metrics["programs"] >= 10
+        assert outcome.metrics["operations"] > 100
+
+
+def test_model_2_is_skipped_without_a_sever_hook(run_rule: RunRule) -> None:
+    outcome = run_rule(InMemoryMessagingService, "MODEL-2")
+    assert outcome.skip_reason is not None
+    assert "sever_connection" in outcome.skip_reason
+
+
+def test_profiles_are_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_model_machine.PROFILE_ENV, raising=False)
+    assert _model_machine.selected_profile().name == "short"
+    monkeypatch.setenv(_model_machine.PROFILE_ENV, "LONG")
+    long = _model_machine.selected_profile()
+    assert long.examples > 10
+    assert long.steps > 20
+    monkeypatch.setenv(_model_machine.PROFILE_ENV, "endless")
+    with pytest.raises(ValueError, match="MQCONTRACT_MODEL_PROFILE"):
+        _model_machine.selected_profile()
+
+
+class RealTimeMemory(Harness):
+    """The in-memory provider on the real clock, like a networked backend."""
+
+    def __init__(self) -> None:
+        super().__init__("real-memory", HarnessSettings(config=MessagingConfig(), run_id="rt"))
+
+    def new_clock(self) -> VirtualClock | None:
+        return None
+
+    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+        return InMemoryMessagingService()
+
+    async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
+        assert isinstance(service, InMemoryMessagingService)
+        return service.stored_ids(queue)
+
+
+def test_real_time_programs_pass_within_their_budget() -> None:
+    start = time.monotonic()
+    outcome = asyncio.run(run_case(RealTimeMemory(), get_rule("MODEL-1"), TimingProfile(), "rt"))
+    assert outcome.skip_reason is None
+    assert outcome.metrics["programs"] >= 6
+    assert time.monotonic() - start < 30
+
+
+def test_a_cancelled_case_stops_the_machine_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_model_machine.PROFILE_ENV, "long")
+    threads = threading.active_count()
+
+    async def cancelled_soon() -> None:
+        harness = RealTimeMemory()
+        await asyncio.wait_for(
+            run_case(harness, get_rule("MODEL-1"), TimingProfile(), "rt"), timeout=1.0
+        )
+
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        asyncio.run(cancelled_soon())
+    assert time.monotonic() - start < 15
+    deadline = time.monotonic() + 5
+    while threading.active_count() > threads and time.monotonic() < deadline:
+        time.sleep(0.01)  # the worker thread winds down after its last operation
+    assert threading.active_count() <= threads
