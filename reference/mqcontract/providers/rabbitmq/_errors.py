@@ -41,8 +41,9 @@ async def translated(
     * ``Basic.Return`` (NO_ROUTE: mandatory publish to a missing queue) and a 404 channel
       error → :class:`QueueNotFound` — nothing was enqueued or created.
     * ``Basic.Nack`` from the broker → :class:`QueueError` (the broker refused it).
-    * connection or channel failures → :class:`ConnectionLost`, or
-      :class:`ProviderClosed` when the provider was closed meanwhile.
+    * connection or channel failures, and anything else the driver raises →
+      :class:`ConnectionLost`, or :class:`ProviderClosed` when the provider was closed
+      meanwhile.
     * the bound expiring → :class:`OperationTimeout`.
     """
     try:
@@ -69,6 +70,12 @@ async def translated(
             raise ProviderClosed(provider) from exc
         raise ConnectionLost(provider, target, f"{operation} interrupted") from exc
     except (AMQPError, ChannelInvalidStateError, ConnectionError, OSError) as exc:
+        if is_closed():
+            raise ProviderClosed(provider) from exc
+        raise ConnectionLost(provider, target, f"{operation}: {exc!r}") from exc
+    except Exception as exc:
+        # aiormq fails pending writes with a bare Exception when its writer dies with
+        # the connection; nothing a driver raises may escape as a non-MessagingError.
         if is_closed():
             raise ProviderClosed(provider) from exc
         raise ConnectionLost(provider, target, f"{operation}: {exc!r}") from exc

@@ -52,7 +52,6 @@ import aiormq.abc
 from aio_pika import RobustConnection
 from aio_pika.connection import make_url
 from aiormq.exceptions import (
-    AMQPError,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
@@ -65,7 +64,6 @@ from mqcontract.errors import (
     BackendUnavailable,
     ConnectionLost,
     MessageNotFound,
-    MessagingError,
     ProviderClosed,
     QueueNotFound,
     UnsupportedOperation,
@@ -325,12 +323,19 @@ class RabbitMqMessagingService(BaseMessagingService):
                 raise QueueNotFound(name)
 
     async def _publish_channel(self) -> Channel:
+        channel = self._pub
+        if channel is not None and not channel.is_closed:
+            return channel  # no lock on the hot path: a batch's publishes would queue on it
         async with self._pub_lock:
             if self._pub is None or self._pub.is_closed:
                 self._pub = await self._open_channel(confirms=True, operation="send")
             return self._pub
 
     async def _rx_channel(self, queue: str) -> Channel:
+        channel = self._rx.get(queue)
+        if channel is not None and not channel.is_closed:
+            self._rx.move_to_end(queue)
+            return channel
         async with self._rx_lock:
             channel = self._rx.get(queue)
             if channel is None or channel.is_closed:
@@ -409,10 +414,11 @@ class RabbitMqMessagingService(BaseMessagingService):
             self._spawn(self._nack_quietly(held.channel, held.tag))
         self._maybe_retire(held.consumer)
 
-    @staticmethod
-    async def _nack_quietly(channel: Channel, tag: int) -> None:
-        with contextlib.suppress(AMQPError, ChannelInvalidStateError, ConnectionError, OSError):
-            await channel.basic_nack(tag, requeue=True)
+    async def _nack_quietly(self, channel: Channel, tag: int) -> None:
+        # Any failure means the channel is going away, and the broker requeues it anyway.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await channel.basic_nack(tag, requeue=True)
 
     def _take(self, queue: str, msg_id: int) -> _Held | None:
         """Remove and return the held entry for ``msg_id`` if it can still be settled."""
@@ -681,8 +687,8 @@ class RabbitMqMessagingService(BaseMessagingService):
                     log.info("re-subscribed to %s", ", ".join(alive))
                 elif not alive:
                     return  # every queue was deleted: nothing left to consume
-            except MessagingError as exc:
-                log.debug("re-subscribe failed, retrying: %s", exc)
+            except Exception as exc:  # keep trying until closed, whatever went wrong
+                log.debug("re-subscribe failed, retrying: %r", exc)
                 await asyncio.sleep(RECONNECT_INTERVAL / 2)
 
     async def _unsubscribe(self, subscription: QueueSubscription) -> None:
