@@ -1,0 +1,136 @@
+"""The harness mqcontract's suite drives this provider through.
+
+``setup`` checks the server answers (else ``BackendUnavailable``, which the suite turns
+into a skip, or a failure with ``--require-backends``); ``teardown`` deletes every queue
+and key whose name embeds this run's id. Hooks:
+
+* ``sever_connection`` / ``kill_listener``: ``CLIENT KILL`` every connection whose name is
+  the provider's (operations) or the provider's + ``-push`` (subscription readers), as a
+  server restart or a proxy would.
+* ``stored_ids``: ``XRANGE`` on the stream plus the delayed set — it reads without
+  claiming, so it changes nothing it observes.
+* ``suppress_notifications`` is unavailable: push reads the stream itself, so there is no
+  separate notification that could be lost while the message is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import redis
+from mqcontract.clock import VirtualClock
+from mqcontract.service import SupportsPushNotifications
+from mqcontract_conformance.harness import Harness, HarnessSettings, HookUnavailable
+
+from mqcontract_redis_streams import __version__
+from mqcontract_redis_streams._config import PROVIDER_NAME, RedisStreamsConfig, load_settings
+from mqcontract_redis_streams.service import (
+    RedisStreamsMessagingService,
+    connect_redis_streams,
+    make_client,
+)
+
+__all__ = ["RedisStreamsHarness", "redis_streams_harness"]
+
+#: Bound on the harness's own calls.
+PROBE_TIMEOUT = 5.0
+
+
+class RedisStreamsHarness(Harness):
+    """A fresh provider (own connection pool) per case."""
+
+    def __init__(self, name: str, settings: HarnessSettings) -> None:
+        super().__init__(name, settings)
+        self.config: RedisStreamsConfig = load_settings(settings.config)
+        self._facts: dict[str, str] = {}
+
+    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+        return await connect_redis_streams(
+            self.config, operation_timeout=self.settings.config.operation_timeout_seconds
+        )
+
+    async def setup(self) -> None:
+        service = await connect_redis_streams(self.config, operation_timeout=PROBE_TIMEOUT)
+        try:
+            self._facts = {
+                "version": __version__,
+                "server": f"Redis {service.server_version}",
+                "redis_py": redis.__version__,
+                "key_prefix": self.config.key_prefix,
+            }
+        finally:
+            await service.close()
+
+    async def teardown(self) -> None:
+        """Delete this run's queues, then any key left with the run id in it."""
+        run_id = self.settings.run_id
+        service = await connect_redis_streams(self.config, operation_timeout=PROBE_TIMEOUT)
+        try:
+            for queue in await service.list_queues():
+                if run_id in queue:
+                    await service.delete_queue(queue)
+            pattern = f"{self.config.key_prefix}:q:*{run_id}*"
+            async with asyncio.timeout(PROBE_TIMEOUT * 10):
+                async for key in service.client.scan_iter(match=pattern, count=500):
+                    await service.client.delete(key)
+        finally:
+            await service.close()
+
+    def describe(self) -> dict[str, str]:
+        return dict(self._facts)
+
+    # -- hooks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _service(service: SupportsPushNotifications) -> RedisStreamsMessagingService:
+        if not isinstance(service, RedisStreamsMessagingService):
+            raise HookUnavailable(f"not a redis-streams service: {type(service).__name__}")
+        return service
+
+    async def _kill(self, name: str) -> int:
+        """CLIENT KILL every connection named ``name``; how many there were."""
+        admin = make_client(self.config, f"{name}-admin")
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                clients = await admin.client_list()
+                ids = [str(c["id"]) for c in clients if c.get("name") == name]
+                for client_id in ids:
+                    with contextlib.suppress(redis.ResponseError):  # already gone
+                        await admin.client_kill_filter(_id=client_id)
+            return len(ids)
+        finally:
+            await admin.aclose()
+
+    async def sever_connection(self, service: SupportsPushNotifications) -> None:
+        await self._kill(self._service(service).client_name)
+
+    async def kill_listener(self, service: SupportsPushNotifications) -> None:
+        """Kill the subscription readers' connections (waiting for one to be open)."""
+        rs = self._service(service)
+        if not rs.subscription_count:
+            raise HookUnavailable(f"{self.name}: kill_listener needs a subscription")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROBE_TIMEOUT
+        # A reader reconnects lazily, so right after a kill there may be nothing to kill.
+        while True:
+            if await self._kill(f"{rs.client_name}-push") or loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
+    async def suppress_notifications(
+        self, service: SupportsPushNotifications, queue: str
+    ) -> Callable[[], Awaitable[None]]:
+        raise HookUnavailable(
+            f"{PROVIDER_NAME}: push reads the stream itself; no notification can be lost apart "
+            "from the message"
+        )
+
+    async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
+        return await self._service(service).stored_ids(queue)
+
+
+def redis_streams_harness(settings: HarnessSettings) -> Harness:
+    """Harness factory for the ``redis-streams`` entry point (``mqcontract.harnesses``)."""
+    return RedisStreamsHarness(PROVIDER_NAME, settings)

@@ -1,0 +1,384 @@
+"""The Redis Streams provider: mqcontract's protocol on streams and one consumer group.
+
+How the contract maps onto Redis (the scripts in :mod:`._scripts` hold the details):
+
+* **Queues.** A stream with the consumer group ``mqcontract``, plus a few keys beside it
+  (:mod:`._keys`); the queue registry is a set, so ``list_queues`` and the existence
+  check every operation makes are one command. Names are checked before Redis sees them.
+* **Ids.** An ``INCR`` counter per queue, stored in the entry; a hash maps msg_id to the
+  stream entry id. Assigned inside the send script, so they increase in send order.
+* **Receive.** One script: promote due delayed messages, reclaim released or expired
+  entries (``XAUTOCLAIM``), read unread ones (``XREADGROUP``), set each claim's deadline.
+  Reclaimed entries precede every unread one in the stream, so a redelivered message
+  keeps its original position and the whole reply is oldest first.
+* **receive_count.** The pending entry's delivery count: exact.
+* **Visibility.** Per claim, to the millisecond, on the server's clock (see :mod:`._scripts`).
+* **Ack / nack.** Only a held message (pending, deadline not passed) can be acked
+  (``XACK`` + ``XDEL``) or nacked (reclaimable at once); anything else is
+  ``MessageNotFound``.
+* **Delay.** A sorted set scored by due time, promoted into the stream by the next
+  receive (or push round) after the message is due.
+* **Push.** Full, claimed messages from a claim loop per subscription (:mod:`._push`).
+* **Not offered.** Fetch by id: a consumer group can only hand out unread entries in
+  order, so one specific unread message cannot be claimed without breaking that order.
+* **Connections.** redis-py's pool; a broken connection is replaced on next use. A
+  command that fails with the connection is not retried (a send might enqueue twice):
+  it raises ``ConnectionLost`` and the next call works again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
+from mqcontract.config import MessagingConfig
+from mqcontract.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidArgument,
+    MessageNotFound,
+    ProviderClosed,
+    QueueNotFound,
+)
+from mqcontract.messages import QueuedMessage
+from mqcontract.service import BaseMessagingService
+from mqcontract.subscription import QueueSubscription
+from mqcontract.validation import (
+    check_delay,
+    check_limit,
+    check_payload,
+    check_queue_name,
+    check_visibility_timeout,
+)
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from mqcontract_redis_streams import _scripts
+from mqcontract_redis_streams._config import PROVIDER_NAME, RedisStreamsConfig, load_settings
+from mqcontract_redis_streams._errors import translated
+from mqcontract_redis_streams._keys import QueueKeys, registry_key
+from mqcontract_redis_streams._push import ClaimResult, PushLoop
+
+__all__ = ["RedisStreamsMessagingService", "connect_redis_streams", "open_redis_streams"]
+
+#: The oldest server with the commands and replies the scripts rely on (XAUTOCLAIM's
+#: three-element reply, which reports entries deleted under a pending claim).
+MIN_SERVER_VERSION = (7, 0)
+
+
+def make_client(settings: RedisStreamsConfig, name: str) -> Redis:
+    """A redis-py client that never retries a command on its own (see module docstring).
+
+    It has no socket timeout: every call is bounded by ``asyncio.timeout`` instead. With
+    a socket timeout redis-py sends through ``asyncio.wait_for``, which on Python 3.11
+    can lose a cancellation of the calling task (CPython gh-86296), so a consumer being
+    stopped would keep running.
+    """
+    try:
+        return Redis.from_url(
+            settings.url,
+            client_name=name,
+            socket_timeout=None,
+            socket_connect_timeout=settings.connect_timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"providers.{PROVIDER_NAME}.url", "(hidden)", str(exc)) from None
+
+
+def _may_be_stored(msg_id: object) -> bool:
+    """Whether ``msg_id`` could be an id ``INCR`` handed out (an int in 1..2**63-1)."""
+    return isinstance(msg_id, int) and not isinstance(msg_id, bool) and 0 < msg_id < 2**63
+
+
+class RedisStreamsMessagingService(BaseMessagingService):
+    """Queues as Redis streams; see the module docstring."""
+
+    provider_name = PROVIDER_NAME
+
+    def __init__(
+        self,
+        settings: RedisStreamsConfig,
+        client: Redis,
+        *,
+        operation_timeout: float,
+        client_name: str,
+        server_version: str = "",
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        #: CLIENT SETNAME of the operation connections; push readers add ``-push``.
+        self.client_name = client_name
+        self.server_version = server_version
+        self._timeout = operation_timeout
+        self._closed = False
+        self._scripts = {
+            name: client.register_script(source)
+            for name, source in {
+                "create": _scripts.CREATE,
+                "delete": _scripts.DELETE,
+                "send": _scripts.SEND,
+                "receive": _scripts.RECEIVE,
+                "settle": _scripts.SETTLE,
+            }.items()
+        }
+        self._loops: dict[QueueSubscription, PushLoop] = {}
+        self._pushed: dict[tuple[str, int], PushLoop] = {}
+        self._capabilities = Capabilities(
+            push=PushKind.FULL,
+            pushed_messages_claimed=True,
+            fetch_by_id=False,
+            requires_fallback_polling=False,
+            fallback_polling_interval=None,
+            delay=True,
+            visibility_precision_seconds=0.001,
+            requeue_position=RequeuePosition.ORIGINAL,
+            exact_receive_count=True,
+            fifo=True,
+            payload_fidelity=PayloadFidelity.BYTES,
+            max_message_size_bytes=settings.max_message_size_bytes,
+            list_queues=True,
+        )
+        self.max_receive_limit = self._capabilities.max_receive_limit
+        #: Idle time (ms) at which a claim has expired: the longest visibility timeout.
+        self._hold_ms = int(self._capabilities.max_visibility_timeout_seconds * 1000)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, operation: str, queue: str = "") -> AsyncIterator[None]:
+        self._check_open()
+        async with translated(
+            self.provider_name,
+            self.settings.url,
+            operation=operation,
+            timeout=self._timeout,
+            queue=queue,
+            is_closed=lambda: self._closed,
+        ):
+            yield
+
+    def _keys(self, queue: str) -> list[str]:
+        return QueueKeys.of(self.settings.key_prefix, queue).all()
+
+    async def _script(self, name: str, queue: str, *args: Any) -> Any:
+        async with self._guard(name, queue):
+            return await self._scripts[name](keys=self._keys(queue), args=[queue, *args])
+
+    def stream_key(self, queue: str) -> str:
+        """The stream of ``queue`` (for push readers and tests)."""
+        return QueueKeys.of(self.settings.key_prefix, queue).stream
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def create_queue(self, name: str) -> None:
+        self._check_open()
+        await self._script("create", check_queue_name(name))
+
+    async def delete_queue(self, name: str) -> None:
+        self._check_open()
+        await self._script("delete", check_queue_name(name))
+
+    async def queue_exists(self, name: str) -> bool:
+        self._check_open()
+        check_queue_name(name)
+        async with self._guard("queue_exists", name):
+            return bool(await self.client.sismember(registry_key(self.settings.key_prefix), name))
+
+    async def list_queues(self) -> list[str]:
+        async with self._guard("list_queues"):
+            members = await self.client.smembers(registry_key(self.settings.key_prefix))
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def _send(self, queue: str, payloads: Sequence[bytes], delay: float) -> list[int]:
+        delay_ms = math.ceil(delay * 1000)
+        ids = await self._script("send", queue, delay_ms, *payloads)
+        return [int(i) for i in ids]
+
+    async def send_message(self, queue: str, payload: bytes) -> int:
+        self._check_open()
+        check_queue_name(queue)
+        (msg_id,) = await self._send(queue, [check_payload(queue, payload, self._capabilities)], 0)
+        return msg_id
+
+    async def send_message_with_delay(
+        self, queue: str, payload: bytes, delay_seconds: float
+    ) -> int:
+        self._check_open()
+        check_queue_name(queue)
+        data = check_payload(queue, payload, self._capabilities)
+        delay = check_delay(queue, delay_seconds, self._capabilities)
+        (msg_id,) = await self._send(queue, [data], delay)
+        return msg_id
+
+    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
+        self._check_open()
+        check_queue_name(queue)
+        checked = [check_payload(queue, p, self._capabilities) for p in payloads]
+        return await self._send(queue, checked, 0)
+
+    async def claim(self, queue: str, limit: int, visibility_timeout: float) -> ClaimResult:
+        """Claim up to ``limit`` messages; also the last entry id and the next due delay."""
+        vt_ms = max(1, math.ceil(visibility_timeout * 1000))
+        reply = await self._script("receive", queue, limit, vt_ms, self._hold_ms)
+        last_id, due_ms = reply[0].decode(), int(reply[1])
+        messages = [
+            QueuedMessage(
+                msg_id=int(reply[i]),
+                queue_name=queue,
+                payload=bytes(reply[i + 1]),
+                receive_count=int(reply[i + 2]),
+                enqueued_at=int(reply[i + 3]) / 1_000_000,
+            )
+            for i in range(2, len(reply), 4)
+        ]
+        return messages, last_id, (due_ms / 1000 if due_ms >= 0 else None)
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self._check_open()
+        check_queue_name(queue)
+        check_limit(queue, limit, self._capabilities)
+        vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
+        messages, _, _ = await self.claim(queue, limit, vt)
+        return messages
+
+    async def _settle(self, queue: str, msg_id: int, mode: str) -> None:
+        self._check_open()
+        check_queue_name(queue)
+        if not _may_be_stored(msg_id):  # True, 1.0, "1", 2**64: never message 1 or a wrap
+            if not await self.queue_exists(queue):
+                raise QueueNotFound(queue)
+            raise MessageNotFound(queue, msg_id)
+        held = await self._script("settle", queue, str(msg_id), self._hold_ms, mode)
+        loop = self._pushed.pop((queue, msg_id), None)
+        if loop is not None:
+            loop.settled((queue, msg_id), visible_again=mode != "ack")
+        if not held:
+            raise MessageNotFound(queue, msg_id)
+
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        await self._settle(queue, msg_id, "ack")
+
+    async def nack_message(self, queue: str, msg_id: int) -> None:
+        await self._settle(queue, msg_id, "nack")
+
+    async def release(self, queue: str, msg_id: int) -> None:
+        """Hand back a pushed message the consumer never took: visible, delivery undone."""
+        await self._script("settle", queue, str(msg_id), self._hold_ms, "release")
+
+    async def stored_ids(self, queue: str) -> list[int]:
+        """Backdoor for tests: every stored id on ``queue``, whatever its state."""
+        keys = QueueKeys.of(self.settings.key_prefix, check_queue_name(queue))
+        async with self._guard("stored_ids", queue):
+            entries: list[Any] = await self.client.xrange(keys.stream) or []
+            delayed: list[Any] = await self.client.zrange(keys.delayed, 0, -1)
+        ids = [int(fields[b"id"]) for _, fields in entries] + [int(m) for m in delayed]
+        return sorted(ids)
+
+    # -- push --------------------------------------------------------------------------
+
+    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
+        self._check_open()
+        names = tuple(dict.fromkeys(check_queue_name(q) for q in queues))
+        if not names:
+            raise InvalidArgument("queues", list(queues), "at least one queue name")
+        async with self._guard("subscribe", ",".join(names)):
+            found = await self.client.smismember(
+                registry_key(self.settings.key_prefix), list(names)
+            )
+        for name, present in zip(names, found, strict=True):
+            if not present:
+                raise QueueNotFound(name)
+        subscription = QueueSubscription(names, on_close=self._unsubscribe)
+        reader = make_client(self.settings, f"{self.client_name}-push")
+        loop = PushLoop(self, subscription, self.settings, reader, timeout=self._timeout)
+        self._loops[subscription] = loop
+        loop.start()
+        return subscription
+
+    async def _unsubscribe(self, subscription: QueueSubscription) -> None:
+        loop = self._loops.pop(subscription, None)
+        if loop is not None:
+            await loop.stop()
+
+    @property
+    def subscription_count(self) -> int:
+        """Open subscriptions (each has a reader connection named ``<client_name>-push``)."""
+        return len(self._loops)
+
+    def track(self, key: tuple[str, int], loop: PushLoop) -> None:
+        self._pushed[key] = loop
+
+    def untrack(self, key: tuple[str, int], loop: PushLoop) -> None:
+        if self._pushed.get(key) is loop:
+            del self._pushed[key]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        for subscription in list(self._loops):
+            await subscription.aclose()
+        self._closed = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await self.client.aclose()
+
+
+async def connect_redis_streams(
+    settings: RedisStreamsConfig,
+    *,
+    operation_timeout: float = 30.0,
+    client_name: str | None = None,
+) -> RedisStreamsMessagingService:
+    """Connect, check the server version, and return the service."""
+    name = client_name or f"mqc-rs-{uuid.uuid4().hex[:12]}"
+    client = make_client(settings, name)
+    try:
+        async with asyncio.timeout(settings.connect_timeout_seconds):
+            info = await client.info("server")
+    except Exception as exc:  # any failure to reach the server means unavailable
+        with contextlib.suppress(Exception):
+            await client.aclose()
+        raise BackendUnavailable(
+            PROVIDER_NAME, settings.url, f"{type(exc).__name__}: {exc}"
+        ) from exc
+    version = str(info.get("redis_version", "0"))
+    parsed = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parsed < MIN_SERVER_VERSION:
+        await client.aclose()
+        raise BackendUnavailable(
+            PROVIDER_NAME, settings.url, f"Redis {version} is too old: 7.0 or later is needed"
+        )
+    return RedisStreamsMessagingService(
+        settings,
+        client,
+        operation_timeout=operation_timeout,
+        client_name=name,
+        server_version=version,
+    )
+
+
+async def open_redis_streams(config: MessagingConfig) -> RedisStreamsMessagingService:
+    """Provider factory for the ``redis-streams`` entry point."""
+    return await connect_redis_streams(
+        load_settings(config), operation_timeout=config.operation_timeout_seconds
+    )
