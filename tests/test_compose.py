@@ -42,7 +42,7 @@ def env() -> dict[str, str]:
 
 def test_both_services_are_pinned_and_health_checked(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "rabbitmq"}
+    assert set(services) == {"postgres", "rabbitmq", "redis"}
     assert services["postgres"]["image"].startswith("ghcr.io/pgmq/pg17-pgmq:v")
     assert services["rabbitmq"]["image"].endswith("-management")
     for service in services.values():
@@ -78,6 +78,8 @@ def test_the_env_file_points_at_the_published_ports_with_the_right_credentials(
     assert amqp.port == published(rabbitmq)[5672]
     management = urllib.parse.urlsplit(env["RABBITMQ_MANAGEMENT_URL"])
     assert management.port == published(rabbitmq)[15672]
+    redis = urllib.parse.urlsplit(env["REDIS_URL"])
+    assert redis.port == published(compose["services"]["redis"])[6379]
 
 
 def test_the_env_file_is_configuration_mqcontract_reads(env: dict[str, str]) -> None:
@@ -97,6 +99,7 @@ def test_the_ci_workflow_runs_the_tox_matrix_against_its_service_containers() ->
     assert urllib.parse.urlsplit(env["RABBITMQ_URL"]).port == published(services["rabbitmq"])[5672]
     management = urllib.parse.urlsplit(env["RABBITMQ_MANAGEMENT_URL"])
     assert management.port == published(services["rabbitmq"])[15672]
+    assert urllib.parse.urlsplit(env["REDIS_URL"]).port == published(services["redis"])[6379]
     for service in services.values():
         assert "--health-cmd" in service["options"]
     runs = [step.get("run", "") for step in job["steps"]]
