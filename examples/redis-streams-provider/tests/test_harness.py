@@ -63,18 +63,25 @@ async def test_kill_listener_needs_a_subscription_and_push_resumes_after_it(
         await service.ack_message(queue, sent)
 
 
-async def test_teardown_removes_the_run_s_queues_and_keys_only() -> None:
-    run_id = f"{RUN_ID}td"
-    mine, foreign = f"rs_{run_id}_a", queue_name("kept")
-    svc = await open_service()
+async def test_each_run_has_its_own_namespace_and_teardown_empties_it() -> None:
+    harness = _harness(f"{RUN_ID}td")
+    assert harness.config.key_prefix == f"mqc_{RUN_ID}td"
+    outside = await open_service()
+    foreign = queue_name("kept")
+    svc = await harness.open()
+    assert isinstance(svc, RedisStreamsMessagingService)
     try:
-        for q in (mine, foreign):
-            await svc.create_queue(q)
-            await svc.send_message(q, b"x")
-        await _harness(run_id).teardown()
-        assert not await svc.queue_exists(mine)
-        assert [k async for k in svc.client.scan_iter(match=f"mqc:q:{mine}:*")] == []
-        assert await svc.queue_exists(foreign)
+        q = queue_name()
+        await svc.create_queue(q)
+        await svc.send_message(q, b"x")
+        await outside.create_queue(foreign)
+        assert q not in await outside.list_queues()  # the run's registry is its own
+        assert foreign not in await svc.list_queues()
+        await harness.teardown()
+        prefix = harness.config.key_prefix
+        assert [k async for k in outside.client.scan_iter(match=f"{prefix}:*")] == []
+        assert await outside.queue_exists(foreign)
     finally:
-        await svc.delete_queue(foreign)
         await svc.close()
+        await outside.delete_queue(foreign)
+        await outside.close()

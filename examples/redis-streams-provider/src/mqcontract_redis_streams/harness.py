@@ -1,8 +1,11 @@
 """The harness mqcontract's suite drives this provider through.
 
-``setup`` checks the server answers (else ``BackendUnavailable``, which the suite turns
-into a skip, or a failure with ``--require-backends``); ``teardown`` deletes every queue
-and key whose name embeds this run's id. Hooks:
+Each run (and xdist worker) gets its own key prefix, ``<key_prefix>_<run id>``, so its
+queue registry is its own: ``list_queues`` in one run never sees the queues another run
+is creating at the same time on the same server (as PGMQ's harness uses a database per
+run and RabbitMQ's a vhost). ``setup`` checks the server answers (else
+``BackendUnavailable``, which the suite turns into a skip, or a failure with
+``--require-backends``); ``teardown`` deletes every key under the run's prefix. Hooks:
 
 * ``sever_connection`` / ``kill_listener``: ``CLIENT KILL`` every connection whose name is
   the provider's (operations) or the provider's + ``-push`` (subscription readers), as a
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import re
 from collections.abc import Awaitable, Callable
 
 import redis
@@ -43,7 +48,11 @@ class RedisStreamsHarness(Harness):
 
     def __init__(self, name: str, settings: HarnessSettings) -> None:
         super().__init__(name, settings)
-        self.config: RedisStreamsConfig = load_settings(settings.config)
+        base = load_settings(settings.config)
+        run = re.sub(r"[^a-z0-9_]", "_", settings.run_id.lower())
+        self.config: RedisStreamsConfig = dataclasses.replace(
+            base, key_prefix=f"{base.key_prefix}_{run}"
+        )
         self._facts: dict[str, str] = {}
 
     async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
@@ -64,15 +73,11 @@ class RedisStreamsHarness(Harness):
             await service.close()
 
     async def teardown(self) -> None:
-        """Delete this run's queues, then any key left with the run id in it."""
-        run_id = self.settings.run_id
+        """Delete every key under this run's prefix (registry, queues, id counters)."""
         service = await connect_redis_streams(self.config, operation_timeout=PROBE_TIMEOUT)
         try:
-            for queue in await service.list_queues():
-                if run_id in queue:
-                    await service.delete_queue(queue)
-            pattern = f"{self.config.key_prefix}:q:*{run_id}*"
             async with asyncio.timeout(PROBE_TIMEOUT * 10):
+                pattern = f"{self.config.key_prefix}:*"
                 async for key in service.client.scan_iter(match=pattern, count=500):
                     await service.client.delete(key)
         finally:
