@@ -71,6 +71,11 @@ class PoolLane:
         self.busy = False
         self.closed = False
 
+    @property
+    def ready(self) -> bool:
+        """Whether the kept connection is there and free (borrowing it will not wait)."""
+        return self.kept is not None and not self.busy and not self.closed
+
     def connection(self) -> _Borrow:
         """A connection for one operation (use with ``async with``)."""
         return _Borrow(self)

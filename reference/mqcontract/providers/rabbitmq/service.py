@@ -329,7 +329,7 @@ class RabbitMqMessagingService(BaseMessagingService):
     async def _publish_channel(self) -> Channel:
         channel = self._pub
         if channel is not None and not channel.is_closed:
-            return channel  # no lock on the hot path: a batch's publishes would queue on it
+            return channel  # the lock only guards opening a channel
         async with self._pub_lock:
             if self._pub is None or self._pub.is_closed:
                 self._pub = await self._open_channel(confirms=True, operation="send")
