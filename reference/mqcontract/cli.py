@@ -44,7 +44,11 @@ def _pgmq_install(options: argparse.Namespace) -> int:
 
 #: Modules contributing subcommands: each has ``register(subparsers) -> None`` whose
 #: parsers set ``func`` (taking the parsed options, returning an exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("mqcontract.events.demo", "mqcontract._report_cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "mqcontract.events.demo",
+    "mqcontract._report_cli",
+    "mqcontract.bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

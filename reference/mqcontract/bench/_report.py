@@ -1,0 +1,173 @@
+"""The results as tables: aligned text for the terminal, Markdown for ``reports/bench``.
+
+Both are rendered from the JSON result, so the committed report cannot drift from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["render_markdown", "render_text", "tables"]
+
+Table = tuple[str, list[str], list[list[str]]]
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _times(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _labels(result: dict[str, Any]) -> list[str]:
+    return list(result["sides"])
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    """(title, header, rows) for one provider's result."""
+    labels = _labels(result)
+    others = [label for label in labels if label != "provider"]
+    out: list[Table] = []
+    header = ["workload", *(f"{label} msg/s" for label in labels)]
+    header += [f"provider/{label}" for label in others]
+    rows = []
+    for entry in result["throughput"]:
+        row = [entry["title"]]
+        row += [_rate(entry["sides"].get(label, {}).get("median_msg_s")) for label in labels]
+        row += [
+            _times(entry["ratios"].get(f"provider/{label}", {}).get("median")) for label in others
+        ]
+        rows.append(row)
+    if rows:
+        out.append(
+            ("throughput (median of rounds; ratio: median of per-round ratios)", header, rows)
+        )
+
+    header = ["workload", *(f"{label} µs" for label in labels)]
+    header += [f"provider - {label} µs" for label in others]
+    rows = []
+    for entry in result["throughput"]:
+        cpu = {
+            label: entry["sides"].get(label, {}).get("median_cpu_us_per_msg") for label in labels
+        }
+        row = [entry["title"], *(_us(cpu[label]) for label in labels)]
+        row += [_us(_minus(cpu.get("provider"), cpu[label])) for label in others]
+        rows.append(row)
+    if rows:
+        out.append(("client CPU per message in this process (median of rounds)", header, rows))
+
+    if result["latency"]:
+        header = ["mode", "side", "p50 ms", "p95 ms", "p99 ms", "max ms", "samples"]
+        rows = []
+        for entry in result["latency"]:
+            for label, summary in entry["sides"].items():
+                rows.append(
+                    [
+                        entry["mode"],
+                        label,
+                        _ms(summary.get("p50_ms")),
+                        _ms(summary.get("p95_ms")),
+                        _ms(summary.get("p99_ms")),
+                        _ms(summary.get("max_ms")),
+                        f"{summary.get('samples', 0):.0f}",
+                    ]
+                )
+        out.append(("push latency, send → handler", header, rows))
+
+    if result["recovery"]:
+        header = ["fault", "mode", "poll interval s", "median s", "max s", "samples"]
+        rows = []
+        for entry in result["recovery"]:
+            if "skipped" in entry:
+                rows.append([entry["fault"], entry["mode"], "", "skipped", "", entry["skipped"]])
+                continue
+            samples = ", ".join("—" if s is None else f"{s:.3f}" for s in entry["samples_s"])
+            rows.append(
+                [
+                    entry["fault"],
+                    entry["mode"],
+                    f"{entry['poll_interval_s']:g}",
+                    "—" if entry["median_s"] is None else f"{entry['median_s']:.3f}",
+                    "—" if entry["max_s"] is None else f"{entry['max_s']:.3f}",
+                    samples,
+                ]
+            )
+        out.append(("fallback recovery: first delivery after the fault", header, rows))
+    return out
+
+
+def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        parts = [first.ljust(widths[0])]
+        parts += [c.rjust(w) for c, w in zip(rest, widths[1:], strict=False)]
+        return "  ".join(parts).rstrip()
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """Aligned tables for every provider, for the terminal."""
+    lines: list[str] = []
+    for name, result in report["providers"].items():
+        lines.append(f"\n== {name}")
+        for title, header, rows in tables(result):
+            lines.append(f"\n{title}")
+            lines += _aligned(header, rows)
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    aligns = ["---"] + ["---:"] * (len(header) - 1)
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(aligns) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def render_markdown(report: dict[str, Any], *, command: str) -> str:
+    """The Markdown report: settings, machine, then each provider's tables."""
+    settings = report["settings"]
+    machine = report["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    lines = [
+        "# mqcontract bench",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        f"- {settings['messages']} messages of {settings['payload_bytes']} bytes per timed run, "
+        f"batches of {settings['batch']}, {settings['workers']} consumer workers, "
+        f"{settings['rounds']} rounds (sides interleaved, order rotating per round).",
+        f"- Machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['platform']}, "
+        f"{machine['python']}; load average at start {machine['load_average_at_start']}, "
+        f"at end {machine['load_average_1_5_15']}.",
+        f"- Packages: {packages}.",
+    ]
+    for name, result in report["providers"].items():
+        backend = ", ".join(f"{k} {v}" for k, v in result["backend"].items() if k != "database")
+        lines += ["", f"## {name}", ""]
+        if backend:
+            lines.append(f"Backend: {backend}.")
+            lines.append("")
+        for label, description in result["sides"].items():
+            lines.append(f"- **{label}**: {description}")
+        for title, header, rows in tables(result):
+            lines += ["", f"### {title}", "", *_markdown_table(header, rows)]
+    return "\n".join(lines) + "\n"

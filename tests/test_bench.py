@@ -1,0 +1,72 @@
+"""``mqcontract bench``: a smoke run on the in-memory provider (no figure is checked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mqcontract.bench import BenchSettings, run_bench
+from mqcontract.bench._measure import percentile, summarize_latencies
+from mqcontract.bench._progress import Progress
+from mqcontract.bench._report import render_markdown, render_text
+from mqcontract.bench._workloads import make_payload
+from mqcontract.cli import build_parser, main
+
+
+def test_payloads_are_json_of_the_requested_size() -> None:
+    for size in (16, 256, 10_000):
+        payload = make_payload(size)
+        assert len(payload) == size
+        assert json.loads(payload)["pad"]
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert summarize_latencies([0.001, 0.002])["p50_ms"] == pytest.approx(1.5)
+
+
+async def test_a_tiny_run_on_memory_measures_every_workload() -> None:
+    settings = BenchSettings(
+        providers=("memory",),
+        messages=20,
+        batch=5,
+        rounds=1,
+        slices=2,
+        workers=2,
+        latency_samples=3,
+        recovery_samples=1,
+        recovery_poll_interval=0.05,
+    )
+    report = await run_bench(settings, Progress(0, quiet=True))
+    result = report["providers"]["memory"]
+    assert {e["workload"] for e in result["throughput"]} >= {
+        "send",
+        "send_batch",
+        "receive_ack",
+        "receive_ack_batch",
+        "consume_backlog_EventDrivenOnly",
+        "consume_live_Hybrid",
+    }
+    for entry in result["throughput"]:
+        assert entry["sides"]["provider"]["median_msg_s"] > 0, entry
+    assert [len(e["sides"]["provider"]) > 0 for e in result["latency"]] == [True, True]
+    suppressed = result["recovery"][0]
+    assert suppressed["fault"] == "suppress_notifications"
+    assert suppressed["median_s"] is not None
+    assert "skipped" in result["recovery"][1]  # memory has no listener to kill
+    json.dumps(report)  # JSON-ready as it is
+    assert "receive 5 + ack each" in render_text(report)
+    assert "| workload |" in render_markdown(report, command="mqcontract bench")
+
+
+def test_the_command_writes_json_and_markdown(tmp_path: Path) -> None:
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    args = ["bench", "--provider", "memory", "--messages", "10", "--batch", "5"]
+    args += ["--rounds", "1", "--slices", "1", "--latency-samples", "0", "--no-recovery"]
+    assert build_parser().parse_args(args).func is not None
+    assert main([*args, "-q", "--json", str(out), "--markdown", str(md)]) == 0
+    assert json.loads(out.read_text())["command"].startswith("mqcontract bench --provider memory")
+    assert "## memory" in md.read_text()
