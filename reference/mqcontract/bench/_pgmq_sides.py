@@ -175,6 +175,12 @@ class AsyncpgSide:
 
         return _DrainConsumer(self._listen, queue, workers, drain)
 
+    async def facts(self) -> dict[str, str]:
+        """Server settings that decide what a commit costs."""
+        names = ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers")
+        async with self._pool.acquire() as conn:
+            return {name: str(await conn.fetchval(f"SHOW {name}")) for name in names}
+
     # -- what the notify trigger costs (raw only) ----------------------------------------
 
     async def create_plain_queue(self, queue: str) -> None:

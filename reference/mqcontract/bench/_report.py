@@ -154,7 +154,7 @@ def render_markdown(report: dict[str, Any], *, command: str) -> str:
         "",
         f"- {settings['messages']} messages of {settings['payload_bytes']} bytes per timed run, "
         f"batches of {settings['batch']}, {settings['workers']} consumer workers, "
-        f"{settings['rounds']} rounds (sides interleaved, order rotating per round).",
+        f"rounds: {settings['rounds']} (sides interleaved, order rotating per round).",
         f"- Machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['platform']}, "
         f"{machine['python']}; load average at start {machine['load_average_at_start']}, "
         f"at end {machine['load_average_1_5_15']}.",

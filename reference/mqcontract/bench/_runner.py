@@ -10,8 +10,10 @@ ratios are taken per round and their median reported.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mqcontract.config import load_config
@@ -22,10 +24,11 @@ from mqcontract_conformance.harness import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
 
 from ._machine import machine_facts
-from ._measure import Run, median, ratio, summarize_latencies
+from ._measure import Run
 from ._progress import Progress
 from ._provider_side import ProviderSide
 from ._recovery import FAULTS, measure_recovery
+from ._results import latency_entry, throughput_entry
 from ._sides import Side
 from ._workloads import (
     Workload,
@@ -183,47 +186,6 @@ def _applies(workload: Workload, side: Side, settings: BenchSettings) -> bool:
     return workload.kind != "send_plain" or hasattr(side, "create_plain_queue")
 
 
-def _throughput_entry(
-    workload: Workload, runs: dict[str, list[Run | None]], errors: dict[str, list[str]]
-) -> dict[str, Any]:
-    sides: dict[str, Any] = {}
-    for label, rounds in runs.items():
-        rates = [r.rate for r in rounds if r is not None]
-        sides[label] = {
-            "median_msg_s": median(rates),
-            "median_cpu_us_per_msg": median(
-                [r.cpu_us_per_message for r in rounds if r is not None]
-            ),
-            "rounds_msg_s": [None if r is None else r.rate for r in rounds],
-            "rounds_seconds": [None if r is None else r.seconds for r in rounds],
-            "rounds_cpu_seconds": [None if r is None else r.cpu_seconds for r in rounds],
-        }
-        if errors.get(label):
-            sides[label]["errors"] = errors[label]
-    ratios: dict[str, Any] = {}
-    mine = runs.get("provider")
-    if mine is not None:
-        for label, rounds in runs.items():
-            if label == "provider":
-                continue
-            per_round = [
-                ratio(a.rate, b.rate)
-                for a, b in zip(mine, rounds, strict=False)
-                if a is not None and b is not None
-            ]
-            ratios[f"provider/{label}"] = {
-                "median": median([r for r in per_round if r is not None]),
-                "rounds": per_round,
-            }
-    return {
-        "workload": workload.key,
-        "title": workload.title,
-        "mode": workload.mode,
-        "sides": sides,
-        "ratios": ratios,
-    }
-
-
 async def bench_provider(name: str, settings: BenchSettings, progress: Progress) -> dict[str, Any]:
     """Everything measured for one provider (see the module docstring)."""
     config = load_config(validate_backend=False)
@@ -269,6 +231,11 @@ async def _bench_service(
         for side in sides:
             await side.open()
             opened.append(side)
+        backend = harness.describe()
+        for side in sides:
+            facts = getattr(side, "facts", None)
+            if facts is not None:
+                backend.update(await facts())
         progress.step(f"{name} · warm-up")  # connections, prepared statements, channels
         warm = Workload("warmup", "", "receive_ack_batch")
         await _sliced_round(warm, sides, queues, [payload] * WARMUP_MESSAGES, settings)
@@ -338,25 +305,14 @@ async def _bench_service(
             await side.close()
 
     throughput = [
-        _throughput_entry(w, runs[w.key], errors[w.key]) for w in workloads if runs[w.key]
+        throughput_entry(w.key, w.title, w.mode, runs[w.key], errors[w.key])
+        for w in workloads
+        if runs[w.key]
     ]
-    latency = []
-    for mode, by_side in latencies.items():
-        if not by_side:
-            continue
-        summary = {label: summarize_latencies(values) for label, values in by_side.items()}
-        mine = summary.get("provider", {})
-        ratios = {
-            f"provider/{label}": {
-                q: ratio(mine.get(q), other.get(q)) for q in ("p50_ms", "p95_ms", "p99_ms")
-            }
-            for label, other in summary.items()
-            if label != "provider"
-        }
-        latency.append({"mode": mode, "sides": summary, "ratios": ratios})
+    latency = [latency_entry(mode, by_side) for mode, by_side in latencies.items() if by_side]
     return {
         "provider": name,
-        "backend": harness.describe(),
+        "backend": backend,
         "capabilities": service.capabilities.to_dict(),
         "sides": {side.label: side.description for side in sides},
         "modes": modes,
@@ -369,6 +325,7 @@ async def _bench_service(
 async def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, Any]:
     """Benchmark every provider in ``settings``; the JSON-ready result."""
     started = machine_facts()
+    began = time.time()
     providers = {}
     for name in settings.providers:
         providers[name] = await bench_provider(name, settings, progress)
@@ -376,6 +333,8 @@ async def run_bench(settings: BenchSettings, progress: Progress) -> dict[str, An
     machine["load_average_at_start"] = started["load_average_1_5_15"]
     return {
         "tool": "mqcontract bench",
+        "started_at": datetime.fromtimestamp(began, UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - began, 1),
         "settings": asdict(settings),
         "machine": machine,
         "providers": providers,
