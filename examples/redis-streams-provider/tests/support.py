@@ -88,3 +88,15 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], within: float, wh
         if loop.time() >= deadline:
             pytest.fail(f"{what}: not observed within {within:g} s")
         await asyncio.sleep(0.02)
+
+
+async def claims_visible(service: RedisStreamsMessagingService, queue: str, count: int) -> None:
+    """Wait until ``count`` pending entries are visible again, asking without claiming."""
+    hold = int(service.capabilities.max_visibility_timeout_seconds * 1000)
+    stream = service.stream_key(queue)
+
+    async def visible() -> bool:
+        rows = await service.client.xpending_range(stream, "mqcontract", "-", "+", 100, idle=hold)
+        return len(rows) >= count
+
+    await eventually(visible, 5, f"{count} claims visible again on {queue}")

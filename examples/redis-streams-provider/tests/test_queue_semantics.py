@@ -7,30 +7,43 @@ import asyncio
 from mqcontract.errors import MessageNotFound
 
 from mqcontract_redis_streams import RedisStreamsMessagingService
-from support import eventually, open_service, queue_name
+from support import claims_visible, eventually, open_service, queue_name
 
 
 async def test_an_expired_claim_behind_many_held_ones_is_found(
     service: RedisStreamsMessagingService, queue: str
 ) -> None:
-    # XAUTOCLAIM scans at most COUNT * 10 pending entries per call: the script must
-    # follow its cursor past the 40 entries still held to find the expired one.
+    # The expired entry is found through the deadline index, not behind a scan of the
+    # 40 entries still held, and is redelivered before the ones never delivered.
     ids = await service.send_batch(queue, [b"m%d" % i for i in range(45)])
     held = await service.receive_messages(queue, 40, 60)
     (short,) = await service.receive_messages(queue, 1, 0.2)
     assert [m.msg_id for m in held] == ids[:40]
     assert short.msg_id == ids[40]
 
-    async def expired() -> bool:  # asked of the server without claiming anything
-        hold = int(service.capabilities.max_visibility_timeout_seconds * 1000)
-        stream = service.stream_key(queue)
-        rows = await service.client.xpending_range(stream, "mqcontract", "-", "+", 10, idle=hold)
-        return bool(rows)
-
-    await eventually(expired, 5, "claim expired")
+    await claims_visible(service, queue, 1)
     back = await service.receive_messages(queue, 1, 60)
     # Original position: the expired entry comes before the four never delivered.
     assert [(m.msg_id, m.receive_count) for m in back] == [(ids[40], 2)]
+
+
+async def test_a_lost_index_is_rebuilt_from_the_pending_entries(
+    service: RedisStreamsMessagingService, queue: str
+) -> None:
+    ids = await service.send_batch(queue, [b"a", b"b", b"c"])
+    await service.receive_messages(queue, 1, 60)  # ids[0]: held
+    await service.receive_messages(queue, 1, 0.05)  # ids[1]: about to expire
+    (third,) = await service.receive_messages(queue, 1, 60)
+    await service.nack_message(queue, third.msg_id)  # ids[2]: ready
+    base = service.stream_key(queue).removesuffix(":stream")
+    await service.client.delete(f"{base}:held", f"{base}:ready")
+
+    await claims_visible(service, queue, 2)
+    back = await service.receive_messages(queue, 5, 60)
+    assert [(m.msg_id, m.receive_count) for m in back] == [(ids[1], 2), (ids[2], 2)]
+    await service.ack_message(queue, ids[0])  # still held: the rebuild kept its claim
+    counts = [await service.client.zcard(f"{base}:{k}") for k in ("held", "ready")]
+    assert counts == [2, 0]
 
 
 async def test_ids_are_never_reused_after_delete_and_recreate(

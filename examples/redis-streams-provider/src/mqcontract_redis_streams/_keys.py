@@ -6,6 +6,9 @@
 ``<prefix>:q:<name>:seq``      string  INCR counter: the queue's msg_ids
 ``<prefix>:q:<name>:delayed``  zset    msg_id scored by the millisecond it becomes due
 ``<prefix>:q:<name>:parked``   hash    ``p:<id>`` payload and ``t:<id>`` send time of delayed ones
+``<prefix>:q:<name>:held``     zset    index: stream entry id of each held message by deadline (ms)
+``<prefix>:q:<name>:ready``    zset    index: entries visible again (nacked, released, expired),
+                                       zero-padded so that lexical order is stream order
 
 Queue names are already checked (``[a-z_][a-z0-9_]*``), so they contain no ``:``, ``*``
 or braces and a name can never spell another queue's key.
@@ -38,6 +41,8 @@ class QueueKeys:
     seq: str
     delayed: str
     parked: str
+    held: str
+    ready: str
 
     @classmethod
     def of(cls, prefix: str, queue: str) -> QueueKeys:
@@ -49,8 +54,19 @@ class QueueKeys:
             f"{base}:seq",
             f"{base}:delayed",
             f"{base}:parked",
+            f"{base}:held",
+            f"{base}:ready",
         )
 
     def all(self) -> list[str]:
-        """KEYS for a script: registry, stream, ids, seq, delayed, parked."""
-        return [self.registry, self.stream, self.ids, self.seq, self.delayed, self.parked]
+        """KEYS for a script: registry, stream, ids, seq, delayed, parked, held, ready."""
+        return [
+            self.registry,
+            self.stream,
+            self.ids,
+            self.seq,
+            self.delayed,
+            self.parked,
+            self.held,
+            self.ready,
+        ]

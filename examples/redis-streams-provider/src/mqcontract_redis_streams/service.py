@@ -8,7 +8,8 @@ How the contract maps onto Redis (the scripts in :mod:`._scripts` hold the detai
 * **Ids.** An ``INCR`` counter per queue, stored in the entry; a hash maps msg_id to the
   stream entry id. Assigned inside the send script, so they increase in send order.
 * **Receive.** One script: promote due delayed messages, reclaim released or expired
-  entries (``XAUTOCLAIM``), read unread ones (``XREADGROUP``), set each claim's deadline.
+  entries (``XCLAIM``, found through an index, never a scan), read unread ones
+  (``XREADGROUP``), set each claim's deadline.
   Reclaimed entries precede every unread one in the stream, so a redelivered message
   keeps its original position and the whole reply is oldest first.
 * **receive_count.** The pending entry's delivery count: exact.
@@ -67,8 +68,8 @@ from mqcontract_redis_streams._push import ClaimResult, PushLoop
 
 __all__ = ["RedisStreamsMessagingService", "connect_redis_streams", "open_redis_streams"]
 
-#: The oldest server with the commands and replies the scripts rely on (XAUTOCLAIM's
-#: three-element reply, which reports entries deleted under a pending claim).
+#: The oldest server the scripts are written for (from 7.0, XCLAIM drops a pending entry
+#: whose message was deleted instead of returning a hole).
 MIN_SERVER_VERSION = (7, 0)
 
 
