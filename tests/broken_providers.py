@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.errors import MessageNotFound
 from mqcontract.messages import Available, QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.providers.memory import InMemoryMessagingService, _Queue
 from mqcontract.subscription import QueueSubscription
 
 
@@ -37,11 +37,11 @@ class SignalMemory(InMemoryMessagingService):
     async def _drop_signal_sub(self, sub: QueueSubscription) -> None:
         self._signal_subs.remove(sub)
 
-    async def send_message(self, queue: str, payload: bytes) -> int:
-        msg_id = await super().send_message(queue, payload)
+    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
+        msg_id = super()._enqueue(queue, payload, delay)
         for sub in getattr(self, "_signal_subs", []):
-            if queue in sub.queues:
-                sub.put(Available(queue, msg_id + self.announce_offset))
+            if queue.name in sub.queues:
+                sub.put(Available(queue.name, msg_id + self.announce_offset))
         return msg_id
 
 
@@ -129,8 +129,6 @@ class SilentDropOnMissingQueue(InMemoryMessagingService):
 
 class NoNameValidation(InMemoryMessagingService):
     async def create_queue(self, name: str) -> None:
-        from mqcontract.providers.memory import _Queue
-
         self._queues.setdefault(name, _Queue(name))
 
 

@@ -82,7 +82,11 @@ class Harness:
                 pass
 
     def describe(self) -> dict[str, str]:
-        """Provider version and backend facts for reports (never credentials)."""
+        """Backend facts for reports (never credentials).
+
+        The report reads ``version`` (shown beside the provider's name); every other key
+        is listed as a fact (server version, driver version, ...).
+        """
         return {}
 
     # -- fault hooks (optional) ----------------------------------------------------------

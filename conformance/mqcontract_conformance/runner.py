@@ -43,15 +43,21 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
         if unmet is not None:
             outcome.skip_reason = unmet
             return outcome
+        bound = timing.case if clock is None else 60.0
+        deadline_hit = False
         try:
-            async with asyncio.timeout(timing.case if clock is None else 60.0):
+            async with asyncio.timeout(bound) as deadline:
                 await rule.check(ctx)
         except HookUnavailable as exc:
             outcome.skip_reason = f"{rule.id} needs a harness hook: {exc}"
         except TimeoutError:
+            deadline_hit = True
+        # Checked separately: code under test that swallows cancellation would otherwise
+        # let a case that hit its bound finish as if it had passed.
+        if deadline_hit or deadline.expired():
             raise ContractViolation(
-                f"[{rule.id}] the case did not finish within {timing.case:g} s (run {run_id})"
-            ) from None
+                f"[{rule.id}] the case did not finish within {bound:g} s (run {run_id})"
+            )
         return outcome
     finally:
         outcome.metrics = dict(ctx.metrics)

@@ -6,6 +6,7 @@ themselves; importing this package never needs asyncpg or aio-pika.
 
 from __future__ import annotations
 
+from mqcontract._redact import redact
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
 from mqcontract.client import MessageClient, QueueClassifier, QueueKind
 from mqcontract.clock import Clock, SystemClock, VirtualClock
@@ -77,4 +78,5 @@ __all__ = [
     "VirtualClock",
     "load_config",
     "open_provider",
+    "redact",
 ]

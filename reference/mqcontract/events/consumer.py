@@ -131,19 +131,11 @@ class QueueConsumer:
         self._running = False
         if self._listener is not None:
             await self._listener.close()
-        for task in self._intake:
-            task.cancel()
-        for task in self._intake:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_wait(self._intake)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_wait(self._workers)
         await self._release_unstarted()
 
     async def __aenter__(self) -> QueueConsumer:
@@ -257,3 +249,16 @@ class QueueConsumer:
                         command.message.queue_name, command.message.msg_id
                     )
                     self.stats.released_on_stop += 1
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, without swallowing our own cancellation."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
