@@ -48,6 +48,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mqcontract.events.demo",
     "mqcontract._report_cli",
     "mqcontract.bench",
+    "mqcontract.stress.cli",
 )
 
 

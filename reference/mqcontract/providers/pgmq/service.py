@@ -366,7 +366,11 @@ class PgmqMessagingService(BaseMessagingService):
         async def work(conn: Any) -> bool:
             return await conn.fetchval(sql, msg_id) is not None
 
-        if not await self._run("ack_message", queue, work, idempotent=False, single=True):
+        # Retried after a lost connection: deleting twice deletes once. Without the retry
+        # an ack cut off mid-statement (rolled back) left the message held, and it was
+        # processed again after its timeout; with it, the worst case is MessageNotFound
+        # for an ack whose first attempt did commit.
+        if not await self._run("ack_message", queue, work, idempotent=True, single=True):
             raise MessageNotFound(queue, msg_id)
 
     async def nack_message(self, queue: str, msg_id: int) -> None:

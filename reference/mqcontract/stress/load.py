@@ -1,0 +1,413 @@
+"""One stress run: producers and event-system consumers, faults, then the account.
+
+``run_stress`` provisions the provider through its conformance harness (PGMQ: a database
+of its own; RabbitMQ: a virtual host of its own), starts ``producers`` tasks sending
+``messages`` keyed payloads in batches and ``consumers`` :class:`QueueConsumer` instances
+(Hybrid mode, each on its own provider connection) whose handler fails at random, now and
+then runs past its visibility timeout, and otherwise succeeds. It injects the chosen fault
+every few seconds, waits (bounded) until every confirmed message is acked, stops, drains
+what is left, and returns the :class:`~mqcontract.stress.account.Account`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import json
+import random
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from mqcontract.config import MessagingConfig, load_config
+from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingError
+from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
+from mqcontract.messages import QueuedMessage
+from mqcontract.service import SupportsPushNotifications
+from mqcontract.stress.account import Account, Ledger
+from mqcontract.stress.cluster import PrivateCluster
+from mqcontract.stress.faults import FAULTS, FaultInjector
+from mqcontract.stress.recording import RecordingService
+
+__all__ = ["StressSettings", "run_stress"]
+
+
+class InjectedFailure(Exception):
+    """The handler failed on purpose."""
+
+
+class ClaimOverran(Exception):
+    """The handler finished after its visibility timeout: its work does not count."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StressSettings:
+    """What a run does; the defaults are the issue's 4 x 4 over 10,000 messages."""
+
+    provider: str
+    messages: int = 10_000
+    producers: int = 4
+    consumers: int = 4
+    #: Handler workers per consumer.
+    workers: int = 4
+    fail_rate: float = 0.05
+    #: Share of handlers that sleep past the visibility timeout.
+    slow_rate: float = 0.005
+    #: Visibility timeout of every claim (pushed claims included), seconds.
+    vt: float = 2.0
+    #: Upper bound of the simulated work per message, seconds.
+    work_seconds: float = 0.002
+    batch: int = 10
+    fault: str = "none"
+    fault_interval: float = 3.0
+    max_seconds: float = 600.0
+    poll_interval: float | None = None
+    seed: int | None = None
+    #: Nack after a handler failure (the event system's default) instead of leaving the
+    #: message to its visibility timeout. Ack and nack name a message, not a claim: a
+    #: handler that overran its claim and then nacks releases the claim of the consumer
+    #: that holds the message now, which can then be processed twice.
+    nack_on_failure: bool = False
+
+    def validate(self) -> None:
+        """Raise ``ConfigurationError`` for settings no run can honour."""
+        checks = {
+            "messages": self.messages >= 1,
+            "producers": self.producers >= 1,
+            "consumers": self.consumers >= 1,
+            "workers": self.workers >= 1,
+            "fail_rate": 0 <= self.fail_rate < 1,
+            "slow_rate": 0 <= self.slow_rate < 1 and self.fail_rate + self.slow_rate < 1,
+            "vt": self.vt > 0,
+            "batch": self.batch >= 1,
+            "fault": self.fault in FAULTS,
+            "fault_interval": self.fault_interval > 0,
+            "max_seconds": self.max_seconds > 0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigurationError(f"stress.{key}", getattr(self, key), "out of range")
+        if self.fault == "restart" and self.provider != "pgmq":
+            raise ConfigurationError(
+                "stress.fault", self.fault, "restart is only available for pgmq"
+            )
+
+
+def _payload(key: str) -> bytes:
+    return json.dumps({"k": key}).encode()
+
+
+def _key(payload: bytes) -> str:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return f"<not ours: {payload[:40]!r}>"
+    key = value.get("k") if isinstance(value, dict) else None
+    return key if isinstance(key, str) else f"<not ours: {payload[:40]!r}>"
+
+
+class _Run:
+    """The moving parts of one run."""
+
+    def __init__(self, settings: StressSettings, out: IO[str] | None) -> None:
+        self.s = settings
+        self.out = out
+        self.token = secrets.token_hex(3)
+        self.queue = f"stress_{self.token}"
+        self.ledger = Ledger()
+        self.rng = random.Random(settings.seed)
+        self.producers_done = asyncio.Event()
+        self.started = time.monotonic()
+
+    # -- producing ---------------------------------------------------------------------
+
+    async def produce(self, service: SupportsPushNotifications, number: int) -> None:
+        s, ledger = self.s, self.ledger
+        share = range(number, s.messages, s.producers)
+        keys = [f"{self.token}-{number}-{i}" for i in share]
+        for start in range(0, len(keys), s.batch):
+            chunk = keys[start : start + s.batch]
+            ledger.attempted.update(chunk)
+            try:
+                ids = await service.send_batch(self.queue, [_payload(k) for k in chunk])
+            except BackendUnavailable as exc:  # the outcome is unknown
+                ledger.indeterminate.update(chunk)
+                ledger.send_errors.append(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.2)  # let the provider reconnect before the next batch
+                continue
+            ledger.sent.update(zip(chunk, ids, strict=True))
+
+    # -- consuming ---------------------------------------------------------------------
+
+    def handler(self, recorder: RecordingService, number: int) -> Callable[[QueuedMessage], Any]:
+        s, ledger, rng = self.s, self.ledger, self.rng
+        margin = min(0.25, s.vt * 0.1)
+
+        async def handle(message: QueuedMessage) -> None:
+            key = _key(message.payload)
+            ledger.delivered(message.queue_name, message.msg_id, key, message.receive_count)
+            now = time.monotonic()
+            claimed = recorder.claim_start(message)
+            if claimed is None:
+                ledger.unknown_claims += 1
+                claimed = now
+            roll = rng.random()
+            if roll < s.fail_rate:
+                ledger.injected_failures += 1
+                raise InjectedFailure(key)
+            if roll < s.fail_rate + s.slow_rate:
+                ledger.slow_handlers += 1
+                await asyncio.sleep(s.vt * 1.5)
+            else:
+                await asyncio.sleep(rng.uniform(0, s.work_seconds))
+            if time.monotonic() >= claimed + s.vt - margin:
+                ledger.overran[key] += 1
+                raise ClaimOverran(key)
+            ledger.committed(key, number)
+
+        return handle
+
+    def consumer_settings(self) -> ConsumerSettings:
+        s = self.s
+        return ConsumerSettings(
+            mode=DeploymentMode.HYBRID,
+            visibility_timeout=s.vt,
+            batch_size=s.batch,
+            workers=s.workers,
+            poll_interval=s.poll_interval,
+            stop_grace=s.vt * 2,
+            nack_on_failure=s.nack_on_failure,
+        )
+
+    # -- waiting, progress, draining ---------------------------------------------------
+
+    def done(self) -> bool:
+        """Every confirmed message committed (its ack may have failed: see drain)."""
+        return self.producers_done.is_set() and self.ledger.outstanding() == 0
+
+    def progress_line(self, faults: FaultInjector | None) -> str:
+        ledger, s = self.ledger, self.s
+        injected = (
+            f" faults {faults.injected}" if faults is not None and faults.kind != "none" else ""
+        )
+        return (
+            f"[stress {s.provider}] sent {len(ledger.sent)}/{s.messages} "
+            f"processed {len(ledger.processed() & set(ledger.sent))} "
+            f"deliveries {sum(ledger.deliveries.values())} "
+            f"failed {ledger.injected_failures} overran {sum(ledger.overran.values())}"
+            f"{injected} {time.monotonic() - self.started:.0f}s"
+        )
+
+    async def report_progress(self, faults: FaultInjector | None) -> None:
+        if self.out is None:
+            return
+        tty = self.out.isatty()
+        every = 1.0 if tty else 5.0
+        while True:
+            await asyncio.sleep(every)
+            line = self.progress_line(faults)
+            self.out.write(f"\r{line}   " if tty else f"{line}\n")
+            self.out.flush()
+
+    async def wait_until_done(self) -> bool:
+        """Poll the ledger until every confirmed message is processed, within the bound."""
+        deadline = self.started + self.s.max_seconds
+        while not self.done():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    async def drain(self, service: SupportsPushNotifications, finished: bool) -> int:
+        """Receive what is left (claims of stopped consumers expire first).
+
+        After a clean run (everything committed, every ack accepted, every send confirmed)
+        nothing can be left: one look suffices. Otherwise it waits out the visibility
+        timeout, so messages whose acks failed come back and are counted.
+        """
+        ledger = self.ledger
+        clean = finished and not ledger.indeterminate and not ledger.failed_acks
+        quiet_for = 0.0 if clean else self.s.vt + 2.0
+        last_seen = time.monotonic()
+        drained = 0
+        while True:
+            batch = await service.receive_messages(self.queue, 100, max(30.0, self.s.vt * 10))
+            for message in batch:
+                self.ledger.unfinished.add(_key(message.payload))
+                await service.ack_message(self.queue, message.msg_id)
+            if batch:
+                drained += len(batch)
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen >= quiet_for:
+                return drained
+            else:
+                await asyncio.sleep(0.2)
+
+
+def _consumer_summary(consumers: list[QueueConsumer]) -> dict[str, Any]:
+    by_path: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    errors: list[str] = []
+    for c in consumers:
+        st = c.stats
+        by_path.update(st.by_path)
+        totals.update(
+            notifications=st.notifications,
+            polls=st.polls,
+            polled_messages=st.polled_messages,
+            already_claimed=st.already_claimed,
+            duplicate_claims=st.duplicate_claims,
+            late_acks=st.late_acks,
+            released_on_stop=st.released_on_stop,
+            handler_failures=sum(st.failed.values()),
+        )
+        errors.extend(st.errors[:3])
+    return {"by_path": dict(by_path), **dict(totals), "errors": errors[:8]}
+
+
+async def run_stress(
+    settings: StressSettings,
+    *,
+    config: MessagingConfig | None = None,
+    out: IO[str] | None = sys.stderr,
+) -> Account:
+    """Run the load (see the module docstring) and return its account."""
+    settings.validate()
+    config = config or load_config(validate_backend=False)
+    cluster: PrivateCluster | None = None
+    if settings.fault == "restart":
+        cluster = PrivateCluster()
+        await cluster.start()
+        config = dataclasses.replace(
+            config, pgmq=dataclasses.replace(config.pgmq, database_url=cluster.url)
+        )
+    try:
+        return await _run(settings, config, out, cluster)
+    finally:
+        if cluster is not None:
+            await cluster.remove()
+
+
+def _tuned(config: MessagingConfig, settings: StressSettings) -> MessagingConfig:
+    """Pushed claims expire like polled ones: the same visibility timeout everywhere."""
+    vt = settings.vt
+    return dataclasses.replace(
+        config,
+        backend=settings.provider,
+        memory=dataclasses.replace(config.memory, push_visibility_timeout_seconds=vt),
+        rabbitmq=dataclasses.replace(config.rabbitmq, push_visibility_timeout_seconds=vt),
+    )
+
+
+async def _run(
+    settings: StressSettings,
+    config: MessagingConfig,
+    out: IO[str] | None,
+    cluster: PrivateCluster | None,
+) -> Account:
+    from mqcontract_conformance.harness import Harness, HarnessSettings
+    from mqcontract_conformance.harnesses import load_harness
+
+    run = _Run(settings, out)
+    harness = load_harness(
+        settings.provider,
+        HarnessSettings(
+            config=_tuned(config, settings),
+            run_id=f"stress{run.token}",
+            require_backend=True,
+            extra={"real_time": "1"},
+        ),
+    )
+    hook = {"listener": "kill_listener", "pool": "sever_connection"}.get(settings.fault)
+    if settings.fault == "connection":
+        hook = "sever_connection"
+    if hook is not None and getattr(type(harness), hook) is getattr(Harness, hook):
+        raise ConfigurationError(
+            "stress.fault", settings.fault, f"{settings.provider} has no {hook} hook"
+        )
+    await harness.setup()
+    services: list[SupportsPushNotifications] = []
+    try:
+        producer = await harness.open(None)
+        services.append(producer)
+        from mqcontract.providers.memory import InMemoryMessagingService
+
+        shared = isinstance(producer, InMemoryMessagingService)  # its queues live in it
+        consumer_services = []
+        for _ in range(settings.consumers):
+            svc = producer if shared else await harness.open(None)
+            if svc is not producer:
+                services.append(svc)
+            consumer_services.append(svc)
+        await producer.create_queue(run.queue)
+        recorders = [
+            RecordingService(svc, on_ack=functools.partial(run.ledger.ack_outcome, number))
+            for number, svc in enumerate(consumer_services)
+        ]
+        consumers = [
+            QueueConsumer(rec, [run.queue], run.handler(rec, number), run.consumer_settings())
+            for number, rec in enumerate(recorders)
+        ]
+        faults = FaultInjector(
+            settings.fault,
+            interval=settings.fault_interval,
+            targets=consumer_services,
+            kill_listener=harness.kill_listener,
+            sever_connection=harness.sever_connection,
+            restart=cluster.restart if cluster is not None else None,
+        )
+        return await _drive(run, harness.describe(), producer, consumers, faults)
+    finally:
+        for svc in services:
+            with contextlib.suppress(MessagingError):
+                await svc.close()
+        await harness.teardown()
+
+
+async def _drive(
+    run: _Run,
+    describe: dict[str, str],
+    producer: SupportsPushNotifications,
+    consumers: list[QueueConsumer],
+    faults: FaultInjector,
+) -> Account:
+    s = run.s
+    for consumer in consumers:
+        await consumer.start()
+    background = [
+        asyncio.create_task(faults.run(), name="stress-faults"),
+        asyncio.create_task(run.report_progress(faults), name="stress-progress"),
+    ]
+    producers = [asyncio.create_task(run.produce(producer, i)) for i in range(s.producers)]
+    try:
+        await asyncio.gather(*producers)
+        run.producers_done.set()
+        finished = await run.wait_until_done()
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for consumer in consumers:
+            await consumer.stop()
+    load_seconds = time.monotonic() - run.started
+    drained = await run.drain(producer, finished)
+    if run.out is not None:
+        run.out.write(f"\r{run.progress_line(faults)}\n")
+    acked = len(set(run.ledger.acks) & set(run.ledger.sent))
+    return run.ledger.account(
+        provider=s.provider,
+        backend=describe,
+        settings=dataclasses.asdict(s),
+        finished_within_bound=finished,
+        load_seconds=round(load_seconds, 2),
+        acked_per_second=round(acked / load_seconds, 1) if load_seconds > 0 else 0.0,
+        drained_after_stop=drained,
+        faults={"kind": faults.kind, "injected": faults.injected, "errors": faults.errors[:5]},
+        consumers=_consumer_summary(consumers),
+    )

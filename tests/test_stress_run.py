@@ -1,0 +1,99 @@
+"""A tiny stress run end to end (in memory), and the command line around it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mqcontract.cli import main
+from mqcontract.errors import ConfigurationError
+from mqcontract.stress import StressSettings, run_stress
+
+SMALL = StressSettings(
+    provider="memory",
+    messages=300,
+    producers=2,
+    consumers=2,
+    workers=3,
+    fail_rate=0.1,
+    slow_rate=0.02,
+    vt=0.5,
+    seed=7,
+    max_seconds=60,
+)
+
+
+async def test_a_small_memory_run_loses_nothing_and_processes_nothing_twice() -> None:
+    account = await run_stress(SMALL, out=None)
+    assert account.ok, account.to_dict()
+    assert account.sent == account.processed == account.acked == 300
+    assert account.injected_failures > 0
+    assert account.slow_handlers > 0
+    assert account.overran_claims >= account.slow_handlers
+    assert account.max_redelivery >= 1
+    data = account.to_dict()
+    assert data["finished_within_bound"] is True
+    assert data["settings"]["messages"] == 300
+    assert data["consumers"]["by_path"]
+
+
+async def test_nack_on_failure_is_available_for_comparison() -> None:
+    settings = dataclasses.replace(SMALL, nack_on_failure=True, slow_rate=0.0)
+    account = await run_stress(settings, out=None)
+    assert account.ok, account.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"messages": 0}, "messages"),
+        ({"fail_rate": 1.0}, "fail_rate"),
+        ({"fault": "earthquake"}, "fault"),
+        ({"fault": "restart"}, "fault"),  # only for pgmq
+    ],
+)
+async def test_settings_out_of_range_are_configuration_errors(
+    change: dict[str, object], key: str
+) -> None:
+    settings = dataclasses.replace(SMALL, **change)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=f"stress.{key}"):
+        await run_stress(settings, out=None)
+
+
+async def test_a_fault_the_provider_cannot_take_is_refused_up_front() -> None:
+    settings = dataclasses.replace(SMALL, fault="listener")
+    with pytest.raises(ConfigurationError, match="kill_listener"):
+        await run_stress(settings, out=None)
+
+
+def test_the_command_prints_the_account_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "stress" / "memory.json"
+    status = main(
+        [
+            "stress",
+            "--provider",
+            "memory",
+            "--messages",
+            "200",
+            "--vt",
+            "0.5",
+            "--seed",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr()
+    assert status == 0, printed.out
+    assert "lost" in printed.out
+    assert "OK: nothing lost" in printed.out
+    assert "[stress memory]" in printed.err  # the progress line
+    data = json.loads(out.read_text())
+    assert data["ok"] is True
+    assert data["sent"] == 200
+    assert {"lost", "duplicated", "acked_twice", "unexpected", "max_redelivery"} <= set(data)
