@@ -476,6 +476,47 @@ async def test_messages_held_by_receive_come_back_after_a_sever_and_old_ids_are_
         await service.ack_message(queue, m.msg_id)
 
 
+async def test_settling_a_claim_lost_with_the_connection_succeeds_and_acked_work_stays_done(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    done, retry = await service.send_batch(queue, [b"done", b"retry"])
+    await service.receive_messages(queue, 2, 60)
+    await service._abort_transport()
+    # The caller finished `done` and gave up on `retry` while the connection was down.
+    await service.ack_message(queue, done)
+    await service.nack_message(queue, retry)
+    with pytest.raises(MessageNotFound):
+        await service.ack_message(queue, done)  # settled once, like any other message
+
+    seen: list[int] = []
+
+    async def retried() -> bool:
+        try:
+            seen.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+        except BackendUnavailable:
+            return False
+        return retry in seen
+
+    await _eventually(retried, 15.0, "the nacked message back", step=0.1)
+    await asyncio.sleep(0.3)
+    seen.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+    assert seen == [retry], "the acked message was handed out again"
+    await service.ack_message(queue, retry)
+
+
+async def test_a_message_whose_ack_was_cut_off_is_acked_when_it_comes_back(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    done, other = await service.send_batch(queue, [b"done", b"other"])
+    # As if `done` had been acked just as its connection dropped.
+    service._settle_lost(queue, done, ack=True)
+    got = await service.receive_messages(queue, 10, 60)
+    assert [m.msg_id for m in got] == [other]  # `done` is acked, not handed out again
+    await service.ack_message(queue, other)
+    await asyncio.sleep(0.2)
+    assert await service.receive_messages(queue, 10, 60) == []
+
+
 # -- lifecycle and capabilities --------------------------------------------------------
 
 
