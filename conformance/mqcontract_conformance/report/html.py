@@ -96,7 +96,7 @@ footer{margin-top:40px;color:var(--muted);font-size:12.5px}
 
 
 #: The describe() fact that best names a provider's backend, in order of preference.
-_BACKEND_KEYS = {"backend": "", "broker": "", "server_version": "server "}
+_BACKEND_KEYS = {"backend": "", "broker": "", "server": "", "server_version": "server "}
 
 
 def _when(stamp: str) -> str:
