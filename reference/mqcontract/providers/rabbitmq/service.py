@@ -513,14 +513,26 @@ class RabbitMqMessagingService(BaseMessagingService):
                 return
             await self._require_queue(queue, operation)
             raise MessageNotFound(queue, msg_id)
+        settled = [held]
         try:
-            await self._send_settlement(held, ack=ack)
-        except (ChannelInvalidStateError, ConnectionLost, OperationTimeout):
-            # The channel closed before the frame was sent, or the connection failed
-            # before the broker confirmed reading it (it may or may not have applied it).
-            self._settle_lost(queue, msg_id, ack=ack)
+            while True:
+                try:
+                    await self._send_settlement(held, ack=ack)
+                    return
+                except (ChannelInvalidStateError, ConnectionLost, OperationTimeout):
+                    # The channel closed before the frame was sent, or the connection
+                    # failed before the broker confirmed reading it (it may or may not
+                    # have applied it). If the message came back to this provider
+                    # meanwhile, an ack settles that delivery; otherwise it waits for one.
+                    newer = self._take(queue, msg_id) if ack else None
+                    if newer is None:
+                        self._settle_lost(queue, msg_id, ack=ack)
+                        return
+                    held = newer
+                    settled.append(held)
         finally:
-            self._maybe_retire(held.consumer)
+            for entry in settled:  # a closed subscription's channel may go now
+                self._maybe_retire(entry.consumer)
 
     async def _send_settlement(self, held: _Held, *, ack: bool) -> None:
         async with self._guard("ack" if ack else "nack", held.queue):
