@@ -137,3 +137,57 @@ def test_verify_memory_passes_quickly(tmp_path: Path) -> None:
     assert len(results) >= 40
     assert not [r for r in results if r["outcome"] == "failed"]
     assert took < 30  # generous on a shared machine; typically ~3 s
+
+
+UNREACHABLE = """
+from mqcontract.errors import BackendUnavailable
+from mqcontract_conformance.harness import Harness
+
+
+class Unreachable(Harness):
+    async def setup(self):
+        raise BackendUnavailable("nowhere", "amqp://u:secret@127.0.0.1:1/", "refused")
+
+
+def make(settings):
+    return Unreachable("nowhere", settings)
+"""
+
+
+def test_an_unreachable_backend_skips_beside_a_provider_that_ran(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(unreachable=UNREACHABLE)
+    pytester.syspathinsert()
+    result = pytester.runpytest(
+        *ARGS,
+        "--mq-provider",
+        "memory",
+        "--mq-provider",
+        "unreachable:make",
+        "--mq-rules",
+        "LIFE-1",
+    )
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*provider 'unreachable:make' not verified*"])
+    assert "secret" not in result.stdout.str()
+
+
+def test_an_unreachable_backend_alone_fails_and_required_backends_fail(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(unreachable=UNREACHABLE)
+    pytester.syspathinsert()
+    alone = pytester.runpytest(*ARGS, "--mq-provider", "unreachable:make", "--mq-rules", "LIFE-1")
+    assert alone.ret == pytest.ExitCode.TESTS_FAILED
+    required = pytester.runpytest(
+        *ARGS,
+        "--mq-provider",
+        "memory",
+        "--mq-provider",
+        "unreachable:make",
+        "--mq-rules",
+        "LIFE-1",
+        "--mq-require-backends",
+    )
+    required.assert_outcomes(passed=1, errors=1)

@@ -31,6 +31,8 @@ from mqcontract_conformance.timing import TimingProfile
 __all__ = ["CaseRunner"]
 
 _STATE = pytest.StashKey["_State"]()
+#: Marks the skip reason of every case of a provider whose backend could not be reached.
+_UNAVAILABLE = "backend unavailable"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,6 +93,7 @@ class _State:
         self._entries: dict[str, _Entry] = {}
         self.results: dict[str, ProviderResult] = {}
         self.empty_providers: list[str] = []
+        self.unavailable_providers: list[str] = []
         self.active = False
 
     def harness(self, provider: str) -> _Entry:
@@ -114,7 +117,7 @@ class _State:
                 asyncio.run(entry.harness.setup())
                 entry.ready = True
             except MessagingError as exc:
-                entry.error = f"{provider}: backend unavailable: {exc}"
+                entry.error = f"{provider}: {_UNAVAILABLE}: {exc}"
         return entry
 
     def teardown(self) -> None:
@@ -291,12 +294,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash[_STATE]
     if not state.results:
         return
-    empty = [
-        p for p, r in state.results.items() if r.summary()["passed"] + r.summary()["failed"] == 0
+    # A provider whose backend was unreachable was skipped loudly (or failed, when backends
+    # are required); one that was reachable but ran no rule fails, and so does a run in
+    # which no rule ran at all.
+    ran = {p: r.summary()["passed"] + r.summary()["failed"] for p, r in state.results.items()}
+    state.unavailable_providers = [
+        p
+        for p, r in state.results.items()
+        if ran[p] == 0 and all(_UNAVAILABLE in x.reason for x in r.results.values())
     ]
-    if empty and session.exitstatus == 0:
+    state.empty_providers = [
+        p
+        for p in state.results
+        if ran[p] == 0 and (p not in state.unavailable_providers or not any(ran.values()))
+    ]
+    if state.empty_providers and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    state.empty_providers = empty
     path = config.getoption("mq_json")
     if path:
         write_results(
@@ -330,6 +343,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(
             f"{p}: {s['passed']} passed, {s['failed']} failed, "
             f"{s['skipped']} skipped (not claimed), {s['xfailed']} known broken"
+        )
+    for p in state.unavailable_providers:
+        tr.write_line(
+            f"SKIPPED: provider {p!r} not verified: its backend is unavailable "
+            "(see the skip reasons; --mq-require-backends makes this a failure)",
+            yellow=True,
         )
     for p in state.empty_providers:
         tr.write_line(f"FAILED: no rule ran for provider {p!r} (everything skipped)", red=True)
