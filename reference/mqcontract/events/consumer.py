@@ -154,6 +154,9 @@ class QueueConsumer:
                 await self._dispatch(command)
             except MessagingError as exc:
                 self.stats.record_error(f"worker: {exc}")
+            except Exception as exc:  # a provider bug must not silently kill the worker
+                log.exception("worker: unexpected error")
+                self.stats.record_error(f"worker: {type(exc).__name__}: {exc}")
             finally:
                 self._receiver.done()
 
