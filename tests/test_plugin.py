@@ -155,8 +155,9 @@ def make(settings):
 
 
 def test_an_unreachable_backend_skips_beside_a_provider_that_ran(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MQCONTRACT_REQUIRE_BACKENDS", raising=False)  # CI sets it
     pytester.makepyfile(unreachable=UNREACHABLE)
     pytester.syspathinsert()
     result = pytester.runpytest(
@@ -174,8 +175,9 @@ def test_an_unreachable_backend_skips_beside_a_provider_that_ran(
 
 
 def test_an_unreachable_backend_alone_fails_and_required_backends_fail(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MQCONTRACT_REQUIRE_BACKENDS", raising=False)
     pytester.makepyfile(unreachable=UNREACHABLE)
     pytester.syspathinsert()
     alone = pytester.runpytest(*ARGS, "--mq-provider", "unreachable:make", "--mq-rules", "LIFE-1")
