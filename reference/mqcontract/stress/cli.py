@@ -45,9 +45,11 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
 
     The levels are restored afterwards (the command may run inside a larger process).
     """
-    names = ("aiormq", "aio_pika", "asyncpg", "mqcontract.providers")
+    names = ("aiormq", "aio_pika", "asyncpg", "mqcontract.providers", "mqcontract.events")
     previous = {name: logging.getLogger(name).level for name in names}
-    if not verbose:
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    else:
         for name in names:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
