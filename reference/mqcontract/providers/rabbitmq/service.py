@@ -117,6 +117,12 @@ LOST_CLAIM_CAPACITY = 100_000
 LOST_CLAIM_SECONDS = 3600.0
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a shared future's exception as seen (its waiters may all have gone)."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(eq=False)
 class _Held:
     """A message this provider holds for a receiver: where and how to settle it."""
@@ -190,6 +196,8 @@ class RabbitMqMessagingService(BaseMessagingService):
         self._consumers: dict[QueueSubscription, _Consumer] = {}
         self._wait_queues: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Pending read-back round trip per channel (see ``_read_back``).
+        self._read_backs: dict[Channel, asyncio.Future[None]] = {}
         self._capabilities = Capabilities(
             push=PushKind.FULL,
             pushed_messages_claimed=True,
@@ -544,7 +552,41 @@ class RabbitMqMessagingService(BaseMessagingService):
                 # Neither frame has a reply. A round trip on the same channel confirms
                 # the broker read it: an ack that "succeeded" must not come back, and a
                 # pushed message nacked here must be visible before another channel asks.
-                await held.channel.exchange_declare("amq.direct", passive=True)
+                await self._read_back(held.channel)
+
+    async def _read_back(self, channel: Channel) -> None:
+        """Return once the broker has read every frame sent on ``channel`` so far.
+
+        Frames on a channel are read in order, so one passive declare sent after them
+        confirms them all: settlements made while one is pending share it (a consumer's
+        workers acking together pay one round trip between them, not one each).
+        """
+        sync = self._read_backs.get(channel)
+        if sync is None:
+            sync = asyncio.get_running_loop().create_future()
+            sync.add_done_callback(_retrieve)
+            self._read_backs[channel] = sync
+            self._spawn(self._send_read_back(channel, sync))
+        await asyncio.shield(sync)
+
+    async def _send_read_back(self, channel: Channel, sync: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.sleep(0)  # settlements sent in this turn of the loop join in
+            # Frames sent from now on need the next read-back.
+            if self._read_backs.get(channel) is sync:
+                del self._read_backs[channel]
+            await channel.exchange_declare("amq.direct", passive=True)
+        except asyncio.CancelledError:
+            sync.cancel()
+            raise
+        except BaseException as exc:
+            sync.set_exception(exc)
+            raise
+        else:
+            sync.set_result(None)
+        finally:
+            if self._read_backs.get(channel) is sync:
+                del self._read_backs[channel]
 
     # -- lifecycle ---------------------------------------------------------------------
 
