@@ -16,12 +16,13 @@ provider confirmed it) or *failed* (not held any more, or a connection error).
 * **lost**: confirmed, never committed, and not in the queue when the run ended (a
   message removed by an ack without a commit is lost: ``acked_unprocessed``).
 * **unfinished**: confirmed, never committed, still in the queue at the end.
-* **duplicated**: committed again after a commit whose ack was accepted — the provider
-  confirmed the work done, then handed the message out again (or two consumers held it
-  at once). **acked_twice**: two accepted acks. Both must be 0.
-* **reprocessed**: committed again only after acks that failed: the consumer was told its
-  ack did not take (a connection died with it), so redelivery is the contract's
-  at-least-once promise. Expected under faults, 0 without.
+* **duplicated**: committed by two handlers whose acks were both accepted — the provider
+  confirmed the same work done twice (it handed out a message it had confirmed acked, or
+  let two consumers hold it at once). **acked_twice**: two accepted acks. Both must be 0.
+* **reprocessed**: committed more than once, but every extra commit's ack failed: those
+  consumers were told their work did not settle (their claim died with a connection, or
+  expired), which is the at-least-once promise. Expected under faults; without faults it
+  means claims were lost, so a run without faults must show 0.
 * **unexpected**: processed messages that no producer ever sent.
 """
 
@@ -94,14 +95,10 @@ class Ledger:
         return len(set(self.sent) - set(self.commits))
 
     def _duplicated(self) -> set[str]:
-        duplicated = set()
-        for key, commits in self.commits.items():
-            if any(c.accepted for c in commits[:-1]):
-                duplicated.add(key)
-        return duplicated
+        return {k for k, c in self.commits.items() if sum(1 for x in c if x.accepted) > 1}
 
-    def account(self, **extra: Any) -> Account:
-        """The counts (``extra`` is copied into the account as it is)."""
+    def account(self, *, faulted: bool = False, **extra: Any) -> Account:
+        """The counts; ``faulted``: faults were injected (``extra`` is copied as it is)."""
         confirmed = set(self.sent)
         acked = set(self.acks)
         processed = self.processed()
@@ -130,6 +127,7 @@ class Ledger:
             slow_handlers=self.slow_handlers,
             overran_claims=sum(self.overran.values()),
             unknown_claims=self.unknown_claims,
+            faulted=faulted,
             examples={
                 "lost": sorted(lost)[:10],
                 "duplicated": sorted(duplicated)[:10],
@@ -166,15 +164,16 @@ class Account:
     slow_handlers: int
     overran_claims: int
     unknown_claims: int
+    faulted: bool
     examples: dict[str, list[str]]
     extra: dict[str, Any]
 
     @property
     def ok(self) -> bool:
-        """Nothing lost or left over, nothing processed or acked twice, nothing foreign."""
-        return not (
-            self.lost or self.unfinished or self.duplicated or self.acked_twice or self.unexpected
-        )
+        """Nothing lost or left over, nothing confirmed twice, nothing foreign; and without
+        faults, nothing processed twice at all."""
+        bad = self.lost or self.unfinished or self.duplicated or self.acked_twice
+        return not (bad or self.unexpected or (self.reprocessed and not self.faulted))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping, ``ok`` included."""

@@ -401,6 +401,7 @@ async def _drive(
         run.out.write(f"\r{run.progress_line(faults)}\n")
     acked = len(set(run.ledger.acks) & set(run.ledger.sent))
     return run.ledger.account(
+        faulted=s.fault != "none",
         provider=s.provider,
         backend=describe,
         settings=dataclasses.asdict(s),
