@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["render_markdown", "render_text", "tables"]
+__all__ = ["headline_table", "render_markdown", "render_text", "tables"]
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -110,6 +110,29 @@ def tables(result: dict[str, Any]) -> list[Table]:
     return out
 
 
+def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Ratios (provider / each other side) by workload and provider; None without any."""
+    columns: list[tuple[str, str]] = []
+    titles: dict[str, str] = {}
+    cells: dict[tuple[str, str, str], float | None] = {}
+    for name, result in report["providers"].items():
+        for entry in result["throughput"]:
+            titles.setdefault(entry["workload"], entry["title"])
+            for key, value in entry["ratios"].items():
+                if (name, key) not in columns:
+                    columns.append((name, key))
+                cells[(entry["workload"], name, key)] = value["median"]
+    if not columns:
+        return None
+    header = ["workload", *(f"{name} {key}" for name, key in columns)]
+    rows = [
+        [title, *(_times(cells.get((workload, name, key))) for name, key in columns)]
+        for workload, title in titles.items()
+        if any((workload, name, key) in cells for name, key in columns)
+    ]
+    return header, rows
+
+
 def _aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
 
@@ -130,6 +153,10 @@ def render_text(report: dict[str, Any]) -> str:
         for title, header, rows in tables(result):
             lines.append(f"\n{title}")
             lines += _aligned(header, rows)
+    headline = headline_table(report)
+    if headline is not None:
+        lines += ["\n== headline: provider / raw driver throughput (median of per-round ratios)"]
+        lines += _aligned(*headline)
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +187,18 @@ def render_markdown(report: dict[str, Any], *, command: str) -> str:
         f"at end {machine['load_average_1_5_15']}.",
         f"- Packages: {packages}.",
     ]
+    headline = headline_table(report)
+    if headline is not None:
+        header, rows = headline
+        lines += [
+            "",
+            "## Headline: provider / raw driver throughput",
+            "",
+            "Median of per-round ratios; above 1 the provider is faster. "
+            "PGMQ also against the `pgmq` client.",
+            "",
+            *_markdown_table(header, rows),
+        ]
     for name, result in report["providers"].items():
         backend = ", ".join(f"{k} {v}" for k, v in result["backend"].items() if k != "database")
         lines += ["", f"## {name}", ""]

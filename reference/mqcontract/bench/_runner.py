@@ -189,9 +189,11 @@ def _applies(workload: Workload, side: Side, settings: BenchSettings) -> bool:
 async def bench_provider(name: str, settings: BenchSettings, progress: Progress) -> dict[str, Any]:
     """Everything measured for one provider (see the module docstring)."""
     config = load_config(validate_backend=False)
-    harness = load_harness(
-        name, HarnessSettings(config=config, run_id=f"bench_{secrets.token_hex(3)}")
+    # Real time: a harness that would run its provider on a virtual clock must not.
+    settings_for_harness = HarnessSettings(
+        config=config, run_id=f"bench_{secrets.token_hex(3)}", extra={"real_time": "1"}
     )
+    harness = load_harness(name, settings_for_harness)
     progress.message(f"== {name}: provisioning")
     await harness.setup()
     try:
