@@ -52,8 +52,13 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs).
+
+    ``extensions=False`` leaves out the contributed subcommands: ``verify`` uses it so
+    nothing imports the pytest plugin's package before pytest starts (which would stop
+    pytest from rewriting its assertions).
+    """
     from mqcontract._verify import add_arguments
 
     parser = argparse.ArgumentParser(
@@ -75,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--dsn", required=True, help="postgresql://… of the target database")
     install.set_defaults(func=_pgmq_install)
 
-    for module_name in SUBCOMMAND_MODULES:
+    for module_name in SUBCOMMAND_MODULES if extensions else ():
         importlib.import_module(module_name).register(sub)
     return parser
 
@@ -84,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mqcontract`` console script."""
     from mqcontract.errors import MessagingError
 
-    options = build_parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    options = build_parser(extensions=args[:1] != ["verify"]).parse_args(args)
     try:
         return int(options.func(options))
     except MessagingError as exc:
