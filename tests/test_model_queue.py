@@ -147,3 +147,12 @@ def test_ids_must_be_new_and_increasing() -> None:
         m.sent(0.0, 0.0, 3, b"p")
     with pytest.raises(ModelMismatch, match="already used"):
         m.sent(0.0, 0.0, 5, b"p")
+
+
+def test_a_message_released_by_a_fault_has_no_declared_position() -> None:
+    m = _model(BACK)
+    m.sent(0.0, 0.1, 1, b"p")
+    m.received(0.2, 0.3, 1, 5.0, [_msg(1)])
+    m.sent(0.4, 0.5, 2, b"p")
+    m.severed(1.0)  # quorum queues return such a message to the front
+    m.received(1.2, 1.3, 2, 30.0, [_msg(1, 2), _msg(2)])

@@ -150,3 +150,15 @@ def test_a_cancelled_case_stops_the_machine_thread(monkeypatch: pytest.MonkeyPat
     while threading.active_count() > threads and time.monotonic() < deadline:
         time.sleep(0.01)  # the worker thread winds down after its last operation
     assert threading.active_count() <= threads
+
+
+def test_programs_past_the_time_budget_are_skipped_without_upsetting_hypothesis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short = _model_machine.PROFILES["short"]
+    many = dataclasses.replace(short, examples=80, real_time_examples=80, wait_budget=0.05)
+    monkeypatch.setitem(_model_machine.PROFILES, "short", many)
+    timing = dataclasses.replace(TimingProfile(), case=4.0)  # a budget of 2 s for programs
+    outcome = asyncio.run(run_case(RealTimeMemory(), get_rule("MODEL-1"), timing, "rt"))
+    assert outcome.skip_reason is None
+    assert outcome.metrics["programs_skipped_for_time"] > 0

@@ -133,6 +133,8 @@ class Driver:
         #: Real seconds for new programs; later ones are skipped (unless shrinking).
         self.deadline = time.monotonic() + budget
         self.mismatch_seen = False
+        #: The first mismatch of the case, kept in case a real-time replay cannot repeat it.
+        self.first_mismatch: ModelMismatch | None = None
         self.skipping = False
         self.skipped = 0
 
@@ -175,10 +177,13 @@ class Driver:
     def _fail(self, step: str, message: str) -> ModelMismatch:
         self.failed = self.mismatch_seen = True
         program = "\n  ".join(self.log[-40:])
-        return ModelMismatch(
+        mismatch = ModelMismatch(
             f"{message}\n  at step {len(self.log)}: {step}\n"
             f"program {self.programs} (last {min(len(self.log), 40)} steps):\n  {program}"
         )
+        if self.first_mismatch is None:
+            self.first_mismatch = mismatch
+        return mismatch
 
     def _check(self, step: str, check: Callable[[], None]) -> None:
         try:
@@ -301,13 +306,11 @@ class Driver:
             return known[index % len(known)]
         return UNKNOWN_ID_BASE + index
 
-    def can_wait(self) -> bool:
-        """Whether this program may still let time pass."""
-        return self.waited < self.params.wait_budget
-
     def pass_time(self, seconds: float) -> None:
         """Let time pass (virtual time advances; real time is waited out)."""
         seconds = min(seconds, max(self.params.wait_budget - self.waited, 0.0))
+        if seconds <= 0:
+            return  # this program's waiting budget is spent
         self.waited += seconds
         t0, t1, _, _ = self._timed(lambda: self.ctx.pause(seconds))
         self.waited_total += t1 - t0

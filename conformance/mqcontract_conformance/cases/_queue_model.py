@@ -56,6 +56,10 @@ class ModelMessage:
     count: tuple[int, int] = (0, 0)
     #: An ack with an unknown outcome: the message may be gone.
     maybe_gone: bool = False
+    #: Released by a fault rather than by nack or expiry: where a backend puts such a
+    #: message is not declared (quorum queues return it to the front), so until it is
+    #: claimed again it is not ordered.
+    unordered: bool = False
 
 
 @dataclass
@@ -86,7 +90,7 @@ class QueueModel:
         return until < m.visible[0] - self._band(m)
 
     def _key(self, m: ModelMessage) -> Interval | None:
-        if math.isinf(m.visible[0]):
+        if m.unordered or math.isinf(m.visible[0]):
             return None  # adopted after an unknown send: its position is unknown
         if self.caps.requeue_position is RequeuePosition.BACK:
             # Back-requeueing providers order by when a message (last) became visible.
@@ -138,7 +142,7 @@ class QueueModel:
             self._check_order(t0, returned)
         for m, g in zip(returned, got, strict=True):
             m.count = self._count_after(m, g.receive_count)
-            m.held, m.claim_certain, m.maybe_gone = True, True, False
+            m.held, m.claim_certain, m.maybe_gone, m.unordered = True, True, False, False
             m.visible, m.timed = (t0 + vt, t1 + vt), True
 
     def receive_unknown(self, t0: float, t1: float, vt: float) -> None:
@@ -282,7 +286,7 @@ class QueueModel:
         """Connections were killed: a held message may be released from now on."""
         for m in self.messages.values():
             if m.held:
-                m.claim_certain = False
+                m.claim_certain, m.unordered = False, True
                 m.visible = (min(m.visible[0], t0), m.visible[1])
 
     def stored(self, ids: Sequence[int]) -> None:
