@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 
+from mqcontract.capabilities import Capabilities
 from mqcontract.errors import InvalidArgument, UnsupportedOperation
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
 from mqcontract_conformance.rules import rule
 
 
-def _delay(c: object) -> bool:
-    return bool(getattr(c, "delay", False))
+def _delay(c: Capabilities) -> bool:
+    return c.delay
 
 
 @rule(

@@ -73,8 +73,9 @@ async def full_message_exact(ctx: CaseContext) -> None:
     m = note.message
     ctx.check((m.msg_id, m.queue_name) == (sent, q), f"pushed {m.msg_id}@{m.queue_name}")
     ctx.check(same_payload(ctx.caps.payload_fidelity, payload, m.payload), f"payload {m.payload!r}")
-    expected_count = 1 if note.claimed else 0
-    ctx.check(m.receive_count in (expected_count, 1), f"receive_count {m.receive_count}")
+    # A claim counts as a receive; an unclaimed copy may show 0 or the count a claim would give.
+    allowed = (1,) if note.claimed else (0, 1)
+    ctx.check(m.receive_count in allowed, f"receive_count {m.receive_count}")
     ctx.check(
         note.claimed == ctx.caps.pushed_messages_claimed,
         f"claimed={note.claimed}, declared {ctx.caps.pushed_messages_claimed}",

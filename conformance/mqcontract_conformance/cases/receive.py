@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from mqcontract.errors import InvalidArgument
 from mqcontract_conformance.cases._payloads import body
@@ -86,7 +87,7 @@ async def bad_visibility_rejected(ctx: CaseContext) -> None:
 )
 async def fields_are_right(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    wall = ctx.clock.wall() if ctx.clock is not None else __import__("time").time()
+    wall = ctx.clock.wall() if ctx.clock is not None else time.time()
     sent = await ctx.service.send_message(q, body(7))
     (msg,) = await ctx.receive_exactly(q, 1)
     ctx.check(msg.msg_id == sent, f"msg_id {msg.msg_id} != sent id {sent}")
