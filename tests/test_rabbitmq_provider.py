@@ -8,6 +8,7 @@ need the management API (listing, server-side connection close) skip without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -18,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from mqcontract.capabilities import RequeuePosition
+from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import (
     BackendUnavailable,
@@ -34,8 +36,14 @@ from mqcontract.providers.rabbitmq import (
 )
 from mqcontract.providers.rabbitmq._delay import wait_queue_prefix
 from mqcontract.providers.rabbitmq._management import ManagementClient, vhost_of
+from mqcontract.providers.rabbitmq.service import open_connection
+from mqcontract.service import SupportsPushNotifications
 from mqcontract.subscription import QueueSubscription
+from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.harness import HarnessSettings
+from mqcontract_conformance.rules import get_rule
+from mqcontract_conformance.runner import run_case
+from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.rabbitmq import RabbitMqHarness, default_management_url
 
 T = TypeVar("T")
@@ -476,45 +484,79 @@ async def test_messages_held_by_receive_come_back_after_a_sever_and_old_ids_are_
         await service.ack_message(queue, m.msg_id)
 
 
-async def test_settling_a_claim_lost_with_the_connection_succeeds_and_acked_work_stays_done(
+async def test_settling_a_claim_lost_with_the_connection_raises_and_the_messages_come_back(
     service: RabbitMqMessagingService, queue: str
 ) -> None:
     done, retry = await service.send_batch(queue, [b"done", b"retry"])
     await service.receive_messages(queue, 2, 60)
     await service._abort_transport()
-    # The caller finished `done` and gave up on `retry` while the connection was down.
-    await service.ack_message(queue, done)
-    await service.nack_message(queue, retry)
-    with pytest.raises(MessageNotFound):
-        await service.ack_message(queue, done)  # settled once, like any other message
+    # The broker requeues both when the connection dies: neither claim survives, so no
+    # settlement may report success (another consumer may hold them by now). Sent while
+    # the provider has not noticed yet, the outcome is unknown to it: ConnectionLost.
+    with pytest.raises((MessageNotFound, BackendUnavailable)):
+        await service.ack_message(queue, done)
 
-    seen: list[int] = []
-
-    async def retried() -> bool:
+    async def usable() -> bool:
         try:
-            seen.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+            return await service.queue_exists(queue)
         except BackendUnavailable:
             return False
-        return retry in seen
 
-    await _eventually(retried, 15.0, "the nacked message back", step=0.1)
-    await asyncio.sleep(0.3)
-    seen.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
-    assert seen == [retry], "the acked message was handed out again"
-    await service.ack_message(queue, retry)
+    await _eventually(usable, 15.0, "the provider reconnected", step=0.1)
+    with pytest.raises(MessageNotFound):  # once it has: the claim is simply gone
+        await service.nack_message(queue, retry)
 
+    seen: list[QueuedMessage] = []
 
-async def test_a_message_whose_ack_was_cut_off_is_acked_when_it_comes_back(
-    service: RabbitMqMessagingService, queue: str
-) -> None:
-    done, other = await service.send_batch(queue, [b"done", b"other"])
-    # As if `done` had been acked just as its connection dropped.
-    service._settle_lost(queue, done, ack=True)
-    got = await service.receive_messages(queue, 10, 60)
-    assert [m.msg_id for m in got] == [other]  # `done` is acked, not handed out again
-    await service.ack_message(queue, other)
-    await asyncio.sleep(0.2)
+    async def both_back() -> bool:
+        try:
+            seen.extend(await service.receive_messages(queue, 10, 60))
+        except BackendUnavailable:
+            return False
+        return len(seen) >= 2
+
+    await _eventually(both_back, 15.0, "both messages redelivered", step=0.1)
+    assert sorted(m.msg_id for m in seen) == sorted([done, retry])
+    assert all(m.receive_count >= 2 for m in seen)
+    for m in seen:  # held again, on the new channel: these acks settle them
+        await service.ack_message(queue, m.msg_id)
     assert await service.receive_messages(queue, 10, 60) == []
+
+
+class _LostClaimAckReportedDone(RabbitMqMessagingService):
+    """Broken on purpose: an ack of a claim lost with the connection "succeeds"."""
+
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        with contextlib.suppress(MessageNotFound):
+            await super().ack_message(queue, msg_id)
+
+
+class _BrokenAckHarness(RabbitMqHarness):
+    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+        name = f"mqcontract-rabbitmq-broken-{uuid.uuid4().hex[:8]}"
+        connection = await open_connection(self.config.rabbitmq, "rabbitmq", name)
+        return _LostClaimAckReportedDone(
+            self.config.rabbitmq,
+            connection,
+            quorum=False,
+            operation_timeout=self.config.operation_timeout_seconds,
+            connection_name=name,
+        )
+
+
+async def test_err6_fails_a_provider_that_reports_the_ack_of_a_lost_claim_as_done(
+    config: MessagingConfig,
+) -> None:
+    run_id = f"b{uuid.uuid4().hex[:6]}"
+    harness = _BrokenAckHarness(
+        "rabbitmq", HarnessSettings(config=config, run_id=run_id), quorum=False
+    )
+    await harness.setup()
+    try:
+        with pytest.raises(ContractViolation, match=r"^\[ERR-6\] .*redelivered after its ack"):
+            await run_case(harness, get_rule("ERR-6"), TimingProfile.from_scale(), run_id)
+    finally:
+        await harness.teardown()
 
 
 # -- lifecycle and capabilities --------------------------------------------------------

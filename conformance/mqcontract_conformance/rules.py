@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["GROUPS", "SUITE_VERSION", "Rule", "all_rules", "get_rule", "rule"]
 
 #: Bumped when rules are added or changed; new rules start ``provisional``.
-SUITE_VERSION = "1.0.0"
+SUITE_VERSION = "1.1.0"
 
 #: Group id -> heading, in document order.
 GROUPS: dict[str, str] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 
-from mqcontract.errors import MessagingError, ProviderClosed
+from mqcontract.errors import BackendUnavailable, MessageNotFound, MessagingError, ProviderClosed
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
 from mqcontract_conformance.rules import rule
@@ -148,3 +148,54 @@ async def recovers_after_sever(ctx: CaseContext) -> None:
     await ctx.eventually(all_back, ctx.timing.slack * 3, "messages receivable after sever")
     lost = ids - set(got) - {m.msg_id for m in held}
     ctx.check(not lost, f"lost after sever: {sorted(lost)}")
+
+
+@rule(
+    "ERR-6",
+    "Settling a message held before a sever either succeeds, and then no provider on the "
+    "backend ever receives it again, or raises MessageNotFound (the claim died with the "
+    "connection) or BackendUnavailable (outcome unknown), and then it is still deliverable.",
+    why="At-least-once must not become 'acked here, processed again there': a provider "
+    "that reports an ack of a claim the broker already requeued as done lets another "
+    "consumer run the finished work again.",
+    hooks=("sever_connection",),
+    provisional=True,
+)
+async def settling_after_sever(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    [held] = await ctx.receive_exactly(q, 1)
+    await ctx.harness.sever_connection(ctx.service)
+
+    async def works() -> bool:
+        try:
+            await ctx.service.queue_exists(q)
+        except MessagingError:
+            return False
+        return True
+
+    await ctx.eventually(works, ctx.timing.slack * 3, "provider usable after sever")
+    try:
+        await ctx.service.ack_message(q, held.msg_id)
+        acked = True
+    except (MessageNotFound, BackendUnavailable):
+        acked = False
+    # Another process on the same backend, as a competing consumer would be.
+    other = await ctx.harness.open(ctx.clock)
+    try:
+
+        async def redelivered() -> list[int]:
+            return [m.msg_id for m in await other.receive_messages(q, 10, ctx.timing.long)]
+
+        if acked:
+            await ctx.never(
+                redelivered, ctx.timing.slack, f"message {sent} redelivered after its ack returned"
+            )
+        else:
+            got = await ctx.eventually(
+                redelivered, ctx.timing.long + ctx.timing.slack * 3, "the unsettled message back"
+            )
+            ctx.check(got == [sent], f"expected message {sent} back, received {got}")
+            await other.ack_message(q, sent)
+    finally:
+        await other.close()

@@ -21,12 +21,12 @@ How the contract maps onto RabbitMQ:
   nacked, expired, or held on a channel that has since closed) raises
   ``MessageNotFound`` without a frame being sent, so a channel is never killed by a
   stale delivery tag. When a channel closes its record entries are dropped: the broker
-  requeues those messages itself. Settling such a message later (its claim was lost
-  with the channel, not released by the caller) succeeds, as does an ack the connection
-  cut off before the broker confirmed reading it: a nack has nothing left to do, and an
-  ack is completed when the message comes back to this provider instead of handing the
-  finished work out again (remembered for an hour). Elsewhere it is redelivered, as
-  at-least-once delivery allows.
+  requeues those messages itself and may hand them to any consumer, so a claim lost with
+  its connection is gone like an expired one and settling it raises ``MessageNotFound``
+  (ERR-6): an ack that returned is never redelivered anywhere, and an ack that raised
+  means the work runs again (at least once). A settlement the connection cut off after
+  its frame was written (the broker may or may not have read it) raises
+  ``ConnectionLost``: its outcome is unknown.
 * **Receive count.** Quorum queues: ``x-delivery-count`` + 1, exact (checked on 3.10;
   RabbitMQ 4 adds a default delivery limit of 20 after which a quorum queue drops the
   message). Classic queues keep no count: 1 unless ``redelivered``, else a lower bound
@@ -71,7 +71,6 @@ from mqcontract.errors import (
     BackendUnavailable,
     ConnectionLost,
     MessageNotFound,
-    OperationTimeout,
     ProviderClosed,
     QueueNotFound,
     UnsupportedOperation,
@@ -111,10 +110,6 @@ RECONNECT_INTERVAL = 1.0
 RX_CHANNEL_CACHE = 64
 #: Classic queues: how many per-message receive counts this process remembers.
 SEEN_CAPACITY = 100_000
-#: Claims lost with a channel, and acks cut off by a lost connection (completed if the
-#: message comes back): how many of each are remembered, and for how long.
-LOST_CLAIM_CAPACITY = 100_000
-LOST_CLAIM_SECONDS = 3600.0
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -185,10 +180,6 @@ class RabbitMqMessagingService(BaseMessagingService):
         self._closed = False
         self._held: dict[tuple[str, int], _Held] = {}
         self._seen: OrderedDict[tuple[str, int], int] = OrderedDict()
-        #: (queue, msg_id) → deadline, for messages held on a channel that closed.
-        self._lost_claims: OrderedDict[tuple[str, int], float] = OrderedDict()
-        #: (queue, msg_id) → deadline, for acks the broker may not have applied.
-        self._unsettled_acks: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._rx: OrderedDict[str, Channel] = OrderedDict()
         self._rx_lock = asyncio.Lock()
         self._pub: Channel | None = None
@@ -310,8 +301,6 @@ class RabbitMqMessagingService(BaseMessagingService):
                 del self._held[key]
                 if held.timer is not None:
                     held.timer.cancel()
-                if not self._closed:
-                    self._remember(self._lost_claims, key)
         for queue, rx in list(self._rx.items()):
             if rx is channel:
                 del self._rx[queue]
@@ -412,12 +401,8 @@ class RabbitMqMessagingService(BaseMessagingService):
         delivered: aiormq.abc.DeliveredMessage,
         visibility_timeout: float,
         consumer: _Consumer | None,
-    ) -> QueuedMessage | None:
-        """Record a delivery as held and start its visibility timer.
-
-        ``None`` when the delivery is a message whose ack was cut off by a lost connection:
-        it was already processed, so the ack is completed now instead of handing it out.
-        """
+    ) -> QueuedMessage:
+        """Record a delivery as held and start its visibility timer."""
         props = delivered.header.properties
         headers: Mapping[str, Any] = props.headers or {}
         try:
@@ -426,14 +411,10 @@ class RabbitMqMessagingService(BaseMessagingService):
             msg_id = self._ids.next_id()
         delivery = delivered.delivery
         assert isinstance(delivery, spec.Basic.GetOk | spec.Basic.Deliver)
-        if self._ack_was_cut_off(queue, msg_id):
-            self._spawn(self._ack_quietly(channel, int(delivery.delivery_tag or 0)))
-            return None
         count = self._receive_count(queue, msg_id, bool(delivery.redelivered), headers)
         stamp = headers.get(ENQUEUED_AT_HEADER)
         enqueued_at = stamp / 1e6 if isinstance(stamp, int) else id_time(msg_id)
         key = (queue, msg_id)
-        self._lost_claims.pop(key, None)  # held again: settling it is no longer "late"
         previous = self._held.pop(key, None)
         if previous is not None:  # an id collision or duplicate: release, never orphan
             self._release(previous)
@@ -455,32 +436,6 @@ class RabbitMqMessagingService(BaseMessagingService):
             self._spawn(self._nack_quietly(held.channel, held.tag))
         self._maybe_retire(held.consumer)
 
-    @staticmethod
-    def _forget(memory: OrderedDict[tuple[str, int], float], key: tuple[str, int]) -> bool:
-        """Whether ``key`` is remembered (unexpired) in ``memory``; forget it either way."""
-        if not memory:
-            return False
-        now = asyncio.get_running_loop().time()
-        while memory and next(iter(memory.values())) < now:
-            memory.popitem(last=False)
-        return memory.pop(key, None) is not None
-
-    @staticmethod
-    def _remember(memory: OrderedDict[tuple[str, int], float], key: tuple[str, int]) -> None:
-        memory[key] = asyncio.get_running_loop().time() + LOST_CLAIM_SECONDS
-        memory.move_to_end(key)
-        while len(memory) > LOST_CLAIM_CAPACITY:
-            memory.popitem(last=False)
-
-    def _ack_was_cut_off(self, queue: str, msg_id: int) -> bool:
-        """Whether an ack of ``msg_id`` may not have been applied (and forget it)."""
-        return self._forget(self._unsettled_acks, (queue, msg_id))
-
-    async def _ack_quietly(self, channel: Channel, tag: int) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout):
-                await channel.basic_ack(tag)
-
     async def _nack_quietly(self, channel: Channel, tag: int) -> None:
         # Any failure means the channel is going away, and the broker requeues it anyway.
         with contextlib.suppress(Exception):
@@ -494,60 +449,40 @@ class RabbitMqMessagingService(BaseMessagingService):
             return None
         if held.timer is not None:
             held.timer.cancel()
-        if held.channel.is_closed:
-            self._remember(self._lost_claims, (queue, msg_id))
-            return None
-        return held
-
-    def _settle_lost(self, queue: str, msg_id: int, *, ack: bool) -> None:
-        """Settle a message whose claim was lost with its channel (the broker requeued it).
-
-        A nack has nothing left to do. An ack is remembered and completed if the message
-        comes back to this provider, so work the caller finished is not handed out again.
-        """
-        self._forget(self._lost_claims, (queue, msg_id))
-        if ack:
-            self._remember(self._unsettled_acks, (queue, msg_id))
+        # A closed channel's tags are void: the broker requeued the message (the close
+        # callback may not have run yet).
+        return None if held.channel.is_closed else held
 
     async def _settle(self, queue: str, msg_id: int, *, ack: bool) -> None:
+        """Ack or nack a held message; a claim lost with its channel is not held (ERR-6).
+
+        A frame the connection cut off may or may not have reached the broker, so that
+        failure is reported as it is (``ConnectionLost``/``OperationTimeout``) and never
+        turned into a success: the broker requeues an unsettled message and may give it
+        to another consumer, so only a confirmed ack may return.
+        """
         self._check_open()
         check_queue_name(queue)
-        operation = "ack" if ack else "nack"
         held = self._take(queue, msg_id)
         if held is None:
-            if self._forget(self._lost_claims, (queue, msg_id)):
-                # Held by this caller until its channel closed: a late settle succeeds.
-                self._settle_lost(queue, msg_id, ack=ack)
-                return
-            await self._require_queue(queue, operation)
+            await self._require_queue(queue, "ack" if ack else "nack")
             raise MessageNotFound(queue, msg_id)
-        settled = [held]
         try:
-            while True:
-                try:
-                    await self._send_settlement(held, ack=ack)
-                    return
-                except (ChannelInvalidStateError, ConnectionLost, OperationTimeout):
-                    # The channel closed before the frame was sent, or the connection
-                    # failed before the broker confirmed reading it (it may or may not
-                    # have applied it). If the message came back to this provider
-                    # meanwhile, an ack settles that delivery; otherwise it waits for one.
-                    newer = self._take(queue, msg_id) if ack else None
-                    if newer is None:
-                        self._settle_lost(queue, msg_id, ack=ack)
-                        return
-                    held = newer
-                    settled.append(held)
+            await self._send_settlement(held, ack=ack)
         finally:
-            for entry in settled:  # a closed subscription's channel may go now
-                self._maybe_retire(entry.consumer)
+            self._maybe_retire(held.consumer)  # a closed subscription's channel may go now
 
     async def _send_settlement(self, held: _Held, *, ack: bool) -> None:
         async with self._guard("ack" if ack else "nack", held.queue):
-            if ack:
-                await held.channel.basic_ack(held.tag)
-            else:
-                await held.channel.basic_nack(held.tag, requeue=True)
+            try:
+                if ack:
+                    await held.channel.basic_ack(held.tag)
+                else:
+                    await held.channel.basic_nack(held.tag, requeue=True)
+            except ChannelInvalidStateError:
+                # The channel closed before the frame was written: nothing reached the
+                # broker, and the claim went with the channel.
+                raise MessageNotFound(held.queue, held.msg_id) from None
             if ack or held.consumer is not None:
                 # Neither frame has a reply. A round trip on the same channel confirms
                 # the broker read it: an ack that "succeeded" must not come back, and a
@@ -736,9 +671,7 @@ class RabbitMqMessagingService(BaseMessagingService):
                 delivered = await channel.basic_get(queue, no_ack=False)
                 if not isinstance(delivered.delivery, spec.Basic.GetOk):
                     break
-                message = self._hold(queue, channel, delivered, vt, None)
-                if message is not None:
-                    claimed.append(message)
+                claimed.append(self._hold(queue, channel, delivered, vt, None))
         return claimed
 
     async def ack_message(self, queue: str, msg_id: int) -> None:
@@ -801,8 +734,6 @@ class RabbitMqMessagingService(BaseMessagingService):
             return
         vt = self._config.push_visibility_timeout_seconds
         message = self._hold(queue, channel, delivered, vt, consumer)
-        if message is None:
-            return
         if not consumer.subscription.put(Message(message, claimed=True)):
             held = self._held.pop((queue, message.msg_id), None)
             if held is not None:
