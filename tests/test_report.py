@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mqcontract.cli import main
+from mqcontract.stress.account import Ledger
 from mqcontract_conformance.report import ReportOptions, build_matrix, build_report, load_results
 from mqcontract_conformance.report.allure import find_allure
 from mqcontract_conformance.report.badges import render_badge
@@ -270,3 +271,93 @@ def test_without_any_result_every_expected_provider_is_missing(tmp_path: Path) -
         ("b", "missing"),
     ]
     assert merged["as_of"] == ""
+
+
+def stress_account(provider: str, fault: str, *, duplicated: bool = False) -> dict[str, Any]:
+    """A real account (from the ledger), as ``mqcontract stress --json`` writes it."""
+    ledger = Ledger()
+    for msg_id, key in enumerate(("a", "b"), start=1):
+        ledger.attempted.add(key)
+        ledger.sent[key] = msg_id
+        ledger.delivered("q", msg_id, key, 1)
+        ledger.committed(key, 0)
+        ledger.ack_outcome(0, "q", msg_id, True)
+    if duplicated:  # a second consumer's ack of the same work was accepted too
+        ledger.committed("a", 1)
+        ledger.ack_outcome(1, "q", 1, True)
+    return ledger.account(
+        faulted=fault != "none",
+        provider=provider,
+        settings={"provider": provider, "fault": fault},
+        faults={"kind": fault, "injected": 0 if fault == "none" else 3},
+        backend={"endpoint": "amqp://u:hunter2@h:5672/%2F"},
+        acked_per_second=12.5,
+    ).to_dict()
+
+
+@pytest.fixture
+def stress_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "stress"
+    d.mkdir()
+    accounts = {
+        "zeta-none.json": stress_account("zeta", "none"),
+        "alpha-restart.json": stress_account("alpha", "restart"),
+        "alpha-listener.json": stress_account("alpha", "listener", duplicated=True),
+        "alpha-none.json": stress_account("alpha", "none"),
+    }
+    for name, account in accounts.items():
+        (d / name).write_text(json.dumps(account))
+    return d
+
+
+def test_stress_accounts_are_shown_in_every_format(
+    results_dir: Path, stress_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    build(results_dir, out, stress=[stress_dir])
+    merged = json.loads((out / "compatibility.json").read_text())
+    runs = [(r["provider"], r["fault"], r["clean"]) for r in merged["stress"]]
+    # Providers by name, faults in the order `mqcontract stress` lists them.
+    assert runs == [
+        ("alpha", "none", True),
+        ("alpha", "listener", False),
+        ("alpha", "restart", True),
+        ("zeta", "none", True),
+    ]
+    listener = merged["stress"][1]
+    assert (listener["sent"], listener["duplicated"], listener["acked_twice"]) == (2, 1, 1)
+    assert listener["faults_injected"] == 3
+    markdown = (out / "compatibility.md").read_text()
+    assert "## Under load" in markdown
+    assert "| **alpha** | listener | 2 | 2 | 0 | 1 | 1 | 0 | 0 | 0 | 3 | ❌ not clean |" in markdown
+    assert "| **zeta** | none | 2 | 2 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | ✅ clean |" in markdown
+    page = (out / "compatibility.html").read_text()
+    assert "<h2>Under load</h2>" in page
+    assert page.count('class="c failed">not clean<') == 1
+    for text in (markdown, page, json.dumps(merged)):
+        assert "hunter2" not in text
+
+
+def test_the_stress_directory_beside_the_report_is_read_by_default(
+    results_dir: Path, stress_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    stress_dir.rename(out / "stress")
+    build(results_dir, out)
+    assert len(json.loads((out / "compatibility.json").read_text())["stress"]) == 4
+    bare = tmp_path / "bare"
+    build(results_dir, bare)  # no accounts anywhere: no section, an empty list
+    assert json.loads((bare / "compatibility.json").read_text())["stress"] == []
+    assert "Under load" not in (bare / "compatibility.md").read_text()
+
+
+def test_a_file_in_the_stress_directory_that_is_not_an_account_fails_the_command(
+    results_dir: Path, stress_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    (stress_dir / "notes.json").write_text('{"sent": 3}')
+    args = ["report", str(results_dir), "--out", str(tmp_path / "out"), "--no-allure"]
+    assert main([*args, "--stress", str(stress_dir)]) == 1
+    assert "notes.json: not an mqcontract stress account" in capsys.readouterr().err
+    missing = tmp_path / "nowhere" / "run.json"
+    assert main([*args, "--stress", str(missing)]) == 1

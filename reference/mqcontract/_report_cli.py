@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="where RULES.md is, relative to the output directory or absolute",
     )
     parser.add_argument(
+        "--stress",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="stress accounts (files or directories) to show (default: OUT/stress)",
+    )
+    parser.add_argument(
         "--allure-results",
         type=Path,
         default=None,
@@ -72,6 +80,7 @@ def run(options: argparse.Namespace) -> int:
         stale_days=options.stale_days,
         as_of=options.as_of,
         rules_url=options.rules_url,
+        stress=options.stress,
         allure_results=options.allure_results,
         allure=not options.no_allure,
         allure_bin=options.allure_bin,

@@ -13,6 +13,7 @@ from mqcontract_conformance.report.badges import badge_for
 from mqcontract_conformance.report.html import render_html
 from mqcontract_conformance.report.markdown import render_markdown
 from mqcontract_conformance.report.model import Matrix, build_matrix, load_results
+from mqcontract_conformance.report.stress import load_stress
 
 __all__ = ["ReportOptions", "badge_name", "build_report"]
 
@@ -27,6 +28,8 @@ class ReportOptions:
     stale_days: float = 30.0
     as_of: str | None = None
     rules_url: str = "../conformance/RULES.md"
+    #: Stress accounts (files or directories); ``None`` means ``<out>/stress`` when present.
+    stress: list[Path] | None = None
     #: Allure: ``None`` means ``<out>/allure-results`` when present; ``False`` never.
     allure_results: Path | None = None
     allure: bool = True
@@ -52,6 +55,7 @@ def build_report(options: ReportOptions) -> tuple[Matrix, list[str]]:
         as_of=options.as_of,
     )
     out = options.out
+    matrix.stress = load_stress(options.stress if options.stress is not None else [out / "stress"])
     written = {
         out / "compatibility.md": render_markdown(matrix, options.rules_url),
         out / "compatibility.html": render_html(matrix, options.rules_url),

@@ -6,6 +6,7 @@ import json
 from html import escape
 
 from mqcontract_conformance.report.model import STATES, Matrix, ProviderColumn, RuleRow
+from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
 
 __all__ = ["render_html"]
 
@@ -229,6 +230,30 @@ def _kv_table(rows: list[tuple[str, list[str]]], names: list[str]) -> str:
     )
 
 
+def _stress(matrix: Matrix) -> str:
+    if not matrix.stress:
+        return ""
+    heads = ["provider", "fault", *(k.replace("_", " ") for k in COUNTS), "faults", "account"]
+    rows = []
+    for run in matrix.stress:
+        state = "passed" if run.ok else "failed"
+        numbers = "".join(f"<td>{run.counts[k]}</td>" for k in COUNTS)
+        rows.append(
+            f"<tr><th>{escape(run.provider)}</th><td>{escape(run.fault)}</td>{numbers}"
+            f"<td>{run.faults_injected}</td>"
+            f'<td class="c {state}">{"clean" if run.ok else "not clean"}</td></tr>'
+        )
+    intro = escape(STRESS_INTRO).replace(
+        "`mqcontract stress --json`", "<code>mqcontract stress --json</code>"
+    )
+    return (
+        f'<h2>Under load</h2><p class="muted">{intro}</p>'
+        f'<div class="scroll"><table class="kv"><thead><tr>'
+        + "".join(f"<th>{escape(h)}</th>" for h in heads)
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def _capabilities(matrix: Matrix) -> str:
     present = [p for p in matrix.providers if not p.missing]
     keys = list(dict.fromkeys(k for p in present for k in p.capabilities))
@@ -273,6 +298,7 @@ def render_html(matrix: Matrix, rules_url: str) -> str:
 <p class="muted">Rules a provider claims but that did not run: a fault hook its harness
 does not offer, or a backend that was not reachable.</p>
 {_details(matrix, rules_url, {"skipped"})}
+{_stress(matrix)}
 <h2>Declared capabilities</h2>
 {_capabilities(matrix)}
 <h2>Where the results come from</h2>

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from mqcontract_conformance.report.model import STATES, Matrix, ProviderColumn
+from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
 
 __all__ = ["SYMBOLS", "render_markdown"]
 
@@ -106,6 +107,7 @@ def render_markdown(matrix: Matrix, rules_url: str) -> str:
         matrix, rules_url, "Failures and known-broken rules", {"failed", "known-broken"}
     )
     out += _details(matrix, rules_url, "Claimed but skipped", {"skipped"})
+    out += _stress(matrix)
     out += _capabilities(matrix)
     out += _facts(matrix)
     return "\n".join(out).rstrip() + "\n"
@@ -126,6 +128,21 @@ def _details(matrix: Matrix, rules_url: str, heading: str, states: set[str]) -> 
     if not found:
         out += ["None.", ""]
     return out
+
+
+def _stress(matrix: Matrix) -> list[str]:
+    if not matrix.stress:
+        return []
+    out = ["## Under load", "", STRESS_INTRO, ""]
+    header = ["provider", "fault", *(k.replace("_", " ") for k in COUNTS), "faults", "account"]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|---|---|" + "---:|" * (len(COUNTS) + 1) + "---|")
+    for run in matrix.stress:
+        counts = [str(run.counts[k]) for k in COUNTS]
+        verdict = "✅ clean" if run.ok else "❌ not clean"
+        row = [f"**{_escape(run.provider)}**", _escape(run.fault), *counts]
+        out.append("| " + " | ".join([*row, str(run.faults_injected), verdict]) + " |")
+    return [*out, ""]
 
 
 def _capabilities(matrix: Matrix) -> list[str]:

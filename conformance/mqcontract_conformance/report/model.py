@@ -12,10 +12,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mqcontract._redact import redact
 from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, all_rules
+
+if TYPE_CHECKING:
+    from mqcontract_conformance.report.stress import StressRun
 
 __all__ = [
     "STATES",
@@ -118,6 +121,8 @@ class Matrix:
     rules: list[RuleRow]
     providers: list[ProviderColumn]
     sources: list[str]
+    #: Stress accounts shown beside the rules (``mqcontract stress --json``).
+    stress: list[StressRun] = field(default_factory=list)
 
     def rules_in(self, group: str) -> list[RuleRow]:
         return [r for r in self.rules if r.group == group]
@@ -160,6 +165,7 @@ class Matrix:
                 }
                 for p in self.providers
             ],
+            "stress": [run.to_dict() for run in self.stress],
         }
 
 

@@ -32,7 +32,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Account", "Ledger"]
+__all__ = ["STRESS_FORMAT", "Account", "Ledger"]
+
+#: The ``format`` field of an account written as JSON (read by ``mqcontract report``).
+STRESS_FORMAT = "mqcontract-stress/1"
 
 
 @dataclass
@@ -179,4 +182,4 @@ class Account:
         """A JSON-ready mapping, ``ok`` included."""
         data = asdict(self)
         extra = data.pop("extra")
-        return {"ok": self.ok, **data, **extra}
+        return {"format": STRESS_FORMAT, "ok": self.ok, **data, **extra}

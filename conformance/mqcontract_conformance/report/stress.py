@@ -1,0 +1,113 @@
+"""Stress accounts (``mqcontract stress --json``) as rows of the compatibility report.
+
+The conformance rules say what a provider does once; a stress account says what it did
+under load and faults (nothing lost, nothing processed twice). The report shows both, so a
+reader sees in one place which providers passed the rules and held up under load.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mqcontract._redact import redact
+from mqcontract.stress.account import STRESS_FORMAT
+from mqcontract.stress.faults import FAULTS
+from mqcontract_conformance.report.model import ReportError
+
+__all__ = ["COUNTS", "STRESS_INTRO", "StressRun", "load_stress"]
+
+#: What the section says about the accounts (Markdown and HTML alike).
+STRESS_INTRO = (
+    "Accounts written by `mqcontract stress --json`: producers and event-system consumers "
+    "over one queue, with failing and overrunning handlers, optionally under faults. "
+    "Clean means nothing lost, nothing left over, nothing foreign, no work confirmed twice "
+    "(duplicated, acked twice), and without faults nothing processed twice at all; "
+    "reprocessed work under faults is the at-least-once promise."
+)
+
+#: Counts copied from an account, in display order.
+COUNTS = (
+    "sent",
+    "processed",
+    "lost",
+    "duplicated",
+    "acked_twice",
+    "reprocessed",
+    "unexpected",
+    "max_redelivery",
+)
+
+
+@dataclass(frozen=True)
+class StressRun:
+    """One account: which provider and fault, its counts, and whether it was clean."""
+
+    source: str
+    provider: str
+    fault: str
+    counts: dict[str, int]
+    faults_injected: int
+    acked_per_second: float
+    ok: bool
+    backend: dict[str, str]
+
+    @property
+    def sort_key(self) -> tuple[str, int, str]:
+        known = self.fault in FAULTS
+        return (self.provider, FAULTS.index(self.fault) if known else len(FAULTS), self.fault)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "provider": self.provider,
+            "fault": self.fault,
+            **self.counts,
+            "faults_injected": self.faults_injected,
+            "acked_per_second": self.acked_per_second,
+            "clean": self.ok,
+            "backend": self.backend,
+        }
+
+
+def _run(source: str, doc: dict[str, Any]) -> StressRun:
+    settings = doc.get("settings")
+    if not isinstance(settings, dict) or not all(k in doc for k in (*COUNTS, "ok", "faults")):
+        raise ReportError(f"{source}: not an mqcontract stress account")
+    return StressRun(
+        source=source,
+        provider=str(settings.get("provider", "?")),
+        fault=str(settings.get("fault", "none")),
+        counts={k: int(doc[k]) for k in COUNTS},
+        faults_injected=int(doc["faults"].get("injected", 0)),
+        acked_per_second=float(doc.get("acked_per_second", 0.0)),
+        ok=bool(doc["ok"]),
+        backend={str(k): redact(str(v)) for k, v in dict(doc.get("backend") or {}).items()},
+    )
+
+
+def load_stress(paths: list[Path]) -> list[StressRun]:
+    """Every account in ``paths`` (files, or directories of ``*.json``), sorted.
+
+    A directory that does not exist holds no accounts; a named file that does not exist,
+    or a file that is not an account (by its ``format``), is an error, so nothing is
+    silently left out.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(path.glob("*.json"))
+        elif path.exists() or path.suffix == ".json":
+            files.append(path)
+    runs = []
+    for file in sorted(set(files)):
+        try:
+            doc = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{file}: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != STRESS_FORMAT:
+            raise ReportError(f"{file}: not an mqcontract stress account (format)")
+        runs.append(_run(file.name, doc))
+    return sorted(runs, key=lambda r: r.sort_key)
