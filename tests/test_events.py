@@ -9,6 +9,7 @@ import pytest
 
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.config import MessagingConfig
+from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.events.demo import run_demo
 from mqcontract.messages import QueuedMessage
@@ -82,3 +83,43 @@ async def test_demo_counts_match_on_memory() -> None:
         "processed twice": 0,
         "tasks": 2,
     }
+
+
+class _FirstAckCutOff(InMemoryMessagingService):
+    """The first ack fails as if the connection dropped mid-frame (outcome unknown)."""
+
+    cut = False
+
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        if not self.cut:
+            self.cut = True
+            raise ConnectionLost("memory", "(in-process)", "ack cut off")
+        await super().ack_message(queue, msg_id)
+
+
+async def test_an_ack_with_an_unknown_outcome_is_not_a_success_and_the_batch_goes_on() -> None:
+    service = _FirstAckCutOff()
+    await service.create_queue("jobs")
+    first, *rest = await service.send_batch("jobs", [b"a", b"b", b"c"])
+    seen: list[int] = []
+
+    async def handler(message: QueuedMessage) -> None:
+        seen.append(message.msg_id)
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY, workers=1, poll_interval=0.05, visibility_timeout=0.3
+    )
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    try:
+        # The rest of the batch ran although the first ack failed; the first message came
+        # back after its timeout (its ack was not applied) and was then settled.
+        await _until(lambda: consumer.stats.processed == 3)
+    finally:
+        await consumer.stop()
+    assert seen == [first, *rest, first]
+    assert consumer.stats.unsettled_acks == 1
+    assert consumer.stats.succeeded[("jobs", first)] == 1
+    assert any("ack cut off" in e for e in consumer.stats.errors)
+    assert service.stored_ids("jobs") == []
+    await service.close()

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -531,11 +531,24 @@ class _LostClaimAckReportedDone(RabbitMqMessagingService):
             await super().ack_message(queue, msg_id)
 
 
-class _BrokenAckHarness(RabbitMqHarness):
+class _QueuedRedeliverySettledByOldAck(RabbitMqMessagingService):
+    """Broken on purpose: a redelivery still queued in a subscription counts as held."""
+
+    def _hold(self, *args: Any, **kwargs: Any) -> QueuedMessage:
+        message = super()._hold(*args, **kwargs)
+        self._held[(message.queue_name, message.msg_id)].handed_out = True
+        return message
+
+
+class _BrokenHarness(RabbitMqHarness):
+    """Opens ``broken`` instead of the real provider."""
+
+    broken: type[RabbitMqMessagingService] = RabbitMqMessagingService
+
     async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
         name = f"mqcontract-rabbitmq-broken-{uuid.uuid4().hex[:8]}"
         connection = await open_connection(self.config.rabbitmq, "rabbitmq", name)
-        return _LostClaimAckReportedDone(
+        return self.broken(
             self.config.rabbitmq,
             connection,
             quorum=False,
@@ -544,17 +557,22 @@ class _BrokenAckHarness(RabbitMqHarness):
         )
 
 
-async def test_err6_fails_a_provider_that_reports_the_ack_of_a_lost_claim_as_done(
-    config: MessagingConfig,
+@pytest.mark.parametrize(
+    ("broken", "rule_id"),
+    [(_LostClaimAckReportedDone, "ERR-6"), (_QueuedRedeliverySettledByOldAck, "ERR-7")],
+)
+async def test_a_provider_that_settles_a_dead_claim_is_failed_by_its_rule(
+    config: MessagingConfig, broken: type[RabbitMqMessagingService], rule_id: str
 ) -> None:
     run_id = f"b{uuid.uuid4().hex[:6]}"
-    harness = _BrokenAckHarness(
+    harness = _BrokenHarness(
         "rabbitmq", HarnessSettings(config=config, run_id=run_id), quorum=False
     )
+    harness.broken = broken
     await harness.setup()
     try:
-        with pytest.raises(ContractViolation, match=r"^\[ERR-6\] .*redelivered after its ack"):
-            await run_case(harness, get_rule("ERR-6"), TimingProfile.from_scale(), run_id)
+        with pytest.raises(ContractViolation, match=rf"^\[{rule_id}\] .*redelivered after its ack"):
+            await run_case(harness, get_rule(rule_id), TimingProfile.from_scale(), run_id)
     finally:
         await harness.teardown()
 

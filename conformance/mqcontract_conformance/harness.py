@@ -66,7 +66,13 @@ class Harness:
         return None
 
     async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
-        """A fresh, connected service for one case (``clock`` from :meth:`new_clock`)."""
+        """A fresh, connected service for one case (``clock`` from :meth:`new_clock`).
+
+        Services opened by one harness share its backend: a case may open a second one
+        to play another process (ERR-6), and cleanup may use a fresh one. A harness
+        whose instances are isolated (in-process storage) offers no fault hooks, so the
+        rules that need a second instance skip.
+        """
         if self._factory is None:
             raise NotImplementedError("a harness without a factory must override open()")
         return await self._factory(self.settings.config)

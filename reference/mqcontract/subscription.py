@@ -25,10 +25,14 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         self,
         queues: tuple[str, ...],
         on_close: Callable[[QueueSubscription], Awaitable[None]] | None = None,
+        on_take: Callable[[MessageNotification], None] | None = None,
     ) -> None:
+        """``on_take`` runs as each notification is handed to the consumer (so a provider
+        knows which pushed claims a caller can hold: one still queued here it cannot)."""
         self.queues = queues
         self._items: asyncio.Queue[object] = asyncio.Queue()
         self._on_close = on_close
+        self._on_take = on_take
         self._closed = False
 
     @property
@@ -61,6 +65,8 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         item = await self._items.get()
         if item is _CLOSED:
             raise StopAsyncIteration
+        if self._on_take is not None:
+            self._on_take(item)  # type: ignore[arg-type]
         return item  # type: ignore[return-value]
 
     async def aclose(self) -> None:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 
-from mqcontract.errors import BackendUnavailable, MessageNotFound, MessagingError, ProviderClosed
+from mqcontract.capabilities import PushKind
+from mqcontract.errors import (
+    BackendUnavailable,
+    MessageNotFound,
+    MessagingError,
+    OperationTimeout,
+    ProviderClosed,
+)
+from mqcontract.messages import Message
 from mqcontract_conformance.cases._payloads import body
-from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
+from mqcontract_conformance.harness import HookUnavailable
 from mqcontract_conformance.rules import rule
 
 
@@ -150,21 +159,8 @@ async def recovers_after_sever(ctx: CaseContext) -> None:
     ctx.check(not lost, f"lost after sever: {sorted(lost)}")
 
 
-@rule(
-    "ERR-6",
-    "Settling a message held before a sever either succeeds, and then no provider on the "
-    "backend ever receives it again, or raises MessageNotFound (the claim died with the "
-    "connection) or BackendUnavailable (outcome unknown), and then it is still deliverable.",
-    why="At-least-once must not become 'acked here, processed again there': a provider "
-    "that reports an ack of a claim the broker already requeued as done lets another "
-    "consumer run the finished work again.",
-    hooks=("sever_connection",),
-    provisional=True,
-)
-async def settling_after_sever(ctx: CaseContext) -> None:
-    q = await ctx.queue()
-    sent = await ctx.service.send_message(q, body(1))
-    [held] = await ctx.receive_exactly(q, 1)
+async def _usable_after_sever(ctx: CaseContext, q: str) -> None:
+    """Sever the provider's connections and wait (bounded) until it works again."""
     await ctx.harness.sever_connection(ctx.service)
 
     async def works() -> bool:
@@ -175,11 +171,78 @@ async def settling_after_sever(ctx: CaseContext) -> None:
         return True
 
     await ctx.eventually(works, ctx.timing.slack * 3, "provider usable after sever")
+
+
+async def _ack_outcome(ctx: CaseContext, q: str, msg_id: int) -> bool | None:
+    """Ack ``msg_id``: True if an ack returned, False if MessageNotFound, None if unknown.
+
+    A connection error or timeout leaves the outcome unknown, so the ack is retried until
+    one returns (it is done) or raises MessageNotFound; that last case stays unknown
+    (the first attempt may have been applied, or the claim may have died), and is None.
+    """
+    errors: list[str] = []
+
+    async def attempt() -> str | None:
+        try:
+            await ctx.service.ack_message(q, msg_id)
+        except MessageNotFound:
+            return "not found"
+        except (BackendUnavailable, OperationTimeout) as exc:
+            errors.append(type(exc).__name__)
+            return None
+        return "acked"
+
+    result = await ctx.eventually(attempt, ctx.timing.slack * 3, f"an answer to ack {msg_id}")
+    if errors:
+        ctx.metrics["ack_retries"] = len(errors)
+        return True if result == "acked" else None
+    return result == "acked"
+
+
+async def _gone_for_good(
+    ctx: CaseContext,
+    q: str,
+    msg_id: int,
+    until: float,
+    redelivered: Callable[[], Awaitable[object]],
+) -> None:
+    """An ack returned: the message must not be stored, or (no backdoor) never come back.
+
+    Without the backdoor, ``redelivered`` is watched until ``until`` (a ``now()`` past the
+    claim's timeout): an ack that was not applied shows by then.
+    """
     try:
-        await ctx.service.ack_message(q, held.msg_id)
-        acked = True
-    except (MessageNotFound, BackendUnavailable):
-        acked = False
+        stored = await ctx.harness.stored_ids(ctx.service, q)
+    except HookUnavailable:
+        await ctx.never(
+            redelivered,
+            max(until - ctx.now(), ctx.timing.slack),
+            f"message {msg_id} redelivered after its ack returned",
+        )
+        return
+    ctx.check(msg_id not in stored, f"message {msg_id} is still stored after its ack returned")
+
+
+@rule(
+    "ERR-6",
+    "Acking a received message after a sever either returns, and then the message is never "
+    "delivered again (to any provider on the backend), or raises MessageNotFound (the claim "
+    "died with the connection), and then it is delivered again; a connection error means "
+    "the outcome is unknown and the ack may be retried.",
+    why="At-least-once must not become 'acked here, processed again there': a provider "
+    "that reports an ack of a claim the broker already requeued as done lets another "
+    "consumer run the finished work again.",
+    hooks=("sever_connection",),
+    provisional=True,
+)
+async def settling_after_sever(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    vt = ctx.timing.slack * 2
+    [held] = await ctx.receive_exactly(q, 1, vt=vt)
+    claim_ends = ctx.now() + vt + ctx.timing.slack
+    await _usable_after_sever(ctx, q)
+    acked = await _ack_outcome(ctx, q, held.msg_id)
     # Another process on the same backend, as a competing consumer would be.
     other = await ctx.harness.open(ctx.clock)
     try:
@@ -188,14 +251,54 @@ async def settling_after_sever(ctx: CaseContext) -> None:
             return [m.msg_id for m in await other.receive_messages(q, 10, ctx.timing.long)]
 
         if acked:
-            await ctx.never(
-                redelivered, ctx.timing.slack, f"message {sent} redelivered after its ack returned"
-            )
-        else:
-            got = await ctx.eventually(
-                redelivered, ctx.timing.long + ctx.timing.slack * 3, "the unsettled message back"
-            )
+            await _gone_for_good(ctx, q, sent, claim_ends, redelivered)
+        elif acked is False:
+            got = await ctx.eventually(redelivered, vt + ctx.timing.slack * 3, "the message back")
             ctx.check(got == [sent], f"expected message {sent} back, received {got}")
             await other.ack_message(q, sent)
     finally:
         await other.close()
+
+
+@rule(
+    "ERR-7",
+    "Acking a pushed claimed message after a sever either returns, and then no subscription "
+    "or receive ever delivers it again, or raises MessageNotFound, and then it is delivered "
+    "again; a redelivery queued in a subscription is not settled by the old claim's ack.",
+    why="After a reconnect the broker may push the same message to the same provider "
+    "again; an ack from the claim that died must not settle the copy that is about to be "
+    "handed to a worker.",
+    capability="pushed_messages_claimed",
+    requires=lambda c: c.push in (PushKind.FULL, PushKind.MIXED) and c.pushed_messages_claimed,
+    hooks=("sever_connection",),
+    provisional=True,
+)
+async def settling_pushed_after_sever(ctx: CaseContext) -> None:
+    q, beacon = await ctx.queue(), await ctx.queue()
+    sub = await ctx.subscribe(q)
+    beacon_sub = await ctx.subscribe(beacon)
+    sent = await ctx.service.send_message(q, body(1))
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Message) and note.claimed, f"expected a claimed Message: {note!r}")
+    started = ctx.now()
+    await _usable_after_sever(ctx, q)
+    # Push works again once a message sent now arrives on the other subscription; by then
+    # a redelivery of `sent` has usually reached `sub` too, where it waits unseen (as it
+    # would behind a busy worker) while the old claim is acked.
+    marker = await ctx.service.send_message(beacon, body(2))
+    await ctx.collect_notifications(beacon_sub, [(beacon, marker)], ctx.timing.slack * 3)
+    acked = await _ack_outcome(ctx, q, sent)
+
+    async def delivered_again() -> list[int]:
+        try:
+            again = await ctx.next_notification(sub, ctx.timing.step)
+        except ContractViolation:  # nothing pushed within the step: try a receive
+            return [m.msg_id for m in await ctx.receive(q)]
+        return [i for i in [notification_id(again)] if i == sent]
+
+    if acked:
+        until = started + ctx.timing.delivery + ctx.timing.slack
+        await _gone_for_good(ctx, q, sent, until, delivered_again)
+    elif acked is False:
+        await ctx.eventually(delivered_again, ctx.timing.long, "the message back")
+        await ctx.service.ack_message(q, sent)  # held again, by this caller

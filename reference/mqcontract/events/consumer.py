@@ -231,13 +231,24 @@ class QueueConsumer:
                     # before the nack returns, and must not look like a duplicate.
                     self._in_flight.discard(key)
                     self._claimed.pop(key, None)
-                    with contextlib.suppress(MessageNotFound):
+                    try:
                         await self.service.nack_message(*key)
+                    except MessageNotFound:
+                        pass  # the claim is gone already: it comes back anyway
+                    except MessagingError as exc:  # outcome unknown; the timeout retries
+                        self.stats.record_error(f"nack {key[0]}/{key[1]}: {exc}")
                 return
             try:
                 await self.service.ack_message(*key)
-            except MessageNotFound:
-                self.stats.late_acks += 1  # the claim expired; it will be redelivered
+            except MessagingError as exc:
+                # Not settled (the claim expired or died with a connection), or not known
+                # to be: either way the message may come back, and the rest of the batch
+                # still runs. Not counted as succeeded.
+                if isinstance(exc, MessageNotFound):
+                    self.stats.late_acks += 1
+                else:
+                    self.stats.unsettled_acks += 1
+                    self.stats.record_error(f"ack {key[0]}/{key[1]}: {exc}")
                 self._claimed.pop(key, None)
                 return
             self.stats.succeeded[key] += 1

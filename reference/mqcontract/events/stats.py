@@ -26,6 +26,8 @@ class ConsumerStats:
     already_claimed: int = 0
     duplicate_claims: int = 0
     late_acks: int = 0
+    #: Acks that failed with a connection error or timeout: their outcome is unknown.
+    unsettled_acks: int = 0
     released_on_stop: int = 0
     errors: list[str] = field(default_factory=list)
 

@@ -264,6 +264,7 @@ def _consumer_summary(consumers: list[QueueConsumer]) -> dict[str, Any]:
             already_claimed=st.already_claimed,
             duplicate_claims=st.duplicate_claims,
             late_acks=st.late_acks,
+            unsettled_acks=st.unsettled_acks,
             released_on_stop=st.released_on_stop,
             handler_failures=sum(st.failed.values()),
         )

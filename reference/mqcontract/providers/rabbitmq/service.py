@@ -23,10 +23,12 @@ How the contract maps onto RabbitMQ:
   stale delivery tag. When a channel closes its record entries are dropped: the broker
   requeues those messages itself and may hand them to any consumer, so a claim lost with
   its connection is gone like an expired one and settling it raises ``MessageNotFound``
-  (ERR-6): an ack that returned is never redelivered anywhere, and an ack that raised
-  means the work runs again (at least once). A settlement the connection cut off after
-  its frame was written (the broker may or may not have read it) raises
-  ``ConnectionLost``: its outcome is unknown.
+  (ERR-6), as does an ack naming a redelivery still waiting in a subscription (ERR-7):
+  an ack that returned is never redelivered anywhere, and an ack that raised means the
+  work runs again (at least once). A settlement the connection cut off (the broker may
+  or may not have read its frame) raises ``ConnectionLost`` or ``OperationTimeout``: its
+  outcome is unknown, and the channel is closed if it is still open, so the message is
+  requeued rather than left held without a timer.
 * **Receive count.** Quorum queues: ``x-delivery-count`` + 1, exact (checked on 3.10;
   RabbitMQ 4 adds a default delivery limit of 20 after which a quorum queue drops the
   message). Classic queues keep no count: 1 unless ``redelivered``, else a lower bound
@@ -75,7 +77,7 @@ from mqcontract.errors import (
     QueueNotFound,
     UnsupportedOperation,
 )
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import (
@@ -128,6 +130,9 @@ class _Held:
     tag: int
     consumer: _Consumer | None = None
     timer: asyncio.TimerHandle | None = None
+    #: False while a pushed delivery waits in its subscription: nobody holds it yet, so
+    #: an ack naming its id comes from an earlier claim and must not settle it.
+    handed_out: bool = True
 
 
 @dataclass(eq=False)
@@ -419,6 +424,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         if previous is not None:  # an id collision or duplicate: release, never orphan
             self._release(previous)
         held = _Held(queue, msg_id, channel, int(delivery.delivery_tag or 0), consumer)
+        held.handed_out = consumer is None  # a pushed one only once its subscription yields it
         held.timer = asyncio.get_running_loop().call_later(visibility_timeout, self._expire, held)
         self._held[key] = held
         return QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at)
@@ -442,16 +448,33 @@ class RabbitMqMessagingService(BaseMessagingService):
             async with asyncio.timeout(self._timeout):
                 await channel.basic_nack(tag, requeue=True)
 
+    def _taken(self, note: MessageNotification) -> None:
+        """A pushed delivery reached the caller: from now on it may settle it."""
+        if isinstance(note, Message):
+            held = self._held.get((note.queue_name, note.message.msg_id))
+            if held is not None and held.consumer is not None:
+                held.handed_out = True
+
     def _take(self, queue: str, msg_id: int) -> _Held | None:
-        """Remove and return the held entry for ``msg_id`` if it can still be settled."""
-        held = self._held.pop((queue, msg_id), None)
+        """Remove and return the held entry for ``msg_id``; raise if the claim is gone.
+
+        ``None``: this provider holds nothing under that id. ``MessageNotFound`` at once
+        (no round trip) when the delivery is void or is not the caller's: its channel
+        closed (the broker requeued it; the close callback may not have run yet), or it
+        is a redelivery still waiting in a subscription, so an ack naming it comes from
+        the claim that died and must not settle the copy someone is about to process.
+        """
+        held = self._held.get((queue, msg_id))
         if held is None:
             return None
+        if not held.handed_out:
+            raise MessageNotFound(queue, msg_id)
+        del self._held[(queue, msg_id)]
         if held.timer is not None:
             held.timer.cancel()
-        # A closed channel's tags are void: the broker requeued the message (the close
-        # callback may not have run yet).
-        return None if held.channel.is_closed else held
+        if held.channel.is_closed:
+            raise MessageNotFound(queue, msg_id)
+        return held
 
     async def _settle(self, queue: str, msg_id: int, *, ack: bool) -> None:
         """Ack or nack a held message; a claim lost with its channel is not held (ERR-6).
@@ -469,6 +492,13 @@ class RabbitMqMessagingService(BaseMessagingService):
             raise MessageNotFound(queue, msg_id)
         try:
             await self._send_settlement(held, ack=ack)
+        except BaseException:
+            if not held.channel.is_closed:
+                # The frame may be stuck unsent (a full write buffer under flow control)
+                # with the timer already cancelled: closing the channel makes the broker
+                # requeue whatever it did not settle, instead of a claim held forever.
+                self._spawn(self._close_channel(held.channel))
+            raise
         finally:
             self._maybe_retire(held.consumer)  # a closed subscription's channel may go now
 
@@ -689,7 +719,8 @@ class RabbitMqMessagingService(BaseMessagingService):
             for name in names:
                 if not await self._exists(channel, name):
                     raise QueueNotFound(name)
-        consumer = _Consumer(QueueSubscription(names, on_close=self._unsubscribe), names)
+        subscription = QueueSubscription(names, on_close=self._unsubscribe, on_take=self._taken)
+        consumer = _Consumer(subscription, names)
         await self._start_consumer(consumer, names)
         self._consumers[consumer.subscription] = consumer
         consumer.task = asyncio.get_running_loop().create_task(
