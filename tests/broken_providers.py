@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.errors import MessageNotFound
 from mqcontract.messages import Available, QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService, _Queue
+from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
 
 
@@ -180,6 +180,17 @@ class ConcurrentDoubleDelivery(InMemoryMessagingService):
         return got + self._last[:1] if got else got
 
 
+class PushedCopySettledByOldClaim(InMemoryMessagingService):
+    """Ack and nack name a message: a pushed copy still waiting in a subscription counts
+    as held, so the previous holder's ack settles it."""
+
+    def _held_entry(self, queue: _Queue, msg_id: int) -> _Entry:
+        entry = queue.entries.get(msg_id)
+        if entry is not None:
+            entry.waiting = None
+        return super()._held_entry(queue, msg_id)
+
+
 #: broken provider -> the rule that must catch it
 CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     NoopAck: "ACK-1",
@@ -200,4 +211,5 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     ReceiveCountStuck: "VT-5",
     DeleteKeepsMessages: "LIFE-2",
     ConcurrentDoubleDelivery: "VT-3",
+    PushedCopySettledByOldClaim: "PUSH-12",
 }

@@ -28,7 +28,7 @@ from mqcontract.errors import (
     QueueNotFound,
     UnsupportedOperation,
 )
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.providers.rabbitmq import (
     RabbitMqMessagingService,
     open_rabbitmq,
@@ -534,10 +534,14 @@ class _LostClaimAckReportedDone(RabbitMqMessagingService):
 class _QueuedRedeliverySettledByOldAck(RabbitMqMessagingService):
     """Broken on purpose: a redelivery still queued in a subscription counts as held."""
 
-    def _hold(self, *args: Any, **kwargs: Any) -> QueuedMessage:
-        message = super()._hold(*args, **kwargs)
-        self._held[(message.queue_name, message.msg_id)].handed_out = True
-        return message
+    def _taken(self, note: MessageNotification) -> None:
+        pass
+
+    def _take(self, queue: str, msg_id: int) -> Any:
+        held = self._held.get((queue, msg_id))
+        if held is not None:
+            held.waiting = None
+        return super()._take(queue, msg_id)
 
 
 class _BrokenHarness(RabbitMqHarness):

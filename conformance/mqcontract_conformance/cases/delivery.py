@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 from mqcontract.capabilities import Capabilities, PushKind
-from mqcontract.errors import InvalidQueueName, QueueNotFound, UnsupportedOperation
+from mqcontract.errors import (
+    InvalidQueueName,
+    MessageNotFound,
+    QueueNotFound,
+    UnsupportedOperation,
+)
 from mqcontract.messages import Available, Message
 from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.context import CaseContext, notification_id
@@ -341,3 +346,28 @@ async def fetch_unsupported(ctx: CaseContext) -> None:
     await ctx.raises(
         UnsupportedOperation, ctx.service.fetch_message(q, sent, ctx.timing.long), "fetch"
     )
+
+
+@rule(
+    "PUSH-12",
+    "With a subscription open, ack after nack of a pushed claimed message raises "
+    "MessageNotFound, even once the message has been pushed again; the new copy is then "
+    "delivered and can be acked.",
+    why="Ack and nack name a message, not a claim: a provider that lets the old holder's "
+    "ack settle the copy waiting in the subscription hands out work it reported done.",
+    capability="pushed_messages_claimed",
+    requires=lambda c: _full_push(c) and c.pushed_messages_claimed,
+    provisional=True,
+)
+async def ack_after_nack_of_pushed(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    sent = await ctx.service.send_message(q, body(1))
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Message) and note.claimed, f"expected a claimed Message: {note!r}")
+    await ctx.service.nack_message(q, sent)
+    await ctx.raises(MessageNotFound, ctx.service.ack_message(q, sent), "ack after nack")
+    again = await ctx.next_notification(sub)
+    ctx.check(notification_id(again) == sent, f"expected message {sent} again: {again!r}")
+    await ctx.service.ack_message(q, sent)
+    ctx.check(await ctx.receive(q) == [], f"acked pushed message {sent} came back")

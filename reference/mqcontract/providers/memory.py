@@ -19,7 +19,7 @@ from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, Req
 from mqcontract.clock import Clock, SystemClock
 from mqcontract.config import MemoryConfig, MessagingConfig
 from mqcontract.errors import MessageNotFound, ProviderClosed, QueueNotFound
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import (
@@ -44,6 +44,10 @@ class _Entry:
     held: bool = False
     version: int = 0
     holder: _Subscriber | None = None
+    #: The notification of a pushed claim while it waits in its subscription: nobody
+    #: holds it yet, so an ack or nack naming the id comes from an earlier claim and
+    #: must not settle it. None once handed out, and for claims made by receive.
+    waiting: Message | None = None
 
     def snapshot(self, queue: str) -> QueuedMessage:
         return QueuedMessage(self.msg_id, queue, self.payload, self.receive_count, self.enqueued_at)
@@ -152,6 +156,7 @@ class InMemoryMessagingService(BaseMessagingService):
     def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
         entry.receive_count += 1
         entry.held = True
+        entry.waiting = None
         entry.visible_at = self.clock.now() + visibility_timeout
         self._schedule(queue, entry)
         return entry.snapshot(queue.name)
@@ -159,7 +164,7 @@ class InMemoryMessagingService(BaseMessagingService):
     def _held_entry(self, queue: _Queue, msg_id: int) -> _Entry:
         self._promote(queue)
         entry = queue.entries.get(msg_id) if is_message_id(msg_id) else None
-        if entry is None or not entry.held:
+        if entry is None or not entry.held or entry.waiting is not None:
             raise MessageNotFound(queue.name, msg_id)
         return entry
 
@@ -264,9 +269,8 @@ class InMemoryMessagingService(BaseMessagingService):
     async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
         names = tuple(dict.fromkeys(queues))
         targets = [self._queue(name) for name in names]
-        subscriber = _Subscriber(
-            QueueSubscription(names, on_close=self._unsubscribe), self._config.prefetch_count
-        )
+        subscription = QueueSubscription(names, on_close=self._unsubscribe, on_take=self._taken)
+        subscriber = _Subscriber(subscription, self._config.prefetch_count)
         self._subscribers[subscriber.subscription] = subscriber
         for q in targets:
             q.subscribers.append(subscriber)
@@ -275,6 +279,14 @@ class InMemoryMessagingService(BaseMessagingService):
         for q in targets:
             self._dispatch(q)
         return subscriber.subscription
+
+    def _taken(self, note: MessageNotification) -> None:
+        """A pushed claim reached the caller: from now on it may settle it."""
+        if isinstance(note, Message):
+            q = self._queues.get(note.queue_name)
+            entry = q.entries.get(note.message.msg_id) if q is not None else None
+            if entry is not None and entry.waiting is note:  # not a stale copy
+                entry.waiting = None
 
     async def _unsubscribe(self, subscription: QueueSubscription) -> None:
         subscriber = self._subscribers.pop(subscription)
@@ -324,10 +336,11 @@ class InMemoryMessagingService(BaseMessagingService):
                 return
             subscriber = open_subs[queue.turn % len(open_subs)]
             queue.turn += 1
-            message = self._claim(queue, entry, vt)
+            note = Message(self._claim(queue, entry, vt), claimed=True)
             entry.holder = subscriber
+            entry.waiting = note  # until the subscription yields it
             subscriber.in_flight.add((queue.name, entry.msg_id))
-            subscriber.subscription.put(Message(message, claimed=True))
+            subscriber.subscription.put(note)
 
     async def _pump(self) -> None:
         """Make delayed and expired messages reach subscribers when they become visible."""

@@ -130,9 +130,10 @@ class _Held:
     tag: int
     consumer: _Consumer | None = None
     timer: asyncio.TimerHandle | None = None
-    #: False while a pushed delivery waits in its subscription: nobody holds it yet, so
-    #: an ack naming its id comes from an earlier claim and must not settle it.
-    handed_out: bool = True
+    #: The notification of a pushed delivery while it waits in its subscription: nobody
+    #: holds it yet, so an ack naming its id comes from an earlier claim and must not
+    #: settle it. None once handed out, and for deliveries claimed by receive.
+    waiting: Message | None = None
 
 
 @dataclass(eq=False)
@@ -424,7 +425,6 @@ class RabbitMqMessagingService(BaseMessagingService):
         if previous is not None:  # an id collision or duplicate: release, never orphan
             self._release(previous)
         held = _Held(queue, msg_id, channel, int(delivery.delivery_tag or 0), consumer)
-        held.handed_out = consumer is None  # a pushed one only once its subscription yields it
         held.timer = asyncio.get_running_loop().call_later(visibility_timeout, self._expire, held)
         self._held[key] = held
         return QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at)
@@ -452,8 +452,8 @@ class RabbitMqMessagingService(BaseMessagingService):
         """A pushed delivery reached the caller: from now on it may settle it."""
         if isinstance(note, Message):
             held = self._held.get((note.queue_name, note.message.msg_id))
-            if held is not None and held.consumer is not None:
-                held.handed_out = True
+            if held is not None and held.waiting is note:  # not a stale copy
+                held.waiting = None
 
     def _take(self, queue: str, msg_id: int) -> _Held | None:
         """Remove and return the held entry for ``msg_id``; raise if the claim is gone.
@@ -467,7 +467,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         held = self._held.get((queue, msg_id))
         if held is None:
             return None
-        if not held.handed_out:
+        if held.waiting is not None:
             raise MessageNotFound(queue, msg_id)
         del self._held[(queue, msg_id)]
         if held.timer is not None:
@@ -765,7 +765,9 @@ class RabbitMqMessagingService(BaseMessagingService):
             return
         vt = self._config.push_visibility_timeout_seconds
         message = self._hold(queue, channel, delivered, vt, consumer)
-        if not consumer.subscription.put(Message(message, claimed=True)):
+        note = Message(message, claimed=True)
+        self._held[(queue, message.msg_id)].waiting = note  # until the subscription yields it
+        if not consumer.subscription.put(note):
             held = self._held.pop((queue, message.msg_id), None)
             if held is not None:
                 self._release(held)
