@@ -2,7 +2,9 @@
 
 Visibility timeouts, delays, FIFO with redelivered messages back at their original
 position, nack, fetch-by-id and full-message push (each pushed message is claimed for
-``push_visibility_timeout_seconds`` and must be acked or nacked). With a
+``push_visibility_timeout_seconds`` and must be acked or nacked; until the subscription
+hands it out nobody holds it, so an earlier holder's ack of the same id raises
+``MessageNotFound``, as on RabbitMQ: PUSH-12). With a
 :class:`~mqcontract.clock.VirtualClock` every timing rule runs instantly.
 """
 
