@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -11,9 +12,11 @@ from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
+from mqcontract.events.commands import ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
-from mqcontract.messages import QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.messages import Available, QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService, _Queue
+from mqcontract.subscription import QueueSubscription
 
 FULL = Capabilities(push=PushKind.FULL)
 SIGNAL_NEEDS_POLL = Capabilities(
@@ -122,4 +125,92 @@ async def test_an_ack_with_an_unknown_outcome_is_not_a_success_and_the_batch_goe
     assert consumer.stats.succeeded[("jobs", first)] == 1
     assert any("ack cut off" in e for e in consumer.stats.errors)
     assert service.stored_ids("jobs") == []
+    await service.close()
+
+
+async def test_demand_counts_idle_receivers_minus_queued_commands() -> None:
+    sender, receiver = command_channel(10)
+    first, second = (asyncio.create_task(receiver.receive()) for _ in range(2))
+    assert await asyncio.wait_for(sender.demand(5), 1.0) == 2  # two workers wait
+    assert await asyncio.wait_for(sender.demand(1), 1.0) == 1  # capped by the limit
+    await sender.send(ProcessFromMessageEvent("jobs", None))
+    assert await asyncio.wait_for(sender.demand(5), 1.0) == 1  # one of them is served
+    await asyncio.wait_for(first, 1.0)
+    asked = asyncio.create_task(sender.demand(5))
+    await sender.send(ProcessFromMessageEvent("jobs", None))
+    await asyncio.wait_for(second, 1.0)
+    assert not asked.done()  # nobody idle: an intake waits instead of claiming
+    third = asyncio.create_task(receiver.receive())
+    assert await asyncio.wait_for(asked, 1.0) == 1
+    third.cancel()
+
+
+async def test_polling_claims_no_more_than_the_workers_can_start() -> None:
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"%d" % i for i in range(10)])
+    gate = asyncio.Event()
+
+    async def blocked(_: QueuedMessage) -> None:
+        await gate.wait()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY, workers=2, batch_size=10, poll_interval=0.01
+    )
+    consumer = QueueConsumer(service, ["jobs"], blocked, settings)
+    await consumer.start()
+    try:
+        await _until(lambda: sum(consumer.stats.invocations.values()) == 2)
+        # Both workers are busy: the poller waits instead of claiming the other eight
+        # (which would expire unprocessed in the channel); they stay visible to others.
+        visible = await service.receive_messages("jobs", 10, 5)
+        assert len(visible) == 8
+        for m in visible:
+            await service.nack_message("jobs", m.msg_id)
+        gate.set()
+        await _until(lambda: consumer.stats.processed == 10)
+    finally:
+        await consumer.stop()
+    await service.close()
+
+
+class _QueueSignals(InMemoryMessagingService):
+    """Signal-only push naming just the queue (no fetch by id): consumers catch up."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, push=PushKind.SIGNAL, fetch_by_id=False)
+
+    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
+        self._signals = QueueSubscription(tuple(queues))
+        return self._signals
+
+    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
+        msg_id = super()._enqueue(queue, payload, delay)
+        if hasattr(self, "_signals"):
+            self._signals.put(Available(queue.name, None))
+        return msg_id
+
+
+async def test_a_slow_handler_does_not_hold_the_rest_of_a_catch_up_batch() -> None:
+    service = _QueueSignals()
+    await service.create_queue("jobs")
+    gate = asyncio.Event()
+
+    async def handler(message: QueuedMessage) -> None:
+        if message.payload == b"slow":
+            await gate.wait()
+
+    settings = ConsumerSettings(mode=DeploymentMode.EVENT_DRIVEN_ONLY, workers=4, batch_size=10)
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    try:
+        await service.send_batch("jobs", [b"slow", *(b"%d" % i for i in range(9))])
+        # The nine fast ones finish while the slow one still runs: a worker catching up
+        # claims one message for itself and one per idle worker, not the whole batch.
+        await _until(lambda: consumer.stats.processed == 9)
+        gate.set()
+        await _until(lambda: consumer.stats.processed == 10)
+    finally:
+        await consumer.stop()
     await service.close()

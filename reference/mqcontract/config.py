@@ -66,6 +66,8 @@ class RabbitMqConfig:
 
     url: str = DEFAULT_RABBITMQ_URL
     management_url: str | None = None
+    #: Claimed deliveries a subscription may hold unsettled; their visibility timeout
+    #: runs while they wait, so about the number of workers behind it is right.
     prefetch_count: int = 100
     connection_timeout_seconds: float = 30.0
     heartbeat_seconds: int = 60
@@ -80,6 +82,7 @@ class MemoryConfig:
 
     max_message_size_bytes: int = 1_048_576
     push_visibility_timeout_seconds: float = 60.0
+    #: As ``[rabbitmq] prefetch_count``: claimed pushes a subscription holds at once.
     prefetch_count: int = 100
 
 

@@ -52,24 +52,63 @@ class ProcessFromMessageEvent:
 Command = ProcessFromMessage | ProcessFromMessageEvent
 
 
+class _Demand:
+    """How many receivers wait for a command right now, and a wake-up when that grows."""
+
+    def __init__(self) -> None:
+        self.idle = 0
+        self.grew = asyncio.Event()
+
+
 class CommandSender:
     """The sending half: ``send`` waits while the channel is full (back-pressure)."""
 
-    def __init__(self, queue: asyncio.Queue[Command]) -> None:
+    def __init__(self, queue: asyncio.Queue[Command], demand: _Demand) -> None:
         self._queue = queue
+        self._demand = demand
 
     async def send(self, command: Command) -> None:
         await self._queue.put(command)
+
+    def offer(self, command: Command) -> bool:
+        """Send without waiting; False when the channel is full."""
+        try:
+            self._queue.put_nowait(command)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def idle(self) -> int:
+        """Receivers waiting right now with nothing queued for them."""
+        return max(self._demand.idle - self._queue.qsize(), 0)
+
+    async def demand(self, limit: int) -> int:
+        """Wait until a receiver is idle with nothing queued for it; how many (≤ ``limit``).
+
+        An intake that claims messages asks first, so a claim starts when a worker is
+        free to run it instead of expiring in the channel behind busy workers.
+        """
+        while True:
+            if (free := self.idle()) > 0:
+                return min(free, limit)
+            self._demand.grew.clear()
+            await self._demand.grew.wait()
 
 
 class CommandReceiver:
     """The receiving half; ``done`` marks a received command finished (for draining)."""
 
-    def __init__(self, queue: asyncio.Queue[Command]) -> None:
+    def __init__(self, queue: asyncio.Queue[Command], demand: _Demand) -> None:
         self._queue = queue
+        self._demand = demand
 
     async def receive(self) -> Command:
-        return await self._queue.get()
+        self._demand.idle += 1
+        self._demand.grew.set()
+        try:
+            return await self._queue.get()
+        finally:
+            self._demand.idle -= 1
 
     def done(self) -> None:
         self._queue.task_done()
@@ -94,4 +133,5 @@ class CommandReceiver:
 def command_channel(capacity: int) -> tuple[CommandSender, CommandReceiver]:
     """A bounded channel of commands."""
     queue: asyncio.Queue[Command] = asyncio.Queue(maxsize=capacity)
-    return CommandSender(queue), CommandReceiver(queue)
+    demand = _Demand()
+    return CommandSender(queue, demand), CommandReceiver(queue, demand)

@@ -190,17 +190,26 @@ class QueueConsumer:
         await self._process(message, path)
 
     async def _catch_up(self, queue: str, path: Path) -> None:
-        # Processed here rather than re-sent: a worker blocked on a full channel while
-        # every other worker does the same would deadlock.
+        """Drain ``queue`` from this worker, claiming one message for it plus one for each
+        idle worker, so no claim waits behind a slow handler until it expires.
+
+        The others' messages go to the channel only if it has room (never waiting: a
+        worker blocked on a full channel while every other worker does the same would
+        deadlock); whatever does not fit is processed here.
+        """
         while True:
+            wanted = min(self.settings.batch_size, 1 + self._sender.idle())
             batch = await self.service.receive_messages(
-                queue, self.settings.batch_size, self.settings.visibility_timeout
+                queue, wanted, self.settings.visibility_timeout
             )
             for message in batch:
                 self._remember(message)
-            for message in batch:
+            mine = batch[:1] + [
+                m for m in batch[1:] if not self._sender.offer(ProcessFromMessage(m, True, path))
+            ]
+            for message in mine:
                 await self._process(message, path)
-            if len(batch) < self.settings.batch_size:
+            if len(batch) < wanted:
                 return
 
     def _remember(self, message: QueuedMessage) -> None:

@@ -25,14 +25,19 @@ async def drain_queue(
     visibility_timeout: float,
     path: Path,
 ) -> int:
-    """Claim everything visible on ``queue`` in batches and send it on; returns the count."""
+    """Claim everything visible on ``queue`` and send it on; returns the count.
+
+    Each batch claims no more than the workers idle at that moment (at most
+    ``batch_size``), so no claim waits in the channel until it expires.
+    """
     total = 0
     while True:
-        batch = await service.receive_messages(queue, batch_size, visibility_timeout)
+        wanted = await sender.demand(batch_size)
+        batch = await service.receive_messages(queue, wanted, visibility_timeout)
         for message in batch:
             await sender.send(ProcessFromMessage(message, True, path))
         total += len(batch)
-        if len(batch) < batch_size:
+        if len(batch) < wanted:
             return total
 
 

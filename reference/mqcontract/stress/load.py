@@ -296,13 +296,22 @@ async def run_stress(
 
 
 def _tuned(config: MessagingConfig, settings: StressSettings) -> MessagingConfig:
-    """Pushed claims expire like polled ones: the same visibility timeout everywhere."""
-    vt = settings.vt
+    """Pushed claims expire like polled ones: the same visibility timeout everywhere.
+
+    Each consumer is pushed at most as many claimed messages as it has workers: a deeper
+    prefetch queues claims behind busy workers, where they expire unprocessed (a run
+    with 3 % of handlers overrunning their claim then spends its time redelivering).
+    """
+    vt, prefetch = settings.vt, settings.workers
     return dataclasses.replace(
         config,
         backend=settings.provider,
-        memory=dataclasses.replace(config.memory, push_visibility_timeout_seconds=vt),
-        rabbitmq=dataclasses.replace(config.rabbitmq, push_visibility_timeout_seconds=vt),
+        memory=dataclasses.replace(
+            config.memory, push_visibility_timeout_seconds=vt, prefetch_count=prefetch
+        ),
+        rabbitmq=dataclasses.replace(
+            config.rabbitmq, push_visibility_timeout_seconds=vt, prefetch_count=prefetch
+        ),
     )
 
 
