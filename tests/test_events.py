@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
@@ -145,32 +146,40 @@ async def test_demand_counts_idle_receivers_minus_queued_commands() -> None:
     third.cancel()
 
 
-async def test_polling_claims_no_more_than_the_workers_can_start() -> None:
-    service = InMemoryMessagingService()
+async def test_polled_claims_that_aged_in_the_channel_are_released_not_started() -> None:
+    clock = VirtualClock()
+    service = InMemoryMessagingService(clock=clock)
     await service.create_queue("jobs")
-    await service.send_batch("jobs", [b"%d" % i for i in range(10)])
+    ids = await service.send_batch("jobs", [b"%d" % i for i in range(5)])
     gate = asyncio.Event()
 
-    async def blocked(_: QueuedMessage) -> None:
-        await gate.wait()
+    async def handler(message: QueuedMessage) -> None:
+        if message.msg_id == ids[0]:
+            await gate.wait()
 
     settings = ConsumerSettings(
-        mode=DeploymentMode.POLLING_ONLY, workers=2, batch_size=10, poll_interval=0.01
+        mode=DeploymentMode.POLLING_ONLY,
+        workers=1,
+        batch_size=5,
+        visibility_timeout=10,
+        poll_interval=1,
     )
-    consumer = QueueConsumer(service, ["jobs"], blocked, settings)
+    consumer = QueueConsumer(service, ["jobs"], handler, settings, clock=clock)
     await consumer.start()
     try:
-        await _until(lambda: sum(consumer.stats.invocations.values()) == 2)
-        # Both workers are busy: the poller waits instead of claiming the other eight
-        # (which would expire unprocessed in the channel); they stay visible to others.
-        visible = await service.receive_messages("jobs", 10, 5)
-        assert len(visible) == 8
-        for m in visible:
-            await service.nack_message("jobs", m.msg_id)
+        # The worker was free, so the poller claimed a batch; the worker is stuck on the
+        # first message while the other four wait in the channel.
+        await _until(lambda: consumer.stats.invocations[("jobs", ids[0])] == 1)
+        await clock.advance(6)  # past half their timeout, still held
         gate.set()
-        await _until(lambda: consumer.stats.processed == 10)
+        await _until(lambda: consumer.stats.processed == 5)
     finally:
         await consumer.stop()
+    # The four were released unstarted (nacked, as their claims still held) and claimed
+    # again when the worker was free: each ran once, on a young claim.
+    assert consumer.stats.released_unstarted == 4
+    assert [consumer.stats.invocations[("jobs", i)] for i in ids] == [1] * 5
+    assert [max(consumer.stats.receive_counts[("jobs", i)]) for i in ids[1:]] == [2] * 4
     await service.close()
 
 
@@ -192,7 +201,7 @@ class _QueueSignals(InMemoryMessagingService):
         return msg_id
 
 
-async def test_a_slow_handler_does_not_hold_the_rest_of_a_catch_up_batch() -> None:
+async def test_a_batch_behind_a_slow_handler_is_released_not_run_on_expired_claims() -> None:
     service = _QueueSignals()
     await service.create_queue("jobs")
     gate = asyncio.Event()
@@ -201,16 +210,26 @@ async def test_a_slow_handler_does_not_hold_the_rest_of_a_catch_up_batch() -> No
         if message.payload == b"slow":
             await gate.wait()
 
-    settings = ConsumerSettings(mode=DeploymentMode.EVENT_DRIVEN_ONLY, workers=4, batch_size=10)
+    settings = ConsumerSettings(
+        mode=DeploymentMode.HYBRID,
+        workers=4,
+        batch_size=10,
+        visibility_timeout=0.4,
+        poll_interval=0.05,
+    )
     consumer = QueueConsumer(service, ["jobs"], handler, settings)
     await consumer.start()
     try:
-        await service.send_batch("jobs", [b"slow", *(b"%d" % i for i in range(9))])
-        # The nine fast ones finish while the slow one still runs: a worker catching up
-        # claims one message for itself and one per idle worker, not the whole batch.
+        ids = await service.send_batch("jobs", [b"slow", *(b"%d" % i for i in range(9))])
+        # One worker claimed the whole batch and is stuck in the slow handler: the nine
+        # fast messages expire and the poller hands them to the other workers.
         await _until(lambda: consumer.stats.processed == 9)
         gate.set()
         await _until(lambda: consumer.stats.processed == 10)
     finally:
         await consumer.stop()
+    # Back from the slow handler, that worker released the rest of its old batch
+    # instead of running it again on claims that had expired long ago.
+    assert [consumer.stats.invocations[("jobs", i)] for i in ids[1:]] == [1] * 9
+    assert consumer.stats.late_acks <= 1  # the slow handler's own expired claim
     await service.close()

@@ -33,11 +33,17 @@ class Path(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProcessFromMessage:
-    """Process this message; ``claimed`` False means claim it by id first."""
+    """Process this message; ``claimed`` False means claim it by id first.
+
+    ``claimed_at`` (the consumer's clock, taken before the receive that claimed it) is
+    set for claims the consumer made itself, whose visibility timeout it knows: a worker
+    does not start one that has aged past the usable part of its claim.
+    """
 
     message: QueuedMessage
     claimed: bool
     path: Path
+    claimed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ a round trip (a nack or a lapsed claim forgets the message, so its next copy cou
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqcontract.clock import Clock, SystemClock
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 
 #: How many recently claimed messages a consumer remembers (to drop their pushed copies).
 RECENT_CLAIMS = 10_000
+#: Share of the visibility timeout after which a worker no longer starts a message the
+#: consumer claimed (the handler it would start gets at least the other half).
+CLAIM_USABLE = 0.5
+#: Share within which a claim surely still holds, so releasing it early (nack) is safe.
+CLAIM_SURELY_HELD = 0.8
 
 Handler = Callable[[QueuedMessage], Awaitable[None]]
 
@@ -162,8 +168,11 @@ class QueueConsumer:
 
     async def _dispatch(self, command: Command) -> None:
         match command:
-            case ProcessFromMessage(message=message, claimed=True, path=path):
-                await self._process(message, path)
+            case ProcessFromMessage(message=message, claimed=True, path=path, claimed_at=at):
+                if at is not None and self._aged(at):
+                    await self._release([message], at)
+                else:
+                    await self._process(message, path)
             case ProcessFromMessage(message=message, claimed=False, path=path):
                 await self._claim_and_process(message.queue_name, message.msg_id, path)
             case ProcessFromMessageEvent(queue_name=queue, msg_id=msg_id, path=path):
@@ -190,27 +199,55 @@ class QueueConsumer:
         await self._process(message, path)
 
     async def _catch_up(self, queue: str, path: Path) -> None:
-        """Drain ``queue`` from this worker, claiming one message for it plus one for each
-        idle worker, so no claim waits behind a slow handler until it expires.
+        """Drain ``queue`` from this worker in batches (one round trip per batch).
 
-        The others' messages go to the channel only if it has room (never waiting: a
-        worker blocked on a full channel while every other worker does the same would
-        deadlock); whatever does not fit is processed here.
+        Workers that are idle take the next messages of the batch; the rest run here, in
+        order, while the claim is young: once it has aged (say, behind a slow handler)
+        the unstarted rest is released instead of run on claims that may have expired.
+        Nothing is sent on a full channel: a worker blocked there while every other
+        worker does the same would deadlock.
         """
         while True:
-            wanted = min(self.settings.batch_size, 1 + self._sender.idle())
+            claimed_at = self._clock.now()
             batch = await self.service.receive_messages(
-                queue, wanted, self.settings.visibility_timeout
+                queue, self.settings.batch_size, self.settings.visibility_timeout
             )
             for message in batch:
                 self._remember(message)
-            mine = batch[:1] + [
-                m for m in batch[1:] if not self._sender.offer(ProcessFromMessage(m, True, path))
-            ]
-            for message in mine:
+            pending = collections.deque(batch)
+            while pending:
+                if self._aged(claimed_at):
+                    await self._release(pending, claimed_at)
+                    break
+                message = pending.popleft()
+                while pending and self._sender.idle() > 0:
+                    command = ProcessFromMessage(pending[0], True, path, claimed_at)
+                    if not self._sender.offer(command):
+                        break
+                    pending.popleft()
                 await self._process(message, path)
-            if len(batch) < wanted:
+            if len(batch) < self.settings.batch_size:
                 return
+
+    def _aged(self, claimed_at: float) -> bool:
+        """Whether a claim taken at ``claimed_at`` is past its usable part."""
+        return self._clock.now() - claimed_at > self.settings.visibility_timeout * CLAIM_USABLE
+
+    async def _release(self, messages: Iterable[QueuedMessage], claimed_at: float) -> None:
+        """Give up claimed messages this worker will not start.
+
+        Nacked while the claim surely holds, so others may take them at once; after
+        that only forgotten (ack and nack name a message, and someone else may hold it
+        by now), and they come back when the claim expires.
+        """
+        vt = self.settings.visibility_timeout
+        for message in messages:
+            key = (message.queue_name, message.msg_id)
+            self._claimed.pop(key, None)
+            self.stats.released_unstarted += 1
+            if self._clock.now() - claimed_at < vt * CLAIM_SURELY_HELD:
+                with contextlib.suppress(MessagingError):
+                    await self.service.nack_message(*key)
 
     def _remember(self, message: QueuedMessage) -> None:
         """Note a claim, so pushed copies of the message are dropped without a fetch."""

@@ -24,20 +24,23 @@ async def drain_queue(
     batch_size: int,
     visibility_timeout: float,
     path: Path,
+    clock: Clock,
 ) -> int:
     """Claim everything visible on ``queue`` and send it on; returns the count.
 
-    Each batch claims no more than the workers idle at that moment (at most
-    ``batch_size``), so no claim waits in the channel until it expires.
+    A batch is claimed only when a worker is free to start on it (claims made while
+    every worker is busy would age in the channel), and each command carries its claim
+    time, so a worker skips what aged past the usable part of its claim.
     """
     total = 0
     while True:
-        wanted = await sender.demand(batch_size)
-        batch = await service.receive_messages(queue, wanted, visibility_timeout)
+        await sender.demand(1)
+        claimed_at = clock.now()
+        batch = await service.receive_messages(queue, batch_size, visibility_timeout)
         for message in batch:
-            await sender.send(ProcessFromMessage(message, True, path))
+            await sender.send(ProcessFromMessage(message, True, path, claimed_at))
         total += len(batch)
-        if len(batch) < wanted:
+        if len(batch) < batch_size:
             return total
 
 
@@ -77,6 +80,7 @@ class FallbackPoller:
                         batch_size=self._batch_size,
                         visibility_timeout=self._visibility_timeout,
                         path=Path.POLL,
+                        clock=self._clock,
                     )
                 except MessagingError as exc:
                     self._stats.record_error(f"poller: {exc}")

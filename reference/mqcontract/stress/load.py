@@ -266,6 +266,7 @@ def _consumer_summary(consumers: list[QueueConsumer]) -> dict[str, Any]:
             late_acks=st.late_acks,
             unsettled_acks=st.unsettled_acks,
             released_on_stop=st.released_on_stop,
+            released_unstarted=st.released_unstarted,
             handler_failures=sum(st.failed.values()),
         )
         errors.extend(st.errors[:3])
