@@ -233,3 +233,32 @@ async def test_a_batch_behind_a_slow_handler_is_released_not_run_on_expired_clai
     assert [consumer.stats.invocations[("jobs", i)] for i in ids[1:]] == [1] * 9
     assert consumer.stats.late_acks <= 1  # the slow handler's own expired claim
     await service.close()
+
+
+async def test_stop_does_not_nack_claims_too_old_to_be_surely_held() -> None:
+    clock = VirtualClock()
+    service = InMemoryMessagingService(clock=clock)
+    await service.create_queue("jobs")
+    ids = await service.send_batch("jobs", [b"%d" % i for i in range(5)])
+    gate = asyncio.Event()
+
+    async def blocked(_: QueuedMessage) -> None:
+        await gate.wait()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY,
+        workers=1,
+        batch_size=5,
+        visibility_timeout=10,
+        poll_interval=1,
+        stop_grace=0.1,
+    )
+    consumer = QueueConsumer(service, ["jobs"], blocked, settings)  # the provider's clock
+    await consumer.start()
+    await _until(lambda: consumer.stats.invocations[("jobs", ids[0])] == 1)
+    await clock.advance(9)  # the four queued claims may be someone else's by now
+    await consumer.stop()
+    assert consumer.stats.released_on_stop == 0  # so they are not nacked, only dropped
+    await clock.advance(2)  # their claims expire: nothing was lost
+    assert len(await service.receive_messages("jobs", 10, 5)) == 5
+    await service.close()

@@ -11,11 +11,12 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = ["Clock", "SystemClock", "VirtualClock"]
 
 
+@runtime_checkable
 class Clock(Protocol):
     """Time source for deadlines (``now``) and timestamps (``wall``)."""
 

@@ -5,7 +5,13 @@ Handler success acks; failure nacks (or leaves the message to its visibility tim
 A message is handled once per claim: pushed unclaimed copies are claimed by id first,
 and a message already in flight here is never handed to a second worker. ``stop`` stops
 intake, lets in-flight handlers finish within a bound, and releases what was claimed but
-not started, so nothing is lost.
+not started (claims too old to release safely, and a batch a cancelled worker was
+draining, are left to expire), so nothing is lost.
+
+Claims the consumer makes itself carry their claim time (on ``clock``, which must run
+with the provider's time: by default the provider's own ``clock`` if it has one): a
+claim past half its visibility timeout is not started but released, so work queued
+behind a slow handler does not run on expired claims.
 
 Unclaimed copies arrive one notification per message. While more commands are waiting,
 a worker claims in batches (``receive_messages``) instead of one ``fetch_message`` round
@@ -86,7 +92,10 @@ class QueueConsumer:
         self.settings = settings or ConsumerSettings()
         self.mode = self.settings.mode.effective_for_provider(service.capabilities)
         self.stats = ConsumerStats()
-        self._clock = clock or SystemClock()
+        provider_clock = getattr(service, "clock", None)
+        self._clock: Clock = clock or (
+            provider_clock if isinstance(provider_clock, Clock) else SystemClock()
+        )
         self._sender, self._receiver = command_channel(self.settings.channel_capacity)
         self._listener: QueueListener | None = None
         self._intake: list[asyncio.Task[None]] = []
@@ -203,20 +212,29 @@ class QueueConsumer:
 
         Workers that are idle take the next messages of the batch; the rest run here, in
         order, while the claim is young: once it has aged (say, behind a slow handler)
-        the unstarted rest is released instead of run on claims that may have expired.
-        Nothing is sent on a full channel: a worker blocked there while every other
-        worker does the same would deadlock.
+        the unstarted rest is released instead of run on claims that may have expired,
+        and from then on this worker claims only what it and the idle workers can start.
+        It stops claiming when the consumer stops. Nothing is sent on a full channel: a
+        worker blocked there while every other worker does the same would deadlock.
         """
-        while True:
+        narrow = False
+        while self._running:
+            wanted = (
+                min(self.settings.batch_size, 1 + self._sender.idle())
+                if narrow
+                else (self.settings.batch_size)
+            )
             claimed_at = self._clock.now()
             batch = await self.service.receive_messages(
-                queue, self.settings.batch_size, self.settings.visibility_timeout
+                queue, wanted, self.settings.visibility_timeout
             )
             for message in batch:
                 self._remember(message)
             pending = collections.deque(batch)
+            started = False
             while pending:
-                if self._aged(claimed_at):
+                if (started and self._aged(claimed_at)) or not self._running:
+                    narrow = True
                     await self._release(pending, claimed_at)
                     break
                 message = pending.popleft()
@@ -225,29 +243,34 @@ class QueueConsumer:
                     if not self._sender.offer(command):
                         break
                     pending.popleft()
+                started = True
                 await self._process(message, path)
-            if len(batch) < self.settings.batch_size:
+            if len(batch) < wanted:
                 return
 
     def _aged(self, claimed_at: float) -> bool:
         """Whether a claim taken at ``claimed_at`` is past its usable part."""
         return self._clock.now() - claimed_at > self.settings.visibility_timeout * CLAIM_USABLE
 
-    async def _release(self, messages: Iterable[QueuedMessage], claimed_at: float) -> None:
-        """Give up claimed messages this worker will not start.
+    async def _release(self, messages: Iterable[QueuedMessage], claimed_at: float | None) -> int:
+        """Give up claimed messages nobody started; how many were nacked.
 
-        Nacked while the claim surely holds, so others may take them at once; after
-        that only forgotten (ack and nack name a message, and someone else may hold it
-        by now), and they come back when the claim expires.
+        Nacked while the claim surely holds (``claimed_at`` None: a pushed claim, which
+        the provider holds until settled), so others may take them at once; after that
+        only forgotten (ack and nack name a message, and someone else may hold it by
+        now), and they come back when the claim expires.
         """
         vt = self.settings.visibility_timeout
+        nacked = 0
         for message in messages:
             key = (message.queue_name, message.msg_id)
             self._claimed.pop(key, None)
             self.stats.released_unstarted += 1
-            if self._clock.now() - claimed_at < vt * CLAIM_SURELY_HELD:
+            if claimed_at is None or self._clock.now() - claimed_at < vt * CLAIM_SURELY_HELD:
                 with contextlib.suppress(MessagingError):
                     await self.service.nack_message(*key)
+                    nacked += 1
+        return nacked
 
     def _remember(self, message: QueuedMessage) -> None:
         """Note a claim, so pushed copies of the message are dropped without a fetch."""
@@ -304,11 +327,9 @@ class QueueConsumer:
     async def _release_unstarted(self) -> None:
         for command in self._receiver.take_pending():
             if isinstance(command, ProcessFromMessage) and command.claimed:
-                with contextlib.suppress(MessagingError):
-                    await self.service.nack_message(
-                        command.message.queue_name, command.message.msg_id
-                    )
-                    self.stats.released_on_stop += 1
+                released = await self._release([command.message], command.claimed_at)
+                self.stats.released_unstarted -= 1  # counted as released on stop instead
+                self.stats.released_on_stop += released
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mqcontract.clock import Clock
 from mqcontract.errors import MessagingError
@@ -25,22 +25,29 @@ async def drain_queue(
     visibility_timeout: float,
     path: Path,
     clock: Clock,
+    released: Callable[[], int] = lambda: 0,
 ) -> int:
     """Claim everything visible on ``queue`` and send it on; returns the count.
 
     A batch is claimed only when a worker is free to start on it (claims made while
     every worker is busy would age in the channel), and each command carries its claim
-    time, so a worker skips what aged past the usable part of its claim.
+    time, so a worker releases what aged past the usable part of its claim. A batch
+    claimed after workers released claims (``released`` grew: handlers are slow) takes
+    only as many messages as workers are idle, so the same messages are not claimed and
+    released over and over.
     """
     total = 0
+    seen = released()
     while True:
-        await sender.demand(1)
+        idle = await sender.demand(batch_size)
+        wanted = batch_size if released() == seen else idle
+        seen = released()
         claimed_at = clock.now()
-        batch = await service.receive_messages(queue, batch_size, visibility_timeout)
+        batch = await service.receive_messages(queue, wanted, visibility_timeout)
         for message in batch:
             await sender.send(ProcessFromMessage(message, True, path, claimed_at))
         total += len(batch)
-        if len(batch) < batch_size:
+        if len(batch) < wanted:
             return total
 
 
@@ -81,6 +88,7 @@ class FallbackPoller:
                         visibility_timeout=self._visibility_timeout,
                         path=Path.POLL,
                         clock=self._clock,
+                        released=lambda: self._stats.released_unstarted,
                     )
                 except MessagingError as exc:
                     self._stats.record_error(f"poller: {exc}")
