@@ -179,6 +179,7 @@ class QueueConsumer:
         match command:
             case ProcessFromMessage(message=message, claimed=True, path=path, claimed_at=at):
                 if at is not None and self._aged(at):
+                    self.stats.released_unstarted += 1
                     await self._release([message], at)
                 else:
                     await self._process(message, path)
@@ -219,11 +220,9 @@ class QueueConsumer:
         """
         narrow = False
         while self._running:
-            wanted = (
-                min(self.settings.batch_size, 1 + self._sender.idle())
-                if narrow
-                else (self.settings.batch_size)
-            )
+            wanted = self.settings.batch_size
+            if narrow:
+                wanted = min(wanted, 1 + self._sender.idle())
             claimed_at = self._clock.now()
             batch = await self.service.receive_messages(
                 queue, wanted, self.settings.visibility_timeout
@@ -235,6 +234,7 @@ class QueueConsumer:
             while pending:
                 if (started and self._aged(claimed_at)) or not self._running:
                     narrow = True
+                    self.stats.released_unstarted += len(pending)
                     await self._release(pending, claimed_at)
                     break
                 message = pending.popleft()
@@ -265,7 +265,6 @@ class QueueConsumer:
         for message in messages:
             key = (message.queue_name, message.msg_id)
             self._claimed.pop(key, None)
-            self.stats.released_unstarted += 1
             if claimed_at is None or self._clock.now() - claimed_at < vt * CLAIM_SURELY_HELD:
                 with contextlib.suppress(MessagingError):
                     await self.service.nack_message(*key)
@@ -328,7 +327,6 @@ class QueueConsumer:
         for command in self._receiver.take_pending():
             if isinstance(command, ProcessFromMessage) and command.claimed:
                 released = await self._release([command.message], command.claimed_at)
-                self.stats.released_unstarted -= 1  # counted as released on stop instead
                 self.stats.released_on_stop += released
 
 
