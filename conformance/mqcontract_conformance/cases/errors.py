@@ -135,16 +135,7 @@ async def recovers_after_sever(ctx: CaseContext) -> None:
     q = await ctx.queue()
     ids = set(await ctx.service.send_batch(q, [body(i) for i in range(5)]))
     held = await ctx.receive(q, limit=2)
-    await ctx.harness.sever_connection(ctx.service)
-
-    async def works() -> bool:
-        try:
-            await ctx.service.queue_exists(q)
-        except MessagingError:
-            return False
-        return True
-
-    await ctx.eventually(works, ctx.timing.slack * 3, "provider usable after sever")
+    await _usable_after_sever(ctx, q)
     got: list[int] = []
 
     async def all_back() -> bool:

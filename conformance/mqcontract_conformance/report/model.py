@@ -182,6 +182,15 @@ def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
     A directory that does not exist holds no results (its providers show as missing);
     a named file that does not exist is an error.
     """
+    return read_documents(paths, "mqcontract-results/1", "an mqcontract results file")
+
+
+def read_documents(paths: list[Path], fmt: str, what: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(file name, document)`` for every JSON file in ``paths`` whose ``format`` is ``fmt``.
+
+    Directories give their ``*.json`` (none if missing); a named file that is missing,
+    unreadable or of another format raises :class:`ReportError` naming it as not ``what``.
+    """
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -194,8 +203,8 @@ def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
             doc = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ReportError(f"{file}: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != "mqcontract-results/1":
-            raise ReportError(f"{file}: not an mqcontract results file (format)")
+        if not isinstance(doc, dict) or doc.get("format") != fmt:
+            raise ReportError(f"{file}: not {what} (format)")
         docs.append((file.name, doc))
     return docs
 

@@ -7,7 +7,6 @@ reader sees in one place which providers passed the rules and held up under load
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from mqcontract._redact import redact
 from mqcontract.stress.account import STRESS_FORMAT
 from mqcontract.stress.faults import FAULTS
-from mqcontract_conformance.report.model import ReportError
+from mqcontract_conformance.report.model import ReportError, read_documents
 
 __all__ = ["COUNTS", "STRESS_INTRO", "StressRun", "load_stress"]
 
@@ -95,19 +94,5 @@ def load_stress(paths: list[Path]) -> list[StressRun]:
     or a file that is not an account (by its ``format``), is an error, so nothing is
     silently left out.
     """
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(path.glob("*.json"))
-        elif path.exists() or path.suffix == ".json":
-            files.append(path)
-    runs = []
-    for file in sorted(set(files)):
-        try:
-            doc = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"{file}: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != STRESS_FORMAT:
-            raise ReportError(f"{file}: not an mqcontract stress account (format)")
-        runs.append(_run(file.name, doc))
-    return sorted(runs, key=lambda r: r.sort_key)
+    docs = read_documents(paths, STRESS_FORMAT, "an mqcontract stress account")
+    return sorted((_run(name, doc) for name, doc in docs), key=lambda r: r.sort_key)
