@@ -215,10 +215,14 @@ class _Run:
             self.out.write(f"\r{line}   " if tty else f"{line}\n")
             self.out.flush()
 
-    async def wait_until_done(self) -> bool:
-        """Poll the ledger until every confirmed message is processed, within the bound."""
+    async def wait_until_done(self, faults: FaultInjector) -> bool:
+        """Poll the ledger until every confirmed message is processed, within the bound.
+
+        A faulted run also lasts until its first fault was attempted: a load faster than
+        ``fault_interval`` would otherwise report a faulted account with no fault in it.
+        """
         deadline = self.started + self.s.max_seconds
-        while not self.done():
+        while not self.done() or not (faults.kind == "none" or faults.injected or faults.errors):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.1)
@@ -399,7 +403,7 @@ async def _drive(
     try:
         await asyncio.gather(*producers)
         run.producers_done.set()
-        finished = await run.wait_until_done()
+        finished = await run.wait_until_done(faults)
     finally:
         for task in background:
             task.cancel()
