@@ -154,24 +154,23 @@ def make(settings):
 """
 
 
-def test_an_unreachable_backend_skips_beside_a_provider_that_ran(
+def test_an_unreachable_backend_fails_the_run_beside_a_provider_that_ran(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MQCONTRACT_REQUIRE_BACKENDS", raising=False)  # CI sets it
     pytester.makepyfile(unreachable=UNREACHABLE)
     pytester.syspathinsert()
-    result = pytester.runpytest(
-        *ARGS,
-        "--mq-provider",
-        "memory",
-        "--mq-provider",
-        "unreachable:make",
-        "--mq-rules",
-        "LIFE-1",
-    )
+    both = ("--mq-provider", "memory", "--mq-provider", "unreachable:make", "--mq-rules", "LIFE-1")
+    result = pytester.runpytest(*ARGS, *both)
     result.assert_outcomes(passed=1, skipped=1)
-    result.stdout.fnmatch_lines(["*provider 'unreachable:make' not verified*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*FAILED: provider 'unreachable:make' not verified*--mq-allow-unavailable*"]
+    )
     assert "secret" not in result.stdout.str()
+    allowed = pytester.runpytest(*ARGS, *both, "--mq-allow-unavailable")
+    assert allowed.ret == pytest.ExitCode.OK
+    allowed.stdout.fnmatch_lines(["*SKIPPED: provider 'unreachable:make' not verified*"])
 
 
 def test_an_unreachable_backend_alone_fails_and_required_backends_fail(

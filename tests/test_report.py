@@ -15,7 +15,6 @@ from mqcontract_conformance.report import ReportOptions, build_matrix, build_rep
 from mqcontract_conformance.report.allure import find_allure
 from mqcontract_conformance.report.badges import render_badge
 from mqcontract_conformance.rules import SUITE_VERSION, all_rules
-from mqcontract_conformance.rules_doc import render_rules_markdown
 
 
 def result(rule: str, outcome: str, reason: str = "") -> dict[str, Any]:
@@ -96,7 +95,7 @@ def test_cells_states_staleness_and_missing_providers(results_dir: Path) -> None
     assert matrix.as_of == "2026-03-10T12:00:00Z"  # the newest result, not the wall clock
     mixed = by_name["mixed"]
     states = [mixed.cell(rule_id).state for rule_id in ALL[:6]]
-    assert states == ["failed", "known-broken", "not-claimed", "skipped", "missing", "passed"]
+    assert states == ["failed", "known-broken", "not-claimed", "needs-hook", "missing", "passed"]
     assert mixed.cell(ALL[1]).reason == "ack is a no-op"
     assert mixed.status == "failing"
     assert by_name["good"].status == "passing"
@@ -108,16 +107,15 @@ def test_cells_states_staleness_and_missing_providers(results_dir: Path) -> None
     assert not matrix.rules[-1].known
 
 
-def test_markdown_links_every_rule_to_its_anchor_in_rules_md(
-    results_dir: Path, tmp_path: Path
-) -> None:
+def test_markdown_links_every_rule_to_its_own_rule_text(results_dir: Path, tmp_path: Path) -> None:
     build(results_dir, tmp_path / "out")
     md = (tmp_path / "out" / "compatibility.md").read_text()
-    rules_md = render_rules_markdown()  # what RULES.md holds (a test keeps them identical)
-    headings = re.findall(r"^### (.+)$", rules_md, flags=re.MULTILINE)
+    text = md.split("\n## Rule text\n", 1)[1]  # the report carries the rule text itself
+    headings = re.findall(r"^### (.+)$", text, flags=re.MULTILINE)
     slugs = {re.sub(r"[^a-z0-9 _-]", "", h.lower()).replace(" ", "-") for h in headings}
-    links = re.findall(r"\]\(\.\./conformance/RULES\.md#([^)]+)\)", md)
-    assert set(links) == slugs  # every rule linked, every link lands on a heading
+    links = re.findall(r"\]\(#([a-z]+-[0-9]+)\)", md)
+    assert set(links) == slugs == {r.lower() for r in [*ALL, "ZZZ-1"]}
+    assert "../conformance" not in md  # nothing points into this repository
     assert f"Suite version **{SUITE_VERSION}**" in md
     assert "| **absent** | ❔ missing |" in md
     assert "**old** is stale: results are 68 days old" in md
@@ -361,3 +359,67 @@ def test_a_file_in_the_stress_directory_that_is_not_an_account_fails_the_command
     assert "notes.json: not an mqcontract stress account" in capsys.readouterr().err
     missing = tmp_path / "nowhere" / "run.json"
     assert main([*args, "--stress", str(missing)]) == 1
+
+
+def test_the_rule_text_shown_is_the_text_of_the_suite_that_ran(tmp_path: Path) -> None:
+    d = tmp_path / "results"
+    d.mkdir()
+    content = doc([provider("theirs", everything())], "2026-03-10T12:00:00Z")
+    content["rules"] = [
+        {"id": ALL[0], "title": "Their words for the first rule.", "why": "Because they ran it."}
+    ]
+    (d / "theirs.json").write_text(json.dumps(content))
+    out = tmp_path / "out"
+    build_report(ReportOptions(results=[d], out=out, allure=False))
+    for name in ("compatibility.md", "compatibility.html", "compatibility.json"):
+        page = (out / name).read_text()
+        assert "Their words for the first rule." in page
+        assert "Because they ran it." in page
+
+
+def test_a_provider_whose_hook_rules_never_ran_is_not_plain_passing(tmp_path: Path) -> None:
+    d = tmp_path / "results"
+    d.mkdir()
+    hooked = [r.id for r in all_rules() if r.hooks]
+    partial = [
+        result(rule_id, "skipped", f"{rule_id} needs a harness hook: no sever")
+        | {"skip_kind": "needs-hook"}
+        if rule_id in hooked
+        else result(rule_id, "passed")
+        for rule_id in ALL
+    ]
+    content = doc(
+        [provider("complete", everything()), provider("partial", partial)],
+        "2026-03-10T12:00:00Z",
+    )
+    (d / "r.json").write_text(json.dumps(content))
+    out = tmp_path / "out"
+    matrix, _ = build_report(ReportOptions(results=[d], out=out, allure=False))
+    by_name = {p.name: p for p in matrix.providers}
+    assert by_name["complete"].status == "passing"
+    assert by_name["partial"].status == "unverified"
+    assert set(by_name["partial"].unverified_groups()) == {r.split("-")[0] for r in hooked}
+    complete_badge = (out / "badges" / "complete.svg").read_text()
+    partial_badge = (out / "badges" / "partial.svg").read_text()
+    assert f"{len(ALL)}/{len(ALL)} passed</text>" in complete_badge
+    assert f"passed, {len(hooked)} unverified</text>" in partial_badge
+    md = (out / "compatibility.md").read_text()
+    assert "passing, unverified" in md
+    assert "EVT rules not verified (needs a harness hook)" in md
+    summary = json.loads((out / "compatibility.json").read_text())["providers"]
+    assert [p["status"] for p in summary] == ["passing", "unverified"]
+
+
+def test_a_provider_whose_backend_was_unavailable_is_not_verified(tmp_path: Path) -> None:
+    d = tmp_path / "results"
+    d.mkdir()
+    skipped = [
+        result(r, "skipped", "x: backend unavailable: refused")
+        | {"skip_kind": "backend-unavailable"}
+        for r in ALL
+    ]
+    (d / "r.json").write_text(json.dumps(doc([provider("down", skipped)], "2026-03-10T12:00:00Z")))
+    matrix, _ = build_report(ReportOptions(results=[d], out=tmp_path / "out", allure=False))
+    (down,) = matrix.providers
+    assert down.status == "not-verified"
+    assert "not verified" in (tmp_path / "out" / "badges" / "down.svg").read_text()

@@ -3,8 +3,11 @@
 ``pytest --pyargs mqcontract_conformance.contract --mq-provider NAME`` (or
 ``mqcontract verify``) parametrizes the one contract test over providers x rules. Rules a
 provider does not claim are skipped with a reason naming the rule; rules its harness
-declares known-broken run as strict xfail; a run in which no rule ran for a provider
-fails. Results go to ``--mq-json`` and, with allure-pytest, to Allure.
+declares known-broken run as strict xfail. Every provider named must have run rules:
+one whose backend is unreachable fails the run (``--mq-allow-unavailable`` makes it a loud
+skip instead), and so does one for which nothing ran. Bad options, configuration or an
+unwritable ``--mq-json`` path stop the run before any rule, as one line. Results go to
+``--mq-json`` and, with allure-pytest, to Allure.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import os
 import secrets
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +27,13 @@ from mqcontract.config import load_config
 from mqcontract.errors import ConfigurationError, MessagingError
 from mqcontract_conformance.harness import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
-from mqcontract_conformance.results import ProviderResult, RuleResult, write_results
+from mqcontract_conformance.results import (
+    SKIP_KINDS,
+    ProviderResult,
+    RuleResult,
+    check_writable,
+    write_results,
+)
 from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, Rule, all_rules
 from mqcontract_conformance.runner import run_case
 from mqcontract_conformance.timing import TimingProfile
@@ -66,7 +76,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="a missing backend fails instead of skipping (use in CI)",
     )
+    group.addoption(
+        "--mq-allow-unavailable",
+        action="store_true",
+        help="a provider whose backend is unreachable is skipped instead of failing the run",
+    )
     group.addoption("--mq-json", default=None, metavar="PATH", help="write results as JSON")
+    # Set by `mqcontract verify` so messages name the options its user typed.
+    group.addoption("--mq-flag-names", default="pytest", choices=sorted(_FLAGS), help="")
+
+
+#: The spelling of each option, by the command line the user typed.
+_FLAGS: dict[str, dict[str, str]] = {
+    "pytest": {
+        "provider": "--mq-provider",
+        "rules": "--mq-rules",
+        "json": "--mq-json",
+        "require_backends": "--mq-require-backends",
+        "allow_unavailable": "--mq-allow-unavailable",
+    },
+    "verify": {
+        "provider": "--provider",
+        "rules": "--rules",
+        "json": "--json",
+        "require_backends": "--require-backends",
+        "allow_unavailable": "--allow-unavailable",
+    },
+}
+
+
+def flag(config: pytest.Config, name: str) -> str:
+    """The option ``name`` as the user spells it (pytest's or ``mqcontract verify``'s)."""
+    return _FLAGS[str(config.getoption("mq_flag_names"))][name]
 
 
 @dataclass
@@ -88,6 +129,10 @@ class _State:
         self.require = bool(config.getoption("mq_require_backends")) or _env_true(
             "MQCONTRACT_REQUIRE_BACKENDS"
         )
+        self.allow_unavailable = bool(config.getoption("mq_allow_unavailable")) or _env_true(
+            "MQCONTRACT_ALLOW_UNAVAILABLE"
+        )
+        self.base_config = _load_config(config)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
         self.run_id = f"{secrets.token_hex(3)}{worker.replace('gw', 'w')}"
         self._entries: dict[str, _Entry] = {}
@@ -99,7 +144,7 @@ class _State:
     def harness(self, provider: str) -> _Entry:
         if provider not in self._entries:
             settings = HarnessSettings(
-                config=load_config(validate_backend=False).with_backend(provider),
+                config=self.base_config.with_backend(provider),
                 run_id=self.run_id,
                 require_backend=self.require,
                 extra={"real_time": "1" if self.config.getoption("mq_real_time") else ""},
@@ -107,7 +152,9 @@ class _State:
             try:
                 self._entries[provider] = _Entry(load_harness(provider, settings))
             except ConfigurationError as exc:
-                raise pytest.UsageError(f"--mq-provider {provider}: {exc}") from exc
+                raise pytest.UsageError(
+                    f"{flag(self.config, 'provider')} {provider}: {exc}"
+                ) from exc
         return self._entries[provider]
 
     def ready(self, provider: str) -> _Entry:
@@ -127,6 +174,15 @@ class _State:
                 entry.ready = False
 
 
+def _load_config(config: pytest.Config) -> Any:
+    try:
+        return load_config(validate_backend=False)
+    except ConfigurationError as exc:
+        where = os.environ.get("MQCONTRACT_CONFIG")
+        source = f"MQCONTRACT_CONFIG={where}" if where else "mqcontract"
+        raise pytest.UsageError(f"{source}: {exc}") from None
+
+
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").lower() in {"1", "true", "yes"}
 
@@ -137,8 +193,12 @@ def _selected_rules(config: pytest.Config) -> list[Rule]:
     if not wanted:
         return rules
     chosen = [r for r in rules if r.id in wanted or r.group in wanted]
-    if not chosen:
-        raise pytest.UsageError(f"--mq-rules {sorted(wanted)} matches no rule")
+    unknown = sorted(w for w in wanted if not any(w in (r.id, r.group) for r in rules))
+    if unknown:
+        raise pytest.UsageError(
+            f"{flag(config, 'rules')}: no rule or group named {', '.join(unknown)} "
+            f"(groups: {', '.join(GROUPS)}; `mqcontract rules` lists the ids)"
+        )
     return chosen
 
 
@@ -146,9 +206,37 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mq_rule(id): a conformance case for rule id")
     state = _State(config)
     config.stash[_STATE] = state
-    if config.getoption("mq_provider"):
-        for provider in state.providers:  # fail fast on a typo, before collection
-            state.harness(provider)
+    if not config.getoption("mq_provider"):
+        return
+    # Everything a user can get wrong fails here, as one line, before any rule runs.
+    _selected_rules(config)
+    path = config.getoption("mq_json")
+    if path and not hasattr(config, "workerinput"):
+        try:
+            check_writable(path)
+        except OSError as exc:
+            raise pytest.UsageError(
+                f"{flag(config, 'json')} {path}: cannot write the results there "
+                f"({exc.strerror or exc})"
+            ) from None
+    for provider in state.providers:
+        state.harness(provider)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(_STATE, None)
+    if state is None or not config.getoption("mq_provider"):
+        return None
+    return (
+        f"mqcontract {_package_version()}, suite {SUITE_VERSION}: "
+        f"providers {', '.join(state.providers)}"
+    )
+
+
+def _package_version() -> str:
+    import mqcontract
+
+    return mqcontract.__version__
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -199,6 +287,7 @@ class CaseRunner:
         if outcome.metrics:
             self._item.user_properties.append(("mq_metrics", json.dumps(outcome.metrics)))
         if outcome.skip_reason is not None:
+            self._item.user_properties.append(("mq_skip_kind", outcome.skip_kind))
             pytest.skip(outcome.skip_reason)
 
 
@@ -218,6 +307,7 @@ def mq_case(request: pytest.FixtureRequest, _mq_state: _State) -> CaseRunner:
         message = f"{entry.error} (set the URL, or start the service)"
         if _mq_state.require:
             pytest.fail(f"required backend missing: {message}", pytrace=False)
+        request.node.user_properties.append(("mq_skip_kind", "backend-unavailable"))
         pytest.skip(message)
     return CaseRunner(_mq_state, provider, rule, request.node)
 
@@ -275,6 +365,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         wasxfail = getattr(report, "wasxfail", None)
         current.outcome = "xfailed" if wasxfail is not None else "skipped"
         current.reason = str(wasxfail) if wasxfail else _reason(report)
+        kind = str(props.get("mq_skip_kind", "other"))
+        current.skip_kind = kind if kind in SKIP_KINDS else "other"
 
 
 _controller_config: pytest.Config | None = None
@@ -294,20 +386,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = config.stash[_STATE]
     if not state.results:
         return
-    # A provider whose backend was unreachable was skipped loudly (or failed, when backends
-    # are required); one that was reachable but ran no rule fails, and so does a run in
-    # which no rule ran at all.
-    ran = {p: r.summary()["passed"] + r.summary()["failed"] for p, r in state.results.items()}
-    state.unavailable_providers = [
-        p
-        for p, r in state.results.items()
-        if ran[p] == 0 and all(_UNAVAILABLE in x.reason for x in r.results.values())
-    ]
-    state.empty_providers = [
-        p
-        for p in state.results
-        if ran[p] == 0 and (p not in state.unavailable_providers or not any(ran.values()))
-    ]
+    # Every provider named must have run rules. One whose backend was unreachable fails
+    # the run unless the user allowed it (then it is a loud skip); one that was reachable
+    # but ran nothing fails; and a run in which no rule ran at all always fails.
+    anything_ran = any(r.ran() for r in state.results.values())
+    state.unavailable_providers, state.empty_providers = [], []
+    for name, result in state.results.items():
+        if result.ran():
+            continue
+        unavailable = all(r.skip_kind == "backend-unavailable" for r in result.results.values())
+        if unavailable:
+            state.unavailable_providers.append(name)
+        if not (unavailable and state.allow_unavailable and anything_ran):
+            state.empty_providers.append(name)
     if state.empty_providers and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     path = config.getoption("mq_json")
@@ -315,8 +406,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         write_results(
             path,
             list(state.results.values()),
-            extra={"timing_scale": state.timing.scale, "required_backends": state.require},
+            extra={
+                "timing_scale": state.timing.scale,
+                "required_backends": state.require,
+                "allowed_unavailable": state.allow_unavailable,
+            },
         )
+
+
+def _title_width(tr: Any, used: int) -> int:
+    width = int(getattr(getattr(tr, "_tw", None), "fullwidth", 0) or 0)
+    return max(40, width - used)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -326,10 +426,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not state.results:
         return
     tr = terminalreporter
-    tr.section(f"mqcontract {SUITE_VERSION}: rules per provider")
+    tr.section(f"mqcontract {_package_version()}, suite {SUITE_VERSION}: rules per provider")
     providers = list(state.results)
     symbol = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail"}
     width = max(8, *(len(p) for p in providers))
+    used = 10 + (width + 2) * len(providers)
     tr.write_line("rule      " + "  ".join(p.ljust(width) for p in providers) + "  title")
     for rule in all_rules():
         cells = []
@@ -337,21 +438,49 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             r = state.results[p].results.get(rule.id)
             cells.append((symbol[r.outcome] if r else "-").ljust(width))
         if any(c.strip() != "-" for c in cells):
-            tr.write_line(f"{rule.id:<9} " + "  ".join(cells) + f"  {rule.title[:60]}")
+            title = textwrap.shorten(rule.title, _title_width(tr, used), placeholder=" …")
+            tr.write_line(f"{rule.id:<9} " + "  ".join(cells) + f"  {title}")
     for p in providers:
-        s = state.results[p].summary()
-        tr.write_line(
-            f"{p}: {s['passed']} passed, {s['failed']} failed, "
-            f"{s['skipped']} skipped (not claimed), {s['xfailed']} known broken"
-        )
+        _write_provider_summary(tr, state.results[p])
     for p in state.unavailable_providers:
-        tr.write_line(
-            f"SKIPPED: provider {p!r} not verified: its backend is unavailable "
-            "(see the skip reasons; --mq-require-backends makes this a failure)",
-            yellow=True,
-        )
+        if p in state.empty_providers:
+            tr.write_line(
+                f"FAILED: provider {p!r} not verified: its backend is unavailable (see the skip "
+                f"reasons; {flag(config, 'allow_unavailable')} makes this a skip)",
+                red=True,
+            )
+        else:
+            tr.write_line(
+                f"SKIPPED: provider {p!r} not verified: its backend is unavailable "
+                f"(allowed by {flag(config, 'allow_unavailable')})",
+                yellow=True,
+            )
     for p in state.empty_providers:
-        tr.write_line(f"FAILED: no rule ran for provider {p!r} (everything skipped)", red=True)
+        if p not in state.unavailable_providers:
+            tr.write_line(f"FAILED: no rule ran for provider {p!r} (everything skipped)", red=True)
     path = config.getoption("mq_json")
     if path:
         tr.write_line(f"results written to {path}")
+
+
+def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
+    s = result.summary()
+    skipped = ", ".join(f"{label}: {s[k]}" for k, label in SKIP_KINDS.items() if s[k])
+    status = result.status()
+    tr.write_line(
+        f"{result.name}: {status}: {s['passed']} passed, {s['failed']} failed, "
+        f"{s['xfailed']} known broken; skipped: {skipped or 'none'}",
+        green=status == "passing",
+        yellow=status in {"passing, unverified", "not verified"},
+        red=status == "failing",
+    )
+    unverified = result.unverified()
+    if list(unverified) == ["backend-unavailable"] and not result.ran():
+        tr.write_line("  not verified: every rule: backend unavailable", yellow=True)
+        return
+    for group, why in result.unverified_groups().items():
+        ids = [r for ids in unverified.values() for r in ids if r.startswith(f"{group}-")]
+        tr.write_line(
+            f"  not verified: {group} ({GROUPS.get(group, group)}): {', '.join(ids)}: {why}",
+            yellow=True,
+        )

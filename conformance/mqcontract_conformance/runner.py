@@ -18,9 +18,11 @@ __all__ = ["CaseOutcome", "run_case"]
 
 @dataclass
 class CaseOutcome:
-    """What happened; ``skip_reason`` set means the rule did not apply."""
+    """What happened; ``skip_reason`` set means the rule did not run (``skip_kind`` says why)."""
 
     skip_reason: str | None = None
+    #: ``not-claimed`` or ``needs-hook`` (keys of ``results.SKIP_KINDS``).
+    skip_kind: str = ""
     capabilities: str = "{}"
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -41,7 +43,7 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
     try:
         unmet = rule.unmet(service.capabilities)
         if unmet is not None:
-            outcome.skip_reason = unmet
+            outcome.skip_reason, outcome.skip_kind = unmet, "not-claimed"
             return outcome
         bound = timing.case if clock is None else 60.0
         deadline_hit = False
@@ -50,6 +52,7 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
                 await rule.check(ctx)
         except HookUnavailable as exc:
             outcome.skip_reason = f"{rule.id} needs a harness hook: {exc}"
+            outcome.skip_kind = "needs-hook"
         except TimeoutError:
             deadline_hit = True
         # Checked separately: code under test that swallows cancellation would otherwise

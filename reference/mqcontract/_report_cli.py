@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--rules-url",
-        default="../conformance/RULES.md",
-        help="where RULES.md is, relative to the output directory or absolute",
+        default="",
+        help="link rules to this RULES.md (relative to the output directory, or absolute) "
+        "instead of the rule text the report carries",
     )
     parser.add_argument(
         "--stress",
@@ -71,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(options: argparse.Namespace) -> int:
     """Build the report; exit 1 when an input cannot be read."""
     from mqcontract_conformance.report import ReportError, ReportOptions, build_report
+    from mqcontract_conformance.report.model import STATUSES, UNVERIFIED
 
     expect = [name.strip() for item in options.expect for name in item.split(",") if name.strip()]
     report = ReportOptions(
@@ -94,8 +96,10 @@ def run(options: argparse.Namespace) -> int:
         print(line)
     for provider in matrix.providers:
         counts = provider.counts()
+        unverified = sum(counts[state] for state in UNVERIFIED)
         print(
-            f"{provider.name}: {provider.status} ({counts['passed']} passed, "
-            f"{counts['failed']} failed, {counts['known-broken']} known broken)"
+            f"{provider.name}: {STATUSES[provider.status]} ({counts['passed']} passed, "
+            f"{counts['failed']} failed, {counts['known-broken']} known broken, "
+            f"{unverified} not verified)"
         )
     return 0

@@ -35,7 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--require-backends",
         action="store_true",
-        help="fail (not skip) when a backend is unreachable",
+        help="fail each rule (not skip it) when a backend is unreachable",
+    )
+    parser.add_argument(
+        "--allow-unavailable",
+        action="store_true",
+        help="a provider whose backend is unreachable is skipped instead of failing the run",
     )
     parser.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. 2, auto)")
     parser.add_argument("--alluredir", default=None, help="also write Allure results here")
@@ -58,6 +63,8 @@ def pytest_args(options: argparse.Namespace) -> list[str]:
         "no:asyncio",
         "--pyargs",
         "mqcontract_conformance.contract",
+        "--mq-flag-names",
+        "verify",
     ]
     for provider in options.provider or ["memory"]:
         args += ["--mq-provider", provider]
@@ -71,6 +78,8 @@ def pytest_args(options: argparse.Namespace) -> list[str]:
         args.append("--mq-real-time")
     if options.require_backends:
         args.append("--mq-require-backends")
+    if options.allow_unavailable:
+        args.append("--mq-allow-unavailable")
     if options.workers:
         args += ["-n", str(options.workers)]
     if options.alluredir:
@@ -80,5 +89,9 @@ def pytest_args(options: argparse.Namespace) -> list[str]:
 
 
 def run(options: argparse.Namespace) -> int:
-    """Run the suite; the exit status is pytest's (non-zero on any failure)."""
+    """Run the suite; the exit status is pytest's (non-zero on any failure).
+
+    Every provider named must run rules: one whose backend is unreachable fails the run
+    unless ``--allow-unavailable`` is given, and one for which no rule ran always fails.
+    """
     return int(pytest.main(pytest_args(options)))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -26,10 +29,30 @@ def _rules(options: argparse.Namespace) -> int:
 
     if options.markdown:
         sys.stdout.write(render_rules_markdown())
-    else:
-        for r in all_rules():
-            print(f"{r.id:<9} {r.title}")
+        return 0
+    # On a terminal, titles wrap at word boundaries under their column; piped, each
+    # rule stays on one line so grep and cut see whole titles.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+    for r in all_rules():
+        line = f"{r.id:<9} {r.title}"
+        if width > 30:
+            line = textwrap.fill(line, width, subsequent_indent=" " * 10)
+        print(line)
     return 0
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the package's and the suite's, computed only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from mqcontract import __version__
+        from mqcontract_conformance.rules import SUITE_VERSION
+
+        print(f"mqcontract {__version__} (conformance suite {SUITE_VERSION})")
+        parser.exit()
 
 
 def _pgmq_install(options: argparse.Namespace) -> int:
@@ -64,6 +87,7 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqcontract", description="A messaging abstraction and its conformance kit."
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser("verify", help="run the conformance suite against providers")
@@ -96,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MessagingError as exc:
         print(f"mqcontract: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`mqcontract rules | head`): stop quietly. Python would
+        # otherwise report the pipe again while flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from html import escape
 
-from mqcontract_conformance.report.model import ProviderColumn
+from mqcontract_conformance.report.model import UNVERIFIED, ProviderColumn
 
 __all__ = ["badge_for", "render_badge"]
 
-COLORS = {"passing": "#4c1", "failing": "#e05d44", "stale": "#dfb317", "missing": "#9f9f9f"}
+COLORS = {
+    "passing": "#4c1",
+    "unverified": "#a4a61d",
+    "failing": "#e05d44",
+    "not-verified": "#e05d44",
+    "stale": "#dfb317",
+    "missing": "#9f9f9f",
+}
 
 # Advance widths of Verdana 11px (the face shields.io measures with), for the characters
 # a badge uses; anything else counts as a wide letter.
@@ -55,12 +62,21 @@ def render_badge(label: str, message: str, color: str) -> str:
 
 
 def badge_for(provider: ProviderColumn) -> str:
-    """The badge of one provider: passed of the rules it ran, coloured by its status."""
+    """The badge of one provider: passed of the rules it ran, coloured by its status.
+
+    Rules that apply but did not run are counted on the badge ("62/62 passed, 6
+    unverified"), so a provider whose fault rules never ran cannot look like one whose did.
+    """
     if provider.missing:
         return render_badge("mqcontract", "no result", COLORS["missing"])
+    if provider.status == "not-verified":
+        return render_badge("mqcontract", "not verified", COLORS["not-verified"])
     counts = provider.counts()
     ran = counts["passed"] + counts["failed"] + counts["known-broken"]
     message = f"{counts['passed']}/{ran} passed"
+    unverified = sum(counts[state] for state in UNVERIFIED)
+    if unverified:
+        message += f", {unverified} unverified"
     if provider.status == "stale":
         message += ", stale"
     return render_badge("mqcontract", message, COLORS[provider.status])

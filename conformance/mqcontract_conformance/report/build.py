@@ -27,7 +27,8 @@ class ReportOptions:
     expect: list[str] = field(default_factory=list)
     stale_days: float = 30.0
     as_of: str | None = None
-    rules_url: str = "../conformance/RULES.md"
+    #: A ``RULES.md`` to link to; empty: link to the rule text the report itself carries.
+    rules_url: str = ""
     #: Stress accounts (files or directories); ``None`` means ``<out>/stress`` when present.
     stress: list[Path] | None = None
     #: Allure: ``None`` means ``<out>/allure-results`` when present; ``False`` never.

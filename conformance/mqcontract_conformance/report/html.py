@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from html import escape
 
-from mqcontract_conformance.report.model import STATES, Matrix, ProviderColumn, RuleRow
+from mqcontract_conformance.report.model import (
+    STATES,
+    STATUSES,
+    UNVERIFIED,
+    Matrix,
+    ProviderColumn,
+    RuleRow,
+)
 from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
 
 __all__ = ["render_html"]
@@ -15,13 +22,15 @@ _MARKS = {
     "failed": "✗",
     "known-broken": "!",
     "not-claimed": "&#8211;",
+    "needs-hook": "h",
+    "unavailable": "»",
     "skipped": "»",
     "missing": "?",
 }
 
 _CSS = """
 :root{--passed:#1f883d;--failed:#cf222e;--known-broken:#bf8700;--not-claimed:#8c959f;
---skipped:#8250df;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
+--needs-hook:#8250df;--unavailable:#8250df;--skipped:#8250df;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;
 color:var(--ink);background:#fff}
@@ -34,13 +43,14 @@ background:var(--bg);padding:1px 4px;border-radius:4px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px;margin-top:20px}
 .card{border:1px solid var(--line);border-radius:10px;padding:14px 16px;background:#fff;
 border-top:4px solid var(--passed)}
-.card.failing{border-top-color:var(--failed)}.card.stale{border-top-color:var(--known-broken)}
+.card.failing,.card.not-verified{border-top-color:var(--failed)}
+.card.unverified{border-top-color:#a4a61d}.card.stale{border-top-color:var(--known-broken)}
 .card.missing{border-top-color:var(--missing);background:var(--bg)}
 .card-head{display:flex;justify-content:space-between;align-items:baseline;gap:8px}
 .card h3{margin:0;font-size:17px}
 .pill{font-size:12px;font-weight:600;border-radius:999px;padding:1px 9px;color:#fff;
 background:var(--passed);white-space:nowrap}
-.pill.failing{background:var(--failed)}.pill.stale{background:var(--known-broken)}
+.pill.failing,.pill.not-verified{background:var(--failed)}.pill.unverified{background:#a4a61d}.pill.stale{background:var(--known-broken)}
 .pill.missing{background:var(--not-claimed)}
 .score{font-size:28px;font-weight:600;margin:6px 0 2px}.score small{font-size:14px;
 font-weight:400;color:var(--muted)}
@@ -77,7 +87,10 @@ td.failed{color:var(--failed);background:#ffebe9}td.failed b{background:var(--fa
 td.known-broken{color:#9a6700;background:#fff8c5}td.known-broken b{background:var(--known-broken)}
 td.not-claimed{color:var(--not-claimed);font-weight:400}
 td.not-claimed b{background:var(--not-claimed)}
-td.skipped{color:var(--skipped);font-weight:400}td.skipped b{background:var(--skipped)}
+td.skipped,td.needs-hook,td.unavailable{color:var(--skipped);font-weight:400}
+td.skipped b,td.needs-hook b,td.unavailable b{background:var(--skipped)}
+.ruletext dt{font:600 12.5px ui-monospace,SFMono-Regular,Menlo,monospace;margin-top:10px}
+.ruletext dd{margin:2px 0 0 0}
 td.missing{color:var(--muted);font-weight:400;background:repeating-linear-gradient(45deg,#fff,
 #fff 4px,var(--bg) 4px,var(--bg) 8px)}td.missing b{background:var(--missing);color:var(--ink)}
 .detail{border:1px solid var(--line);border-radius:8px;margin:0 0 12px;overflow:hidden}
@@ -117,11 +130,16 @@ def _bar(counts: dict[str, int]) -> str:
     return f'<div class="bar">{"".join(parts)}</div>'
 
 
+def _link(rules_url: str, r: RuleRow) -> str:
+    """Where a rule's text is: this page's own rule text, or ``rules_url`` if given."""
+    return f"{rules_url}#{r.anchor}" if rules_url else f"#{r.slug}"
+
+
 def _card(p: ProviderColumn) -> str:
     status = escape(p.status)
     head = (
         f'<div class="card-head"><h3>{escape(p.name)}</h3>'
-        f'<span class="pill {status}">{status}</span></div>'
+        f'<span class="pill {status}">{escape(STATUSES[p.status])}</span></div>'
     )
     if p.missing:
         return (
@@ -142,6 +160,10 @@ def _card(p: ProviderColumn) -> str:
     versions = " · ".join(x for x in (f"v{p.version}" if p.version else "", "suite ") if x)
     facts = "<br>".join(x for x in (escape(backend), escape(versions + p.suite_version)) if x)
     warnings = "".join(f'<p class="warn">stale: {escape(w)}</p>' for w in p.stale)
+    warnings += "".join(
+        f'<p class="warn">{escape(g)} not verified: {escape(why)}</p>'
+        for g, why in p.unverified_groups().items()
+    )
     return (
         f'<article class="card {status}">{head}'
         f'<p class="score">{counts["passed"]}<small> / {ran} passed</small></p>'
@@ -152,10 +174,8 @@ def _card(p: ProviderColumn) -> str:
 
 
 def _rule_head(r: RuleRow, rules_url: str) -> str:
-    rid = escape(r.id)
-    if r.known:
-        rid = f'<a class="rid" href="{escape(rules_url)}#{escape(r.anchor)}">{rid}</a>'
-    else:
+    rid = f'<a class="rid" href="{escape(_link(rules_url, r))}">{escape(r.id)}</a>'
+    if not r.known:
         rid = f'<span class="rid">{rid}<br><span class="muted">not in this suite</span></span>'
     prov = '<span class="prov">provisional</span>' if r.provisional else ""
     title = f'<span class="rtitle">{escape(r.title)}{prov}</span>'
@@ -205,9 +225,29 @@ def _details(matrix: Matrix, rules_url: str, states: set[str]) -> str:
             f"<pre>{escape(cell.reason or '(no reason recorded)')}</pre>"
             for name, cell in hits
         )
-        link = f'<a href="{escape(rules_url)}#{escape(r.anchor)}">{escape(r.id)}</a>'
+        link = f'<a href="{escape(_link(rules_url, r))}">{escape(r.id)}</a>'
         blocks.append(f'<div class="detail"><h3>{link} {escape(r.title)}</h3>{body}</div>')
     return "".join(blocks) or '<p class="muted">None.</p>'
+
+
+def _rule_text(matrix: Matrix) -> str:
+    """Every rule as the suite that produced the results states it."""
+    items = []
+    for r in matrix.rules:
+        facts = []
+        if r.applies_when:
+            facts.append(f"applies when {escape(r.applies_when)}")
+        if r.hooks:
+            hooks = ", ".join(f"<code>{escape(h)}</code>" for h in r.hooks)
+            facts.append(f"harness hooks: {hooks}")
+        prov = '<span class="prov">provisional</span>' if r.provisional else ""
+        items.append(
+            f'<dt id="{escape(r.slug)}">{escape(r.id)}{prov}</dt><dd>{escape(r.title)}'
+            + (f'<br><span class="muted">Why: {escape(r.why)}</span>' if r.why else "")
+            + (f'<br><span class="muted">{"; ".join(facts)}</span>' if facts else "")
+            + "</dd>"
+        )
+    return f'<dl class="ruletext">{"".join(items)}</dl>'
 
 
 def _value(value: object) -> str:
@@ -271,8 +311,8 @@ def _facts(matrix: Matrix) -> str:
     return _kv_table(rows, [p.name for p in present]) if present else ""
 
 
-def render_html(matrix: Matrix, rules_url: str) -> str:
-    """The whole page."""
+def render_html(matrix: Matrix, rules_url: str = "") -> str:
+    """The whole page; it carries the text of every rule it shows (or links ``rules_url``)."""
     cards = "".join(_card(p) for p in matrix.providers)
     sources = ", ".join(f"<code>{escape(s)}</code>" for s in matrix.sources) or "no files"
     return f"""<!doctype html>
@@ -288,21 +328,23 @@ def render_html(matrix: Matrix, rules_url: str) -> str:
 <h1>mqcontract compatibility</h1>
 <p class="meta">Suite version <strong>{escape(matrix.suite_version)}</strong> ·
 {len(matrix.rules)} rules · {len(matrix.providers)} providers · results as of
-{escape(_when(matrix.as_of))} · <a href="{escape(rules_url)}">the rules</a></p>
+{escape(_when(matrix.as_of))} · <a href="{escape(rules_url or "#rule-text")}">the rules</a></p>
 <section class="cards">{cards}</section>
 <h2>Rules &times; providers</h2>
 {_matrix(matrix, rules_url)}
 <h2>Failures and known-broken rules</h2>
 {_details(matrix, rules_url, {"failed", "known-broken"})}
-<h2>Claimed but skipped</h2>
+<h2>Claimed but not verified</h2>
 <p class="muted">Rules a provider claims but that did not run: a fault hook its harness
 does not offer, or a backend that was not reachable.</p>
-{_details(matrix, rules_url, {"skipped"})}
+{_details(matrix, rules_url, set(UNVERIFIED))}
 {_stress(matrix)}
 <h2>Declared capabilities</h2>
 {_capabilities(matrix)}
 <h2>Where the results come from</h2>
 {_facts(matrix)}
+<h2 id="rule-text">Rule text</h2>
+{_rule_text(matrix)}
 <footer>Generated by <code>mqcontract report</code> from {sources}. Do not edit by hand:
 regenerate it from fresh results. Results older than {matrix.stale_days:g} days or from another
 suite version are marked stale; a provider without a result is shown as missing.</footer>

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATES",
+    "STATUSES",
+    "UNVERIFIED",
     "Cell",
     "Matrix",
     "ProviderColumn",
@@ -37,8 +39,27 @@ STATES: dict[str, str] = {
     "failed": "failed",
     "known-broken": "known broken",
     "not-claimed": "not claimed",
+    "needs-hook": "needs a harness hook",
+    "unavailable": "backend unavailable",
     "skipped": "skipped",
     "missing": "missing",
+}
+#: Cell states of rules that apply to the provider but did not run: unverified.
+UNVERIFIED = ("needs-hook", "unavailable", "skipped")
+#: Provider statuses, worst first, with their label.
+STATUSES: dict[str, str] = {
+    "missing": "missing",
+    "failing": "failing",
+    "not-verified": "not verified",
+    "stale": "stale",
+    "unverified": "passing, unverified",
+    "passing": "passing",
+}
+#: ``skip_kind`` of a results file -> cell state.
+_SKIP_STATES = {
+    "not-claimed": "not-claimed",
+    "needs-hook": "needs-hook",
+    "backend-unavailable": "unavailable",
 }
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -49,13 +70,24 @@ class ReportError(Exception):
 
 @dataclass(frozen=True)
 class RuleRow:
-    """One rule of the matrix; ``known`` is False for rules this suite version lacks."""
+    """One rule of the matrix, in the words of the suite that produced the results.
+
+    ``known`` is False for rules the installed suite lacks.
+    """
 
     id: str
     group: str
     title: str
     provisional: bool = False
     known: bool = True
+    why: str = ""
+    applies_when: str = ""
+    hooks: tuple[str, ...] = ()
+
+    @property
+    def slug(self) -> str:
+        """The anchor of this rule's entry in the report's own rule text."""
+        return self.id.lower()
 
     @property
     def anchor(self) -> str:
@@ -93,12 +125,31 @@ class ProviderColumn:
 
     @property
     def status(self) -> str:
-        """``missing``, ``failing``, ``stale`` or ``passing``."""
+        """A key of :data:`STATUSES`: the worst that applies.
+
+        ``unverified`` means every rule that ran passed, but some that apply did not run
+        (a harness hook or the backend was missing): never shown as plain ``passing``.
+        """
         if self.missing:
             return "missing"
-        if self.counts()["failed"]:
+        counts = self.counts()
+        if counts["failed"]:
             return "failing"
-        return "stale" if self.stale else "passing"
+        if not counts["passed"] + counts["known-broken"]:
+            return "not-verified"
+        if self.stale:
+            return "stale"
+        return "unverified" if self.unverified_groups() else "passing"
+
+    def unverified_groups(self) -> dict[str, str]:
+        """Rule group -> why some of its rules did not run, for rules that apply."""
+        reasons: dict[str, list[str]] = {}
+        for rule_id, cell in self.cells.items():
+            if cell.state in UNVERIFIED:
+                why = reasons.setdefault(rule_id.split("-", 1)[0], [])
+                if STATES[cell.state] not in why:
+                    why.append(STATES[cell.state])
+        return {group: ", ".join(why) for group, why in reasons.items()}
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
@@ -140,6 +191,9 @@ class Matrix:
                     "id": r.id,
                     "group": r.group,
                     "title": r.title,
+                    "why": r.why,
+                    "applies_when": r.applies_when,
+                    "hooks": list(r.hooks),
                     "provisional": r.provisional,
                     "in_suite": r.known,
                 }
@@ -149,6 +203,7 @@ class Matrix:
                 {
                     "name": p.name,
                     "status": p.status,
+                    "unverified": p.unverified_groups(),
                     "stale": p.stale,
                     "source": p.source,
                     "generated_at": p.generated_at,
@@ -212,10 +267,20 @@ def read_documents(paths: list[Path], fmt: str, what: str) -> list[tuple[str, di
 def _state(result: dict[str, Any]) -> Cell:
     outcome, reason = str(result.get("outcome", "")), redact(str(result.get("reason", "")))
     if outcome == "skipped":
-        return Cell("not-claimed" if " not claimed: " in reason else "skipped", reason)
+        kind = str(result.get("skip_kind", "")) or _skip_kind_from(reason)
+        return Cell(_SKIP_STATES.get(kind, "skipped"), reason)
     if outcome == "xfailed":
         return Cell("known-broken", reason.removeprefix("known broken: "))
     return Cell(outcome if outcome in STATES else "failed", reason)
+
+
+def _skip_kind_from(reason: str) -> str:
+    """The kind of a skip in results written before skips carried one."""
+    if " not claimed: " in reason:
+        return "not-claimed"
+    if " needs a harness hook: " in reason:
+        return "needs-hook"
+    return "backend-unavailable" if "backend unavailable" in reason else ""
 
 
 def _column(name: str, source: str, doc: dict[str, Any], entry: dict[str, Any]) -> ProviderColumn:
@@ -245,8 +310,13 @@ def build_matrix(
     """Merge results: the newest result per provider wins; expected ones absent are missing."""
     newest: dict[str, tuple[datetime, ProviderColumn]] = {}
     titles: dict[str, str] = {}
+    texts: dict[str, tuple[datetime, dict[str, Any]]] = {}
     for source, doc in docs:
         when = _parse_time(str(doc.get("generated_at", "")), source)
+        for text in doc.get("rules", []):  # the rule text of the suite that ran
+            rule_id = str(text.get("id", ""))
+            if rule_id and (rule_id not in texts or when >= texts[rule_id][0]):
+                texts[rule_id] = (when, dict(text))
         for entry in doc.get("providers", []):
             column = _column(str(entry["name"]), source, doc, entry)
             held = newest.get(column.name)
@@ -256,11 +326,21 @@ def build_matrix(
                 titles.setdefault(str(r["rule"]), str(r.get("title", "")))
     times = [when for when, _ in newest.values()]
     reference = _parse_time(as_of, "--as-of") if as_of else max(times, default=None)
-    rows = [RuleRow(r.id, r.group, r.title, r.provisional) for r in all_rules()]
+    rows = [
+        _row(texts[r.id][1], known=True)
+        if r.id in texts
+        else RuleRow(
+            r.id, r.group, r.title, r.provisional, True, r.why, r.capability, tuple(r.hooks)
+        )
+        for r in all_rules()
+    ]
     known = {r.id for r in rows}
-    for rule_id, title in sorted(titles.items(), key=lambda kv: _rule_key(kv[0])):
-        if rule_id not in known:
-            rows.append(RuleRow(rule_id, rule_id.split("-", 1)[0], title, known=False))
+    others = set(titles) | set(texts)
+    for rule_id in sorted(others - known, key=_rule_key):
+        if rule_id in texts:
+            rows.append(_row(texts[rule_id][1], known=False))
+        else:
+            rows.append(RuleRow(rule_id, rule_id.split("-", 1)[0], titles[rule_id], known=False))
     order = list(dict.fromkeys([*(expect or []), *newest]))
     providers = []
     for name in order:
@@ -293,6 +373,20 @@ def build_matrix(
         rules=rows,
         providers=providers,
         sources=[source for source, _ in docs],
+    )
+
+
+def _row(text: dict[str, Any], *, known: bool) -> RuleRow:
+    rule_id = str(text["id"])
+    return RuleRow(
+        id=rule_id,
+        group=rule_id.split("-", 1)[0],
+        title=str(text.get("title", "")),
+        provisional=bool(text.get("provisional", False)),
+        known=known,
+        why=str(text.get("why", "")),
+        applies_when=str(text.get("applies_when", "")),
+        hooks=tuple(str(h) for h in text.get("hooks", [])),
     )
 
 

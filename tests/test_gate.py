@@ -1,0 +1,143 @@
+"""``mqcontract verify`` as a CI gate: its exit status and first page tell the truth.
+
+Each test runs the command as a user types it, in a subprocess, and reads what it prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mqcontract_conformance.rules import SUITE_VERSION, all_rules
+
+CLOSED_POSTGRES = "postgresql://127.0.0.1:9/test"  # the discard port: nothing listens
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MQCONTRACT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mqcontract.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={**environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_a_named_provider_whose_backend_is_unreachable_fails_the_gate(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    args = ("verify", "--provider", "memory", "--provider", "pgmq", "--rules", "LIFE,SEND")
+    env = {"DATABASE_URL": CLOSED_POSTGRES}
+    strict = run_cli(*args, "--json", str(out), cwd=tmp_path, env=env)
+    assert strict.returncode != 0, strict.stdout[-2000:]
+    assert "FAILED: provider 'pgmq' not verified: its backend is unavailable" in strict.stdout
+    assert "--allow-unavailable makes this a skip" in strict.stdout
+    pgmq = {p["name"]: p for p in json.loads(out.read_text())["providers"]}["pgmq"]
+    assert pgmq["status"] == "not verified"
+    assert pgmq["summary"]["backend-unavailable"] == pgmq["summary"]["skipped"] > 0
+    allowed = run_cli(*args, "--allow-unavailable", cwd=tmp_path, env=env)
+    assert allowed.returncode == 0, allowed.stdout[-2000:]
+    assert "SKIPPED: provider 'pgmq' not verified" in allowed.stdout
+
+
+def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    run = run_cli("verify", "--provider", "memory", "--json", str(out), cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:]
+    (memory,) = json.loads(out.read_text())["providers"]
+    summary = memory["summary"]
+    kinds = ("not-claimed", "needs-hook", "backend-unavailable", "other")
+    assert sum(summary[k] for k in kinds) == summary["skipped"]
+    hooked = {r["rule"] for r in memory["results"] if r.get("skip_kind") == "needs-hook"}
+    assert hooked, "the in-memory harness has no sever hook: some rules must be unverified"
+    assert memory["status"] == "passing, unverified"
+    groups = {entry["group"] for entry in memory["unverified"]}
+    assert groups == {rule_id.split("-")[0] for rule_id in hooked}
+    assert f"memory: passing, unverified: {summary['passed']} passed" in run.stdout
+    assert f"needs a harness hook: {summary['needs-hook']}" in run.stdout
+    assert "not verified: ERR (Errors and bounds)" in run.stdout
+    assert "(not claimed)" not in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        pytest.param(
+            ("--rules", "LIFE-99"), {}, "--rules: no rule or group named LIFE-99", id="rule"
+        ),
+        pytest.param(
+            ("--provider", "no_such_module:factory"), {}, "--provider no_such_module", id="provider"
+        ),
+        pytest.param(
+            ("--json", "/proc/no/such/dir/r.json"),
+            {},
+            "--json /proc/no/such/dir/r.json: cannot write the results there",
+            id="json",
+        ),
+        pytest.param((), {"MQCONTRACT_CONFIG": "typo.toml"}, "unknown key", id="toml"),
+    ],
+)
+def test_a_mistake_is_one_line_naming_the_flag_typed_before_any_rule_runs(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    (tmp_path / "typo.toml").write_text("[pgmq]\nvisibilty_timeout_seconds = 5\n")
+    run = run_cli("verify", "--provider", "memory", *args, cwd=tmp_path, env=env)
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    errors = [line for line in output.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1, output[-3000:]
+    assert says in errors[0]
+    for noise in ("Traceback", "INTERNALERROR", "--mq-", "passed"):
+        assert noise not in output, output[-3000:]
+
+
+def test_rules_piped_into_a_reader_that_stops_early_prints_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mqcontract.cli", "rules"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in stderr, stderr
+
+
+def test_rules_lists_whole_titles_when_piped(tmp_path: Path) -> None:
+    run = run_cli("rules", cwd=tmp_path)
+    assert run.returncode == 0
+    assert run.stdout.splitlines() == [f"{r.id:<9} {r.title}" for r in all_rules()]
+
+
+def test_the_summary_shows_whole_titles_on_a_wide_terminal(tmp_path: Path) -> None:
+    longest = max(all_rules(), key=lambda r: len(r.title))
+    run = run_cli(
+        "verify", "--rules", longest.id, cwd=tmp_path, env={"COLUMNS": str(len(longest.title) + 60)}
+    )
+    assert longest.title in run.stdout, run.stdout[-2000:]
+
+
+def test_version_names_the_package_and_the_suite(tmp_path: Path) -> None:
+    import mqcontract
+
+    run = run_cli("--version", cwd=tmp_path)
+    assert run.returncode == 0
+    assert (
+        run.stdout.strip()
+        == f"mqcontract {mqcontract.__version__} (conformance suite {SUITE_VERSION})"
+    )
+    verify = run_cli("verify", "--rules", "LIFE-1", cwd=tmp_path)
+    assert f"mqcontract {mqcontract.__version__}, suite {SUITE_VERSION}" in verify.stdout
