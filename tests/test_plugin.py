@@ -192,3 +192,60 @@ def test_an_unreachable_backend_alone_fails_and_required_backends_fail(
         "--mq-require-backends",
     )
     required.assert_outcomes(passed=1, errors=1)
+
+
+FACTORY_UNREACHABLE = """
+from mqcontract.errors import BackendUnavailable
+
+
+async def open_provider(config):
+    raise BackendUnavailable("nowhere", "nowhere://u:secret@127.0.0.1:1/", "refused")
+"""
+
+SETUP_MISCONFIGURED = """
+from mqcontract.errors import ConfigurationError
+from mqcontract_conformance.harness import Harness
+
+
+class Misconfigured(Harness):
+    async def setup(self):
+        raise ConfigurationError("providers.nowhere.url", "x", "not a URL")
+
+
+def make(settings):
+    return Misconfigured("nowhere", settings)
+"""
+
+
+def test_a_plain_factory_that_cannot_connect_is_unavailable_not_failing_rules(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MQCONTRACT_REQUIRE_BACKENDS", raising=False)
+    pytester.makepyfile(nowhere=FACTORY_UNREACHABLE)
+    pytester.syspathinsert()
+    out = pytester.path / "out.json"
+    spec = ("--mq-provider", "memory", "--mq-provider", "nowhere:open_provider")
+    result = pytester.runpytest(*ARGS, *spec, "--mq-rules", "LIFE-1,SEND-1", "--mq-json", str(out))
+    result.assert_outcomes(passed=2, skipped=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*FAILED: provider 'nowhere:open_provider' not verified*"])
+    nowhere = json.loads(out.read_text())["providers"][1]
+    assert nowhere["summary"]["backend-unavailable"] == 2
+    assert "secret" not in out.read_text()
+
+
+def test_a_harness_setup_that_is_misconfigured_fails_instead_of_looking_unavailable(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(misconfigured=SETUP_MISCONFIGURED)
+    pytester.syspathinsert()
+    result = pytester.runpytest(
+        *ARGS,
+        "--mq-provider",
+        "misconfigured:make",
+        "--mq-rules",
+        "LIFE-1",
+        "--mq-allow-unavailable",
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*harness setup failed: ConfigurationError*"])

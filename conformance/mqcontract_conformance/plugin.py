@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from mqcontract.config import load_config
-from mqcontract.errors import ConfigurationError, MessagingError
+from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingError
 from mqcontract_conformance.harness import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
 from mqcontract_conformance.results import (
@@ -115,6 +115,9 @@ class _Entry:
     harness: Harness
     ready: bool = False
     error: str | None = None
+    #: The backend could not be reached (a skip, or a failure when backends are
+    #: required); otherwise setup itself went wrong, which always fails.
+    unavailable: bool = False
 
 
 class _State:
@@ -163,9 +166,18 @@ class _State:
             try:
                 asyncio.run(entry.harness.setup())
                 entry.ready = True
+            except BackendUnavailable as exc:
+                entry.error, entry.unavailable = f"{provider}: {_UNAVAILABLE}: {exc}", True
             except MessagingError as exc:
-                entry.error = f"{provider}: {_UNAVAILABLE}: {exc}"
+                entry.error = f"{provider}: harness setup failed: {type(exc).__name__}: {exc}"
         return entry
+
+    def skip_unavailable(self, item: pytest.Item, message: str) -> None:
+        """Skip a case whose backend is unreachable, or fail it when backends are required."""
+        if self.require:
+            pytest.fail(f"required backend missing: {message}", pytrace=False)
+        item.user_properties.append(("mq_skip_kind", "backend-unavailable"))
+        pytest.skip(message)
 
     def teardown(self) -> None:
         for entry in self._entries.values():
@@ -286,6 +298,8 @@ class CaseRunner:
         self._item.user_properties.append(("mq_describe", json.dumps(entry.harness.describe())))
         if outcome.metrics:
             self._item.user_properties.append(("mq_metrics", json.dumps(outcome.metrics)))
+        if outcome.skip_kind == "backend-unavailable":
+            self._state.skip_unavailable(self._item, str(outcome.skip_reason))
         if outcome.skip_reason is not None:
             self._item.user_properties.append(("mq_skip_kind", outcome.skip_kind))
             pytest.skip(outcome.skip_reason)
@@ -303,12 +317,12 @@ def mq_case(request: pytest.FixtureRequest, _mq_state: _State) -> CaseRunner:
     """One (provider, rule) case; backends are provisioned once per worker on first use."""
     provider, rule = request.param
     entry = _mq_state.ready(provider)
+    if entry.error is not None and not entry.unavailable:
+        pytest.fail(entry.error, pytrace=False)
     if entry.error is not None:
-        message = f"{entry.error} (set the URL, or start the service)"
-        if _mq_state.require:
-            pytest.fail(f"required backend missing: {message}", pytrace=False)
-        request.node.user_properties.append(("mq_skip_kind", "backend-unavailable"))
-        pytest.skip(message)
+        _mq_state.skip_unavailable(
+            request.node, f"{entry.error} (set the URL, or start the service)"
+        )
     return CaseRunner(_mq_state, provider, rule, request.node)
 
 

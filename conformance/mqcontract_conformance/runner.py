@@ -7,7 +7,7 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 
-from mqcontract.errors import MessagingError, ProviderClosed
+from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.harness import Harness, HookUnavailable
 from mqcontract_conformance.rules import Rule
@@ -21,7 +21,7 @@ class CaseOutcome:
     """What happened; ``skip_reason`` set means the rule did not run (``skip_kind`` says why)."""
 
     skip_reason: str | None = None
-    #: ``not-claimed`` or ``needs-hook`` (keys of ``results.SKIP_KINDS``).
+    #: ``not-claimed``, ``needs-hook`` or ``backend-unavailable`` (``results.SKIP_KINDS``).
     skip_kind: str = ""
     capabilities: str = "{}"
     metrics: dict[str, float] = field(default_factory=dict)
@@ -30,7 +30,14 @@ class CaseOutcome:
 async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: str) -> CaseOutcome:
     """Open a fresh service, run the rule's check, always clean up and close."""
     clock = harness.new_clock()
-    service = await harness.open(clock)
+    try:
+        service = await harness.open(clock)
+    except BackendUnavailable as exc:
+        if isinstance(exc, ConnectionLost | ProviderClosed):
+            raise
+        # A harness without a setup probe (a plain module:factory) finds out here.
+        reason = f"{harness.name}: backend unavailable: {exc}"
+        return CaseOutcome(skip_reason=reason, skip_kind="backend-unavailable")
     outcome = CaseOutcome(capabilities=json.dumps(service.capabilities.to_dict()))
     ctx = CaseContext(
         rule_id=rule.id,
