@@ -11,7 +11,7 @@ from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.service import SupportsPushNotifications
-from mqcontract_conformance.harness import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.timing import TimingProfile

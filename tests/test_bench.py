@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from mqcontract.bench import BenchSettings, run_bench
-from mqcontract.bench._measure import percentile, summarize_latencies
-from mqcontract.bench._progress import Progress
-from mqcontract.bench._report import render_markdown, render_text
-from mqcontract.bench._workloads import make_payload
-from mqcontract.cli import build_parser, main
+from mqcontract_conformance.bench import BenchSettings, run_bench
+from mqcontract_conformance.bench._measure import percentile, summarize_latencies
+from mqcontract_conformance.bench._progress import Progress
+from mqcontract_conformance.bench._report import render_markdown, render_text
+from mqcontract_conformance.bench._workloads import make_payload
+from mqcontract_conformance.cli import build_parser, main
 
 
 def test_payloads_are_json_of_the_requested_size() -> None:

@@ -23,7 +23,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MQCONTRACT_")}
     return subprocess.run(
-        [sys.executable, "-m", "mqcontract.cli", *args],
+        [sys.executable, "-m", "mqcontract_conformance.cli", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -102,7 +102,7 @@ def test_a_mistake_is_one_line_naming_the_flag_typed_before_any_rule_runs(
 
 def test_rules_piped_into_a_reader_that_stops_early_prints_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mqcontract.cli", "rules"],
+        [sys.executable, "-m", "mqcontract_conformance.cli", "rules"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=tmp_path,

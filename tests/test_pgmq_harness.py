@@ -14,7 +14,7 @@ from mqcontract.config import MessagingConfig, PgmqConfig, load_config
 from mqcontract.errors import BackendUnavailable
 from mqcontract.messages import Available, Message
 from mqcontract.providers.pgmq import PgmqMessagingService
-from mqcontract_conformance.harness import HarnessSettings, HookUnavailable
+from mqcontract.testing import HarnessSettings, HookUnavailable
 from mqcontract_fixtures.pgmq import PgmqHarness, database_url, pgmq_harness, run_database_name
 
 ADMIN_URL = load_config(validate_backend=False).pgmq.database_url

@@ -58,7 +58,7 @@ def test_a_run_where_nothing_ran_fails(pytester: pytest.Pytester) -> None:
 def test_known_broken_rules_are_strict_xfail(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         brokenharness="""
-from mqcontract_conformance.harness import Harness
+from mqcontract.testing import Harness
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.clock import VirtualClock
 
@@ -118,7 +118,7 @@ def test_verify_memory_passes_quickly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "mqcontract.cli",
+            "mqcontract_conformance.cli",
             "verify",
             "--provider",
             "memory",
@@ -141,7 +141,7 @@ def test_verify_memory_passes_quickly(tmp_path: Path) -> None:
 
 UNREACHABLE = """
 from mqcontract.errors import BackendUnavailable
-from mqcontract_conformance.harness import Harness
+from mqcontract.testing import Harness
 
 
 class Unreachable(Harness):
@@ -204,7 +204,7 @@ async def open_provider(config):
 
 SETUP_MISCONFIGURED = """
 from mqcontract.errors import ConfigurationError
-from mqcontract_conformance.harness import Harness
+from mqcontract.testing import Harness
 
 
 class Misconfigured(Harness):

@@ -25,13 +25,13 @@ import pytest
 
 import mqcontract.errors
 import mqcontract.validation
-from mqcontract._verify import add_arguments
 from mqcontract.capabilities import Capabilities
 from mqcontract.registry import ENTRY_POINT_GROUP
 from mqcontract.service import MessagingService, SupportsPushNotifications
-from mqcontract_conformance.harness import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import HARNESS_GROUP
 from mqcontract_conformance.rules import GROUPS, all_rules
+from mqcontract_conformance.verify import add_arguments
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "provider-guide.md"
 TEXT = GUIDE.read_text(encoding="utf-8")

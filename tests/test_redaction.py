@@ -111,7 +111,7 @@ def test_redact_covers_urls_and_key_value_pairs() -> None:
 
 async def test_harness_descriptions_hide_the_password() -> None:
     """What reports show about a backend comes from ``describe()``."""
-    from mqcontract_conformance.harness import HarnessSettings
+    from mqcontract.testing import HarnessSettings
     from mqcontract_fixtures.pgmq import PgmqHarness
 
     url = CONFIG.pgmq.database_url.replace("://", f"://postgres:{SECRET}@", 1)
@@ -133,7 +133,7 @@ async def test_harness_descriptions_hide_the_password() -> None:
 async def test_a_stress_account_never_shows_the_password(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mqcontract.stress import StressSettings, run_stress
+    from mqcontract_conformance.stress import StressSettings, run_stress
 
     if "@" in CONFIG.pgmq.database_url:
         pytest.skip("DATABASE_URL already carries credentials")

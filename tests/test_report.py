@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from mqcontract.cli import main
-from mqcontract.stress.account import Ledger
+from mqcontract_conformance.cli import main
 from mqcontract_conformance.report import ReportOptions, build_matrix, build_report, load_results
 from mqcontract_conformance.report.allure import find_allure
 from mqcontract_conformance.report.badges import render_badge
 from mqcontract_conformance.rules import SUITE_VERSION, all_rules
+from mqcontract_conformance.stress.account import Ledger
 
 
 def result(rule: str, outcome: str, reason: str = "") -> dict[str, Any]:

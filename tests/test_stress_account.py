@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mqcontract.stress.account import Ledger
+from mqcontract_conformance.stress.account import Ledger
 
 
 def _ledger(*keys: str) -> Ledger:

@@ -14,8 +14,8 @@ import pytest
 from mqcontract.config import load_config
 from mqcontract.errors import BackendUnavailable
 from mqcontract.providers.pgmq import PgmqMessagingService
-from mqcontract.stress import StressSettings, run_stress
-from mqcontract_conformance.harness import HarnessSettings
+from mqcontract.testing import HarnessSettings
+from mqcontract_conformance.stress import StressSettings, run_stress
 from mqcontract_fixtures.pgmq import PgmqHarness
 
 CONFIG = load_config(validate_backend=False)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mqcontract.cli import main
 from mqcontract.errors import ConfigurationError
-from mqcontract.stress import StressSettings, run_stress
+from mqcontract_conformance.cli import main
+from mqcontract_conformance.stress import StressSettings, run_stress
 
 SMALL = StressSettings(
     provider="memory",

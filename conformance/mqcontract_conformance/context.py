@@ -19,7 +19,7 @@ from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import Subscription, SupportsPushNotifications
-from mqcontract_conformance.harness import Harness
+from mqcontract.testing import Harness
 from mqcontract_conformance.timing import TimingProfile
 
 __all__ = ["CaseContext", "ContractViolation"]

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from mqcontract.errors import ConfigurationError
 from mqcontract.registry import load_object, resolve
-from mqcontract_conformance.harness import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings
 
 __all__ = ["HARNESS_GROUP", "load_harness"]
 

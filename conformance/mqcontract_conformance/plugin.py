@@ -25,7 +25,7 @@ import pytest
 
 from mqcontract.config import load_config
 from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingError
-from mqcontract_conformance.harness import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
 from mqcontract_conformance.results import (
     SKIP_KINDS,

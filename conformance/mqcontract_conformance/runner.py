@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
+from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.context import CaseContext, ContractViolation
-from mqcontract_conformance.harness import Harness, HookUnavailable
 from mqcontract_conformance.rules import Rule
 from mqcontract_conformance.timing import TimingProfile
 

@@ -30,10 +30,10 @@ from hypothesis.stateful import (
     rule,
 )
 
+from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.cases._model_driver import Driver, LoopBridge, Stopped, TimeParameters
 from mqcontract_conformance.cases._queue_model import ModelMismatch
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.harness import Harness, HookUnavailable
 
 __all__ = ["PROFILES", "ModelProfile", "run_model"]
 

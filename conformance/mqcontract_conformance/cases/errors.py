@@ -14,9 +14,9 @@ from mqcontract.errors import (
     ProviderClosed,
 )
 from mqcontract.messages import Message
+from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
-from mqcontract_conformance.harness import HookUnavailable
 from mqcontract_conformance.rules import rule
 
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from mqcontract.capabilities import PushKind
 from mqcontract.errors import InvalidArgument, InvalidQueueName, MessageNotFound, MessageTooLarge
 from mqcontract.messages import Message
+from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._hostile_corpus import (
     HOSTILE_IDS,
     HOSTILE_LIMITS,
@@ -24,7 +25,6 @@ from mqcontract_conformance.cases._hostile_corpus import (
 )
 from mqcontract_conformance.cases._payloads import same_payload
 from mqcontract_conformance.context import CaseContext, notification_id
-from mqcontract_conformance.harness import HookUnavailable
 from mqcontract_conformance.rules import rule
 
 Call = Callable[[], Awaitable[object]]

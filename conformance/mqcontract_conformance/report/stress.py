@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mqcontract._redact import redact
-from mqcontract.stress.account import STRESS_FORMAT
-from mqcontract.stress.faults import FAULTS
 from mqcontract_conformance.report.model import ReportError, read_documents
+from mqcontract_conformance.stress.account import STRESS_FORMAT
+from mqcontract_conformance.stress.faults import FAULTS
 
 __all__ = ["COUNTS", "STRESS_INTRO", "StressRun", "load_stress"]
 

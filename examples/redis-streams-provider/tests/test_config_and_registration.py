@@ -8,7 +8,7 @@ import pytest
 from mqcontract.config import load_config
 from mqcontract.errors import BackendUnavailable, ConfigurationError
 from mqcontract.registry import provider_names, resolve
-from mqcontract_conformance.harness import HarnessSettings
+from mqcontract.testing import HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
 
 from mqcontract_redis_streams import RedisStreamsConfig, load_settings, open_redis_streams

@@ -6,7 +6,7 @@ import pytest
 from mqcontract.config import load_config
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Message
-from mqcontract_conformance.harness import HarnessSettings, HookUnavailable
+from mqcontract.testing import HarnessSettings, HookUnavailable
 
 from mqcontract_redis_streams import RedisStreamsMessagingService
 from mqcontract_redis_streams.harness import RedisStreamsHarness, redis_streams_harness

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 import redis
 from mqcontract.clock import VirtualClock
 from mqcontract.service import SupportsPushNotifications
-from mqcontract_conformance.harness import Harness, HarnessSettings, HookUnavailable
+from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
 
 from mqcontract_redis_streams import __version__
 from mqcontract_redis_streams._config import PROVIDER_NAME, RedisStreamsConfig, load_settings

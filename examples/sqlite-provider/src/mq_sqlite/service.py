@@ -67,9 +67,7 @@ class SqliteQueue(BaseMessagingService):
         )
 
     @classmethod
-    async def connect(
-        cls, settings: SqliteSettings, *, operation_timeout: float
-    ) -> SqliteQueue:
+    async def connect(cls, settings: SqliteSettings, *, operation_timeout: float) -> SqliteQueue:
         """Open the database (creating file and schema); ``BackendUnavailable`` if it cannot."""
         service = cls(settings, timeout=operation_timeout)
         try:
@@ -101,9 +99,7 @@ class SqliteQueue(BaseMessagingService):
 
     # -- one place for bounds and error translation --------------------------------------
 
-    async def _do(
-        self, operation: str, queue: str, fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
+    async def _do(self, operation: str, queue: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise ProviderClosed(self.provider_name)
         path = self._settings.path
@@ -256,6 +252,4 @@ class SqliteQueue(BaseMessagingService):
 async def open_sqlite_queue(config: MessagingConfig) -> SqliteQueue:
     """Provider factory: ``(MessagingConfig) -> service``, settings from ``[providers.sqlite]``."""
     settings = load_settings(config)
-    return await SqliteQueue.connect(
-        settings, operation_timeout=config.operation_timeout_seconds
-    )
+    return await SqliteQueue.connect(settings, operation_timeout=config.operation_timeout_seconds)

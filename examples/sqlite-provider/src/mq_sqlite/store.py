@@ -129,9 +129,7 @@ def insert(
     return ids
 
 
-def claim(
-    conn: sqlite3.Connection, name: str, limit: int, now: float, until: float
-) -> list[Row]:
+def claim(conn: sqlite3.Connection, name: str, limit: int, now: float, until: float) -> list[Row]:
     """Hold up to ``limit`` visible messages until ``until``, oldest first."""
     with _transaction(conn):
         qid = _queue_id(conn, name)

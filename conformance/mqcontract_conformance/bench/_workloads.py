@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mqcontract.errors import MessagingError
+from mqcontract.testing.sides import Consumer, Side
 
 from ._measure import Run
-from ._sides import Consumer, Side
 
 __all__ = [
     "BenchError",

@@ -1,4 +1,8 @@
-"""The harness: how the suite drives one provider.
+"""The harness: how the conformance kit drives one provider (``mqcontract.testing``).
+
+It lives beside the abstraction, not in the kit, so that provider packages, the
+reference fixtures and the kit's tools (verify, bench, stress) all speak to it without
+depending on one another, as ``trio.testing`` sits beside ``trio``.
 
 A provider author supplies a :class:`Harness` (or just a provider factory, which the suite
 wraps in a plain one). The harness opens a fresh service for each case, cleans up after
@@ -17,6 +21,7 @@ from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import MessagingError, ProviderClosed
 from mqcontract.service import SupportsPushNotifications
+from mqcontract.testing.sides import Side
 
 __all__ = ["Harness", "HarnessFactory", "HarnessSettings", "HookUnavailable"]
 
@@ -114,6 +119,16 @@ class Harness:
     async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
         """Backdoor oracle: ids of every message stored on ``queue`` (any visibility)."""
         raise HookUnavailable(f"{self.name}: no stored_ids backdoor")
+
+    # -- benchmarks (optional) -----------------------------------------------------------
+
+    def raw_sides(self, workers: int) -> Sequence[Side]:
+        """Ways of doing ``mqcontract bench``'s workloads on this backend without mqcontract.
+
+        Each is timed against the provider in the same run (the raw driver, another
+        client library); none by default, and then bench times the provider alone.
+        """
+        return []
 
 
 HarnessFactory = Callable[[HarnessSettings], Harness]

@@ -12,8 +12,6 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 __all__ = ["add_arguments", "pytest_args", "run"]
 
 
@@ -94,4 +92,6 @@ def run(options: argparse.Namespace) -> int:
     Every provider named must run rules: one whose backend is unreachable fails the run
     unless ``--allow-unavailable`` is given, and one for which no rule ran always fails.
     """
+    import pytest
+
     return int(pytest.main(pytest_args(options)))

@@ -7,8 +7,7 @@ from collections.abc import Callable, Sequence
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import SupportsPushNotifications
-
-from ._sides import batches
+from mqcontract.testing.sides import batches
 
 __all__ = ["ProviderSide"]
 

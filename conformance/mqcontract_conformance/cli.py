@@ -1,13 +1,15 @@
-"""The ``mqcontract`` command: verify, rules, and backend tooling.
+"""The ``mqcontract`` command: the kit's tools and the abstraction's own.
 
 Subcommands import what they need when they run, so ``mqcontract verify`` works with no
-database or broker driver installed.
+database or broker driver installed, and ``mqcontract pgmq install`` or ``demo`` work
+without the kit's own dependencies (pytest, hypothesis: the ``kit`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -18,7 +20,7 @@ __all__ = ["main"]
 
 
 def _verify(options: argparse.Namespace) -> int:
-    from mqcontract._verify import run
+    from mqcontract_conformance.verify import run
 
     return run(options)
 
@@ -69,10 +71,15 @@ def _pgmq_install(options: argparse.Namespace) -> int:
 #: parsers set ``func`` (taking the parsed options, returning an exit status).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mqcontract.events.demo",
-    "mqcontract._report_cli",
-    "mqcontract.bench",
-    "mqcontract.stress.cli",
+    "mqcontract_conformance.report.cli",
+    "mqcontract_conformance.bench",
+    "mqcontract_conformance.stress.cli",
 )
+
+
+#: Subcommands that run the rules (pytest, hypothesis) and what they need.
+_KIT_COMMANDS = frozenset({"verify", "rules", "report", "bench", "stress"})
+_KIT_MODULES = ("pytest", "hypothesis")
 
 
 def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
@@ -82,7 +89,7 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     nothing imports the pytest plugin's package before pytest starts (which would stop
     pytest from rewriting its assertions).
     """
-    from mqcontract._verify import add_arguments
+    from mqcontract_conformance.verify import add_arguments
 
     parser = argparse.ArgumentParser(
         prog="mqcontract", description="A messaging abstraction and its conformance kit."
@@ -115,6 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     options = build_parser(extensions=args[:1] != ["verify"]).parse_args(args)
+    missing = [m for m in _KIT_MODULES if importlib.util.find_spec(m) is None]
+    if options.command in _KIT_COMMANDS and missing:
+        print(
+            f"mqcontract {options.command} needs the conformance kit's dependencies "
+            f"({', '.join(missing)} missing): pip install 'mqcontract[kit]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(options.func(options))
     except MessagingError as exc:

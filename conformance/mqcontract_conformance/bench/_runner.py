@@ -20,7 +20,8 @@ from mqcontract.config import load_config
 from mqcontract.errors import MessagingError
 from mqcontract.events import DeploymentMode
 from mqcontract.service import SupportsPushNotifications
-from mqcontract_conformance.harness import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings
+from mqcontract.testing.sides import Side
 from mqcontract_conformance.harnesses import load_harness
 
 from ._machine import machine_facts
@@ -29,7 +30,6 @@ from ._progress import Progress
 from ._provider_side import ProviderSide
 from ._recovery import FAULTS, measure_recovery
 from ._results import latency_entry, throughput_entry
-from ._sides import Side
 from ._workloads import (
     Workload,
     make_payload,
@@ -75,26 +75,6 @@ def _modes(service: SupportsPushNotifications) -> list[str]:
         if mode.listens and mode.value not in modes:
             modes.append(mode.value)
     return modes
-
-
-def _raw_sides(harness: Harness, settings: BenchSettings) -> list[Side]:
-    """The non-mqcontract sides that can do this provider's work."""
-    from mqcontract_fixtures.pgmq import PgmqHarness
-    from mqcontract_fixtures.rabbitmq import RabbitMqHarness
-
-    if isinstance(harness, PgmqHarness):
-        from ._pgmq_sides import AsyncpgSide, PgmqClientSide
-
-        return [
-            AsyncpgSide(harness.url, workers=settings.workers),
-            PgmqClientSide(harness.url, workers=settings.workers),
-        ]
-    if isinstance(harness, RabbitMqHarness):
-        from ._rabbitmq_side import AioPikaSide
-
-        rabbit = harness.config.rabbitmq
-        return [AioPikaSide(rabbit.url, prefetch=rabbit.prefetch_count)]
-    return []
 
 
 class _Queues:
@@ -216,7 +196,10 @@ async def _bench_service(
     payload = make_payload(settings.payload_bytes)
     payloads = [payload] * settings.messages
     queues = _Queues(service)
-    sides: list[Side] = [ProviderSide(service, poll_interval=None), *_raw_sides(harness, settings)]
+    sides: list[Side] = [
+        ProviderSide(service, poll_interval=None),
+        *harness.raw_sides(settings.workers),
+    ]
     modes = _modes(service)
     workloads = plan_workloads(modes, batch=settings.batch)
     per_round = sum(any(_applies(w, s, settings) for s in sides) for w in workloads)

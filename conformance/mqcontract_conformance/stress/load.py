@@ -6,7 +6,7 @@ of its own; RabbitMQ: a virtual host of its own), starts ``producers`` tasks sen
 (Hybrid mode, each on its own provider connection) whose handler fails at random, now and
 then runs past its visibility timeout, and otherwise succeeds. It injects the chosen fault
 every few seconds, waits (bounded) until every confirmed message is acked, stops, drains
-what is left, and returns the :class:`~mqcontract.stress.account.Account`.
+what is left, and returns the :class:`~mqcontract_conformance.stress.account.Account`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingE
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import SupportsPushNotifications
-from mqcontract.stress.account import Account, Ledger
-from mqcontract.stress.cluster import PrivateCluster
-from mqcontract.stress.faults import FAULTS, FaultInjector
-from mqcontract.stress.recording import RecordingService
+from mqcontract_conformance.stress.account import Account, Ledger
+from mqcontract_conformance.stress.cluster import PrivateCluster
+from mqcontract_conformance.stress.faults import FAULTS, FaultInjector
+from mqcontract_conformance.stress.recording import RecordingService
 
 __all__ = ["StressSettings", "run_stress"]
 
@@ -326,7 +326,7 @@ async def _run(
     out: IO[str] | None,
     cluster: PrivateCluster | None,
 ) -> Account:
-    from mqcontract_conformance.harness import Harness, HarnessSettings
+    from mqcontract.testing import Harness, HarnessSettings
     from mqcontract_conformance.harnesses import load_harness
 
     run = _Run(settings, out)

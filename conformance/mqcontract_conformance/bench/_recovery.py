@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mqcontract.service import SupportsPushNotifications
-from mqcontract_conformance.harness import Harness, HookUnavailable
+from mqcontract.testing import Harness, HookUnavailable
 
 from ._measure import median
 from ._progress import Progress
