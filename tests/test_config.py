@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mqcontract.config import load_config
+from mqcontract.config import ManagementEndpoint, load_config
 from mqcontract.errors import ConfigurationError
 
 
@@ -96,3 +96,61 @@ def test_every_provider_name_is_registered() -> None:
     from mqcontract.registry import provider_names
 
     assert {"memory", "pgmq", "rabbitmq", "rabbitmq-quorum"} <= provider_names()
+
+
+# -- the RabbitMQ management API: derived in one place, as the README's table says ------
+
+SECRET = "Cfg-s3cret"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, ManagementEndpoint("http://guest:guest@127.0.0.1:15672", configured=False)),
+        (
+            {"RABBITMQ_URL": "amqp://me:p%40ss@mq.example:5673/vh"},
+            ManagementEndpoint("http://me:p%40ss@mq.example:15672", configured=False),
+        ),
+        ({"RABBITMQ_URL": "amqp://[::1]/"}, ManagementEndpoint("http://[::1]:15672", False)),
+        (
+            {"RABBITMQ_MANAGEMENT_URL": "https://admin:x@mgmt:443/rabbit"},
+            ManagementEndpoint("https://admin:x@mgmt:443/rabbit", configured=True),
+        ),
+        ({"RABBITMQ_URL": "amqps://me:p@mq:5671/"}, None),  # no password in clear to a guess
+    ],
+)
+def test_the_management_url_is_configured_or_derived(
+    environ: dict[str, str], expected: ManagementEndpoint | None
+) -> None:
+    assert load_config(environ=environ).rabbitmq.management_endpoint() == expected
+
+
+def test_use_management_api_false_means_no_management_api(tmp_path: Path) -> None:
+    path = tmp_path / "mq.toml"
+    path.write_text("[rabbitmq]\nuse_management_api = false\n")
+    environ = {"RABBITMQ_MANAGEMENT_URL": "http://mgmt:15672"}
+    assert load_config(path, environ=environ).rabbitmq.management_endpoint() is None
+
+
+def test_a_management_url_that_is_not_http_is_rejected_without_its_password() -> None:
+    environ = {"RABBITMQ_MANAGEMENT_URL": f"amqp://guest:{SECRET}@mq:5672/"}
+    with pytest.raises(ConfigurationError, match="http") as info:
+        load_config(environ=environ)
+    assert info.value.key == "rabbitmq.management_url"
+    assert SECRET not in str(info.value)
+    assert SECRET not in repr(info.value.value)
+
+
+def test_configuration_reprs_hide_passwords() -> None:
+    config = load_config(
+        environ={
+            "DATABASE_URL": f"postgresql://app:{SECRET}@db/x",
+            "RABBITMQ_URL": f"amqp://app:{SECRET}@mq/%2F",
+            "RABBITMQ_MANAGEMENT_URL": f"http://admin:{SECRET}@mq:15672",
+        }
+    )
+    endpoint = config.rabbitmq.management_endpoint()
+    for shown in (repr(config), repr(config.rabbitmq), str(config.pgmq), repr(endpoint)):
+        assert SECRET not in shown
+        assert "***" in shown
+    assert config.rabbitmq.url == f"amqp://app:{SECRET}@mq/%2F"  # the value itself is intact

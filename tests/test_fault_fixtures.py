@@ -90,8 +90,12 @@ from mqcontract.providers.rabbitmq._management import ManagementClient
 
 
 def test_sever_connection_closes_the_amqp_connections(mq_harness, sever_connection):
+    management_url = mq_harness.config.rabbitmq.management_url
+    if management_url is None:  # the observation needs it; severing itself does not
+        pytest.skip(f"management API unavailable: {mq_harness.describe()['management']}")
+
     async def main():
-        client = ManagementClient(mq_harness.config.rabbitmq.management_url, provider="t")
+        client = ManagementClient(management_url, provider="t")
         service = await mq_harness.open()
         names = set(service.connection_names)
 
@@ -137,6 +141,8 @@ def run(pytester: pytest.Pytester, provider: str, body: str, passed: int) -> Non
     output = result.stdout.str()
     if result.parseoutcomes().get("skipped") and "backend unavailable" in output:
         pytest.skip(f"{provider} is not reachable: {output.splitlines()[-2]}")
+    if result.parseoutcomes().get("skipped") and "management API unavailable" in output:
+        pytest.skip(f"{provider}: {output.splitlines()[-2]}")
     result.assert_outcomes(passed=passed)
 
 
@@ -153,3 +159,24 @@ def test_pgmq_trigger_and_listener_faults(pytester: pytest.Pytester) -> None:
 
 def test_rabbitmq_sever_connection_fault(pytester: pytest.Pytester) -> None:
     run(pytester, "rabbitmq", RABBITMQ, passed=1)
+
+
+def test_without_the_management_plugin_what_needs_it_skips_with_the_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RabbitMQ's default: nothing listens where the management URL is derived to."""
+    import socket
+
+    import mqcontract.config
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setattr(mqcontract.config, "DEFAULT_MANAGEMENT_PORT", closed)
+    monkeypatch.delenv("RABBITMQ_MANAGEMENT_URL", raising=False)
+    pytester.makepyfile(HEADER.format(provider="rabbitmq") + RABBITMQ)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio", "-rs")
+    if "backend unavailable" in result.stdout.str():
+        pytest.skip("RabbitMQ is not reachable")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*management API unavailable: unavailable*"])

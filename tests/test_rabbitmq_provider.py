@@ -35,16 +35,16 @@ from mqcontract.providers.rabbitmq import (
     open_rabbitmq_quorum,
 )
 from mqcontract.providers.rabbitmq._delay import wait_queue_prefix
-from mqcontract.providers.rabbitmq._management import ManagementClient, vhost_of
+from mqcontract.providers.rabbitmq._management import ManagementClient, find_management, vhost_of
 from mqcontract.providers.rabbitmq.service import open_connection
 from mqcontract.service import SupportsPushNotifications
 from mqcontract.subscription import QueueSubscription
+from mqcontract.testing import HarnessSettings
 from mqcontract_conformance.context import ContractViolation
-from mqcontract_conformance.harness import HarnessSettings
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import run_case
 from mqcontract_conformance.timing import TimingProfile
-from mqcontract_fixtures.rabbitmq import RabbitMqHarness, default_management_url
+from mqcontract_fixtures.rabbitmq import RabbitMqHarness
 
 T = TypeVar("T")
 
@@ -56,12 +56,13 @@ def _base_config() -> MessagingConfig:
 
 
 async def _management_url(config: MessagingConfig) -> str | None:
-    url = config.rabbitmq.management_url or default_management_url(config.rabbitmq.url)
-    try:
-        await ManagementClient(url, provider="rabbitmq", timeout=3).overview()
-    except BackendUnavailable:
+    """The management URL the provider would use, if it answers (a configured one must)."""
+    client = await find_management(config.rabbitmq, provider="rabbitmq", timeout=3)
+    if client is None:
         return None
-    return url
+    await client.overview()
+    endpoint = config.rabbitmq.management_endpoint()
+    return endpoint.url if endpoint else None
 
 
 @pytest.fixture
@@ -81,9 +82,10 @@ async def config() -> MessagingConfig:
         pytest.skip(f"RabbitMQ unavailable: {exc}")
     await probe.close()
     management = await _management_url(base)
-    return dataclasses.replace(
-        base, rabbitmq=dataclasses.replace(base.rabbitmq, management_url=management)
+    rabbit = dataclasses.replace(
+        base.rabbitmq, management_url=management, use_management_api=management is not None
     )
+    return dataclasses.replace(base, rabbitmq=rabbit)
 
 
 @pytest.fixture(params=["rabbitmq", "rabbitmq-quorum"])
@@ -598,7 +600,7 @@ async def test_list_queues_shows_created_queues_but_never_wait_queues(
 
 async def test_without_management_list_queues_is_not_claimed(config: MessagingConfig) -> None:
     cfg = dataclasses.replace(
-        config, rabbitmq=dataclasses.replace(config.rabbitmq, management_url=None)
+        config, rabbitmq=dataclasses.replace(config.rabbitmq, use_management_api=False)
     )
     async with await open_rabbitmq(cfg) as svc:
         assert svc.capabilities.list_queues is False

@@ -8,6 +8,13 @@ Unknown keys, malformed values and unknown backends raise ``ConfigurationError``
 Environment variables: ``TASKER_MESSAGING_BACKEND`` (provider name; default ``pgmq``),
 ``DATABASE_URL``, ``RABBITMQ_URL``, ``RABBITMQ_MANAGEMENT_URL``, ``MQCONTRACT_CONFIG``.
 
+The RabbitMQ management API (``list_queues`` needs it) is found here and nowhere else:
+``management_url`` when set (used as given), else derived from an ``amqp://`` URL (same
+host and credentials, ``http``, port 15672) and used only when it answers; none for
+``amqps://`` (credentials never go in clear to a port nobody named) or with
+``use_management_api = false``. See :meth:`RabbitMqConfig.management_endpoint`.
+Reprs of these classes show URLs with their passwords as ``***``.
+
 Providers outside this package keep their settings in ``[providers.NAME]`` tables of the
 same file: ``load_config`` keeps them as given, and the provider reads its own with
 :func:`provider_settings`, which checks them exactly like the built-in sections.
@@ -22,29 +29,94 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
+from mqcontract._redact import redact
 from mqcontract.errors import ConfigurationError
 
 T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "DEFAULT_MANAGEMENT_PORT",
     "DEFAULT_RABBITMQ_URL",
+    "ManagementEndpoint",
     "MemoryConfig",
     "MessagingConfig",
     "PgmqConfig",
     "QueueNamingConfig",
     "RabbitMqConfig",
+    "check_management_url",
+    "derived_management_url",
     "load_config",
     "provider_settings",
 ]
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/test"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+#: Port of the management API derived from an AMQP URL (the plugin's default).
+DEFAULT_MANAGEMENT_PORT = 15672
 
 
-@dataclass(frozen=True, kw_only=True)
-class PgmqConfig:
+class _RedactedRepr:
+    """A dataclass repr with URL passwords as ``***``: configurations reach logs and errors."""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(cast(Any, self))
+            if f.repr
+        )
+        return redact(f"{type(self).__name__}({shown})")
+
+
+def check_management_url(url: object, key: str = "rabbitmq.management_url") -> str:
+    """``url`` if it is an ``http(s)://`` URL with a host, else ``ConfigurationError``."""
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        valid = parts is not None and parts.scheme in {"http", "https"} and bool(parts.hostname)
+        if parts is not None and valid:
+            _ = parts.port  # a malformed port raises ValueError
+    except ValueError:
+        valid = False
+    if not valid:
+        shown = redact(url) if isinstance(url, str) else url
+        raise ConfigurationError(key, shown, "expected an http:// or https:// URL with a host")
+    return cast(str, url)
+
+
+def derived_management_url(amqp_url: str) -> str | None:
+    """``http://user:pass@host:15672`` for an ``amqp://`` URL; ``None`` for any other."""
+    try:
+        parts = urlsplit(amqp_url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme != "amqp" or not host:
+        return None
+    userinfo = parts.netloc.rpartition("@")[0]
+    at = f"{userinfo}@" if userinfo else ""
+    bracketed = f"[{host}]" if ":" in host else host
+    return f"http://{at}{bracketed}:{DEFAULT_MANAGEMENT_PORT}"
+
+
+@dataclass(frozen=True)
+class ManagementEndpoint:
+    """Where the management API should be, and whether configuration named it.
+
+    ``configured``: used as given (a failure is an error); else derived, used only when a
+    probe answers.
+    """
+
+    url: str
+    configured: bool
+
+    def __repr__(self) -> str:
+        return f"ManagementEndpoint(url={redact(self.url)!r}, configured={self.configured})"
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class PgmqConfig(_RedactedRepr):
     """``[pgmq]``: PGMQ on PostgreSQL."""
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -60,12 +132,15 @@ class PgmqConfig:
     pool_max_size: int = 10
 
 
-@dataclass(frozen=True, kw_only=True)
-class RabbitMqConfig:
+@dataclass(frozen=True, kw_only=True, repr=False)
+class RabbitMqConfig(_RedactedRepr):
     """``[rabbitmq]``: RabbitMQ over AMQP 0-9-1."""
 
     url: str = DEFAULT_RABBITMQ_URL
+    #: The management API (``list_queues``); unset: see :meth:`management_endpoint`.
     management_url: str | None = None
+    #: ``False``: never use the management API (``list_queues`` is not claimed).
+    use_management_api: bool = True
     #: Claimed deliveries a subscription may hold unsettled; their visibility timeout
     #: runs while they wait, so about the number of workers behind it is right.
     prefetch_count: int = 100
@@ -75,9 +150,18 @@ class RabbitMqConfig:
     #: Visibility timeout applied to pushed (consumed) messages.
     push_visibility_timeout_seconds: float = 60.0
 
+    def management_endpoint(self) -> ManagementEndpoint | None:
+        """The management API to use: configured, derived from ``url``, or none."""
+        if not self.use_management_api:
+            return None
+        if self.management_url:
+            return ManagementEndpoint(check_management_url(self.management_url), configured=True)
+        derived = derived_management_url(self.url)
+        return ManagementEndpoint(derived, configured=False) if derived else None
 
-@dataclass(frozen=True, kw_only=True)
-class MemoryConfig:
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class MemoryConfig(_RedactedRepr):
     """``[memory]``: the in-process provider."""
 
     max_message_size_bytes: int = 1_048_576
@@ -86,8 +170,8 @@ class MemoryConfig:
     prefetch_count: int = 100
 
 
-@dataclass(frozen=True, kw_only=True)
-class QueueNamingConfig:
+@dataclass(frozen=True, kw_only=True, repr=False)
+class QueueNamingConfig(_RedactedRepr):
     """``[queues]``: how the queue classifier names queues."""
 
     namespace_suffix: str = "_queue"
@@ -97,8 +181,8 @@ class QueueNamingConfig:
     task_finalizations: str = "orchestration_task_finalizations"
 
 
-@dataclass(frozen=True, kw_only=True)
-class MessagingConfig:
+@dataclass(frozen=True, kw_only=True, repr=False)
+class MessagingConfig(_RedactedRepr):
     """Everything a provider, the client and the event system need."""
 
     backend: str = "pgmq"
@@ -256,6 +340,8 @@ def load_config(
             raise ConfigurationError(f"messaging.{key}", value, "unknown key")
         kwargs[key] = _coerce(f"messaging.{key}", value, None, messaging_fields[key])
     config = MessagingConfig(**kwargs, **built, providers=providers)
+    if config.rabbitmq.management_url:
+        check_management_url(config.rabbitmq.management_url)
     if validate_backend:
         from mqcontract.registry import provider_names
 

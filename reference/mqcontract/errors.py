@@ -137,7 +137,7 @@ class ConfigurationError(MessagingError):
     def __init__(self, key: str, value: object, reason: str) -> None:
         self.key = key
         self.value = value
-        super().__init__(f"configuration {key}={value!r}: {reason}")
+        super().__init__(redact(f"configuration {key}={value!r}: {reason}"))
 
 
 class OperationTimeout(MessagingError):

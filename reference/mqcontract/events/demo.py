@@ -4,6 +4,9 @@ The same handler code runs whatever ``TASKER_MESSAGING_BACKEND`` names: orchestr
 sends step messages to namespace queues, a worker consumes them and sends results back to
 the orchestration results queue, and orchestration consumes those. The counts it prints
 are the same on every backend; only configuration changes.
+
+It installs nothing: like ``open_provider()`` it refuses a database without PGMQ (run
+``mqcontract pgmq install --dsn …`` first) and only creates, then deletes, its own queues.
 """
 
 from __future__ import annotations
@@ -37,13 +40,6 @@ def _naming(run: str) -> QueueNamingConfig:
     )
 
 
-async def _prepare(config: MessagingConfig) -> None:
-    if config.backend == "pgmq":  # PGMQ's SQL must be in the database; installing is idempotent
-        from mqcontract.providers.pgmq import install_pgmq
-
-        await install_pgmq(config.pgmq.database_url)
-
-
 async def run_demo(
     config: MessagingConfig,
     *,
@@ -55,7 +51,6 @@ async def run_demo(
     """Run the demo; returns the counts it prints."""
     run = secrets.token_hex(3)
     config = dataclasses.replace(config, queues=_naming(run))
-    await _prepare(config)
     provider = await open_provider(config)
     classifier = QueueClassifier(config.queues)
     client = MessageClient(provider, classifier)

@@ -488,11 +488,19 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
         raise translate(exc, target=pg.database_url, operation="connect", timeout=timeout) from exc
     if not (row["pgmq"] and row["notify"]):
         pool.terminate()
+        missing = " and ".join(
+            name
+            for name, present in (
+                ("PGMQ (schema pgmq)", row["pgmq"]),
+                ("mqcontract's notify function (schema mqcontract)", row["notify"]),
+            )
+            if not present
+        )
         raise BackendUnavailable(
             PROVIDER,
             pg.database_url,
-            "PGMQ or mqcontract's notify function is not installed in this database; "
-            "run `mqcontract pgmq install --dsn URL`",
+            f"{missing} missing from this database; "
+            f"run `mqcontract pgmq install --dsn {pg.database_url}` (idempotent)",  # redacted
         )
     return PgmqMessagingService(
         pool, config=pg, operation_timeout=timeout, application_name=application_name

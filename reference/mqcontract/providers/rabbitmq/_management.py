@@ -1,24 +1,35 @@
 """A tiny client for the RabbitMQ management HTTP API (stdlib only, run in a thread).
 
-AMQP 0-9-1 cannot list queues; the management plugin can. The URL may carry credentials
-(``http://user:pass@host:15672``); they become a Basic ``Authorization`` header and never
-appear in errors.
+AMQP 0-9-1 cannot list queues; the management plugin can, and it is off by default. So
+every way the API can be missing (nothing listening, a refusal, a 404, an HTML page,
+something that is not HTTP, JSON of the wrong shape) is one error,
+:class:`BackendUnavailable`, naming the call; callers decide whether that means "not
+claimed" or "failed". The URL may carry credentials (``http://user:pass@host:15672``);
+they become a Basic ``Authorization`` header and never appear in errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 from mqcontract._redact import redact
+from mqcontract.config import RabbitMqConfig, check_management_url
 from mqcontract.errors import BackendUnavailable
 
-__all__ = ["ManagementClient", "vhost_of"]
+__all__ = ["PROBE_TIMEOUT", "ManagementClient", "find_management", "vhost_of"]
+
+log = logging.getLogger(__name__)
+
+#: Bound on probing a derived management URL at connect (a missing plugin refuses at once).
+PROBE_TIMEOUT = 2.0
 
 
 def vhost_of(amqp_url: str) -> str:
@@ -28,17 +39,18 @@ def vhost_of(amqp_url: str) -> str:
 
 
 class ManagementClient:
-    """JSON calls against ``/api``; every failure is :class:`BackendUnavailable`."""
+    """JSON calls against ``/api``; every failure is :class:`BackendUnavailable`.
+
+    A URL that is not ``http(s)://host…`` is a ``ConfigurationError`` at construction.
+    """
 
     def __init__(self, url: str, *, provider: str, timeout: float = 10.0) -> None:
-        parts = urllib.parse.urlsplit(url)
+        parts = urllib.parse.urlsplit(check_management_url(url))
         host = parts.hostname or "127.0.0.1"
         netloc = f"[{host}]" if ":" in host else host
         if parts.port is not None:
             netloc = f"{netloc}:{parts.port}"
-        self._base = urllib.parse.urlunsplit(
-            (parts.scheme or "http", netloc, parts.path.rstrip("/"), "", "")
-        )
+        self._base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         user = urllib.parse.unquote(parts.username or "guest")
         password = urllib.parse.unquote(parts.password or "guest")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -46,6 +58,10 @@ class ManagementClient:
         self._provider = provider
         self._timeout = timeout
         self.display_url = redact(url)
+
+    def _fail(self, method: str, path: str, why: str) -> BackendUnavailable:
+        detail = f"management API {method} {path}: {why}"
+        return BackendUnavailable(self._provider, self.display_url, detail)
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -55,32 +71,45 @@ class ManagementClient:
         try:
             with urllib.request.urlopen(request, timeout=self._timeout) as response:
                 raw = response.read()
+                kind = response.headers.get_content_type()
         except urllib.error.HTTPError as exc:
             if method == "DELETE" and exc.code == 404:
                 return None
-            raise BackendUnavailable(
-                self._provider, self.display_url, f"management API {method} {path}: {exc.code}"
-            ) from exc
-        except (OSError, ValueError) as exc:
-            raise BackendUnavailable(
-                self._provider, self.display_url, f"management API {method} {path}: {exc}"
-            ) from exc
-        return json.loads(raw) if raw else None
+            raise self._fail(method, path, f"HTTP {exc.code} {exc.reason}") from exc
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # OSError: refused, unreachable, timed out; HTTPException: not HTTP at all.
+            raise self._fail(method, path, f"{type(exc).__name__}: {exc}") from exc
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:  # an HTML page, a proxy's error text, anything but JSON
+            raise self._fail(method, path, f"answered {kind}, not JSON") from exc
 
     async def call(self, method: str, path: str, body: object = None) -> Any:
         """Run one request in a worker thread."""
         return await asyncio.to_thread(self._call, method, path, body)
 
+    async def _records(self, path: str) -> list[dict[str, Any]]:
+        result = await self.call("GET", path)
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise self._fail("GET", path, f"expected a JSON list of objects, got {_kind(result)}")
+        return result
+
+    async def _object(self, path: str) -> dict[str, Any]:
+        result = await self.call("GET", path)
+        if not isinstance(result, dict):
+            raise self._fail("GET", path, f"expected a JSON object, got {_kind(result)}")
+        return result
+
     async def queues(self, vhost: str) -> list[dict[str, Any]]:
         """Every queue of ``vhost`` with its name and declare arguments."""
         vh = urllib.parse.quote(vhost, safe="")
-        result = await self.call("GET", f"/queues/{vh}?columns=name,arguments")
-        return list(result or [])
+        return await self._records(f"/queues/{vh}?columns=name,arguments")
 
     async def connections(self) -> list[dict[str, Any]]:
         """Every connection with its name and client-provided name."""
-        result = await self.call("GET", "/connections?columns=name,client_properties")
-        return list(result or [])
+        return await self._records("/connections?columns=name,client_properties")
 
     async def close_connection(self, name: str) -> None:
         """Force-close a connection (the client sees CONNECTION_FORCED)."""
@@ -102,7 +131,40 @@ class ManagementClient:
         """Delete ``vhost`` and everything in it; a missing one is not an error."""
         await self.call("DELETE", f"/vhosts/{urllib.parse.quote(vhost, safe='')}")
 
+    async def vhost(self, vhost: str) -> dict[str, Any]:
+        """One virtual host: the cheapest call that proves its queues can be listed."""
+        return await self._object(f"/vhosts/{urllib.parse.quote(vhost, safe='')}")
+
     async def overview(self) -> dict[str, Any]:
         """Broker version and node facts."""
-        result = await self.call("GET", "/overview")
-        return dict(result or {})
+        return await self._object("/overview")
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+async def find_management(
+    config: RabbitMqConfig, *, provider: str, timeout: float
+) -> ManagementClient | None:
+    """The management API a provider uses, per :meth:`RabbitMqConfig.management_endpoint`.
+
+    A configured URL is used as given; a derived one only if it answers a probe bounded
+    by :data:`PROBE_TIMEOUT`, so a broker without the plugin (RabbitMQ's default) simply
+    does not claim ``list_queues``.
+    """
+    endpoint = config.management_endpoint()
+    if endpoint is None:
+        return None
+    client = ManagementClient(endpoint.url, provider=provider, timeout=timeout)
+    if endpoint.configured:
+        return client
+    bound = min(timeout, PROBE_TIMEOUT)
+    probe = ManagementClient(endpoint.url, provider=provider, timeout=bound)
+    try:
+        async with asyncio.timeout(bound + 1.0):  # name resolution is not under the socket's
+            await probe.vhost(vhost_of(config.url))
+    except (BackendUnavailable, TimeoutError) as exc:
+        log.info("list_queues not claimed: %s", exc or f"no answer from {probe.display_url}")
+        return None
+    return client

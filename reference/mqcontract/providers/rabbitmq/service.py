@@ -40,8 +40,10 @@ How the contract maps onto RabbitMQ:
   one, with ``push_visibility_timeout_seconds`` as its visibility timeout. A supervisor
   re-subscribes after a reconnect. Closing a subscription cancels its consumers and
   requeues deliveries never handed out.
-* **Listing.** Only through the management HTTP API (``management_url``); queues are
-  marked with the declare argument ``x-mqcontract`` and only marked ones are listed.
+* **Listing.** Only through the management HTTP API: ``management_url``, else the URL
+  derived from the AMQP URL when it answers at connect (:func:`._management.find_management`);
+  without it ``list_queues`` is not claimed. Queues are marked with the declare argument
+  ``x-mqcontract`` and only marked ones are listed.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ from mqcontract.validation import (
 from . import _delay
 from ._errors import translated
 from ._ids import MessageIdGenerator, default_generator, id_time
-from ._management import ManagementClient, vhost_of
+from ._management import ManagementClient, find_management, vhost_of
 
 __all__ = ["RabbitMqMessagingService", "connect_rabbitmq"]
 
@@ -160,6 +162,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         operation_timeout: float,
         connection_name: str,
         ids: MessageIdGenerator | None = None,
+        management: ManagementClient | None = None,
     ) -> None:
         self.provider_name = "rabbitmq-quorum" if quorum else "rabbitmq"
         self.connection_name = connection_name
@@ -176,13 +179,8 @@ class RabbitMqMessagingService(BaseMessagingService):
         self._ids = ids or default_generator
         self._target = config.url
         self._vhost = vhost_of(config.url)
-        self._management = (
-            ManagementClient(
-                config.management_url, provider=self.provider_name, timeout=operation_timeout
-            )
-            if config.management_url
-            else None
-        )
+        #: The management API, when :func:`find_management` found one (``list_queues``).
+        self._management = management
         self._closed = False
         self._held: dict[tuple[str, int], _Held] = {}
         self._seen: OrderedDict[tuple[str, int], int] = OrderedDict()
@@ -605,7 +603,9 @@ class RabbitMqMessagingService(BaseMessagingService):
     async def list_queues(self) -> list[str]:
         self._check_open()
         if self._management is None:
-            raise UnsupportedOperation(self.provider_name, "list_queues (needs management_url)")
+            raise UnsupportedOperation(
+                self.provider_name, "list_queues (needs the management API; none was found)"
+            )
         listed = await self._management.queues(self._vhost)
         names = {
             str(q["name"])
@@ -911,10 +911,18 @@ async def connect_rabbitmq(config: MessagingConfig, *, quorum: bool) -> RabbitMq
     provider = "rabbitmq-quorum" if quorum else "rabbitmq"
     name = f"mqcontract-{provider}-{uuid.uuid4().hex[:12]}"
     connection = await open_connection(config.rabbitmq, provider, name)
+    try:
+        management = await find_management(
+            config.rabbitmq, provider=provider, timeout=config.operation_timeout_seconds
+        )
+    except BaseException:
+        await connection.close()
+        raise
     return RabbitMqMessagingService(
         config.rabbitmq,
         connection,
         quorum=quorum,
         operation_timeout=config.operation_timeout_seconds,
         connection_name=name,
+        management=management,
     )

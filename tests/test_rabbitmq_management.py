@@ -1,0 +1,244 @@
+"""The management API as it really is on brokers: often absent, sometimes not even HTTP.
+
+RabbitMQ ships the management plugin off, so every way it can be missing must become
+``BackendUnavailable`` naming the call (never a ``TypeError`` or a ``JSONDecodeError``),
+and a provider must find it, or not, exactly as the README's table says: the configured
+URL as given, else the one derived from the AMQP URL when it answers. A stub HTTP server
+plays the API; the broker tests need RabbitMQ (skipped without it, unless required).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.server
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import mqcontract.config
+from mqcontract import open_provider
+from mqcontract.config import MessagingConfig, RabbitMqConfig, load_config
+from mqcontract.errors import BackendUnavailable, ConfigurationError, UnsupportedOperation
+from mqcontract.providers.rabbitmq._management import ManagementClient, find_management
+from mqcontract_fixtures.rabbitmq import url_with_vhost
+
+SECRET = "Mgmt-s3cret"
+REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _StubServer
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization", "")))
+        status, kind, body = self.server.answers.get(
+            self.path.split("?")[0], (404, "text/html", b"<html>Not Found</html>")
+        )
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+
+class _StubServer(http.server.ThreadingHTTPServer):
+    answers: dict[str, tuple[int, str, bytes]]
+    seen: list[tuple[str, str]]
+
+
+@pytest.fixture
+def stub() -> Iterator[_StubServer]:
+    """An HTTP server on a free port answering ``answers[path]`` (else an HTML 404)."""
+    server = _StubServer(("127.0.0.1", 0), _Handler)
+    server.answers, server.seen = {}, []
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def not_http() -> Iterator[int]:
+    """A port that answers every connection with AMQP's protocol header, as 5672 does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"AMQP\x00\x00\x09\x01")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    done.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _url(port: int) -> str:
+    return f"http://guest:{SECRET}@127.0.0.1:{port}"
+
+
+JSON = "application/json"
+BROKEN = {
+    "an HTML page": {"/api/overview": (200, "text/html", b"<html>login</html>")},
+    "a 404": {},
+    "a 500": {"/api/overview": (500, JSON, b'{"error":"boom"}')},
+    "plain text": {"/api/overview": (200, "text/plain", b"ok")},
+    "JSON of the wrong shape": {"/api/overview": (200, JSON, b"[1, 2]")},
+    "an empty answer": {"/api/overview": (200, JSON, b"")},
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+async def test_a_broken_management_api_is_backend_unavailable(stub: _StubServer, case: str) -> None:
+    stub.answers = BROKEN[case]
+    client = ManagementClient(_url(stub.server_address[1]), provider="rabbitmq", timeout=5)
+    with pytest.raises(BackendUnavailable, match="management API GET /overview") as info:
+        await client.overview()
+    assert SECRET not in str(info.value)
+
+
+async def test_queues_must_be_a_list_of_objects(stub: _StubServer) -> None:
+    stub.answers = {"/api/queues/%2F": (200, JSON, b'{"name": "q"}')}
+    client = ManagementClient(_url(stub.server_address[1]), provider="rabbitmq", timeout=5)
+    with pytest.raises(BackendUnavailable, match="expected a JSON list of objects"):
+        await client.queues("/")
+
+
+async def test_something_that_is_not_http_is_backend_unavailable(not_http: int) -> None:
+    client = ManagementClient(_url(not_http), provider="rabbitmq", timeout=5)
+    with pytest.raises(BackendUnavailable, match="management API GET /connections") as info:
+        await client.connections()
+    assert SECRET not in str(info.value)
+
+
+async def test_nothing_listening_is_backend_unavailable() -> None:
+    client = ManagementClient(_url(_closed_port()), provider="rabbitmq", timeout=5)
+    with pytest.raises(BackendUnavailable, match="management API GET /overview"):
+        await client.overview()
+
+
+@pytest.mark.parametrize("url", [None, "", f"amqp://guest:{SECRET}@h:5672/", "http://", "x"])
+def test_a_management_url_that_is_not_http_is_a_configuration_error(url: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"rabbitmq\.management_url") as info:
+        ManagementClient(url, provider="rabbitmq")
+    assert SECRET not in str(info.value)
+
+
+# -- where a provider finds the API (the README's table) --------------------------------
+
+
+def _rabbit(url: str, **changes: Any) -> RabbitMqConfig:
+    return dataclasses.replace(RabbitMqConfig(url=url), **changes)
+
+
+async def test_a_derived_url_is_used_when_it_answers(
+    stub: _StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqcontract.config, "DEFAULT_MANAGEMENT_PORT", stub.server_address[1])
+    stub.answers = {"/api/vhosts/vh": (200, JSON, b'{"name": "vh"}')}
+    found = await find_management(
+        _rabbit(f"amqp://me:{SECRET}@127.0.0.1:5672/vh"), provider="rabbitmq", timeout=5
+    )
+    assert found is not None
+    assert SECRET not in found.display_url
+    # The probe carried the AMQP credentials.
+    token = base64.b64encode(f"me:{SECRET}".encode()).decode()
+    assert stub.seen == [("/api/vhosts/vh", f"Basic {token}")]
+
+
+@pytest.mark.parametrize("answer", ["refused", "an HTML page"])
+async def test_a_derived_url_that_does_not_answer_is_not_used(
+    stub: _StubServer, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    port = _closed_port() if answer == "refused" else stub.server_address[1]
+    monkeypatch.setattr(mqcontract.config, "DEFAULT_MANAGEMENT_PORT", port)
+    stub.answers = {"/api/vhosts/%2F": (200, "text/html", b"<html></html>")}
+    rabbit = _rabbit("amqp://guest:guest@127.0.0.1:5672/%2F")
+    assert await find_management(rabbit, provider="rabbitmq", timeout=5) is None
+
+
+async def test_a_configured_url_is_used_as_given_and_off_means_off(stub: _StubServer) -> None:
+    rabbit = _rabbit("amqp://127.0.0.1/", management_url=_url(stub.server_address[1]))
+    assert await find_management(rabbit, provider="rabbitmq", timeout=5) is not None
+    off = dataclasses.replace(rabbit, use_management_api=False)
+    assert await find_management(off, provider="rabbitmq", timeout=5) is None
+    tls = _rabbit(f"amqps://guest:{SECRET}@127.0.0.1/")
+    assert await find_management(tls, provider="rabbitmq", timeout=5) is None
+    assert stub.seen == []  # nothing probed
+
+
+# -- on a real broker ---------------------------------------------------------------------
+
+
+async def _broker_config() -> MessagingConfig:
+    config = load_config(validate_backend=False)
+    config = dataclasses.replace(
+        config,
+        rabbitmq=dataclasses.replace(
+            config.rabbitmq, management_url=None, connection_timeout_seconds=3
+        ),
+    )
+    try:
+        async with await open_provider(config, backend="rabbitmq"):
+            pass
+    except BackendUnavailable as exc:
+        if REQUIRE:
+            pytest.fail(f"RabbitMQ required: {exc}")
+        pytest.skip(f"RabbitMQ unavailable: {exc}")
+    return config
+
+
+async def test_open_provider_derives_the_management_url(
+    stub: _StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = await _broker_config()
+    monkeypatch.setattr(mqcontract.config, "DEFAULT_MANAGEMENT_PORT", stub.server_address[1])
+    listed = b'[{"name": "t_listed", "arguments": {"x-mqcontract": "classic"}},'
+    listed += b' {"name": "not_ours", "arguments": {}}]'
+    stub.answers = {
+        "/api/vhosts/%2F": (200, JSON, b'{"name": "/"}'),
+        "/api/queues/%2F": (200, JSON, listed),
+    }
+    url = url_with_vhost(config.rabbitmq.url, "/")  # the stub answers for "/"
+    config = dataclasses.replace(config, rabbitmq=dataclasses.replace(config.rabbitmq, url=url))
+    async with await open_provider(config, backend="rabbitmq") as provider:
+        assert provider.capabilities.list_queues
+        assert await provider.list_queues() == ["t_listed"]
+
+
+async def test_open_provider_without_the_plugin_does_not_claim_list_queues(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = await _broker_config()
+    monkeypatch.setattr(mqcontract.config, "DEFAULT_MANAGEMENT_PORT", _closed_port())
+    start = time.monotonic()
+    async with await open_provider(config, backend="rabbitmq-quorum") as provider:
+        assert time.monotonic() - start < 3.0  # a refused probe costs nothing
+        assert not provider.capabilities.list_queues
+        with pytest.raises(UnsupportedOperation, match="management API"):
+            await provider.list_queues()
