@@ -6,21 +6,19 @@ import asyncio
 
 import pytest
 
-from mqcontract import (
+from mqcontract import MessagingConfig, OperationTimeout, open_provider
+from mqcontract.errors import ConfigurationError, InvalidQueueName, SerializationError
+from mqcontract.provider import MessagingProvider
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.registry import resolve
+from mqcontract.tasker import (
     MessageClient,
-    MessagingConfig,
-    OperationTimeout,
     QueueClassifier,
     QueueKind,
     SimpleStepMessage,
     StepExecutionResult,
-    open_provider,
+    decode_model,
 )
-from mqcontract.errors import ConfigurationError, InvalidQueueName, SerializationError
-from mqcontract.models import decode_model
-from mqcontract.provider import MessagingProvider
-from mqcontract.providers.memory import InMemoryMessagingService
-from mqcontract.registry import resolve
 
 
 def test_classifier_names_and_classifies_queues() -> None:

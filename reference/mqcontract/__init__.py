@@ -1,14 +1,31 @@
 """mqcontract: a provider-agnostic messaging abstraction and its reference providers.
 
+**For applications** — open the configured provider and use it::
+
+    from mqcontract import open_provider
+    async with await open_provider() as provider:      # TASKER_MESSAGING_BACKEND decides
+        await provider.create_queue("jobs")
+
+``open_provider``/``MessagingProvider``, ``MessagingConfig``/``load_config``, the
+message and notification types (``QueuedMessage``, ``Message``, ``Available``), the
+declared ``Capabilities`` and the errors. The workflow engine's step messages and
+``MessageClient`` are in :mod:`mqcontract.tasker`; the event system (``QueueConsumer``,
+deployment modes) in :mod:`mqcontract.events`.
+
+**For provider authors** — subclass ``BaseMessagingService`` (it validates and guards
+every call, then calls your operations), declare ``Capabilities``, and check yourself
+with the conformance kit; :mod:`mqcontract.validation` has the input checks,
+:mod:`mqcontract.testing` the ``Harness`` protocol, ``VirtualClock`` lets timing rules
+run in virtual time. ``docs/provider-guide.md`` walks through it.
+
 Optional providers (``mqcontract.providers.pgmq``, ``.rabbitmq``) import their drivers
-themselves; importing this package never needs asyncpg or aio-pika.
+themselves; importing this package never needs asyncpg, aio-pika, pytest or hypothesis.
 """
 
 from __future__ import annotations
 
 from mqcontract._redact import redact
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
-from mqcontract.client import MessageClient, QueueClassifier, QueueKind
 from mqcontract.clock import Clock, SystemClock, VirtualClock
 from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import (
@@ -28,7 +45,6 @@ from mqcontract.errors import (
     UnsupportedOperation,
 )
 from mqcontract.messages import Available, Message, MessageNotification, QueuedMessage
-from mqcontract.models import SimpleStepMessage, StepExecutionResult
 from mqcontract.provider import MessagingProvider, open_provider
 from mqcontract.service import (
     BaseMessagingService,
@@ -39,44 +55,46 @@ from mqcontract.service import (
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Available",
-    "BackendUnavailable",
-    "BaseMessagingService",
-    "Capabilities",
-    "Clock",
-    "ConfigurationError",
-    "ConnectionLost",
-    "InvalidArgument",
-    "InvalidQueueName",
-    "Message",
-    "MessageClient",
-    "MessageNotFound",
-    "MessageNotification",
-    "MessageTooLarge",
-    "MessagingConfig",
-    "MessagingError",
-    "MessagingProvider",
-    "MessagingService",
-    "OperationTimeout",
-    "PayloadFidelity",
-    "ProviderClosed",
-    "PushKind",
-    "QueueClassifier",
-    "QueueError",
-    "QueueKind",
-    "QueueNotFound",
-    "QueuedMessage",
-    "RequeuePosition",
-    "SerializationError",
-    "SimpleStepMessage",
-    "StepExecutionResult",
-    "Subscription",
-    "SupportsPushNotifications",
-    "SystemClock",
-    "UnsupportedOperation",
-    "VirtualClock",
-    "load_config",
+__all__ = [  # noqa: RUF022 (grouped by audience, not sorted)
+    # For applications
     "open_provider",
+    "MessagingProvider",
+    "MessagingConfig",
+    "load_config",
+    "QueuedMessage",
+    "Message",
+    "Available",
+    "MessageNotification",
+    "Subscription",
+    "Capabilities",
+    "PushKind",
+    "PayloadFidelity",
+    "RequeuePosition",
     "redact",
+    "MessagingError",
+    "QueueError",
+    "QueueNotFound",
+    "InvalidQueueName",
+    "InvalidArgument",
+    "MessageTooLarge",
+    "MessageNotFound",
+    "SerializationError",
+    "UnsupportedOperation",
+    "ConfigurationError",
+    "OperationTimeout",
+    "BackendUnavailable",
+    "ConnectionLost",
+    "ProviderClosed",
+    # For provider authors, beyond the above
+    "BaseMessagingService",
+    "MessagingService",
+    "SupportsPushNotifications",
+    "Clock",
+    "SystemClock",
+    "VirtualClock",
 ]
+
+#: The names applications use, and those provider authors use beyond them (a test keeps
+#: ``__all__`` equal to both, so each name belongs to exactly one audience).
+APPLICATION_API = frozenset(__all__[: __all__.index("BaseMessagingService")])
+PROVIDER_API = frozenset(__all__[__all__.index("BaseMessagingService") :])

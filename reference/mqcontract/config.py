@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from mqcontract._entry_points import provider_names
 from mqcontract._redact import redact
 from mqcontract.errors import ConfigurationError
 
@@ -343,8 +344,6 @@ def load_config(
     if config.rabbitmq.management_url:
         check_management_url(config.rabbitmq.management_url)
     if validate_backend:
-        from mqcontract.registry import provider_names
-
         names = provider_names()
         if config.backend not in names and ":" not in config.backend:
             raise ConfigurationError(

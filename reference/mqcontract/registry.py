@@ -13,20 +13,14 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import cast
 
+from mqcontract._entry_points import ENTRY_POINT_GROUP, provider_names
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import ConfigurationError
 from mqcontract.service import SupportsPushNotifications
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderFactory", "load_object", "provider_names", "resolve"]
 
-ENTRY_POINT_GROUP = "mqcontract.providers"
-
 ProviderFactory = Callable[[MessagingConfig], Awaitable[SupportsPushNotifications]]
-
-
-def provider_names() -> set[str]:
-    """Names registered under the provider entry-point group."""
-    return {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def load_object(spec: str) -> object:

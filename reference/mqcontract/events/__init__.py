@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mqcontract.events.commands import Path, ProcessFromMessage, ProcessFromMessageEvent
+from mqcontract.events.commands import Intake, ProcessFromMessage, ProcessFromMessageEvent
 from mqcontract.events.consumer import ConsumerSettings, Handler, QueueConsumer
 from mqcontract.events.modes import DeploymentMode
 from mqcontract.events.stats import ConsumerStats
@@ -12,7 +12,7 @@ __all__ = [
     "ConsumerStats",
     "DeploymentMode",
     "Handler",
-    "Path",
+    "Intake",
     "ProcessFromMessage",
     "ProcessFromMessageEvent",
     "QueueConsumer",

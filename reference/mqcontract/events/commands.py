@@ -17,15 +17,15 @@ __all__ = [
     "Command",
     "CommandReceiver",
     "CommandSender",
-    "Path",
+    "Intake",
     "ProcessFromMessage",
     "ProcessFromMessageEvent",
     "command_channel",
 ]
 
 
-class Path(enum.StrEnum):
-    """Which intake produced a command (kept in statistics)."""
+class Intake(enum.StrEnum):
+    """Which intake produced a command, push or poll (kept in statistics)."""
 
     PUSH = "push"
     POLL = "poll"
@@ -42,7 +42,7 @@ class ProcessFromMessage:
 
     message: QueuedMessage
     claimed: bool
-    path: Path
+    path: Intake
     claimed_at: float | None = None
 
 
@@ -52,7 +52,7 @@ class ProcessFromMessageEvent:
 
     queue_name: str
     msg_id: int | None
-    path: Path = Path.PUSH
+    path: Intake = Intake.PUSH
 
 
 Command = ProcessFromMessage | ProcessFromMessageEvent

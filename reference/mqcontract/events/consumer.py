@@ -32,7 +32,7 @@ from mqcontract.clock import Clock, SystemClock
 from mqcontract.errors import MessageNotFound, MessagingError
 from mqcontract.events.commands import (
     Command,
-    Path,
+    Intake,
     ProcessFromMessage,
     ProcessFromMessageEvent,
     command_channel,
@@ -191,7 +191,7 @@ class QueueConsumer:
                 else:
                     await self._catch_up(queue, path)
 
-    async def _claim_and_process(self, queue: str, msg_id: int, path: Path) -> None:
+    async def _claim_and_process(self, queue: str, msg_id: int, path: Intake) -> None:
         if not self.service.supports_fetch_by_message_id:
             await self._catch_up(queue, path)
             return
@@ -208,7 +208,7 @@ class QueueConsumer:
         self._remember(message)
         await self._process(message, path)
 
-    async def _catch_up(self, queue: str, path: Path) -> None:
+    async def _catch_up(self, queue: str, path: Intake) -> None:
         """Drain ``queue`` from this worker in batches (one round trip per batch).
 
         Workers that are idle take the next messages of the batch; the rest run here, in
@@ -277,7 +277,7 @@ class QueueConsumer:
         if len(self._claimed) > RECENT_CLAIMS:
             del self._claimed[next(iter(self._claimed))]
 
-    async def _process(self, message: QueuedMessage, path: Path) -> None:
+    async def _process(self, message: QueuedMessage, path: Intake) -> None:
         key = (message.queue_name, message.msg_id)
         if key in self._in_flight:
             self.stats.duplicate_claims += 1  # its first handler is still running

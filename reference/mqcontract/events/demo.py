@@ -18,13 +18,18 @@ import secrets
 import time
 from collections import Counter
 
-from mqcontract.client import MessageClient, QueueClassifier
 from mqcontract.config import MessagingConfig, QueueNamingConfig, load_config
 from mqcontract.events.consumer import ConsumerSettings, QueueConsumer
 from mqcontract.events.modes import DeploymentMode
 from mqcontract.messages import QueuedMessage
-from mqcontract.models import SimpleStepMessage, StepExecutionResult, decode_model
 from mqcontract.provider import open_provider
+from mqcontract.tasker import (
+    MessageClient,
+    QueueClassifier,
+    SimpleStepMessage,
+    StepExecutionResult,
+    decode_model,
+)
 
 __all__ = ["register", "run_demo"]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from mqcontract.errors import MessagingError
 from mqcontract.events.commands import (
     CommandSender,
-    Path,
+    Intake,
     ProcessFromMessage,
     ProcessFromMessageEvent,
 )
@@ -51,7 +51,7 @@ class QueueListener:
                 self._stats.notifications += 1
                 match note:
                     case Message(message=message, claimed=claimed):
-                        await self._sender.send(ProcessFromMessage(message, claimed, Path.PUSH))
+                        await self._sender.send(ProcessFromMessage(message, claimed, Intake.PUSH))
                     case Available(queue_name=queue, msg_id=msg_id):
                         if msg_id is None:
                             self._stats.catch_ups += 1

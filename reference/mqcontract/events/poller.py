@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from mqcontract.clock import Clock
 from mqcontract.errors import MessagingError
-from mqcontract.events.commands import CommandSender, Path, ProcessFromMessage
+from mqcontract.events.commands import CommandSender, Intake, ProcessFromMessage
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.service import SupportsPushNotifications
 
@@ -23,7 +23,7 @@ async def drain_queue(
     *,
     batch_size: int,
     visibility_timeout: float,
-    path: Path,
+    path: Intake,
     clock: Clock,
     released: Callable[[], int] = lambda: 0,
 ) -> int:
@@ -86,7 +86,7 @@ class FallbackPoller:
                         self._sender,
                         batch_size=self._batch_size,
                         visibility_timeout=self._visibility_timeout,
-                        path=Path.POLL,
+                        path=Intake.POLL,
                         clock=self._clock,
                         released=lambda: self._stats.released_unstarted,
                     )

@@ -6,8 +6,8 @@ import enum
 from dataclasses import dataclass, field
 
 from mqcontract.config import QueueNamingConfig
-from mqcontract.models import SimpleStepMessage, StepExecutionResult, encode_model
 from mqcontract.provider import MessagingProvider
+from mqcontract.tasker.steps import SimpleStepMessage, StepExecutionResult, encode_model
 from mqcontract.validation import check_queue_name
 
 __all__ = ["MessageClient", "QueueClassifier", "QueueKind"]
