@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -12,6 +12,7 @@ from mqcontract.config import MessagingConfig
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.service import SupportsPushNotifications
 from mqcontract.testing import Harness, HarnessSettings
+from mqcontract_conformance.provisioning import Provisioner, backends_required
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.timing import TimingProfile
@@ -31,6 +32,27 @@ class ClassHarness(Harness):
 
     async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
         return self.cls(clock=clock)
+
+
+@pytest.fixture(scope="session")
+def provisioned() -> Iterator[Callable[[str], Harness]]:
+    """``provisioned("pgmq")``: that provider's harness, set up once for the session.
+
+    Through the kit's provisioning, as the contract's cases: a missing backend skips the
+    test, or fails it when ``MQCONTRACT_REQUIRE_BACKENDS`` is set; other errors fail.
+    """
+    provisioners: dict[str, Provisioner] = {}
+
+    def ready(provider: str) -> Harness:
+        if provider not in provisioners:
+            provisioners[provider] = Provisioner.for_provider(
+                provider, required=backends_required()
+            )
+        return provisioners[provider].ready()
+
+    yield ready
+    for provisioner in provisioners.values():
+        provisioner.teardown()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.rules import SUITE_VERSION, all_rules
 
 CLOSED_POSTGRES = "postgresql://127.0.0.1:9/test"  # the discard port: nothing listens
@@ -43,7 +44,8 @@ def test_a_named_provider_whose_backend_is_unreachable_fails_the_gate(tmp_path: 
     assert "--allow-unavailable makes this a skip" in strict.stdout
     pgmq = {p["name"]: p for p in json.loads(out.read_text())["providers"]}["pgmq"]
     assert pgmq["status"] == "not verified"
-    assert pgmq["summary"]["backend-unavailable"] == pgmq["summary"]["skipped"] > 0
+    assert {k for k, n in pgmq["summary"].items() if n} == {"backend-unavailable"}
+    assert {r["outcome"] for r in pgmq["results"]} == {"backend-unavailable"}
     allowed = run_cli(*args, "--allow-unavailable", cwd=tmp_path, env=env)
     assert allowed.returncode == 0, allowed.stdout[-2000:]
     assert "SKIPPED: provider 'pgmq' not verified" in allowed.stdout
@@ -53,11 +55,16 @@ def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Pat
     out = tmp_path / "r.json"
     run = run_cli("verify", "--provider", "memory", "--json", str(out), cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:]
-    (memory,) = json.loads(out.read_text())["providers"]
+    document = json.loads(out.read_text())
+    assert document["format"] == "mqcontract-results/2"
+    (memory,) = document["providers"]
     summary = memory["summary"]
-    kinds = ("not-claimed", "needs-hook", "backend-unavailable", "other")
-    assert sum(summary[k] for k in kinds) == summary["skipped"]
-    hooked = {r["rule"] for r in memory["results"] if r.get("skip_kind") == "needs-hook"}
+    assert list(summary) == [o.value for o in Outcome.of_run()]
+    assert sum(summary.values()) == len(memory["results"])
+    for outcome in Outcome.of_run():
+        counted = [r for r in memory["results"] if r["outcome"] == outcome.value]
+        assert len(counted) == summary[outcome.value]
+    hooked = {r["rule"] for r in memory["results"] if r["outcome"] == "needs-hook"}
     assert hooked, "the in-memory harness has no sever hook: some rules must be unverified"
     assert memory["status"] == "passing, unverified"
     groups = {entry["group"] for entry in memory["unverified"]}

@@ -83,10 +83,17 @@ def make(settings):
 """
     )
     pytester.syspathinsert()
-    result = pytester.runpytest(
-        *ARGS, "--mq-provider", "brokenharness:make", "--mq-rules", "ACK-1,LIFE-1"
-    )
+    out = pytester.path / "out.json"
+    spec = ("--mq-provider", "brokenharness:make", "--mq-rules", "ACK-1,LIFE-1")
+    result = pytester.runpytest(*ARGS, *spec, "--mq-json", str(out))
     result.assert_outcomes(xfailed=1, failed=1)
+    (provider,) = json.loads(out.read_text())["providers"]
+    by_rule = {r["rule"]: r for r in provider["results"]}
+    assert (by_rule["ACK-1"]["outcome"], by_rule["ACK-1"]["reason"]) == (
+        "known-broken",
+        "ack is a no-op",
+    )
+    assert by_rule["LIFE-1"]["outcome"] == "failed"
 
 
 def test_unknown_provider_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -249,3 +256,79 @@ def test_a_harness_setup_that_is_misconfigured_fails_instead_of_looking_unavaila
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*harness setup failed: ConfigurationError*"])
+
+
+#: A reason naming every kind of skip: whoever classified by it would be misled.
+LIE = "backend unavailable: LIFE-1 not claimed: applies when push == none; needs a harness hook"
+
+MISLEADING = f"""
+import pytest
+
+from mqcontract.clock import VirtualClock
+from mqcontract.errors import BackendUnavailable
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.testing import Harness, HookUnavailable
+
+LIE = {LIE!r}
+
+
+class Misleading(Harness):
+    def new_clock(self):
+        return VirtualClock()
+
+    async def open(self, clock=None):
+        return InMemoryMessagingService(clock=clock)
+
+    async def sever_connection(self, service):
+        raise HookUnavailable(LIE)
+
+
+def make(settings):
+    return Misleading("misleading", settings)
+
+
+async def unreachable(config):
+    raise BackendUnavailable("nowhere", "nowhere://h/", LIE)
+
+
+def pytest_runtest_setup(item):
+    if item.name.endswith("make::LIFE-2]"):
+        pytest.skip(LIE)
+"""
+
+
+def test_outcomes_are_typed_whatever_the_reasons_say(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MQCONTRACT_REQUIRE_BACKENDS", raising=False)
+    pytester.makepyfile(misleading=MISLEADING)
+    pytester.syspathinsert()
+    out = pytester.path / "out.json"
+    providers = ("--mq-provider", "misleading:make", "--mq-provider", "misleading:unreachable")
+    result = pytester.runpytest(
+        *ARGS,
+        "-p",
+        "misleading",
+        *providers,
+        "--mq-rules",
+        "LIFE-1,LIFE-2,PUSH-10,ERR-5",
+        "--mq-allow-unavailable",
+        "--mq-json",
+        str(out),
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    outcomes = {
+        (p["name"], r["rule"]): r["outcome"]
+        for p in json.loads(out.read_text())["providers"]
+        for r in p["results"]
+    }
+    assert outcomes == {
+        ("misleading:make", "LIFE-1"): "passed",
+        ("misleading:make", "LIFE-2"): "skipped",
+        ("misleading:make", "PUSH-10"): "not-claimed",
+        ("misleading:make", "ERR-5"): "needs-hook",
+        **{
+            ("misleading:unreachable", rule): "backend-unavailable"
+            for rule in ("LIFE-1", "LIFE-2", "PUSH-10", "ERR-5")
+        },
+    }

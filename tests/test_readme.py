@@ -62,6 +62,7 @@ from mqcontract.errors import MessagingError
 from mqcontract.registry import ENTRY_POINT_GROUP
 from mqcontract_conformance.cli import build_parser
 from mqcontract_conformance.harnesses import HARNESS_GROUP
+from mqcontract_conformance.provisioning import backends_required, unavailable
 from tests.readme_blocks import Block, apply_args, parse_readme
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +75,6 @@ BLOCK_TIMEOUT = 240.0
 NOT_COPIED = shutil.ignore_patterns(
     ".venv", ".git", ".tox", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis", "node_modules"
 )
-REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
 
 BLOCKS, STRAY = parse_readme(README.read_text(encoding="utf-8"))
 
@@ -160,9 +160,7 @@ def _needs(block: Block, services: Services) -> None:
     for backend, reason in services.missing.items():
         if backend in text:
             message = f"README line {block.line} needs {backend}: {reason}"
-            if REQUIRE:
-                pytest.fail(message)
-            pytest.skip(message)
+            unavailable(message, required=backends_required()).enforce()
 
 
 def _shell(block: Block, services: Services, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mqcontract_conformance.cli import main
+from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.report import ReportOptions, build_matrix, build_report, load_results
 from mqcontract_conformance.report.allure import find_allure
 from mqcontract_conformance.report.badges import render_badge
@@ -21,9 +22,14 @@ def result(rule: str, outcome: str, reason: str = "") -> dict[str, Any]:
     return {"rule": rule, "outcome": outcome, "reason": reason, "duration": 0.01}
 
 
-def doc(providers: list[dict[str, Any]], when: str, suite: str = SUITE_VERSION) -> dict[str, Any]:
+def doc(
+    providers: list[dict[str, Any]],
+    when: str,
+    suite: str = SUITE_VERSION,
+    fmt: str = "mqcontract-results/2",
+) -> dict[str, Any]:
     return {
-        "format": "mqcontract-results/1",
+        "format": fmt,
         "suite_version": suite,
         "generated_at": when,
         "python": "3.11.7",
@@ -57,9 +63,9 @@ def results_dir(tmp_path: Path) -> Path:
     d.mkdir()
     mixed = everything()
     mixed[0] = result(ALL[0], "failed", "AssertionError: queue 'q' lost 1 message")
-    mixed[1] = result(ALL[1], "xfailed", "known broken: ack is a no-op")
-    mixed[2] = result(ALL[2], "skipped", f"{ALL[2]} not claimed: applies when push == none")
-    mixed[3] = result(ALL[3], "skipped", f"{ALL[3]} needs a harness hook: no sever")
+    mixed[1] = result(ALL[1], "known-broken", "ack is a no-op")
+    mixed[2] = result(ALL[2], "not-claimed", f"{ALL[2]} not claimed: applies when push == none")
+    mixed[3] = result(ALL[3], "needs-hook", f"{ALL[3]} needs a harness hook: no sever")
     del mixed[4]  # a rule with no result at all
     files = {
         "good.json": doc([provider("good", everything())], "2026-03-10T12:00:00Z"),
@@ -95,7 +101,14 @@ def test_cells_states_staleness_and_missing_providers(results_dir: Path) -> None
     assert matrix.as_of == "2026-03-10T12:00:00Z"  # the newest result, not the wall clock
     mixed = by_name["mixed"]
     states = [mixed.cell(rule_id).state for rule_id in ALL[:6]]
-    assert states == ["failed", "known-broken", "not-claimed", "needs-hook", "missing", "passed"]
+    assert states == [
+        Outcome.FAILED,
+        Outcome.KNOWN_BROKEN,
+        Outcome.NOT_CLAIMED,
+        Outcome.NEEDS_HOOK,
+        Outcome.MISSING,
+        Outcome.PASSED,
+    ]
     assert mixed.cell(ALL[1]).reason == "ack is a no-op"
     assert mixed.status == "failing"
     assert by_name["good"].status == "passing"
@@ -141,7 +154,7 @@ def test_json_and_badges(results_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     build(results_dir, out)
     merged = json.loads((out / "compatibility.json").read_text())
-    assert merged["format"] == "mqcontract-compatibility/1"
+    assert merged["format"] == "mqcontract-compatibility/2"
     statuses = {p["name"]: p["status"] for p in merged["providers"]}
     assert statuses == {
         "good": "passing",
@@ -382,8 +395,7 @@ def test_a_provider_whose_hook_rules_never_ran_is_not_plain_passing(tmp_path: Pa
     d.mkdir()
     hooked = [r.id for r in all_rules() if r.hooks]
     partial = [
-        result(rule_id, "skipped", f"{rule_id} needs a harness hook: no sever")
-        | {"skip_kind": "needs-hook"}
+        result(rule_id, "needs-hook", f"{rule_id} needs a harness hook: no sever")
         if rule_id in hooked
         else result(rule_id, "passed")
         for rule_id in ALL
@@ -413,13 +425,94 @@ def test_a_provider_whose_hook_rules_never_ran_is_not_plain_passing(tmp_path: Pa
 def test_a_provider_whose_backend_was_unavailable_is_not_verified(tmp_path: Path) -> None:
     d = tmp_path / "results"
     d.mkdir()
-    skipped = [
-        result(r, "skipped", "x: backend unavailable: refused")
-        | {"skip_kind": "backend-unavailable"}
-        for r in ALL
-    ]
+    skipped = [result(r, "backend-unavailable", "x: backend unavailable: refused") for r in ALL]
     (d / "r.json").write_text(json.dumps(doc([provider("down", skipped)], "2026-03-10T12:00:00Z")))
     matrix, _ = build_report(ReportOptions(results=[d], out=tmp_path / "out", allure=False))
     (down,) = matrix.providers
     assert down.status == "not-verified"
     assert "not verified" in (tmp_path / "out" / "badges" / "down.svg").read_text()
+
+
+def _one_file(tmp_path: Path, content: dict[str, Any]) -> Path:
+    d = tmp_path / "results"
+    d.mkdir()
+    (d / "r.json").write_text(json.dumps(content))
+    return d
+
+
+#: A reason that names every kind of skip: a reader that looked at it would be misled.
+LIE = "backend unavailable; X-1 not claimed: applies when push == none; needs a harness hook"
+
+
+def test_a_cell_is_its_typed_outcome_whatever_its_reason_says(tmp_path: Path) -> None:
+    outcomes = list(Outcome.of_run())
+    results = [result(r, outcomes[i % len(outcomes)].value, LIE) for i, r in enumerate(ALL)]
+    d = _one_file(tmp_path, doc([provider("p", results)], "2026-03-10T12:00:00Z"))
+    (column,) = build_matrix(load_results([d])).providers
+    for i, rule_id in enumerate(ALL):
+        assert column.cell(rule_id).state is outcomes[i % len(outcomes)]
+        assert column.cell(rule_id).reason == LIE
+
+
+def test_a_version_1_result_is_read_by_its_outcome_alone(tmp_path: Path) -> None:
+    """Before outcomes were typed, a skip was just a skip: its reason decides nothing."""
+    results = [result(r, "passed") for r in ALL]
+    results[0] = result(ALL[0], "skipped", f"{ALL[0]} not claimed: applies when push == none")
+    results[1] = result(ALL[1], "skipped", f"{ALL[1]} needs a harness hook: no sever")
+    results[1]["skip_kind"] = "needs-hook"
+    results[2] = result(ALL[2], "xfailed", "known broken: ack is a no-op")
+    results[3] = result(ALL[3], "failed", LIE)
+    content = doc([provider("old", results)], "2026-03-10T12:00:00Z", fmt="mqcontract-results/1")
+    (column,) = build_matrix(load_results([_one_file(tmp_path, content)])).providers
+    states = [column.cell(rule_id).state for rule_id in ALL[:5]]
+    assert states == [
+        Outcome.SKIPPED,
+        Outcome.SKIPPED,
+        Outcome.KNOWN_BROKEN,
+        Outcome.FAILED,
+        Outcome.PASSED,
+    ]
+    assert column.cell(ALL[0]).reason == f"{ALL[0]} not claimed: applies when push == none"
+
+
+def test_an_outcome_the_report_does_not_know_is_an_error(tmp_path: Path, capsys: Any) -> None:
+    content = doc([provider("p", [result(ALL[0], "mostly-passed")])], "2026-03-10T12:00:00Z")
+    d = _one_file(tmp_path, content)
+    assert main(["report", str(d), "--out", str(tmp_path / "out"), "--no-allure"]) == 1
+    assert "unknown outcome 'mostly-passed'" in capsys.readouterr().err
+
+
+def test_neither_the_report_nor_the_plugin_reads_a_reason_to_classify() -> None:
+    """No comparison, search or prefix test on a reason in the report or the plugin."""
+    import ast
+
+    import mqcontract_conformance.plugin as plugin
+    import mqcontract_conformance.report as report
+
+    modules = [
+        *Path(report.__file__).parent.glob("*.py"),
+        *Path(plugin.__file__).parent.glob("*.py"),
+    ]
+    probes = {"startswith", "endswith", "find", "index", "count", "search", "match"}
+    found = []
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            named = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)] + [
+                n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+            ]
+            about_reasons = any("reason" in name or "message" in name for name in named)
+            matching = (ast.In, ast.NotIn, ast.Eq, ast.NotEq)
+            if (
+                isinstance(node, ast.Compare)
+                and about_reasons
+                and any(isinstance(op, matching) for op in node.ops)
+            ):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in probes
+                and about_reasons
+            ):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found

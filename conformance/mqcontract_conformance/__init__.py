@@ -17,16 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mqcontract.testing import Harness, HarnessFactory, HarnessSettings, HookUnavailable
-    from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, Rule, all_rules, get_rule
+    from mqcontract_conformance.applicability import Applies
+    from mqcontract_conformance.outcomes import Outcome
+    from mqcontract_conformance.registry import GROUPS, SUITE_VERSION, Rule
+    from mqcontract_conformance.rules import all_rules, get_rule
     from mqcontract_conformance.timing import TimingProfile
 
 __all__ = [
     "GROUPS",
     "SUITE_VERSION",
+    "Applies",
     "Harness",
     "HarnessFactory",
     "HarnessSettings",
     "HookUnavailable",
+    "Outcome",
     "Rule",
     "TimingProfile",
     "all_rules",
@@ -38,9 +43,11 @@ _HOMES = {
     "HarnessFactory": "mqcontract.testing",
     "HarnessSettings": "mqcontract.testing",
     "HookUnavailable": "mqcontract.testing",
-    "GROUPS": "mqcontract_conformance.rules",
-    "SUITE_VERSION": "mqcontract_conformance.rules",
-    "Rule": "mqcontract_conformance.rules",
+    "Applies": "mqcontract_conformance.applicability",
+    "Outcome": "mqcontract_conformance.outcomes",
+    "GROUPS": "mqcontract_conformance.registry",
+    "SUITE_VERSION": "mqcontract_conformance.registry",
+    "Rule": "mqcontract_conformance.registry",
     "all_rules": "mqcontract_conformance.rules",
     "get_rule": "mqcontract_conformance.rules",
     "TimingProfile": "mqcontract_conformance.timing",

@@ -51,7 +51,7 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
         from mqcontract import __version__
-        from mqcontract_conformance.rules import SUITE_VERSION
+        from mqcontract_conformance.registry import SUITE_VERSION
 
         print(f"mqcontract {__version__} (conformance suite {SUITE_VERSION})")
         parser.exit()

@@ -1,13 +1,11 @@
 """The JSON result of a verification run: what reports and CI gates read.
 
-A skipped rule says why, in one of three kinds, because they mean different things to
-whoever reads the gate: *not claimed* (the provider declared it lacks the capability:
-the rule does not apply), *needs a harness hook* (the rule applies, but the harness
-cannot inject the fault or read the backdoor it needs: the behaviour is unverified) and
-*backend unavailable* (nothing about the provider was verified). A provider whose rules
-passed but some of which were not verified is ``passing, unverified``, never plain
-``passing``. The document also carries the text of every rule of the suite that ran, so
-a report made anywhere can show exactly what was checked.
+Each rule's ``outcome`` is an :class:`~.outcomes.Outcome` value (``passed``, ``failed``,
+``known-broken``, and for a rule that did not run, the kind of skip: ``not-claimed``,
+``needs-hook``, ``backend-unavailable`` or ``skipped``); the reason beside it is for
+people. A provider whose rules passed but some of which were not verified is ``passing,
+unverified``, never plain ``passing``. The document also carries the text of every rule
+of the suite that ran, so a report made anywhere can show exactly what was checked.
 """
 
 from __future__ import annotations
@@ -19,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, Rule, all_rules
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.registry import GROUPS, SUITE_VERSION, Rule
+from mqcontract_conformance.rules import all_rules
 
 __all__ = [
-    "OUTCOMES",
-    "SKIP_KINDS",
+    "RESULTS_FORMAT",
     "ProviderResult",
     "RuleResult",
     "check_writable",
@@ -31,15 +30,8 @@ __all__ = [
     "write_results",
 ]
 
-OUTCOMES = ("passed", "failed", "skipped", "xfailed")
-
-#: Why a rule was skipped -> how the terminal, the JSON and the report name it.
-SKIP_KINDS: dict[str, str] = {
-    "not-claimed": "not claimed",
-    "needs-hook": "needs a harness hook",
-    "backend-unavailable": "backend unavailable",
-    "other": "skipped for another reason",
-}
+#: The ``format`` of the document :func:`write_results` writes.
+RESULTS_FORMAT = "mqcontract-results/2"
 
 
 @dataclass
@@ -47,12 +39,10 @@ class RuleResult:
     """One rule's outcome for one provider."""
 
     rule: str
-    outcome: str
+    outcome: Outcome
     reason: str = ""
     duration: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
-    #: For a skip: a key of :data:`SKIP_KINDS`.
-    skip_kind: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         r = _rules().get(self.rule)
@@ -61,8 +51,7 @@ class RuleResult:
             "group": self.rule.split("-", 1)[0],
             "title": r.title if r else "",
             "provisional": bool(r and r.provisional),
-            "outcome": self.outcome,
-            **({"skip_kind": self.skip_kind} if self.outcome == "skipped" else {}),
+            "outcome": self.outcome.value,
             "reason": self.reason,
             "duration": round(self.duration, 4),
             **({"metrics": self.metrics} if self.metrics else {}),
@@ -78,27 +67,28 @@ class ProviderResult:
     describe: dict[str, str] = field(default_factory=dict)
     results: dict[str, RuleResult] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, int]:
-        """Counts per outcome, and per kind of skip (which add up to ``skipped``)."""
-        counts = dict.fromkeys(OUTCOMES, 0) | dict.fromkeys(SKIP_KINDS, 0)
+    def counts(self) -> dict[Outcome, int]:
+        """How many rules ended in each outcome a run can record."""
+        counts = dict.fromkeys(Outcome.of_run(), 0)
         for result in self.results.values():
-            counts[result.outcome] = counts.get(result.outcome, 0) + 1
-            if result.outcome == "skipped":
-                counts[result.skip_kind] = counts.get(result.skip_kind, 0) + 1
+            counts[result.outcome] += 1
         return counts
+
+    def summary(self) -> dict[str, int]:
+        """:meth:`counts` for the JSON, keyed by outcome value."""
+        return {outcome.value: n for outcome, n in self.counts().items()}
 
     def ran(self) -> int:
         """Rules that really ran (passed, failed or failed as known)."""
-        s = self.summary()
-        return s["passed"] + s["failed"] + s["xfailed"]
+        return sum(n for outcome, n in self.counts().items() if outcome.ran)
 
-    def unverified(self) -> dict[str, list[str]]:
+    def unverified(self) -> dict[Outcome, list[str]]:
         """Rule ids that apply but did not run, per kind of skip (not-claimed excluded)."""
-        out: dict[str, list[str]] = {}
+        out: dict[Outcome, list[str]] = {}
         for r in self.results.values():
-            if r.outcome == "skipped" and r.skip_kind != "not-claimed":
-                out.setdefault(r.skip_kind, []).append(r.rule)
-        return {kind: sorted(ids, key=_order_of) for kind, ids in out.items()}
+            if r.outcome.unverified:
+                out.setdefault(r.outcome, []).append(r.rule)
+        return {kind: sorted(out[kind], key=_order_of) for kind in Outcome if kind in out}
 
     def unverified_groups(self) -> dict[str, str]:
         """Rule group -> why some of its rules were not verified, in document order."""
@@ -106,8 +96,8 @@ class ProviderResult:
         for kind, ids in self.unverified().items():
             for rule_id in ids:
                 group = rule_id.split("-", 1)[0]
-                why = SKIP_KINDS.get(kind, kind)
-                if kind == "needs-hook":
+                why = kind.label
+                if kind is Outcome.NEEDS_HOOK:
                     hooks = _rules()[rule_id].hooks if rule_id in _rules() else ()
                     why = f"needs a harness hook ({', '.join(hooks) or '?'})"
                 reasons.setdefault(group, [])
@@ -121,7 +111,7 @@ class ProviderResult:
 
     def status(self) -> str:
         """``failing``, ``not verified`` (no rule ran), ``passing, unverified`` or ``passing``."""
-        if self.summary()["failed"]:
+        if self.counts()[Outcome.FAILED]:
             return "failing"
         if self.ran() == 0:
             return "not verified"
@@ -150,7 +140,8 @@ def rule_text(r: Rule) -> dict[str, Any]:
         "group": r.group,
         "title": r.title,
         "why": r.why,
-        "applies_when": r.capability,
+        "applies_when": r.applies_when.text(),
+        "checked_by": r.checked_by,
         "hooks": list(r.hooks),
         "provisional": r.provisional,
     }
@@ -191,7 +182,7 @@ def write_results(
 ) -> None:
     """Write the run's JSON document."""
     doc = {
-        "format": "mqcontract-results/1",
+        "format": RESULTS_FORMAT,
         "suite_version": SUITE_VERSION,
         "package_version": _package_version(),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, all_rules
+from mqcontract_conformance.registry import GROUPS, SUITE_VERSION
+from mqcontract_conformance.rules import all_rules
 
 __all__ = ["render_rules_markdown"]
 
@@ -13,9 +14,10 @@ def render_rules_markdown() -> str:
         f"# The mqcontract rules, version {SUITE_VERSION}",
         "",
         "Generated from the rule registry by `mqcontract rules --markdown`; a test keeps this",
-        "file identical to the registry. Each rule has a stable id; a rule whose capability a",
-        "provider does not claim is skipped with a reason naming it. Provisional rules are new",
-        "in this version and may still change.",
+        "file identical to the registry. Each rule has a stable id; a rule that does not apply",
+        "to a provider's declared capabilities is skipped as *not claimed*, with a reason",
+        "stating when it applies (the text below, rendered from the same condition the suite",
+        "checks). Provisional rules are new in this version and may still change.",
         "",
     ]
     rules = all_rules()
@@ -32,7 +34,9 @@ def render_rules_markdown() -> str:
             lines.append("")
             lines.append(f"**Why:** {r.why}")
             lines.append("")
-            lines.append(f"**Applies when:** {r.capability or 'always'}")
+            lines.append(f"**Applies when:** {r.applies_when}")
+            lines.append("")
+            lines.append(f"**Checked by:** `{r.checked_by}`")
             if r.hooks:
                 lines.append("")
                 lines.append(f"**Harness hooks:** {', '.join(r.hooks)}")

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.context import CaseContext, ContractViolation
-from mqcontract_conformance.rules import Rule
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.registry import Rule
 from mqcontract_conformance.timing import TimingProfile
 
 __all__ = ["CaseOutcome", "run_case"]
@@ -18,13 +19,21 @@ __all__ = ["CaseOutcome", "run_case"]
 
 @dataclass
 class CaseOutcome:
-    """What happened; ``skip_reason`` set means the rule did not run (``skip_kind`` says why)."""
+    """What happened when the check did not raise: it passed, or it did not run and why.
 
-    skip_reason: str | None = None
-    #: ``not-claimed``, ``needs-hook`` or ``backend-unavailable`` (``results.SKIP_KINDS``).
-    skip_kind: str = ""
+    A failure is an exception (``ContractViolation``), which pytest reports as such.
+    """
+
+    outcome: Outcome = Outcome.PASSED
+    #: Why the rule did not run (empty when it passed).
+    reason: str = ""
     capabilities: str = "{}"
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def skip_reason(self) -> str | None:
+        """The reason, when the rule did not run; None when it ran."""
+        return self.reason if self.outcome.skip else None
 
 
 async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: str) -> CaseOutcome:
@@ -37,7 +46,7 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
             raise
         # A harness without a setup probe (a plain module:factory) finds out here.
         reason = f"{harness.name}: backend unavailable: {exc}"
-        return CaseOutcome(skip_reason=reason, skip_kind="backend-unavailable")
+        return CaseOutcome(Outcome.BACKEND_UNAVAILABLE, reason)
     outcome = CaseOutcome(capabilities=json.dumps(service.capabilities.to_dict()))
     ctx = CaseContext(
         rule_id=rule.id,
@@ -48,9 +57,9 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
         run_id=run_id,
     )
     try:
-        unmet = rule.unmet(service.capabilities)
-        if unmet is not None:
-            outcome.skip_reason, outcome.skip_kind = unmet, "not-claimed"
+        if not rule.applies_when.applies(service.capabilities):
+            outcome.outcome = Outcome.NOT_CLAIMED
+            outcome.reason = f"{rule.id} not claimed: applies when {rule.applies_when}"
             return outcome
         bound = timing.case if clock is None else 60.0
         deadline_hit = False
@@ -58,8 +67,8 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
             async with asyncio.timeout(bound) as deadline:
                 await rule.check(ctx)
         except HookUnavailable as exc:
-            outcome.skip_reason = f"{rule.id} needs a harness hook: {exc}"
-            outcome.skip_kind = "needs-hook"
+            outcome.outcome = Outcome.NEEDS_HOOK
+            outcome.reason = f"{rule.id} needs a harness hook: {exc}"
         except TimeoutError:
             deadline_hit = True
         # Checked separately: code under test that swallows cancellation would otherwise

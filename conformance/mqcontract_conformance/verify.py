@@ -1,9 +1,9 @@
 """``mqcontract verify``: run the contract for providers and gate on the result.
 
 It is a thin layer over pytest with the plugin: the same cases, options and JSON as
-``pytest --pyargs mqcontract_conformance.contract --mq-provider NAME``. This module lives
-outside the plugin's package on purpose: importing the plugin before pytest starts
-would stop pytest from rewriting its assertions.
+``pytest --pyargs mqcontract_conformance.contract --mq-provider NAME``; both read their
+options from :mod:`.options`. This module imports neither the plugin nor the rules:
+importing them before pytest starts would stop pytest from rewriting their assertions.
 """
 
 from __future__ import annotations
@@ -12,34 +12,15 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+from mqcontract_conformance.options import OPTIONS, Spelling
+
 __all__ = ["add_arguments", "pytest_args", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``mqcontract verify``."""
-    parser.add_argument(
-        "--provider",
-        action="append",
-        default=[],
-        metavar="NAME|module:factory",
-        help="provider to verify (repeatable; default: memory)",
-    )
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument(
-        "--rules", default="", metavar="IDS", help="rule ids or groups, comma-separated"
-    )
-    parser.add_argument("--timing-scale", type=float, default=None, help="scale every timing bound")
-    parser.add_argument("--real-time", action="store_true", help="no virtual clock")
-    parser.add_argument(
-        "--require-backends",
-        action="store_true",
-        help="fail each rule (not skip it) when a backend is unreachable",
-    )
-    parser.add_argument(
-        "--allow-unavailable",
-        action="store_true",
-        help="a provider whose backend is unreachable is skipped instead of failing the run",
-    )
+    """Options of ``mqcontract verify``: the run's (from the table) and verify's own."""
+    for row in OPTIONS:
+        parser.add_argument(row.flag(Spelling.VERIFY), dest=row.name, **row.keywords())
     parser.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. 2, auto)")
     parser.add_argument("--alluredir", default=None, help="also write Allure results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per rule")
@@ -62,22 +43,12 @@ def pytest_args(options: argparse.Namespace) -> list[str]:
         "--pyargs",
         "mqcontract_conformance.contract",
         "--mq-flag-names",
-        "verify",
+        Spelling.VERIFY.value,
     ]
-    for provider in options.provider or ["memory"]:
-        args += ["--mq-provider", provider]
-    if options.json:
-        args += ["--mq-json", options.json]
-    if options.rules:
-        args += ["--mq-rules", options.rules]
-    if options.timing_scale is not None:
-        args += ["--mq-timing-scale", str(options.timing_scale)]
-    if options.real_time:
-        args.append("--mq-real-time")
-    if options.require_backends:
-        args.append("--mq-require-backends")
-    if options.allow_unavailable:
-        args.append("--mq-allow-unavailable")
+    # verify always names a provider: pytest's plugin stays idle when none is given.
+    values = vars(options) | {"provider": options.provider or ["memory"]}
+    for row in OPTIONS:
+        args += row.pytest_args(values[row.name])
     if options.workers:
         args += ["-n", str(options.workers)]
     if options.alluredir:

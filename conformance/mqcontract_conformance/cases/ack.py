@@ -5,7 +5,7 @@ from __future__ import annotations
 from mqcontract.errors import MessageNotFound
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 _UNKNOWN_ID = 9_000_000_000_000_000_001
 

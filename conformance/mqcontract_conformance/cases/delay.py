@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import math
 
-from mqcontract.capabilities import Capabilities
 from mqcontract.errors import InvalidArgument, UnsupportedOperation
+from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
-
-
-def _delay(c: Capabilities) -> bool:
-    return c.delay
+from mqcontract_conformance.registry import rule
 
 
 @rule(
     "DLY-1",
     "A delayed message is not receivable before its delay has passed.",
     why="Back-off retries must actually wait.",
-    capability="delay",
-    requires=_delay,
+    applies_when=Applies.flag("delay"),
 )
 async def not_before_delay(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -38,8 +33,7 @@ async def not_before_delay(ctx: CaseContext) -> None:
     "A delayed message becomes receivable once its delay has passed (within the bound), "
     "sub-second delays included.",
     why="A delay that never ends is a lost message.",
-    capability="delay",
-    requires=_delay,
+    applies_when=Applies.flag("delay"),
 )
 async def after_delay(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -58,8 +52,7 @@ async def after_delay(ctx: CaseContext) -> None:
     "A short delay is not held back by a longer delay sent before it.",
     why="TTL-based delays expire only at the head of a queue; one wait queue for all "
     "delays would stall short ones.",
-    capability="delay",
-    requires=_delay,
+    applies_when=Applies.flag("delay"),
 )
 async def short_not_stuck_behind_long(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -73,8 +66,7 @@ async def short_not_stuck_behind_long(ctx: CaseContext) -> None:
     "DLY-4",
     "A negative, NaN, infinite or over-maximum delay raises InvalidArgument and enqueues nothing.",
     why="NaN delays silently become 'now' or 'never' depending on the backend.",
-    capability="delay",
-    requires=_delay,
+    applies_when=Applies.flag("delay"),
 )
 async def bad_delay_rejected(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -91,8 +83,7 @@ async def bad_delay_rejected(ctx: CaseContext) -> None:
     "DLY-5",
     "A zero delay is the same as an immediate send.",
     why="Callers compute delays; zero must not be special-cased into an error or a wait.",
-    capability="delay",
-    requires=_delay,
+    applies_when=Applies.flag("delay"),
 )
 async def zero_delay(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -106,8 +97,7 @@ async def zero_delay(ctx: CaseContext) -> None:
     "A provider that does not claim delays raises UnsupportedOperation for a delayed send "
     "and enqueues nothing.",
     why="Silently sending at once would break back-off.",
-    capability="not delay",
-    requires=lambda c: not c.delay,
+    applies_when=~Applies.flag("delay"),
 )
 async def delay_unsupported(ctx: CaseContext) -> None:
     q = await ctx.queue()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 
-from mqcontract.capabilities import PushKind
 from mqcontract.errors import (
     BackendUnavailable,
     MessageNotFound,
@@ -15,9 +14,10 @@ from mqcontract.errors import (
 )
 from mqcontract.messages import Message
 from mqcontract.testing import HookUnavailable
+from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 @rule(
@@ -259,8 +259,7 @@ async def settling_after_sever(ctx: CaseContext) -> None:
     why="After a reconnect the broker may push the same message to the same provider "
     "again; an ack from the claim that died must not settle the copy that is about to be "
     "handed to a worker.",
-    capability="pushed_messages_claimed",
-    requires=lambda c: c.push in (PushKind.FULL, PushKind.MIXED) and c.pushed_messages_claimed,
+    applies_when=CLAIMED_PUSH,
     hooks=("sever_connection",),
     provisional=True,
 )

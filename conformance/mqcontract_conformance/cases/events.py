@@ -5,16 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.capabilities import PushKind
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
+from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._conditions import ANY_PUSH
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
-
-
-def _push(c: Capabilities) -> bool:
-    return c.push is not PushKind.NONE
+from mqcontract_conformance.registry import rule
 
 
 def _settings(ctx: CaseContext, mode: DeploymentMode, **kw: object) -> ConsumerSettings:
@@ -91,7 +89,7 @@ async def hybrid_exactly_once(ctx: CaseContext) -> None:
         sent = {(q, i) for i in await ctx.service.send_batch(q, [body(i) for i in range(30)])}
         await _all_processed(ctx, consumer, sent, _poll_bound(ctx, consumer), "hybrid")
     _exactly_once(ctx, consumer, sent)
-    if _push(ctx.caps):
+    if ANY_PUSH.applies(ctx.caps):
         ctx.check(
             consumer.stats.by_path["push"] > 0, f"nothing came by push: {consumer.stats.by_path}"
         )
@@ -102,8 +100,7 @@ async def hybrid_exactly_once(ctx: CaseContext) -> None:
     "With notifications suppressed, every message sent meanwhile is processed within the "
     "fallback polling interval plus a bound; once restored, push delivers again.",
     why="Dropped NOTIFYs are silent; only the fallback poller notices the gap.",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
     hooks=("suppress_notifications",),
 )
 async def fallback_after_suppressed_notifications(ctx: CaseContext) -> None:
@@ -131,8 +128,7 @@ async def fallback_after_suppressed_notifications(ctx: CaseContext) -> None:
     "the fallback interval plus a bound, and push resumes once the listener reconnects.",
     why="asyncpg does not reconnect by itself and notifications sent while disconnected "
     "are gone for good; the original never recovered.",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
     hooks=("kill_listener",),
 )
 async def recovery_after_listener_killed(ctx: CaseContext) -> None:
@@ -177,8 +173,7 @@ async def polling_only(ctx: CaseContext) -> None:
     "EVT-5",
     "EventDrivenOnly on a provider that needs no fallback processes every message by push.",
     why="Push-native brokers need no poller; the listener alone must suffice.",
-    capability="push != none and not requires_fallback_polling",
-    requires=lambda c: _push(c) and not c.requires_fallback_polling,
+    applies_when=ANY_PUSH & ~Applies.flag("requires_fallback_polling"),
 )
 async def event_driven_only(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -274,8 +269,7 @@ async def effective_mode_table(ctx: CaseContext) -> None:
     "Killing the push connection repeatedly during a run of 1,000 messages loses none and "
     "processes none twice; the recovery time is reported.",
     why="Recovery must hold under load, not only for one message.",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
     hooks=("kill_listener",),
 )
 async def repeated_kills_under_load(ctx: CaseContext) -> None:

@@ -14,6 +14,7 @@ from mqcontract.capabilities import PushKind
 from mqcontract.errors import InvalidArgument, InvalidQueueName, MessageNotFound, MessageTooLarge
 from mqcontract.messages import Message
 from mqcontract.testing import HookUnavailable
+from mqcontract_conformance.cases._conditions import MIXED_PUSH
 from mqcontract_conformance.cases._hostile_corpus import (
     HOSTILE_IDS,
     HOSTILE_LIMITS,
@@ -25,7 +26,7 @@ from mqcontract_conformance.cases._hostile_corpus import (
 )
 from mqcontract_conformance.cases._payloads import same_payload
 from mqcontract_conformance.context import CaseContext, notification_id
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 Call = Callable[[], Awaitable[object]]
 
@@ -172,7 +173,6 @@ def _at_size(size: int) -> dict[str, bytes]:
     "MessageTooLarge from send, delayed send and batch send, and enqueues nothing.",
     why="Limits are bytes, not characters; an envelope or a normalization must not push "
     "a legal payload over a backend limit.",
-    capability="max_message_size_bytes",
     provisional=True,
 )
 async def size_limit_bytes(ctx: CaseContext) -> None:
@@ -320,8 +320,7 @@ def _band_payloads(threshold: int) -> dict[str, bytes]:
     "payload and is never larger than the threshold, and every message is stored intact.",
     why="The original counted characters, not bytes, so multibyte payloads near the "
     "threshold broke NOTIFY and with it the send.",
-    capability="push == mixed",
-    requires=lambda c: c.push is PushKind.MIXED and c.push_payload_threshold_bytes is not None,
+    applies_when=MIXED_PUSH,
     provisional=True,
 )
 async def mixed_threshold_band(ctx: CaseContext) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from mqcontract.errors import InvalidQueueName, QueueNotFound
+from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._payloads import INVALID_NAMES, body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 @rule(
@@ -70,8 +71,7 @@ async def exists_tracks_lifecycle(ctx: CaseContext) -> None:
     "LIFE-5",
     "list_queues includes every created queue and no deleted or never-created one.",
     why="Operators and the fallback poller enumerate queues.",
-    capability="list_queues",
-    requires=lambda c: c.list_queues,
+    applies_when=Applies.flag("list_queues"),
 )
 async def list_tracks_lifecycle(ctx: CaseContext) -> None:
     kept, dropped, never = await ctx.queue(), await ctx.queue(), ctx.queue_name()

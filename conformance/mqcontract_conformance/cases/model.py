@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mqcontract_conformance.cases._model_machine import run_model
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 @rule(

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from mqcontract.capabilities import RequeuePosition
+from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 @rule(
     "ORD-1",
     "Messages from a single producer are received in send order.",
     why="Step ordering within a namespace depends on it.",
-    capability="fifo",
-    requires=lambda c: c.fifo,
+    applies_when=Applies.flag("fifo"),
 )
 async def single_producer_fifo(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -31,8 +31,7 @@ async def single_producer_fifo(ctx: CaseContext) -> None:
     "ORD-2",
     "One receive returns its messages oldest first.",
     why="Batch consumers process the list in order.",
-    capability="fifo",
-    requires=lambda c: c.fifo,
+    applies_when=Applies.flag("fifo"),
 )
 async def batch_oldest_first(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -52,8 +51,7 @@ def _requeued_order(ctx: CaseContext, ids: list[int]) -> list[int]:
     "A nacked message is redelivered at the declared requeue position (original: before "
     "later messages; back: after every visible message).",
     why="Classic queues and quorum queues differ; consumers must know which they get.",
-    capability="requeue_position",
-    requires=lambda c: c.fifo,
+    applies_when=Applies.flag("fifo"),
 )
 async def nack_position(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -70,8 +68,7 @@ async def nack_position(ctx: CaseContext) -> None:
     "ORD-4",
     "A message whose visibility timeout expired is redelivered at the declared requeue position.",
     why="Expiry is the crash-recovery path; it must order like nack.",
-    capability="requeue_position",
-    requires=lambda c: c.fifo,
+    applies_when=Applies.flag("fifo"),
 )
 async def expiry_position(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -95,8 +92,7 @@ async def expiry_position(ctx: CaseContext) -> None:
     "ORD-5",
     "A delayed message does not block messages sent after it.",
     why="A retry with back-off must not stall the queue behind it.",
-    capability="delay",
-    requires=lambda c: c.delay,
+    applies_when=Applies.flag("delay"),
 )
 async def delay_does_not_block(ctx: CaseContext) -> None:
     q = await ctx.queue()

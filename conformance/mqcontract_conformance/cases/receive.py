@@ -8,7 +8,7 @@ import time
 from mqcontract.errors import InvalidArgument
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 @rule(

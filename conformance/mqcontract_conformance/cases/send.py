@@ -8,7 +8,7 @@ from mqcontract.capabilities import PayloadFidelity
 from mqcontract.errors import MessageTooLarge
 from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 async def _round_trip(ctx: CaseContext, payload: bytes, what: str) -> None:
@@ -43,7 +43,6 @@ async def ids_increase(ctx: CaseContext) -> None:
     "JSON value (json-value fidelity, which may normalize key order and whitespace).",
     why="PGMQ stores jsonb, which normalizes JSON text; that must be a declared "
     "capability, never an accident.",
-    capability="payload_fidelity",
 )
 async def json_fidelity(ctx: CaseContext) -> None:
     payload = b'{"z": 1,   "a": [1, 2.5, "x"], "n": null, "s": "\xc3\xa9\\u00e9"}'
@@ -87,7 +86,6 @@ async def unicode_payload(ctx: CaseContext) -> None:
     "SEND-6",
     "A payload of exactly max_message_size_bytes is accepted and round-trips.",
     why="The declared limit is inclusive.",
-    capability="max_message_size_bytes",
 )
 async def max_size_accepted(ctx: CaseContext) -> None:
     size = ctx.caps.max_message_size_bytes
@@ -99,7 +97,6 @@ async def max_size_accepted(ctx: CaseContext) -> None:
     "A payload one byte over the limit raises MessageTooLarge naming queue, size and "
     "limit, and nothing is enqueued.",
     why="Oversized sends must fail loudly and leave the queue as it was.",
-    capability="max_message_size_bytes",
 )
 async def oversize_rejected(ctx: CaseContext) -> None:
     q = await ctx.queue()

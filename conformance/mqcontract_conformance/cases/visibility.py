@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
-from mqcontract_conformance.rules import rule
+from mqcontract_conformance.registry import rule
 
 
 def _count_ok(ctx: CaseContext, observed: int, expected: int) -> bool:
@@ -35,7 +36,6 @@ async def invisible_while_held(ctx: CaseContext) -> None:
     "receive_count + 1 (exactly, or at least 2 where exact counts are not declared).",
     why="Expiry is how work held by a crashed consumer is recovered. The original RabbitMQ "
     "provider ignored the timeout entirely.",
-    capability="exact_receive_count (exact vs lower bound)",
 )
 async def redelivered_after_expiry(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -92,8 +92,7 @@ async def timeouts_independent(ctx: CaseContext) -> None:
     "VT-5",
     "receive_count grows by one on every redelivery (nack or expiry).",
     why="Poison-message handling counts deliveries.",
-    capability="exact_receive_count",
-    requires=lambda c: c.exact_receive_count,
+    applies_when=Applies.flag("exact_receive_count"),
 )
 async def receive_count_grows(ctx: CaseContext) -> None:
     q = await ctx.queue()

@@ -9,7 +9,8 @@ regenerating from the same results reproduces them byte for byte.
 from __future__ import annotations
 
 from mqcontract_conformance.report.build import ReportOptions, badge_name, build_report
-from mqcontract_conformance.report.model import Matrix, ReportError, build_matrix, load_results
+from mqcontract_conformance.report.documents import ReportError
+from mqcontract_conformance.report.model import Matrix, build_matrix, load_results
 
 __all__ = [
     "Matrix",

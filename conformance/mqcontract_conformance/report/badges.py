@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
-from mqcontract_conformance.report.model import UNVERIFIED, ProviderColumn
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.report.model import ProviderColumn
 
 __all__ = ["badge_for", "render_badge"]
 
@@ -72,9 +73,9 @@ def badge_for(provider: ProviderColumn) -> str:
     if provider.status == "not-verified":
         return render_badge("mqcontract", "not verified", COLORS["not-verified"])
     counts = provider.counts()
-    ran = counts["passed"] + counts["failed"] + counts["known-broken"]
-    message = f"{counts['passed']}/{ran} passed"
-    unverified = sum(counts[state] for state in UNVERIFIED)
+    ran = sum(n for outcome, n in counts.items() if outcome.ran)
+    message = f"{counts[Outcome.PASSED]}/{ran} passed"
+    unverified = provider.unverified_count()
     if unverified:
         message += f", {unverified} unverified"
     if provider.status == "stale":

@@ -71,8 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(options: argparse.Namespace) -> int:
     """Build the report; exit 1 when an input cannot be read."""
+    from mqcontract_conformance.outcomes import Outcome
     from mqcontract_conformance.report import ReportError, ReportOptions, build_report
-    from mqcontract_conformance.report.model import STATUSES, UNVERIFIED
+    from mqcontract_conformance.report.model import STATUSES
 
     expect = [name.strip() for item in options.expect for name in item.split(",") if name.strip()]
     report = ReportOptions(
@@ -96,10 +97,9 @@ def run(options: argparse.Namespace) -> int:
         print(line)
     for provider in matrix.providers:
         counts = provider.counts()
-        unverified = sum(counts[state] for state in UNVERIFIED)
         print(
-            f"{provider.name}: {STATUSES[provider.status]} ({counts['passed']} passed, "
-            f"{counts['failed']} failed, {counts['known-broken']} known broken, "
-            f"{unverified} not verified)"
+            f"{provider.name}: {STATUSES[provider.status]} ({counts[Outcome.PASSED]} passed, "
+            f"{counts[Outcome.FAILED]} failed, {counts[Outcome.KNOWN_BROKEN]} known broken, "
+            f"{provider.unverified_count()} not verified)"
         )
     return 0

@@ -5,32 +5,27 @@ from __future__ import annotations
 import json
 from html import escape
 
-from mqcontract_conformance.report.model import (
-    STATES,
-    STATUSES,
-    UNVERIFIED,
-    Matrix,
-    ProviderColumn,
-    RuleRow,
-)
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.report.model import STATUSES, Matrix, ProviderColumn, RuleRow
 from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
 
 __all__ = ["render_html"]
 
+#: The mark of each state; its CSS class and colour variable are the outcome's value.
 _MARKS = {
-    "passed": "✓",
-    "failed": "✗",
-    "known-broken": "!",
-    "not-claimed": "&#8211;",
-    "needs-hook": "h",
-    "unavailable": "»",
-    "skipped": "»",
-    "missing": "?",
+    Outcome.PASSED: "✓",
+    Outcome.FAILED: "✗",
+    Outcome.KNOWN_BROKEN: "!",
+    Outcome.NOT_CLAIMED: "&#8211;",
+    Outcome.NEEDS_HOOK: "h",
+    Outcome.BACKEND_UNAVAILABLE: "»",
+    Outcome.SKIPPED: "»",
+    Outcome.MISSING: "?",
 }
 
 _CSS = """
 :root{--passed:#1f883d;--failed:#cf222e;--known-broken:#bf8700;--not-claimed:#8c959f;
---needs-hook:#8250df;--unavailable:#8250df;--skipped:#8250df;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
+--needs-hook:#8250df;--backend-unavailable:#8250df;--skipped:#8250df;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;
 color:var(--ink);background:#fff}
@@ -87,8 +82,8 @@ td.failed{color:var(--failed);background:#ffebe9}td.failed b{background:var(--fa
 td.known-broken{color:#9a6700;background:#fff8c5}td.known-broken b{background:var(--known-broken)}
 td.not-claimed{color:var(--not-claimed);font-weight:400}
 td.not-claimed b{background:var(--not-claimed)}
-td.skipped,td.needs-hook,td.unavailable{color:var(--skipped);font-weight:400}
-td.skipped b,td.needs-hook b,td.unavailable b{background:var(--skipped)}
+td.skipped,td.needs-hook,td.backend-unavailable{color:var(--skipped);font-weight:400}
+td.skipped b,td.needs-hook b,td.backend-unavailable b{background:var(--skipped)}
 .ruletext dt{font:600 12.5px ui-monospace,SFMono-Regular,Menlo,monospace;margin-top:10px}
 .ruletext dd{margin:2px 0 0 0}
 td.missing{color:var(--muted);font-weight:400;background:repeating-linear-gradient(45deg,#fff,
@@ -117,15 +112,15 @@ def _when(stamp: str) -> str:
     return stamp.replace("T", " ").replace("Z", " UTC") if stamp else "—"
 
 
-def _bar(counts: dict[str, int]) -> str:
+def _bar(counts: dict[Outcome, int]) -> str:
     total = sum(counts.values()) or 1
     parts = []
-    for state, label in STATES.items():
+    for state in Outcome:
         if counts[state]:
             width = f"{100 * counts[state] / total:.2f}%"
             parts.append(
-                f'<span style="width:{width};background:var(--{state})" '
-                f'title="{counts[state]} {label}"></span>'
+                f'<span style="width:{width};background:var(--{state.value})" '
+                f'title="{counts[state]} {state.label}"></span>'
             )
     return f'<div class="bar">{"".join(parts)}</div>'
 
@@ -148,10 +143,11 @@ def _card(p: ProviderColumn) -> str:
             "</article>"
         )
     counts = p.counts()
-    ran = counts["passed"] + counts["failed"] + counts["known-broken"]
+    ran = sum(n for outcome, n in counts.items() if outcome.ran)
     items = "".join(
-        f'<li><span class="dot" style="background:var(--{s})"></span>{counts[s]} {label}</li>'
-        for s, label in STATES.items()
+        f'<li><span class="dot" style="background:var(--{s.value})"></span>'
+        f"{counts[s]} {s.label}</li>"
+        for s in Outcome
         if counts[s]
     )
     backend = next(
@@ -166,7 +162,7 @@ def _card(p: ProviderColumn) -> str:
     )
     return (
         f'<article class="card {status}">{head}'
-        f'<p class="score">{counts["passed"]}<small> / {ran} passed</small></p>'
+        f'<p class="score">{counts[Outcome.PASSED]}<small> / {ran} passed</small></p>'
         f'{_bar(counts)}<ul class="counts">{items}</ul>'
         f'<p class="facts">{facts}<br>results {escape(_when(p.generated_at))} · '
         f"<code>{escape(p.source)}</code></p>{warnings}</article>"
@@ -199,13 +195,14 @@ def _matrix(matrix: Matrix, rules_url: str) -> str:
                 cell = p.cell(r.id)
                 tip = f' title="{escape(cell.reason)}"' if cell.reason else ""
                 cells.append(
-                    f'<td class="c {cell.state}"{tip}><b>{_MARKS[cell.state]}</b>'
-                    f"{escape(STATES[cell.state])}</td>"
+                    f'<td class="c {cell.state.value}"{tip}><b>{_MARKS[cell.state]}</b>'
+                    f"{escape(cell.state.label)}</td>"
                 )
             rows.append(f"<tr>{_rule_head(r, rules_url)}{''.join(cells)}</tr>")
     legend = "".join(
-        f'<span><span class="dot" style="background:var(--{s})"></span>{escape(label)}</span>'
-        for s, label in STATES.items()
+        f'<span><span class="dot" style="background:var(--{s.value})"></span>'
+        f"{escape(s.label)}</span>"
+        for s in Outcome
     )
     return (
         f'<div class="legend">{legend}</div><div class="scroll"><table class="matrix">'
@@ -214,14 +211,14 @@ def _matrix(matrix: Matrix, rules_url: str) -> str:
     )
 
 
-def _details(matrix: Matrix, rules_url: str, states: set[str]) -> str:
+def _details(matrix: Matrix, rules_url: str, states: set[Outcome]) -> str:
     blocks = []
     for r in matrix.rules:
         hits = [(p.name, p.cell(r.id)) for p in matrix.providers if p.cell(r.id).state in states]
         if not hits:
             continue
         body = "".join(
-            f"<h4>{escape(name)} — {escape(STATES[cell.state])}</h4>"
+            f"<h4>{escape(name)} — {escape(cell.state.label)}</h4>"
             f"<pre>{escape(cell.reason or '(no reason recorded)')}</pre>"
             for name, cell in hits
         )
@@ -276,7 +273,7 @@ def _stress(matrix: Matrix) -> str:
     heads = ["provider", "fault", *(k.replace("_", " ") for k in COUNTS), "faults", "account"]
     rows = []
     for run in matrix.stress:
-        state = "passed" if run.ok else "failed"
+        state = (Outcome.PASSED if run.ok else Outcome.FAILED).value
         numbers = "".join(f"<td>{run.counts[k]}</td>" for k in COUNTS)
         rows.append(
             f"<tr><th>{escape(run.provider)}</th><td>{escape(run.fault)}</td>{numbers}"
@@ -333,11 +330,11 @@ def render_html(matrix: Matrix, rules_url: str = "") -> str:
 <h2>Rules &times; providers</h2>
 {_matrix(matrix, rules_url)}
 <h2>Failures and known-broken rules</h2>
-{_details(matrix, rules_url, {"failed", "known-broken"})}
+{_details(matrix, rules_url, {Outcome.FAILED, Outcome.KNOWN_BROKEN})}
 <h2>Claimed but not verified</h2>
 <p class="muted">Rules a provider claims but that did not run: a fault hook its harness
 does not offer, or a backend that was not reachable.</p>
-{_details(matrix, rules_url, set(UNVERIFIED))}
+{_details(matrix, rules_url, {o for o in Outcome if o.unverified})}
 {_stress(matrix)}
 <h2>Declared capabilities</h2>
 {_capabilities(matrix)}

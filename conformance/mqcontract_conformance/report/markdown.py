@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 
-from mqcontract_conformance.report.model import (
-    STATES,
-    UNVERIFIED,
-    Matrix,
-    ProviderColumn,
-    RuleRow,
-)
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.report.model import Matrix, ProviderColumn, RuleRow
 from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
 
 __all__ = ["SYMBOLS", "render_markdown", "rule_link"]
 
-SYMBOLS: dict[str, str] = {
-    "passed": "✅",
-    "failed": "❌",
-    "known-broken": "⚠️",
-    "not-claimed": "\u2796",
-    "needs-hook": "🪝",
-    "unavailable": "🔌",
-    "skipped": "⏭️",
-    "missing": "❔",
+SYMBOLS: dict[Outcome, str] = {
+    Outcome.PASSED: "✅",
+    Outcome.FAILED: "❌",
+    Outcome.KNOWN_BROKEN: "⚠️",
+    Outcome.NOT_CLAIMED: "\u2796",
+    Outcome.NEEDS_HOOK: "🪝",
+    Outcome.BACKEND_UNAVAILABLE: "🔌",
+    Outcome.SKIPPED: "⏭️",
+    Outcome.MISSING: "❔",
 }
 _STATUS = {
     "passing": "✅ passing",
@@ -33,9 +28,6 @@ _STATUS = {
     "stale": "🕰️ stale",
     "missing": "❔ missing",
 }
-
-
-_BAD = {"failed", "known-broken"}
 
 
 def _escape(text: str) -> str:
@@ -55,11 +47,11 @@ def _cell_value(value: object) -> str:
 
 
 def _summary(matrix: Matrix) -> list[str]:
-    header = ["provider", "status", *STATES.values(), "results from", "suite"]
+    header = ["provider", "status", *(o.label for o in Outcome), "results from", "suite"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in matrix.providers:
         counts = p.counts()
-        numbers = ["" if p.missing else str(counts[s]) for s in STATES]
+        numbers = ["" if p.missing else str(counts[o]) for o in Outcome]
         when = p.generated_at.replace("T", " ").replace("Z", " UTC") if p.generated_at else "—"
         row = [f"**{p.name}**", _STATUS[p.status], *numbers, when, p.suite_version or "—"]
         lines.append("| " + " | ".join(row) + " |")
@@ -89,7 +81,7 @@ def render_markdown(matrix: Matrix, rules_url: str = "") -> str:
     ``rules_url`` (a ``RULES.md``, relative or absolute) replaces the in-document links.
     """
     names = [p.name for p in matrix.providers]
-    legend = " · ".join(f"{SYMBOLS[s]} {label}" for s, label in STATES.items())
+    legend = " · ".join(f"{SYMBOLS[o]} {o.label}" for o in Outcome)
     out = [
         "# mqcontract compatibility",
         "",
@@ -127,9 +119,10 @@ def render_markdown(matrix: Matrix, rules_url: str = "") -> str:
             out.append(f"| {link}{tag} {_escape(r.title)} | " + " | ".join(cells) + " |")
         out.append("")
     out += _details(
-        matrix, rules_url, "Failures and known-broken rules", {"failed", "known-broken"}
+        matrix, rules_url, "Failures and known-broken rules", {Outcome.FAILED, Outcome.KNOWN_BROKEN}
     )
-    out += _details(matrix, rules_url, "Claimed but not verified", set(UNVERIFIED))
+    unverified = {o for o in Outcome if o.unverified}
+    out += _details(matrix, rules_url, "Claimed but not verified", unverified)
     out += _stress(matrix)
     out += _capabilities(matrix)
     out += _facts(matrix)
@@ -157,7 +150,7 @@ def _rule_text(matrix: Matrix) -> list[str]:
     return out
 
 
-def _details(matrix: Matrix, rules_url: str, heading: str, states: set[str]) -> list[str]:
+def _details(matrix: Matrix, rules_url: str, heading: str, states: set[Outcome]) -> list[str]:
     out = [f"## {heading}", ""]
     found = False
     for r in matrix.rules:
@@ -167,7 +160,7 @@ def _details(matrix: Matrix, rules_url: str, heading: str, states: set[str]) -> 
         found = True
         out += [f"### [{r.id}]({rule_link(rules_url, r)}) {_escape(r.title)}", ""]
         for name, cell in hits:
-            out.append(f"- **{name}** — {STATES[cell.state]}: {_escape(cell.reason) or '—'}")
+            out.append(f"- **{name}** — {cell.state.label}: {_escape(cell.reason) or '—'}")
         out.append("")
     if not found:
         out += ["None.", ""]

@@ -7,23 +7,23 @@ wall clock: staleness is judged against ``as_of``, by default the newest result'
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mqcontract._redact import redact
-from mqcontract_conformance.rules import GROUPS, SUITE_VERSION, all_rules
-
-if TYPE_CHECKING:
-    from mqcontract_conformance.report.stress import StressRun
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.registry import GROUPS, SUITE_VERSION
+from mqcontract_conformance.report.documents import ReportError, read_documents
+from mqcontract_conformance.report.stress import StressRun
+from mqcontract_conformance.results import RESULTS_FORMAT
+from mqcontract_conformance.rules import all_rules
 
 __all__ = [
-    "STATES",
+    "COMPATIBILITY_FORMAT",
     "STATUSES",
-    "UNVERIFIED",
     "Cell",
     "Matrix",
     "ProviderColumn",
@@ -33,19 +33,8 @@ __all__ = [
     "load_results",
 ]
 
-#: Cell states in display order, with their label.
-STATES: dict[str, str] = {
-    "passed": "passed",
-    "failed": "failed",
-    "known-broken": "known broken",
-    "not-claimed": "not claimed",
-    "needs-hook": "needs a harness hook",
-    "unavailable": "backend unavailable",
-    "skipped": "skipped",
-    "missing": "missing",
-}
-#: Cell states of rules that apply to the provider but did not run: unverified.
-UNVERIFIED = ("needs-hook", "unavailable", "skipped")
+#: The ``format`` of ``compatibility.json``.
+COMPATIBILITY_FORMAT = "mqcontract-compatibility/2"
 #: Provider statuses, worst first, with their label.
 STATUSES: dict[str, str] = {
     "missing": "missing",
@@ -55,17 +44,16 @@ STATUSES: dict[str, str] = {
     "unverified": "passing, unverified",
     "passing": "passing",
 }
-#: ``skip_kind`` of a results file -> cell state.
-_SKIP_STATES = {
-    "not-claimed": "not-claimed",
-    "needs-hook": "needs-hook",
-    "backend-unavailable": "unavailable",
+#: Results files written before outcomes were typed: their four outcomes, and nothing
+#: else (a skip of theirs is an other skip; its reason is not read for a kind).
+_LEGACY_FORMAT = "mqcontract-results/1"
+_LEGACY_OUTCOMES = {
+    "passed": Outcome.PASSED,
+    "failed": Outcome.FAILED,
+    "xfailed": Outcome.KNOWN_BROKEN,
+    "skipped": Outcome.SKIPPED,
 }
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class ReportError(Exception):
-    """An input file is not a readable mqcontract result."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +88,11 @@ class RuleRow:
 class Cell:
     """One provider's outcome for one rule."""
 
-    state: str
+    state: Outcome
     reason: str = ""
+
+
+_NO_RESULT = Cell(Outcome.MISSING, "no result for this rule")
 
 
 @dataclass
@@ -133,9 +124,9 @@ class ProviderColumn:
         if self.missing:
             return "missing"
         counts = self.counts()
-        if counts["failed"]:
+        if counts[Outcome.FAILED]:
             return "failing"
-        if not counts["passed"] + counts["known-broken"]:
+        if not sum(n for outcome, n in counts.items() if outcome.ran):
             return "not-verified"
         if self.stale:
             return "stale"
@@ -145,20 +136,25 @@ class ProviderColumn:
         """Rule group -> why some of its rules did not run, for rules that apply."""
         reasons: dict[str, list[str]] = {}
         for rule_id, cell in self.cells.items():
-            if cell.state in UNVERIFIED:
+            if cell.state.unverified:
                 why = reasons.setdefault(rule_id.split("-", 1)[0], [])
-                if STATES[cell.state] not in why:
-                    why.append(STATES[cell.state])
+                if cell.state.label not in why:
+                    why.append(cell.state.label)
         return {group: ", ".join(why) for group, why in reasons.items()}
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(STATES, 0)
+    def counts(self) -> dict[Outcome, int]:
+        """How many cells are in each state (every :class:`Outcome`, in display order)."""
+        counts = dict.fromkeys(Outcome, 0)
         for cell in self.cells.values():
             counts[cell.state] += 1
         return counts
 
+    def unverified_count(self) -> int:
+        """Rules that apply to the provider but did not run."""
+        return sum(n for outcome, n in self.counts().items() if outcome.unverified)
+
     def cell(self, rule_id: str) -> Cell:
-        return self.cells.get(rule_id, Cell("missing", "no result for this rule"))
+        return self.cells.get(rule_id, _NO_RESULT)
 
 
 @dataclass
@@ -181,7 +177,7 @@ class Matrix:
     def to_dict(self) -> dict[str, Any]:
         """The merged ``compatibility.json`` document."""
         return {
-            "format": "mqcontract-compatibility/1",
+            "format": COMPATIBILITY_FORMAT,
             "suite_version": self.suite_version,
             "as_of": self.as_of,
             "stale_after_days": self.stale_days,
@@ -212,9 +208,9 @@ class Matrix:
                     "describe": p.describe,
                     "capabilities": p.capabilities,
                     "run": p.run,
-                    "counts": p.counts(),
+                    "counts": {outcome.value: n for outcome, n in p.counts().items()},
                     "results": {
-                        r.id: {"state": p.cell(r.id).state, "reason": p.cell(r.id).reason}
+                        r.id: {"state": p.cell(r.id).state.value, "reason": p.cell(r.id).reason}
                         for r in self.rules
                     },
                 }
@@ -237,50 +233,20 @@ def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
     A directory that does not exist holds no results (its providers show as missing);
     a named file that does not exist is an error.
     """
-    return read_documents(paths, "mqcontract-results/1", "an mqcontract results file")
+    formats = {RESULTS_FORMAT, _LEGACY_FORMAT}
+    return read_documents(paths, formats, "an mqcontract results file")
 
 
-def read_documents(paths: list[Path], fmt: str, what: str) -> list[tuple[str, dict[str, Any]]]:
-    """``(file name, document)`` for every JSON file in ``paths`` whose ``format`` is ``fmt``.
-
-    Directories give their ``*.json`` (none if missing); a named file that is missing,
-    unreadable or of another format raises :class:`ReportError` naming it as not ``what``.
-    """
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(path.glob("*.json"))
-        elif path.exists() or path.suffix == ".json":
-            files.append(path)
-    docs = []
-    for file in sorted(set(files)):
-        try:
-            doc = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ReportError(f"{file}: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != fmt:
-            raise ReportError(f"{file}: not {what} (format)")
-        docs.append((file.name, doc))
-    return docs
-
-
-def _state(result: dict[str, Any]) -> Cell:
-    outcome, reason = str(result.get("outcome", "")), redact(str(result.get("reason", "")))
-    if outcome == "skipped":
-        kind = str(result.get("skip_kind", "")) or _skip_kind_from(reason)
-        return Cell(_SKIP_STATES.get(kind, "skipped"), reason)
-    if outcome == "xfailed":
-        return Cell("known-broken", reason.removeprefix("known broken: "))
-    return Cell(outcome if outcome in STATES else "failed", reason)
-
-
-def _skip_kind_from(reason: str) -> str:
-    """The kind of a skip in results written before skips carried one."""
-    if " not claimed: " in reason:
-        return "not-claimed"
-    if " needs a harness hook: " in reason:
-        return "needs-hook"
-    return "backend-unavailable" if "backend unavailable" in reason else ""
+def _cell(result: dict[str, Any], doc: dict[str, Any], source: str) -> Cell:
+    """A result's cell, by its typed outcome alone (the reason is only shown)."""
+    value, reason = str(result.get("outcome", "")), redact(str(result.get("reason", "")))
+    if doc.get("format") == _LEGACY_FORMAT:
+        outcome = _LEGACY_OUTCOMES.get(value)
+    else:
+        outcome = Outcome(value) if value in set(Outcome.of_run()) else None
+    if outcome is None:
+        raise ReportError(f"{source}: rule {result.get('rule')}: unknown outcome {value!r}")
+    return Cell(outcome, reason)
 
 
 def _column(name: str, source: str, doc: dict[str, Any], entry: dict[str, Any]) -> ProviderColumn:
@@ -296,7 +262,9 @@ def _column(name: str, source: str, doc: dict[str, Any], entry: dict[str, Any]) 
         describe={str(k): redact(str(v)) for k, v in dict(entry.get("describe") or {}).items()},
         capabilities=dict(entry.get("capabilities") or {}),
         run=run,
-        cells={str(r["rule"]): _state(r) for r in entry.get("results", []) if "rule" in r},
+        cells={
+            str(r["rule"]): _cell(r, doc, source) for r in entry.get("results", []) if "rule" in r
+        },
     )
 
 
@@ -330,7 +298,7 @@ def build_matrix(
         _row(texts[r.id][1], known=True)
         if r.id in texts
         else RuleRow(
-            r.id, r.group, r.title, r.provisional, True, r.why, r.capability, tuple(r.hooks)
+            r.id, r.group, r.title, r.provisional, True, r.why, r.applies_when.text(), r.hooks
         )
         for r in all_rules()
     ]
@@ -349,12 +317,14 @@ def build_matrix(
             continue
         when, column = newest[name]
         for row in rows:  # a rule this result does not mention is missing, and counted
-            column.cells.setdefault(row.id, Cell("missing", "no result for this rule"))
+            column.cells.setdefault(row.id, _NO_RESULT)
         assert reference is not None  # there is at least this result
         age = (reference - when).total_seconds() / 86400
         if age > stale_days:
             column.stale.append(f"results are {age:.0f} days old (stale after {stale_days:g})")
-        absent = sum(1 for row in rows if row.known and column.cells[row.id].state == "missing")
+        absent = sum(
+            1 for row in rows if row.known and column.cells[row.id].state is Outcome.MISSING
+        )
         if absent:
             column.stale.append(f"{absent} rules of this suite have no result")
         if column.suite_version != SUITE_VERSION:

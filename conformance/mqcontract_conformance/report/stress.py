@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mqcontract._redact import redact
-from mqcontract_conformance.report.model import ReportError, read_documents
+from mqcontract_conformance.report.documents import ReportError, read_documents
 from mqcontract_conformance.stress.account import STRESS_FORMAT
 from mqcontract_conformance.stress.faults import FAULTS
 
@@ -94,5 +94,5 @@ def load_stress(paths: list[Path]) -> list[StressRun]:
     or a file that is not an account (by its ``format``), is an error, so nothing is
     silently left out.
     """
-    docs = read_documents(paths, STRESS_FORMAT, "an mqcontract stress account")
+    docs = read_documents(paths, {STRESS_FORMAT}, "an mqcontract stress account")
     return sorted((_run(name, doc) for name, doc in docs), key=lambda r: r.sort_key)

@@ -1,10 +1,10 @@
-"""PUSH and FETCH: push notifications, their kinds, and fetch-by-id."""
+"""PUSH: push notifications (``subscribe``), their kinds, and what a pushed claim means."""
 
 from __future__ import annotations
 
 import json
 
-from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.capabilities import PushKind
 from mqcontract.errors import (
     InvalidQueueName,
     MessageNotFound,
@@ -12,21 +12,11 @@ from mqcontract.errors import (
     UnsupportedOperation,
 )
 from mqcontract.messages import Available, Message
+from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._conditions import ANY_PUSH, CLAIMED_PUSH, FULL_PUSH, MIXED_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.context import CaseContext, notification_id
-from mqcontract_conformance.rules import rule
-
-
-def _push(c: Capabilities) -> bool:
-    return c.push is not PushKind.NONE
-
-
-def _full_push(c: Capabilities) -> bool:
-    return c.push in (PushKind.FULL, PushKind.MIXED)
-
-
-def _signal_push(c: Capabilities) -> bool:
-    return c.push in (PushKind.SIGNAL, PushKind.MIXED)
+from mqcontract_conformance.registry import rule
 
 
 def _json_payload(size: int) -> bytes:
@@ -46,8 +36,7 @@ async def _settle_held(ctx: CaseContext, q: str, note: Message | Available) -> N
     "A subscriber is notified of every message sent after it subscribed, within the "
     "delivery bound.",
     why="Push is what makes workers react without polling.",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
 )
 async def every_message_notified(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -64,8 +53,7 @@ async def every_message_notified(ctx: CaseContext) -> None:
     "Full-message notifications carry the message exactly: id, queue, payload (per the "
     "declared fidelity) and receive_count.",
     why="Consumers process pushed messages without fetching them.",
-    capability="push in (full, mixed)",
-    requires=_full_push,
+    applies_when=FULL_PUSH,
 )
 async def full_message_exact(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -92,8 +80,7 @@ async def full_message_exact(ctx: CaseContext) -> None:
     "PUSH-3",
     "Signal notifications announce the right queue and id, and fetch-by-id returns that message.",
     why="Signal-only push is useless if the signal cannot be turned into the message.",
-    capability="push in (signal, mixed) and fetch_by_id",
-    requires=lambda c: _signal_push(c) and c.fetch_by_id,
+    applies_when=Applies.push(PushKind.SIGNAL, PushKind.MIXED) & Applies.flag("fetch_by_id"),
 )
 async def signal_then_fetch(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -117,8 +104,7 @@ async def signal_then_fetch(ctx: CaseContext) -> None:
     "such sends never fail.",
     why="NOTIFY payloads fail at 8000 bytes; the original counted characters, so 7,000 "
     "multibyte characters broke the send.",
-    capability="push == mixed",
-    requires=lambda c: c.push is PushKind.MIXED and c.push_payload_threshold_bytes is not None,
+    applies_when=MIXED_PUSH,
 )
 async def mixed_threshold(ctx: CaseContext) -> None:
     threshold = ctx.caps.push_payload_threshold_bytes
@@ -145,8 +131,7 @@ async def mixed_threshold(ctx: CaseContext) -> None:
     "PUSH-5",
     "subscribe_many delivers notifications for every listed queue, each naming its queue.",
     why="Orchestration listens on several queues through one stream.",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
 )
 async def subscribe_many_names_queue(ctx: CaseContext) -> None:
     queues = [await ctx.queue() for _ in range(3)]
@@ -168,8 +153,7 @@ async def subscribe_many_names_queue(ctx: CaseContext) -> None:
     "Closing a subscription ends its iteration and releases what it held: messages it never "
     "handed out, and messages sent afterwards, are receivable by others.",
     why="A stopped consumer must not strand messages (the original pushed and auto-acked).",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
 )
 async def close_releases(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -199,8 +183,7 @@ async def close_releases(ctx: CaseContext) -> None:
     "A pushed message declared claimed stays held until acked: receive does not return it, "
     "and after ack it never comes back.",
     why="The original RabbitMQ provider acked on hand-off, so a crash lost the message.",
-    capability="pushed_messages_claimed",
-    requires=lambda c: _full_push(c) and c.pushed_messages_claimed,
+    applies_when=CLAIMED_PUSH,
 )
 async def pushed_claimed_until_ack(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -220,8 +203,7 @@ async def pushed_claimed_until_ack(ctx: CaseContext) -> None:
     "claims it, a second returns None.",
     why="The original pushed unclaimed copies, so push and the fallback poller both "
     "processed the same message.",
-    capability="push in (full, mixed) and not pushed_messages_claimed",
-    requires=lambda c: _full_push(c) and not c.pushed_messages_claimed,
+    applies_when=FULL_PUSH & ~Applies.flag("pushed_messages_claimed"),
 )
 async def pushed_copy_claimable(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -241,8 +223,7 @@ async def pushed_copy_claimable(ctx: CaseContext) -> None:
     "PUSH-9",
     "Subscribing to a missing queue raises QueueNotFound; to an invalid name, InvalidQueueName.",
     why="A subscription to nothing would wait forever.",
-    capability="push != none",
-    requires=_push,
+    applies_when=ANY_PUSH,
 )
 async def subscribe_bad_queue(ctx: CaseContext) -> None:
     missing = ctx.queue_name()
@@ -260,8 +241,7 @@ async def subscribe_bad_queue(ctx: CaseContext) -> None:
     "PUSH-10",
     "A provider without push raises UnsupportedOperation from subscribe.",
     why="An empty stream that never ends (the original in-memory provider) hides the gap.",
-    capability="push == none",
-    requires=lambda c: c.push is PushKind.NONE,
+    applies_when=Applies.push(PushKind.NONE),
 )
 async def no_push_is_explicit(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -304,59 +284,13 @@ async def properties_match_capabilities(ctx: CaseContext) -> None:
 
 
 @rule(
-    "FETCH-1",
-    "fetch_message claims one specific visible message (invisible to receive afterwards); "
-    "it returns None for a held, acked or unknown id.",
-    why="Signal-only push names a message; the consumer must claim exactly that one.",
-    capability="fetch_by_id",
-    requires=lambda c: c.fetch_by_id,
-)
-async def fetch_claims_specific(ctx: CaseContext) -> None:
-    q = await ctx.queue()
-    a, b = await ctx.service.send_batch(q, [body(1), body(2)])
-    got = await ctx.service.fetch_message(q, b, ctx.timing.long)
-    ctx.check(
-        got is not None and got.msg_id == b and got.receive_count == 1,
-        f"fetch {b} returned {got!r}",
-    )
-    ctx.check(
-        await ctx.service.fetch_message(q, b, ctx.timing.long) is None,
-        "a held message was fetched again",
-    )
-    rest = await ctx.receive(q)
-    ctx.check([m.msg_id for m in rest] == [a], f"receive after fetch returned {rest}")
-    await ctx.service.ack_message(q, b)
-    ctx.check(await ctx.service.fetch_message(q, b, ctx.timing.long) is None, "fetched acked")
-    ctx.check(
-        await ctx.service.fetch_message(q, 10**15, ctx.timing.long) is None,
-        "fetch of an unknown id returned a message",
-    )
-
-
-@rule(
-    "FETCH-2",
-    "A provider without fetch-by-id raises UnsupportedOperation from fetch_message.",
-    why="Callers branch on supports_fetch_by_message_id; a silent None would lose work.",
-    capability="not fetch_by_id",
-    requires=lambda c: not c.fetch_by_id,
-)
-async def fetch_unsupported(ctx: CaseContext) -> None:
-    q = await ctx.queue()
-    sent = await ctx.service.send_message(q, body(1))
-    await ctx.raises(
-        UnsupportedOperation, ctx.service.fetch_message(q, sent, ctx.timing.long), "fetch"
-    )
-
-
-@rule(
     "PUSH-12",
     "With a subscription open, ack after nack of a pushed claimed message raises "
     "MessageNotFound, even once the message has been pushed again; the new copy is then "
     "delivered and can be acked.",
     why="Ack and nack name a message, not a claim: a provider that lets the old holder's "
     "ack settle the copy waiting in the subscription hands out work it reported done.",
-    capability="pushed_messages_claimed",
-    requires=lambda c: _full_push(c) and c.pushed_messages_claimed,
+    applies_when=CLAIMED_PUSH,
     provisional=True,
 )
 async def ack_after_nack_of_pushed(ctx: CaseContext) -> None:

@@ -1,0 +1,96 @@
+"""The terminal summary: a line per rule and provider, then each provider's status."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+
+import mqcontract
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.plugin.command_line import flag
+from mqcontract_conformance.plugin.state import STATE
+from mqcontract_conformance.registry import GROUPS, SUITE_VERSION
+from mqcontract_conformance.results import ProviderResult
+from mqcontract_conformance.rules import all_rules
+
+__all__ = ["pytest_terminal_summary"]
+
+#: How a cell of the per-rule table shows each outcome.
+_SYMBOLS = {
+    Outcome.PASSED: "pass",
+    Outcome.FAILED: "FAIL",
+    Outcome.KNOWN_BROKEN: "xfail",
+    **dict.fromkeys(Outcome.skips(), "skip"),
+}
+
+
+def _title_width(tr: Any, used: int) -> int:
+    width = int(getattr(getattr(tr, "_tw", None), "fullwidth", 0) or 0)
+    return max(40, width - used)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.results:  # workers record nothing
+        return
+    tr = terminalreporter
+    tr.section(f"mqcontract {mqcontract.__version__}, suite {SUITE_VERSION}: rules per provider")
+    providers = list(state.results)
+    width = max(8, *(len(p) for p in providers))
+    used = 10 + (width + 2) * len(providers)
+    tr.write_line("rule      " + "  ".join(p.ljust(width) for p in providers) + "  title")
+    for rule in all_rules():
+        cells = []
+        for p in providers:
+            r = state.results[p].results.get(rule.id)
+            cells.append((_SYMBOLS[r.outcome] if r else "-").ljust(width))
+        if any(c.strip() != "-" for c in cells):
+            title = textwrap.shorten(rule.title, _title_width(tr, used), placeholder=" …")
+            tr.write_line(f"{rule.id:<9} " + "  ".join(cells) + f"  {title}")
+    for p in providers:
+        _write_provider_summary(tr, state.results[p])
+    allow = flag(config, "allow_unavailable")
+    for p in state.unavailable_providers:
+        if p in state.empty_providers:
+            tr.write_line(
+                f"FAILED: provider {p!r} not verified: its backend is unavailable (see the skip "
+                f"reasons; {allow} makes this a skip)",
+                red=True,
+            )
+        else:
+            tr.write_line(
+                f"SKIPPED: provider {p!r} not verified: its backend is unavailable "
+                f"(allowed by {allow})",
+                yellow=True,
+            )
+    for p in state.empty_providers:
+        if p not in state.unavailable_providers:
+            tr.write_line(f"FAILED: no rule ran for provider {p!r} (everything skipped)", red=True)
+    if state.options.json:
+        tr.write_line(f"results written to {state.options.json}")
+
+
+def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
+    counts = result.counts()
+    skipped = ", ".join(f"{o.label}: {counts[o]}" for o in Outcome.skips() if counts[o])
+    status = result.status()
+    tr.write_line(
+        f"{result.name}: {status}: {counts[Outcome.PASSED]} passed, "
+        f"{counts[Outcome.FAILED]} failed, {counts[Outcome.KNOWN_BROKEN]} known broken; "
+        f"skipped: {skipped or 'none'}",
+        green=status == "passing",
+        yellow=status in {"passing, unverified", "not verified"},
+        red=status == "failing",
+    )
+    unverified = result.unverified()
+    if list(unverified) == [Outcome.BACKEND_UNAVAILABLE] and not result.ran():
+        tr.write_line("  not verified: every rule: backend unavailable", yellow=True)
+        return
+    for group, why in result.unverified_groups().items():
+        ids = [r for ids in unverified.values() for r in ids if r.startswith(f"{group}-")]
+        tr.write_line(
+            f"  not verified: {group} ({GROUPS.get(group, group)}): {', '.join(ids)}: {why}",
+            yellow=True,
+        )
