@@ -22,9 +22,9 @@ from mqcontract.config import MessagingConfig, PgmqConfig, load_config
 from mqcontract.errors import BackendUnavailable
 from mqcontract.events.demo import run_demo
 from mqcontract.events.modes import DeploymentMode
+from mqcontract_conformance.provisioning import backends_required, unavailable
 from mqcontract_fixtures.pgmq import create_database, drop_database
 
-REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
 ADMIN = load_config(validate_backend=False).pgmq.database_url
 
 
@@ -35,9 +35,8 @@ async def bare_database() -> AsyncIterator[str]:
     try:
         url = await create_database(ADMIN, name)
     except BackendUnavailable as exc:
-        if REQUIRE:
-            pytest.fail(f"PostgreSQL required: {exc}")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable(f"PostgreSQL unavailable: {exc}", required=backends_required()).enforce()
+        raise
     yield url
     await drop_database(ADMIN, name)
 

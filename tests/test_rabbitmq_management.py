@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import http.server
-import os
 import socket
 import threading
 import time
@@ -26,10 +25,10 @@ from mqcontract import open_provider
 from mqcontract.config import MessagingConfig, RabbitMqConfig, load_config
 from mqcontract.errors import BackendUnavailable, ConfigurationError, UnsupportedOperation
 from mqcontract.providers.rabbitmq._management import ManagementClient, find_management
+from mqcontract_conformance.provisioning import backends_required, unavailable
 from mqcontract_fixtures.rabbitmq import url_with_vhost
 
 SECRET = "Mgmt-s3cret"
-REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -207,9 +206,8 @@ async def _broker_config() -> MessagingConfig:
         async with await open_provider(config, backend="rabbitmq"):
             pass
     except BackendUnavailable as exc:
-        if REQUIRE:
-            pytest.fail(f"RabbitMQ required: {exc}")
-        pytest.skip(f"RabbitMQ unavailable: {exc}")
+        unavailable(f"RabbitMQ unavailable: {exc}", required=backends_required()).enforce()
+        raise
     return config
 
 

@@ -15,6 +15,7 @@ from mqcontract.config import load_config
 from mqcontract.errors import BackendUnavailable
 from mqcontract.providers.pgmq import PgmqMessagingService
 from mqcontract.testing import HarnessSettings
+from mqcontract_conformance.provisioning import backends_required, unavailable
 from mqcontract_conformance.stress import StressSettings, run_stress
 from mqcontract_fixtures.pgmq import PgmqHarness
 
@@ -29,9 +30,7 @@ def harness() -> Iterator[PgmqHarness]:
     try:
         asyncio.run(made.setup())
     except BackendUnavailable as exc:
-        if os.environ.get("CI") or os.environ.get("MQCONTRACT_REQUIRE_BACKENDS") == "1":
-            pytest.fail(f"PostgreSQL unavailable: {exc}")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable(f"PostgreSQL unavailable: {exc}", required=backends_required()).enforce()
     yield made
     asyncio.run(made.teardown())
 
@@ -99,7 +98,8 @@ async def test_a_short_run_with_pool_connections_killed_loses_nothing() -> None:
     try:
         account = await run_stress(settings, out=None)
     except BackendUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable(f"PostgreSQL unavailable: {exc}", required=backends_required()).enforce()
+        raise
     data = account.to_dict()
     assert account.ok, data
     assert data["faults"]["injected"] >= 1

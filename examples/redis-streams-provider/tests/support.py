@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from mqcontract.errors import BackendUnavailable
+from mqcontract_conformance.provisioning import backends_required, unavailable
 
 from mqcontract_redis_streams import RedisStreamsConfig, RedisStreamsMessagingService
 from mqcontract_redis_streams._config import DEFAULT_REDIS_URL
@@ -39,9 +40,8 @@ async def open_service(**changes: Any) -> RedisStreamsMessagingService:
     try:
         return await connect_redis_streams(redis_settings(**changes), operation_timeout=5.0)
     except BackendUnavailable as exc:
-        if os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"required backend missing: {exc}")
-        pytest.skip(f"Redis not reachable: {exc}")
+        unavailable(f"Redis not reachable: {exc}", required=backends_required()).enforce()
+        raise
 
 
 async def drop_run_keys(service: RedisStreamsMessagingService) -> None:
