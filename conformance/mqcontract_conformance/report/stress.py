@@ -13,8 +13,8 @@ from typing import Any
 
 from mqcontract._redact import redact
 from mqcontract_conformance.report.documents import ReportError, read_documents
+from mqcontract_conformance.stress import FAULTS
 from mqcontract_conformance.stress.account import STRESS_FORMAT
-from mqcontract_conformance.stress.faults import FAULTS
 
 __all__ = ["COUNTS", "STRESS_INTRO", "StressRun", "load_stress"]
 

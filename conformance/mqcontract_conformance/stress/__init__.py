@@ -5,11 +5,15 @@ expiries, optional faults (listener, pool, connection, PostgreSQL restart on a p
 cluster), and a Jepsen-style account at the end: sent, acked, lost, duplicated,
 unexpected, max redelivery. See :mod:`mqcontract_conformance.stress.account` for what each count
 means.
+
+As in ``bench/``, modules other packages use are public (``account``: the account and its
+JSON format; ``cli``: the subcommand) and the rest are private.
 """
 
 from __future__ import annotations
 
+from mqcontract_conformance.stress._faults import FAULTS
+from mqcontract_conformance.stress._load import StressSettings, run_stress
 from mqcontract_conformance.stress.account import Account, Ledger
-from mqcontract_conformance.stress.load import StressSettings, run_stress
 
-__all__ = ["Account", "Ledger", "StressSettings", "run_stress"]
+__all__ = ["FAULTS", "Account", "Ledger", "StressSettings", "run_stress"]

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mqcontract_conformance.stress.faults import FAULTS
+from mqcontract_conformance.stress._faults import FAULTS
 
 __all__ = ["register"]
 
@@ -60,7 +60,7 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
 
 
 def _run(options: argparse.Namespace) -> int:
-    from mqcontract_conformance.stress.load import StressSettings, run_stress
+    from mqcontract_conformance.stress._load import StressSettings, run_stress
 
     settings = StressSettings(
         provider=options.provider,

@@ -30,10 +30,10 @@ from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingE
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import SupportsPushNotifications
+from mqcontract_conformance.stress._cluster import PrivateCluster
+from mqcontract_conformance.stress._faults import FAULTS, FaultInjector
+from mqcontract_conformance.stress._recording import RecordingService
 from mqcontract_conformance.stress.account import Account, Ledger
-from mqcontract_conformance.stress.cluster import PrivateCluster
-from mqcontract_conformance.stress.faults import FAULTS, FaultInjector
-from mqcontract_conformance.stress.recording import RecordingService
 
 __all__ = ["StressSettings", "run_stress"]
 
