@@ -1,8 +1,12 @@
-"""Every error path of the foundation names its queue and limit, and redacts secrets."""
+"""Every error path of the foundation names its queue and limit, and redacts secrets; every
+argument is checked before the backend is touched, in the documented order."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -10,6 +14,11 @@ import mqcontract
 from mqcontract import errors
 from mqcontract._redact import redact
 from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.config import load_config
+from mqcontract.messages import QueuedMessage
+from mqcontract.service import BaseMessagingService, SupportsPushNotifications
+from mqcontract.testing import Harness, HarnessSettings
+from mqcontract.translation import ErrorTable, Failure
 from mqcontract.validation import (
     check_delay,
     check_limit,
@@ -17,6 +26,9 @@ from mqcontract.validation import (
     check_queue_name,
     check_visibility_timeout,
 )
+from mqcontract_fixtures.memory import memory_harness
+from mqcontract_fixtures.pgmq import pgmq_harness
+from mqcontract_fixtures.rabbitmq import rabbitmq_harness, rabbitmq_quorum_harness
 
 CAPS = Capabilities(push=PushKind.FULL, max_message_size_bytes=10, max_receive_limit=5)
 
@@ -101,3 +113,281 @@ def test_structured_attributes() -> None:
     assert errors.UnsupportedOperation("memory", "fetch").operation == "fetch"
     assert "3 s" in str(errors.OperationTimeout("receive", 3, "q"))
     assert isinstance(errors.ProviderClosed("memory"), errors.BackendUnavailable)
+
+
+# -- the base class: checks first, then the provider's operation -----------------------
+
+
+class _Driver:
+    """A pretend backend that records every call and fails when told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail: BaseException | None = None
+
+    def touch(self, what: str) -> None:
+        self.calls.append(what)
+        if self.fail is not None:
+            raise self.fail
+
+
+class _DriverDown(Exception):
+    """What the pretend driver raises when its connection is gone."""
+
+
+class _Minimal(BaseMessagingService):
+    """Only the required protected operations: what a provider gets by subclassing."""
+
+    provider_name = "minimal"
+    error_table = ErrorTable({_DriverDown: errors.ConnectionLost})
+
+    def __init__(self) -> None:
+        self.driver = _Driver()
+        self.queues: dict[str, list[bytes]] = {}
+        self._target = "minimal://user:s3cret@host"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPS
+
+    async def _create_queue(self, name: str) -> None:
+        self.driver.touch("create")
+        self.queues.setdefault(name, [])
+
+    async def _delete_queue(self, name: str) -> None:
+        self.driver.touch("delete")
+        self.queues.pop(name, None)
+
+    async def _queue_exists(self, name: str) -> bool:
+        self.driver.touch("exists")
+        return name in self.queues
+
+    async def _list_queues(self) -> list[str]:
+        self.driver.touch("list")
+        return sorted(self.queues)
+
+    async def _send(self, queue: str, payload: bytes) -> int:
+        self.driver.touch("send")
+        if queue not in self.queues:
+            raise errors.QueueNotFound(queue)
+        self.queues[queue].append(payload)
+        return len(self.queues[queue])
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self.driver.touch("receive")
+        return []
+
+    async def _ack(self, queue: str, msg_id: int) -> None:
+        self.driver.touch("ack")
+        raise errors.MessageNotFound(queue, msg_id)
+
+    async def _nack(self, queue: str, msg_id: int) -> None:
+        self.driver.touch("nack")
+        raise errors.MessageNotFound(queue, msg_id)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.send_batch("Bad!", [object()]),  # the name before the payloads
+        lambda s: s.send_batch(["jobs"], []),
+        lambda s: s.send_message({"a": 1}, "not bytes"),
+        lambda s: s.receive_messages({"q"}, 0, math.nan),
+        lambda s: s.queue_exists({"jobs": 1}),
+        lambda s: s.ack_message(["jobs"], 1),
+    ],
+)
+async def test_the_base_class_checks_the_name_first_and_never_touches_the_backend(
+    call: Callable[[_Minimal], Awaitable[object]],
+) -> None:
+    service = _Minimal()
+    with pytest.raises(errors.InvalidQueueName):
+        await call(service)
+    assert service.driver.calls == []
+
+
+async def test_the_base_class_send_batch_needs_the_queue_even_when_empty() -> None:
+    service = _Minimal()
+    with pytest.raises(errors.QueueNotFound):
+        await service.send_batch("jobs", [])
+    await service.create_queue("jobs")
+    assert await service.send_batch("jobs", []) == []
+    assert await service.send_batch("jobs", [b"a", b"b"]) == [1, 2]
+    with pytest.raises(errors.MessageTooLarge):  # every payload before any is sent
+        await service.send_batch("jobs", [b"c", b"x" * 11])
+    assert service.queues["jobs"] == [b"a", b"b"]
+
+
+async def test_the_base_class_guards_the_closed_state_first() -> None:
+    service = _Minimal()
+    await service.close()
+    for call in (service.create_queue("Bad!"), service.list_queues(), service.send_batch("q", [])):
+        with pytest.raises(errors.ProviderClosed):
+            await call
+    assert service.driver.calls == []
+
+
+async def test_operations_a_provider_does_not_offer_are_unsupported_whatever_the_arguments() -> (
+    None
+):
+    service = _Minimal()
+    await service.close()
+    for call in (
+        service.send_message_with_delay("Bad!", b"x", -1),
+        service.fetch_message("Bad!", 1, -1),
+        service.subscribe("Bad!"),
+    ):
+        with pytest.raises(errors.UnsupportedOperation):
+            await call
+
+
+async def test_driver_exceptions_are_translated_at_the_edge_from_the_original() -> None:
+    service = _Minimal()
+    await service.create_queue("jobs")
+    service.driver.fail = _DriverDown("reset by peer")
+    with pytest.raises(errors.ConnectionLost) as info:
+        await service.send_message("jobs", b"x")
+    assert isinstance(info.value.__cause__, _DriverDown)
+    assert "send_message: _DriverDown: reset by peer" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    service.driver.fail = KeyError("a bug, not the backend")
+    with pytest.raises(KeyError):  # nothing in the table: it propagates unchanged
+        await service.queue_exists("jobs")
+
+
+async def test_a_driver_failure_once_closed_is_provider_closed() -> None:
+    service = _Minimal()
+    await service.create_queue("jobs")
+
+    async def closing_meanwhile() -> None:
+        service._closed = True
+        raise _DriverDown("closed under it")
+
+    with pytest.raises(errors.ProviderClosed):
+        await service._translated("send_message", "jobs", closing_meanwhile())
+
+
+# -- the error table -------------------------------------------------------------------
+
+
+class _Base(Exception):
+    pass
+
+
+class _Special(_Base):
+    pass
+
+
+def _failure(**kwargs: object) -> Failure:
+    return Failure("p", "p://u:pw@h", "receive_messages", "jobs", 3.0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_most_specific_entry_wins() -> None:
+    table = ErrorTable(
+        {
+            _Base: errors.ConnectionLost,
+            _Special: lambda exc, f: errors.QueueNotFound(f.queue),
+            TimeoutError: errors.OperationTimeout,
+        }
+    )
+    assert type(table.translate(_Base(), _failure())) is errors.ConnectionLost
+    assert type(table.translate(_Special(), _failure())) is errors.QueueNotFound
+    timeout = table.translate(TimeoutError(), _failure())
+    assert isinstance(timeout, errors.OperationTimeout)
+    assert (timeout.operation, timeout.seconds, timeout.queue) == ("receive_messages", 3.0, "jobs")
+    assert table.translate(ValueError(), _failure()) is None
+    lost = errors.ConnectionLost("p", "t")
+    assert table.translate(lost, _failure()) is lost  # already ours
+
+
+def test_closed_and_connecting_apply_to_every_table() -> None:
+    table = ErrorTable({_Base: errors.ConnectionLost})
+    assert type(table.translate(_Base(), _failure(closed=True))) is errors.ProviderClosed
+    assert type(table.translate(_Base(), _failure(connecting=True))) is errors.BackendUnavailable
+
+
+def test_a_table_names_only_errors_it_can_build() -> None:
+    with pytest.raises(TypeError, match="MessageNotFound"):
+        ErrorTable({_Base: errors.MessageNotFound})
+
+
+# -- validation order on every reference provider --------------------------------------
+
+_HARNESSES: dict[str, Callable[[HarnessSettings], Harness]] = {
+    "memory": memory_harness,
+    "pgmq": pgmq_harness,
+    "rabbitmq": rabbitmq_harness,
+    "rabbitmq-quorum": rabbitmq_quorum_harness,
+}
+
+
+@pytest.fixture(scope="module", params=sorted(_HARNESSES))
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    name: str = request.param
+    settings = HarnessSettings(
+        config=load_config(validate_backend=False).with_backend(name),
+        run_id=f"v{uuid.uuid4().hex[:6]}",
+    )
+    harness = _HARNESSES[name](settings)
+    try:
+        asyncio.run(harness.setup())
+    except errors.BackendUnavailable as exc:
+        pytest.skip(f"{name}: {exc}")
+    yield harness
+    asyncio.run(harness.teardown())
+
+
+@pytest.fixture
+async def service(harness: Harness) -> AsyncIterator[SupportsPushNotifications]:
+    svc = await harness.open()
+    yield svc
+    await svc.close()
+
+
+def _missing() -> str:
+    return f"missing_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda s, q: s.send_message(q, "not bytes"), errors.InvalidArgument),
+        (lambda s, q: s.send_message(q, b"x" * (2**21)), errors.MessageTooLarge),
+        (lambda s, q: s.send_message_with_delay(q, b"x", -1), errors.InvalidArgument),
+        (lambda s, q: s.send_batch(q, [b"ok", 42]), errors.InvalidArgument),
+        (lambda s, q: s.receive_messages(q, 0, 1.0), errors.InvalidArgument),
+        (lambda s, q: s.receive_messages(q, 1, math.inf), errors.InvalidArgument),
+        (lambda s, q: s.subscribe_many([q, "Bad!"]), errors.InvalidQueueName),
+        (lambda s, q: s.subscribe_many([q, ["unhashable"]]), errors.InvalidQueueName),
+        (lambda s, q: s.send_batch(q, []), errors.QueueNotFound),
+    ],
+    ids=[
+        "payload-type",
+        "payload-size",
+        "delay",
+        "batch-payload",
+        "limit",
+        "visibility",
+        "second-name",
+        "unhashable-second-name",
+        "empty-batch",
+    ],
+)
+async def test_arguments_are_checked_before_the_queue_is_looked_up(
+    service: SupportsPushNotifications,
+    call: Callable[[SupportsPushNotifications, str], Awaitable[object]],
+    error: type[errors.MessagingError],
+) -> None:
+    with pytest.raises(error):
+        await call(service, _missing())
+
+
+async def test_fetch_checks_its_timeout_before_the_queue(
+    service: SupportsPushNotifications,
+) -> None:
+    if not service.supports_fetch_by_message_id:
+        pytest.skip("no fetch by id")
+    with pytest.raises(errors.InvalidArgument):
+        await service.fetch_message(_missing(), 1, -1.0)

@@ -1,4 +1,4 @@
-"""The one translation point: every aiormq failure becomes a MessagingError (no broker)."""
+"""The RabbitMQ error table: every aiormq failure becomes a MessagingError (no broker)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiormq.exceptions import (
     AMQPConnectionError,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
+    DeliveryError,
     PublishError,
 )
 from pamqp import commands as spec
@@ -21,20 +22,33 @@ from mqcontract.errors import (
     MessagingError,
     OperationTimeout,
     ProviderClosed,
+    QueueError,
     QueueNotFound,
 )
-from mqcontract.providers.rabbitmq._errors import translated
+from mqcontract.providers.rabbitmq import RabbitMqMessagingService
+from mqcontract.providers.rabbitmq._errors import ERRORS
+from mqcontract.translation import Failure, await_translated
 
 URL = "amqp://user:s3cret@broker:5672/%2F"
 
 
+def _failure(operation: str = "send", queue: str = "", closed: bool = False) -> Failure:
+    return Failure("rabbitmq", URL, operation, queue, timeout=5, closed=closed)
+
+
 async def _raise_inside(exc: BaseException, **kwargs: Any) -> MessagingError:
+    async def call() -> None:
+        raise exc
+
     with pytest.raises(MessagingError) as info:
-        async with translated("rabbitmq", URL, operation="send", timeout=5, **kwargs):
-            raise exc
+        await await_translated(call(), ERRORS, lambda: _failure(**kwargs))
     assert info.value.__cause__ is exc
     assert "s3cret" not in str(info.value)
     return info.value
+
+
+def test_the_provider_translates_with_this_table() -> None:
+    assert RabbitMqMessagingService.error_table is ERRORS
 
 
 def _returned(routing_key: str) -> PublishError:
@@ -72,7 +86,7 @@ async def test_connection_failures_and_bare_driver_exceptions_are_connection_los
 
 
 async def test_failures_after_close_are_provider_closed() -> None:
-    err = await _raise_inside(AMQPConnectionError("gone"), is_closed=lambda: True)
+    err = await _raise_inside(AMQPConnectionError("gone"), closed=True)
     assert isinstance(err, ProviderClosed)
 
 
@@ -80,8 +94,7 @@ async def test_a_driver_cancellation_is_connection_lost_but_a_real_one_propagate
     assert isinstance(await _raise_inside(asyncio.CancelledError()), ConnectionLost)
 
     async def body() -> None:
-        async with translated("rabbitmq", URL, operation="send", timeout=5):
-            await asyncio.sleep(10)
+        await await_translated(asyncio.sleep(10), ERRORS, _failure)
 
     task = asyncio.create_task(body())
     await asyncio.sleep(0)
@@ -91,7 +104,24 @@ async def test_a_driver_cancellation_is_connection_lost_but_a_real_one_propagate
 
 
 async def test_the_bound_expiring_is_operation_timeout() -> None:
-    with pytest.raises(OperationTimeout) as info:
-        async with translated("rabbitmq", URL, operation="receive", timeout=0.01, queue="q"):
+    async def bounded() -> None:
+        async with asyncio.timeout(0.01):
             await asyncio.sleep(1)
+
+    with pytest.raises(OperationTimeout) as info:
+        await await_translated(bounded(), ERRORS, lambda: _failure("receive", "q"))
     assert info.value.queue == "q"
+    assert "receive on queue 'q'" in str(info.value)
+
+
+async def test_a_404_naming_no_queue_is_connection_lost() -> None:
+    assert isinstance(await _raise_inside(ChannelNotFoundEntity("NOT_FOUND")), ConnectionLost)
+
+
+async def test_a_broker_nack_is_a_queue_error_naming_the_queue() -> None:
+    frame = spec.Basic.Nack(delivery_tag=1)
+    message = DeliveredMessage(delivery=frame, header=ContentHeader(), body=b"", channel=None)  # type: ignore[arg-type]
+    err = await _raise_inside(DeliveryError(message, frame), queue="orders")
+    assert isinstance(err, QueueError)
+    assert err.queue == "orders"
+    assert not isinstance(err, QueueNotFound)

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -28,7 +28,7 @@ from mqcontract.errors import (
     QueueNotFound,
     UnsupportedOperation,
 )
-from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.messages import Message, QueuedMessage
 from mqcontract.providers.rabbitmq import (
     RabbitMqMessagingService,
     open_rabbitmq,
@@ -44,7 +44,7 @@ from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import run_case
 from mqcontract_conformance.timing import TimingProfile
-from mqcontract_fixtures.rabbitmq import RabbitMqHarness
+from mqcontract_fixtures.rabbitmq import RabbitMqHarness, abort_sockets
 
 T = TypeVar("T")
 
@@ -432,7 +432,7 @@ async def test_severing_the_connection_under_a_consumer_loses_nothing(
         )
         await harness.sever_connection(service)
     else:
-        await service._abort_transport()
+        await abort_sockets(service)
 
     after = await _notifications(sub, 4, 15.0)
     assert sorted(n.message.msg_id for n in after) == [*ids, fourth]
@@ -471,7 +471,7 @@ async def test_messages_held_by_receive_come_back_after_a_sever_and_old_ids_are_
     ids = await service.send_batch(queue, [b"1", b"2"])
     held = await service.receive_messages(queue, 2, 60)
     assert [m.msg_id for m in held] == ids
-    await service._abort_transport()
+    await abort_sockets(service)
 
     async def back() -> list[QueuedMessage] | None:
         try:
@@ -491,7 +491,7 @@ async def test_settling_a_claim_lost_with_the_connection_raises_and_the_messages
 ) -> None:
     done, retry = await service.send_batch(queue, [b"done", b"retry"])
     await service.receive_messages(queue, 2, 60)
-    await service._abort_transport()
+    await abort_sockets(service)
     # The broker requeues both when the connection dies: neither claim survives, so no
     # settlement may report success (another consumer may hold them by now). Sent while
     # the provider has not noticed yet, the outcome is unknown to it: ConnectionLost.
@@ -536,14 +536,11 @@ class _LostClaimAckReportedDone(RabbitMqMessagingService):
 class _QueuedRedeliverySettledByOldAck(RabbitMqMessagingService):
     """Broken on purpose: a redelivery still queued in a subscription counts as held."""
 
-    def _taken(self, note: MessageNotification) -> None:
-        pass
-
-    def _take(self, queue: str, msg_id: int) -> Any:
-        held = self._held.get((queue, msg_id))
+    async def _settle(self, queue: str, msg_id: int, *, ack: bool) -> None:
+        held = self._holds.get(queue, msg_id)
         if held is not None:
             held.waiting = None
-        return super()._take(queue, msg_id)
+        await super()._settle(queue, msg_id, ack=ack)
 
 
 class _BrokenHarness(RabbitMqHarness):

@@ -12,6 +12,7 @@ import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from mqcontract.errors import BackendUnavailable, MessagingError
 from mqcontract.providers.pgmq import install_pgmq, open_pgmq
 from mqcontract.providers.rabbitmq import open_rabbitmq
 from mqcontract.providers.rabbitmq._management import ManagementClient
+from mqcontract_conformance.provisioning import backends_required, unavailable
 
 SECRET = "Pa55w0rd-s3cret"
 CLOSED_PORT = 1  # nothing listens there: connection refused
@@ -123,7 +125,7 @@ async def test_harness_descriptions_hide_the_password() -> None:
         await harness.setup()
     except BackendUnavailable as exc:
         _assert_hidden(_everything(exc), "a harness setup error")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable(f"PostgreSQL unavailable: {exc}", required=backends_required()).enforce()
     try:
         _assert_hidden(json.dumps(harness.describe()), "the harness description")
     finally:
@@ -149,8 +151,90 @@ async def test_a_stress_account_never_shows_the_password(
         account = await run_stress(settings, config=config, out=sys.stderr)
     except BackendUnavailable as exc:
         _assert_hidden(_everything(exc), "a stress error")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+        unavailable(f"PostgreSQL unavailable: {exc}", required=backends_required()).enforce()
     _assert_hidden(json.dumps(account.to_dict()), "the stress account")
     _assert_hidden(caplog.text, "the stress run's logs")
     printed = capsys.readouterr()
     _assert_hidden(printed.out + printed.err, "the stress run's output")
+
+
+#: Passwords as users type them into URLs, unencoded characters included: each makes the
+#: URL ambiguous to a parser, which then echoes pieces of it in its own error text.
+TYPED_PASSWORDS = [
+    "Pl4in5ecretValue",
+    "w1th/sl4sh/1ns1de",
+    "w1th#h4sh#1ns1de",
+    "w1th sp4ce 1ns1de",
+    "w1th@4t@1ns1de",
+    "w1th:c0l0n:1ns1de",
+    "w1th?qu3ry=1ns1de",
+    "p3rc3nt%2F3nc0ded",
+    "ünïcødé-sécr3t9",
+]
+
+
+def _pieces_leaked(password: str, text: str) -> list[str]:
+    """Runs of ``password`` of 4+ characters between URL delimiters found in ``text``."""
+    from mqcontract._redact import _pieces
+
+    return sorted(p for p in _pieces(password) if p in text)
+
+
+@pytest.mark.parametrize("password", TYPED_PASSWORDS)
+def test_the_url_pattern_hides_any_typed_password(password: str) -> None:
+    for url in (
+        f"postgresql://user:{password}@db.example:5432/app",
+        f"amqp://user:{password}@broker:5672/%2F",
+        f"redis://:{password}@cache:6379/0",
+    ):
+        shown = redact(f"cannot reach {url} (refused)")
+        assert password not in shown, shown
+        assert shown.endswith("(refused)"), shown  # the text after the URL survives
+
+
+@pytest.mark.parametrize("password", TYPED_PASSWORDS)
+async def test_a_driver_that_rejects_the_url_never_echoes_the_password(
+    password: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "pgmq": lambda: open_pgmq(_pg(f"postgresql://mqc_nobody:{password}@127.0.0.1:1/test")),
+        "pgmq install": lambda: install_pgmq(
+            f"postgresql://mqc_nobody:{password}@127.0.0.1:1/test", within=5
+        ),
+        "rabbitmq": lambda: open_rabbitmq(_rabbit(f"amqp://guest:{password}@127.0.0.1:1/%2F")),
+    }
+    for name, call in calls.items():
+        try:
+            await call()
+        except Exception as exc:  # the type is another rule's business; the text is ours
+            text = _everything(exc)
+        else:
+            pytest.fail(f"{name}: expected a failure")
+        assert not _pieces_leaked(password, text), f"{name}: {text[:2000]}"
+    assert not _pieces_leaked(password, caplog.text)
+
+
+def test_configuration_reprs_hide_typed_passwords() -> None:
+    for password in TYPED_PASSWORDS:
+        config = _rabbit(f"amqp://guest:{password}@broker:5672/%2F")
+        assert not _pieces_leaked(password, repr(config))
+
+
+def test_verify_json_and_output_never_show_a_typed_password(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    password = "pa/ss#w rd@x9"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQCONTRACT_")}
+    env["RABBITMQ_URL"] = f"amqp://guest:{password}@127.0.0.1:1/%2F"
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mqcontract_conformance.cli", "verify", "--provider", "rabbitmq",
+         "--rules", "LIFE-1", "--json", str(out)],
+        capture_output=True, text=True, check=False, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0  # the backend is unreachable: the gate fails
+    for where, text in (("output", proc.stdout + proc.stderr), ("JSON", out.read_text())):
+        assert not _pieces_leaked(password, text), f"{where}: {text[-2000:]}"

@@ -1,14 +1,108 @@
-"""Credential redaction for anything that may reach an error, a log or a report."""
+"""Credential redaction for anything that may reach an error, a log or a report.
+
+Two layers, because a pattern alone cannot be enough: a password a user typed unencoded
+(with ``/``, ``#``, ``@`` or a space in it) makes the URL ambiguous, and a driver that
+rejects such a URL echoes *pieces* of it in its own error text. So every URL password
+the configuration sees is remembered (with the pieces a parser could cut it into), and
+:func:`redact` removes those wherever they appear, before it masks whatever still looks
+like ``scheme://user:password@host`` or ``password=...``.
+"""
 
 from __future__ import annotations
 
 import re
+import threading
+from urllib.parse import unquote
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^@/\s]*)?@")
+__all__ = [
+    "MIN_SECRET_PIECE",
+    "RedactedDriverError",
+    "forget_secrets",
+    "redact",
+    "remember_secrets",
+    "scrubbed",
+]
+
+#: Pieces shorter than this are not hunted for on their own (too likely to be ordinary
+#: text, too short to be worth much).
+MIN_SECRET_PIECE = 4
+
+# The userinfo of a URL ends at the last ``@`` that is followed by a host, so a password
+# may contain ``/``, ``#``, ``@`` or spaces; the match stays within one line.
+_USERINFO = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^\n]*?)?@"
+    r"(?=[^\s@/?#]*(?:[/\s?#'\"),;\]]|$))"
+)
 _PASSWORD_KV = re.compile(r"(?i)(password\s*=\s*)('[^']*'|\S+)")
+_URL_START = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+def _pieces(secret: str) -> set[str]:
+    """The secret, decoded, and every run of it a URL parser could cut out.
+
+    A parser cuts at ``/ # ? @ :`` and whitespace, so any span from the start or just
+    after such a character to the end or just before one may be echoed on its own.
+    """
+    found: set[str] = set()
+    for whole in {secret, unquote(secret)}:
+        cuts = [i for i, ch in enumerate(whole) if ch in "/#?@:" or ch.isspace()]
+        starts = [0, *(i + 1 for i in cuts)]
+        ends = [*cuts, len(whole)]
+        found.update(whole[a:b].strip() for a in starts for b in ends if b > a)
+    return {p for p in found if len(p) >= MIN_SECRET_PIECE}
+
+
+def remember_secrets(text: str | None) -> None:
+    """Remember the password of every URL in ``text``, so :func:`redact` hides it anywhere."""
+    if not text:
+        return
+    for start in _URL_START.finditer(text):
+        rest = text[start.end() :].split("\n", 1)[0]
+        userinfo, at, _ = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            continue
+        user, password = userinfo.split(":", 1)
+        if password == user:  # ``guest:guest``: nothing the URL does not show anyway
+            continue
+        with _lock:
+            _known.update(_pieces(password))
+
+
+def forget_secrets() -> None:
+    """Forget every remembered password (for tests)."""
+    with _lock:
+        _known.clear()
 
 
 def redact(text: str) -> str:
-    """Replace passwords in URLs (``scheme://user:pw@``) and ``password=`` pairs with ``***``."""
+    """``text`` without remembered passwords, URL passwords or ``password=`` values."""
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        text = text.replace(secret, "***")
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _PASSWORD_KV.sub(r"\1***", text)
+
+
+class RedactedDriverError(Exception):
+    """A driver's exception whose text held a secret, retold without it.
+
+    Errors are raised ``from`` the driver's exception so its story stays visible; when
+    that exception's own words quote a password, this stands in for it in the chain.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        self.original_type = f"{type(original).__module__}.{type(original).__qualname__}"
+        super().__init__(f"{self.original_type}: {redact(str(original))}")
+
+
+def scrubbed(exc: BaseException) -> BaseException:
+    """``exc`` to chain an error ``from``: itself, or a retelling if its text holds a secret."""
+    if redact(str(exc)) == str(exc) and redact(repr(exc)) == repr(exc):
+        return exc
+    stand_in = RedactedDriverError(exc)
+    stand_in.__traceback__ = exc.__traceback__  # code lines only, no values
+    return stand_in

@@ -32,7 +32,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from mqcontract._entry_points import provider_names
-from mqcontract._redact import redact
+from mqcontract._redact import redact, remember_secrets
 from mqcontract.errors import ConfigurationError
 
 T = TypeVar("T")
@@ -60,7 +60,17 @@ DEFAULT_MANAGEMENT_PORT = 15672
 
 
 class _RedactedRepr:
-    """A dataclass repr with URL passwords as ``***``: configurations reach logs and errors."""
+    """A dataclass repr with URL passwords as ``***``: configurations reach logs and errors.
+
+    Every string field is also handed to :func:`remember_secrets`, so a password in a
+    configured URL is hidden wherever it later appears, even in a driver's own words.
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(cast(Any, self)):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                remember_secrets(value)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -282,7 +292,21 @@ def provider_settings(
     for variable, field_name in (env_keys or {}).items():
         if env.get(variable):
             values[field_name] = env[variable]
+    for value in values.values():
+        if isinstance(value, str):
+            remember_secrets(value)
     return cast(T, _build(f"providers.{name}", cls, values))
+
+
+def _remember_strings(value: object) -> None:
+    if isinstance(value, str):
+        remember_secrets(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _remember_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _remember_strings(item)
 
 
 def load_config(
@@ -306,6 +330,9 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), str(exc)) from None
 
+    _remember_strings(data)  # before any check can quote a value back
+    for env_key in _ENV_KEYS:
+        remember_secrets(env.get(env_key))
     sections: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     top: dict[str, object] = {}
     providers: dict[str, dict[str, object]] = {}

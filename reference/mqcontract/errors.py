@@ -56,7 +56,14 @@ def _show(value: object, *, limit: int = 200) -> str:
 
 
 class MessagingError(Exception):
-    """Base of every error a messaging provider raises."""
+    """Base of every error a messaging provider raises.
+
+    Its text never carries a password: whatever words an error is given (a driver's
+    message included) pass through :func:`~mqcontract._redact.redact`.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class QueueError(MessagingError):

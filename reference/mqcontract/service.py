@@ -21,15 +21,22 @@ form):
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 from mqcontract.capabilities import Capabilities, PushKind
-from mqcontract.errors import UnsupportedOperation
+from mqcontract.errors import ProviderClosed, QueueNotFound, UnsupportedOperation
 from mqcontract.messages import MessageNotification, QueuedMessage
 from mqcontract.subscription import QueueSubscription
-from mqcontract.validation import check_payload
+from mqcontract.translation import ErrorTable, Failure, await_translated
+from mqcontract.validation import (
+    check_delay,
+    check_limit,
+    check_payload,
+    check_queue_name,
+    check_visibility_timeout,
+)
 
 __all__ = [
     "BaseMessagingService",
@@ -37,6 +44,8 @@ __all__ = [
     "Subscription",
     "SupportsPushNotifications",
 ]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -112,67 +121,134 @@ class SupportsPushNotifications(MessagingService, Protocol):
 
 
 class BaseMessagingService(abc.ABC):
-    """Shared defaults: capability-derived properties, batch send, context manager.
+    """The public operations, written once: checks first, then the provider's own operation.
 
-    Subclasses implement the abstract operations; push and fetch-by-id raise
-    ``UnsupportedOperation`` unless overridden.
+    Every public operation checks, before anything reaches the backend: that the provider
+    is open (``ProviderClosed``), the queue name (``InvalidQueueName``), then its other
+    arguments in parameter order (the ``check_*`` helpers of :mod:`mqcontract.validation`).
+    Only then does it call the provider's protected operation (``_create_queue``,
+    ``_send``, ``_receive``, ``_ack``, ...) with the checked values, and whatever the
+    driver raises there becomes an mqcontract error through :attr:`error_table`.
+
+    A provider implements the required protected operations and, if it offers them,
+    ``_send_delayed``, ``_fetch`` and ``_subscribe``; without one of those the public
+    operation raises ``UnsupportedOperation`` whatever its arguments. A provider may also
+    override the public methods instead and do the checks itself.
     """
 
     provider_name: str = "abstract"
+    #: Driver exception type -> mqcontract error, applied at the edge of every operation.
+    error_table: ClassVar[ErrorTable] = ErrorTable({})
+    #: Set by ``close()``; every public operation refuses to run once it is true.
+    _closed: bool = False
+    #: Where the backend is, for errors (which redact credentials).
+    _target: str = ""
+    #: The bound each operation is held to, for ``OperationTimeout``.
+    _operation_timeout: float = 0.0
 
     @property
     @abc.abstractmethod
     def capabilities(self) -> Capabilities:
         """The declared capabilities (constant for the provider's lifetime)."""
 
-    @abc.abstractmethod
-    async def create_queue(self, name: str) -> None:
-        """Create ``name`` if missing."""
+    # -- queues ------------------------------------------------------------------------
 
-    @abc.abstractmethod
+    async def create_queue(self, name: str) -> None:
+        """Create ``name`` if missing; an existing queue keeps its messages."""
+        self._check_open()
+        queue = check_queue_name(name)
+        await self._translated("create_queue", queue, self._create_queue(queue))
+
     async def delete_queue(self, name: str) -> None:
         """Delete ``name`` and its messages if present."""
+        self._check_open()
+        queue = check_queue_name(name)
+        await self._translated("delete_queue", queue, self._delete_queue(queue))
 
-    @abc.abstractmethod
     async def queue_exists(self, name: str) -> bool:
         """Whether ``name`` exists."""
+        self._check_open()
+        queue = check_queue_name(name)
+        return await self._translated("queue_exists", queue, self._queue_exists(queue))
 
-    @abc.abstractmethod
     async def list_queues(self) -> list[str]:
         """Every queue this provider can see, sorted."""
+        self._check_open()
+        return await self._translated("list_queues", "", self._list_queues())
 
-    @abc.abstractmethod
+    # -- sending -----------------------------------------------------------------------
+
     async def send_message(self, queue: str, payload: bytes) -> int:
         """Enqueue ``payload``; return its id."""
+        self._check_open()
+        name = check_queue_name(queue)
+        data = check_payload(name, payload, self.capabilities)
+        return await self._translated("send_message", name, self._send(name, data))
 
-    @abc.abstractmethod
     async def send_message_with_delay(
         self, queue: str, payload: bytes, delay_seconds: float
     ) -> int:
         """Enqueue ``payload``, invisible for ``delay_seconds``; return its id."""
+        if not self._offers("_send_delayed"):
+            raise UnsupportedOperation(self.provider_name, "send_message_with_delay")
+        self._check_open()
+        name = check_queue_name(queue)
+        caps = self.capabilities
+        data = check_payload(name, payload, caps)
+        delay = check_delay(name, delay_seconds, caps)
+        return await self._translated(
+            "send_message_with_delay", name, self._send_delayed(name, data, delay)
+        )
 
     async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
         """Enqueue several payloads in order; ids are returned in the same order.
 
-        Every payload is checked first, so an oversized one rejects the whole batch.
+        Every payload is checked first, so an oversized one rejects the whole batch; an
+        empty batch still needs the queue to exist.
         """
-        for payload in payloads:
-            check_payload(queue, payload, self.capabilities)
-        return [await self.send_message(queue, payload) for payload in payloads]
+        self._check_open()
+        name = check_queue_name(queue)
+        caps = self.capabilities
+        checked = [check_payload(name, payload, caps) for payload in payloads]
+        return await self._translated("send_batch", name, self._send_batch(name, checked))
 
-    @abc.abstractmethod
+    # -- receiving and settling --------------------------------------------------------
+
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
         """Claim up to ``limit`` visible messages, oldest first."""
+        self._check_open()
+        name = check_queue_name(queue)
+        caps = self.capabilities
+        count = check_limit(name, limit, caps)
+        seconds = check_visibility_timeout(name, visibility_timeout, caps)
+        return await self._translated("receive_messages", name, self._receive(name, count, seconds))
 
-    @abc.abstractmethod
+    async def fetch_message(
+        self, queue: str, msg_id: int, visibility_timeout: float
+    ) -> QueuedMessage | None:
+        """Claim one specific visible message; ``None`` if it is not visible now."""
+        if not self._offers("_fetch"):
+            raise UnsupportedOperation(self.provider_name, "fetch_message")
+        self._check_open()
+        name = check_queue_name(queue)
+        seconds = check_visibility_timeout(name, visibility_timeout, self.capabilities)
+        return await self._translated("fetch_message", name, self._fetch(name, msg_id, seconds))
+
     async def ack_message(self, queue: str, msg_id: int) -> None:
         """Remove a held message for good."""
+        self._check_open()
+        name = check_queue_name(queue)
+        await self._translated("ack_message", name, self._ack(name, msg_id))
 
-    @abc.abstractmethod
     async def nack_message(self, queue: str, msg_id: int) -> None:
         """Release a held message: visible again at once."""
+        self._check_open()
+        name = check_queue_name(queue)
+        await self._translated("nack_message", name, self._nack(name, msg_id))
+
+    # -- push --------------------------------------------------------------------------
 
     async def subscribe(self, queue: str) -> QueueSubscription:
         """Push notifications for one queue."""
@@ -180,13 +256,97 @@ class BaseMessagingService(abc.ABC):
 
     async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
         """Push notifications for several queues on one subscription."""
-        raise UnsupportedOperation(self.provider_name, "subscribe")
+        if not self._offers("_subscribe"):
+            raise UnsupportedOperation(self.provider_name, "subscribe")
+        self._check_open()
+        # Every name is checked (and so known hashable) before duplicates are dropped.
+        names = tuple(dict.fromkeys([check_queue_name(name) for name in queues]))
+        only = names[0] if len(names) == 1 else ""
+        return await self._translated("subscribe", only, self._subscribe(names))
 
-    async def fetch_message(
+    # -- the provider's operations (arguments already checked) -------------------------
+
+    async def _create_queue(self, name: str) -> None:
+        raise self._missing("create_queue", "_create_queue")
+
+    async def _delete_queue(self, name: str) -> None:
+        raise self._missing("delete_queue", "_delete_queue")
+
+    async def _queue_exists(self, name: str) -> bool:
+        raise self._missing("queue_exists", "_queue_exists")
+
+    async def _list_queues(self) -> list[str]:
+        raise self._missing("list_queues", "_list_queues")
+
+    async def _send(self, queue: str, payload: bytes) -> int:
+        raise self._missing("send_message", "_send")
+
+    async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
+        """Optional: without it, delayed sends are ``UnsupportedOperation``."""
+        raise UnsupportedOperation(self.provider_name, "send_message_with_delay")
+
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        """One by one through ``_send``; override it if the backend sends a batch at once."""
+        if not payloads and not await self._queue_exists(queue):
+            raise QueueNotFound(queue)
+        return [await self._send(queue, payload) for payload in payloads]
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        raise self._missing("receive_messages", "_receive")
+
+    async def _fetch(
         self, queue: str, msg_id: int, visibility_timeout: float
     ) -> QueuedMessage | None:
-        """Claim one specific visible message; ``None`` if it is not visible now."""
+        """Optional: without it, ``fetch_message`` is ``UnsupportedOperation``."""
         raise UnsupportedOperation(self.provider_name, "fetch_message")
+
+    async def _ack(self, queue: str, msg_id: int) -> None:
+        raise self._missing("ack_message", "_ack")
+
+    async def _nack(self, queue: str, msg_id: int) -> None:
+        raise self._missing("nack_message", "_nack")
+
+    async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
+        """Optional: without it, ``subscribe`` is ``UnsupportedOperation``."""
+        raise UnsupportedOperation(self.provider_name, "subscribe")
+
+    # -- the edge ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+
+    def _offers(self, operation: str) -> bool:
+        """Whether this provider implements the optional protected ``operation``."""
+        return getattr(type(self), operation) is not getattr(BaseMessagingService, operation)
+
+    def _missing(self, public: str, operation: str) -> NotImplementedError:
+        name = type(self).__name__
+        return NotImplementedError(f"{name} implements neither {public} nor {operation}")
+
+    def _failure(self, operation: str, queue: str = "", *, connecting: bool = False) -> Failure:
+        """What an error translated now would report (read when the call fails)."""
+        return Failure(
+            self.provider_name,
+            self._target,
+            operation,
+            queue,
+            self._operation_timeout,
+            closed=self._closed,
+            connecting=connecting,
+        )
+
+    async def _translated(
+        self, operation: str, queue: str, call: Awaitable[T], *, connecting: bool = False
+    ) -> T:
+        """Await ``call``, raising a driver exception as its mqcontract error, ``from`` it."""
+        return await await_translated(
+            call, self.error_table, lambda: self._failure(operation, queue, connecting=connecting)
+        )
+
+    # -- derived properties and lifetime -----------------------------------------------
 
     @property
     def requires_fallback_polling(self) -> bool:
@@ -210,6 +370,7 @@ class BaseMessagingService(abc.ABC):
 
     async def close(self) -> None:
         """Release connections; further operations raise ``ProviderClosed``."""
+        self._closed = True
 
     async def __aenter__(self) -> Self:
         return self

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
@@ -24,14 +23,7 @@ from mqcontract.errors import MessageNotFound, ProviderClosed, QueueNotFound
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
-from mqcontract.validation import (
-    check_delay,
-    check_limit,
-    check_payload,
-    check_queue_name,
-    check_visibility_timeout,
-    is_message_id,
-)
+from mqcontract.validation import check_queue_name, is_message_id
 
 __all__ = ["InMemoryMessagingService", "open_memory"]
 
@@ -112,9 +104,13 @@ class InMemoryMessagingService(BaseMessagingService):
     # -- helpers -----------------------------------------------------------------------
 
     def _queue(self, name: str) -> _Queue:
+        """The queue, checked in full: for fault hooks, and subclasses overriding public methods."""
         if self._closed:
             raise ProviderClosed(self.provider_name)
-        check_queue_name(name)
+        return self._existing(check_queue_name(name))
+
+    def _existing(self, name: str) -> _Queue:
+        """The queue named ``name`` (already checked); ``QueueNotFound`` if missing."""
         queue = self._queues.get(name)
         if queue is None:
             raise QueueNotFound(name)
@@ -180,81 +176,62 @@ class InMemoryMessagingService(BaseMessagingService):
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def create_queue(self, name: str) -> None:
-        if self._closed:
-            raise ProviderClosed(self.provider_name)
-        check_queue_name(name)
+    async def _create_queue(self, name: str) -> None:
         self._queues.setdefault(name, _Queue(name))
 
-    async def delete_queue(self, name: str) -> None:
-        if self._closed:
-            raise ProviderClosed(self.provider_name)
-        check_queue_name(name)
+    async def _delete_queue(self, name: str) -> None:
         queue = self._queues.pop(name, None)
         if queue is not None:
             for subscriber in queue.subscribers:
                 subscriber.in_flight = {k for k in subscriber.in_flight if k[0] != name}
 
-    async def queue_exists(self, name: str) -> bool:
-        if self._closed:
-            raise ProviderClosed(self.provider_name)
-        return check_queue_name(name) in self._queues
+    async def _queue_exists(self, name: str) -> bool:
+        return name in self._queues
 
-    async def list_queues(self) -> list[str]:
-        if self._closed:
-            raise ProviderClosed(self.provider_name)
+    async def _list_queues(self) -> list[str]:
         return sorted(self._queues)
 
     # -- messages ----------------------------------------------------------------------
 
-    async def send_message(self, queue: str, payload: bytes) -> int:
-        q = self._queue(queue)
-        return self._enqueue(q, check_payload(queue, payload, self._capabilities), 0.0)
+    async def _send(self, queue: str, payload: bytes) -> int:
+        return self._enqueue(self._existing(queue), payload, 0.0)
 
-    async def send_message_with_delay(
-        self, queue: str, payload: bytes, delay_seconds: float
-    ) -> int:
-        q = self._queue(queue)
-        data = check_payload(queue, payload, self._capabilities)
-        return self._enqueue(q, data, check_delay(queue, delay_seconds, self._capabilities))
+    async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
+        return self._enqueue(self._existing(queue), payload, delay_seconds)
 
-    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
-        q = self._queue(queue)
-        checked = [check_payload(queue, p, self._capabilities) for p in payloads]
-        return [self._enqueue(q, data, 0.0) for data in checked]
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        q = self._existing(queue)
+        return [self._enqueue(q, data, 0.0) for data in payloads]
 
-    async def receive_messages(
+    async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
-        q = self._queue(queue)
-        check_limit(queue, limit, self._capabilities)
-        vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
+        q = self._existing(queue)
         claimed: list[QueuedMessage] = []
         while len(claimed) < limit and (entry := self._pop_visible(q)) is not None:
-            claimed.append(self._claim(q, entry, vt))
+            claimed.append(self._claim(q, entry, visibility_timeout))
         await asyncio.sleep(0)
         return claimed
 
-    async def fetch_message(
+    async def _fetch(
         self, queue: str, msg_id: int, visibility_timeout: float
     ) -> QueuedMessage | None:
-        q = self._queue(queue)
-        vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
+        q = self._existing(queue)
         self._promote(q)
         entry = q.entries.get(msg_id) if is_message_id(msg_id) else None
         if entry is None or entry.held or entry.visible_at > self.clock.now():
             return None
-        return self._claim(q, entry, vt)
+        return self._claim(q, entry, visibility_timeout)
 
-    async def ack_message(self, queue: str, msg_id: int) -> None:
-        q = self._queue(queue)
+    async def _ack(self, queue: str, msg_id: int) -> None:
+        q = self._existing(queue)
         entry = self._held_entry(q, msg_id)
         del q.entries[msg_id]
         self._detach(q, entry)
         self._dispatch(q)
 
-    async def nack_message(self, queue: str, msg_id: int) -> None:
-        q = self._queue(queue)
+    async def _nack(self, queue: str, msg_id: int) -> None:
+        q = self._existing(queue)
         entry = self._held_entry(q, msg_id)
         entry.held = False
         entry.visible_at = self.clock.now()
@@ -268,9 +245,8 @@ class InMemoryMessagingService(BaseMessagingService):
 
     # -- push --------------------------------------------------------------------------
 
-    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
-        names = tuple(dict.fromkeys(queues))
-        targets = [self._queue(name) for name in names]
+    async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
+        targets = [self._existing(name) for name in names]
         subscription = QueueSubscription(names, on_close=self._unsubscribe, on_take=self._taken)
         subscriber = _Subscriber(subscription, self._config.prefetch_count)
         self._subscribers[subscriber.subscription] = subscriber

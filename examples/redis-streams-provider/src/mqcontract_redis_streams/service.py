@@ -25,6 +25,8 @@ How the contract maps onto Redis (the scripts in :mod:`._scripts` hold the detai
 * **Connections.** redis-py's pool; a broken connection is replaced on next use. A
   command that fails with the connection is not retried (a send might enqueue twice):
   it raises ``ConnectionLost`` and the next call works again.
+* **Checks and errors.** ``BaseMessagingService`` checks every argument and the closed
+  state before an operation here runs, and applies the error table of :mod:`._errors`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
@@ -43,26 +45,19 @@ from mqcontract.errors import (
     ConfigurationError,
     InvalidArgument,
     MessageNotFound,
-    ProviderClosed,
     QueueNotFound,
 )
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
-from mqcontract.validation import (
-    check_delay,
-    check_limit,
-    check_payload,
-    check_queue_name,
-    check_visibility_timeout,
-)
+from mqcontract.validation import check_queue_name
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mqcontract_redis_streams import _scripts
 from mqcontract_redis_streams._config import PROVIDER_NAME, RedisStreamsConfig, load_settings
-from mqcontract_redis_streams._errors import translated
+from mqcontract_redis_streams._errors import ERRORS
 from mqcontract_redis_streams._keys import QueueKeys, registry_key
 from mqcontract_redis_streams._push import ClaimResult, PushLoop
 
@@ -103,6 +98,7 @@ class RedisStreamsMessagingService(BaseMessagingService):
     """Queues as Redis streams; see the module docstring."""
 
     provider_name = PROVIDER_NAME
+    error_table = ERRORS
 
     def __init__(
         self,
@@ -118,7 +114,8 @@ class RedisStreamsMessagingService(BaseMessagingService):
         #: CLIENT SETNAME of the operation connections; push readers add ``-push``.
         self.client_name = client_name
         self.server_version = server_version
-        self._timeout = operation_timeout
+        self._target = settings.url
+        self._operation_timeout = operation_timeout
         self._closed = False
         self._scripts = {
             name: client.register_script(source)
@@ -157,86 +154,64 @@ class RedisStreamsMessagingService(BaseMessagingService):
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ProviderClosed(self.provider_name)
-
-    @contextlib.asynccontextmanager
-    async def _guard(self, operation: str, queue: str = "") -> AsyncIterator[None]:
-        self._check_open()
-        async with translated(
-            self.provider_name,
-            self.settings.url,
-            operation=operation,
-            timeout=self._timeout,
-            queue=queue,
-            is_closed=lambda: self._closed,
-        ):
-            yield
-
     def _keys(self, queue: str) -> list[str]:
         return QueueKeys.of(self.settings.key_prefix, queue).all()
 
     async def _script(self, name: str, queue: str, *args: Any) -> Any:
-        async with self._guard(name, queue):
+        async with asyncio.timeout(self._operation_timeout):
             return await self._scripts[name](keys=self._keys(queue), args=[queue, *args])
 
     def stream_key(self, queue: str) -> str:
         """The stream of ``queue`` (for push readers and tests)."""
         return QueueKeys.of(self.settings.key_prefix, queue).stream
 
+    @property
+    def _registry(self) -> str:
+        return registry_key(self.settings.key_prefix)
+
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def create_queue(self, name: str) -> None:
-        self._check_open()
-        await self._script("create", check_queue_name(name))
+    async def _create_queue(self, name: str) -> None:
+        await self._script("create", name)
 
-    async def delete_queue(self, name: str) -> None:
-        self._check_open()
-        await self._script("delete", check_queue_name(name))
+    async def _delete_queue(self, name: str) -> None:
+        await self._script("delete", name)
 
-    async def queue_exists(self, name: str) -> bool:
-        self._check_open()
-        check_queue_name(name)
-        async with self._guard("queue_exists", name):
-            return bool(await self.client.sismember(registry_key(self.settings.key_prefix), name))
+    async def _queue_exists(self, name: str) -> bool:
+        async with asyncio.timeout(self._operation_timeout):
+            return bool(await self.client.sismember(self._registry, name))
 
-    async def list_queues(self) -> list[str]:
-        async with self._guard("list_queues"):
-            members = await self.client.smembers(registry_key(self.settings.key_prefix))
+    async def _list_queues(self) -> list[str]:
+        async with asyncio.timeout(self._operation_timeout):
+            members = await self.client.smembers(self._registry)
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     # -- messages ----------------------------------------------------------------------
 
-    async def _send(self, queue: str, payloads: Sequence[bytes], delay: float) -> list[int]:
+    async def _enqueue(self, queue: str, payloads: Sequence[bytes], delay: float) -> list[int]:
         delay_ms = math.ceil(delay * 1000)
         ids = await self._script("send", queue, delay_ms, *payloads)
         return [int(i) for i in ids]
 
-    async def send_message(self, queue: str, payload: bytes) -> int:
-        self._check_open()
-        check_queue_name(queue)
-        (msg_id,) = await self._send(queue, [check_payload(queue, payload, self._capabilities)], 0)
+    async def _send(self, queue: str, payload: bytes) -> int:
+        (msg_id,) = await self._enqueue(queue, [payload], 0)
         return msg_id
 
-    async def send_message_with_delay(
-        self, queue: str, payload: bytes, delay_seconds: float
-    ) -> int:
-        self._check_open()
-        check_queue_name(queue)
-        data = check_payload(queue, payload, self._capabilities)
-        delay = check_delay(queue, delay_seconds, self._capabilities)
-        (msg_id,) = await self._send(queue, [data], delay)
+    async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
+        (msg_id,) = await self._enqueue(queue, [payload], delay_seconds)
         return msg_id
 
-    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
-        self._check_open()
-        check_queue_name(queue)
-        checked = [check_payload(queue, p, self._capabilities) for p in payloads]
-        return await self._send(queue, checked, 0)
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        return await self._enqueue(queue, payloads, 0)
 
     async def claim(self, queue: str, limit: int, visibility_timeout: float) -> ClaimResult:
         """Claim up to ``limit`` messages; also the last entry id and the next due delay."""
+        self._check_open()
+        return await self._translated(
+            "receive", queue, self._claim(queue, limit, visibility_timeout)
+        )
+
+    async def _claim(self, queue: str, limit: int, visibility_timeout: float) -> ClaimResult:
         vt_ms = max(1, math.ceil(visibility_timeout * 1000))
         reply = await self._script("receive", queue, limit, vt_ms, self._hold_ms)
         last_id, due_ms = reply[0].decode(), int(reply[1])
@@ -252,21 +227,15 @@ class RedisStreamsMessagingService(BaseMessagingService):
         ]
         return messages, last_id, (due_ms / 1000 if due_ms >= 0 else None)
 
-    async def receive_messages(
+    async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
-        self._check_open()
-        check_queue_name(queue)
-        check_limit(queue, limit, self._capabilities)
-        vt = check_visibility_timeout(queue, visibility_timeout, self._capabilities)
-        messages, _, _ = await self.claim(queue, limit, vt)
+        messages, _, _ = await self._claim(queue, limit, visibility_timeout)
         return messages
 
     async def _settle(self, queue: str, msg_id: int, mode: str) -> None:
-        self._check_open()
-        check_queue_name(queue)
         if not _may_be_stored(msg_id):  # True, 1.0, "1", 2**64: never message 1 or a wrap
-            if not await self.queue_exists(queue):
+            if not await self._queue_exists(queue):
                 raise QueueNotFound(queue)
             raise MessageNotFound(queue, msg_id)
         held = await self._script("settle", queue, str(msg_id), self._hold_ms, mode)
@@ -276,42 +245,44 @@ class RedisStreamsMessagingService(BaseMessagingService):
         if not held:
             raise MessageNotFound(queue, msg_id)
 
-    async def ack_message(self, queue: str, msg_id: int) -> None:
+    async def _ack(self, queue: str, msg_id: int) -> None:
         await self._settle(queue, msg_id, "ack")
 
-    async def nack_message(self, queue: str, msg_id: int) -> None:
+    async def _nack(self, queue: str, msg_id: int) -> None:
         await self._settle(queue, msg_id, "nack")
 
     async def release(self, queue: str, msg_id: int) -> None:
         """Hand back a pushed message the consumer never took: visible, delivery undone."""
-        await self._script("settle", queue, str(msg_id), self._hold_ms, "release")
+        self._check_open()
+        release = self._script("settle", queue, str(msg_id), self._hold_ms, "release")
+        await self._translated("release", queue, release)
 
     async def stored_ids(self, queue: str) -> list[int]:
         """Backdoor for tests: every stored id on ``queue``, whatever its state."""
+        self._check_open()
         keys = QueueKeys.of(self.settings.key_prefix, check_queue_name(queue))
-        async with self._guard("stored_ids", queue):
-            entries: list[Any] = await self.client.xrange(keys.stream) or []
-            delayed: list[Any] = await self.client.zrange(keys.delayed, 0, -1)
-        ids = [int(fields[b"id"]) for _, fields in entries] + [int(m) for m in delayed]
-        return sorted(ids)
+
+        async def read() -> list[int]:
+            async with asyncio.timeout(self._operation_timeout):
+                entries: list[Any] = await self.client.xrange(keys.stream) or []
+                delayed: list[Any] = await self.client.zrange(keys.delayed, 0, -1)
+            return sorted([int(fields[b"id"]) for _, fields in entries] + [int(m) for m in delayed])
+
+        return await self._translated("stored_ids", queue, read())
 
     # -- push --------------------------------------------------------------------------
 
-    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
-        self._check_open()
-        names = tuple(dict.fromkeys(check_queue_name(q) for q in queues))
+    async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
         if not names:
-            raise InvalidArgument("queues", list(queues), "at least one queue name")
-        async with self._guard("subscribe", ",".join(names)):
-            found = await self.client.smismember(
-                registry_key(self.settings.key_prefix), list(names)
-            )
+            raise InvalidArgument("queues", [], "at least one queue name")
+        async with asyncio.timeout(self._operation_timeout):
+            found = await self.client.smismember(self._registry, list(names))
         for name, present in zip(names, found, strict=True):
             if not present:
                 raise QueueNotFound(name)
         subscription = QueueSubscription(names, on_close=self._unsubscribe)
         reader = make_client(self.settings, f"{self.client_name}-push")
-        loop = PushLoop(self, subscription, self.settings, reader, timeout=self._timeout)
+        loop = PushLoop(self, subscription, self.settings, reader, timeout=self._operation_timeout)
         self._loops[subscription] = loop
         loop.start()
         return subscription
@@ -340,7 +311,7 @@ class RedisStreamsMessagingService(BaseMessagingService):
             await subscription.aclose()
         self._closed = True
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._operation_timeout):
                 await self.client.aclose()
 
 

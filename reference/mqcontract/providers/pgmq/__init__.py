@@ -23,8 +23,9 @@ from mqcontract.providers.pgmq._install import (
     install_pgmq,
     install_pgmq_sync,
 )
+from mqcontract.providers.pgmq._open import open_pgmq
 from mqcontract.providers.pgmq._payload import ENVELOPE_KEY
-from mqcontract.providers.pgmq.service import PgmqMessagingService, open_pgmq
+from mqcontract.providers.pgmq.service import PgmqMessagingService
 
 __all__ = [
     "ENVELOPE_KEY",

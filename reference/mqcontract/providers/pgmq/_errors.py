@@ -1,4 +1,4 @@
-"""The one place asyncpg and socket errors become mqcontract errors."""
+"""The one table of how asyncpg and socket errors become mqcontract errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from mqcontract.errors import (
     OperationTimeout,
     QueueNotFound,
 )
+from mqcontract.translation import ErrorTable, Failure, Translation
 
-__all__ = ["is_connection_error", "never_executed", "translate"]
+__all__ = ["ERRORS", "PROVIDER", "is_connection_error", "is_connection_lost", "never_executed"]
 
 PROVIDER = "pgmq"
 
@@ -22,23 +23,36 @@ PROVIDER = "pgmq"
 _SESSION_ENDED = (pgerr.AdminShutdownError, pgerr.CrashShutdownError, pgerr.CannotConnectNowError)
 
 
-_CONNECTION_ERRORS = (pgerr.PostgresConnectionError, pgerr.InterfaceError, OSError, *_SESSION_ENDED)
-#: The database exists not, refuses us, or is full.
-_UNAVAILABLE = (
-    pgerr.InvalidCatalogNameError,
-    pgerr.InvalidAuthorizationSpecificationError,
-    pgerr.InvalidPasswordError,
-    pgerr.TooManyConnectionsError,
-)
-#: InterfaceErrors about our own arguments, not the connection.
-_CLIENT_ERRORS = (pgerr._base.DataError, pgerr.ClientConfigurationError)
+def _failed(exc: BaseException, failure: Failure) -> MessagingError:
+    return MessagingError(
+        f"pgmq {failure.operation or 'operation'} failed: {type(exc).__name__}: {exc}"
+    )
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection (not the statement) failed."""
-    if _broken_protocol(exc):
-        return True
-    return isinstance(exc, _CONNECTION_ERRORS) and not isinstance(exc, _CLIENT_ERRORS)
+def _statement_failed(exc: BaseException, failure: Failure) -> MessagingError:
+    where = f" on queue {failure.queue!r}" if failure.queue else ""
+    sqlstate = getattr(exc, "sqlstate", "")
+    return MessagingError(
+        f"pgmq {failure.operation or 'operation'}{where} failed: "
+        f"{sqlstate} {type(exc).__name__}: {redact(str(exc))}"
+    )
+
+
+def _missing_table(exc: BaseException, failure: Failure) -> MessagingError:
+    if failure.queue:  # the statement named the queue's table: the queue is gone
+        return QueueNotFound(failure.queue)
+    return _statement_failed(exc, failure)
+
+
+def _not_installed(exc: BaseException, failure: Failure) -> MessagingError:
+    return BackendUnavailable(
+        PROVIDER, failure.target, f"PGMQ is not installed (run `mqcontract pgmq install`): {exc}"
+    )
+
+
+def _refused(exc: BaseException, failure: Failure) -> MessagingError:
+    # The database does not exist, refuses us, or is full.
+    return BackendUnavailable(PROVIDER, failure.target, str(exc))
 
 
 def _broken_protocol(exc: BaseException) -> bool:
@@ -49,6 +63,55 @@ def _broken_protocol(exc: BaseException) -> bool:
     )
 
 
+def _internal(exc: BaseException, failure: Failure) -> MessagingError:
+    if _broken_protocol(exc):
+        return ConnectionLost(PROVIDER, failure.target, f"{type(exc).__name__}: {exc}")
+    return _failed(exc, failure)
+
+
+def _lost(exc: BaseException, failure: Failure) -> MessagingError:
+    return ConnectionLost(PROVIDER, failure.target, f"{type(exc).__name__}: {exc}")
+
+
+_ENTRIES: dict[type[BaseException], Translation] = {
+    TimeoutError: OperationTimeout,
+    pgerr.UndefinedTableError: _missing_table,
+    pgerr.UndefinedFunctionError: _not_installed,
+    pgerr.InvalidSchemaNameError: _not_installed,
+    pgerr.InvalidCatalogNameError: _refused,
+    pgerr.InvalidAuthorizationSpecificationError: _refused,  # and InvalidPasswordError
+    pgerr.TooManyConnectionsError: _refused,
+    pgerr.PostgresConnectionError: _lost,
+    **dict.fromkeys(_SESSION_ENDED, _lost),
+    pgerr.InterfaceError: _lost,
+    # InterfaceErrors about our own arguments, not the connection.
+    pgerr._base.DataError: _failed,
+    pgerr.ClientConfigurationError: _failed,
+    pgerr.InternalClientError: _internal,
+    OSError: _lost,
+    asyncpg.PostgresError: _statement_failed,
+    Exception: _failed,
+}
+
+#: asyncpg's exceptions → mqcontract errors (see :mod:`mqcontract.translation`).
+ERRORS = ErrorTable(_ENTRIES)
+
+_PROBE = Failure(PROVIDER, "", "probe")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether the table makes driver exception ``exc`` a lost connection (not a failed
+    statement); mqcontract's own errors are not the driver's."""
+    if isinstance(exc, MessagingError):
+        return False
+    return isinstance(ERRORS.translate(exc, _PROBE), ConnectionLost)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection may be dead: lost, or silent past its bound."""
+    return isinstance(exc, TimeoutError) or is_connection_lost(exc)
+
+
 def never_executed(exc: BaseException) -> bool:
     """Whether the failed statement certainly did not take effect (so a retry is safe)."""
     if isinstance(exc, _SESSION_ENDED):
@@ -57,46 +120,3 @@ def never_executed(exc: BaseException) -> bool:
         return True
     # asyncpg checks the connection before sending: nothing reached the server.
     return type(exc) is pgerr.InterfaceError and "closed" in str(exc)
-
-
-def translate(
-    exc: BaseException,
-    *,
-    target: str,
-    queue: str = "",
-    operation: str = "",
-    timeout: float = 0.0,
-    connecting: bool = False,
-) -> MessagingError:
-    """The mqcontract error for a driver exception (raise it ``from exc``).
-
-    ``connecting``: the failure happened while opening a connection, so the backend is
-    unavailable rather than a live connection lost.
-    """
-    if isinstance(exc, MessagingError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        return OperationTimeout(operation or "operation", timeout, queue)
-    if isinstance(exc, pgerr.UndefinedTableError) and queue:
-        return QueueNotFound(queue)
-    if isinstance(exc, pgerr.UndefinedFunctionError | pgerr.InvalidSchemaNameError):
-        return BackendUnavailable(
-            PROVIDER, target, f"PGMQ is not installed (run `mqcontract pgmq install`): {exc}"
-        )
-    if isinstance(
-        exc, pgerr.InvalidCatalogNameError | pgerr.InvalidAuthorizationSpecificationError
-    ):
-        return BackendUnavailable(PROVIDER, target, str(exc))
-    if isinstance(exc, pgerr.TooManyConnectionsError | pgerr.InvalidPasswordError):
-        return BackendUnavailable(PROVIDER, target, str(exc))
-    if is_connection_error(exc):
-        if connecting:
-            return BackendUnavailable(PROVIDER, target, f"{type(exc).__name__}: {exc}")
-        return ConnectionLost(PROVIDER, target, f"{type(exc).__name__}: {exc}")
-    if isinstance(exc, asyncpg.PostgresError):
-        where = f" on queue {queue!r}" if queue else ""
-        return MessagingError(
-            f"pgmq {operation or 'operation'}{where} failed: "
-            f"{exc.sqlstate} {type(exc).__name__}: {redact(str(exc))}"
-        )
-    return MessagingError(f"pgmq {operation or 'operation'} failed: {type(exc).__name__}: {exc}")

@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 import asyncpg  # type: ignore[import-untyped]
 
-from mqcontract._redact import redact
+from mqcontract._redact import redact, remember_secrets, scrubbed
 from mqcontract.errors import BackendUnavailable, MessagingError
-from mqcontract.providers.pgmq._errors import translate
+from mqcontract.providers.pgmq._errors import ERRORS, PROVIDER
+from mqcontract.translation import Failure
 
 __all__ = [
     "NOTIFY_FUNCTION_SQL",
@@ -152,6 +153,7 @@ async def install_pgmq(dsn: str, *, within: float = 30.0) -> InstallResult:
     ``within`` bounds the whole call in seconds. Raises
     :class:`~mqcontract.errors.BackendUnavailable` when the database is unreachable.
     """
+    remember_secrets(dsn)  # the driver may quote pieces of a password it cannot parse
     target = redact(dsn)
     try:
         async with asyncio.timeout(within):
@@ -167,7 +169,8 @@ async def install_pgmq(dsn: str, *, within: float = 30.0) -> InstallResult:
     except MessagingError:
         raise
     except Exception as exc:
-        raise translate(exc, target=dsn, operation="install", connecting=True) from exc
+        failure = Failure(PROVIDER, dsn, "install", connecting=True)
+        raise (ERRORS.translate(exc, failure) or exc) from scrubbed(exc)
 
 
 def install_pgmq_sync(dsn: str, *, within: float = 30.0) -> InstallResult:

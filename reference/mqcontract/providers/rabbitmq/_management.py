@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from mqcontract._redact import redact
+from mqcontract._redact import redact, remember_secrets
 from mqcontract.config import RabbitMqConfig, check_management_url
 from mqcontract.errors import BackendUnavailable
 
@@ -45,6 +45,7 @@ class ManagementClient:
     """
 
     def __init__(self, url: str, *, provider: str, timeout: float = 10.0) -> None:
+        remember_secrets(url)
         parts = urllib.parse.urlsplit(check_management_url(url))
         host = parts.hostname or "127.0.0.1"
         netloc = f"[{host}]" if ":" in host else host

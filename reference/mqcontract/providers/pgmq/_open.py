@@ -1,0 +1,82 @@
+"""Opening the PGMQ provider: its pool, and the check that PGMQ is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from mqcontract._redact import scrubbed
+from mqcontract.config import MessagingConfig
+from mqcontract.errors import BackendUnavailable
+from mqcontract.providers.pgmq import _sql
+from mqcontract.providers.pgmq._errors import ERRORS, PROVIDER
+from mqcontract.providers.pgmq.service import CONNECT_TIMEOUT, PgmqMessagingService
+from mqcontract.translation import Failure
+
+__all__ = ["open_pgmq"]
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool release without asyncpg's default reset query (a second round trip per call).
+
+    The provider leaves no session state behind: no SET, no session advisory locks, no
+    cursors, no LISTEN (the listener has a connection of its own). asyncpg still rolls
+    back a transaction left open and drops listeners before this runs.
+    """
+
+
+async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
+    """Provider factory for the ``pgmq`` entry point: a connected service.
+
+    PGMQ and mqcontract's notify function must be installed (``mqcontract pgmq install``
+    or :func:`mqcontract.providers.pgmq.install_pgmq`); otherwise ``BackendUnavailable``.
+    """
+    pg = config.pgmq
+    timeout = config.operation_timeout_seconds
+    application_name = f"mqcontract-pgmq-{secrets.token_hex(4)}"
+    try:
+        async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT) + 1.0):
+            pool = await asyncpg.create_pool(
+                pg.database_url,
+                min_size=min(pg.pool_min_size, max(pg.pool_max_size, 1)),
+                max_size=max(pg.pool_max_size, 1),
+                timeout=min(timeout, CONNECT_TIMEOUT),
+                command_timeout=timeout,
+                server_settings={"application_name": application_name},
+                reset=_keep_session,
+            )
+    except Exception as exc:
+        connecting = Failure(PROVIDER, pg.database_url, "connect", timeout=timeout, connecting=True)
+        error = ERRORS.translate(exc, connecting)
+        if not isinstance(error, BackendUnavailable):  # any failure to connect
+            error = BackendUnavailable(PROVIDER, pg.database_url, str(error or exc))
+        raise error from scrubbed(exc)
+    try:
+        async with asyncio.timeout(timeout):
+            row = await pool.fetchrow(_sql.INSTALLED)
+    except Exception as exc:
+        pool.terminate()
+        checking = Failure(PROVIDER, pg.database_url, "connect", timeout=timeout)
+        raise (ERRORS.translate(exc, checking) or exc) from scrubbed(exc)
+    if not (row["pgmq"] and row["notify"]):
+        pool.terminate()
+        missing = " and ".join(
+            name
+            for name, present in (
+                ("PGMQ (schema pgmq)", row["pgmq"]),
+                ("mqcontract's notify function (schema mqcontract)", row["notify"]),
+            )
+            if not present
+        )
+        raise BackendUnavailable(
+            PROVIDER,
+            pg.database_url,
+            f"{missing} missing from this database; "
+            f"run `mqcontract pgmq install --dsn {pg.database_url}` (idempotent)",  # redacted
+        )
+    return PgmqMessagingService(
+        pool, config=pg, operation_timeout=timeout, application_name=application_name
+    )

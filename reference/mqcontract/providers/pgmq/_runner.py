@@ -1,0 +1,70 @@
+"""Running one operation's statements: on which connection, within which bound, how often.
+
+After a lost connection every pool connection is expired (a server restart or a mass
+termination kills them all) and the work is tried again on a fresh one if it certainly
+did not run or is idempotent; otherwise the driver's exception propagates, for the
+provider's edge to translate (``ConnectionLost``). Either way the pool replaces dead
+connections, so the next operation works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from mqcontract.providers.pgmq._errors import is_connection_lost, never_executed
+from mqcontract.providers.pgmq._lane import PoolLane
+
+__all__ = ["StatementRunner"]
+
+T = TypeVar("T")
+
+#: Tries of one operation across connection failures.
+MAX_ATTEMPTS = 3
+
+
+class StatementRunner:
+    """Runs work on the lane's kept connection or a pool one; see the module docstring."""
+
+    def __init__(self, pool: Any, *, timeout: float, is_closed: Callable[[], bool]) -> None:
+        self.pool = pool
+        self.lane = PoolLane(pool)
+        self._timeout = timeout
+        self._is_closed = is_closed
+
+    async def run(
+        self, work: Callable[[Any], Awaitable[T]], *, idempotent: bool, single: bool = False
+    ) -> T:
+        """Run ``work`` on a connection, retrying after a lost connection when safe.
+
+        ``single``: ``work`` is one statement (two at most, for a payload ``jsonb``
+        refused), each bounded by the pool's ``command_timeout``. On the kept connection
+        nothing else can wait, so the ``asyncio.timeout`` around it is skipped: its timer
+        cost as much client CPU as the rest of the provider's own work per call.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if single and self.lane.ready:
+                    async with self.lane.connection() as conn:
+                        return await work(conn)
+                async with asyncio.timeout(self._timeout):
+                    async with self.lane.connection() as conn:
+                        return await work(conn)
+            except Exception as exc:
+                if self._is_closed() or not is_connection_lost(exc):
+                    raise
+                await self.pool.expire_connections()
+                if attempt >= MAX_ATTEMPTS or not (idempotent or never_executed(exc)):
+                    raise
+
+    async def close(self, timeout: float) -> None:
+        """Give the kept connection back and close the pool (terminated if it hangs)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.lane.close()
+                await self.pool.close()
+        except Exception:
+            self.pool.terminate()

@@ -1,0 +1,260 @@
+r"""The provider's AMQP connections and every channel it opens, owns and re-opens.
+
+Two :class:`aio_pika.RobustConnection`\ s (heartbeat and connect timeout from
+``[rabbitmq]``) reconnect in the background: one for operations, one for push consumers,
+opened at the first subscribe (RabbitMQ's advice: a publisher blocked by flow control must
+not stall deliveries, and losing the push connection leaves sends and receives working).
+Every channel is a plain aiormq channel opened here and re-opened lazily, so aio-pika never
+re-declares anything on reconnect (which could re-create a deleted queue).
+
+Channels: one with publisher confirms for sending; one per queue for ``basic.get`` (so a
+404 for one queue never releases messages held from another), kept in a small LRU cache;
+throwaway ones for passive declares, whose 404 kills only them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection
+from functools import partial
+from typing import Any
+
+import aiormq.abc
+from aio_pika import RobustConnection
+from aio_pika.connection import make_url
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from mqcontract._redact import redact, scrubbed
+from mqcontract.config import RabbitMqConfig
+from mqcontract.errors import BackendUnavailable, ConfigurationError, ConnectionLost, ProviderClosed
+
+from ._tasks import Background
+
+__all__ = ["RECONNECT_INTERVAL", "Channel", "Channels", "open_connection"]
+
+Channel = aiormq.abc.AbstractChannel
+
+#: Seconds between reconnect attempts of the robust connection.
+RECONNECT_INTERVAL = 1.0
+#: Receive channels kept open for queues with nothing held (least recently used go first).
+RX_CHANNEL_CACHE = 64
+
+
+async def open_connection(rabbit: RabbitMqConfig, provider: str, name: str) -> RobustConnection:
+    """A robust connection named ``name``, bounded by ``connection_timeout_seconds``."""
+    kwargs: dict[str, Any] = {
+        "heartbeat": rabbit.heartbeat_seconds,
+        "reconnect_interval": RECONNECT_INTERVAL,
+    }
+    try:
+        url = make_url(rabbit.url, **kwargs)
+    except (ValueError, TypeError) as exc:  # a URL the driver cannot parse
+        raise ConfigurationError("rabbitmq.url", redact(rabbit.url), str(exc)) from None
+    connection = RobustConnection(url, client_properties={"connection_name": name}, **kwargs)
+    try:
+        async with asyncio.timeout(rabbit.connection_timeout_seconds):
+            await connection.connect(timeout=rabbit.connection_timeout_seconds)
+    except Exception as exc:  # any failure to connect means unavailable
+        with contextlib.suppress(Exception):
+            await connection.close()
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise BackendUnavailable(provider, rabbit.url, detail) from scrubbed(exc)
+    return connection
+
+
+async def exists(channel: Channel, name: str) -> bool:
+    """Whether queue ``name`` exists (a passive declare; a 404 closes ``channel``)."""
+    try:
+        await channel.queue_declare(name, passive=True)
+    except ChannelNotFoundEntity:
+        return False
+    return True
+
+
+class Channels:
+    """Connections and channels; see the module docstring.
+
+    ``busy`` names the channels something is held on (never evicted from the cache);
+    ``on_channel_closed`` callbacks run, in order, when any channel opened here closes.
+    """
+
+    def __init__(
+        self,
+        config: RabbitMqConfig,
+        connection: RobustConnection,
+        *,
+        provider: str,
+        connection_name: str,
+        timeout: float,
+        tasks: Background,
+        is_closed: Callable[[], bool],
+        busy: Callable[[], Collection[object]],
+    ) -> None:
+        self._config = config
+        self._conn = connection
+        self._push_conn: RobustConnection | None = None
+        self._push_conn_lock = asyncio.Lock()
+        self._provider = provider
+        self.connection_name = connection_name
+        self._timeout = timeout
+        self._tasks = tasks
+        self._is_closed = is_closed
+        self._busy = busy
+        self._rx: OrderedDict[str, Channel] = OrderedDict()
+        self._rx_lock = asyncio.Lock()
+        self._pub: Channel | None = None
+        self._pub_lock = asyncio.Lock()
+        self.on_channel_closed: list[Callable[[Channel], None]] = []
+
+    # -- connections -------------------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[RobustConnection, ...]:
+        """The open connections: operations first, then push once opened."""
+        if self._push_conn is None:
+            return (self._conn,)
+        return (self._conn, self._push_conn)
+
+    @property
+    def connection_names(self) -> tuple[str, ...]:
+        """Client-provided names of :attr:`connections`, in the same order."""
+        names = [self.connection_name]
+        if self._push_conn is not None:
+            names.append(f"{self.connection_name}-push")
+        return tuple(names)
+
+    def _check_open(self) -> None:
+        if self._is_closed():
+            raise ProviderClosed(self._provider)
+
+    async def _live(self, *, push: bool) -> aiormq.abc.AbstractConnection:
+        """The live aiormq connection, waiting (bounded) while the robust one reconnects."""
+        self._check_open()
+        robust = await self._push_connection() if push else self._conn
+        loop = asyncio.get_running_loop()
+        connect_timeout = self._config.connection_timeout_seconds
+        deadline = loop.time() + connect_timeout
+        while True:
+            transport = robust.transport
+            if (
+                robust.connected.is_set()
+                and transport is not None
+                and not transport.connection.is_closed
+            ):
+                return transport.connection
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ConnectionLost(
+                    self._provider,
+                    self._config.url,
+                    f"not reconnected within {connect_timeout:g} s",
+                )
+            if robust.connected.is_set():
+                # The flag lags behind a transport that just died; waiting on a set event
+                # would never yield and starve the reconnect itself.
+                await asyncio.sleep(min(remaining, 0.02))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, 0.5)):
+                        await robust.connected.wait()
+            self._check_open()
+
+    async def _push_connection(self) -> RobustConnection:
+        async with self._push_conn_lock:
+            if self._push_conn is None:
+                connection = await open_connection(
+                    self._config, self._provider, f"{self.connection_name}-push"
+                )
+                if self._is_closed():  # closed while connecting: do not leak it
+                    await connection.close()
+                    raise ProviderClosed(self._provider)
+                self._push_conn = connection
+            return self._push_conn
+
+    async def close(self) -> None:
+        """Close both connections (the broker requeues everything still unacked)."""
+        for connection in self.connections:
+            with contextlib.suppress(Exception):
+                await connection.close()
+        self._rx.clear()
+        self._pub = None
+
+    # -- channels ----------------------------------------------------------------------
+
+    async def open(self, *, confirms: bool, push: bool = False) -> Channel:
+        """A new channel on the operations (or push) connection."""
+        connection = await self._live(push=push)
+        async with asyncio.timeout(self._timeout):
+            channel = await connection.channel(publisher_confirms=confirms, on_return_raises=True)
+        channel.closing.add_done_callback(partial(self._closed, channel))
+        return channel
+
+    def _closed(self, channel: Channel, _: asyncio.Future[Any]) -> None:
+        for queue, rx in list(self._rx.items()):
+            if rx is channel:
+                del self._rx[queue]
+        if self._pub is channel:
+            self._pub = None
+        for callback in self.on_channel_closed:
+            callback(channel)
+
+    async def close_channel(self, channel: Channel) -> None:
+        """Close ``channel`` if open, bounded; failures do not matter (it is going away)."""
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    await channel.close()
+
+    @contextlib.asynccontextmanager
+    async def scratch(self) -> AsyncIterator[Channel]:
+        """A throwaway channel, for work bounded by the operation timeout."""
+        channel = await self.open(confirms=False)
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield channel
+        finally:
+            await self.close_channel(channel)
+
+    async def publisher(self) -> Channel:
+        """The channel with publisher confirms that every send uses (keeps send order)."""
+        channel = self._pub
+        if channel is not None and not channel.is_closed:
+            return channel  # the lock only guards opening a channel
+        async with self._pub_lock:
+            if self._pub is None or self._pub.is_closed:
+                self._pub = await self.open(confirms=True)
+            return self._pub
+
+    async def receiver(self, queue: str) -> Channel:
+        """The channel ``basic.get`` uses for ``queue``."""
+        channel = self._rx.get(queue)
+        if channel is not None and not channel.is_closed:
+            self._rx.move_to_end(queue)
+            return channel
+        async with self._rx_lock:
+            channel = self._rx.get(queue)
+            if channel is None or channel.is_closed:
+                channel = await self.open(confirms=False)
+                self._rx[queue] = channel
+            self._rx.move_to_end(queue)
+            self._evict_receivers()
+            return channel
+
+    def _evict_receivers(self) -> None:
+        if len(self._rx) <= RX_CHANNEL_CACHE:
+            return
+        busy = self._busy()
+        for queue, channel in list(self._rx.items())[:-1]:
+            if len(self._rx) <= RX_CHANNEL_CACHE:
+                return
+            if channel not in busy:
+                del self._rx[queue]
+                self._tasks.spawn(self.close_channel(channel))
+
+    def drop_receiver(self, queue: str) -> None:
+        """Close ``queue``'s receive channel (the queue was deleted)."""
+        rx = self._rx.pop(queue, None)
+        if rx is not None:
+            self._tasks.spawn(self.close_channel(rx))
