@@ -10,7 +10,7 @@ import pytest
 from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.providers.memory import InMemoryMessagingService
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.provisioning import Provisioner, backends_required
 from mqcontract_conformance.rules import get_rule
@@ -30,7 +30,7 @@ class ClassHarness(Harness):
     def new_clock(self) -> VirtualClock | None:
         return VirtualClock()
 
-    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         return self.cls(clock=clock)
 
 

@@ -16,7 +16,7 @@ from mqcontract._redact import redact
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.config import load_config
 from mqcontract.messages import QueuedMessage
-from mqcontract.service import BaseMessagingService, SupportsPushNotifications
+from mqcontract.service import BaseMessagingService, MessagingService
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract.translation import ErrorTable, Failure
 from mqcontract.validation import (
@@ -340,7 +340,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 
 @pytest.fixture
-async def service(harness: Harness) -> AsyncIterator[SupportsPushNotifications]:
+async def service(harness: Harness) -> AsyncIterator[MessagingService]:
     svc = await harness.open()
     yield svc
     await svc.close()
@@ -376,8 +376,8 @@ def _missing() -> str:
     ],
 )
 async def test_arguments_are_checked_before_the_queue_is_looked_up(
-    service: SupportsPushNotifications,
-    call: Callable[[SupportsPushNotifications, str], Awaitable[object]],
+    service: MessagingService,
+    call: Callable[[MessagingService, str], Awaitable[object]],
     error: type[errors.MessagingError],
 ) -> None:
     with pytest.raises(error):
@@ -385,7 +385,7 @@ async def test_arguments_are_checked_before_the_queue_is_looked_up(
 
 
 async def test_fetch_checks_its_timeout_before_the_queue(
-    service: SupportsPushNotifications,
+    service: MessagingService,
 ) -> None:
     if not service.supports_fetch_by_message_id:
         pytest.skip("no fetch by id")

@@ -13,7 +13,7 @@ import pytest
 from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.providers.memory import InMemoryMessagingService
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.cases import _model_machine
 from mqcontract_conformance.context import ContractViolation
@@ -116,10 +116,10 @@ class RealTimeMemory(Harness):
     def new_clock(self) -> VirtualClock | None:
         return None
 
-    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         return InMemoryMessagingService()
 
-    async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
+    async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         assert isinstance(service, InMemoryMessagingService)
         return service.stored_ids(queue)
 

@@ -37,7 +37,7 @@ from mqcontract.providers.rabbitmq import (
 from mqcontract.providers.rabbitmq._delay import wait_queue_prefix
 from mqcontract.providers.rabbitmq._management import ManagementClient, find_management, vhost_of
 from mqcontract.providers.rabbitmq.service import open_connection
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.testing import HarnessSettings
 from mqcontract_conformance.context import ContractViolation
@@ -548,7 +548,7 @@ class _BrokenHarness(RabbitMqHarness):
 
     broken: type[RabbitMqMessagingService] = RabbitMqMessagingService
 
-    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         name = f"mqcontract-rabbitmq-broken-{uuid.uuid4().hex[:8]}"
         connection = await open_connection(self.config.rabbitmq, "rabbitmq", name)
         return self.broken(

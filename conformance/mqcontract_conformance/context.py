@@ -18,7 +18,7 @@ from mqcontract.capabilities import Capabilities
 from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
-from mqcontract.service import Subscription, SupportsPushNotifications
+from mqcontract.service import MessagingService, Subscription
 from mqcontract.testing import Harness
 from mqcontract_conformance.timing import TimingProfile
 
@@ -44,7 +44,7 @@ class CaseContext:
         self,
         *,
         rule_id: str,
-        service: SupportsPushNotifications,
+        service: MessagingService,
         harness: Harness,
         timing: TimingProfile,
         clock: VirtualClock | None,

@@ -87,9 +87,9 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
 
 
 async def _cleanup(harness: Harness, service: object, queues: list[str], clock: object) -> None:
-    from mqcontract.service import SupportsPushNotifications
+    from mqcontract.service import MessagingService
 
-    assert isinstance(service, SupportsPushNotifications)
+    assert isinstance(service, MessagingService)
     try:
         await harness.cleanup(service, queues)
     except ProviderClosed:

@@ -49,6 +49,7 @@ from mqcontract.provider import MessagingProvider, open_provider
 from mqcontract.service import (
     BaseMessagingService,
     MessagingService,
+    QueueOperations,
     Subscription,
     SupportsPushNotifications,
 )
@@ -88,7 +89,8 @@ __all__ = [  # noqa: RUF022 (grouped by audience, not sorted)
     # For provider authors, beyond the above
     "BaseMessagingService",
     "MessagingService",
-    "SupportsPushNotifications",
+    "QueueOperations",
+    "SupportsPushNotifications",  # the former name of MessagingService
     "Clock",
     "SystemClock",
     "VirtualClock",

@@ -17,7 +17,7 @@ from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import OperationTimeout
 from mqcontract.messages import QueuedMessage
 from mqcontract.registry import resolve
-from mqcontract.service import Subscription, SupportsPushNotifications
+from mqcontract.service import MessagingService, Subscription
 
 __all__ = ["MessagingProvider", "open_provider"]
 
@@ -36,9 +36,9 @@ async def open_provider(
 
 
 class MessagingProvider:
-    """Delegates :class:`SupportsPushNotifications` to the selected provider, with bounds."""
+    """Delegates :class:`MessagingService` to the selected provider, with bounds."""
 
-    def __init__(self, service: SupportsPushNotifications, *, name: str, timeout: float) -> None:
+    def __init__(self, service: MessagingService, *, name: str, timeout: float) -> None:
         self.service = service
         self.name = name
         self.timeout = timeout

@@ -1,6 +1,6 @@
 """Provider selection by name, entry point or ``module:factory``.
 
-A provider is an async factory ``(MessagingConfig) -> SupportsPushNotifications``. The
+A provider is an async factory ``(MessagingConfig) -> MessagingService``. The
 names used here are the names used everywhere: environment, CLI, tox envs and reports.
 Third-party packages register theirs under the ``mqcontract.providers`` entry-point group
 and are found by installing them.
@@ -16,11 +16,11 @@ from typing import cast
 from mqcontract._entry_points import ENTRY_POINT_GROUP, provider_names
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import ConfigurationError
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderFactory", "load_object", "provider_names", "resolve"]
 
-ProviderFactory = Callable[[MessagingConfig], Awaitable[SupportsPushNotifications]]
+ProviderFactory = Callable[[MessagingConfig], Awaitable[MessagingService]]
 
 
 def load_object(spec: str) -> object:

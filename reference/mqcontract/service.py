@@ -41,6 +41,7 @@ from mqcontract.validation import (
 __all__ = [
     "BaseMessagingService",
     "MessagingService",
+    "QueueOperations",
     "Subscription",
     "SupportsPushNotifications",
 ]
@@ -62,7 +63,7 @@ class Subscription(Protocol):
 
 
 @runtime_checkable
-class MessagingService(Protocol):
+class QueueOperations(Protocol):
     """Queue lifecycle, send, receive with a visibility timeout, ack and nack."""
 
     @property
@@ -99,8 +100,12 @@ class MessagingService(Protocol):
 
 
 @runtime_checkable
-class SupportsPushNotifications(MessagingService, Protocol):
-    """Push delivery on top of :class:`MessagingService`."""
+class MessagingService(QueueOperations, Protocol):
+    """The whole protocol, what everything accepts: queue operations, push and fetch by id.
+
+    Providers that do not push or fetch still offer the methods (they raise
+    ``UnsupportedOperation``) and say so in their capabilities.
+    """
 
     async def subscribe(self, queue: str) -> Subscription: ...
 
@@ -118,6 +123,10 @@ class SupportsPushNotifications(MessagingService, Protocol):
     async def fetch_message(
         self, queue: str, msg_id: int, visibility_timeout: float
     ) -> QueuedMessage | None: ...
+
+
+#: The former name of :class:`MessagingService`, kept for providers written against it.
+SupportsPushNotifications = MessagingService
 
 
 class BaseMessagingService(abc.ABC):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing.sides import batches
 
 __all__ = ["ProviderSide"]
@@ -36,11 +36,11 @@ class _EventSystemConsumer:
 
 
 class ProviderSide:
-    """Workloads through ``SupportsPushNotifications`` and ``QueueConsumer``."""
+    """Workloads through ``MessagingService`` and ``QueueConsumer``."""
 
     label = "provider"
 
-    def __init__(self, service: SupportsPushNotifications, *, poll_interval: float | None) -> None:
+    def __init__(self, service: MessagingService, *, poll_interval: float | None) -> None:
         self.service = service
         self._poll_interval = poll_interval
         self.description = (

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HookUnavailable
 
 from ._measure import median
@@ -68,7 +68,7 @@ async def _one(
 
 async def measure_recovery(
     harness: Harness,
-    service: SupportsPushNotifications,
+    service: MessagingService,
     make_queue: Callable[[], Awaitable[str]],
     drop_queue: Callable[[str], Awaitable[None]],
     payload: bytes,

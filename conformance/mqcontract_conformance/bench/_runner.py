@@ -19,7 +19,7 @@ from typing import Any
 from mqcontract.config import load_config
 from mqcontract.errors import MessagingError
 from mqcontract.events import DeploymentMode
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract.testing.sides import Side
 from mqcontract_conformance.harnesses import load_harness
@@ -66,7 +66,7 @@ class BenchSettings:
     skip_recovery: bool = False
 
 
-def _modes(service: SupportsPushNotifications) -> list[str]:
+def _modes(service: MessagingService) -> list[str]:
     """The distinct effective deployment modes that listen, for this provider."""
     caps = service.capabilities
     modes: list[str] = []
@@ -80,7 +80,7 @@ def _modes(service: SupportsPushNotifications) -> list[str]:
 class _Queues:
     """Fresh queues named ``bench_<run>_<n>``, made and deleted through the provider."""
 
-    def __init__(self, service: SupportsPushNotifications) -> None:
+    def __init__(self, service: MessagingService) -> None:
         self._service = service
         self._run = secrets.token_hex(3)
         self._n = 0
@@ -189,7 +189,7 @@ async def bench_provider(name: str, settings: BenchSettings, progress: Progress)
 async def _bench_service(
     name: str,
     harness: Harness,
-    service: SupportsPushNotifications,
+    service: MessagingService,
     settings: BenchSettings,
     progress: Progress,
 ) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 
 __all__ = ["FAULTS", "FaultInjector"]
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 FAULTS = ("none", "listener", "pool", "connection", "restart")
 
-Hook = Callable[[SupportsPushNotifications], Awaitable[None]]
+Hook = Callable[[MessagingService], Awaitable[None]]
 
 
 class FaultInjector:
@@ -37,7 +37,7 @@ class FaultInjector:
         kind: str,
         *,
         interval: float,
-        targets: Sequence[SupportsPushNotifications],
+        targets: Sequence[MessagingService],
         kill_listener: Hook,
         sever_connection: Hook,
         restart: Callable[[], Awaitable[None]] | None = None,
@@ -53,7 +53,7 @@ class FaultInjector:
         self.injected = 0
         self.errors: list[str] = []
 
-    async def inject_once(self, target: SupportsPushNotifications) -> None:
+    async def inject_once(self, target: MessagingService) -> None:
         """One fault of this kind against ``target``."""
         if self.kind == "listener":
             await self._kill_listener(target)

@@ -29,7 +29,7 @@ from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingError
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract_conformance.stress._cluster import PrivateCluster
 from mqcontract_conformance.stress._faults import FAULTS, FaultInjector
 from mqcontract_conformance.stress._recording import RecordingService
@@ -127,7 +127,7 @@ class _Run:
 
     # -- producing ---------------------------------------------------------------------
 
-    async def produce(self, service: SupportsPushNotifications, number: int) -> None:
+    async def produce(self, service: MessagingService, number: int) -> None:
         s, ledger = self.s, self.ledger
         share = range(number, s.messages, s.producers)
         keys = [f"{self.token}-{number}-{i}" for i in share]
@@ -228,7 +228,7 @@ class _Run:
             await asyncio.sleep(0.1)
         return True
 
-    async def drain(self, service: SupportsPushNotifications, finished: bool) -> int:
+    async def drain(self, service: MessagingService, finished: bool) -> int:
         """Receive what is left (claims of stopped consumers expire first).
 
         After a clean run (everything committed, every ack accepted, every send confirmed)
@@ -347,7 +347,7 @@ async def _run(
             "stress.fault", settings.fault, f"{settings.provider} has no {hook} hook"
         )
     await harness.setup()
-    services: list[SupportsPushNotifications] = []
+    services: list[MessagingService] = []
     try:
         producer = await harness.open(None)
         services.append(producer)
@@ -388,7 +388,7 @@ async def _run(
 async def _drive(
     run: _Run,
     describe: dict[str, str],
-    producer: SupportsPushNotifications,
+    producer: MessagingService,
     consumers: list[QueueConsumer],
     faults: FaultInjector,
 ) -> Account:

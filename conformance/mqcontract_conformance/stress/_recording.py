@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from mqcontract.capabilities import Capabilities
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
-from mqcontract.service import Subscription, SupportsPushNotifications
+from mqcontract.service import MessagingService, Subscription
 from mqcontract.subscription import QueueSubscription
 
 __all__ = ["RecordingService"]
@@ -26,7 +26,7 @@ class RecordingService:
 
     def __init__(
         self,
-        inner: SupportsPushNotifications,
+        inner: MessagingService,
         *,
         on_ack: Callable[[str, int, bool], None],
         now: Callable[[], float] = time.monotonic,

@@ -42,7 +42,7 @@ from mqcontract.events.modes import DeploymentMode
 from mqcontract.events.poller import FallbackPoller
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import QueuedMessage
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 
 __all__ = ["ConsumerSettings", "Handler", "QueueConsumer"]
 
@@ -79,7 +79,7 @@ class QueueConsumer:
 
     def __init__(
         self,
-        service: SupportsPushNotifications,
+        service: MessagingService,
         queues: Sequence[str],
         handler: Handler,
         settings: ConsumerSettings | None = None,

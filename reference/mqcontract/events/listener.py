@@ -14,7 +14,7 @@ from mqcontract.events.commands import (
 )
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import Available, Message
-from mqcontract.service import Subscription, SupportsPushNotifications
+from mqcontract.service import MessagingService, Subscription
 
 __all__ = ["QueueListener"]
 
@@ -26,7 +26,7 @@ class QueueListener:
 
     def __init__(
         self,
-        service: SupportsPushNotifications,
+        service: MessagingService,
         queues: Sequence[str],
         sender: CommandSender,
         stats: ConsumerStats,

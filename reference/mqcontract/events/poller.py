@@ -9,7 +9,7 @@ from mqcontract.clock import Clock
 from mqcontract.errors import MessagingError
 from mqcontract.events.commands import CommandSender, Intake, ProcessFromMessage
 from mqcontract.events.stats import ConsumerStats
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 
 __all__ = ["FallbackPoller", "drain_queue"]
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 async def drain_queue(
-    service: SupportsPushNotifications,
+    service: MessagingService,
     queue: str,
     sender: CommandSender,
     *,
@@ -56,7 +56,7 @@ class FallbackPoller:
 
     def __init__(
         self,
-        service: SupportsPushNotifications,
+        service: MessagingService,
         queues: Sequence[str],
         sender: CommandSender,
         stats: ConsumerStats,

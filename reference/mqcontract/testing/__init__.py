@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import MessagingError, ProviderClosed
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing.sides import Side
 
 __all__ = ["Harness", "HarnessFactory", "HarnessSettings", "HookUnavailable"]
@@ -52,7 +52,7 @@ class Harness:
         self,
         name: str,
         settings: HarnessSettings,
-        factory: Callable[[MessagingConfig], Awaitable[SupportsPushNotifications]] | None = None,
+        factory: Callable[[MessagingConfig], Awaitable[MessagingService]] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -70,7 +70,7 @@ class Harness:
         """A fresh virtual clock for one case, or None when the provider runs in real time."""
         return None
 
-    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         """A fresh, connected service for one case (``clock`` from :meth:`new_clock`).
 
         Services opened by one harness share its backend: a case may open a second one
@@ -82,7 +82,7 @@ class Harness:
             raise NotImplementedError("a harness without a factory must override open()")
         return await self._factory(self.settings.config)
 
-    async def cleanup(self, service: SupportsPushNotifications, queues: Sequence[str]) -> None:
+    async def cleanup(self, service: MessagingService, queues: Sequence[str]) -> None:
         """Delete the case's queues; errors are ignored so one failure cannot mask another."""
         for queue in queues:
             try:
@@ -102,21 +102,21 @@ class Harness:
 
     # -- fault hooks (optional) ----------------------------------------------------------
 
-    async def kill_listener(self, service: SupportsPushNotifications) -> None:
+    async def kill_listener(self, service: MessagingService) -> None:
         """Break the push connection abruptly; the provider must notice and reconnect."""
         raise HookUnavailable(f"{self.name}: no kill_listener hook")
 
     async def suppress_notifications(
-        self, service: SupportsPushNotifications, queue: str
+        self, service: MessagingService, queue: str
     ) -> Callable[[], Awaitable[None]]:
         """Stop announcing new messages on ``queue``; return a coroutine fn that restores it."""
         raise HookUnavailable(f"{self.name}: no suppress_notifications hook")
 
-    async def sever_connection(self, service: SupportsPushNotifications) -> None:
+    async def sever_connection(self, service: MessagingService) -> None:
         """Kill the operation connections; the provider must recover on its own."""
         raise HookUnavailable(f"{self.name}: no sever_connection hook")
 
-    async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
+    async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         """Backdoor oracle: ids of every message stored on ``queue`` (any visibility)."""
         raise HookUnavailable(f"{self.name}: no stored_ids backdoor")
 

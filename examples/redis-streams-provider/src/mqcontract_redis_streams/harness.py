@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import redis
 from mqcontract.clock import VirtualClock
-from mqcontract.service import SupportsPushNotifications
+from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
 
 from mqcontract_redis_streams import __version__
@@ -55,7 +55,7 @@ class RedisStreamsHarness(Harness):
         )
         self._facts: dict[str, str] = {}
 
-    async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         return await connect_redis_streams(
             self.config, operation_timeout=self.settings.config.operation_timeout_seconds
         )
@@ -89,7 +89,7 @@ class RedisStreamsHarness(Harness):
     # -- hooks -------------------------------------------------------------------------
 
     @staticmethod
-    def _service(service: SupportsPushNotifications) -> RedisStreamsMessagingService:
+    def _service(service: MessagingService) -> RedisStreamsMessagingService:
         if not isinstance(service, RedisStreamsMessagingService):
             raise HookUnavailable(f"not a redis-streams service: {type(service).__name__}")
         return service
@@ -108,10 +108,10 @@ class RedisStreamsHarness(Harness):
         finally:
             await admin.aclose()
 
-    async def sever_connection(self, service: SupportsPushNotifications) -> None:
+    async def sever_connection(self, service: MessagingService) -> None:
         await self._kill(self._service(service).client_name)
 
-    async def kill_listener(self, service: SupportsPushNotifications) -> None:
+    async def kill_listener(self, service: MessagingService) -> None:
         """Kill the subscription readers' connections (waiting for one to be open)."""
         rs = self._service(service)
         if not rs.subscription_count:
@@ -125,14 +125,14 @@ class RedisStreamsHarness(Harness):
             await asyncio.sleep(0.01)
 
     async def suppress_notifications(
-        self, service: SupportsPushNotifications, queue: str
+        self, service: MessagingService, queue: str
     ) -> Callable[[], Awaitable[None]]:
         raise HookUnavailable(
             f"{PROVIDER_NAME}: push reads the stream itself; no notification can be lost apart "
             "from the message"
         )
 
-    async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
+    async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         return await self._service(service).stored_ids(queue)
 
 
