@@ -17,6 +17,8 @@ and :mod:`.summary` (the terminal summary). This module only hands their hooks t
 
 from __future__ import annotations
 
+import pytest
+
 from mqcontract_conformance.plugin.collection import (
     CaseRunner,
     mq_case,
@@ -25,8 +27,17 @@ from mqcontract_conformance.plugin.collection import (
     pytest_generate_tests,
 )
 from mqcontract_conformance.plugin.command_line import pytest_addoption
-from mqcontract_conformance.plugin.state import pytest_configure, pytest_report_header
+from mqcontract_conformance.plugin.recording import ResultRecorder
+from mqcontract_conformance.plugin.state import check, pytest_report_header, start
 from mqcontract_conformance.plugin.summary import pytest_terminal_summary
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    state = start(config)
+    if not hasattr(config, "workerinput"):  # the controller records every contract item
+        config.pluginmanager.register(ResultRecorder(state), "mqcontract-results")
+    check(config)
+
 
 __all__ = [
     "CaseRunner",

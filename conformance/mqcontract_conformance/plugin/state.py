@@ -2,7 +2,7 @@
 
 Each process (the controller and every xdist worker) has its own; harnesses are set up
 through :mod:`..provisioning`, once per process and provider, on first use. On the
-controller a :class:`~.recording.ResultRecorder` is registered to collect the results.
+controller the plugin registers a :class:`~.recording.ResultRecorder` to collect the results.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import ConfigurationError
 from mqcontract.testing import Harness
 from mqcontract_conformance.plugin.command_line import RunOptions, flag, selected_rules
-from mqcontract_conformance.plugin.recording import ResultRecorder
 from mqcontract_conformance.provisioning import Provisioner, process_run_id
 from mqcontract_conformance.registry import SUITE_VERSION
 from mqcontract_conformance.results import ProviderResult, check_writable
 from mqcontract_conformance.timing import TimingProfile
 
-__all__ = ["STATE", "RunState", "pytest_configure", "pytest_report_header", "state_of"]
+__all__ = ["STATE", "RunState", "check", "pytest_report_header", "start", "state_of"]
 
 
 class RunState:
@@ -88,19 +87,22 @@ def _load_config() -> MessagingConfig:
         raise pytest.UsageError(f"{source}: {exc}") from None
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def start(config: pytest.Config) -> RunState:
+    """The run's state, made once per process and kept in ``config.stash``."""
     config.addinivalue_line("markers", "mq_rule(id): a conformance case for rule id")
     state = RunState(config)
     config.stash[STATE] = state
-    controller = not hasattr(config, "workerinput")
-    if controller:  # it records only the contract's items, of any run that has them
-        config.pluginmanager.register(ResultRecorder(state), "mqcontract-results")
+    return state
+
+
+def check(config: pytest.Config) -> None:
+    """Everything a user can get wrong fails here, as one line, before any rule runs."""
+    state = config.stash[STATE]
     if not state.options.named:
         return
-    # Everything a user can get wrong fails here, as one line, before any rule runs.
     selected_rules(config)
     path = state.options.json
-    if path and controller:
+    if path and not hasattr(config, "workerinput"):
         try:
             check_writable(path)
         except OSError as exc:
