@@ -516,3 +516,27 @@ def test_neither_the_report_nor_the_plugin_reads_a_reason_to_classify() -> None:
             ):
                 found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     assert not found, found
+
+
+def test_the_published_report_is_what_the_code_makes_of_the_published_results(
+    tmp_path: Path,
+) -> None:
+    """``reports/`` is an artefact of the code and the published results, never edited."""
+    published = Path(__file__).resolve().parent.parent / "reports"
+    expect = ["memory", "pgmq", "rabbitmq", "rabbitmq-quorum", "redis-streams"]
+    build_report(
+        ReportOptions(
+            results=[published / "results"],
+            out=tmp_path,
+            expect=expect,
+            stress=[published / "stress"],
+            allure=False,
+        )
+    )
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert made, "nothing was generated"
+    stale = [str(p) for p in made if (tmp_path / p).read_bytes() != (published / p).read_bytes()]
+    assert not stale, (
+        f"reports/ is stale for {stale}: run `.venv/bin/mqcontract report reports/results "
+        f"--out reports --no-allure --expect {','.join(expect)}`"
+    )
