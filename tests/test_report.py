@@ -417,7 +417,8 @@ def test_a_provider_whose_hook_rules_never_ran_is_not_plain_passing(tmp_path: Pa
     assert f"passed, {len(hooked)} unverified</text>" in partial_badge
     md = (out / "compatibility.md").read_text()
     assert "passing, unverified" in md
-    assert "EVT rules not verified (needs a harness hook)" in md
+    evt = ", ".join(r for r in hooked if r.startswith("EVT-"))
+    assert f"not verified: {evt} (needs a harness hook)." in md
     summary = json.loads((out / "compatibility.json").read_text())["providers"]
     assert [p["status"] for p in summary] == ["passing", "unverified"]
 

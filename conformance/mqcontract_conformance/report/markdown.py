@@ -63,8 +63,8 @@ def _notes(providers: list[ProviderColumn]) -> list[str]:
     for p in providers:
         if p.missing:
             lines.append(f"- **{p.name}**: no result file; every cell shows missing.")
-        for group, why in p.unverified_groups().items():
-            lines.append(f"- **{p.name}**: {group} rules not verified ({why}).")
+        for why in p.unverified_groups().values():
+            lines.append(f"- **{p.name}**: not verified: {why}.")
         for why in p.stale:
             lines.append(f"- **{p.name}** is stale: {why}.")
     return lines

@@ -133,14 +133,20 @@ class ProviderColumn:
         return "unverified" if self.unverified_groups() else "passing"
 
     def unverified_groups(self) -> dict[str, str]:
-        """Rule group -> why some of its rules did not run, for rules that apply."""
+        """Rule group -> which of its rules did not run though they apply, and why.
+
+        ``{"ERR": "ERR-5, ERR-6, ERR-7 (needs a harness hook)"}``.
+        """
+        ids: dict[str, list[str]] = {}
         reasons: dict[str, list[str]] = {}
         for rule_id, cell in self.cells.items():
             if cell.state.unverified:
-                why = reasons.setdefault(rule_id.split("-", 1)[0], [])
+                group = rule_id.split("-", 1)[0]
+                ids.setdefault(group, []).append(rule_id)
+                why = reasons.setdefault(group, [])
                 if cell.state.label not in why:
                     why.append(cell.state.label)
-        return {group: ", ".join(why) for group, why in reasons.items()}
+        return {g: f"{', '.join(ids[g])} ({', '.join(reasons[g])})" for g in ids}
 
     def counts(self) -> dict[Outcome, int]:
         """How many cells are in each state (every :class:`Outcome`, in display order)."""
