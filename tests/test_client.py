@@ -76,3 +76,10 @@ def test_resolve_by_name_and_by_module_factory() -> None:
         resolve("nope")
     with pytest.raises(ConfigurationError, match="cannot import"):
         resolve("no.such.module:factory")
+
+
+@pytest.mark.parametrize("depth", [10_000, 200_000])
+def test_a_deeply_nested_payload_is_a_serialization_error(depth: int) -> None:
+    hostile = b"[" * depth + b"]" * depth
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        decode_model("q", hostile, SimpleStepMessage)

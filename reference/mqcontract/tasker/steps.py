@@ -52,3 +52,5 @@ def decode_model(queue: str, payload: bytes, cls: type[M]) -> M:
         return cls(**data)
     except (TypeError, ValueError) as exc:
         raise SerializationError(queue, f"not a {cls.__name__}: {exc}") from exc
+    except RecursionError:  # a hostile payload nested deeper than the parser recurses
+        raise SerializationError(queue, f"not a {cls.__name__}: nested too deeply") from None
