@@ -362,6 +362,8 @@ def _missing() -> str:
         (lambda s, q: s.subscribe_many([q, "Bad!"]), errors.InvalidQueueName),
         (lambda s, q: s.subscribe_many([q, ["unhashable"]]), errors.InvalidQueueName),
         (lambda s, q: s.send_batch(q, []), errors.QueueNotFound),
+        (lambda s, q: s.subscribe_many(q), errors.InvalidArgument),
+        (lambda s, q: s.subscribe_many(42), errors.InvalidArgument),
     ],
     ids=[
         "payload-type",
@@ -373,6 +375,8 @@ def _missing() -> str:
         "second-name",
         "unhashable-second-name",
         "empty-batch",
+        "names-as-one-string",
+        "names-not-a-sequence",
     ],
 )
 async def test_arguments_are_checked_before_the_queue_is_looked_up(

@@ -21,12 +21,12 @@ form):
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 from mqcontract.capabilities import Capabilities, PushKind
-from mqcontract.errors import ProviderClosed, QueueNotFound, UnsupportedOperation
+from mqcontract.errors import InvalidArgument, ProviderClosed, QueueNotFound, UnsupportedOperation
 from mqcontract.messages import MessageNotification, QueuedMessage
 from mqcontract.subscription import QueueSubscription
 from mqcontract.translation import ErrorTable, Failure, await_translated
@@ -268,6 +268,9 @@ class BaseMessagingService(abc.ABC):
         if not self._offers("_subscribe"):
             raise UnsupportedOperation(self.provider_name, "subscribe")
         self._check_open()
+        # A str is a sequence of one-letter names, never what the caller meant.
+        if isinstance(queues, str | bytes) or not isinstance(queues, Iterable):
+            raise InvalidArgument("queues", queues, "a sequence of queue names")
         # Every name is checked (and so known hashable) before duplicates are dropped.
         names = tuple(dict.fromkeys([check_queue_name(name) for name in queues]))
         only = names[0] if len(names) == 1 else ""
