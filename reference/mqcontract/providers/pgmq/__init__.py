@@ -9,7 +9,10 @@ the whole payload fits in ``push_threshold_bytes`` (bytes, not characters). Push
 are unclaimed copies; claim one with ``fetch_message``. Delayed messages are announced when
 they become visible (the listener holds their notification), provided the listener was
 connected when they were sent. Notifications can be lost (listener down, trigger disabled),
-so consumers must also poll: ``requires_fallback_polling`` is true.
+so consumers must also poll: ``requires_fallback_polling`` is true. ``subscribe`` restores
+a queue's trigger that was dropped or disabled (or raises ``NotifyTriggerUnavailable``
+when the role may not), and ``PgmqMessagingService.listener_health`` shows whether the
+LISTEN connection is up, when it last (re)connected and how often it was lost.
 
 Payloads: valid JSON is stored as ``jsonb`` (normalized), any other bytes as
 ``{"$mqcontract_b64": "<base64>"}``; see ``_payload``.
@@ -17,12 +20,14 @@ Payloads: valid JSON is stored as ``jsonb`` (normalized), any other bytes as
 
 from __future__ import annotations
 
+from mqcontract.providers.pgmq._errors import NotifyTriggerUnavailable
 from mqcontract.providers.pgmq._install import (
     InstallResult,
     embedded_pgmq_version,
     install_pgmq,
     install_pgmq_sync,
 )
+from mqcontract.providers.pgmq._listener import ListenerHealth
 from mqcontract.providers.pgmq._open import open_pgmq
 from mqcontract.providers.pgmq._payload import ENVELOPE_KEY
 from mqcontract.providers.pgmq.service import PgmqMessagingService
@@ -30,6 +35,8 @@ from mqcontract.providers.pgmq.service import PgmqMessagingService
 __all__ = [
     "ENVELOPE_KEY",
     "InstallResult",
+    "ListenerHealth",
+    "NotifyTriggerUnavailable",
     "PgmqMessagingService",
     "embedded_pgmq_version",
     "install_pgmq",

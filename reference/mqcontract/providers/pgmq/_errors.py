@@ -11,16 +11,39 @@ from mqcontract.errors import (
     ConnectionLost,
     MessagingError,
     OperationTimeout,
+    QueueError,
     QueueNotFound,
 )
 from mqcontract.translation import ErrorTable, Failure, Translation
 
-__all__ = ["ERRORS", "PROVIDER", "is_connection_error", "is_connection_lost", "never_executed"]
+__all__ = [
+    "ERRORS",
+    "PROVIDER",
+    "NotifyTriggerUnavailable",
+    "is_connection_error",
+    "is_connection_lost",
+    "never_executed",
+]
 
 PROVIDER = "pgmq"
 
 #: The server ended the session: whatever was running was rolled back.
 _SESSION_ENDED = (pgerr.AdminShutdownError, pgerr.CrashShutdownError, pgerr.CannotConnectNowError)
+
+
+class NotifyTriggerUnavailable(QueueError):
+    """A subscription needs the queue's notify trigger, and it is missing or disabled and
+    could not be restored (typically: the role does not own ``pgmq.q_<queue>``). Without
+    it nothing is pushed for the queue, so ``subscribe`` refuses rather than go quiet."""
+
+    def __init__(self, queue: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            queue,
+            f"pgmq: the notify trigger of queue {queue!r} is {reason}; push would stay off."
+            " Restore it as the table's owner (ALTER TABLE ... ENABLE TRIGGER, or"
+            " install_notify_trigger)",
+        )
 
 
 def _failed(exc: BaseException, failure: Failure) -> MessagingError:

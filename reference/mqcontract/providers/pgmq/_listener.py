@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mqcontract.messages import Available, Message, MessageNotification, QueuedMessage
@@ -30,7 +32,7 @@ from mqcontract.providers.pgmq._payload import decode
 from mqcontract.providers.pgmq._sql import CHANNEL_PREFIX, channel
 from mqcontract.subscription import QueueSubscription
 
-__all__ = ["PgmqListener", "parse_notification"]
+__all__ = ["ListenerHealth", "PgmqListener", "parse_notification"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,27 @@ def parse_notification(payload: str) -> tuple[MessageNotification, float]:
     return Message(message, claimed=False), delay
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerHealth:
+    """A snapshot of the LISTEN connection's state (read-only; see ``PgmqListener.health``)."""
+
+    #: Whether the LISTEN connection is up.
+    connected: bool
+    #: Its server pid (``pg_stat_activity.pid``), None while down.
+    backend_pid: int | None
+    #: Whether a reconnect is in progress (the connection was lost and is not back yet).
+    reconnecting: bool
+    #: Wall-clock time (epoch seconds) of the last successful (re)connect; None: never.
+    connected_at: float | None
+    #: Wall-clock time (epoch seconds) the connection was last lost; None: never.
+    disconnected_at: float | None
+    #: Times the connection was lost / re-established since the service opened.
+    disconnects: int
+    reconnects: int
+    #: Queues LISTENed to (those with at least one live subscription).
+    listening: frozenset[str]
+
+
 class PgmqListener:
     """Owns the LISTEN connection; see the module docstring."""
 
@@ -91,6 +114,8 @@ class PgmqListener:
         self.reconnects = 0
         #: NOTIFY payloads that could not be parsed (ignored).
         self.malformed = 0
+        self._connected_at: float | None = None
+        self._disconnected_at: float | None = None
 
     # -- introspection -----------------------------------------------------------------
 
@@ -111,6 +136,20 @@ class PgmqListener:
     def listening(self) -> frozenset[str]:
         """Queues with at least one live subscription."""
         return frozenset(self._subs)
+
+    def health(self) -> ListenerHealth:
+        """The connection's state now: up or not, since when, how often it was lost."""
+        pid = self.backend_pid
+        return ListenerHealth(
+            connected=pid is not None,
+            backend_pid=pid,
+            reconnecting=self._reconnect_task is not None,
+            connected_at=self._connected_at,
+            disconnected_at=self._disconnected_at,
+            disconnects=self.disconnects,
+            reconnects=self.reconnects,
+            listening=self.listening,
+        )
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -215,6 +254,7 @@ class PgmqListener:
         except BaseException:
             conn.terminate()
             raise
+        self._connected_at = time.time()
         return conn
 
     def _on_terminated(self, conn: Any) -> None:
@@ -222,6 +262,7 @@ class PgmqListener:
             return
         self._conn = None
         self.disconnects += 1
+        self._disconnected_at = time.time()
         log.warning("pgmq listener connection lost; reconnecting")
         # Held delayed notifications stay valid: their messages were announced already.
         if self._reconnect_task is None:

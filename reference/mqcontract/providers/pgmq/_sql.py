@@ -18,7 +18,9 @@ __all__ = [
     "create_trigger",
     "effective_threshold",
     "queue_sql",
+    "restore_trigger",
     "trigger_args",
+    "trigger_fires",
 ]
 
 CHANNEL_PREFIX = "mqcontract_"
@@ -37,9 +39,10 @@ QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgmq.queue_' || $1::text))"
 DROP = "SELECT pgmq.drop_queue($1::text)"
 EXISTS = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1::text)"
 LIST = "SELECT queue_name::text FROM pgmq.meta"
-#: Which of the named queues exist, and the args of our trigger on each (NULL: none).
+#: Which of the named queues exist, and the args and ``tgenabled`` of our trigger on each
+#: (both NULL: no trigger).
 QUEUE_TRIGGERS = f"""
-SELECT m.queue_name::text AS queue, t.tgargs AS args
+SELECT m.queue_name::text AS queue, t.tgargs AS args, t.tgenabled::text AS enabled
 FROM pgmq.meta m
 LEFT JOIN pg_trigger t
   ON t.tgrelid = to_regclass('pgmq.q_' || m.queue_name) AND t.tgname = '{TRIGGER_NAME}'
@@ -139,6 +142,27 @@ def create_trigger(queue: str, threshold_bytes: int) -> str:
         f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT ON pgmq.q_{queue} FOR EACH ROW"
         f" EXECUTE FUNCTION mqcontract.pgmq_notify_insert('{int(threshold_bytes)}')"
     )
+
+
+def trigger_fires(enabled: str | None) -> bool:
+    """Whether a trigger with ``pg_trigger.tgenabled`` = ``enabled`` fires for ordinary
+    sessions: ``O`` (origin) and ``A`` (always) do; ``D`` (disabled) and ``R`` (replica
+    only) do not, nor does a missing trigger (None)."""
+    return enabled in ("O", "A")
+
+
+def restore_trigger(queue: str, threshold_bytes: int, *, create: bool) -> str:
+    """One simple-protocol script (one round trip, one implicit transaction) that makes our
+    notify trigger on ``queue`` fire again: under the queue's advisory lock (as
+    ``pgmq.create``/``drop_queue`` take it), ``create`` it with :func:`create_trigger`
+    when it is missing, then ENABLE it (a disabled or replica-only trigger, or one made
+    disabled meanwhile)."""
+    lock = f"SELECT pg_advisory_xact_lock(hashtext('pgmq.queue_{queue}'))"
+    steps = [lock]
+    if create:
+        steps.append(create_trigger(queue, threshold_bytes))
+    steps.append(f"ALTER TABLE pgmq.q_{queue} ENABLE TRIGGER {TRIGGER_NAME}")
+    return ";\n".join(steps)
 
 
 def trigger_args(threshold_bytes: int) -> bytes:

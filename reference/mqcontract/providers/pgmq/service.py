@@ -11,6 +11,14 @@
 * Connection failures: a statement that certainly did not run, or an idempotent one, is
   retried on a fresh pool connection (``_runner``); otherwise ``ConnectionLost`` is
   raised. Either way the pool replaces dead connections, so the next operation works.
+* ``subscribe`` makes sure every queue's notify trigger exists and fires (it reads
+  ``pg_trigger.tgenabled`` in the query that checks the queues exist) and restores one
+  that was dropped or disabled from outside, in one round trip per broken queue; when
+  that is not allowed it raises ``NotifyTriggerUnavailable`` naming the queue.
+* Listener health: ``listener_health`` is a read-only snapshot (``ListenerHealth``):
+  ``connected``, ``backend_pid``, ``reconnecting``, ``connected_at``/``disconnected_at``
+  (epoch seconds of the last (re)connect / loss), ``disconnects``, ``reconnects`` and
+  the queues it LISTENs to.
 * Arguments are checked and the closed state guarded by ``BaseMessagingService``;
   asyncpg's exceptions become mqcontract errors through one table (``_errors``).
 """
@@ -29,8 +37,13 @@ from mqcontract.config import PgmqConfig
 from mqcontract.errors import MessageNotFound, QueueNotFound
 from mqcontract.messages import QueuedMessage
 from mqcontract.providers.pgmq import _sql
-from mqcontract.providers.pgmq._errors import ERRORS, PROVIDER
-from mqcontract.providers.pgmq._listener import PgmqListener
+from mqcontract.providers.pgmq._errors import (
+    ERRORS,
+    PROVIDER,
+    NotifyTriggerUnavailable,
+    is_connection_error,
+)
+from mqcontract.providers.pgmq._listener import ListenerHealth, PgmqListener
 from mqcontract.providers.pgmq._payload import decode, encode, envelope
 from mqcontract.providers.pgmq._runner import StatementRunner
 from mqcontract.service import BaseMessagingService
@@ -116,6 +129,11 @@ class PgmqMessagingService(BaseMessagingService):
         """How often the listener re-established its connection."""
         return self._listener.reconnects
 
+    @property
+    def listener_health(self) -> ListenerHealth:
+        """A snapshot of the LISTEN connection: up or not, since when, how often lost."""
+        return self._listener.health()
+
     # -- plumbing ----------------------------------------------------------------------
 
     async def _connect_listener(self) -> Any:
@@ -164,6 +182,8 @@ class PgmqMessagingService(BaseMessagingService):
             raise QueueNotFound(name)
         if row["args"] != _sql.trigger_args(self._config.push_threshold_bytes):
             await conn.execute(_sql.create_trigger(name, self._config.push_threshold_bytes))
+        if row["args"] is not None and not _sql.trigger_fires(row["enabled"]):
+            await conn.execute(f"ALTER TABLE pgmq.q_{name} ENABLE TRIGGER {_sql.TRIGGER_NAME}")
 
     async def _delete_queue(self, name: str) -> None:
         async def work(conn: Any) -> None:
@@ -301,17 +321,21 @@ class PgmqMessagingService(BaseMessagingService):
     # -- push --------------------------------------------------------------------------
 
     async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
-        async def work(conn: Any) -> list[str]:
-            rows = {
-                r["queue"]: r["args"] for r in await conn.fetch(_sql.QUEUE_TRIGGERS, list(names))
-            }
+        async def work(conn: Any) -> list[tuple[str, str | None]]:
+            rows = {r["queue"]: r for r in await conn.fetch(_sql.QUEUE_TRIGGERS, list(names))}
             for name in names:
                 if name not in rows:
                     raise QueueNotFound(name)
-            return [n for n in names if rows[n] is None]
+            # Missing (a queue made by another PGMQ client, or dropped from outside) or
+            # not firing (disabled from outside): push would silently stay off.
+            return [
+                (n, rows[n]["enabled"])
+                for n in names
+                if rows[n]["args"] is None or not _sql.trigger_fires(rows[n]["enabled"])
+            ]
 
-        for name in await self._run(work, idempotent=True):
-            await self._install_trigger(name)  # a queue made by another PGMQ client
+        for name, enabled in sorted(await self._run(work, idempotent=True)):
+            await self._restore_trigger(name, enabled)
 
         subscription = QueueSubscription(names, on_close=self._unsubscribe)
         if names:
@@ -321,6 +345,28 @@ class PgmqMessagingService(BaseMessagingService):
                 await self._translated("subscribe", "", listening, connecting=True)
         self._subscriptions.add(subscription)
         return subscription
+
+    async def _restore_trigger(self, name: str, enabled: str | None) -> None:
+        """Make ``name``'s notify trigger exist and fire again (one round trip), or raise
+        :class:`NotifyTriggerUnavailable` naming the queue."""
+        script = _sql.restore_trigger(
+            name, self._config.push_threshold_bytes, create=enabled is None
+        )
+
+        async def work(conn: Any) -> None:
+            await conn.execute(script)
+
+        try:
+            await self._run(work, idempotent=True)
+        except pgerr.UndefinedTableError:
+            raise QueueNotFound(name) from None  # dropped meanwhile
+        except asyncpg.PostgresError as exc:
+            if is_connection_error(exc):
+                raise
+            state = "missing" if enabled is None else f"disabled (tgenabled {enabled!r})"
+            raise NotifyTriggerUnavailable(
+                name, f"{state} and could not be restored: {exc.sqlstate} {exc}"
+            ) from exc
 
     async def _unsubscribe(self, subscription: QueueSubscription) -> None:
         self._subscriptions.discard(subscription)

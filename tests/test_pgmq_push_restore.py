@@ -1,0 +1,224 @@
+"""PGMQ push under hostile conditions: a notify trigger disabled or dropped from outside is
+restored by ``subscribe`` (or refused loudly), and the listener's health is visible."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from mqcontract.config import MessagingConfig, PgmqConfig, load_config
+from mqcontract.messages import Available, Message, MessageNotification
+from mqcontract.providers.pgmq import (
+    NotifyTriggerUnavailable,
+    PgmqMessagingService,
+    install_pgmq,
+    open_pgmq,
+)
+from mqcontract.providers.pgmq._sql import TRIGGER_NAME, trigger_args
+from mqcontract.subscription import QueueSubscription
+from mqcontract_fixtures.pgmq import create_database, drop_database
+
+ADMIN_URL = load_config(validate_backend=False).pgmq.database_url
+DELIVERY = 5.0  # seconds any notification or condition may take to show up
+_ARGS = trigger_args(PgmqConfig().push_threshold_bytes)
+
+
+def _reachable() -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(ADMIN_URL, timeout=3)
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="module")
+def db_url() -> Iterator[str]:
+    """A fresh database with PGMQ installed, for this module only."""
+    if not _reachable():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}")
+        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_URL}")
+    name = f"mqc_tr_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    url = asyncio.run(create_database(ADMIN_URL, name))
+    asyncio.run(install_pgmq(url))
+    yield url
+    asyncio.run(drop_database(ADMIN_URL, name))
+
+
+def _config(url: str) -> MessagingConfig:
+    return MessagingConfig(pgmq=PgmqConfig(database_url=url))
+
+
+@pytest.fixture
+async def service(db_url: str) -> AsyncIterator[PgmqMessagingService]:
+    svc = await open_pgmq(_config(db_url))
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def queue(service: PgmqMessagingService) -> AsyncIterator[str]:
+    name = f"t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    await service.create_queue(name)
+    yield name
+    if not service._closed:
+        await service.delete_queue(name)
+
+
+async def _sql(url: str, query: str, *args: object) -> Any:
+    """Run ``query`` on a separate connection, as something outside the provider would."""
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def _trigger(url: str, queue: str) -> tuple[bytes, str] | None:
+    """(tgargs, tgenabled) of our trigger on ``queue``, or None when there is none."""
+    rows = await _sql(
+        url,
+        "SELECT tgargs, tgenabled::text AS enabled FROM pg_trigger"
+        " WHERE tgrelid = to_regclass('pgmq.q_' || $1::text) AND tgname = $2::text",
+        queue,
+        TRIGGER_NAME,
+    )
+    return None if not rows else (bytes(rows[0]["tgargs"]), str(rows[0]["enabled"]))
+
+
+async def _next(sub: QueueSubscription, within: float = DELIVERY) -> MessageNotification:
+    return await asyncio.wait_for(sub.__anext__(), within)
+
+
+async def _eventually(probe: Callable[[], Any], within: float = DELIVERY) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = probe()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.01)
+
+
+async def _pushed(service: PgmqMessagingService, sub: QueueSubscription, queue: str) -> None:
+    msg_id = await service.send_message(queue, b'{"pushed": true}')
+    note = await _next(sub)
+    assert isinstance(note, Message), note
+    assert note.message.msg_id == msg_id
+
+
+async def test_subscribe_re_enables_a_notify_trigger_disabled_from_outside(
+    service: PgmqMessagingService, queue: str, db_url: str
+) -> None:
+    await _sql(db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+    assert await _trigger(db_url, queue) == (_ARGS, "D")
+    sub = await service.subscribe(queue)
+    try:
+        await _pushed(service, sub, queue)  # within DELIVERY, not the fallback poller
+        assert await _trigger(db_url, queue) == (_ARGS, "O")
+    finally:
+        await sub.aclose()
+
+
+async def test_subscribe_recreates_a_notify_trigger_dropped_from_outside(
+    service: PgmqMessagingService, queue: str, db_url: str
+) -> None:
+    await _sql(db_url, f"DROP TRIGGER {TRIGGER_NAME} ON pgmq.q_{queue}")
+    assert await _trigger(db_url, queue) is None
+    sub = await service.subscribe_many([queue])
+    try:
+        assert await _trigger(db_url, queue) == (_ARGS, "O")
+        await _pushed(service, sub, queue)
+    finally:
+        await sub.aclose()
+
+
+async def test_subscribe_refuses_loudly_when_the_trigger_cannot_be_restored(
+    service: PgmqMessagingService, queue: str, db_url: str
+) -> None:
+    role = f"mqc_r_{uuid.uuid4().hex[:12]}"
+    database = urlsplit(db_url).path.lstrip("/")
+    await _sql(db_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        await _sql(db_url, f"GRANT USAGE ON SCHEMA pgmq TO {role}")
+        await _sql(db_url, f"GRANT SELECT ON pgmq.meta TO {role}")
+        await _sql(db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+        parts = urlsplit(db_url)
+        host = parts.netloc.rpartition("@")[2]
+        role_url = urlunsplit(parts._replace(netloc=f"{role}@{host}", path=f"/{database}"))
+        other = await open_pgmq(_config(role_url))
+        try:
+            with pytest.raises(NotifyTriggerUnavailable) as raised:
+                await other.subscribe(queue)
+            assert raised.value.queue == queue
+            assert repr(queue) in str(raised.value)
+            assert "disabled" in str(raised.value)
+            assert other.listener_health.listening == frozenset()
+        finally:
+            await other.close()
+        assert await _trigger(db_url, queue) == (_ARGS, "D")
+    finally:
+        await _sql(db_url, f"DROP OWNED BY {role}")
+        await _sql(db_url, f"DROP ROLE {role}")
+
+
+async def test_listener_health_shows_a_killed_connection_and_its_recovery(
+    service: PgmqMessagingService, queue: str, db_url: str
+) -> None:
+    before = service.listener_health
+    assert not before.connected
+    assert before.connected_at is None
+    sub = await service.subscribe(queue)
+    try:
+        up = service.listener_health
+        assert up.connected
+        assert up.backend_pid is not None
+        assert not up.reconnecting
+        assert up.connected_at is not None
+        assert up.disconnected_at is None
+        assert (up.disconnects, up.reconnects, up.listening) == (0, 0, frozenset({queue}))
+
+        # Hold the reconnect until the test has seen the outage.
+        listener = service.listener
+        gate = asyncio.Event()
+        connect = listener._connect
+
+        async def held() -> Any:
+            await gate.wait()
+            return await connect()
+
+        listener._connect = held
+        await _sql(db_url, "SELECT pg_terminate_backend($1::int)", up.backend_pid)
+        down = await _eventually(lambda: service.listener_health.disconnects == 1)
+        assert down
+        down_view = service.listener_health
+        assert not down_view.connected
+        assert down_view.backend_pid is None
+        assert down_view.reconnecting
+        assert down_view.disconnected_at is not None
+        assert down_view.reconnects == 0
+
+        listener._connect = connect
+        gate.set()
+        assert await _next(sub) == Available(queue, None)  # after the reconnect
+        back = service.listener_health
+        assert back.connected
+        assert not back.reconnecting
+        assert back.backend_pid not in (None, up.backend_pid)
+        assert (back.disconnects, back.reconnects) == (1, 1)
+        assert back.connected_at is not None
+        assert back.connected_at >= up.connected_at
+        await _pushed(service, sub, queue)
+    finally:
+        await sub.aclose()
