@@ -30,11 +30,13 @@ MIN_SECRET_PIECE = 4
 # The userinfo of a URL ends at the last ``@`` that is followed by a host, so a password
 # may contain ``/``, ``#``, ``@`` or spaces; the match stays within one line.
 _USERINFO = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^\n]*?)?@"
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^\n]*?)?@"
     r"(?=[^\s@/?#]*(?:[/\s?#'\"),;\]]|$))"
 )
 _PASSWORD_KV = re.compile(r"(?i)(password\s*=\s*)('[^']*'|\S+)")
-_URL_START = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
+# A scheme starts where no scheme character precedes it: tried from every letter of a long
+# run instead, the search would take time quadratic in the text's length.
+_URL_START = re.compile(r"(?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 _lock = threading.Lock()
 _known: set[str] = set()

@@ -217,6 +217,8 @@ class BaseMessagingService(abc.ABC):
         """
         self._check_open()
         name = check_queue_name(queue)
+        if not isinstance(payloads, Iterable):
+            raise InvalidArgument("payloads", payloads, "a sequence of bytes", name)
         caps = self.capabilities
         checked = [check_payload(name, payload, caps) for payload in payloads]
         return await self._translated("send_batch", name, self._send_batch(name, checked))

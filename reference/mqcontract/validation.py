@@ -52,7 +52,10 @@ def check_payload(queue: str, payload: object, caps: Capabilities) -> bytes:
     """Return the payload as bytes or raise; the size limit counts bytes, inclusive."""
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise InvalidArgument("payload", type(payload).__name__, "bytes", queue)
-    data = bytes(payload)
+    try:
+        data = bytes(payload)
+    except ValueError:  # a released memoryview
+        raise InvalidArgument("payload", "a released memoryview", "readable bytes", queue) from None
     if len(data) > caps.max_message_size_bytes:
         raise MessageTooLarge(queue, len(data), caps.max_message_size_bytes)
     return data
