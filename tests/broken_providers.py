@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
+import weakref
 from collections.abc import Sequence
 
 from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.clock import VirtualClock
+from mqcontract.config import MessagingConfig
 from mqcontract.errors import MessageNotFound
 from mqcontract.messages import Available, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
+from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
+from mqcontract.testing import Harness, HarnessSettings
 
 
 class SignalMemory(InMemoryMessagingService):
@@ -191,6 +197,59 @@ class PushedCopySettledByOldClaim(InMemoryMessagingService):
         return super()._held_entry(queue, msg_id)
 
 
+#: Who made each claim (see DeadHoldersKeepClaims).
+_CLAIMED_BY: weakref.WeakKeyDictionary[_Entry, InMemoryMessagingService] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class DeadHoldersKeepClaims(InMemoryMessagingService):
+    """A claim stays with the instance that made it: after its timeout only that holder
+    receives the message again, so what a killed process held never comes back."""
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        _CLAIMED_BY[entry] = self
+        return super()._claim(queue, entry, visibility_timeout)
+
+    def _pop_visible(self, queue: _Queue) -> _Entry | None:
+        others: list[_Entry] = []
+        try:
+            while (entry := super()._pop_visible(queue)) is not None:
+                if _CLAIMED_BY.get(entry, self) is self:
+                    return entry
+                others.append(entry)
+            return None
+        finally:
+            for entry in others:
+                heapq.heappush(queue.ready, entry.msg_id)
+
+
+class CrashingClassHarness(Harness):
+    """Opens an instance of a given in-memory subclass on a virtual clock, and plays
+    ``crash_holder`` in-process: a second instance on the same storage (another process
+    on the same backend) takes the messages and is dropped without closing (killed)."""
+
+    def __init__(self, cls: type[InMemoryMessagingService]) -> None:
+        super().__init__(cls.__name__, HarnessSettings(config=MessagingConfig(), run_id="t"))
+        self.cls = cls
+
+    def new_clock(self) -> VirtualClock | None:
+        return VirtualClock()
+
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
+        return self.cls(clock=clock)
+
+    async def crash_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> list[int]:
+        assert isinstance(service, self.cls)
+        holder = self.cls(clock=service.clock)
+        holder._queues = service._queues  # the same backend
+        got = await holder.receive_messages(queue, count, visibility_timeout)
+        # Killed: never closed (closing an instance clears the storage it shares).
+        return [m.msg_id for m in got]
+
+
 #: broken provider -> the rule that must catch it
 CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     NoopAck: "ACK-1",
@@ -212,4 +271,5 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     DeleteKeepsMessages: "LIFE-2",
     ConcurrentDoubleDelivery: "VT-3",
     PushedCopySettledByOldClaim: "PUSH-12",
+    DeadHoldersKeepClaims: "ERR-8",
 }

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.context import ContractViolation
-from mqcontract_conformance.rules import all_rules
-from mqcontract_conformance.runner import CaseOutcome
-from tests.broken_providers import CAUGHT_BY, SignalMemory
+from mqcontract_conformance.rules import all_rules, get_rule
+from mqcontract_conformance.runner import CaseOutcome, run_case
+from mqcontract_conformance.timing import TimingProfile
+from tests.broken_providers import CAUGHT_BY, CrashingClassHarness, SignalMemory
 
 RunRule = Callable[[type[InMemoryMessagingService], str], CaseOutcome]
+
+
+@pytest.fixture
+def run_rule() -> RunRule:
+    """As the shared one, with ``crash_holder`` played in-process (so ERR-8 runs)."""
+
+    def run(cls: type[InMemoryMessagingService], rule_id: str) -> CaseOutcome:
+        harness = CrashingClassHarness(cls)
+        return asyncio.run(run_case(harness, get_rule(rule_id), TimingProfile(), "t"))
+
+    return run
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from mqcontract.errors import (
     OperationTimeout,
     ProviderClosed,
 )
-from mqcontract.messages import Message
+from mqcontract.messages import Message, QueuedMessage
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
-from mqcontract_conformance.cases._payloads import body
+from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
 from mqcontract_conformance.registry import rule
 
@@ -292,3 +292,60 @@ async def settling_pushed_after_sever(ctx: CaseContext) -> None:
     elif acked is False:
         await ctx.eventually(delivered_again, ctx.timing.long, "the message back")
         await ctx.service.ack_message(q, sent)  # held again, by this caller
+
+
+@rule(
+    "ERR-8",
+    "Messages held by a consumer process that is killed (SIGKILL) mid-handling come back: "
+    "each is delivered again with its id and payload and a higher receive count, no later "
+    "than its visibility timeout plus the slack after the kill, and none is lost or "
+    "delivered twice.",
+    why="Workers die without a goodbye (the OOM killer, a lost node, kill -9); a claim that "
+    "outlives its holder is a message nobody will ever process, and nothing on the "
+    "producer's side shows it.",
+    hooks=("crash_holder",),
+    provisional=True,
+)
+async def claims_of_killed_holder_come_back(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    payloads = [body(i, "crash") for i in range(5)]
+    sent = dict(zip(await ctx.service.send_batch(q, payloads), payloads, strict=True))
+    vt = ctx.timing.slack
+    held = await ctx.harness.crash_holder(ctx.service, q, len(sent), vt)
+    killed = ctx.now()
+    ctx.check(
+        sorted(held) == sorted(sent),
+        f"the killed holder reported holding {sorted(held)}, expected {sorted(sent)}",
+    )
+    got: dict[int, QueuedMessage] = {}
+    twice: list[int] = []
+
+    async def all_back() -> bool:
+        for m in await ctx.receive(q, limit=min(2 * len(sent), ctx.caps.max_receive_limit)):
+            if m.msg_id in got:
+                twice.append(m.msg_id)
+            got[m.msg_id] = m
+        return set(got) >= set(sent)
+
+    within = vt + ctx.timing.slack
+    try:
+        await ctx.eventually(all_back, within, "the killed holder's messages back")
+    except ContractViolation:
+        ctx.fail(
+            f"held by a killed process, not delivered again within {within:g} s of the kill: "
+            f"{sorted(set(sent) - set(got))} (received {sorted(got)})"
+        )
+    ctx.metrics["returned_after_s"] = round(ctx.now() - killed, 3)
+    extra = sorted(set(got) - set(sent))
+    ctx.check(not extra, f"received messages never sent: {extra}")
+    ctx.check(not twice, f"delivered twice while held: {sorted(twice)}")
+    wrong = [
+        i for i, m in got.items() if not same_payload(ctx.caps.payload_fidelity, sent[i], m.payload)
+    ]
+    ctx.check(not wrong, f"payload changed on redelivery: {sorted(wrong)}")
+    uncounted = {i: m.receive_count for i, m in got.items() if m.receive_count < 2}
+    ctx.check(not uncounted, f"receive_count not increased after the crash: {uncounted}")
+    for msg_id in sent:
+        await ctx.service.ack_message(q, msg_id)
+    again = [m.msg_id for m in await ctx.receive(q)]
+    ctx.check(not again, f"delivered again after every message was acked: {again}")

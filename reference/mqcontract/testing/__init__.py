@@ -116,6 +116,18 @@ class Harness:
         """Kill the operation connections; the provider must recover on its own."""
         raise HookUnavailable(f"{self.name}: no sever_connection hook")
 
+    async def crash_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> list[int]:
+        """Kill a consumer process on the backend of ``service`` while it holds messages.
+
+        Start a separate OS process that opens the provider on the same backend, receives
+        ``count`` messages from ``queue`` with ``visibility_timeout`` and reports that it
+        holds them; then kill it without warning (SIGKILL) and return, once it is reaped,
+        the ids it held. Every step is bounded; the process is reaped whatever happens.
+        """
+        raise HookUnavailable(f"{self.name}: no crash_holder hook")
+
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         """Backdoor oracle: ids of every message stored on ``queue`` (any visibility)."""
         raise HookUnavailable(f"{self.name}: no stored_ids backdoor")
