@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from mqcontract.clock import VirtualClock
-from mqcontract.config import MessagingConfig
+from mqcontract.config import MessagingConfig, load_config
+from mqcontract.errors import BackendUnavailable
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings
-from mqcontract_conformance.provisioning import Provisioner, backends_required
+from mqcontract_conformance.provisioning import Provisioner, backends_required, unavailable
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.timing import TimingProfile
@@ -63,3 +66,27 @@ def run_rule() -> Callable[[type[InMemoryMessagingService], str], CaseOutcome]:
         return asyncio.run(run_case(ClassHarness(cls), get_rule(rule_id), TimingProfile(), "t"))
 
     return run
+
+
+@pytest.fixture(scope="module")
+def pgmq_db_url() -> Iterator[str]:
+    """A fresh database with PGMQ installed, for one test module, dropped afterwards.
+
+    A PostgreSQL that cannot be reached skips, or fails when backends are required, by
+    the same verdict as everything else (:mod:`mqcontract_conformance.provisioning`).
+    """
+    from mqcontract.providers.pgmq import install_pgmq
+    from mqcontract_fixtures.pgmq import create_database, drop_database
+
+    admin = load_config(validate_backend=False).pgmq.database_url
+    name = f"mqc_t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        url = asyncio.run(create_database(admin, name))
+    except BackendUnavailable as exc:
+        unavailable(f"PostgreSQL unavailable: {exc}", required=backends_required()).enforce()
+        raise
+    try:
+        asyncio.run(install_pgmq(url))
+        yield url
+    finally:
+        asyncio.run(drop_database(admin, name))

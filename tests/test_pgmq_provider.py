@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -38,39 +38,13 @@ ADMIN_URL = load_config(validate_backend=False).pgmq.database_url
 DELIVERY = 5.0  # seconds any notification or condition may take to show up
 
 
-def _reachable() -> bool:
-    async def probe() -> bool:
-        try:
-            conn = await asyncpg.connect(ADMIN_URL, timeout=3)
-        except (OSError, TimeoutError, asyncpg.PostgresError):
-            return False
-        await conn.close()
-        return True
-
-    return asyncio.run(probe())
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    """A fresh database with PGMQ installed, for this module only."""
-    if not _reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}")
-        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_URL}")
-    name = f"mqc_t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    url = asyncio.run(create_database(ADMIN_URL, name))
-    asyncio.run(install_pgmq(url))
-    yield url
-    asyncio.run(drop_database(ADMIN_URL, name))
-
-
 def _config(url: str, **pgmq: Any) -> MessagingConfig:
     return MessagingConfig(pgmq=PgmqConfig(database_url=url, **pgmq))
 
 
 @pytest.fixture
-async def service(db_url: str) -> AsyncIterator[PgmqMessagingService]:
-    svc = await open_pgmq(_config(db_url))
+async def service(pgmq_db_url: str) -> AsyncIterator[PgmqMessagingService]:
+    svc = await open_pgmq(_config(pgmq_db_url))
     yield svc
     await svc.close()
 
@@ -108,7 +82,7 @@ async def _eventually(probe: Callable[[], Awaitable[Any]], within: float = DELIV
 # -- install -------------------------------------------------------------------------------
 
 
-async def test_two_concurrent_installs_install_exactly_once(db_url: str) -> None:
+async def test_two_concurrent_installs_install_exactly_once(pgmq_db_url: str) -> None:
     name = f"mqc_ti_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     url = await create_database(ADMIN_URL, name)
     try:
@@ -121,7 +95,7 @@ async def test_two_concurrent_installs_install_exactly_once(db_url: str) -> None
         await drop_database(ADMIN_URL, name)
 
 
-async def test_install_uses_an_existing_pgmq_extension_as_it_is(db_url: str) -> None:
+async def test_install_uses_an_existing_pgmq_extension_as_it_is(pgmq_db_url: str) -> None:
     # A stand-in: any row named pgmq in pg_extension is taken at its word, nothing is run.
     class FakeConn:
         def __init__(self) -> None:
@@ -150,7 +124,7 @@ class _NullTransaction:
         return None
 
 
-async def test_open_without_pgmq_installed_says_how_to_install(db_url: str) -> None:
+async def test_open_without_pgmq_installed_says_how_to_install(pgmq_db_url: str) -> None:
     from mqcontract.errors import BackendUnavailable
 
     name = f"mqc_tn_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -166,10 +140,10 @@ async def test_open_without_pgmq_installed_says_how_to_install(db_url: str) -> N
 
 
 async def test_a_plain_sql_send_from_another_connection_reaches_the_subscriber(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     sub = await service.subscribe(queue)
-    rows = await _sql(db_url, "SELECT * FROM pgmq.send($1::text, '{\"a\":1}'::jsonb)", queue)
+    rows = await _sql(pgmq_db_url, "SELECT * FROM pgmq.send($1::text, '{\"a\":1}'::jsonb)", queue)
     msg_id = rows[0][0]
     note = await _next(sub)
     assert isinstance(note, Message)
@@ -271,12 +245,12 @@ async def test_a_delayed_message_is_pushed_only_once_it_is_visible(
 
 
 async def test_killing_the_listener_backend_sends_a_catch_up_signal_and_push_resumes(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     sub = await service.subscribe(queue)
     pid = service.listener_backend_pid
     assert pid is not None
-    await _sql(db_url, "SELECT pg_terminate_backend($1::int)", pid)
+    await _sql(pgmq_db_url, "SELECT pg_terminate_backend($1::int)", pid)
     assert await _next(sub) == Available(queue, None)
     assert service.listener_reconnects == 1
     assert service.listener_backend_pid not in (None, pid)
@@ -288,10 +262,10 @@ async def test_killing_the_listener_backend_sends_a_catch_up_signal_and_push_res
 
 
 async def test_subscribing_installs_the_trigger_on_a_queue_made_by_plain_pgmq(
-    service: PgmqMessagingService, db_url: str
+    service: PgmqMessagingService, pgmq_db_url: str
 ) -> None:
     name = f"t_plain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    await _sql(db_url, "SELECT pgmq.create($1::text)", name)
+    await _sql(pgmq_db_url, "SELECT pgmq.create($1::text)", name)
     try:
         sub = await service.subscribe(name)
         msg_id = await service.send_message(name, b"[1]")
@@ -374,33 +348,33 @@ NOT_JSON = [
 
 
 async def test_bytes_that_are_not_storable_json_round_trip_exactly_through_the_envelope(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     ids = await service.send_batch(queue, NOT_JSON[:4])
     ids += [await service.send_message(queue, p) for p in NOT_JSON[4:]]
     received = await service.receive_messages(queue, 100, 30)
     assert [m.msg_id for m in received] == ids
     assert [m.payload for m in received] == NOT_JSON
-    stored = await _sql(db_url, f"SELECT message FROM pgmq.q_{queue} ORDER BY msg_id")
+    stored = await _sql(pgmq_db_url, f"SELECT message FROM pgmq.q_{queue} ORDER BY msg_id")
     assert all(set(json.loads(r[0])) == {ENVELOPE_KEY} for r in stored)
 
 
 async def test_json_payloads_are_stored_natively_for_other_pgmq_clients(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     payloads = [b'{"b": 1, "a": [1, 2]}', b"  42 ", b'"text"', b"null", b'{"$other": 1}']
     ids = await service.send_batch(queue, payloads)
-    stored = await _sql(db_url, f"SELECT msg_id, message FROM pgmq.q_{queue} ORDER BY msg_id")
+    stored = await _sql(pgmq_db_url, f"SELECT msg_id, message FROM pgmq.q_{queue} ORDER BY msg_id")
     assert [r[0] for r in stored] == ids
     assert [json.loads(r[1]) for r in stored] == [json.loads(p) for p in payloads]
     received = await service.receive_messages(queue, 10, 30)
     assert [json.loads(m.payload) for m in received] == [json.loads(p) for p in payloads]
 
 
-async def test_the_size_limit_counts_the_callers_bytes(db_url: str) -> None:
+async def test_the_size_limit_counts_the_callers_bytes(pgmq_db_url: str) -> None:
     from mqcontract.errors import MessageTooLarge
 
-    svc = await open_pgmq(_config(db_url, max_message_size_bytes=100))
+    svc = await open_pgmq(_config(pgmq_db_url, max_message_size_bytes=100))
     name = f"t_size_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await svc.create_queue(name)
     try:
@@ -456,15 +430,15 @@ async def test_ack_and_nack_need_a_held_message(service: PgmqMessagingService, q
     assert await service.receive_messages(queue, 10, 30) == []
 
 
-async def test_archive_on_ack_moves_the_message_to_the_archive(db_url: str) -> None:
-    svc = await open_pgmq(_config(db_url, archive_on_ack=True))
+async def test_archive_on_ack_moves_the_message_to_the_archive(pgmq_db_url: str) -> None:
+    svc = await open_pgmq(_config(pgmq_db_url, archive_on_ack=True))
     name = f"t_arch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await svc.create_queue(name)
     try:
         msg_id = await svc.send_message(name, b"[1]")
         await svc.receive_messages(name, 1, 30)
         await svc.ack_message(name, msg_id)
-        rows = await _sql(db_url, f"SELECT msg_id FROM pgmq.a_{name}")
+        rows = await _sql(pgmq_db_url, f"SELECT msg_id FROM pgmq.a_{name}")
         assert [r[0] for r in rows] == [msg_id]
         with pytest.raises(MessageNotFound):
             await svc.ack_message(name, msg_id)
@@ -498,12 +472,12 @@ async def test_operations_on_a_missing_queue_raise_queue_not_found_and_create_no
 
 
 async def test_operations_recover_after_the_pool_connections_are_severed(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     await asyncio.gather(*(service.send_message(queue, b"1") for _ in range(5)))
     for _ in range(3):
         await _sql(
-            db_url,
+            pgmq_db_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
             service.application_name,
         )
@@ -513,8 +487,10 @@ async def test_operations_recover_after_the_pool_connections_are_severed(
         await service.send_message(queue, b"3")
 
 
-async def test_close_stops_everything_and_later_calls_raise_provider_closed(db_url: str) -> None:
-    svc = await open_pgmq(_config(db_url))
+async def test_close_stops_everything_and_later_calls_raise_provider_closed(
+    pgmq_db_url: str,
+) -> None:
+    svc = await open_pgmq(_config(pgmq_db_url))
     name = f"t_close_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await svc.create_queue(name)
     sub = await svc.subscribe(name)
@@ -528,7 +504,7 @@ async def test_close_stops_everything_and_later_calls_raise_provider_closed(db_u
         await svc.subscribe(name)
 
     async def listener_gone() -> bool:
-        rows = await _sql(db_url, "SELECT 1 FROM pg_stat_activity WHERE pid = $1::int", pid)
+        rows = await _sql(pgmq_db_url, "SELECT 1 FROM pg_stat_activity WHERE pid = $1::int", pid)
         return not rows
 
     assert await _eventually(listener_gone)

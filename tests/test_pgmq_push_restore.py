@@ -7,7 +7,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,42 +19,14 @@ from mqcontract.messages import Available, Message, MessageNotification
 from mqcontract.providers.pgmq import (
     NotifyTriggerUnavailable,
     PgmqMessagingService,
-    install_pgmq,
     open_pgmq,
 )
 from mqcontract.providers.pgmq._sql import TRIGGER_NAME, trigger_args
 from mqcontract.subscription import QueueSubscription
-from mqcontract_fixtures.pgmq import create_database, drop_database
 
 ADMIN_URL = load_config(validate_backend=False).pgmq.database_url
 DELIVERY = 5.0  # seconds any notification or condition may take to show up
 _ARGS = trigger_args(PgmqConfig().push_threshold_bytes)
-
-
-def _reachable() -> bool:
-    async def probe() -> bool:
-        try:
-            conn = await asyncpg.connect(ADMIN_URL, timeout=3)
-        except (OSError, TimeoutError, asyncpg.PostgresError):
-            return False
-        await conn.close()
-        return True
-
-    return asyncio.run(probe())
-
-
-@pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
-    """A fresh database with PGMQ installed, for this module only."""
-    if not _reachable():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}")
-        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_URL}")
-    name = f"mqc_tr_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    url = asyncio.run(create_database(ADMIN_URL, name))
-    asyncio.run(install_pgmq(url))
-    yield url
-    asyncio.run(drop_database(ADMIN_URL, name))
 
 
 def _config(url: str) -> MessagingConfig:
@@ -62,8 +34,8 @@ def _config(url: str) -> MessagingConfig:
 
 
 @pytest.fixture
-async def service(db_url: str) -> AsyncIterator[PgmqMessagingService]:
-    svc = await open_pgmq(_config(db_url))
+async def service(pgmq_db_url: str) -> AsyncIterator[PgmqMessagingService]:
+    svc = await open_pgmq(_config(pgmq_db_url))
     yield svc
     await svc.close()
 
@@ -119,42 +91,42 @@ async def _pushed(service: PgmqMessagingService, sub: QueueSubscription, queue: 
 
 
 async def test_subscribe_re_enables_a_notify_trigger_disabled_from_outside(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
-    await _sql(db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
-    assert await _trigger(db_url, queue) == (_ARGS, "D")
+    await _sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+    assert await _trigger(pgmq_db_url, queue) == (_ARGS, "D")
     sub = await service.subscribe(queue)
     try:
         await _pushed(service, sub, queue)  # within DELIVERY, not the fallback poller
-        assert await _trigger(db_url, queue) == (_ARGS, "O")
+        assert await _trigger(pgmq_db_url, queue) == (_ARGS, "O")
     finally:
         await sub.aclose()
 
 
 async def test_subscribe_recreates_a_notify_trigger_dropped_from_outside(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
-    await _sql(db_url, f"DROP TRIGGER {TRIGGER_NAME} ON pgmq.q_{queue}")
-    assert await _trigger(db_url, queue) is None
+    await _sql(pgmq_db_url, f"DROP TRIGGER {TRIGGER_NAME} ON pgmq.q_{queue}")
+    assert await _trigger(pgmq_db_url, queue) is None
     sub = await service.subscribe_many([queue])
     try:
-        assert await _trigger(db_url, queue) == (_ARGS, "O")
+        assert await _trigger(pgmq_db_url, queue) == (_ARGS, "O")
         await _pushed(service, sub, queue)
     finally:
         await sub.aclose()
 
 
 async def test_subscribe_refuses_loudly_when_the_trigger_cannot_be_restored(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     role = f"mqc_r_{uuid.uuid4().hex[:12]}"
-    database = urlsplit(db_url).path.lstrip("/")
-    await _sql(db_url, f"CREATE ROLE {role} LOGIN")
+    database = urlsplit(pgmq_db_url).path.lstrip("/")
+    await _sql(pgmq_db_url, f"CREATE ROLE {role} LOGIN")
     try:
-        await _sql(db_url, f"GRANT USAGE ON SCHEMA pgmq TO {role}")
-        await _sql(db_url, f"GRANT SELECT ON pgmq.meta TO {role}")
-        await _sql(db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
-        parts = urlsplit(db_url)
+        await _sql(pgmq_db_url, f"GRANT USAGE ON SCHEMA pgmq TO {role}")
+        await _sql(pgmq_db_url, f"GRANT SELECT ON pgmq.meta TO {role}")
+        await _sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+        parts = urlsplit(pgmq_db_url)
         host = parts.netloc.rpartition("@")[2]
         role_url = urlunsplit(parts._replace(netloc=f"{role}@{host}", path=f"/{database}"))
         other = await open_pgmq(_config(role_url))
@@ -167,14 +139,14 @@ async def test_subscribe_refuses_loudly_when_the_trigger_cannot_be_restored(
             assert other.listener_health.listening == frozenset()
         finally:
             await other.close()
-        assert await _trigger(db_url, queue) == (_ARGS, "D")
+        assert await _trigger(pgmq_db_url, queue) == (_ARGS, "D")
     finally:
-        await _sql(db_url, f"DROP OWNED BY {role}")
-        await _sql(db_url, f"DROP ROLE {role}")
+        await _sql(pgmq_db_url, f"DROP OWNED BY {role}")
+        await _sql(pgmq_db_url, f"DROP ROLE {role}")
 
 
 async def test_listener_health_shows_a_killed_connection_and_its_recovery(
-    service: PgmqMessagingService, queue: str, db_url: str
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     before = service.listener_health
     assert not before.connected
@@ -199,7 +171,7 @@ async def test_listener_health_shows_a_killed_connection_and_its_recovery(
             return await connect()
 
         listener._connect = held
-        await _sql(db_url, "SELECT pg_terminate_backend($1::int)", up.backend_pid)
+        await _sql(pgmq_db_url, "SELECT pg_terminate_backend($1::int)", up.backend_pid)
         down = await _eventually(lambda: service.listener_health.disconnects == 1)
         assert down
         down_view = service.listener_health
