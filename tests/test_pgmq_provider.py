@@ -8,13 +8,12 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from mqcontract.config import MessagingConfig, PgmqConfig, load_config
+from mqcontract.config import PgmqConfig, load_config
 from mqcontract.errors import (
     ConnectionLost,
     InvalidQueueName,
@@ -33,37 +32,15 @@ from mqcontract.providers.pgmq import (
 from mqcontract.providers.pgmq._install import install_into
 from mqcontract.subscription import QueueSubscription
 from mqcontract_fixtures.pgmq import create_database, drop_database
+from tests import pgmq_support
+from tests.pgmq_support import config, sql
+
+# The shared fixtures, under the names these tests ask for.
+service = pgmq_support.service
+queue = pgmq_support.queue
 
 ADMIN_URL = load_config(validate_backend=False).pgmq.database_url
 DELIVERY = 5.0  # seconds any notification or condition may take to show up
-
-
-def _config(url: str, **pgmq: Any) -> MessagingConfig:
-    return MessagingConfig(pgmq=PgmqConfig(database_url=url, **pgmq))
-
-
-@pytest.fixture
-async def service(pgmq_db_url: str) -> AsyncIterator[PgmqMessagingService]:
-    svc = await open_pgmq(_config(pgmq_db_url))
-    yield svc
-    await svc.close()
-
-
-@pytest.fixture
-async def queue(service: PgmqMessagingService) -> AsyncIterator[str]:
-    name = f"t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    await service.create_queue(name)
-    yield name
-    if not service._closed:
-        await service.delete_queue(name)
-
-
-async def _sql(url: str, query: str, *args: object) -> Any:
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
 
 
 async def _next(sub: QueueSubscription, within: float = DELIVERY) -> MessageNotification:
@@ -131,7 +108,7 @@ async def test_open_without_pgmq_installed_says_how_to_install(pgmq_db_url: str)
     url = await create_database(ADMIN_URL, name)
     try:
         with pytest.raises(BackendUnavailable, match="pgmq install"):
-            await open_pgmq(_config(url))
+            await open_pgmq(config(url))
     finally:
         await drop_database(ADMIN_URL, name)
 
@@ -143,7 +120,7 @@ async def test_a_plain_sql_send_from_another_connection_reaches_the_subscriber(
     service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     sub = await service.subscribe(queue)
-    rows = await _sql(pgmq_db_url, "SELECT * FROM pgmq.send($1::text, '{\"a\":1}'::jsonb)", queue)
+    rows = await sql(pgmq_db_url, "SELECT * FROM pgmq.send($1::text, '{\"a\":1}'::jsonb)", queue)
     msg_id = rows[0][0]
     note = await _next(sub)
     assert isinstance(note, Message)
@@ -250,7 +227,7 @@ async def test_killing_the_listener_backend_sends_a_catch_up_signal_and_push_res
     sub = await service.subscribe(queue)
     pid = service.listener_backend_pid
     assert pid is not None
-    await _sql(pgmq_db_url, "SELECT pg_terminate_backend($1::int)", pid)
+    await sql(pgmq_db_url, "SELECT pg_terminate_backend($1::int)", pid)
     assert await _next(sub) == Available(queue, None)
     assert service.listener_reconnects == 1
     assert service.listener_backend_pid not in (None, pid)
@@ -265,7 +242,7 @@ async def test_subscribing_installs_the_trigger_on_a_queue_made_by_plain_pgmq(
     service: PgmqMessagingService, pgmq_db_url: str
 ) -> None:
     name = f"t_plain_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    await _sql(pgmq_db_url, "SELECT pgmq.create($1::text)", name)
+    await sql(pgmq_db_url, "SELECT pgmq.create($1::text)", name)
     try:
         sub = await service.subscribe(name)
         msg_id = await service.send_message(name, b"[1]")
@@ -355,7 +332,7 @@ async def test_bytes_that_are_not_storable_json_round_trip_exactly_through_the_e
     received = await service.receive_messages(queue, 100, 30)
     assert [m.msg_id for m in received] == ids
     assert [m.payload for m in received] == NOT_JSON
-    stored = await _sql(pgmq_db_url, f"SELECT message FROM pgmq.q_{queue} ORDER BY msg_id")
+    stored = await sql(pgmq_db_url, f"SELECT message FROM pgmq.q_{queue} ORDER BY msg_id")
     assert all(set(json.loads(r[0])) == {ENVELOPE_KEY} for r in stored)
 
 
@@ -364,7 +341,7 @@ async def test_json_payloads_are_stored_natively_for_other_pgmq_clients(
 ) -> None:
     payloads = [b'{"b": 1, "a": [1, 2]}', b"  42 ", b'"text"', b"null", b'{"$other": 1}']
     ids = await service.send_batch(queue, payloads)
-    stored = await _sql(pgmq_db_url, f"SELECT msg_id, message FROM pgmq.q_{queue} ORDER BY msg_id")
+    stored = await sql(pgmq_db_url, f"SELECT msg_id, message FROM pgmq.q_{queue} ORDER BY msg_id")
     assert [r[0] for r in stored] == ids
     assert [json.loads(r[1]) for r in stored] == [json.loads(p) for p in payloads]
     received = await service.receive_messages(queue, 10, 30)
@@ -374,7 +351,7 @@ async def test_json_payloads_are_stored_natively_for_other_pgmq_clients(
 async def test_the_size_limit_counts_the_callers_bytes(pgmq_db_url: str) -> None:
     from mqcontract.errors import MessageTooLarge
 
-    svc = await open_pgmq(_config(pgmq_db_url, max_message_size_bytes=100))
+    svc = await open_pgmq(config(pgmq_db_url, max_message_size_bytes=100))
     name = f"t_size_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await svc.create_queue(name)
     try:
@@ -431,14 +408,14 @@ async def test_ack_and_nack_need_a_held_message(service: PgmqMessagingService, q
 
 
 async def test_archive_on_ack_moves_the_message_to_the_archive(pgmq_db_url: str) -> None:
-    svc = await open_pgmq(_config(pgmq_db_url, archive_on_ack=True))
+    svc = await open_pgmq(config(pgmq_db_url, archive_on_ack=True))
     name = f"t_arch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await svc.create_queue(name)
     try:
         msg_id = await svc.send_message(name, b"[1]")
         await svc.receive_messages(name, 1, 30)
         await svc.ack_message(name, msg_id)
-        rows = await _sql(pgmq_db_url, f"SELECT msg_id FROM pgmq.a_{name}")
+        rows = await sql(pgmq_db_url, f"SELECT msg_id FROM pgmq.a_{name}")
         assert [r[0] for r in rows] == [msg_id]
         with pytest.raises(MessageNotFound):
             await svc.ack_message(name, msg_id)
@@ -476,7 +453,7 @@ async def test_operations_recover_after_the_pool_connections_are_severed(
 ) -> None:
     await asyncio.gather(*(service.send_message(queue, b"1") for _ in range(5)))
     for _ in range(3):
-        await _sql(
+        await sql(
             pgmq_db_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
             service.application_name,
@@ -490,7 +467,7 @@ async def test_operations_recover_after_the_pool_connections_are_severed(
 async def test_close_stops_everything_and_later_calls_raise_provider_closed(
     pgmq_db_url: str,
 ) -> None:
-    svc = await open_pgmq(_config(pgmq_db_url))
+    svc = await open_pgmq(config(pgmq_db_url))
     name = f"t_close_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await svc.create_queue(name)
     sub = await svc.subscribe(name)
@@ -504,7 +481,7 @@ async def test_close_stops_everything_and_later_calls_raise_provider_closed(
         await svc.subscribe(name)
 
     async def listener_gone() -> bool:
-        rows = await _sql(pgmq_db_url, "SELECT 1 FROM pg_stat_activity WHERE pid = $1::int", pid)
+        rows = await sql(pgmq_db_url, "SELECT 1 FROM pg_stat_activity WHERE pid = $1::int", pid)
         return not rows
 
     assert await _eventually(listener_gone)

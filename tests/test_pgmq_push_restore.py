@@ -4,17 +4,15 @@ restored by ``subscribe`` (or refused loudly), and the listener's health is visi
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from mqcontract.config import MessagingConfig, PgmqConfig, load_config
+from mqcontract.config import PgmqConfig, load_config
 from mqcontract.messages import Available, Message, MessageNotification
 from mqcontract.providers.pgmq import (
     NotifyTriggerUnavailable,
@@ -23,44 +21,21 @@ from mqcontract.providers.pgmq import (
 )
 from mqcontract.providers.pgmq._sql import TRIGGER_NAME, trigger_args
 from mqcontract.subscription import QueueSubscription
+from tests import pgmq_support
+from tests.pgmq_support import config, sql
+
+# The shared fixtures, under the names these tests ask for.
+service = pgmq_support.service
+queue = pgmq_support.queue
 
 ADMIN_URL = load_config(validate_backend=False).pgmq.database_url
 DELIVERY = 5.0  # seconds any notification or condition may take to show up
 _ARGS = trigger_args(PgmqConfig().push_threshold_bytes)
 
 
-def _config(url: str) -> MessagingConfig:
-    return MessagingConfig(pgmq=PgmqConfig(database_url=url))
-
-
-@pytest.fixture
-async def service(pgmq_db_url: str) -> AsyncIterator[PgmqMessagingService]:
-    svc = await open_pgmq(_config(pgmq_db_url))
-    yield svc
-    await svc.close()
-
-
-@pytest.fixture
-async def queue(service: PgmqMessagingService) -> AsyncIterator[str]:
-    name = f"t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    await service.create_queue(name)
-    yield name
-    if not service._closed:
-        await service.delete_queue(name)
-
-
-async def _sql(url: str, query: str, *args: object) -> Any:
-    """Run ``query`` on a separate connection, as something outside the provider would."""
-    conn = await asyncpg.connect(url, timeout=5)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
-
-
 async def _trigger(url: str, queue: str) -> tuple[bytes, str] | None:
     """(tgargs, tgenabled) of our trigger on ``queue``, or None when there is none."""
-    rows = await _sql(
+    rows = await sql(
         url,
         "SELECT tgargs, tgenabled::text AS enabled FROM pg_trigger"
         " WHERE tgrelid = to_regclass('pgmq.q_' || $1::text) AND tgname = $2::text",
@@ -93,7 +68,7 @@ async def _pushed(service: PgmqMessagingService, sub: QueueSubscription, queue: 
 async def test_subscribe_re_enables_a_notify_trigger_disabled_from_outside(
     service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
-    await _sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+    await sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
     assert await _trigger(pgmq_db_url, queue) == (_ARGS, "D")
     sub = await service.subscribe(queue)
     try:
@@ -106,7 +81,7 @@ async def test_subscribe_re_enables_a_notify_trigger_disabled_from_outside(
 async def test_subscribe_recreates_a_notify_trigger_dropped_from_outside(
     service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
-    await _sql(pgmq_db_url, f"DROP TRIGGER {TRIGGER_NAME} ON pgmq.q_{queue}")
+    await sql(pgmq_db_url, f"DROP TRIGGER {TRIGGER_NAME} ON pgmq.q_{queue}")
     assert await _trigger(pgmq_db_url, queue) is None
     sub = await service.subscribe_many([queue])
     try:
@@ -121,15 +96,15 @@ async def test_subscribe_refuses_loudly_when_the_trigger_cannot_be_restored(
 ) -> None:
     role = f"mqc_r_{uuid.uuid4().hex[:12]}"
     database = urlsplit(pgmq_db_url).path.lstrip("/")
-    await _sql(pgmq_db_url, f"CREATE ROLE {role} LOGIN")
+    await sql(pgmq_db_url, f"CREATE ROLE {role} LOGIN")
     try:
-        await _sql(pgmq_db_url, f"GRANT USAGE ON SCHEMA pgmq TO {role}")
-        await _sql(pgmq_db_url, f"GRANT SELECT ON pgmq.meta TO {role}")
-        await _sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+        await sql(pgmq_db_url, f"GRANT USAGE ON SCHEMA pgmq TO {role}")
+        await sql(pgmq_db_url, f"GRANT SELECT ON pgmq.meta TO {role}")
+        await sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
         parts = urlsplit(pgmq_db_url)
         host = parts.netloc.rpartition("@")[2]
         role_url = urlunsplit(parts._replace(netloc=f"{role}@{host}", path=f"/{database}"))
-        other = await open_pgmq(_config(role_url))
+        other = await open_pgmq(config(role_url))
         try:
             with pytest.raises(NotifyTriggerUnavailable) as raised:
                 await other.subscribe(queue)
@@ -141,8 +116,8 @@ async def test_subscribe_refuses_loudly_when_the_trigger_cannot_be_restored(
             await other.close()
         assert await _trigger(pgmq_db_url, queue) == (_ARGS, "D")
     finally:
-        await _sql(pgmq_db_url, f"DROP OWNED BY {role}")
-        await _sql(pgmq_db_url, f"DROP ROLE {role}")
+        await sql(pgmq_db_url, f"DROP OWNED BY {role}")
+        await sql(pgmq_db_url, f"DROP ROLE {role}")
 
 
 async def test_listener_health_shows_a_killed_connection_and_its_recovery(
@@ -171,7 +146,7 @@ async def test_listener_health_shows_a_killed_connection_and_its_recovery(
             return await connect()
 
         listener._connect = held
-        await _sql(pgmq_db_url, "SELECT pg_terminate_backend($1::int)", up.backend_pid)
+        await sql(pgmq_db_url, "SELECT pg_terminate_backend($1::int)", up.backend_pid)
         down = await _eventually(lambda: service.listener_health.disconnects == 1)
         assert down
         down_view = service.listener_health
