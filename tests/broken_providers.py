@@ -16,8 +16,8 @@ from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import MessageNotFound
-from mqcontract.messages import Available, QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
+from mqcontract.messages import Available, Claim, ClaimRef, QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _Entry, _Queue
 from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.testing import Harness, HarnessSettings
@@ -187,14 +187,115 @@ class ConcurrentDoubleDelivery(InMemoryMessagingService):
 
 
 class PushedCopySettledByOldClaim(InMemoryMessagingService):
-    """Ack and nack name a message: a pushed copy still waiting in a subscription counts
-    as held, so the previous holder's ack settles it."""
+    """Settles by message, not by claim: a pushed copy still waiting in a subscription
+    counts as held, and any claim on the message settles it, so the previous holder's
+    ack settles the copy about to be handed out."""
 
-    def _held_entry(self, queue: _Queue, msg_id: int) -> _Entry:
-        entry = queue.entries.get(msg_id)
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        entry = queue.entries.get(claim.msg_id)
         if entry is not None:
             entry.waiting = None
-        return super()._held_entry(queue, msg_id)
+            claim = dataclasses.replace(claim, token=entry.claim_token)
+        return super()._held_entry(queue, claim)
+
+
+class RepeatedClaims(InMemoryMessagingService):
+    """A claim is derived from the message (its id), not made per delivery: every
+    delivery of a message carries the same claim."""
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        got = super()._claim(queue, entry, visibility_timeout)
+        entry.claim_token = entry.msg_id
+        return dataclasses.replace(
+            got, claim=Claim(queue.name, entry.msg_id, entry.msg_id, visibility_timeout)
+        )
+
+
+class LapsedAckAccepted(InMemoryMessagingService):
+    """Checks that the claim is the latest one, not that it is still live: a claim whose
+    timeout passed still settles while nobody else has received the message."""
+
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        self._promote(queue)
+        entry = queue.entries.get(claim.msg_id)
+        if entry is not None and entry.claim_token == claim.token and entry.waiting is None:
+            return entry
+        return super()._held_entry(queue, claim)
+
+
+class SettlesAnyClaim(InMemoryMessagingService):
+    """Settles the message, whoever holds it: a live claim of anyone's will do."""
+
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        entry = queue.entries.get(claim.msg_id)
+        if entry is not None and entry.held:
+            claim = dataclasses.replace(claim, token=entry.claim_token)
+        return super()._held_entry(queue, claim)
+
+
+class IdSettlesCurrentClaim(InMemoryMessagingService):
+    """``ack_message`` by id settles whatever claim the message is under now."""
+
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        entry = self._queue(queue).entries.get(msg_id)
+        if entry is None:
+            await super().ack_message(queue, msg_id)
+            return
+        token = entry.claim_token
+        await self.ack_claim(queue, Claim(queue, msg_id, token, entry.claim_timeout))
+
+
+class ClaimQueueIgnored(InMemoryMessagingService):
+    """Settles on the queue the claim names, whatever queue the caller named."""
+
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+        ref = claim.claim if isinstance(claim, QueuedMessage) else claim
+        await super().ack_claim(ref.queue_name if ref is not None else queue, claim)
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        ref = claim.claim if isinstance(claim, QueuedMessage) else claim
+        await super().nack_claim(ref.queue_name if ref is not None else queue, claim)
+
+
+class BatchAcksByIds(InMemoryMessagingService):
+    """Batch ack deletes by id (``DELETE ... WHERE msg_id = ANY(ids)``), claims unchecked."""
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        q = self._existing(queue)
+        for claim in claims:
+            q.entries.pop(claim.msg_id, None)
+        return [True] * len(claims)
+
+
+class PushKeepsClaim(InMemoryMessagingService):
+    """A message pushed again keeps the claim of its first push."""
+
+    _pushing = False
+
+    def _dispatch(self, queue: _Queue) -> None:
+        self._pushing = True
+        try:
+            super()._dispatch(queue)
+        finally:
+            self._pushing = False
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        first = entry.claim_token
+        got = super()._claim(queue, entry, visibility_timeout)
+        if self._pushing and first:
+            entry.claim_token = first
+            got = entry.snapshot(queue.name)
+        return got
+
+
+class UnparsedTokenIgnored(InMemoryMessagingService):
+    """A token it cannot read counts as "no token": the claim settles by id."""
+
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        entry = queue.entries.get(claim.msg_id)
+        if entry is not None and not isinstance(claim.token, int):
+            claim = dataclasses.replace(claim, token=entry.claim_token)
+        return super()._held_entry(queue, claim)
 
 
 #: Who made each claim (see DeadHoldersKeepClaims).
@@ -232,21 +333,23 @@ class CrashingClassHarness(Harness):
     def __init__(self, cls: type[InMemoryMessagingService]) -> None:
         super().__init__(cls.__name__, HarnessSettings(config=MessagingConfig(), run_id="t"))
         self.cls = cls
+        self._stores: dict[int, MemoryStore] = {}
 
     def new_clock(self) -> VirtualClock | None:
         return VirtualClock()
 
     async def open(self, clock: VirtualClock | None = None) -> MessagingService:
-        return self.cls(clock=clock)
+        # Services of one case share a store, as processes share a broker.
+        store = self._stores.setdefault(id(clock), MemoryStore())
+        return self.cls(clock=clock, store=store)
 
     async def crash_holder(
         self, service: MessagingService, queue: str, count: int, visibility_timeout: float
     ) -> list[int]:
         assert isinstance(service, self.cls)
-        holder = self.cls(clock=service.clock)
-        holder._queues = service._queues  # the same backend
+        holder = self.cls(clock=service.clock, store=service.store)  # the same backend
         got = await holder.receive_messages(queue, count, visibility_timeout)
-        # Killed: never closed (closing an instance clears the storage it shares).
+        # Killed: never closed.
         return [m.msg_id for m in got]
 
 
@@ -272,4 +375,12 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     ConcurrentDoubleDelivery: "VT-3",
     PushedCopySettledByOldClaim: "PUSH-12",
     DeadHoldersKeepClaims: "ERR-8",
+    RepeatedClaims: "CLAIM-1",
+    LapsedAckAccepted: "CLAIM-2",
+    SettlesAnyClaim: "CLAIM-3",
+    IdSettlesCurrentClaim: "CLAIM-3",
+    ClaimQueueIgnored: "CLAIM-4",
+    BatchAcksByIds: "CLAIM-5",
+    PushKeepsClaim: "CLAIM-6",
+    UnparsedTokenIgnored: "CLAIM-8",
 }

@@ -144,6 +144,7 @@ HOMES = {
     "ORD": "ordering",
     "VT": "visibility",
     "ACK": "ack",
+    "CLAIM": "claims",
     "DLY": "delay",
     "PUSH": "push",
     "FETCH": "fetch",

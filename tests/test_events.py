@@ -15,7 +15,7 @@ from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.events.commands import ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
-from mqcontract.messages import Available, QueuedMessage
+from mqcontract.messages import Available, ClaimRef, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Queue
 from mqcontract.subscription import QueueSubscription
 
@@ -94,11 +94,11 @@ class _FirstAckCutOff(InMemoryMessagingService):
 
     cut = False
 
-    async def ack_message(self, queue: str, msg_id: int) -> None:
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
         if not self.cut:
             self.cut = True
             raise ConnectionLost("memory", "(in-process)", "ack cut off")
-        await super().ack_message(queue, msg_id)
+        await super().ack_claim(queue, claim)
 
 
 async def test_an_ack_with_an_unknown_outcome_is_not_a_success_and_the_batch_goes_on() -> None:
@@ -235,8 +235,10 @@ async def test_a_batch_behind_a_slow_handler_is_released_not_run_on_expired_clai
     await service.close()
 
 
-async def test_stop_does_not_nack_claims_too_old_to_be_surely_held() -> None:
-    clock = VirtualClock()
+async def _blocked_consumer(
+    clock: VirtualClock,
+) -> tuple[InMemoryMessagingService, QueueConsumer, list[int]]:
+    """A consumer whose one worker is stuck in its first message, four more claimed."""
     service = InMemoryMessagingService(clock=clock)
     await service.create_queue("jobs")
     ids = await service.send_batch("jobs", [b"%d" % i for i in range(5)])
@@ -256,9 +258,28 @@ async def test_stop_does_not_nack_claims_too_old_to_be_surely_held() -> None:
     consumer = QueueConsumer(service, ["jobs"], blocked, settings)  # the provider's clock
     await consumer.start()
     await _until(lambda: consumer.stats.invocations[("jobs", ids[0])] == 1)
-    await clock.advance(9)  # the four queued claims may be someone else's by now
+    return service, consumer, ids
+
+
+async def test_stop_releases_unstarted_claims_at_once() -> None:
+    clock = VirtualClock()
+    service, consumer, ids = await _blocked_consumer(clock)
+    await clock.advance(9)  # the four queued claims still hold
     await consumer.stop()
-    assert consumer.stats.released_on_stop == 0  # so they are not nacked, only dropped
-    await clock.advance(2)  # their claims expire: nothing was lost
-    assert len(await service.receive_messages("jobs", 10, 5)) == 5
+    assert consumer.stats.released_on_stop == 4
+    back = await service.receive_messages("jobs", 10, 5)
+    assert sorted(m.msg_id for m in back) == ids[1:]  # visible without waiting
+    await service.close()
+
+
+async def test_stop_never_releases_a_claim_someone_else_holds_now() -> None:
+    clock = VirtualClock()
+    service, consumer, ids = await _blocked_consumer(clock)
+    await clock.advance(11)  # every claim of the consumer lapsed...
+    taken = await service.receive_messages("jobs", 10, 60)  # ...and another consumer took them
+    assert sorted(m.msg_id for m in taken) == ids
+    await consumer.stop()
+    assert consumer.stats.released_on_stop == 0  # the stale nacks changed nothing
+    assert await service.receive_messages("jobs", 10, 5) == []
+    assert await service.ack_claims("jobs", taken) == [True] * 5
     await service.close()

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 import mqcontract.errors as errors
 from mqcontract.errors import MessagingError
+from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract.validation import MAX_QUEUE_NAME_LENGTH, QUEUE_NAME_PATTERN
@@ -268,6 +269,47 @@ IDS = [
 ]
 ids: st.SearchStrategy[Arg] = st.one_of(st.sampled_from(IDS), st.integers().map(const))
 
+# -- claims ---------------------------------------------------------------------------------
+# Nothing on the bystander is held, so every claim drawn here is forged or stale: settling
+# one must raise (or, in a batch, report False) and change nothing.
+
+TOKENS: list[object] = [1, 0, -1, "1", "x", "", 2**63, 10**400, 1.5, math.nan, None, True]
+TOKENS += [b"1", [1]]
+
+
+def forged(token: object) -> Arg:
+    """A claim on the bystander's first message with ``token`` (of any type)."""
+    return fn(
+        f"Claim(<bystander>, <id 0>, {label(token)})",
+        lambda c: Claim(c.bystander, c.ids[0], token, 30.0),  # type: ignore[arg-type]
+    )
+
+
+CLAIMS = [
+    *(forged(t) for t in TOKENS),
+    fn("Claim(<missing>, <id 0>, 1)", lambda c: Claim(c.missing, c.ids[0], 1, 30.0)),
+    fn("Claim(<bystander>, '1', 1)", lambda c: Claim(c.bystander, "1", 1, 30.0)),  # type: ignore[arg-type]
+    fn("Claim(<bystander>, 2**64, 1)", lambda c: Claim(c.bystander, 2**64, 1, 30.0)),
+    fn(
+        "QueuedMessage(<bystander>, <id 0>) without a claim",
+        lambda c: QueuedMessage(c.ids[0], c.bystander, b"keep-0", 1, 0.0),
+    ),
+    fn(
+        "QueuedMessage(<bystander>, <id 0>, claim token 1)",
+        lambda c: QueuedMessage(
+            c.ids[0], c.bystander, b"keep-0", 1, 0.0, Claim(c.bystander, c.ids[0], 1, 30.0)
+        ),
+    ),
+    *IDS[:3],
+]
+claims: st.SearchStrategy[Arg] = st.sampled_from(CLAIMS)
+claim_batches: st.SearchStrategy[Arg] = st.one_of(
+    st.sampled_from([const([]), const("abc"), const(None), const(5)]),
+    st.lists(claims, max_size=3).map(
+        lambda items: fn(repr(items), lambda c: [a.make(c) for a in items])
+    ),
+)
+
 # -- sequences -----------------------------------------------------------------------------
 
 BATCHES = [
@@ -341,6 +383,9 @@ calls: st.SearchStrategy[Call] = st.one_of(
     call("ack_message", names, ids),
     call("nack_message", names, ids),
     call("fetch_message", names, ids, seconds),
+    call("ack_claim", names, claims),
+    call("nack_claim", names, claims),
+    call("ack_claims", names, claim_batches),
     call("subscribe", names),
     call("subscribe_many", queue_lists),
 )
@@ -352,6 +397,8 @@ def changed_something(method: str, result: object) -> bool:
         return False
     if method in {"receive_messages", "send_batch"}:
         return bool(result)
+    if method == "ack_claims":
+        return isinstance(result, list) and any(result)
     if method == "fetch_message":
         return result is not None
     return True  # sends, acks, nacks and deletes that succeeded

@@ -21,7 +21,7 @@ from mqcontract.errors import (
     ProviderClosed,
     QueueNotFound,
 )
-from mqcontract.messages import Available, Message, MessageNotification
+from mqcontract.messages import Available, Claim, Message, MessageNotification
 from mqcontract.providers.pgmq import (
     ENVELOPE_KEY,
     PgmqMessagingService,
@@ -286,6 +286,7 @@ async def test_bad_queue_names_are_rejected_before_any_sql(name: str) -> None:
     svc = PgmqMessagingService(
         _NoPool(), config=PgmqConfig(), operation_timeout=5.0, application_name="unused"
     )
+    claim = Claim(name, 1, 1, 1.0)
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: svc.create_queue(name),
         lambda: svc.delete_queue(name),
@@ -296,6 +297,9 @@ async def test_bad_queue_names_are_rejected_before_any_sql(name: str) -> None:
         lambda: svc.receive_messages(name, 1, 1),
         lambda: svc.ack_message(name, 1),
         lambda: svc.nack_message(name, 1),
+        lambda: svc.ack_claim(name, claim),
+        lambda: svc.nack_claim(name, claim),
+        lambda: svc.ack_claims(name, [claim]),
         lambda: svc.fetch_message(name, 1, 1),
         lambda: svc.subscribe(name),
         lambda: svc.install_notify_trigger(name),
@@ -436,6 +440,9 @@ async def test_operations_on_a_missing_queue_raise_queue_not_found_and_create_no
         service.receive_messages(name, 1, 1),
         service.ack_message(name, 1),
         service.nack_message(name, 1),
+        service.ack_claim(name, Claim(name, 1, 1, 1.0)),
+        service.nack_claim(name, Claim(name, 1, 1, 1.0)),
+        service.ack_claims(name, [Claim(name, 1, 1, 1.0)]),
         service.fetch_message(name, 1, 1),
         service.subscribe(name),
     ]:

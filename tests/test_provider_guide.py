@@ -1,10 +1,13 @@
 """``docs/provider-guide.md`` names only what exists, and mentions everything it must.
 
 Cheap checks that keep the guide true as the code changes: where each name is imported
-from, validation helpers, every ``Capabilities`` field with its default, every ``Harness``
-member and hook with its signature, ``HarnessSettings``' signature, the rules that need
-hooks, rule ids, error types, ``mqcontract verify`` options, how mqcontract is installed,
-and that its Python snippets parse, import only what exists and pass ruff's checks.
+from, validation helpers, every ``Capabilities`` field with its default, every protected
+operation of ``BaseMessagingService`` with its parameters (the claim API included: the
+snippets and both examples implement it with the base's signatures), ``Claim``'s fields
+and every ``StaleReason``, every ``Harness`` member and hook with its signature,
+``HarnessSettings``' signature, the rules that need hooks, rule ids, error types,
+``mqcontract verify`` options, how mqcontract is installed, and that its Python snippets
+parse, import only what exists and pass ruff's checks.
 """
 
 from __future__ import annotations
@@ -26,14 +29,27 @@ import pytest
 import mqcontract.errors
 import mqcontract.validation
 from mqcontract.capabilities import Capabilities
+from mqcontract.errors import StaleReason
+from mqcontract.messages import Claim
 from mqcontract.registry import ENTRY_POINT_GROUP
-from mqcontract.service import MessagingService, QueueOperations
+from mqcontract.service import BaseMessagingService, MessagingService, QueueOperations
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import HARNESS_GROUP
 from mqcontract_conformance.rules import GROUPS, all_rules
 from mqcontract_conformance.verify import add_arguments
 
-GUIDE = Path(__file__).resolve().parent.parent / "docs" / "provider-guide.md"
+ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "docs" / "provider-guide.md"
+#: The services of the providers the guide points to as written its way.
+EXAMPLE_SERVICES = [
+    ROOT
+    / "examples"
+    / "redis-streams-provider"
+    / "src"
+    / "mqcontract_redis_streams"
+    / "service.py",
+    ROOT / "examples" / "sqlite-provider" / "src" / "mq_sqlite" / "service.py",
+]
 TEXT = GUIDE.read_text(encoding="utf-8")
 
 
@@ -138,6 +154,73 @@ def test_every_protocol_member_is_mentioned() -> None:
     }
     missing = sorted(n for n in members if not _mentioned(n))
     assert not missing, f"protocol members the guide never mentions: {missing}"
+
+
+def _protected_operations() -> dict[str, list[str]]:
+    """The protected operations of ``BaseMessagingService`` and their parameters.
+
+    Its own plumbing (``_translated``, ``_settle_claim``, ...) takes the public operation's
+    name first, for errors; an operation a provider implements never does.
+    """
+    operations = {}
+    for name, member in vars(BaseMessagingService).items():
+        if name.startswith("__") or not name.startswith("_"):
+            continue
+        if not inspect.iscoroutinefunction(member):
+            continue
+        params = [p for p in inspect.signature(member).parameters if p != "self"]
+        if params[:1] != ["operation"]:
+            operations[name] = params
+    return operations
+
+
+def test_the_operation_table_lists_every_protected_operation_with_its_parameters() -> None:
+    stated = {}
+    for row in _table_rows(_section(2)):
+        match = re.fullmatch(r"`(_\w+)\(([^)]*)\)`", row[0])
+        if match:
+            params = [p.strip() for p in match.group(2).split(",") if p.strip()]
+            stated[match.group(1)] = params
+    actual = _protected_operations()
+    assert {"_ack", "_nack", "_ack_many", "_receive"} <= set(actual), "unexpected base class"
+    assert stated == actual, f"the guide's table: {stated}; the base class: {actual}"
+
+
+def test_snippets_define_protected_operations_with_the_base_class_parameters() -> None:
+    actual = _protected_operations()
+    defined = 0
+    for source in _code_blocks("python"):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.AsyncFunctionDef) and node.name in actual:
+                params = [a.arg for a in node.args.args if a.arg != "self"]
+                assert params == actual[node.name], f"snippet {node.name}({', '.join(params)})"
+                defined += 1
+    assert defined >= 2, "the guide shows no protected operation (_receive, _ack)"
+
+
+@pytest.mark.parametrize("path", EXAMPLE_SERVICES, ids=lambda p: p.parent.name)
+def test_the_examples_implement_the_claim_api_as_the_guide_says(path: Path) -> None:
+    # "Both examples implement the protected operations only": none overrides a public
+    # method that hands out or settles claims (the base class records them there).
+    actual = _protected_operations()
+    recording = {"receive_messages", "fetch_message", "subscribe_many", "subscribe"}
+    settling = {n for n in vars(QueueOperations) if n.startswith(("ack_", "nack_"))}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert node.name not in recording | settling, f"{path.name} overrides {node.name}"
+            if node.name in actual:
+                params = [a.arg for a in node.args.args if a.arg != "self"]
+                assert params == actual[node.name], f"{path.name}: {node.name}{params}"
+    text = path.read_text(encoding="utf-8")
+    for name in ("_ack", "_nack", "_receive"):
+        assert f"async def {name}(" in text, f"{path.name} does not implement {name}"
+
+
+def test_the_claim_and_every_stale_reason_are_described() -> None:
+    fields = ", ".join(f.name for f in dataclasses.fields(Claim))
+    assert f"Claim({fields})" in TEXT, f"the guide does not give Claim({fields})"
+    missing = [r.name for r in StaleReason if f"StaleReason.{r.name}" not in TEXT]
+    assert not missing, f"stale reasons the guide never names: {missing}"
 
 
 def test_every_error_type_in_the_error_table_exists() -> None:

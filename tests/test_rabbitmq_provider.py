@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from mqcontract.errors import (
     QueueNotFound,
     UnsupportedOperation,
 )
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Claim, Message, QueuedMessage
 from mqcontract.providers.rabbitmq import (
     RabbitMqMessagingService,
     open_rabbitmq,
@@ -534,13 +535,19 @@ class _LostClaimAckReportedDone(RabbitMqMessagingService):
 
 
 class _QueuedRedeliverySettledByOldAck(RabbitMqMessagingService):
-    """Broken on purpose: a redelivery still queued in a subscription counts as held."""
+    """Broken on purpose: settles by id, not by claim, so a redelivery still queued in a
+    subscription counts as held and any claim on its id settles it."""
 
-    async def _settle(self, queue: str, msg_id: int, *, ack: bool) -> None:
-        held = self._holds.get(queue, msg_id)
-        if held is not None:
-            held.waiting = None
-        await super()._settle(queue, msg_id, ack=ack)
+    async def _settle(self, queue: str, claim: Claim, *, ack: bool) -> None:
+        for held in list(self._holds._held.values()):
+            if (held.queue, held.msg_id) == (queue, claim.msg_id):
+                held.waiting = None
+                claim = dataclasses.replace(claim, token=held.token)
+        await super()._settle(queue, claim, ack=ack)
+
+
+#: Runs of a rule against a broken provider, of which one must fail it.
+CATCH_ATTEMPTS = 3
 
 
 class _BrokenHarness(RabbitMqHarness):
@@ -573,11 +580,21 @@ async def test_a_provider_that_settles_a_dead_claim_is_failed_by_its_rule(
     )
     harness.broken = broken
     await harness.setup()
+    caught: list[str] = []
     try:
-        with pytest.raises(ContractViolation, match=rf"^\[{rule_id}\] .*redelivered after its ack"):
-            await run_case(harness, get_rule(rule_id), TimingProfile.from_scale(), run_id)
+        # ERR-7 can only see the fault when the redelivery reached the subscription before
+        # the old claim's ack, which is usual but not certain (about 1 run in 5 misses
+        # it, before claims as after): a few runs, and one must catch it.
+        for _ in range(CATCH_ATTEMPTS):
+            try:
+                await run_case(harness, get_rule(rule_id), TimingProfile.from_scale(), run_id)
+            except ContractViolation as exc:
+                caught.append(str(exc))
+                break
     finally:
         await harness.teardown()
+    assert caught, f"{rule_id} passed {broken.__name__} {CATCH_ATTEMPTS} times"
+    assert re.match(rf"^\[{rule_id}\] .*redelivered after its ack", caught[0]), caught[0]
 
 
 # -- lifecycle and capabilities --------------------------------------------------------

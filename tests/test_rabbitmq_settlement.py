@@ -2,12 +2,14 @@
 
 ``_holds`` and ``_settlement`` reach AMQP only through ``SettlingChannel``; the fake
 records the frames they send, so each promise of the module docstrings is checked here
-frame by frame.
+frame by frame: claims (a token per delivery held), the reasons a stale one gives, and
+``ack_many`` sending every frame before one read-back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +19,8 @@ from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
-from mqcontract.errors import MessageNotFound
-from mqcontract.messages import Message
+from mqcontract.errors import StaleClaim, StaleReason
+from mqcontract.messages import Claim, Message, QueuedMessage
 from mqcontract.providers.rabbitmq._holds import ENQUEUED_AT_HEADER, Holds
 from mqcontract.providers.rabbitmq._ids import MessageIdGenerator
 from mqcontract.providers.rabbitmq._settlement import SettlingChannel
@@ -65,12 +67,28 @@ class FakeChannel:
 
 
 def _delivery(
-    msg_id: int, tag: int, *, redelivered: bool = False, headers: dict[str, Any] | None = None
+    msg_id: int,
+    tag: int,
+    *,
+    redelivered: bool = False,
+    headers: dict[str, Any] | None = None,
+    body: bytes = b"body",
 ) -> DeliveredMessage:
     frame = spec.Basic.GetOk(delivery_tag=tag, redelivered=redelivered, routing_key="q")
     properties = spec.Basic.Properties(message_id=str(msg_id), headers=headers)
     header = ContentHeader(properties=properties)
-    return DeliveredMessage(delivery=frame, header=header, body=b"body", channel=None)  # type: ignore[arg-type]
+    return DeliveredMessage(delivery=frame, header=header, body=body, channel=None)  # type: ignore[arg-type]
+
+
+def _claim(message: QueuedMessage) -> Claim:
+    assert message.claim is not None
+    return message.claim
+
+
+async def _stale(holds: Holds, claim: Claim, *, ack: bool = True) -> StaleReason:
+    with pytest.raises(StaleClaim) as info:
+        await holds.settle("q", claim, ack=ack)
+    return info.value.reason
 
 
 @pytest.fixture
@@ -95,69 +113,76 @@ async def test_an_ack_sends_one_frame_and_waits_until_the_broker_has_read_it(
     channel = FakeChannel()
     held = holds.hold("q", channel, _delivery(7, tag=1), 60)
     assert (held.msg_id, held.receive_count, held.payload) == (7, 1, b"body")
-    assert await holds.settle("q", 7, ack=True) is True
+    assert held.claim is not None
+    assert (held.claim.queue_name, held.claim.msg_id, held.claim.visibility_timeout) == (
+        "q",
+        7,
+        60,
+    )
+    await holds.settle("q", held.claim, ack=True)
     assert channel.frames == [("ack", 1)]
     assert channel.read_backs == 1
-    assert await holds.settle("q", 7, ack=True) is False  # no longer held
+    assert await _stale(holds, held.claim) is StaleReason.SETTLED  # no second frame
+    assert channel.frames == [("ack", 1)]
 
 
 async def test_a_nack_of_a_received_message_needs_no_read_back_but_a_pushed_one_does(
     holds: Holds,
 ) -> None:
     channel = FakeChannel()
-    holds.hold("q", channel, _delivery(1, tag=1), 60)
-    holds.hold("q", channel, _delivery(2, tag=2), 60, owner="consumer")
-    assert await holds.settle("q", 1, ack=False)
+    received = holds.hold("q", channel, _delivery(1, tag=1), 60)
+    pushed = holds.hold("q", channel, _delivery(2, tag=2), 60, owner="consumer")
+    await holds.settle("q", _claim(received), ack=False)
     assert channel.read_backs == 0
-    assert await holds.settle("q", 2, ack=False)
+    await holds.settle("q", _claim(pushed), ack=False)
     assert channel.frames == [("nack", 1), ("nack", 2)]
     assert channel.read_backs == 1
+    assert await _stale(holds, _claim(received)) is StaleReason.LAPSED  # released
 
 
 async def test_acks_sent_together_share_one_read_back(holds: Holds) -> None:
     channel = FakeChannel()
-    for n in range(1, 4):
-        holds.hold("q", channel, _delivery(n, tag=n), 60)
-    results = await asyncio.gather(*(holds.settle("q", n, ack=True) for n in range(1, 4)))
-    assert results == [True, True, True]
+    got = [holds.hold("q", channel, _delivery(n, tag=n), 60) for n in range(1, 4)]
+    await asyncio.gather(*(holds.settle("q", _claim(m), ack=True) for m in got))
     assert sorted(channel.frames) == [("ack", 1), ("ack", 2), ("ack", 3)]
     assert channel.read_backs == 1
 
 
-async def test_a_channel_closed_before_the_frame_is_message_not_found(holds: Holds) -> None:
+async def test_a_channel_closed_before_the_frame_is_a_stale_claim(holds: Holds) -> None:
     channel = FakeChannel()
-    holds.hold("q", channel, _delivery(1, tag=1), 60)
+    held = holds.hold("q", channel, _delivery(1, tag=1), 60)
     channel.fail_frames = ChannelInvalidStateError("closed")
-    with pytest.raises(MessageNotFound):
-        await holds.settle("q", 1, ack=True)
+    assert await _stale(holds, _claim(held)) is StaleReason.NOT_HELD
     assert channel.read_backs == 0
 
 
 async def test_a_claim_on_a_closed_channel_is_void_and_sends_nothing(holds: Holds) -> None:
     channel = FakeChannel()
-    holds.hold("q", channel, _delivery(1, tag=1), 60)
+    held = holds.hold("q", channel, _delivery(1, tag=1), 60)
     channel.is_closed = True
-    with pytest.raises(MessageNotFound):
-        await holds.settle("q", 1, ack=True)
+    assert await _stale(holds, _claim(held)) is StaleReason.NOT_HELD
     assert channel.frames == []
 
 
 async def test_a_settlement_cut_off_propagates_and_closes_the_channel(holds: Holds) -> None:
     channel = FakeChannel()
-    holds.hold("q", channel, _delivery(1, tag=1), 60)
+    held = holds.hold("q", channel, _delivery(1, tag=1), 60)
     channel.fail_read_back = ConnectionResetError("gone")
     with pytest.raises(ConnectionResetError):  # its outcome is unknown: never a success
-        await holds.settle("q", 1, ack=True)
+        await holds.settle("q", _claim(held), ack=True)
     await asyncio.wait_for(channel.closed.wait(), WITHIN)  # the broker requeues it
-    assert holds.get("q", 1) is None
+    assert holds.get(held.claim) is None
 
 
-async def test_the_visibility_timer_requeues_an_unsettled_message(holds: Holds) -> None:
+async def test_the_visibility_timer_requeues_an_unsettled_message_and_its_claim_lapses(
+    holds: Holds,
+) -> None:
     channel = FakeChannel()
-    holds.hold("q", channel, _delivery(1, tag=9), 0.01)
+    held = holds.hold("q", channel, _delivery(1, tag=9), 0.01)
     await asyncio.wait_for(channel.nacked.wait(), WITHIN)
     assert channel.frames == [("nack", 9)]
-    assert await holds.settle("q", 1, ack=True) is False
+    assert await _stale(holds, _claim(held)) is StaleReason.LAPSED
+    assert channel.frames == [("nack", 9)]
 
 
 async def test_a_pushed_copy_waiting_in_its_subscription_cannot_be_settled_until_taken(
@@ -165,25 +190,26 @@ async def test_a_pushed_copy_waiting_in_its_subscription_cannot_be_settled_until
 ) -> None:
     channel = FakeChannel()
     message = holds.hold("q", channel, _delivery(1, tag=1), 60, owner="consumer")
-    held = holds.get("q", 1)
+    held = holds.get(message.claim)
     assert held is not None
     note = Message(message, claimed=True)
     held.waiting = note
-    with pytest.raises(MessageNotFound):  # an ack from the claim before this copy
-        await holds.settle("q", 1, ack=True)
+    assert await _stale(holds, _claim(message)) is StaleReason.NOT_HELD  # nobody has it
     assert channel.frames == []
     holds.taken(note)
-    assert await holds.settle("q", 1, ack=True)
+    await holds.settle("q", _claim(message), ack=True)
+    assert channel.frames == [("ack", 1)]
 
 
 async def test_forgetting_a_channel_voids_its_claims_only(holds: Holds) -> None:
     dead, alive = FakeChannel(), FakeChannel()
-    holds.hold("q", dead, _delivery(1, tag=1), 60)
-    holds.hold("q", alive, _delivery(2, tag=1), 60)
+    lost = holds.hold("q", dead, _delivery(1, tag=1), 60)
+    kept = holds.hold("q", alive, _delivery(2, tag=1), 60)
     holds.forget_channel(dead)
     assert holds.channels() == {alive}
-    assert await holds.settle("q", 1, ack=True) is False
-    assert await holds.settle("q", 2, ack=True) is True
+    assert await _stale(holds, _claim(lost)) is StaleReason.NOT_HELD
+    await holds.settle("q", _claim(kept), ack=True)
+    assert alive.frames == [("ack", 1)]
 
 
 async def test_release_reports_the_owner_so_a_closed_subscription_can_retire(
@@ -192,11 +218,96 @@ async def test_release_reports_the_owner_so_a_closed_subscription_can_retire(
     released: list[object | None] = []
     holds.on_released = released.append
     channel = FakeChannel()
-    holds.hold("q", channel, _delivery(1, tag=1), 60, owner="consumer")
+    held = holds.hold("q", channel, _delivery(1, tag=1), 60, owner="consumer")
     assert holds.held_by("consumer")
-    assert await holds.settle("q", 1, ack=True)
+    await holds.settle("q", _claim(held), ack=True)
     assert released == ["consumer"]
     assert not holds.held_by("consumer")
+
+
+# -- claims ----------------------------------------------------------------------------
+
+
+async def test_two_deliveries_with_one_id_are_two_independent_holds(holds: Holds) -> None:
+    channel = FakeChannel()
+    first = holds.hold("q", channel, _delivery(5, tag=1, body=b"one"), 60)
+    second = holds.hold("q", channel, _delivery(5, tag=2, body=b"two"), 60)
+    assert _claim(first) != _claim(second)
+    assert first.msg_id == second.msg_id == 5
+    assert channel.frames == []  # holding the second released nothing
+    await holds.settle("q", _claim(second), ack=True)
+    assert holds.get(first.claim) is not None  # still held
+    await holds.settle("q", _claim(first), ack=True)
+    assert channel.frames == [("ack", 2), ("ack", 1)]
+
+
+async def test_tokens_are_unique_per_service_and_foreign_claims_are_not_held() -> None:
+    tasks = Background()
+    mine = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
+    other = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
+    channel = FakeChannel()
+    try:
+        a = _claim(mine.hold("q", channel, _delivery(1, tag=1), 60))
+        b = _claim(other.hold("q", channel, _delivery(1, tag=1), 60))
+        assert a.token != b.token
+        assert await _stale(mine, b) is StaleReason.NOT_HELD  # the other service's claim
+        for forged in (
+            dataclasses.replace(a, msg_id=2),
+            dataclasses.replace(a, queue_name="other"),
+            dataclasses.replace(a, token=1),
+            dataclasses.replace(a, msg_id=True),  # never message 1 by accident
+        ):
+            with pytest.raises(StaleClaim) as info:
+                await mine.settle("q", forged, ack=True)
+            assert info.value.reason is StaleReason.NOT_HELD
+        assert channel.frames == []  # nothing reached the broker, and a is still held
+        await mine.settle("q", a, ack=True)
+        assert channel.frames == [("ack", 1)]
+    finally:
+        mine.clear()
+        other.clear()
+        await tasks.cancel_all()
+
+
+async def test_ack_many_sends_every_frame_then_one_read_back(holds: Holds) -> None:
+    channel = FakeChannel()
+    got = [holds.hold("q", channel, _delivery(n, tag=n), 60) for n in range(1, 6)]
+    settled_before = _claim(got[0])
+    await holds.settle("q", settled_before, ack=True)
+    assert channel.read_backs == 1
+    claims = [_claim(m) for m in got]
+    results = await holds.ack_many("q", [*claims, claims[1]])  # a claim twice: once
+    assert results == [False, True, True, True, True, False]
+    assert channel.frames == [("ack", n) for n in range(1, 6)]
+    assert channel.read_backs == 2  # one for the single ack, one for all four
+
+
+async def test_ack_many_confirms_each_channel_once_and_reports_a_closed_one(
+    holds: Holds,
+) -> None:
+    rx, push, dead = FakeChannel(), FakeChannel(), FakeChannel()
+    a = _claim(holds.hold("q", rx, _delivery(1, tag=1), 60))
+    b = _claim(holds.hold("q", push, _delivery(2, tag=1), 60, owner="consumer"))
+    c = _claim(holds.hold("q", rx, _delivery(3, tag=2), 60))
+    d = _claim(holds.hold("q", dead, _delivery(4, tag=1), 60))
+    dead.fail_frames = ChannelInvalidStateError("closed")
+    assert await holds.ack_many("q", [a, b, c, d]) == [True, True, True, False]
+    assert (rx.frames, push.frames, dead.frames) == ([("ack", 1), ("ack", 2)], [("ack", 1)], [])
+    assert (rx.read_backs, push.read_backs, dead.read_backs) == (1, 1, 0)
+    assert await _stale(holds, d) is StaleReason.NOT_HELD
+
+
+async def test_ack_many_cut_off_raises_and_closes_the_channel(holds: Holds) -> None:
+    channel = FakeChannel()
+    claims = [_claim(holds.hold("q", channel, _delivery(n, tag=n), 60)) for n in (1, 2)]
+    channel.fail_read_back = ConnectionResetError("gone")
+    with pytest.raises(ConnectionResetError):  # outcome unknown: never reported settled
+        await holds.ack_many("q", claims)
+    await asyncio.wait_for(channel.closed.wait(), WITHIN)
+    assert all(holds.get(c) is None for c in claims)
+
+
+# -- receive counts --------------------------------------------------------------------
 
 
 async def test_receive_counts_classic_lower_bound_and_quorum_delivery_count() -> None:
@@ -220,3 +331,23 @@ async def test_receive_counts_classic_lower_bound_and_quorum_delivery_count() ->
         classic.clear()
         quorum.clear()
         await tasks.cancel_all()
+
+
+async def test_classic_counts_of_messages_sharing_an_id_stay_apart(holds: Holds) -> None:
+    channel = FakeChannel()
+
+    def count(body: bytes, tag: int, redelivered: bool, stamp: int | None = None) -> int:
+        headers = {ENQUEUED_AT_HEADER: stamp} if stamp is not None else None
+        delivery = _delivery(9, tag, redelivered=redelivered, headers=headers, body=body)
+        return holds.hold("q", channel, delivery, 60).receive_count
+
+    # Two producers' messages with one id: their send stamps tell them apart.
+    assert [count(b"x", 1, False, 100), count(b"x", 2, False, 200)] == [1, 1]
+    assert [count(b"x", 3, True, 100), count(b"x", 4, True, 100)] == [2, 3]
+    assert count(b"x", 5, True, 200) == 2
+    # Foreign ones (no stamp): their bodies do.
+    assert [count(b"a", 6, False), count(b"b", 7, False)] == [1, 1]
+    assert [count(b"a", 8, True), count(b"b", 9, True), count(b"a", 10, True)] == [2, 2, 3]
+    # Alike in everything: a redelivery reports 2, the bound that holds for each.
+    assert [count(b"same", 11, False), count(b"same", 12, False)] == [1, 1]
+    assert [count(b"same", 13, True), count(b"same", 14, True)] == [2, 2]

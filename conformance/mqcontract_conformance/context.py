@@ -19,7 +19,7 @@ from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import MessagingService, Subscription
-from mqcontract.testing import Harness
+from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.timing import TimingProfile
 
 __all__ = ["CaseContext", "ContractViolation"]
@@ -59,6 +59,8 @@ class CaseContext:
         self.run_id = run_id
         self.queues: list[str] = []
         self.subscriptions: list[Subscription] = []
+        #: Further services a case opened (another consumer); closed after the case.
+        self.others: list[MessagingService] = []
         #: Figures a rule measured (recovery times, counts): reported in the JSON results.
         self.metrics: dict[str, float] = {}
         self._names = itertools.count(1)
@@ -83,6 +85,21 @@ class CaseContext:
         sub = await self.service.subscribe_many(list(queues))
         self.subscriptions.append(sub)
         return sub
+
+    async def other_consumer(self, queue: str) -> MessagingService:
+        """A second service on the same backend, as another process would open it.
+
+        Closed after the case. A harness whose services do not share a backend (it cannot
+        see ``queue``) cannot play a competing consumer: the rule is skipped with that
+        reason (``HookUnavailable``), never passed.
+        """
+        other = await self.harness.open(self.clock)
+        self.others.append(other)
+        if not await other.queue_exists(queue):
+            raise HookUnavailable(
+                f"{self.harness.name}: services opened by the harness do not share a backend"
+            )
+        return other
 
     # -- time --------------------------------------------------------------------------
 
@@ -163,6 +180,15 @@ class CaseContext:
                 f"{[m.msg_id for m in got]}"
             )
         return got
+
+    async def check_still_held(self, queue: str, message: QueuedMessage, what: str) -> None:
+        """``message`` stays invisible (someone still holds it) for half a unit: a
+        settlement that released it makes it receivable, and that fails the rule."""
+
+        async def visible() -> list[int]:
+            return [m.msg_id for m in await self.receive(queue) if m.msg_id == message.msg_id]
+
+        await self.never(visible, self.timing.unit / 2, f"message {message.msg_id} released {what}")
 
     async def next_notification(
         self, sub: Subscription, within: float | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mqcontract_conformance.cases import (  # noqa: F401  (each registers its rules)
     ack,
+    claims,
     delay,
     errors,
     events,

@@ -83,6 +83,9 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
         for sub in ctx.subscriptions:
             with contextlib.suppress(Exception):
                 await sub.aclose()
+        for other in ctx.others:
+            with contextlib.suppress(Exception):
+                await other.close()
         await _cleanup(harness, service, ctx.queues, clock)
 
 

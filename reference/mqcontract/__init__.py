@@ -42,9 +42,18 @@ from mqcontract.errors import (
     QueueError,
     QueueNotFound,
     SerializationError,
+    StaleClaim,
+    StaleReason,
     UnsupportedOperation,
 )
-from mqcontract.messages import Available, Message, MessageNotification, QueuedMessage
+from mqcontract.messages import (
+    Available,
+    Claim,
+    ClaimRef,
+    Message,
+    MessageNotification,
+    QueuedMessage,
+)
 from mqcontract.provider import MessagingProvider, open_provider
 from mqcontract.service import (
     BaseMessagingService,
@@ -63,6 +72,8 @@ __all__ = [  # noqa: RUF022 (grouped by audience, not sorted)
     "MessagingConfig",
     "load_config",
     "QueuedMessage",
+    "Claim",
+    "ClaimRef",
     "Message",
     "Available",
     "MessageNotification",
@@ -79,6 +90,8 @@ __all__ = [  # noqa: RUF022 (grouped by audience, not sorted)
     "InvalidArgument",
     "MessageTooLarge",
     "MessageNotFound",
+    "StaleClaim",
+    "StaleReason",
     "SerializationError",
     "UnsupportedOperation",
     "ConfigurationError",

@@ -54,6 +54,9 @@ class Capabilities:
     max_receive_limit: int = 1000
     max_visibility_timeout_seconds: float = 12 * 3600.0
     list_queues: bool = True
+    #: Ids are chosen by producers (not by the backend), so a foreign producer can put
+    #: two messages with one id on a queue; settlement by claim must keep them apart.
+    producer_assigned_ids: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (enum members become their values)."""

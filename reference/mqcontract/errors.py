@@ -13,6 +13,7 @@ in ``__init__``, so they read the same whichever provider raised them.
     │   ├── InvalidQueueName
     │   ├── MessageTooLarge         (.size, .limit)
     │   ├── MessageNotFound         (.msg_id)
+    │   │   └── StaleClaim          (.reason: lapsed, superseded, settled, ...)
     │   └── SerializationError
     ├── InvalidArgument             (.argument, .value, .constraint)
     ├── UnsupportedOperation        (.provider, .operation)
@@ -24,6 +25,8 @@ in ``__init__``, so they read the same whichever provider raised them.
 """
 
 from __future__ import annotations
+
+import enum
 
 from mqcontract._redact import redact
 
@@ -41,6 +44,8 @@ __all__ = [
     "QueueError",
     "QueueNotFound",
     "SerializationError",
+    "StaleClaim",
+    "StaleReason",
     "UnsupportedOperation",
 ]
 
@@ -107,6 +112,34 @@ class MessageNotFound(QueueError):
     def __init__(self, queue: str, msg_id: int) -> None:
         self.msg_id = msg_id
         super().__init__(queue, f"message {_show(msg_id)} is not held on queue {queue!r}")
+
+
+class StaleReason(enum.StrEnum):
+    """Why a claim no longer holds its message (as far as the provider can tell)."""
+
+    LAPSED = "lapsed"  #: its visibility timeout passed, or it was released (nack)
+    SUPERSEDED = "superseded"  #: a later claim holds the message now
+    SETTLED = "settled"  #: the message is gone (acked through this or another claim)
+    OTHER_QUEUE = "other queue"  #: the claim is on another queue than the one named
+    NOT_HELD = "not held"  #: not a claim this provider holds (unclaimed copy, other service)
+
+
+class StaleClaim(MessageNotFound):
+    """The claim does not hold its message any more; nothing was changed.
+
+    A subclass of :class:`MessageNotFound`, so callers of ``ack_message`` that catch
+    that keep working; ``reason`` says which case it is (best effort: a provider that
+    cannot tell says ``lapsed`` or ``not held``).
+    """
+
+    def __init__(self, queue: str, msg_id: int, reason: StaleReason) -> None:
+        self.reason = reason
+        QueueError.__init__(
+            self,
+            queue,
+            f"claim on message {_show(msg_id)} of queue {queue!r} is stale ({reason.value})",
+        )
+        self.msg_id = msg_id
 
 
 class SerializationError(QueueError):

@@ -15,7 +15,7 @@ from typing import Self, TypeVar
 from mqcontract.capabilities import Capabilities
 from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import OperationTimeout
-from mqcontract.messages import QueuedMessage
+from mqcontract.messages import ClaimRef, QueuedMessage
 from mqcontract.registry import resolve
 from mqcontract.service import MessagingService, Subscription
 
@@ -105,6 +105,15 @@ class MessagingProvider:
 
     async def nack_message(self, queue: str, msg_id: int) -> None:
         await self._bounded("nack_message", queue, self.service.nack_message(queue, msg_id))
+
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+        await self._bounded("ack_claim", queue, self.service.ack_claim(queue, claim))
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        await self._bounded("nack_claim", queue, self.service.nack_claim(queue, claim))
+
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+        return await self._bounded("ack_claims", queue, self.service.ack_claims(queue, claims))
 
     async def fetch_message(
         self, queue: str, msg_id: int, visibility_timeout: float

@@ -11,9 +11,13 @@ form):
 * ``receive_messages`` claims up to ``limit`` visible messages, oldest first: each stays
   invisible to every receiver until ``visibility_timeout`` seconds pass, then comes back
   with ``receive_count`` + 1, unless it is acked (gone for good) or nacked (visible now).
-* ``ack_message``/``nack_message`` act on a message this provider currently holds for a
-  receiver; any other id (unknown, already acked, already nacked) raises
-  ``MessageNotFound`` and leaves the provider fully usable.
+* Every claimed message carries its :class:`~mqcontract.messages.Claim`. ``ack_claim``,
+  ``nack_claim`` and ``ack_claims`` settle exactly that claim: one that lapsed, was
+  settled, or was superseded by a later claim raises ``StaleClaim`` (a
+  ``MessageNotFound``) and changes nothing. ``ack_message``/``nack_message`` (the seed's
+  settlement by id) settle the live claim *this service* made for that id, with the same
+  checks; any other id (unknown, already acked, already nacked, held by someone else)
+  raises ``MessageNotFound`` and leaves the provider fully usable.
 * Times are float seconds; sub-second values are honoured to the declared precision.
 * Every failure is a ``MessagingError``; no operation blocks past its bound.
 """
@@ -21,16 +25,25 @@ form):
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
+from mqcontract._claims import ClaimBook
 from mqcontract.capabilities import Capabilities, PushKind
-from mqcontract.errors import InvalidArgument, ProviderClosed, QueueNotFound, UnsupportedOperation
-from mqcontract.messages import MessageNotification, QueuedMessage
+from mqcontract.errors import (
+    InvalidArgument,
+    MessageNotFound,
+    ProviderClosed,
+    QueueNotFound,
+    StaleClaim,
+    UnsupportedOperation,
+)
+from mqcontract.messages import Claim, ClaimRef, Message, MessageNotification, QueuedMessage
 from mqcontract.subscription import QueueSubscription
 from mqcontract.translation import ErrorTable, Failure, await_translated
 from mqcontract.validation import (
+    check_claim,
     check_delay,
     check_limit,
     check_payload,
@@ -47,6 +60,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_Settlement = Callable[[str, Claim], Awaitable[None]]
 
 
 @runtime_checkable
@@ -95,6 +109,12 @@ class QueueOperations(Protocol):
     async def ack_message(self, queue: str, msg_id: int) -> None: ...
 
     async def nack_message(self, queue: str, msg_id: int) -> None: ...
+
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None: ...
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None: ...
+
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]: ...
 
     async def close(self) -> None: ...
 
@@ -173,6 +193,7 @@ class BaseMessagingService(abc.ABC):
         self._check_open()
         queue = check_queue_name(name)
         await self._translated("delete_queue", queue, self._delete_queue(queue))
+        self._book.forget_queue(queue)
 
     async def queue_exists(self, name: str) -> bool:
         """Whether ``name`` exists."""
@@ -234,7 +255,9 @@ class BaseMessagingService(abc.ABC):
         caps = self.capabilities
         count = check_limit(name, limit, caps)
         seconds = check_visibility_timeout(name, visibility_timeout, caps)
-        return await self._translated("receive_messages", name, self._receive(name, count, seconds))
+        return self._remember(
+            await self._translated("receive_messages", name, self._receive(name, count, seconds))
+        )
 
     async def fetch_message(
         self, queue: str, msg_id: int, visibility_timeout: float
@@ -245,19 +268,101 @@ class BaseMessagingService(abc.ABC):
         self._check_open()
         name = check_queue_name(queue)
         seconds = check_visibility_timeout(name, visibility_timeout, self.capabilities)
-        return await self._translated("fetch_message", name, self._fetch(name, msg_id, seconds))
+        got = await self._translated("fetch_message", name, self._fetch(name, msg_id, seconds))
+        if got is not None:
+            self._remember([got])
+        return got
 
     async def ack_message(self, queue: str, msg_id: int) -> None:
-        """Remove a held message for good."""
+        """Remove for good the message this service holds as ``msg_id`` (its live claim)."""
         self._check_open()
         name = check_queue_name(queue)
-        await self._translated("ack_message", name, self._ack(name, msg_id))
+        claim = await self._own_claim("ack_message", name, msg_id)
+        await self._settle_claim("ack_message", name, claim, self._ack)
 
     async def nack_message(self, queue: str, msg_id: int) -> None:
-        """Release a held message: visible again at once."""
+        """Release the message this service holds as ``msg_id``: visible again at once."""
         self._check_open()
         name = check_queue_name(queue)
-        await self._translated("nack_message", name, self._nack(name, msg_id))
+        claim = await self._own_claim("nack_message", name, msg_id)
+        await self._settle_claim("nack_message", name, claim, self._nack)
+
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+        """Remove the claimed message for good, if ``claim`` still holds it."""
+        self._check_open()
+        name = check_queue_name(queue)
+        await self._settle_claim("ack_claim", name, check_claim(name, claim), self._ack)
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        """Release the claimed message (visible again at once), if ``claim`` still holds it."""
+        self._check_open()
+        name = check_queue_name(queue)
+        await self._settle_claim("nack_claim", name, check_claim(name, claim), self._nack)
+
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+        """Ack several claims at once; for each, whether it was settled (False: stale).
+
+        A stale claim is reported, not raised, so one late handler cannot hide the
+        others' outcomes; an empty batch settles nothing and touches no backend.
+        """
+        self._check_open()
+        name = check_queue_name(queue)
+        given: object = claims
+        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+            raise InvalidArgument("claims", given, "a sequence of claims", name)
+        checked: list[Claim | None] = []
+        for ref in given:
+            try:
+                checked.append(check_claim(name, ref))
+            except StaleClaim:
+                checked.append(None)
+        live = [c for c in checked if c is not None]
+        if not live:
+            return [False] * len(checked)
+        settled = iter(await self._translated("ack_claims", name, self._ack_many(name, live)))
+        for claim in live:
+            self._book.discard(claim)
+        return [c is not None and bool(next(settled)) for c in checked]
+
+    async def _settle_claim(
+        self, operation: str, queue: str, claim: Claim, action: _Settlement
+    ) -> None:
+        try:
+            await self._translated(operation, queue, action(queue, claim))
+        except MessageNotFound:
+            self._book.discard(claim)
+            raise
+        self._book.discard(claim)
+
+    async def _own_claim(self, operation: str, queue: str, msg_id: int) -> Claim:
+        """The live claim this service made for ``msg_id``; a missing queue is still
+        ``QueueNotFound`` (one round trip, on this error path only)."""
+        claim = self._book.find(queue, msg_id)
+        if claim is None:
+            if not await self._translated(operation, queue, self._queue_exists(queue)):
+                raise QueueNotFound(queue)
+            raise MessageNotFound(queue, msg_id)
+        return claim
+
+    @property
+    def _book(self) -> ClaimBook:
+        """The claims this service made (created on first use: subclasses need not call
+        ``__init__``)."""
+        book: ClaimBook | None = self.__dict__.get("_claim_book")
+        if book is None:
+            book = self.__dict__["_claim_book"] = ClaimBook()
+        return book
+
+    def _remember(self, messages: list[QueuedMessage]) -> list[QueuedMessage]:
+        for message in messages:
+            if message.claim is not None:
+                self._book.record(message.claim)
+        return messages
+
+    def _took(self, note: MessageNotification) -> None:
+        """A pushed claim reached the caller: ``ack_message`` may now settle it by id."""
+        if isinstance(note, Message) and note.claimed and note.message.claim is not None:
+            self._book.record(note.message.claim)
 
     # -- push --------------------------------------------------------------------------
 
@@ -276,7 +381,9 @@ class BaseMessagingService(abc.ABC):
         # Every name is checked (and so known hashable) before duplicates are dropped.
         names = tuple(dict.fromkeys([check_queue_name(name) for name in queues]))
         only = names[0] if len(names) == 1 else ""
-        return await self._translated("subscribe", only, self._subscribe(names))
+        subscription = await self._translated("subscribe", only, self._subscribe(names))
+        subscription.observe_takes(self._took)
+        return subscription
 
     # -- the provider's operations (arguments already checked) -------------------------
 
@@ -316,11 +423,26 @@ class BaseMessagingService(abc.ABC):
         """Optional: without it, ``fetch_message`` is ``UnsupportedOperation``."""
         raise UnsupportedOperation(self.provider_name, "fetch_message")
 
-    async def _ack(self, queue: str, msg_id: int) -> None:
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        """Delete the message if ``claim`` still holds it, in one step; else raise
+        ``StaleClaim`` (or ``MessageNotFound``) and change nothing."""
         raise self._missing("ack_message", "_ack")
 
-    async def _nack(self, queue: str, msg_id: int) -> None:
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        """Make the message visible now if ``claim`` still holds it; else as ``_ack``."""
         raise self._missing("nack_message", "_nack")
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        """One by one through ``_ack``; override it if the backend settles many at once."""
+        settled: list[bool] = []
+        for claim in claims:
+            try:
+                await self._ack(queue, claim)
+            except MessageNotFound:
+                settled.append(False)
+            else:
+                settled.append(True)
+        return settled
 
     async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
         """Optional: without it, ``subscribe`` is ``UnsupportedOperation``."""

@@ -33,12 +33,18 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         self._items: asyncio.Queue[object] = asyncio.Queue()
         self._on_close = on_close
         self._on_take = on_take
+        self._observers: list[Callable[[MessageNotification], None]] = []
         self._closed = False
 
     @property
     def closed(self) -> bool:
         """True once :meth:`aclose` ran or the provider ended the subscription."""
         return self._closed
+
+    def observe_takes(self, observer: Callable[[MessageNotification], None]) -> None:
+        """Also call ``observer`` with each notification as it is handed out (after
+        ``on_take``): the base class records pushed claims this way."""
+        self._observers.append(observer)
 
     def put(self, notification: MessageNotification) -> bool:
         """Queue a notification; False (dropped) if the subscription is closed."""
@@ -67,6 +73,8 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
             raise StopAsyncIteration
         if self._on_take is not None:
             self._on_take(item)  # type: ignore[arg-type]
+        for observer in self._observers:
+            observer(item)  # type: ignore[arg-type]
         return item  # type: ignore[return-value]
 
     async def aclose(self) -> None:

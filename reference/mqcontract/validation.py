@@ -10,11 +10,19 @@ import math
 import re
 
 from mqcontract.capabilities import Capabilities
-from mqcontract.errors import InvalidArgument, InvalidQueueName, MessageTooLarge
+from mqcontract.errors import (
+    InvalidArgument,
+    InvalidQueueName,
+    MessageTooLarge,
+    StaleClaim,
+    StaleReason,
+)
+from mqcontract.messages import Claim, QueuedMessage
 
 __all__ = [
     "MAX_QUEUE_NAME_LENGTH",
     "QUEUE_NAME_PATTERN",
+    "check_claim",
     "check_delay",
     "check_limit",
     "check_payload",
@@ -71,6 +79,38 @@ def _finite_seconds(name: str, value: object, queue: str) -> float:
     if math.isnan(seconds) or math.isinf(seconds):
         raise InvalidArgument(name, value, "a finite number of seconds", queue)
     return seconds
+
+
+def check_claim(queue: str, claim: object) -> Claim:
+    """The claim ``claim`` names (a :class:`Claim`, or a claimed message carrying one).
+
+    A message without a claim (an unclaimed pushed copy), a claim on another queue, or a
+    ``Claim`` no provider could have made (an id that is not an int, a token that is not
+    an int or str, an unhashable field) raises ``StaleClaim``: it holds nothing on
+    ``queue``. Anything that is not a claim at all is ``InvalidArgument``.
+    """
+    if isinstance(claim, QueuedMessage):
+        if claim.claim is None:
+            raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
+        claim = claim.claim
+    if not isinstance(claim, Claim):
+        raise InvalidArgument("claim", claim, "a Claim or a claimed QueuedMessage", queue)
+    if claim.queue_name != queue:
+        raise StaleClaim(queue, claim.msg_id, StaleReason.OTHER_QUEUE)
+    token = claim.token
+    if not is_message_id(claim.msg_id) or isinstance(token, bool) or not _hashable(claim):
+        raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
+    if not isinstance(token, int | str):
+        raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
+    return claim
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def is_message_id(value: object) -> bool:

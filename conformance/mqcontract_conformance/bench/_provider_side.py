@@ -45,7 +45,7 @@ class ProviderSide:
         self._poll_interval = poll_interval
         self.description = (
             f"mqcontract {service.provider_name} provider: send_message, send_batch, "
-            "receive_messages + ack_message; QueueConsumer for consuming"
+            "receive_messages + ack_claim; QueueConsumer for consuming"
         )
 
     async def open(self) -> None:
@@ -73,7 +73,7 @@ class ProviderSide:
             if not claimed:
                 break
             for message in claimed:
-                await service.ack_message(queue, message.msg_id)
+                await service.ack_claim(queue, message)
             acked += len(claimed)
         return acked
 

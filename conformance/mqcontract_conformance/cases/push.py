@@ -285,11 +285,11 @@ async def properties_match_capabilities(ctx: CaseContext) -> None:
 
 @rule(
     "PUSH-12",
-    "With a subscription open, ack after nack of a pushed claimed message raises "
-    "MessageNotFound, even once the message has been pushed again; the new copy is then "
-    "delivered and can be acked.",
-    why="Ack and nack name a message, not a claim: a provider that lets the old holder's "
-    "ack settle the copy waiting in the subscription hands out work it reported done.",
+    "With a subscription open, ack after nack of a pushed claimed message, by id or by "
+    "its claim, raises MessageNotFound, even once the message has been pushed again; the "
+    "new copy is then delivered and can be acked.",
+    why="A provider that lets the old holder's ack settle the copy waiting in the "
+    "subscription hands out work it reported done.",
     applies_when=CLAIMED_PUSH,
     provisional=True,
 )
@@ -299,8 +299,12 @@ async def ack_after_nack_of_pushed(ctx: CaseContext) -> None:
     sent = await ctx.service.send_message(q, body(1))
     note = await ctx.next_notification(sub)
     ctx.check(isinstance(note, Message) and note.claimed, f"expected a claimed Message: {note!r}")
+    assert isinstance(note, Message)
     await ctx.service.nack_message(q, sent)
     await ctx.raises(MessageNotFound, ctx.service.ack_message(q, sent), "ack after nack")
+    await ctx.raises(
+        MessageNotFound, ctx.service.ack_claim(q, note.message), "ack of the nacked claim"
+    )
     again = await ctx.next_notification(sub)
     ctx.check(notification_id(again) == sent, f"expected message {sent} again: {again!r}")
     await ctx.service.ack_message(q, sent)

@@ -244,7 +244,7 @@ class _Run:
             batch = await service.receive_messages(self.queue, 100, max(30.0, self.s.vt * 10))
             for message in batch:
                 self.ledger.unfinished.add(_key(message.payload))
-                await service.ack_message(self.queue, message.msg_id)
+                await service.ack_claim(self.queue, message)
             if batch:
                 drained += len(batch)
                 last_seen = time.monotonic()

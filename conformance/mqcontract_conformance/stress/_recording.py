@@ -12,13 +12,20 @@ import time
 from collections.abc import Callable, Sequence
 
 from mqcontract.capabilities import Capabilities
-from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.messages import Claim, ClaimRef, Message, MessageNotification, QueuedMessage
 from mqcontract.service import MessagingService, Subscription
 from mqcontract.subscription import QueueSubscription
 
 __all__ = ["RecordingService"]
 
-ClaimKey = tuple[str, int, int]
+ClaimKey = Claim | tuple[str, int, int]
+
+
+def _key(message: QueuedMessage) -> ClaimKey:
+    """The claim itself; a provider that hands out none is keyed by its receive count."""
+    if message.claim is not None:
+        return message.claim
+    return (message.queue_name, message.msg_id, message.receive_count)
 
 
 class RecordingService:
@@ -38,11 +45,11 @@ class RecordingService:
 
     def claim_start(self, message: QueuedMessage) -> float | None:
         """When the claim that produced ``message`` began, if it was seen."""
-        return self._claims.pop((message.queue_name, message.msg_id, message.receive_count), None)
+        return self._claims.pop(_key(message), None)
 
     def _note(self, messages: Sequence[QueuedMessage], started: float) -> None:
         for m in messages:
-            self._claims[(m.queue_name, m.msg_id, m.receive_count)] = started
+            self._claims[_key(m)] = started
 
     # -- recorded operations -------------------------------------------------------------
 
@@ -70,6 +77,26 @@ class RecordingService:
             self._on_ack(queue, msg_id, False)
             raise
         self._on_ack(queue, msg_id, True)
+
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+        msg_id = claim.msg_id
+        try:
+            await self.inner.ack_claim(queue, claim)
+        except BaseException:
+            self._on_ack(queue, msg_id, False)
+            raise
+        self._on_ack(queue, msg_id, True)
+
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+        try:
+            settled = await self.inner.ack_claims(queue, claims)
+        except BaseException:
+            for claim in claims:
+                self._on_ack(queue, claim.msg_id, False)
+            raise
+        for claim, ok in zip(claims, settled, strict=True):
+            self._on_ack(queue, claim.msg_id, ok)
+        return settled
 
     async def subscribe(self, queue: str) -> Subscription:
         return await self.subscribe_many([queue])
@@ -134,6 +161,9 @@ class RecordingService:
 
     async def nack_message(self, queue: str, msg_id: int) -> None:
         await self.inner.nack_message(queue, msg_id)
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        await self.inner.nack_claim(queue, claim)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from mqcontract.errors import MessageNotFound
+import pytest
+from mqcontract.errors import MessageNotFound, StaleClaim, StaleReason
 
 from mqcontract_redis_streams import RedisStreamsMessagingService
 from support import claims_visible, eventually, open_service, queue_name
@@ -71,20 +72,22 @@ async def test_delete_leaves_only_the_id_counter(
     assert keys == [f"mqc:q:{q}:seq"]
 
 
-async def test_a_message_held_by_one_provider_can_be_acked_by_another(
+async def test_a_claim_made_by_one_provider_can_be_settled_by_another(
     service: RedisStreamsMessagingService, queue: str
 ) -> None:
+    # The token lives in Redis (the delivery count), so a claim handed to another process
+    # settles there; settling by id stays with the service that made the claim.
     other = await open_service()
     try:
         sent = await service.send_message(queue, b"shared")
         (got,) = await service.receive_messages(queue, 1, 60)
-        await other.ack_message(queue, got.msg_id)
-        try:
+        with pytest.raises(MessageNotFound):
+            await other.ack_message(queue, sent)  # not a claim *other* made
+        assert got.claim is not None
+        await other.ack_claim(queue, got.claim)
+        with pytest.raises(StaleClaim) as stale:
             await service.ack_message(queue, sent)
-        except MessageNotFound:
-            pass
-        else:
-            raise AssertionError("a message acked elsewhere was acked again")
+        assert stale.value.reason is StaleReason.SETTLED
         assert await other.stored_ids(queue) == []
     finally:
         await other.close()

@@ -5,8 +5,9 @@ Handler success acks; failure nacks (or leaves the message to its visibility tim
 A message is handled once per claim: pushed unclaimed copies are claimed by id first,
 and a message already in flight here is never handed to a second worker. ``stop`` stops
 intake, lets in-flight handlers finish within a bound, and releases what was claimed but
-not started (claims too old to release safely, and a batch a cancelled worker was
-draining, are left to expire), so nothing is lost.
+not started (a batch a cancelled worker was draining is left to expire), so nothing is
+lost. Every settlement names the claim it settles (``ack_claim``/``nack_claim``): a
+handler that overran its claim cannot settle the claim another consumer holds now.
 
 Claims the consumer makes itself carry their claim time (on ``clock``, which must run
 with the provider's time: by default the provider's own ``clock`` if it has one): a
@@ -53,8 +54,6 @@ RECENT_CLAIMS = 10_000
 #: Share of the visibility timeout after which a worker no longer starts a message the
 #: consumer claimed (the handler it would start gets at least the other half).
 CLAIM_USABLE = 0.5
-#: Share within which a claim surely still holds, so releasing it early (nack) is safe.
-CLAIM_SURELY_HELD = 0.8
 
 Handler = Callable[[QueuedMessage], Awaitable[None]]
 
@@ -180,7 +179,7 @@ class QueueConsumer:
             case ProcessFromMessage(message=message, claimed=True, path=path, claimed_at=at):
                 if at is not None and self._aged(at):
                     self.stats.released_unstarted += 1
-                    await self._release([message], at)
+                    await self._release([message])
                 else:
                     await self._process(message, path)
             case ProcessFromMessage(message=message, claimed=False, path=path):
@@ -235,7 +234,7 @@ class QueueConsumer:
                 if (started and self._aged(claimed_at)) or not self._running:
                     narrow = True
                     self.stats.released_unstarted += len(pending)
-                    await self._release(pending, claimed_at)
+                    await self._release(pending)
                     break
                 message = pending.popleft()
                 while pending and self._sender.idle() > 0:
@@ -252,23 +251,19 @@ class QueueConsumer:
         """Whether a claim taken at ``claimed_at`` is past its usable part."""
         return self._clock.now() - claimed_at > self.settings.visibility_timeout * CLAIM_USABLE
 
-    async def _release(self, messages: Iterable[QueuedMessage], claimed_at: float | None) -> int:
+    async def _release(self, messages: Iterable[QueuedMessage]) -> int:
         """Give up claimed messages nobody started; how many were nacked.
 
-        Nacked while the claim surely holds (``claimed_at`` None: a pushed claim, which
-        the provider holds until settled), so others may take them at once; after that
-        only forgotten (ack and nack name a message, and someone else may hold it by
-        now), and they come back when the claim expires.
+        Nacked by claim, so others may take them at once; a claim that lapsed meanwhile
+        raises and changes nothing (someone else may hold the message by now), and the
+        message comes back as its timeout promised.
         """
-        vt = self.settings.visibility_timeout
         nacked = 0
         for message in messages:
-            key = (message.queue_name, message.msg_id)
-            self._claimed.pop(key, None)
-            if claimed_at is None or self._clock.now() - claimed_at < vt * CLAIM_SURELY_HELD:
-                with contextlib.suppress(MessagingError):
-                    await self.service.nack_message(*key)
-                    nacked += 1
+            self._claimed.pop((message.queue_name, message.msg_id), None)
+            with contextlib.suppress(MessagingError):
+                await self.service.nack_claim(message.queue_name, message)
+                nacked += 1
         return nacked
 
     def _remember(self, message: QueuedMessage) -> None:
@@ -300,14 +295,14 @@ class QueueConsumer:
                     self._in_flight.discard(key)
                     self._claimed.pop(key, None)
                     try:
-                        await self.service.nack_message(*key)
+                        await self.service.nack_claim(message.queue_name, message)
                     except MessageNotFound:
                         pass  # the claim is gone already: it comes back anyway
                     except MessagingError as exc:  # outcome unknown; the timeout retries
                         self.stats.record_error(f"nack {key[0]}/{key[1]}: {exc}")
                 return
             try:
-                await self.service.ack_message(*key)
+                await self.service.ack_claim(message.queue_name, message)
             except MessagingError as exc:
                 # Not settled (the claim expired or died with a connection), or not known
                 # to be: either way the message may come back, and the rest of the batch
@@ -326,7 +321,7 @@ class QueueConsumer:
     async def _release_unstarted(self) -> None:
         for command in self._receiver.take_pending():
             if isinstance(command, ProcessFromMessage) and command.claimed:
-                released = await self._release([command.message], command.claimed_at)
+                released = await self._release([command.message])
                 self.stats.released_on_stop += released
 
 

@@ -6,6 +6,11 @@ position, nack, fetch-by-id and full-message push (each pushed message is claime
 hands it out nobody holds it, so an earlier holder's ack of the same id raises
 ``MessageNotFound``, as on RabbitMQ: PUSH-12). With a
 :class:`~mqcontract.clock.VirtualClock` every timing rule runs instantly.
+
+Every claim gets a token from the store's counter; a settlement must name the entry's
+current token while the entry is held, so a lapsed, settled or superseded claim is
+``StaleClaim``. Services built on one :class:`MemoryStore` share their queues, as two
+processes share a broker (the harness does this, so rules can play a second consumer).
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ from dataclasses import dataclass, field
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
 from mqcontract.clock import Clock, SystemClock
 from mqcontract.config import MemoryConfig, MessagingConfig
-from mqcontract.errors import MessageNotFound, ProviderClosed, QueueNotFound
-from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.errors import ProviderClosed, QueueNotFound, StaleClaim, StaleReason
+from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import check_queue_name, is_message_id
 
-__all__ = ["InMemoryMessagingService", "open_memory"]
+__all__ = ["InMemoryMessagingService", "MemoryStore", "open_memory"]
 
 
 @dataclass(eq=False)
@@ -38,13 +43,19 @@ class _Entry:
     held: bool = False
     version: int = 0
     holder: _Subscriber | None = None
+    #: The token of the latest claim (0: never claimed).
+    claim_token: int = 0
+    claim_timeout: float = 0.0
     #: The notification of a pushed claim while it waits in its subscription: nobody
     #: holds it yet, so an ack or nack naming the id comes from an earlier claim and
     #: must not settle it. None once handed out, and for claims made by receive.
     waiting: Message | None = None
 
     def snapshot(self, queue: str) -> QueuedMessage:
-        return QueuedMessage(self.msg_id, queue, self.payload, self.receive_count, self.enqueued_at)
+        claim = Claim(queue, self.msg_id, self.claim_token, self.claim_timeout)
+        return QueuedMessage(
+            self.msg_id, queue, self.payload, self.receive_count, self.enqueued_at, claim
+        )
 
 
 @dataclass(eq=False)
@@ -68,17 +79,35 @@ class _Queue:
     push_paused: bool = False
 
 
+@dataclass(eq=False)
+class MemoryStore:
+    """The queues and the claim counter that services on one in-process "broker" share."""
+
+    queues: dict[str, _Queue] = field(default_factory=dict)
+    tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class InMemoryMessagingService(BaseMessagingService):
-    """Queues held in this process; nothing survives :meth:`close`."""
+    """Queues held in this process; nothing survives :meth:`close` unless a
+    :class:`MemoryStore` was given (then the store's owner decides)."""
 
     provider_name = "memory"
 
-    def __init__(self, config: MemoryConfig | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        store: MemoryStore | None = None,
+    ) -> None:
         self._config = config or MemoryConfig()
         self.clock: Clock = clock or SystemClock()
-        self._queues: dict[str, _Queue] = {}
+        self._owns_store = store is None
+        self.store = store or MemoryStore()
+        self._queues: dict[str, _Queue] = self.store.queues
         self._closed = False
-        self._wake = asyncio.Event()
+        self._wake = self.store.wake
         self._pump_task: asyncio.Task[None] | None = None
         self._subscribers: dict[QueueSubscription, _Subscriber] = {}
         self._capabilities = Capabilities(
@@ -155,15 +184,26 @@ class InMemoryMessagingService(BaseMessagingService):
         entry.receive_count += 1
         entry.held = True
         entry.waiting = None
+        entry.claim_token = next(self.store.tokens)
+        entry.claim_timeout = visibility_timeout
         entry.visible_at = self.clock.now() + visibility_timeout
         self._schedule(queue, entry)
         return entry.snapshot(queue.name)
 
-    def _held_entry(self, queue: _Queue, msg_id: int) -> _Entry:
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        """The entry ``claim`` still holds; else ``StaleClaim`` saying why."""
         self._promote(queue)
-        entry = queue.entries.get(msg_id) if is_message_id(msg_id) else None
-        if entry is None or not entry.held or entry.waiting is not None:
-            raise MessageNotFound(queue.name, msg_id)
+        entry = queue.entries.get(claim.msg_id) if is_message_id(claim.msg_id) else None
+        if entry is None:
+            raise StaleClaim(queue.name, claim.msg_id, StaleReason.SETTLED)
+        if entry.claim_token != claim.token:
+            newer = isinstance(claim.token, int) and claim.token < entry.claim_token
+            reason = StaleReason.SUPERSEDED if newer else StaleReason.NOT_HELD
+            raise StaleClaim(queue.name, claim.msg_id, reason)
+        if not entry.held:
+            raise StaleClaim(queue.name, claim.msg_id, StaleReason.LAPSED)
+        if entry.waiting is not None:  # still queued in a subscription: nobody has it
+            raise StaleClaim(queue.name, claim.msg_id, StaleReason.NOT_HELD)
         return entry
 
     def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
@@ -223,16 +263,16 @@ class InMemoryMessagingService(BaseMessagingService):
             return None
         return self._claim(q, entry, visibility_timeout)
 
-    async def _ack(self, queue: str, msg_id: int) -> None:
+    async def _ack(self, queue: str, claim: Claim) -> None:
         q = self._existing(queue)
-        entry = self._held_entry(q, msg_id)
-        del q.entries[msg_id]
+        entry = self._held_entry(q, claim)
+        del q.entries[entry.msg_id]
         self._detach(q, entry)
         self._dispatch(q)
 
-    async def _nack(self, queue: str, msg_id: int) -> None:
+    async def _nack(self, queue: str, claim: Claim) -> None:
         q = self._existing(queue)
-        entry = self._held_entry(q, msg_id)
+        entry = self._held_entry(q, claim)
         entry.held = False
         entry.visible_at = self.clock.now()
         self._detach(q, entry)
@@ -348,7 +388,8 @@ class InMemoryMessagingService(BaseMessagingService):
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
-        self._queues.clear()
+        if self._owns_store:
+            self._queues.clear()
 
 
 async def open_memory(config: MessagingConfig) -> InMemoryMessagingService:

@@ -128,6 +128,17 @@ class Harness:
         """
         raise HookUnavailable(f"{self.name}: no crash_holder hook")
 
+    async def publish_foreign(
+        self, service: MessagingService, queue: str, msg_id: int, payload: bytes
+    ) -> None:
+        """Publish ``payload`` on ``queue`` as a foreign producer would (not through the
+        provider), carrying ``msg_id`` as its id, even if a message already has that id.
+
+        Only for providers whose producers choose ids (``producer_assigned_ids``): the
+        claim rules use it to put two messages with one id on a queue.
+        """
+        raise HookUnavailable(f"{self.name}: no publish_foreign hook")
+
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         """Backdoor oracle: ids of every message stored on ``queue`` (any visibility)."""
         raise HookUnavailable(f"{self.name}: no stored_ids backdoor")

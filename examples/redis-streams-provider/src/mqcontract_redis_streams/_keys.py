@@ -2,7 +2,7 @@
 
 ``<prefix>:queues``            set     the registry (``list_queues``, existence checks)
 ``<prefix>:q:<name>:stream``   stream  visible and held messages; consumer group ``mqcontract``
-``<prefix>:q:<name>:ids``      hash    msg_id -> stream entry id (ack and nack go by msg_id)
+``<prefix>:q:<name>:ids``      hash    msg_id -> stream entry id (a settle finds its claim's entry)
 ``<prefix>:q:<name>:seq``      string  INCR counter: the queue's msg_ids
 ``<prefix>:q:<name>:delayed``  zset    msg_id scored by the millisecond it becomes due
 ``<prefix>:q:<name>:parked``   hash    ``p:<id>`` payload and ``t:<id>`` send time of delayed ones

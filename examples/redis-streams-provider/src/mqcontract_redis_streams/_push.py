@@ -25,7 +25,7 @@ import time
 from typing import Any, Protocol
 
 from mqcontract.errors import MessagingError, ProviderClosed, QueueNotFound
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Claim, Message, QueuedMessage
 from mqcontract.subscription import QueueSubscription
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -52,11 +52,11 @@ class PushOwner(Protocol):
 
     async def claim(self, queue: str, limit: int, visibility_timeout: float) -> ClaimResult: ...
 
-    async def release(self, queue: str, msg_id: int) -> None: ...
+    async def release(self, claim: Claim) -> None: ...
 
-    def track(self, key: tuple[str, int], loop: PushLoop) -> None: ...
+    def track(self, claim: Claim, loop: PushLoop) -> None: ...
 
-    def untrack(self, key: tuple[str, int], loop: PushLoop) -> None: ...
+    def untrack(self, claim: Claim, loop: PushLoop) -> None: ...
 
 
 class PushLoop:
@@ -76,8 +76,8 @@ class PushLoop:
         self._settings = settings
         self._reader = reader
         self._timeout = timeout
-        #: (queue, msg_id) -> monotonic deadline of each message pushed and not settled
-        self.held: dict[tuple[str, int], float] = {}
+        #: claim -> monotonic deadline of each message pushed and not settled
+        self.held: dict[Claim, float] = {}
         self._cursors: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -89,10 +89,10 @@ class PushLoop:
         names = ",".join(self.subscription.queues)
         self._task = asyncio.create_task(self._run(), name=f"mqcontract-redis-push:{names}")
 
-    def settled(self, key: tuple[str, int], *, visible_again: bool) -> None:
-        """A pushed message was acked or nacked through the service."""
+    def settled(self, claim: Claim, *, visible_again: bool) -> None:
+        """A pushed claim was settled through the service, or found stale there."""
         was_full = self._room() <= 0
-        self.held.pop(key, None)
+        self.held.pop(claim, None)
         if visible_again or was_full:
             self._wake.set()
 
@@ -107,8 +107,8 @@ class PushLoop:
         for note in self.subscription.pending():
             if isinstance(note, Message):
                 await self._hand_back(note.message)
-        for key in list(self.held):
-            self._owner.untrack(key, self)
+        for claim in list(self.held):
+            self._owner.untrack(claim, self)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await self._reader.aclose()
@@ -117,10 +117,10 @@ class PushLoop:
 
     def _room(self) -> int:
         now = time.monotonic()
-        for key, deadline in list(self.held.items()):
+        for claim, deadline in list(self.held.items()):
             if deadline <= now:  # expired: no longer ours, it may be anyone's now
-                del self.held[key]
-                self._owner.untrack(key, self)
+                del self.held[claim]
+                self._owner.untrack(claim, self)
         return self._settings.prefetch_count - len(self.held)
 
     async def _run(self) -> None:
@@ -176,9 +176,10 @@ class PushLoop:
             more = more or len(messages) == room
             deadline = time.monotonic() + self._settings.push_visibility_timeout_seconds
             for message in messages:
-                key = (queue, message.msg_id)
-                self.held[key] = deadline
-                self._owner.track(key, self)
+                if message.claim is None:  # every message claimed here carries its claim
+                    continue
+                self.held[message.claim] = deadline
+                self._owner.track(message.claim, self)
                 if not self.subscription.put(Message(message, claimed=True)):
                     await self._hand_back(message)
         return more and self._room() > 0, wait
@@ -222,10 +223,17 @@ class PushLoop:
                 await self._wake.wait()
 
     async def _hand_back(self, message: QueuedMessage) -> None:
-        key = (message.queue_name, message.msg_id)
-        self.held.pop(key, None)
-        self._owner.untrack(key, self)
+        claim = message.claim
+        if claim is None:
+            return
+        self.held.pop(claim, None)
+        self._owner.untrack(claim, self)
         try:
-            await self._owner.release(message.queue_name, message.msg_id)
+            await self._owner.release(claim)
         except MessagingError as exc:  # it comes back when its timeout passes
-            log.warning("redis-streams push: could not hand back %s: %s", key, exc)
+            log.warning(
+                "redis-streams push: could not hand back %s on %s: %s",
+                claim.msg_id,
+                claim.queue_name,
+                exc,
+            )

@@ -4,7 +4,7 @@ How a held message is represented — the whole trick of this provider:
 
 * A message is *held* while its entry is in the consumer group's pending entries list
   (PEL) with an idle time below ``HOLD`` (the largest visibility timeout, in ms). The
-  PEL is the authority: ack and nack check it.
+  PEL is the authority: ack and nack check it, in the script that acts.
 * Claiming it for ``vt`` ms sets its idle time to ``HOLD - vt`` (``XCLAIM … IDLE``), so it
   reaches ``HOLD`` exactly when the visibility timeout passes, whatever ``vt`` each
   receive chose, sub-second included. Nack sets it to ``HOLD``: visible at once.
@@ -18,6 +18,12 @@ How a held message is represented — the whole trick of this provider:
   precede every unread entry, so a redelivered message keeps its original position.
   Every pending entry is in exactly one of them; a receive checks that in O(1) and
   rebuilds the index from the PEL if it was lost.
+* A claim's token is the entry's delivery count as that claim made it. Every claim adds
+  one (a first ``XREADGROUP`` sets 1, a reclaim counts one; the ``XCLAIM … JUSTID`` that
+  sets a deadline counts nothing), so the count identifies the latest claim: a settle
+  naming a lower count was superseded; the right count past ``HOLD`` idle has lapsed
+  (or was nacked). Handing back an untaken pushed message undoes its count, so the next
+  claim reuses it, but nobody ever saw the claim handed back.
 * Ack is ``XACK`` + ``XDEL``. Times come from the server (``TIME``), never a client clock.
 
 Replies: a missing queue is the error reply ``MQC_NO_QUEUE``; everything else is data.
@@ -27,7 +33,19 @@ from __future__ import annotations
 
 from mqcontract_redis_streams._keys import GROUP
 
-__all__ = ["CREATE", "DELETE", "NO_QUEUE", "RECEIVE", "SEND", "SETTLE"]
+__all__ = [
+    "CREATE",
+    "DELETE",
+    "GONE",
+    "LAPSED",
+    "NOT_HELD",
+    "NO_QUEUE",
+    "RECEIVE",
+    "SEND",
+    "SETTLE",
+    "SETTLED_NOW",
+    "SUPERSEDED",
+]
 
 #: The error reply of every script when the queue is not in the registry.
 NO_QUEUE = "MQC_NO_QUEUE"
@@ -235,32 +253,47 @@ return out
 """
 )
 
-#: ARGV: queue, msg_id, hold_ms, mode -> 1 if the message was held (and is now settled),
-#: else 0. Modes: ``ack`` (gone), ``nack`` (visible now, counted as a delivery) and
-#: ``release`` (visible now, the delivery undone: a pushed message never handed out).
+#: What SETTLE answers for each claim (``service`` maps the stale ones to a StaleReason).
+SETTLED_NOW, LAPSED, SUPERSEDED, GONE, NOT_HELD = 0, 1, 2, 3, 4
+
+#: ARGV: queue, hold_ms, mode, then msg_id and token of each claim -> one code per claim
+#: (``SETTLED_NOW`` or why it is stale). A claim is live while its entry is pending, its
+#: delivery count is the claim's token and its idle time is below HOLD: checked and acted
+#: on in this one script, so nothing can claim the message in between. Modes: ``ack``
+#: (gone), ``nack`` (visible now, counted as a delivery) and ``release`` (visible now, the
+#: delivery undone: a pushed message never handed out). A stale claim changes nothing.
 SETTLE = (
     _PRELUDE
-    + """
+    + f"""
 if not exists() then return redis.error_reply('MQC_NO_QUEUE') end
-local sid = redis.call('HGET', KEYS[3], ARGV[2])
-if not sid then return 0 end
-local hold = tonumber(ARGV[3])
-local p = redis.call('XPENDING', KEYS[2], G, sid, sid, 1)
-if #p == 0 or p[1][3] >= hold then return 0 end
-local mode = ARGV[4]
-if mode == 'ack' then
-  redis.call('XACK', KEYS[2], G, sid)
-  redis.call('XDEL', KEYS[2], sid)
-  redis.call('HDEL', KEYS[3], ARGV[2])
-  redis.call('ZREM', KEYS[7], sid)
-elseif mode == 'nack' then
-  redis.call('XCLAIM', KEYS[2], G, G, '0', sid, 'IDLE', int(hold), 'JUSTID')
-  make_ready(sid)
-else
-  redis.call('XCLAIM', KEYS[2], G, G, '0', sid, 'IDLE', int(hold),
-             'RETRYCOUNT', int(math.max(p[1][4] - 1, 0)), 'JUSTID')
-  make_ready(sid)
+local hold, mode = tonumber(ARGV[2]), ARGV[3]
+local function settle(id, token)
+  if not token or token < 1 then return {NOT_HELD} end
+  local sid = redis.call('HGET', KEYS[3], id)
+  if not sid then return {GONE} end
+  local p = redis.call('XPENDING', KEYS[2], G, sid, sid, 1)
+  if #p == 0 then return {NOT_HELD} end
+  local count = p[1][4]
+  if count > token then return {SUPERSEDED} end
+  if count < token then return {NOT_HELD} end
+  if p[1][3] >= hold then return {LAPSED} end
+  if mode == 'ack' then
+    redis.call('XACK', KEYS[2], G, sid)
+    redis.call('XDEL', KEYS[2], sid)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[7], sid)
+  elseif mode == 'nack' then
+    redis.call('XCLAIM', KEYS[2], G, G, '0', sid, 'IDLE', int(hold), 'JUSTID')
+    make_ready(sid)
+  else
+    redis.call('XCLAIM', KEYS[2], G, G, '0', sid, 'IDLE', int(hold),
+               'RETRYCOUNT', int(math.max(count - 1, 0)), 'JUSTID')
+    make_ready(sid)
+  end
+  return {SETTLED_NOW}
 end
-return 1
+local out = {{}}
+for i = 4, #ARGV - 1, 2 do out[#out + 1] = settle(ARGV[i], tonumber(ARGV[i + 1])) end
+return out
 """
 )

@@ -14,6 +14,8 @@ run and RabbitMQ's a vhost). ``setup`` checks the server answers (else
   claiming, so it changes nothing it observes.
 * ``suppress_notifications`` is unavailable: push reads the stream itself, so there is no
   separate notification that could be lost while the message is stored.
+* ``publish_foreign`` is unavailable: ids come from the send script's counter, never from
+  a producer (``producer_assigned_ids=False``), so no two messages can share one.
 """
 
 from __future__ import annotations
@@ -130,6 +132,13 @@ class RedisStreamsHarness(Harness):
         raise HookUnavailable(
             f"{PROVIDER_NAME}: push reads the stream itself; no notification can be lost apart "
             "from the message"
+        )
+
+    async def publish_foreign(
+        self, service: MessagingService, queue: str, msg_id: int, payload: bytes
+    ) -> None:
+        raise HookUnavailable(
+            f"{PROVIDER_NAME}: ids come from the send script's counter, never from a producer"
         )
 
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:

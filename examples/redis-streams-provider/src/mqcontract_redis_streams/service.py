@@ -6,7 +6,8 @@ How the contract maps onto Redis (the scripts in :mod:`._scripts` hold the detai
   (:mod:`._keys`); the queue registry is a set, so ``list_queues`` and the existence
   check every operation makes are one command. Names are checked before Redis sees them.
 * **Ids.** An ``INCR`` counter per queue, stored in the entry; a hash maps msg_id to the
-  stream entry id. Assigned inside the send script, so they increase in send order.
+  stream entry id. Assigned inside the send script, so they increase in send order, and
+  never by a producer (``producer_assigned_ids=False``): no two messages share an id.
 * **Receive.** One script: promote due delayed messages, reclaim released or expired
   entries (``XCLAIM``, found through an index, never a scan), read unread ones
   (``XREADGROUP``), set each claim's deadline.
@@ -14,9 +15,11 @@ How the contract maps onto Redis (the scripts in :mod:`._scripts` hold the detai
   keeps its original position and the whole reply is oldest first.
 * **receive_count.** The pending entry's delivery count: exact.
 * **Visibility.** Per claim, to the millisecond, on the server's clock (see :mod:`._scripts`).
-* **Ack / nack.** Only a held message (pending, deadline not passed) can be acked
-  (``XACK`` + ``XDEL``) or nacked (reclaimable at once); anything else is
-  ``MessageNotFound``.
+* **Claims.** Each claim's token is the pending entry's delivery count as that claim
+  made it. Ack (``XACK`` + ``XDEL``) and nack (reclaimable at once) settle a claim only
+  while its entry is pending with that count and its deadline has not passed, checked in
+  the script that acts; any other claim is ``StaleClaim`` saying why, and changes
+  nothing. ``ack_claims`` settles a whole batch in one script call.
 * **Delay.** A sorted set scored by due time, promoted into the stream by the next
   receive (or push round) after the message is due.
 * **Push.** Full, claimed messages from a claim loop per subscription (:mod:`._push`).
@@ -44,10 +47,11 @@ from mqcontract.errors import (
     BackendUnavailable,
     ConfigurationError,
     InvalidArgument,
-    MessageNotFound,
     QueueNotFound,
+    StaleClaim,
+    StaleReason,
 )
-from mqcontract.messages import QueuedMessage
+from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import check_queue_name
@@ -94,6 +98,30 @@ def _may_be_stored(msg_id: object) -> bool:
     return isinstance(msg_id, int) and not isinstance(msg_id, bool) and 0 < msg_id < 2**63
 
 
+def _claim_args(claim: Claim) -> list[str]:
+    """The script's msg_id and token for ``claim``; ``"", "0"`` (not held: no claim this
+    provider made) for an id ``INCR`` cannot have made or a token that is no delivery
+    count, so neither can name another message or be misread by Lua's numbers."""
+    token = claim.token
+    if (
+        not _may_be_stored(claim.msg_id)
+        or not isinstance(token, int)
+        or isinstance(token, bool)
+        or not 0 < token < 2**53
+    ):
+        return ["", "0"]
+    return [str(claim.msg_id), str(token)]
+
+
+#: The SETTLE script's codes for a stale claim.
+_STALE = {
+    _scripts.LAPSED: StaleReason.LAPSED,
+    _scripts.SUPERSEDED: StaleReason.SUPERSEDED,
+    _scripts.GONE: StaleReason.SETTLED,
+    _scripts.NOT_HELD: StaleReason.NOT_HELD,
+}
+
+
 class RedisStreamsMessagingService(BaseMessagingService):
     """Queues as Redis streams; see the module docstring."""
 
@@ -128,7 +156,7 @@ class RedisStreamsMessagingService(BaseMessagingService):
             }.items()
         }
         self._loops: dict[QueueSubscription, PushLoop] = {}
-        self._pushed: dict[tuple[str, int], PushLoop] = {}
+        self._pushed: dict[Claim, PushLoop] = {}
         self._capabilities = Capabilities(
             push=PushKind.FULL,
             pushed_messages_claimed=True,
@@ -143,6 +171,7 @@ class RedisStreamsMessagingService(BaseMessagingService):
             payload_fidelity=PayloadFidelity.BYTES,
             max_message_size_bytes=settings.max_message_size_bytes,
             list_queues=True,
+            producer_assigned_ids=False,
         )
         self.max_receive_limit = self._capabilities.max_receive_limit
         #: Idle time (ms) at which a claim has expired: the longest visibility timeout.
@@ -215,16 +244,19 @@ class RedisStreamsMessagingService(BaseMessagingService):
         vt_ms = max(1, math.ceil(visibility_timeout * 1000))
         reply = await self._script("receive", queue, limit, vt_ms, self._hold_ms)
         last_id, due_ms = reply[0].decode(), int(reply[1])
-        messages = [
-            QueuedMessage(
-                msg_id=int(reply[i]),
-                queue_name=queue,
-                payload=bytes(reply[i + 1]),
-                receive_count=int(reply[i + 2]),
-                enqueued_at=int(reply[i + 3]) / 1_000_000,
+        messages = []
+        for i in range(2, len(reply), 4):
+            msg_id, count = int(reply[i]), int(reply[i + 2])
+            messages.append(
+                QueuedMessage(
+                    msg_id=msg_id,
+                    queue_name=queue,
+                    payload=bytes(reply[i + 1]),
+                    receive_count=count,
+                    enqueued_at=int(reply[i + 3]) / 1_000_000,
+                    claim=Claim(queue, msg_id, count, visibility_timeout),
+                )
             )
-            for i in range(2, len(reply), 4)
-        ]
         return messages, last_id, (due_ms / 1000 if due_ms >= 0 else None)
 
     async def _receive(
@@ -233,29 +265,37 @@ class RedisStreamsMessagingService(BaseMessagingService):
         messages, _, _ = await self._claim(queue, limit, visibility_timeout)
         return messages
 
-    async def _settle(self, queue: str, msg_id: int, mode: str) -> None:
-        if not _may_be_stored(msg_id):  # True, 1.0, "1", 2**64: never message 1 or a wrap
-            if not await self._queue_exists(queue):
-                raise QueueNotFound(queue)
-            raise MessageNotFound(queue, msg_id)
-        held = await self._script("settle", queue, str(msg_id), self._hold_ms, mode)
-        loop = self._pushed.pop((queue, msg_id), None)
-        if loop is not None:
-            loop.settled((queue, msg_id), visible_again=mode != "ack")
-        if not held:
-            raise MessageNotFound(queue, msg_id)
+    async def _settle(self, queue: str, claims: Sequence[Claim], mode: str) -> list[int]:
+        """Settle ``claims`` in one script call; the script's code for each."""
+        args = [arg for claim in claims for arg in _claim_args(claim)]
+        codes = [int(c) for c in await self._script("settle", queue, self._hold_ms, mode, *args)]
+        for claim, code in zip(claims, codes, strict=True):
+            loop = self._pushed.pop(claim, None)
+            if loop is not None:  # settled or stale, the loop no longer holds it
+                loop.settled(claim, visible_again=mode == "nack" and code == _scripts.SETTLED_NOW)
+        return codes
 
-    async def _ack(self, queue: str, msg_id: int) -> None:
-        await self._settle(queue, msg_id, "ack")
+    async def _settle_one(self, queue: str, claim: Claim, mode: str) -> None:
+        (code,) = await self._settle(queue, [claim], mode)
+        if code != _scripts.SETTLED_NOW:
+            raise StaleClaim(queue, claim.msg_id, _STALE[code])
 
-    async def _nack(self, queue: str, msg_id: int) -> None:
-        await self._settle(queue, msg_id, "nack")
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        await self._settle_one(queue, claim, "ack")
 
-    async def release(self, queue: str, msg_id: int) -> None:
-        """Hand back a pushed message the consumer never took: visible, delivery undone."""
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        await self._settle_one(queue, claim, "nack")
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        codes = await self._settle(queue, claims, "ack")
+        return [code == _scripts.SETTLED_NOW for code in codes]
+
+    async def release(self, claim: Claim) -> None:
+        """Hand back a pushed message the consumer never took: visible, delivery undone
+        (only while ``claim`` still holds it)."""
         self._check_open()
-        release = self._script("settle", queue, str(msg_id), self._hold_ms, "release")
-        await self._translated("release", queue, release)
+        queue = claim.queue_name
+        await self._translated("release", queue, self._settle(queue, [claim], "release"))
 
     async def stored_ids(self, queue: str) -> list[int]:
         """Backdoor for tests: every stored id on ``queue``, whatever its state."""
@@ -272,15 +312,15 @@ class RedisStreamsMessagingService(BaseMessagingService):
 
     # -- push --------------------------------------------------------------------------
 
-    async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
-        if not names:
+    async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
+        if not queues:
             raise InvalidArgument("queues", [], "at least one queue name")
         async with asyncio.timeout(self._operation_timeout):
-            found = await self.client.smismember(self._registry, list(names))
-        for name, present in zip(names, found, strict=True):
+            found = await self.client.smismember(self._registry, list(queues))
+        for name, present in zip(queues, found, strict=True):
             if not present:
                 raise QueueNotFound(name)
-        subscription = QueueSubscription(names, on_close=self._unsubscribe)
+        subscription = QueueSubscription(queues, on_close=self._unsubscribe)
         reader = make_client(self.settings, f"{self.client_name}-push")
         loop = PushLoop(self, subscription, self.settings, reader, timeout=self._operation_timeout)
         self._loops[subscription] = loop
@@ -297,12 +337,12 @@ class RedisStreamsMessagingService(BaseMessagingService):
         """Open subscriptions (each has a reader connection named ``<client_name>-push``)."""
         return len(self._loops)
 
-    def track(self, key: tuple[str, int], loop: PushLoop) -> None:
-        self._pushed[key] = loop
+    def track(self, claim: Claim, loop: PushLoop) -> None:
+        self._pushed[claim] = loop
 
-    def untrack(self, key: tuple[str, int], loop: PushLoop) -> None:
-        if self._pushed.get(key) is loop:
-            del self._pushed[key]
+    def untrack(self, claim: Claim, loop: PushLoop) -> None:
+        if self._pushed.get(claim) is loop:
+            del self._pushed[claim]
 
     async def close(self) -> None:
         if self._closed:

@@ -1,31 +1,31 @@
-"""The SQLite messaging service and its factory."""
+"""The SQLite messaging service and its factory.
+
+Every operation is a protected one behind the base class's public method, which checks
+the arguments first and keeps the claims this service made (so ``ack_message`` by id
+settles this service's own claim). A claim's token is the message's delivery count at
+claim time (see :mod:`.store`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 from mqcontract import BaseMessagingService, Capabilities, MessagingConfig, PushKind, QueuedMessage
 from mqcontract.errors import (
     BackendUnavailable,
     ConnectionLost,
-    MessageNotFound,
     MessagingError,
     OperationTimeout,
     ProviderClosed,
     QueueNotFound,
+    StaleClaim,
 )
-from mqcontract.validation import (
-    check_delay,
-    check_limit,
-    check_payload,
-    check_queue_name,
-    check_visibility_timeout,
-    is_message_id,
-)
+from mqcontract.messages import Claim
+from mqcontract.validation import is_message_id
 
 from . import store
 from .link import Link, LinkClosed, LinkSevered
@@ -41,6 +41,12 @@ def _storable_id(msg_id: object) -> int | None:
     if is_message_id(msg_id) and isinstance(msg_id, int) and 0 < msg_id <= _MAX_ROWID:
         return msg_id
     return None
+
+
+def _claim_key(claim: Claim) -> store.ClaimKey:
+    """What the store needs of ``claim``; ``None`` for a value that cannot be a row id or
+    a delivery count (it then names no claim and never reaches SQL)."""
+    return _storable_id(claim.msg_id), _storable_id(claim.token)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -64,6 +70,7 @@ class SqliteQueue(BaseMessagingService):
             fallback_polling_interval=settings.poll_interval_seconds,
             fetch_by_id=True,
             max_message_size_bytes=settings.max_message_size_bytes,
+            producer_assigned_ids=False,
         )
 
     @classmethod
@@ -125,25 +132,18 @@ class SqliteQueue(BaseMessagingService):
         except OSError as exc:
             raise BackendUnavailable(self.provider_name, path, f"{operation}: {exc}") from exc
 
-    async def _missing_or(self, queue: str, msg_id: int) -> MessagingError:
-        exists = await self._do("queue_exists", queue, lambda c: store.queue_exists(c, queue))
-        return MessageNotFound(queue, msg_id) if exists else QueueNotFound(queue)
-
     # -- queues --------------------------------------------------------------------------
 
-    async def create_queue(self, name: str) -> None:
-        q = check_queue_name(name)
-        await self._do("create_queue", q, lambda c: store.create_queue(c, q, time.time()))
+    async def _create_queue(self, name: str) -> None:
+        await self._do("create_queue", name, lambda c: store.create_queue(c, name, time.time()))
 
-    async def delete_queue(self, name: str) -> None:
-        q = check_queue_name(name)
-        await self._do("delete_queue", q, lambda c: store.drop_queue(c, q))
+    async def _delete_queue(self, name: str) -> None:
+        await self._do("delete_queue", name, lambda c: store.drop_queue(c, name))
 
-    async def queue_exists(self, name: str) -> bool:
-        q = check_queue_name(name)
-        return await self._do("queue_exists", q, lambda c: store.queue_exists(c, q))
+    async def _queue_exists(self, name: str) -> bool:
+        return await self._do("queue_exists", name, lambda c: store.queue_exists(c, name))
 
-    async def list_queues(self) -> list[str]:
+    async def _list_queues(self) -> list[str]:
         return await self._do("list_queues", "", store.queue_names)
 
     # -- sending -------------------------------------------------------------------------
@@ -157,87 +157,77 @@ class SqliteQueue(BaseMessagingService):
 
         return await self._do(operation, queue, run)
 
-    async def send_message(self, queue: str, payload: bytes) -> int:
-        q = check_queue_name(queue)
-        body = check_payload(q, payload, self._caps)
-        return (await self._insert("send_message", q, [body], 0.0))[0]
+    async def _send(self, queue: str, payload: bytes) -> int:
+        return (await self._insert("send_message", queue, [payload], 0.0))[0]
 
-    async def send_message_with_delay(
-        self, queue: str, payload: bytes, delay_seconds: float
-    ) -> int:
-        q = check_queue_name(queue)
-        body = check_payload(q, payload, self._caps)
-        delay = check_delay(q, delay_seconds, self._caps)
-        return (await self._insert("send_message_with_delay", q, [body], delay))[0]
+    async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
+        return (await self._insert("send_message_with_delay", queue, [payload], delay_seconds))[0]
 
-    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
-        q = check_queue_name(queue)
-        bodies = [check_payload(q, p, self._caps) for p in payloads]
-        if not bodies:
-            if not await self.queue_exists(q):
-                raise QueueNotFound(q)
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        if not payloads:
+            if not await self._queue_exists(queue):
+                raise QueueNotFound(queue)
             return []
-        return await self._insert("send_batch", q, bodies, 0.0)
+        return await self._insert("send_batch", queue, payloads, 0.0)
 
     # -- receiving and settling ----------------------------------------------------------
 
-    async def receive_messages(
+    async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
-        q = check_queue_name(queue)
-        n = check_limit(q, limit, self._caps)
-        vt = check_visibility_timeout(q, visibility_timeout, self._caps)
-
         def run(c: sqlite3.Connection) -> list[store.Row]:
             now = time.time()
-            return store.claim(c, q, n, now, now + vt)
+            return store.claim(c, queue, limit, now, now + visibility_timeout)
 
-        rows = await self._do("receive_messages", q, run)
-        return [self._message(q, r) for r in rows]
+        rows = await self._do("receive_messages", queue, run)
+        return [self._message(queue, r, visibility_timeout) for r in rows]
 
-    async def fetch_message(
+    async def _fetch(
         self, queue: str, msg_id: int, visibility_timeout: float
     ) -> QueuedMessage | None:
-        q = check_queue_name(queue)
-        vt = check_visibility_timeout(q, visibility_timeout, self._caps)
         wanted = _storable_id(msg_id)
         if wanted is None:
-            if not await self.queue_exists(q):
-                raise QueueNotFound(q)
+            if not await self._queue_exists(queue):
+                raise QueueNotFound(queue)
             return None
 
         def run(c: sqlite3.Connection) -> store.Row | None:
             now = time.time()
-            return store.claim_one(c, q, wanted, now, now + vt)
+            return store.claim_one(c, queue, wanted, now, now + visibility_timeout)
 
-        row = await self._do("fetch_message", q, run)
-        return None if row is None else self._message(q, row)
+        row = await self._do("fetch_message", queue, run)
+        return None if row is None else self._message(queue, row, visibility_timeout)
 
-    async def ack_message(self, queue: str, msg_id: int) -> None:
-        await self._settle("ack_message", queue, msg_id, remove=True)
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        await self._settle("ack_message", queue, claim, remove=True)
 
-    async def nack_message(self, queue: str, msg_id: int) -> None:
-        await self._settle("nack_message", queue, msg_id, remove=False)
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        await self._settle("nack_message", queue, claim, remove=False)
 
-    async def _settle(self, operation: str, queue: str, msg_id: int, *, remove: bool) -> None:
-        q = check_queue_name(queue)
-        wanted = _storable_id(msg_id)
-        if wanted is None:
-            raise await self._missing_or(q, msg_id)
-        done = await self._do(
-            operation, q, lambda c: store.settle(c, q, wanted, time.time(), remove=remove)
+    async def _settle(self, operation: str, queue: str, claim: Claim, *, remove: bool) -> None:
+        key = _claim_key(claim)
+        (stale,) = await self._do(
+            operation, queue, lambda c: store.settle(c, queue, [key], time.time(), remove=remove)
         )
-        if not done:
-            raise MessageNotFound(q, msg_id)
+        if stale is not None:
+            raise StaleClaim(queue, claim.msg_id, stale)
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        keys = [_claim_key(claim) for claim in claims]
+        outcome = await self._do(
+            "ack_claims", queue, lambda c: store.settle(c, queue, keys, time.time(), remove=True)
+        )
+        return [stale is None for stale in outcome]
 
     @staticmethod
-    def _message(queue: str, row: store.Row) -> QueuedMessage:
+    def _message(queue: str, row: store.Row, visibility_timeout: float) -> QueuedMessage:
         return QueuedMessage(
             msg_id=row.id,
             queue_name=queue,
             payload=row.body,
             receive_count=row.deliveries,
             enqueued_at=row.enqueued_at,
+            claim=Claim(queue, row.id, row.deliveries, visibility_timeout),
         )
 
     # -- lifecycle -----------------------------------------------------------------------

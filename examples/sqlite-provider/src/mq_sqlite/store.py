@@ -4,6 +4,11 @@ A message is *visible* when ``visible_at <= now``; it is *held* for a receiver w
 ``held = 1`` and ``visible_at > now``. A delayed message is invisible but not held, and a
 claim whose timeout passed is visible again without anyone touching the row. Ids come
 from ``AUTOINCREMENT``, so they are never reused, even after a queue is dropped.
+
+A claim's token is ``deliveries`` as that claim set it: every claim adds one and nothing
+else changes it, so a token names one claim. Settling is one conditional statement
+(held, this token, deadline not passed); only when it matches no row does a read in the
+same transaction say why the claim is stale.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from mqcontract.errors import StaleReason
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mq_queues (
@@ -164,25 +171,58 @@ def claim_one(
     return None if r is None else Row(int(r[0]), bytes(r[1]), int(r[2]), float(r[3]))
 
 
-def settle(conn: sqlite3.Connection, name: str, msg_id: int, now: float, *, remove: bool) -> bool:
-    """Delete (``remove``) or release a held message; ``False`` if it is not held now."""
+#: A claim as the store sees it: (msg_id, token), ``None`` where the value cannot name a
+#: row or a claim (the caller checked: no such value reaches SQL).
+ClaimKey = tuple[int | None, int | None]
+
+
+def settle(
+    conn: sqlite3.Connection,
+    name: str,
+    claims: Sequence[ClaimKey],
+    now: float,
+    *,
+    remove: bool,
+) -> list[StaleReason | None]:
+    """Delete (``remove``) or release each message its claim still holds, in one
+    transaction; for each claim ``None`` if settled, else why it is stale."""
     with _transaction(conn):
         qid = _queue_id(conn, name)
         if qid is None:
             raise NoSuchQueue(name)
-        if remove:
-            cur = conn.execute(
-                "DELETE FROM mq_messages"
-                " WHERE id = ? AND queue_id = ? AND held = 1 AND visible_at > ?",
-                (msg_id, qid, now),
-            )
-        else:
-            cur = conn.execute(
-                "UPDATE mq_messages SET held = 0, visible_at = 0"
-                " WHERE id = ? AND queue_id = ? AND held = 1 AND visible_at > ?",
-                (msg_id, qid, now),
-            )
-        return cur.rowcount == 1
+        return [_settle_one(conn, qid, msg_id, token, now, remove) for msg_id, token in claims]
+
+
+def _settle_one(
+    conn: sqlite3.Connection,
+    qid: int,
+    msg_id: int | None,
+    token: int | None,
+    now: float,
+    remove: bool,
+) -> StaleReason | None:
+    if msg_id is None or token is None:
+        return StaleReason.NOT_HELD
+    held = " WHERE id = ? AND queue_id = ? AND held = 1 AND deliveries = ? AND visible_at > ?"
+    if remove:
+        cur = conn.execute("DELETE FROM mq_messages" + held, (msg_id, qid, token, now))
+    else:
+        cur = conn.execute(
+            "UPDATE mq_messages SET held = 0, visible_at = 0" + held, (msg_id, qid, token, now)
+        )
+    if cur.rowcount == 1:
+        return None
+    row = conn.execute(
+        "SELECT deliveries FROM mq_messages WHERE id = ? AND queue_id = ?", (msg_id, qid)
+    ).fetchone()
+    if row is None:
+        return StaleReason.SETTLED
+    deliveries = int(row[0])
+    if deliveries > token:
+        return StaleReason.SUPERSEDED
+    if deliveries < token:
+        return StaleReason.NOT_HELD
+    return StaleReason.LAPSED  # this claim's count, but released or past its deadline
 
 
 def stored_ids(conn: sqlite3.Connection, name: str) -> list[int]:

@@ -16,6 +16,12 @@ LISTEN connection is up, when it last (re)connected and how often it was lost.
 
 Payloads: valid JSON is stored as ``jsonb`` (normalized), any other bytes as
 ``{"$mqcontract_b64": "<base64>"}``; see ``_payload``.
+
+Claims: a claim's token is the row's ``read_ct`` when it was claimed, so other PGMQ
+clients on the same queues keep working: their ``pgmq.read`` of a message whose claim
+lapsed supersedes that claim, and ``pgmq.set_vt(queue, id, 0)`` makes it lapse; either
+way settling the old claim raises ``StaleClaim`` and leaves the row alone. See
+``_settle``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,13 @@ at most 47 characters), so interpolating ``pgmq.q_<name>`` is safe; every value 
 bound, explicitly cast parameter.
 
 PGMQ's own ``read``/``set_vt`` take whole seconds, so claiming is written here with
-``make_interval(secs => float8)``: sub-second visibility timeouts work. "Held" means
-received at least once and still invisible: ``read_ct > 0 AND vt > clock_timestamp()``.
+``make_interval(secs => float8)``: sub-second visibility timeouts work.
+
+A claim is identified by the row's ``read_ct`` right after it was claimed: every claim
+(ours, or a foreign client's ``pgmq.read``) adds one, so a claim still holds its message
+exactly while ``read_ct`` equals its token and ``vt`` is in the future. Ack and nack
+check that in the statement that changes the row; only when no row matched does
+``claim_state`` tell why.
 """
 
 from __future__ import annotations
@@ -107,17 +112,17 @@ WHERE m.msg_id = (
 )
 {_RETURNING}
 """
-        held = "msg_id = $1::bigint AND read_ct > 0 AND vt > clock_timestamp()"
+        held = "msg_id = $1::bigint AND read_ct = $2::int AND vt > clock_timestamp()"
         self.ack_delete = f"DELETE FROM {table} WHERE {held} RETURNING msg_id"
-        self.ack_archive = f"""
-WITH archived AS (
-    DELETE FROM {table} WHERE {held}
-    RETURNING msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers
-)
-INSERT INTO {archive} (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
-SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM archived
-RETURNING msg_id
-"""
+        self.ack_archive = _archiving(table, archive, held, "msg_id")
+        # Many claims in one statement: a row matches once however often the arrays
+        # name it, so a duplicated claim settles once.
+        held_many = (
+            "(msg_id, read_ct) IN (SELECT * FROM unnest($1::bigint[], $2::int[]))"
+            " AND vt > clock_timestamp()"
+        )
+        self.ack_many_delete = f"DELETE FROM {table} WHERE {held_many} RETURNING msg_id, read_ct"
+        self.ack_many_archive = _archiving(table, archive, held_many, "msg_id, read_ct")
         # A released message is announced again, like a new one (any producer's nack
         # through this provider; PGMQ itself has no nack).
         self.nack = f"""
@@ -129,11 +134,27 @@ WITH released AS (
 SELECT msg_id, pg_notify(
     '{channel(queue)}',
     mqcontract.pgmq_notify_payload(
-        '{queue}', msg_id, read_ct, enqueued_at, vt, message, $2::int)) IS NULL AS notified
+        '{queue}', msg_id, read_ct, enqueued_at, vt, message, $3::int)) IS NULL AS notified
 FROM released
 """
+        #: Why a settlement matched no row (the failure path only): no row, or its
+        #: current ``read_ct``.
+        self.claim_state = f"SELECT read_ct FROM {table} WHERE msg_id = $1::bigint"
         self.empty_check = f"SELECT 1 FROM {table} LIMIT 0"
         self.stored_ids = f"SELECT msg_id FROM {table} ORDER BY msg_id"
+
+
+def _archiving(table: str, archive: str, where: str, returning: str) -> str:
+    """Move the rows matching ``where`` to the archive (as ``pgmq.archive`` does)."""
+    return f"""
+WITH archived AS (
+    DELETE FROM {table} WHERE {where}
+    RETURNING msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers
+)
+INSERT INTO {archive} (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)
+SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM archived
+RETURNING {returning}
+"""
 
 
 def create_trigger(queue: str, threshold_bytes: int) -> str:

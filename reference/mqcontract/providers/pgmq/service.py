@@ -5,8 +5,11 @@
 * Queues are PGMQ queues (``pgmq.create``/``pgmq.drop_queue``/``pgmq.meta``) plus our
   ``AFTER INSERT`` trigger that NOTIFYs ``mqcontract_<queue>``, so every producer (``psql``,
   other PGMQ clients) is announced.
-* Claims (receive, fetch), ack and nack are our own SQL (``_sql``): sub-second visibility,
-  and ack/nack only succeed for a message that is currently held.
+* Claims (receive, fetch), ack and nack are our own SQL (``_sql``): sub-second visibility.
+  A claim's token is the row's ``read_ct`` at claim time; ack and nack succeed only while
+  the row still has that ``read_ct`` and is invisible, checked in the statement that
+  changes it, so a lapsed claim, or one superseded by any PGMQ client's read, settles
+  nothing (``_settle``).
 * Payloads follow ``_payload`` (JSON stored natively, other bytes in a base64 envelope).
 * Connection failures: a statement that certainly did not run, or an idempotent one, is
   retried on a fresh pool connection (``_runner``); otherwise ``ConnectionLost`` is
@@ -34,8 +37,8 @@ from asyncpg import exceptions as pgerr
 
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
 from mqcontract.config import PgmqConfig
-from mqcontract.errors import MessageNotFound, QueueNotFound
-from mqcontract.messages import QueuedMessage
+from mqcontract.errors import QueueNotFound, StaleClaim, StaleReason
+from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.providers.pgmq import _sql
 from mqcontract.providers.pgmq._errors import (
     ERRORS,
@@ -46,9 +49,10 @@ from mqcontract.providers.pgmq._errors import (
 from mqcontract.providers.pgmq._listener import ListenerHealth, PgmqListener
 from mqcontract.providers.pgmq._payload import decode, encode, envelope
 from mqcontract.providers.pgmq._runner import StatementRunner
+from mqcontract.providers.pgmq._settle import claim_key, settled_flags, stale_reason, storable_id
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
-from mqcontract.validation import check_queue_name, is_message_id
+from mqcontract.validation import check_queue_name
 
 __all__ = ["CONNECT_TIMEOUT", "PgmqMessagingService"]
 
@@ -56,13 +60,6 @@ T = TypeVar("T")
 
 #: Connection attempts are bounded by this (and by the operation timeout, if smaller).
 CONNECT_TIMEOUT = 10.0
-#: ``msg_id`` is a ``bigint``: other values name no message (and asyncpg would refuse
-#: them, or truncate a float).
-_BIGINT = range(-(2**63), 2**63)
-
-
-def _storable_id(msg_id: object) -> bool:
-    return is_message_id(msg_id) and msg_id in _BIGINT
 
 
 class PgmqMessagingService(BaseMessagingService):
@@ -256,13 +253,16 @@ class PgmqMessagingService(BaseMessagingService):
     # -- receiving ---------------------------------------------------------------------
 
     @staticmethod
-    def _message(queue: str, row: Any) -> QueuedMessage:
+    def _message(queue: str, row: Any, visibility_timeout: float) -> QueuedMessage:
+        msg_id = int(row["msg_id"])
+        read_ct = int(row["read_ct"])
         return QueuedMessage(
-            msg_id=int(row["msg_id"]),
+            msg_id=msg_id,
             queue_name=queue,
             payload=decode(row["message"]),
-            receive_count=int(row["read_ct"]),
+            receive_count=read_ct,
             enqueued_at=float(row["enqueued_at"]),
+            claim=Claim(queue, msg_id, read_ct, visibility_timeout),
         )
 
     async def _receive(
@@ -272,7 +272,8 @@ class PgmqMessagingService(BaseMessagingService):
 
         async def work(conn: Any) -> list[QueuedMessage]:
             rows = await conn.fetch(sql, limit, visibility_timeout)
-            return sorted((self._message(queue, r) for r in rows), key=lambda m: m.msg_id)
+            got = (self._message(queue, r, visibility_timeout) for r in rows)
+            return sorted(got, key=lambda m: m.msg_id)
 
         # A retry after a lost response can only strand claims until their timeout.
         return await self._run(work, idempotent=True, single=True)
@@ -280,43 +281,63 @@ class PgmqMessagingService(BaseMessagingService):
     async def _fetch(
         self, queue: str, msg_id: int, visibility_timeout: float
     ) -> QueuedMessage | None:
-        if not _storable_id(msg_id):
+        if not storable_id(msg_id):
             return None
         sql = _sql.queue_sql(queue).fetch
 
         async def work(conn: Any) -> QueuedMessage | None:
             row = await conn.fetchrow(sql, msg_id, visibility_timeout)
-            return None if row is None else self._message(queue, row)
+            return None if row is None else self._message(queue, row, visibility_timeout)
 
         return await self._run(work, idempotent=True, single=True)
 
-    async def _ack(self, queue: str, msg_id: int) -> None:
-        if not _storable_id(msg_id):
-            raise MessageNotFound(queue, msg_id)
+    async def _ack(self, queue: str, claim: Claim) -> None:
         sqls = _sql.queue_sql(queue)
         sql = sqls.ack_archive if self._config.archive_on_ack else sqls.ack_delete
+        key = claim_key(claim)
 
-        async def work(conn: Any) -> bool:
-            return await conn.fetchval(sql, msg_id) is not None
+        async def work(conn: Any) -> StaleReason | None:
+            if key is not None and await conn.fetchval(sql, *key) is not None:
+                return None
+            return await stale_reason(conn, sqls, claim)
 
         # Retried after a lost connection: deleting twice deletes once. Without the retry
         # an ack cut off mid-statement (rolled back) left the message held, and it was
-        # processed again after its timeout; with it, the worst case is MessageNotFound
-        # for an ack whose first attempt did commit.
-        if not await self._run(work, idempotent=True, single=True):
-            raise MessageNotFound(queue, msg_id)
+        # processed again after its timeout; with it, the worst case is StaleClaim
+        # (settled) for an ack whose first attempt did commit.
+        reason = await self._run(work, idempotent=True, single=True)
+        if reason is not None:
+            raise StaleClaim(queue, claim.msg_id, reason)
 
-    async def _nack(self, queue: str, msg_id: int) -> None:
-        if not _storable_id(msg_id):
-            raise MessageNotFound(queue, msg_id)
-        sql = _sql.queue_sql(queue).nack
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        sqls = _sql.queue_sql(queue)
         threshold = self._config.push_threshold_bytes
+        key = claim_key(claim)
 
-        async def work(conn: Any) -> bool:
-            return await conn.fetchval(sql, msg_id, threshold) is not None
+        async def work(conn: Any) -> StaleReason | None:
+            if key is not None and await conn.fetchval(sqls.nack, *key, threshold) is not None:
+                return None
+            return await stale_reason(conn, sqls, claim)
 
-        if not await self._run(work, idempotent=False, single=True):
-            raise MessageNotFound(queue, msg_id)
+        reason = await self._run(work, idempotent=False, single=True)
+        if reason is not None:
+            raise StaleClaim(queue, claim.msg_id, reason)
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        sqls = _sql.queue_sql(queue)
+        sql = sqls.ack_many_archive if self._config.archive_on_ack else sqls.ack_many_delete
+        keys = [claim_key(c) for c in claims]
+        ids = [k[0] for k in keys if k is not None]
+        tokens = [k[1] for k in keys if k is not None]
+
+        async def work(conn: Any) -> list[Any]:
+            if not ids:
+                await conn.execute(sqls.empty_check)  # QueueNotFound for a missing queue
+                return []
+            return list(await conn.fetch(sql, ids, tokens))
+
+        # One statement for the whole batch; retried like a single ack.
+        return settled_flags(keys, await self._run(work, idempotent=True, single=True))
 
     # -- push --------------------------------------------------------------------------
 

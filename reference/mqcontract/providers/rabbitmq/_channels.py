@@ -9,7 +9,9 @@ re-declares anything on reconnect (which could re-create a deleted queue).
 
 Channels: one with publisher confirms for sending; one per queue for ``basic.get`` (so a
 404 for one queue never releases messages held from another), kept in a small LRU cache;
-throwaway ones for passive declares, whose 404 kills only them.
+throwaway ones for passive declares, whose 404 kills only them. (The id lease,
+:mod:`._lease`, opens its own short-lived ones on the connection it leases on: a lease
+declare that finds the node taken closes its channel the same way.)
 """
 
 from __future__ import annotations

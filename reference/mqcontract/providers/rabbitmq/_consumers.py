@@ -1,11 +1,12 @@
 """Push: ``basic.consume`` per subscription, each delivery a claimed, held ``Message``.
 
 A subscription gets its own channel on the push connection, with ``prefetch_count``. Each
-delivery is held exactly like a received message (:mod:`._holds`), with
-``push_visibility_timeout_seconds`` as its visibility timeout, and handed to the
-subscription. A supervisor re-subscribes after the channel dies (reconnect, broker-side
-close). Closing a subscription cancels its consumers and requeues deliveries never handed
-out; its channel closes once nothing handed out is still held.
+delivery is held exactly like a received message, under its own claim (:mod:`._holds`),
+with ``push_visibility_timeout_seconds`` as its visibility timeout, and handed to the
+subscription; until the caller takes it, no settlement reaches it (PUSH-12). A
+supervisor re-subscribes after the channel dies (reconnect, broker-side close). Closing a
+subscription cancels its consumers and requeues deliveries never handed out; its channel
+closes once nothing handed out is still held.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import aiormq.abc
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from mqcontract.config import RabbitMqConfig
-from mqcontract.errors import QueueNotFound
+from mqcontract.errors import QueueNotFound, StaleReason
 from mqcontract.messages import Message
 from mqcontract.subscription import QueueSubscription
 
@@ -120,13 +121,11 @@ class Consumers:
         vt = self._config.push_visibility_timeout_seconds
         message = self._holds.hold(queue, channel, delivered, vt, consumer)
         note = Message(message, claimed=True)
-        held = self._holds.get(queue, message.msg_id)
+        held = self._holds.get(message.claim)
         assert held is not None
         held.waiting = note  # until the subscription yields it
-        if not consumer.subscription.put(note):
-            dropped = self._holds.drop(queue, message.msg_id)
-            if dropped is not None:
-                self._holds.release(dropped)
+        if not consumer.subscription.put(note) and self._holds.drop(held, StaleReason.NOT_HELD):
+            self._holds.release(held)
 
     async def _supervise(self, consumer: Consumer) -> None:
         """Re-subscribe after the consumer channel dies (reconnect, broker-side close)."""
@@ -166,10 +165,9 @@ class Consumers:
         # Deliveries never handed to the consumer go straight back to their queues.
         for notification in subscription.pending():
             if isinstance(notification, Message):
-                queue, msg_id = notification.queue_name, notification.message.msg_id
-                held = self._holds.get(queue, msg_id)
+                held = self._holds.get(notification.message.claim)
                 if held is not None and held.owner is consumer:
-                    self._holds.drop(queue, msg_id)
+                    self._holds.drop(held, StaleReason.NOT_HELD)
                     self._holds.release(held)
         self.maybe_retire(consumer)
 
@@ -192,7 +190,7 @@ class Consumers:
                 for note in consumer.subscription.pending():
                     if not isinstance(note, Message):
                         continue
-                    if self._holds.get(note.queue_name, note.message.msg_id) is not None:
+                    if self._holds.get(note.message.claim) is not None:
                         consumer.subscription.put(note)
 
     async def close(self) -> None:

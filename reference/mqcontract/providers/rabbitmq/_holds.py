@@ -1,12 +1,21 @@
-"""The messages this provider holds for receivers, and settling them.
+"""The deliveries this provider holds for receivers, each under its own claim, and settling them.
 
-Each held message is recorded as (queue, msg_id) → (channel, delivery tag), with a
-client-side timer that ``nack(requeue=True)``s it when the visibility timeout passes
-(the broker's ``consumer_timeout`` is far too coarse). Only ids in the record reach the
-broker; anything else (unknown, acked, nacked, expired, or held on a channel that has
-since closed) is ``MessageNotFound`` without a frame being sent, so a channel is never
-killed by a stale delivery tag. When a channel closes its entries are dropped: the broker
-requeues those messages itself.
+Every delivery held gets a fresh claim token (this service's random nonce and a counter:
+unique per service, and no other service can guess one) and is recorded by it, with its
+queue, id, channel and delivery tag, and a client-side timer that
+``nack(requeue=True)``s it when the visibility timeout passes (the broker's
+``consumer_timeout`` is far too coarse). A settlement names a claim: only a live claim
+recorded here, on the queue and id it names, reaches the broker. Anything else is
+``StaleClaim`` without a frame being sent, so a channel is never killed by a stale
+delivery tag, saying why as far as this service can tell: ``lapsed`` (the timer released
+it, or it was nacked), ``settled`` (it was acked, or its queue deleted), ``not held``
+(a token this service never made or no longer remembers: another service's claim, one
+held on a channel that has since closed — the broker requeued those itself — or a pushed
+copy still waiting in its subscription, which nobody holds yet).
+
+Keyed by claim, two messages with one id (a foreign publisher, colliding producers) are
+two independent holds: both delivered, both settleable, and holding one never releases
+the other.
 
 Everything here talks to channels through :class:`~._settlement.SettlingChannel`, so it
 runs against a fake channel as well as against aiormq's.
@@ -16,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,36 +35,39 @@ from typing import Any
 import aiormq.abc
 from pamqp import commands as spec
 
-from mqcontract.errors import MessageNotFound
-from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.errors import StaleClaim, StaleReason
+from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
+from mqcontract.validation import is_message_id
 
+from ._counts import ReceiveCounts
 from ._ids import MessageIdGenerator, id_time
-from ._settlement import ReadBacks, SettlingChannel, send_settlement
+from ._settlement import ReadBacks, SettlingChannel, send_acks, send_settlement
 from ._tasks import Background
 
-__all__ = ["ENQUEUED_AT_HEADER", "Held", "Holds"]
+__all__ = ["ENDED_CAPACITY", "ENQUEUED_AT_HEADER", "Held", "Holds"]
 
 #: Header carrying the send time in integer microseconds since the epoch (pamqp encodes a
 #: float header as a 32-bit float, which would round it to minutes).
 ENQUEUED_AT_HEADER = "mqcontract-enqueued-at-us"
-#: Classic queues: how many per-message receive counts this process remembers.
-SEEN_CAPACITY = 100_000
+#: How many ended claims are remembered to say why they are stale (older: ``not held``).
+ENDED_CAPACITY = 100_000
 
 
 @dataclass(eq=False)
 class Held:
-    """A message this provider holds for a receiver: where and how to settle it."""
+    """A delivery this provider holds for a receiver: where and how to settle it."""
 
     queue: str
     msg_id: int
+    token: str
     channel: SettlingChannel
     tag: int
     #: The push consumer it was delivered to (None: claimed by receive).
     owner: object | None = None
     timer: asyncio.TimerHandle | None = None
     #: The notification of a pushed delivery while it waits in its subscription: nobody
-    #: holds it yet, so an ack naming its id comes from an earlier claim and must not
-    #: settle it. None once handed out, and for deliveries claimed by receive.
+    #: holds it yet, so no settlement may reach it. None once handed out, and for
+    #: deliveries claimed by receive.
     waiting: Message | None = None
 
 
@@ -61,20 +75,40 @@ def _nobody(owner: object | None) -> None:
     pass
 
 
+def _enqueued_at(stamp: object, timestamp: object, msg_id: int) -> float:
+    """The send time: mqcontract's header, else a foreign publisher's AMQP timestamp,
+    else the time in the id (meaningful only for ids made by :mod:`._ids`)."""
+    if isinstance(stamp, int):
+        return stamp / 1e6
+    seconds = getattr(timestamp, "timestamp", None)
+    if callable(seconds):
+        return float(seconds())
+    return id_time(msg_id)
+
+
 class Holds:
-    """The record of held messages; see the module docstring."""
+    """The record of held deliveries by claim token; see the module docstring."""
 
     def __init__(
-        self, *, quorum: bool, ids: MessageIdGenerator, tasks: Background, timeout: float
+        self,
+        *,
+        quorum: bool,
+        ids: MessageIdGenerator,
+        tasks: Background,
+        timeout: float,
+        nonce: str | None = None,
     ) -> None:
-        self._quorum = quorum
         self._ids = ids
         self._tasks = tasks
         self._timeout = timeout
-        self._held: dict[tuple[str, int], Held] = {}
-        self._seen: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._nonce = nonce or secrets.token_hex(8)
+        self._serials = itertools.count(1)
+        self._held: dict[str, Held] = {}
+        #: Token → (queue, msg_id, why it ended), for ``StaleClaim`` reasons.
+        self._ended: OrderedDict[str, tuple[str, int, StaleReason]] = OrderedDict()
+        self._counts = ReceiveCounts(quorum=quorum)
         self._read_backs = ReadBacks(tasks)
-        #: Called with a held message's owner once it is no longer held (settled,
+        #: Called with a held delivery's owner once it is no longer held (settled,
         #: expired, released), so a closed subscription can retire its channel.
         self.on_released: Callable[[object | None], None] = _nobody
 
@@ -88,7 +122,7 @@ class Holds:
         visibility_timeout: float,
         owner: object | None = None,
     ) -> QueuedMessage:
-        """Record a delivery as held and start its visibility timer."""
+        """Record a delivery as held under a new claim and start its visibility timer."""
         props = delivered.header.properties
         headers: Mapping[str, Any] = props.headers or {}
         try:
@@ -97,35 +131,32 @@ class Holds:
             msg_id = self._ids.next_id()
         delivery = delivered.delivery
         assert isinstance(delivery, spec.Basic.GetOk | spec.Basic.Deliver)
-        count = self._receive_count(queue, msg_id, bool(delivery.redelivered), headers)
         stamp = headers.get(ENQUEUED_AT_HEADER)
-        enqueued_at = stamp / 1e6 if isinstance(stamp, int) else id_time(msg_id)
-        key = (queue, msg_id)
-        previous = self._held.pop(key, None)
-        if previous is not None:  # an id collision or duplicate: release, never orphan
-            self.release(previous)
-        held = Held(queue, msg_id, channel, int(delivery.delivery_tag or 0), owner)
+        count = self._counts.count(
+            queue,
+            msg_id,
+            redelivered=bool(delivery.redelivered),
+            headers=headers,
+            stamp=stamp,
+            timestamp=props.timestamp,
+            body=delivered.body,
+        )
+        token = f"{self._nonce}.{next(self._serials)}"
+        held = Held(queue, msg_id, token, channel, int(delivery.delivery_tag or 0), owner)
         held.timer = asyncio.get_running_loop().call_later(visibility_timeout, self._expire, held)
-        self._held[key] = held
-        return QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at)
+        self._held[token] = held
+        claim = Claim(queue, msg_id, token, visibility_timeout)
+        enqueued_at = _enqueued_at(stamp, props.timestamp, msg_id)
+        return QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at, claim)
 
-    def _receive_count(
-        self, queue: str, msg_id: int, redelivered: bool, headers: Mapping[str, Any]
-    ) -> int:
-        delivery_count = headers.get("x-delivery-count")
-        if self._quorum and isinstance(delivery_count, int):
-            return delivery_count + 1
-        key = (queue, msg_id)
-        previous = self._seen.pop(key, 0)
-        count = max(2, previous + 1) if redelivered else 1
-        self._seen[key] = count
-        while len(self._seen) > SEEN_CAPACITY:
-            self._seen.popitem(last=False)
-        return count
-
-    def get(self, queue: str, msg_id: int) -> Held | None:
-        """The held entry for ``msg_id``, if any."""
-        return self._held.get((queue, msg_id))
+    def get(self, claim: Claim | None) -> Held | None:
+        """The live hold ``claim`` names (its token, on its queue and id), if any."""
+        if claim is None or not isinstance(claim.token, str):
+            return None
+        held = self._held.get(claim.token)
+        if held is None or held.queue != claim.queue_name or not _same_id(held, claim.msg_id):
+            return None
+        return held
 
     def held_by(self, owner: object) -> bool:
         """Whether anything delivered to ``owner`` is still held."""
@@ -137,17 +168,28 @@ class Holds:
 
     # -- letting go --------------------------------------------------------------------
 
+    def _end(self, held: Held, reason: StaleReason) -> None:
+        """Forget ``held`` (still current) and remember why its claim ended."""
+        del self._held[held.token]
+        if held.timer is not None:
+            held.timer.cancel()
+        self._ended[held.token] = (held.queue, held.msg_id, reason)
+        while len(self._ended) > ENDED_CAPACITY:
+            self._ended.popitem(last=False)
+
     def _expire(self, held: Held) -> None:
-        if self._held.get((held.queue, held.msg_id)) is held:
-            del self._held[(held.queue, held.msg_id)]
+        if self.drop(held, StaleReason.LAPSED):
             self.release(held)
 
-    def drop(self, queue: str, msg_id: int) -> Held | None:
-        """Remove and return the entry for ``msg_id`` (to release it)."""
-        return self._held.pop((queue, msg_id), None)
+    def drop(self, held: Held, reason: StaleReason) -> bool:
+        """End ``held`` if it is still current (to release it); False if it was not."""
+        if self._held.get(held.token) is not held:
+            return False
+        self._end(held, reason)
+        return True
 
     def release(self, held: Held) -> None:
-        """Requeue a held message in the background (its entry is already gone)."""
+        """Requeue a delivery in the background (its hold has already ended)."""
         if held.timer is not None:
             held.timer.cancel()
         if not held.channel.is_closed:
@@ -162,20 +204,14 @@ class Holds:
 
     def forget_channel(self, channel: SettlingChannel) -> None:
         """Tags held on a closed channel are void: the broker has requeued those messages."""
-        for key, held in list(self._held.items()):
-            if held.channel is channel:
-                del self._held[key]
-                if held.timer is not None:
-                    held.timer.cancel()
+        for held in [h for h in self._held.values() if h.channel is channel]:
+            self._end(held, StaleReason.NOT_HELD)
 
     def forget_queue(self, queue: str) -> None:
         """The queue was deleted: nothing on it is held any more."""
-        for key, held in list(self._held.items()):
-            if key[0] == queue:
-                del self._held[key]
-                if held.timer is not None:
-                    held.timer.cancel()
-                self.on_released(held.owner)
+        for held in [h for h in self._held.values() if h.queue == queue]:
+            self._end(held, StaleReason.SETTLED)
+            self.on_released(held.owner)
 
     def clear(self) -> None:
         """Forget everything (the provider is closing its connections)."""
@@ -189,33 +225,41 @@ class Holds:
     def taken(self, note: MessageNotification) -> None:
         """A pushed delivery reached the caller: from now on it may settle it."""
         if isinstance(note, Message):
-            held = self._held.get((note.queue_name, note.message.msg_id))
+            held = self.get(note.message.claim)
             if held is not None and held.waiting is note:  # not a stale copy
                 held.waiting = None
 
-    def take(self, queue: str, msg_id: int) -> Held | None:
-        """Remove and return the held entry for ``msg_id``; raise if the claim is gone.
+    def take(self, queue: str, claim: Claim, *, ack: bool) -> Held:
+        """End the hold ``claim`` names and return it, to settle; else ``StaleClaim``.
 
-        ``None``: this provider holds nothing under that id. ``MessageNotFound`` at once
-        (no round trip) when the delivery is void or is not the caller's: its channel
-        closed (the broker requeued it; the close callback may not have run yet), or it
-        is a redelivery still waiting in a subscription, so an ack naming it comes from
-        the claim that died and must not settle the copy someone is about to process.
+        Raised at once, with no frame sent and nothing changed, when the claim is not
+        live here (see the module docstring), when it names a pushed copy still waiting
+        in its subscription, or when its channel has closed (the broker requeued the
+        message; the close callback may not have run yet).
         """
-        held = self._held.get((queue, msg_id))
+        held = self.get(claim)
         if held is None:
-            return None
+            raise StaleClaim(queue, claim.msg_id, self._why(claim))
         if held.waiting is not None:
-            raise MessageNotFound(queue, msg_id)
-        del self._held[(queue, msg_id)]
-        if held.timer is not None:
-            held.timer.cancel()
+            raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
         if held.channel.is_closed:
-            raise MessageNotFound(queue, msg_id)
+            self._end(held, StaleReason.NOT_HELD)
+            raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
+        self._end(held, StaleReason.SETTLED if ack else StaleReason.LAPSED)
         return held
 
-    async def settle(self, queue: str, msg_id: int, *, ack: bool) -> bool:
-        """Ack or nack the held ``msg_id``; False when nothing is held under that id.
+    def _why(self, claim: Claim) -> StaleReason:
+        ended = self._ended.get(claim.token) if isinstance(claim.token, str) else None
+        if ended is None or ended[:2] != (claim.queue_name, claim.msg_id):
+            return StaleReason.NOT_HELD
+        return ended[2]
+
+    def _void(self, held: Held) -> None:
+        """The settlement of ``held`` did not go through: its claim went with the channel."""
+        self._ended[held.token] = (held.queue, held.msg_id, StaleReason.NOT_HELD)
+
+    async def settle(self, queue: str, claim: Claim, *, ack: bool) -> None:
+        """Ack or nack the delivery ``claim`` holds; ``StaleClaim`` if it holds none.
 
         A frame the connection cut off may or may not have reached the broker, so that
         failure propagates as it is and is never turned into a success: the broker
@@ -225,9 +269,7 @@ class Holds:
         cancelled, and closing makes the broker requeue whatever it did not settle,
         instead of a claim held forever.
         """
-        held = self.take(queue, msg_id)
-        if held is None:
-            return False
+        held = self.take(queue, claim, ack=ack)
         try:
             async with asyncio.timeout(self._timeout):
                 sent = await send_settlement(
@@ -238,16 +280,56 @@ class Holds:
                     read_backs=self._read_backs,
                 )
             if not sent:
-                raise MessageNotFound(queue, msg_id)
+                raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
         except BaseException:
-            if not held.channel.is_closed:
-                self._tasks.spawn(self._close(held.channel))
+            self._void(held)
+            self._close_soon(held.channel)
             raise
         finally:
             self.on_released(held.owner)  # a closed subscription's channel may go now
-        return True
+
+    async def ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        """Ack every live claim with one read-back per channel; False for stale ones.
+
+        A read-back the connection cut off raises, as :meth:`settle` does.
+        """
+        taken: list[tuple[int, Held]] = []
+        for index, claim in enumerate(claims):
+            with contextlib.suppress(StaleClaim):
+                taken.append((index, self.take(queue, claim, ack=True)))
+        settled = [False] * len(claims)
+        if not taken:
+            return settled
+        try:
+            async with asyncio.timeout(self._timeout):
+                sent = await send_acks(
+                    [(held.channel, held.tag) for _, held in taken], read_backs=self._read_backs
+                )
+        except BaseException:
+            for _, held in taken:
+                self._void(held)
+            for channel in {held.channel for _, held in taken}:
+                self._close_soon(channel)
+            raise
+        finally:
+            for _, held in taken:
+                self.on_released(held.owner)
+        for (index, held), ok in zip(taken, sent, strict=True):
+            settled[index] = ok
+            if not ok:
+                self._void(held)
+        return settled
+
+    def _close_soon(self, channel: SettlingChannel) -> None:
+        if not channel.is_closed:
+            self._tasks.spawn(self._close(channel))
 
     async def _close(self, channel: SettlingChannel) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await channel.close()
+
+
+def _same_id(held: Held, msg_id: object) -> bool:
+    """Whether ``msg_id`` is ``held``'s id (an int, never ``True`` for 1)."""
+    return is_message_id(msg_id) and held.msg_id == msg_id

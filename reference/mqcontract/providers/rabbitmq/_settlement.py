@@ -7,14 +7,14 @@ This is the provider's seam to AMQP for settlement: everything here needs only
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from aiormq.exceptions import ChannelInvalidStateError
 
 from ._tasks import Background
 
-__all__ = ["ReadBacks", "SettlingChannel", "send_settlement"]
+__all__ = ["ReadBacks", "SettlingChannel", "send_acks", "send_settlement"]
 
 
 class SettlingChannel(Protocol):
@@ -102,3 +102,33 @@ async def send_settlement(
     if confirm:
         await read_backs.wait(channel)
     return True
+
+
+async def send_acks(
+    deliveries: Sequence[tuple[SettlingChannel, int]], *, read_backs: ReadBacks
+) -> list[bool]:
+    """Ack every (channel, tag), then confirm them with one read-back per channel.
+
+    The frames go out first, back to back, and only then does each channel that took
+    one get its read-back, all awaited together: many acks cost one round trip, not one
+    each. False for a delivery whose channel closed before its frame was written (the
+    claim went with the channel). A read-back that fails raises, as for one ack: the
+    outcome of those acks is unknown.
+    """
+    sent: list[bool] = []
+    confirm: dict[SettlingChannel, None] = {}
+    for channel, tag in deliveries:
+        try:
+            await channel.basic_ack(tag)
+        except ChannelInvalidStateError:
+            sent.append(False)
+            continue
+        sent.append(True)
+        confirm[channel] = None
+    outcomes = await asyncio.gather(
+        *(read_backs.wait(channel) for channel in confirm), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return sent

@@ -5,27 +5,32 @@ How the contract maps onto RabbitMQ (each seam has its module):
 * **Connections and channels** (:mod:`._channels`): two robust connections, one for
   operations and one for push consumers; every channel is owned and re-opened here.
 * **Ids** (:mod:`._ids`): assigned at publish and carried as the AMQP ``message_id``
-  property, so they survive requeues and dead-lettering.
+  property, so they survive requeues and dead-lettering. Their node bits are leased from
+  the broker (:mod:`._lease`), so live producers never share them; producers choose ids
+  (``producer_assigned_ids``), so a foreign publisher can still put two messages with one
+  id on a queue, and settlement by claim keeps those apart.
 * **Send.** Publisher confirms plus ``mandatory=True`` on the default exchange: a message
   to a missing queue comes back (``Basic.Return``) and raises ``QueueNotFound``; nothing
   is silently dropped and nothing is created.
 * **Receive.** ``basic.get`` on a channel per queue; each message is held
   (:mod:`._holds`) with a client-side visibility timer.
-* **Ack/nack** (:mod:`._holds`, :mod:`._settlement`): only ids this provider holds reach
-  the broker; anything else (unknown, acked, nacked, expired, or held on a channel that
-  has since closed) raises ``MessageNotFound`` without a frame being sent. A claim lost
-  with its connection is gone like an expired one and settling it raises
-  ``MessageNotFound`` (ERR-6), as does an ack naming a redelivery still waiting in a
-  subscription (ERR-7): an ack that returned is never redelivered anywhere, and an ack
-  that raised means the work runs again (at least once). A settlement the connection cut
-  off raises ``ConnectionLost`` or ``OperationTimeout``: its outcome is unknown, and the
-  channel is closed if it is still open, so the message is requeued rather than left
-  held without a timer.
+* **Ack/nack** (:mod:`._holds`, :mod:`._settlement`): every delivery held gets its own
+  claim token; only a live claim this service holds reaches the broker, anything else
+  (acked, nacked, expired, another service's, or held on a channel that has since closed)
+  raises ``StaleClaim`` without a frame being sent. A claim lost with its connection is
+  gone like an expired one (ERR-6), and a redelivery still waiting in a subscription is
+  held by nobody yet (ERR-7, PUSH-12): an ack that returned is never redelivered anywhere,
+  and an ack that raised means the work runs again (at least once). A settlement the
+  connection cut off raises ``ConnectionLost`` or ``OperationTimeout``: its outcome is
+  unknown, and the channel is closed if it is still open, so the message is requeued
+  rather than left held without a timer. ``ack_claims`` sends every ack frame, then one
+  read-back per channel confirms them all.
 * **Receive count.** Quorum queues: ``x-delivery-count`` + 1, exact (checked on 3.10;
   RabbitMQ 4 adds a default delivery limit of 20 after which a quorum queue drops the
-  message). Classic queues keep no count: 1 unless ``redelivered``, else a lower bound
-  (at least 2, or one more than this process saw last time) — declared as
-  ``exact_receive_count=False``.
+  message), per message even when messages share an id. Classic queues keep no count: 1
+  unless ``redelivered``, else a lower bound (at least 2, or one more than this process
+  saw last time; :mod:`._counts` says how messages sharing an id are told apart) —
+  declared as ``exact_receive_count=False``.
 * **Delay** (:mod:`._delay`): wait queues with per-queue TTL dead-lettering into the target.
 * **Push** (:mod:`._consumers`): ``basic.consume`` per subscription; each delivery is a
   claimed ``Message`` held like a received one.
@@ -53,21 +58,22 @@ from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, Req
 from mqcontract.config import MessagingConfig, RabbitMqConfig
 from mqcontract.errors import (
     BackendUnavailable,
-    MessageNotFound,
     QueueNotFound,
+    StaleClaim,
     UnsupportedOperation,
 )
-from mqcontract.messages import QueuedMessage
+from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
-from mqcontract.validation import QUEUE_NAME_PATTERN, is_message_id
+from mqcontract.validation import QUEUE_NAME_PATTERN
 
 from . import _delay
-from ._channels import Channels, exists, open_connection
+from ._channels import Channel, Channels, exists, open_connection
 from ._consumers import Consumers
 from ._errors import ERRORS
 from ._holds import ENQUEUED_AT_HEADER, Holds
-from ._ids import MessageIdGenerator, default_generator
+from ._ids import MessageIdGenerator
+from ._lease import NodeLease
 from ._management import ManagementClient, find_management, vhost_of
 from ._tasks import Background
 
@@ -102,7 +108,9 @@ class RabbitMqMessagingService(BaseMessagingService):
         self._target = config.url
         self._operation_timeout = operation_timeout
         self._closed = False
-        self._ids = ids or default_generator
+        #: This service's ids; given ones keep their node (no lease is taken for them).
+        self._ids = ids or MessageIdGenerator()
+        self._lease = None if ids is not None else NodeLease(self._ids, timeout=operation_timeout)
         self._vhost = vhost_of(config.url)
         #: The management API, when :func:`find_management` found one (``list_queues``).
         self._management = management
@@ -152,6 +160,7 @@ class RabbitMqMessagingService(BaseMessagingService):
             payload_fidelity=PayloadFidelity.BYTES,
             max_message_size_bytes=config.max_message_size_bytes,
             list_queues=self._management is not None,
+            producer_assigned_ids=True,
         )
 
     @property
@@ -215,8 +224,15 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     # -- sending -----------------------------------------------------------------------
 
-    async def _publish(self, routing_key: str, body: bytes, msg_id: int) -> None:
+    async def _publisher(self) -> Channel:
+        """The publish channel, on a connection holding this service's node lease (ids
+        are made only after this, so each carries a node its connection holds)."""
         channel = await self._channels.publisher()
+        if self._lease is not None:
+            await self._lease.ensure(channel.connection)
+        return channel
+
+    async def _publish(self, channel: Channel, routing_key: str, body: bytes, msg_id: int) -> None:
         properties = spec.Basic.Properties(
             message_id=str(msg_id),
             delivery_mode=2,
@@ -229,8 +245,9 @@ class RabbitMqMessagingService(BaseMessagingService):
             )
 
     async def _send(self, queue: str, payload: bytes) -> int:
+        channel = await self._publisher()
         msg_id = self._ids.next_id()
-        await self._publish(queue, payload, msg_id)
+        await self._publish(channel, queue, payload, msg_id)
         return msg_id
 
     async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
@@ -246,19 +263,21 @@ class RabbitMqMessagingService(BaseMessagingService):
                 wait, durable=True, arguments=_delay.wait_queue_arguments(queue, ms)
             )
         self._wait_queues.setdefault(queue, set()).add(wait)
+        channel = await self._publisher()
         msg_id = self._ids.next_id()
-        await self._publish(wait, payload, msg_id)
+        await self._publish(channel, wait, payload, msg_id)
         return msg_id
 
     async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
         if not payloads:  # nothing to publish, so nothing would come back: ask
             await self._require_queue(queue)
             return []
+        channel = await self._publisher()
         ids = [self._ids.next_id() for _ in payloads]
         # One channel keeps publish order; confirms are awaited together.
         pairs = zip(payloads, ids, strict=True)
         results = await asyncio.gather(
-            *(self._publish(queue, body, msg_id) for body, msg_id in pairs),
+            *(self._publish(channel, queue, body, msg_id) for body, msg_id in pairs),
             return_exceptions=True,
         )
         for result in results:
@@ -281,19 +300,26 @@ class RabbitMqMessagingService(BaseMessagingService):
                 claimed.append(self._holds.hold(queue, channel, delivered, visibility_timeout))
         return claimed
 
-    async def _ack(self, queue: str, msg_id: int) -> None:
-        await self._settle(queue, msg_id, ack=True)
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        await self._settle(queue, claim, ack=True)
 
-    async def _nack(self, queue: str, msg_id: int) -> None:
-        await self._settle(queue, msg_id, ack=False)
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        await self._settle(queue, claim, ack=False)
 
-    async def _settle(self, queue: str, msg_id: int, *, ack: bool) -> None:
-        """Ack or nack a held message; a claim lost with its channel is not held (ERR-6)."""
-        # An id that is not an int names no message (never one equal to it, like 1.0).
-        settled = is_message_id(msg_id) and await self._holds.settle(queue, msg_id, ack=ack)
-        if not settled:
+    async def _settle(self, queue: str, claim: Claim, *, ack: bool) -> None:
+        """Ack or nack the delivery ``claim`` holds; a claim lost with its channel is not
+        held (ERR-6). A stale claim on a deleted queue is ``QueueNotFound``."""
+        try:
+            await self._holds.settle(queue, claim, ack=ack)
+        except StaleClaim:
             await self._require_queue(queue)
-            raise MessageNotFound(queue, msg_id)
+            raise
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        settled = await self._holds.ack_many(queue, claims)
+        if not all(settled):
+            await self._require_queue(queue)
+        return settled
 
     # -- push --------------------------------------------------------------------------
 

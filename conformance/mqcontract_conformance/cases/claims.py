@@ -1,0 +1,334 @@
+"""CLAIM: a settlement settles exactly the claim it names, and nothing after it lapsed.
+
+Settling by message id let a consumer whose claim had lapsed ack the work another
+consumer was doing; these rules make every delivery a claim value and hold providers to
+settling only a live one (SQS receipt handles, Pub/Sub ack ids, Service Bus lock tokens).
+"""
+
+from __future__ import annotations
+
+from mqcontract.errors import InvalidArgument, MessageNotFound
+from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
+from mqcontract.service import MessagingService
+from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
+from mqcontract_conformance.cases._payloads import body
+from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
+from mqcontract_conformance.registry import rule
+
+_FOREIGN_ID = 7_000_000_000_000_000_007
+
+
+def _claim_of(ctx: CaseContext, message: QueuedMessage, how: str) -> Claim:
+    claim = message.claim
+    ctx.check(claim is not None, f"message {message.msg_id} from {how} carries no claim")
+    assert claim is not None
+    ctx.check(
+        (claim.queue_name, claim.msg_id) == (message.queue_name, message.msg_id),
+        f"the claim from {how} names {claim.queue_name}/{claim.msg_id}, "
+        f"not {message.queue_name}/{message.msg_id}",
+    )
+    return claim
+
+
+async def _receive_claimed(
+    ctx: CaseContext, service: MessagingService, q: str, vt: float
+) -> tuple[QueuedMessage, float]:
+    """One message received by ``service``, and the instant by which its claim lapses."""
+
+    async def one() -> list[QueuedMessage]:
+        return await service.receive_messages(q, 1, vt)
+
+    [got] = await ctx.eventually(one, ctx.timing.delivery, "a message to claim")
+    return got, ctx.now() + vt + ctx.caps.visibility_precision_seconds
+
+
+async def _all_stale(
+    ctx: CaseContext, service: MessagingService, q: str, claim: Claim, when: str
+) -> None:
+    """Every way of settling ``claim`` (and its id, on ``service``) raises."""
+    await ctx.raises(MessageNotFound, service.ack_claim(q, claim), f"ack_claim {when}")
+    await ctx.raises(MessageNotFound, service.nack_claim(q, claim), f"nack_claim {when}")
+    await ctx.raises(MessageNotFound, service.ack_message(q, claim.msg_id), f"ack_message {when}")
+    await ctx.raises(MessageNotFound, service.nack_message(q, claim.msg_id), f"nack_message {when}")
+
+
+async def _nothing_left(ctx: CaseContext, q: str, what: str) -> None:
+    async def back() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(back, ctx.timing.unit, what)
+
+
+@rule(
+    "CLAIM-1",
+    "Every claimed message carries a claim naming its queue and id, a new one on every "
+    "delivery (receive, fetch, claimed push); acking the latest claim removes the message.",
+    why="Settling names the claim; a delivery without one, or one that repeats an earlier "
+    "delivery's claim, cannot be told apart from the work another consumer is doing.",
+    provisional=True,
+)
+async def every_delivery_is_a_claim(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    (first,) = await ctx.receive_exactly(q, 1)
+    claims = [_claim_of(ctx, first, "receive_messages")]
+    await ctx.service.nack_claim(q, claims[0])
+    if ctx.caps.fetch_by_id:
+        fetched = await ctx.eventually(
+            lambda: ctx.service.fetch_message(q, sent, ctx.timing.long),
+            ctx.timing.delivery,
+            f"message {sent} fetchable after nack",
+        )
+        claims.append(_claim_of(ctx, fetched, "fetch_message"))
+        await ctx.service.nack_claim(q, claims[-1])
+    (again,) = await ctx.receive_exactly(q, 1)
+    claims.append(_claim_of(ctx, again, "receive_messages after nack"))
+    ctx.check(
+        len(set(claims)) == len(claims),
+        f"deliveries of message {sent} repeat a claim: {claims}",
+    )
+    await ctx.service.ack_claim(q, claims[-1])
+    await _nothing_left(ctx, q, f"message {sent}, acked by its latest claim, came back")
+
+
+@rule(
+    "CLAIM-2",
+    "Ack or nack of a lapsed claim (nobody received the message since), by claim or by "
+    "id, raises MessageNotFound and changes nothing; the message comes back with "
+    "receive_count + 1 and its new claim settles it.",
+    why="A handler that overran its visibility timeout no longer owns the work; an ack "
+    "that still succeeds hides a redelivery the provider already promised to make.",
+    provisional=True,
+)
+async def lapsed_claim_is_stale(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    held, lapses = await _receive_claimed(ctx, ctx.service, q, ctx.timing.unit)
+    claim = _claim_of(ctx, held, "receive_messages")
+    await ctx.wait_past(lapses)
+    await _all_stale(ctx, ctx.service, q, claim, "after the claim lapsed")
+    (back,) = await ctx.receive_exactly(q, 1, within=ctx.timing.slack)
+    ctx.check(back.msg_id == sent, f"expected message {sent} back, got {back.msg_id}")
+    count_ok = back.receive_count == 2 if ctx.caps.exact_receive_count else back.receive_count > 1
+    ctx.check(count_ok, f"receive_count after a lapsed claim is {back.receive_count}")
+    await ctx.service.ack_claim(q, _claim_of(ctx, back, "receive_messages after the lapse"))
+    await _nothing_left(ctx, q, f"message {sent} came back after its new claim was acked")
+
+
+@rule(
+    "CLAIM-3",
+    "When consumer A's claim lapsed and consumer B (another service on the same backend) "
+    "received the message, A's ack and nack, by claim or by id, raise MessageNotFound and "
+    "leave B's claim intact; B's ack then succeeds.",
+    why="Otherwise a slow consumer settles someone else's work: its ack deletes a message B "
+    "is still processing (lost if B fails), its nack hands B's message to a third consumer.",
+    provisional=True,
+)
+async def superseded_claim_is_stale(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    other = await ctx.other_consumer(q)
+    held, lapses = await _receive_claimed(ctx, ctx.service, q, ctx.timing.unit)
+    mine = _claim_of(ctx, held, "receive_messages")
+    await ctx.wait_past(lapses)
+    theirs_msg, _ = await _receive_claimed(ctx, other, q, ctx.timing.long)
+    theirs = _claim_of(ctx, theirs_msg, "the other consumer's receive")
+    ctx.check(theirs.msg_id == sent, f"the other consumer got {theirs.msg_id}, not {sent}")
+    await _all_stale(ctx, ctx.service, q, mine, "by A after B claimed the message")
+
+    async def released() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(released, ctx.timing.unit, f"B's claim on {sent} was released by A")
+    await other.ack_claim(q, theirs)
+    await _nothing_left(ctx, q, f"message {sent} came back after B acked it")
+
+
+@rule(
+    "CLAIM-4",
+    "Settling a claim again (ack or nack after an ack or a nack), or naming another "
+    "queue, raises MessageNotFound and changes nothing.",
+    why="A retried settlement or a claim passed to the wrong queue must not settle a later "
+    "delivery, or another queue's message that happens to share the id.",
+    provisional=True,
+)
+async def settled_claim_is_stale(ctx: CaseContext) -> None:
+    q, elsewhere = await ctx.queue(), await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    await ctx.service.send_message(elsewhere, body(2))
+    (held,) = await ctx.receive_exactly(q, 1)
+    (theirs,) = await ctx.receive_exactly(elsewhere, 1)
+    claim = _claim_of(ctx, held, "receive_messages")
+    for op, call in (("ack", ctx.service.ack_claim), ("nack", ctx.service.nack_claim)):
+        await ctx.raises(MessageNotFound, call(elsewhere, claim), f"{op} on another queue")
+    await ctx.check_still_held(elsewhere, theirs, "after a claim of another queue was settled")
+    await ctx.service.nack_claim(q, claim)
+    await ctx.raises(MessageNotFound, ctx.service.ack_claim(q, claim), "ack after nack")
+    await ctx.raises(MessageNotFound, ctx.service.nack_claim(q, claim), "nack after nack")
+    (again,) = await ctx.receive_exactly(q, 1)
+    ctx.check(again.msg_id == sent, f"message {sent} lost after settling a released claim")
+    latest = _claim_of(ctx, again, "receive_messages after nack")
+    await ctx.raises(MessageNotFound, ctx.service.ack_claim(q, claim), "ack of the old claim")
+    await ctx.check_still_held(q, again, "after the released claim was acked")
+    await ctx.service.ack_claim(q, latest)
+    await ctx.raises(MessageNotFound, ctx.service.ack_claim(q, latest), "second ack")
+    await ctx.raises(MessageNotFound, ctx.service.nack_claim(q, latest), "nack after ack")
+    await _nothing_left(ctx, q, f"message {sent} came back after its claim was acked")
+    await ctx.service.ack_claim(elsewhere, _claim_of(ctx, theirs, "receive_messages"))
+
+
+@rule(
+    "CLAIM-5",
+    "ack_claims settles several claims at once and reports each: True for a live claim "
+    "(now acked), False for a stale one (released, settled, repeated, of another queue), "
+    "which it leaves alone; an empty batch settles nothing.",
+    why="Batch settlement is how consumers keep up; one stale claim in a batch must neither "
+    "fail the others nor be acked on their coattails.",
+    provisional=True,
+)
+async def batch_settlement(ctx: CaseContext) -> None:
+    q, elsewhere = await ctx.queue(), await ctx.queue()
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(4)])
+    got = await ctx.receive_exactly(q, 4)
+    claims = {m.msg_id: _claim_of(ctx, m, "receive_messages") for m in got}
+    await ctx.service.send_message(elsewhere, body(9))
+    (foreign,) = await ctx.receive_exactly(elsewhere, 1)
+    released, settled = claims[ids[1]], claims[ids[2]]
+    await ctx.service.nack_claim(q, released)
+    await ctx.service.ack_claim(q, settled)
+    batch: list[Claim | QueuedMessage] = [
+        claims[ids[0]],
+        released,
+        settled,
+        claims[ids[3]],
+        claims[ids[0]],
+        _claim_of(ctx, foreign, "receive_messages"),
+    ]
+    outcome = await ctx.service.ack_claims(q, batch)
+    expected = [True, False, False, True, False, False]
+    ctx.check(outcome == expected, f"ack_claims reported {outcome}, expected {expected}")
+    (back,) = await ctx.receive_exactly(q, 1)
+    ctx.check(back.msg_id == ids[1], f"after the batch, received {back.msg_id}, not {ids[1]}")
+    ctx.check(await ctx.service.ack_claims(q, []) == [], "ack_claims([]) did not return []")
+    await ctx.check_still_held(elsewhere, foreign, "after its claim was in another queue's batch")
+    await ctx.service.ack_claim(q, back)
+    await _nothing_left(ctx, q, "a message acked in the batch came back")
+
+
+@rule(
+    "CLAIM-6",
+    "A pushed claim is a claim: after it is nacked, acking or nacking it raises "
+    "MessageNotFound and the message is pushed again with a new claim, which settles it "
+    "once.",
+    why="Push hands out claims too; an old pushed claim must not settle the copy pushed "
+    "next, which a worker is about to process.",
+    applies_when=CLAIMED_PUSH,
+    provisional=True,
+)
+async def pushed_claims(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    sent = await ctx.service.send_message(q, body(1))
+    note = await ctx.next_notification(sub)
+    ctx.check(isinstance(note, Message) and note.claimed, f"expected a claimed Message: {note!r}")
+    assert isinstance(note, Message)
+    first = _claim_of(ctx, note.message, "push")
+    await ctx.service.nack_claim(q, first)
+    await ctx.raises(MessageNotFound, ctx.service.ack_claim(q, first), "ack of a nacked push")
+    await ctx.raises(MessageNotFound, ctx.service.nack_claim(q, first), "nack of a nacked push")
+    again = await ctx.next_notification(sub)
+    ctx.check(notification_id(again) == sent, f"expected message {sent} again: {again!r}")
+    assert isinstance(again, Message)
+    second = _claim_of(ctx, again.message, "the second push")
+    ctx.check(second != first, f"the second push repeats the first claim: {first}")
+    await ctx.service.ack_claim(q, second)
+    await ctx.raises(MessageNotFound, ctx.service.ack_claim(q, second), "second ack of a push")
+    await _nothing_left(ctx, q, f"pushed message {sent} came back after it was acked")
+
+
+@rule(
+    "CLAIM-7",
+    "Two messages a foreign producer published with the same id are two claims: both "
+    "are delivered (by receive and by push), each settles on its own, and neither "
+    "settlement disturbs the other; push does not loop on them.",
+    why="Where producers choose ids (RabbitMQ), a duplicate is one bad publisher away; "
+    "keyed by id, the provider returned one message twice, acked one of them only, and "
+    "under subscribe re-pushed them to each other thousands of times a second.",
+    applies_when=Applies.flag("producer_assigned_ids"),
+    hooks=("publish_foreign",),
+    provisional=True,
+)
+async def duplicate_ids_are_two_claims(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    for tag in ("a", "b"):
+        await ctx.harness.publish_foreign(ctx.service, q, _FOREIGN_ID, body(1, tag))
+    got = await ctx.receive_exactly(q, 2)
+    ctx.check(
+        sorted(m.payload for m in got) == [body(1, "a"), body(1, "b")],
+        f"the two messages with id {_FOREIGN_ID} came back as {[m.payload for m in got]}",
+    )
+    first, second = (_claim_of(ctx, m, "receive_messages") for m in got)
+    ctx.check(first != second, f"two messages share one claim: {first}")
+    await ctx.service.ack_claim(q, first)
+    await ctx.check_still_held(q, got[1], "after the other message with its id was acked")
+    await ctx.service.ack_claim(q, second)
+    await _nothing_left(ctx, q, f"a message with id {_FOREIGN_ID} came back after both acks")
+    if CLAIMED_PUSH.applies(ctx.caps):
+        await _duplicate_ids_pushed(ctx)
+
+
+async def _duplicate_ids_pushed(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    for tag in ("c", "d"):
+        await ctx.harness.publish_foreign(ctx.service, q, _FOREIGN_ID, body(2, tag))
+    notes = [await ctx.next_notification(sub) for _ in range(2)]
+    pushed = [n.message for n in notes if isinstance(n, Message)]
+    ctx.check(
+        sorted(m.payload for m in pushed) == [body(2, "c"), body(2, "d")],
+        f"expected both messages with id {_FOREIGN_ID} pushed once: {notes!r}",
+    )
+
+    async def more() -> MessageNotification | None:
+        try:
+            return await ctx.next_notification(sub, ctx.timing.step)
+        except ContractViolation:
+            return None
+
+    await ctx.never(more, ctx.timing.unit, "a held message with a shared id pushed again")
+    for message in pushed:
+        await ctx.service.ack_claim(q, _claim_of(ctx, message, "push"))
+    await _nothing_left(ctx, q, f"a pushed message with id {_FOREIGN_ID} came back")
+
+
+@rule(
+    "CLAIM-8",
+    "A value that is not a claim raises InvalidArgument; a forged claim (the right queue "
+    "and id, a token the provider never issued) raises MessageNotFound; neither settles "
+    "the held message.",
+    why="The token is what makes a claim: a provider that checks only the id settles "
+    "whatever is held under it.",
+    provisional=True,
+)
+async def forged_claims(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.service.send_message(q, body(1))
+    (held,) = await ctx.receive_exactly(q, 1)
+    real = _claim_of(ctx, held, "receive_messages")
+    not_claims: tuple[object, ...] = (held.msg_id, "claim", None, (q, held.msg_id))
+    for value in not_claims:
+        bad = ctx.service.ack_claim(q, value)  # type: ignore[arg-type]
+        await ctx.raises(InvalidArgument, bad, f"ack_claim({value!r})")
+    forged = [
+        Claim(q, held.msg_id, token, real.visibility_timeout)
+        for token in ("forged", -1, 0, 2**70)
+        if token != real.token
+    ]
+    for claim in forged:
+        for op, call in (("ack", ctx.service.ack_claim), ("nack", ctx.service.nack_claim)):
+            await ctx.raises(
+                MessageNotFound, call(q, claim), f"{op} of a forged token {claim.token!r}"
+            )
+    await ctx.check_still_held(q, held, "after forged claims were settled")
+    await ctx.service.ack_claim(q, real)

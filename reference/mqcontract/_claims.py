@@ -1,0 +1,90 @@
+"""The claims one service made, so ``ack_message(queue, msg_id)`` settles only its own.
+
+The seed's settlement names a message id. Settling by id is kept, but it must never
+settle a claim some other receiver holds now: the base class records every claim this
+service hands out (by receive, fetch or push) and ``ack_message`` settles the live one it
+holds for that id, through the same claim check as ``ack_claim``. The book is bounded:
+settled claims leave it at once, lapsed ones when a sweep finds them past their
+deadline, and past a hard cap the oldest are forgotten (their ids then settle nothing,
+which is what a claim that old would do anyway).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from mqcontract.messages import Claim
+
+__all__ = ["ClaimBook"]
+
+#: Seconds a claim stays in the book after its visibility timeout, for a slow clock.
+_GRACE = 5.0
+#: The most claims remembered at once; past it the oldest are forgotten.
+HARD_CAP = 200_000
+
+
+class ClaimBook:
+    """Claims by (queue, msg_id), oldest first; see the module docstring."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._now = now
+        self._deadlines: OrderedDict[Claim, float] = OrderedDict()
+        self._by_id: dict[tuple[str, int], list[Claim]] = {}
+        self._sweep_at = 1024
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def record(self, claim: Claim) -> None:
+        """Remember a claim this service just made."""
+        if claim in self._deadlines:
+            return
+        self._deadlines[claim] = self._now() + claim.visibility_timeout + _GRACE
+        self._by_id.setdefault((claim.queue_name, claim.msg_id), []).append(claim)
+        if len(self._deadlines) >= self._sweep_at:
+            self._sweep()
+
+    def find(self, queue: str, msg_id: object) -> Claim | None:
+        """The claim to settle for ``msg_id``: the newest one not yet past its deadline,
+        else the newest (the provider then says how it went stale); None if none.
+
+        Newest first: a later claim on a message supersedes the earlier ones, so only it
+        can be live (two live claims on one id are two messages sharing the id).
+        """
+        if not isinstance(msg_id, int) or isinstance(msg_id, bool):
+            return None  # True == 1 must not find message 1
+        claims = self._by_id.get((queue, msg_id))
+        if not claims:
+            return None
+        now = self._now()
+        for claim in reversed(claims):
+            if self._deadlines.get(claim, 0.0) > now:
+                return claim
+        return claims[-1]
+
+    def discard(self, claim: Claim) -> None:
+        """Forget a claim (settled, or found stale)."""
+        if self._deadlines.pop(claim, None) is None:
+            return
+        key = (claim.queue_name, claim.msg_id)
+        claims = self._by_id.get(key)
+        if claims is not None:
+            if claim in claims:
+                claims.remove(claim)
+            if not claims:
+                del self._by_id[key]
+
+    def forget_queue(self, queue: str) -> None:
+        """Forget every claim on a deleted queue."""
+        for claim in [c for c in self._deadlines if c.queue_name == queue]:
+            self.discard(claim)
+
+    def _sweep(self) -> None:
+        now = self._now()
+        for claim in [c for c, deadline in self._deadlines.items() if deadline <= now]:
+            self.discard(claim)
+        while len(self._deadlines) > HARD_CAP:
+            self.discard(next(iter(self._deadlines)))
+        self._sweep_at = max(1024, 2 * len(self._deadlines))
