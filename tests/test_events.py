@@ -90,15 +90,18 @@ async def test_demo_counts_match_on_memory() -> None:
 
 
 class _FirstAckCutOff(InMemoryMessagingService):
-    """The first ack fails as if the connection dropped mid-frame (outcome unknown)."""
+    """The first ack fails as if the connection dropped mid-frame (outcome unknown).
+
+    With one worker, one ack is unconfirmed at a time: the first batch is the first ack.
+    """
 
     cut = False
 
-    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
         if not self.cut:
             self.cut = True
             raise ConnectionLost("memory", "(in-process)", "ack cut off")
-        await super().ack_claim(queue, claim)
+        return await super().ack_claims(queue, claims)
 
 
 async def test_an_ack_with_an_unknown_outcome_is_not_a_success_and_the_batch_goes_on() -> None:

@@ -6,8 +6,10 @@ A message is handled once per claim: pushed unclaimed copies are claimed by id f
 and a message already in flight here is never handed to a second worker. ``stop`` stops
 intake, lets in-flight handlers finish within a bound, and releases what was claimed but
 not started (a batch a cancelled worker was draining is left to expire), so nothing is
-lost. Every settlement names the claim it settles (``ack_claim``/``nack_claim``): a
-handler that overran its claim cannot settle the claim another consumer holds now.
+lost. Every settlement names the claim it settles (``ack_claims``/``nack_claim``): a
+handler that overran its claim cannot settle the claim another consumer holds now. A
+worker hands its ack to the :class:`~.settlement.Settler` and takes the next message;
+the work counts as succeeded once the ack is confirmed.
 
 Claims the consumer makes itself carry their claim time (on ``clock``, which must run
 with the provider's time: by default the provider's own ``clock`` if it has one): a
@@ -41,6 +43,7 @@ from mqcontract.events.commands import (
 from mqcontract.events.listener import QueueListener
 from mqcontract.events.modes import DeploymentMode
 from mqcontract.events.poller import FallbackPoller
+from mqcontract.events.settlement import Settler
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import MessagingService
@@ -101,6 +104,8 @@ class QueueConsumer:
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
         self._claimed: dict[tuple[str, int], None] = {}
+        # Unconfirmed acks are bounded like claims in flight: about one per worker.
+        self._settler = Settler(service, self._acked, bound=self.settings.workers)
         self._running = False
 
     @property
@@ -132,6 +137,7 @@ class QueueConsumer:
                 clock=self._clock,
             )
             self._intake.append(asyncio.create_task(poller.run(), name="mq-poller"))
+        self._settler.start()
         self._workers = [
             asyncio.create_task(self._work(), name=f"mq-worker-{i}")
             for i in range(self.settings.workers)
@@ -150,6 +156,10 @@ class QueueConsumer:
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
         await _cancel_and_wait(self._workers)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.stop_grace):
+                await self._settler.drain()
+        await self._settler.close()
         await self._release_unstarted()
 
     async def __aenter__(self) -> QueueConsumer:
@@ -301,22 +311,26 @@ class QueueConsumer:
                     except MessagingError as exc:  # outcome unknown; the timeout retries
                         self.stats.record_error(f"nack {key[0]}/{key[1]}: {exc}")
                 return
-            try:
-                await self.service.ack_claim(message.queue_name, message)
-            except MessagingError as exc:
-                # Not settled (the claim expired or died with a connection), or not known
-                # to be: either way the message may come back, and the rest of the batch
-                # still runs. Not counted as succeeded.
-                if isinstance(exc, MessageNotFound):
-                    self.stats.late_acks += 1
-                else:
-                    self.stats.unsettled_acks += 1
-                    self.stats.record_error(f"ack {key[0]}/{key[1]}: {exc}")
-                self._claimed.pop(key, None)
-                return
-            self.stats.succeeded[key] += 1
+            await self._settler.ack(message)  # counted once the ack is confirmed
         finally:
             self._in_flight.discard(key)
+
+    def _acked(self, message: QueuedMessage, outcome: bool | MessagingError) -> None:
+        """The outcome of a handed-over ack: only a settled one counts as succeeded.
+
+        A stale claim (it lapsed, or died with a connection) or an unknown outcome means
+        the message may come back; the rest of the work went on regardless.
+        """
+        key = (message.queue_name, message.msg_id)
+        if outcome is True:
+            self.stats.succeeded[key] += 1
+            return
+        if outcome is False or isinstance(outcome, MessageNotFound):
+            self.stats.late_acks += 1
+        else:
+            self.stats.unsettled_acks += 1
+            self.stats.record_error(f"ack {key[0]}/{key[1]}: {outcome}")
+        self._claimed.pop(key, None)
 
     async def _release_unstarted(self) -> None:
         for command in self._receiver.take_pending():

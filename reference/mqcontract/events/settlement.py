@@ -1,0 +1,92 @@
+"""Acks handed off by workers and confirmed together: a worker never waits for its ack.
+
+A provider that confirms settlements (RabbitMQ reads every ack back so that an ack that
+returned is never redelivered; PGMQ commits a DELETE) costs one round trip per ack. A
+worker that waited for it would sit idle for that round trip after every message. Here a
+worker hands its ack over and takes the next message; one task settles whatever is
+waiting with ``ack_claims`` (one round trip for all of them, where the provider can),
+and only then is the work counted as done, or as not settled. At most ``bound`` acks are
+unconfirmed at once: a worker handing over one more waits for a slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from mqcontract.errors import MessagingError
+from mqcontract.messages import QueuedMessage
+from mqcontract.service import MessagingService
+
+__all__ = ["AckOutcome", "Settler"]
+
+#: Called once per handed-over ack: True settled, False stale claim, else the error
+#: (outcome unknown: a connection error or a timeout).
+AckOutcome = Callable[[QueuedMessage, "bool | MessagingError"], None]
+
+
+class Settler:
+    """Confirms handed-over acks in batches; see the module docstring."""
+
+    def __init__(self, service: MessagingService, on_outcome: AckOutcome, *, bound: int) -> None:
+        self._service = service
+        self._on_outcome = on_outcome
+        self._slots = asyncio.Semaphore(max(1, bound))
+        self._waiting: list[QueuedMessage] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mq-settler")
+
+    async def ack(self, message: QueuedMessage) -> None:
+        """Hand over an ack; returns once it is queued (waits only for a free slot)."""
+        await self._slots.acquire()
+        self._waiting.append(message)
+        self._idle.clear()
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until every handed-over ack has its outcome."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stop settling; acks still waiting are left to their visibility timeout."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    await self._settle(batch)
+                finally:
+                    for _ in batch:
+                        self._slots.release()
+            self._idle.set()
+
+    async def _settle(self, batch: list[QueuedMessage]) -> None:
+        by_queue: dict[str, list[QueuedMessage]] = {}
+        for message in batch:
+            by_queue.setdefault(message.queue_name, []).append(message)
+        await asyncio.gather(*(self._settle_queue(q, m) for q, m in by_queue.items()))
+
+    async def _settle_queue(self, queue: str, messages: list[QueuedMessage]) -> None:
+        try:
+            settled = await self._service.ack_claims(queue, messages)
+        except MessagingError as exc:
+            for message in messages:
+                self._on_outcome(message, exc)
+            return
+        for message, ok in zip(messages, settled, strict=True):
+            self._on_outcome(message, ok)
