@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import heapq
+import itertools
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.clock import VirtualClock
@@ -21,6 +23,7 @@ from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _
 from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.testing import Harness, HarnessSettings
+from mqcontract.validation import check_queue_name
 
 
 class SignalMemory(InMemoryMessagingService):
@@ -42,6 +45,11 @@ class SignalMemory(InMemoryMessagingService):
 
     async def _drop_signal_sub(self, sub: QueueSubscription) -> None:
         self._signal_subs.remove(sub)
+
+    async def close(self) -> None:
+        for sub in list(getattr(self, "_signal_subs", [])):
+            await sub.aclose()
+        await super().close()
 
     def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
         msg_id = super()._enqueue(queue, payload, delay)
@@ -298,6 +306,155 @@ class UnparsedTokenIgnored(InMemoryMessagingService):
         return super()._held_entry(queue, claim)
 
 
+class ForeignIdsMemory(InMemoryMessagingService):
+    """Correct: the in-memory provider where a foreign producer may choose message ids
+    (as on RabbitMQ), so two messages can share one; each claim finds its own message
+    by its token."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._public: dict[tuple[str, int], int] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, producer_assigned_ids=True)
+
+    def publish_foreign(self, queue: str, msg_id: int, payload: bytes) -> None:
+        """What the harness hook calls: a message whose id the producer chose."""
+        key = self._enqueue(self._queue(queue), payload, 0.0)
+        self._public[(queue, key)] = msg_id
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        got = super()._claim(queue, entry, visibility_timeout)
+        public = self._public.get((queue.name, entry.msg_id))
+        if public is None or got.claim is None:
+            return got
+        claim = dataclasses.replace(got.claim, msg_id=public)
+        return dataclasses.replace(got, msg_id=public, claim=claim)
+
+    def _entry_of(self, queue: _Queue, claim: Claim) -> _Entry | None:
+        for entry in queue.entries.values():
+            if entry.claim_token == claim.token:
+                return entry
+        return None
+
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        entry = self._entry_of(queue, claim)
+        if entry is not None:
+            claim = dataclasses.replace(claim, msg_id=entry.msg_id)
+        return super()._held_entry(queue, claim)
+
+
+class ForeignIdsHeldById(ForeignIdsMemory):
+    """Holds are keyed by message id: the latest claim on an id replaces the record of
+    the earlier one, so the earlier message's claim no longer settles anything."""
+
+    def _entry_of(self, queue: _Queue, claim: Claim) -> _Entry | None:
+        latest: _Entry | None = None
+        for key, entry in queue.entries.items():
+            same_id = self._public.get((queue.name, key)) == claim.msg_id and entry.held
+            if same_id and (latest is None or entry.claim_token > latest.claim_token):
+                latest = entry
+        return latest
+
+    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
+        entry = self._entry_of(queue, claim)
+        if entry is not None:
+            claim = dataclasses.replace(claim, msg_id=entry.msg_id)
+        return InMemoryMessagingService._held_entry(self, queue, claim)
+
+
+class Unlisted(InMemoryMessagingService):
+    """Correct: does not claim ``list_queues``, so the base class refuses it."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, list_queues=False)
+
+
+class ListsWithoutClaiming(Unlisted):
+    """Does not claim ``list_queues`` (so LIFE-5 is skipped) but answers it anyway."""
+
+    async def list_queues(self) -> list[str]:
+        return sorted(self._queues)
+
+
+class NormalizesLineEndings(InMemoryMessagingService):
+    """Stores text the way a text column would: ``\\r\\n`` becomes ``\\n``."""
+
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        return await super()._send_batch(queue, [p.replace(b"\r\n", b"\n") for p in payloads])
+
+    async def _send(self, queue: str, payload: bytes) -> int:
+        return await super()._send(queue, payload.replace(b"\r\n", b"\n"))
+
+
+class TrimsTrailingWhitespace(InMemoryMessagingService):
+    """Trims trailing whitespace off payloads (every single byte still round-trips)."""
+
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        return await super()._send_batch(queue, [p.rstrip(b" \t\n") for p in payloads])
+
+
+class IdsRestartWhenEmpty(InMemoryMessagingService):
+    """The next id is one above the highest stored: after the queue empties, ids repeat."""
+
+    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
+        queue.ids = itertools.count(max(queue.entries, default=0) + 1)
+        return super()._enqueue(queue, payload, delay)
+
+
+class ReceivesOneAtATime(InMemoryMessagingService):
+    """Returns one message per receive whatever the limit ("at most limit" holds)."""
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        return await super()._receive(queue, 1, visibility_timeout)
+
+
+class DeadlineFromSend(InMemoryMessagingService):
+    """Counts the visibility timeout from the send (``vt = sent_at + timeout``)."""
+
+    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
+        msg_id = super()._enqueue(queue, payload, delay)
+        self.__dict__.setdefault("_sent_at", {})[(queue.name, msg_id)] = self.clock.now()
+        return msg_id
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        got = super()._claim(queue, entry, visibility_timeout)
+        sent_at = self.__dict__["_sent_at"][(queue.name, entry.msg_id)]
+        if sent_at + visibility_timeout <= self.clock.now():  # already over: not held at all
+            entry.held = False
+            entry.visible_at = self.clock.now()
+            self._schedule(queue, entry)
+        return got
+
+
+class EnqueuedAtResetOnNack(InMemoryMessagingService):
+    """A nacked message is re-enqueued: it gets a new ``enqueued_at``."""
+
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        await super()._nack(queue, claim)
+        entry = self._existing(queue).entries[claim.msg_id]
+        entry.enqueued_at = self.clock.wall()
+
+
+class DeleteAfterClose(InMemoryMessagingService):
+    """Overrides ``delete_queue`` and forgets the closed check the base class made."""
+
+    async def delete_queue(self, name: str) -> None:
+        await self._delete_queue(check_queue_name(name))
+
+
+class SubscriptionOutlivesClose(InMemoryMessagingService):
+    """``close`` leaves open subscriptions waiting forever."""
+
+    async def close(self) -> None:
+        self._subscribers.clear()
+        await super().close()
+
+
 #: Who made each claim (see DeadHoldersKeepClaims).
 _CLAIMED_BY: weakref.WeakKeyDictionary[_Entry, InMemoryMessagingService] = (
     weakref.WeakKeyDictionary()
@@ -343,6 +500,14 @@ class CrashingClassHarness(Harness):
         store = self._stores.setdefault(id(clock), MemoryStore())
         return self.cls(clock=clock, store=store)
 
+    async def publish_foreign(
+        self, service: MessagingService, queue: str, msg_id: int, payload: bytes
+    ) -> None:
+        if not isinstance(service, ForeignIdsMemory):
+            await super().publish_foreign(service, queue, msg_id, payload)
+            return
+        service.publish_foreign(queue, msg_id, payload)
+
     async def crash_holder(
         self, service: MessagingService, queue: str, count: int, visibility_timeout: float
     ) -> list[int]:
@@ -383,4 +548,14 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     BatchAcksByIds: "CLAIM-5",
     PushKeepsClaim: "CLAIM-6",
     UnparsedTokenIgnored: "CLAIM-8",
+    ForeignIdsHeldById: "CLAIM-7",
+    ListsWithoutClaiming: "LIFE-11",
+    NormalizesLineEndings: "SEND-10",
+    TrimsTrailingWhitespace: "SEND-10",
+    IdsRestartWhenEmpty: "SEND-11",
+    ReceivesOneAtATime: "RECV-1",
+    DeadlineFromSend: "VT-6",
+    EnqueuedAtResetOnNack: "VT-7",
+    DeleteAfterClose: "ERR-3",
+    SubscriptionOutlivesClose: "ERR-3",
 }

@@ -12,7 +12,13 @@ from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.rules import all_rules, get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.timing import TimingProfile
-from tests.broken_providers import CAUGHT_BY, CrashingClassHarness, SignalMemory
+from tests.broken_providers import (
+    CAUGHT_BY,
+    CrashingClassHarness,
+    ForeignIdsMemory,
+    SignalMemory,
+    Unlisted,
+)
 
 RunRule = Callable[[type[InMemoryMessagingService], str], CaseOutcome]
 
@@ -40,7 +46,12 @@ def test_broken_provider_is_caught_by_its_rule(
 
 @pytest.mark.parametrize("rule_id", sorted(set(CAUGHT_BY.values())))
 def test_the_correct_provider_passes_each_catching_rule(run_rule: RunRule, rule_id: str) -> None:
-    reference = SignalMemory if rule_id == "PUSH-3" else InMemoryMessagingService
+    references: dict[str, type[InMemoryMessagingService]] = {
+        "PUSH-3": SignalMemory,
+        "CLAIM-7": ForeignIdsMemory,
+        "LIFE-11": Unlisted,
+    }
+    reference = references.get(rule_id, InMemoryMessagingService)
     outcome = run_rule(reference, rule_id)
     assert outcome.skip_reason is None
 

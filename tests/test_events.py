@@ -92,7 +92,7 @@ async def test_demo_counts_match_on_memory() -> None:
 class _FirstAckCutOff(InMemoryMessagingService):
     """The first ack fails as if the connection dropped mid-frame (outcome unknown).
 
-    With one worker, one ack is unconfirmed at a time: the first batch is the first ack.
+    With one unconfirmed ack at a time, the first confirmation is the first ack alone.
     """
 
     cut = False
@@ -114,7 +114,11 @@ async def test_an_ack_with_an_unknown_outcome_is_not_a_success_and_the_batch_goe
         seen.append(message.msg_id)
 
     settings = ConsumerSettings(
-        mode=DeploymentMode.POLLING_ONLY, workers=1, poll_interval=0.05, visibility_timeout=0.3
+        mode=DeploymentMode.POLLING_ONLY,
+        workers=1,
+        poll_interval=0.05,
+        visibility_timeout=0.3,
+        max_unconfirmed_acks=1,  # so the first ack is confirmed alone
     )
     consumer = QueueConsumer(service, ["jobs"], handler, settings)
     await consumer.start()

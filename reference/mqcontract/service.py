@@ -202,7 +202,10 @@ class BaseMessagingService(abc.ABC):
         return await self._translated("queue_exists", queue, self._queue_exists(queue))
 
     async def list_queues(self) -> list[str]:
-        """Every queue this provider can see, sorted."""
+        """Every queue this provider can see, sorted (``UnsupportedOperation`` unless the
+        ``list_queues`` capability is claimed)."""
+        if not self.capabilities.list_queues:
+            raise UnsupportedOperation(self.provider_name, self._unsupported("list_queues"))
         self._check_open()
         return await self._translated("list_queues", "", self._list_queues())
 
@@ -453,6 +456,10 @@ class BaseMessagingService(abc.ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise ProviderClosed(self.provider_name)
+
+    def _unsupported(self, operation: str) -> str:
+        """How ``UnsupportedOperation`` names ``operation``: a provider may add why."""
+        return operation
 
     def _offers(self, operation: str) -> bool:
         """Whether this provider implements the optional protected ``operation``."""

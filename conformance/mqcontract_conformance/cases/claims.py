@@ -53,6 +53,14 @@ async def _all_stale(
     await ctx.raises(MessageNotFound, service.nack_message(q, claim.msg_id), f"nack_message {when}")
 
 
+async def _settles(ctx: CaseContext, q: str, claim: Claim, what: str) -> None:
+    """Ack ``claim``, which is live: a refusal fails the rule (it is not a stale claim)."""
+    try:
+        await ctx.service.ack_claim(q, claim)
+    except MessageNotFound as exc:
+        ctx.fail(f"the live claim of {what} could not be settled: {exc}")
+
+
 async def _nothing_left(ctx: CaseContext, q: str, what: str) -> None:
     async def back() -> list[int]:
         return [m.msg_id for m in await ctx.receive(q)]
@@ -270,9 +278,9 @@ async def duplicate_ids_are_two_claims(ctx: CaseContext) -> None:
     )
     first, second = (_claim_of(ctx, m, "receive_messages") for m in got)
     ctx.check(first != second, f"two messages share one claim: {first}")
-    await ctx.service.ack_claim(q, first)
+    await _settles(ctx, q, first, "the first message with a shared id")
     await ctx.check_still_held(q, got[1], "after the other message with its id was acked")
-    await ctx.service.ack_claim(q, second)
+    await _settles(ctx, q, second, "the second message with a shared id")
     await _nothing_left(ctx, q, f"a message with id {_FOREIGN_ID} came back after both acks")
     if CLAIMED_PUSH.applies(ctx.caps):
         await _duplicate_ids_pushed(ctx)
@@ -298,7 +306,7 @@ async def _duplicate_ids_pushed(ctx: CaseContext) -> None:
 
     await ctx.never(more, ctx.timing.unit, "a held message with a shared id pushed again")
     for message in pushed:
-        await ctx.service.ack_claim(q, _claim_of(ctx, message, "push"))
+        await _settles(ctx, q, _claim_of(ctx, message, "push"), "a pushed message with a shared id")
     await _nothing_left(ctx, q, f"a pushed message with id {_FOREIGN_ID} came back")
 
 

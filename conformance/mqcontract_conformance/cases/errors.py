@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 
+from mqcontract.capabilities import PushKind
 from mqcontract.errors import (
     BackendUnavailable,
     MessageNotFound,
@@ -12,7 +14,7 @@ from mqcontract.errors import (
     OperationTimeout,
     ProviderClosed,
 )
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Claim, Message, QueuedMessage
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
@@ -81,21 +83,52 @@ async def errors_are_specific(ctx: CaseContext) -> None:
 
 @rule(
     "ERR-3",
-    "After close, every operation raises a MessagingError (ProviderClosed) instead of "
-    "hanging or reconnecting silently; close is idempotent.",
-    why="Shutdown must be clean and final.",
+    "After close, every operation raises ProviderClosed (a MessagingError) instead of "
+    "hanging or reconnecting silently, a claim made before can no longer be settled, open "
+    "subscriptions end, and close is idempotent.",
+    why="Shutdown must be clean and final; an operation that still works after close "
+    "means a connection or a consumer outlived the service.",
 )
 async def closed_provider(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    await ctx.service.close()
-    await ctx.service.close()
+    svc, caps = ctx.service, ctx.caps
+    sent = await svc.send_message(q, body(1))
+    (held,) = await ctx.receive_exactly(q, 1)
+    sub = await ctx.subscribe(q) if caps.push is not PushKind.NONE else None
+    await svc.close()
+    await svc.close()
+    claim = Claim(q, sent, 1, ctx.timing.long) if held.claim is None else held.claim
     calls: dict[str, Callable[[], Awaitable[object]]] = {
-        "send": lambda: ctx.service.send_message(q, body(1)),
-        "receive": lambda: ctx.service.receive_messages(q, 1, 1.0),
-        "create": lambda: ctx.service.create_queue(q),
+        "create_queue": lambda: svc.create_queue(q),
+        "delete_queue": lambda: svc.delete_queue(q),
+        "queue_exists": lambda: svc.queue_exists(q),
+        "send_message": lambda: svc.send_message(q, body(1)),
+        "send_batch": lambda: svc.send_batch(q, [body(1)]),
+        "receive_messages": lambda: svc.receive_messages(q, 1, 1.0),
+        "ack_message": lambda: svc.ack_message(q, sent),
+        "nack_message": lambda: svc.nack_message(q, sent),
+        "ack_claim": lambda: svc.ack_claim(q, claim),
+        "nack_claim": lambda: svc.nack_claim(q, claim),
+        "ack_claims": lambda: svc.ack_claims(q, [claim]),
     }
+    if caps.list_queues:
+        calls["list_queues"] = svc.list_queues
+    if caps.delay:
+        calls["send_message_with_delay"] = lambda: svc.send_message_with_delay(q, body(1), 1.0)
+    if caps.fetch_by_id:
+        calls["fetch_message"] = lambda: svc.fetch_message(q, sent, 1.0)
+    if sub is not None:
+        calls["subscribe"] = lambda: svc.subscribe(q)
     for what, call in calls.items():
         await ctx.raises(ProviderClosed, call(), f"{what} after close")
+    if sub is not None:
+        try:
+            note = await asyncio.wait_for(sub.__anext__(), ctx.timing.delivery)
+        except (StopAsyncIteration, ProviderClosed):
+            return
+        except TimeoutError:
+            ctx.fail(f"a subscription opened before close still waits {ctx.timing.delivery:g} s on")
+        ctx.fail(f"a subscription opened before close delivered {note!r} after it")
 
 
 @rule(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from mqcontract.errors import InvalidQueueName, QueueNotFound
+from mqcontract.errors import InvalidQueueName, QueueNotFound, UnsupportedOperation
+from mqcontract.messages import Claim
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._payloads import INVALID_NAMES, body
 from mqcontract_conformance.context import CaseContext
@@ -98,6 +99,9 @@ async def missing_queue_raises(ctx: CaseContext) -> None:
         "receive_messages": lambda: svc.receive_messages(q, 1, ctx.timing.long),
         "ack_message": lambda: svc.ack_message(q, 1),
         "nack_message": lambda: svc.nack_message(q, 1),
+        "ack_claim": lambda: svc.ack_claim(q, Claim(q, 1, 1, ctx.timing.long)),
+        "nack_claim": lambda: svc.nack_claim(q, Claim(q, 1, 1, ctx.timing.long)),
+        "ack_claims": lambda: svc.ack_claims(q, [Claim(q, 1, 1, ctx.timing.long)]),
     }
     if ctx.caps.delay:
         calls["send_message_with_delay"] = lambda: svc.send_message_with_delay(q, body(1), 1.0)
@@ -182,3 +186,16 @@ async def longest_name_works(ctx: CaseContext) -> None:
     await ctx.service.ack_message(q, sent)
     await ctx.service.delete_queue(q)
     ctx.check(not await ctx.service.queue_exists(q), "47-character queue survived delete")
+
+
+@rule(
+    "LIFE-11",
+    "A provider that does not claim list_queues raises UnsupportedOperation from it.",
+    why="As for delay, fetch and push (DLY-6, FETCH-2, PUSH-10): an unclaimed capability "
+    "must be explicit, not an answer nobody checked.",
+    applies_when=~Applies.flag("list_queues"),
+    provisional=True,
+)
+async def unclaimed_list_is_explicit(ctx: CaseContext) -> None:
+    await ctx.queue()
+    await ctx.raises(UnsupportedOperation, ctx.service.list_queues(), "list_queues")

@@ -13,15 +13,18 @@ from mqcontract_conformance.registry import rule
 
 @rule(
     "RECV-1",
-    "receive_messages returns at most `limit` messages; the rest stay receivable.",
-    why="Consumers size their work by the limit.",
+    "receive_messages returns exactly min(limit, visible) messages: never more than "
+    "`limit`, and never fewer while that many are visible; the rest stay receivable.",
+    why="Consumers size their work by the limit; a provider that returns one message per "
+    "call whatever the limit passes 'at most' and starves batch consumers.",
 )
 async def limit_honoured(ctx: CaseContext) -> None:
     q = await ctx.queue()
     ids = await ctx.service.send_batch(q, [body(i) for i in range(5)])
     first = await ctx.receive(q, limit=3)
-    ctx.check(len(first) <= 3, f"limit 3 returned {len(first)} messages")
-    rest = await ctx.receive_exactly(q, 5 - len(first))
+    ctx.check(len(first) == 3, f"limit 3 with 5 visible returned {len(first)} messages")
+    rest = await ctx.receive(q, limit=10)
+    ctx.check(len(rest) == 2, f"limit 10 with 2 visible returned {len(rest)} messages")
     got = sorted(m.msg_id for m in first + rest)
     ctx.check(got == sorted(ids), f"sent {ids}, received {got}")
 

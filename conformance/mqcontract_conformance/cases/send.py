@@ -145,3 +145,91 @@ async def batch_all_or_nothing(ctx: CaseContext) -> None:
         "batch with an oversized payload",
     )
     ctx.check(await ctx.receive(q) == [], "part of a rejected batch was enqueued")
+
+
+def _de_bruijn_pairs() -> bytes:
+    """Every ordered pair of byte values, each once: an Eulerian circuit through the
+    complete graph on 256 byte values with loops (65,537 bytes)."""
+    tried = [0] * 256  # the next successor to walk from each byte
+    stack = [0]
+    path: list[int] = []
+    while stack:
+        v = stack[-1]
+        if tried[v] < 256:
+            stack.append(tried[v])
+            tried[v] += 1
+        else:
+            path.append(stack.pop())
+    return bytes(reversed(path))
+
+
+#: Payloads that differ from a normalized form only by line endings or whitespace.
+LOOKALIKES: tuple[bytes, ...] = (
+    b"a\r\nb",
+    b"a\nb",
+    b"a\rb",
+    b"a\n\rb",
+    b"line\r\n",
+    b"line\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"x  ",
+    b"  x",
+    b"x\t",
+    b"a  \t b",
+    b"x\x00",
+    b"x\n\n\n",
+    b" ",
+    b"\t",
+    b"x\x0b\x0c",
+    b"\xef\xbb\xbfbom",
+)
+
+
+@rule(
+    "SEND-10",
+    "Payloads that differ only in line endings, whitespace runs or trailing bytes come "
+    "back exactly, as does one holding every ordered pair of byte values.",
+    why="Normalizing \\r\\n, trimming or collapsing whitespace looks harmless and passes a "
+    "corpus of single bytes; a payload with every byte pair catches it.",
+    provisional=True,
+)
+async def lookalike_payloads(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    pairs = _de_bruijn_pairs()
+    size = ctx.caps.max_message_size_bytes
+    # Chunks overlap by one byte, so the pair across a cut is in the next chunk.
+    chunks = [pairs[i : i + size] for i in range(0, max(len(pairs) - 1, 1), max(size - 1, 1))]
+    payloads = [*LOOKALIKES, *chunks]
+    ids = await ctx.service.send_batch(q, payloads)
+    got = {m.msg_id: m.payload for m in await ctx.receive_exactly(q, len(ids))}
+    for msg_id, sent in zip(ids, payloads, strict=True):
+        back = got.get(msg_id)
+        ctx.check(
+            back == sent,
+            f"payload {msg_id} changed: sent {sent[:40]!r} ({len(sent)} B), "
+            f"got {(back or b'')[:40]!r} ({len(back or b'')} B)",
+        )
+
+
+@rule(
+    "SEND-11",
+    "After the newest message was acked and the queue emptied, the next send still gets an "
+    "id greater than every id the queue has issued.",
+    why="A provider that derives the next id from what is stored reuses ids once the queue "
+    "is empty, and an old claim or log line then names new work.",
+    provisional=True,
+)
+async def ids_after_settlement(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    issued = await ctx.service.send_batch(q, [body(i) for i in range(3)])
+    for message in await ctx.receive_exactly(q, 3):
+        await ctx.service.ack_message(q, message.msg_id)
+    later = await ctx.service.send_message(q, body(9))
+    ctx.check(
+        later > max(issued),
+        f"after acking {issued} the next send got id {later}, not above {max(issued)}",
+    )
+    (got,) = await ctx.receive_exactly(q, 1)
+    ctx.check(got.msg_id == later, f"received {got.msg_id}, sent {later}")

@@ -107,3 +107,65 @@ async def receive_count_grows(ctx: CaseContext) -> None:
     (m,) = await ctx.receive_exactly(q, 1, within=ctx.timing.unit + ctx.timing.slack)
     counts.append(m.receive_count)
     ctx.check(counts == [1, 2, 3, 4, 5], f"receive counts {counts}, expected [1, 2, 3, 4, 5]")
+
+
+@rule(
+    "VT-6",
+    "The visibility timeout runs from the claim, not from the send: a message that sat "
+    "visible for longer than the timeout stays invisible for the whole timeout once "
+    "received.",
+    why="Rules that receive straight after sending cannot tell a deadline counted from the "
+    "send from one counted from the claim; a backlog can.",
+    provisional=True,
+)
+async def deadline_from_claim(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(1))
+    vt = ctx.timing.unit * 2
+    await ctx.wait_past(ctx.now() + vt * 1.5)  # it waits, visible, longer than vt
+    (held,) = await ctx.receive_exactly(q, 1, vt=vt)
+    claimed = ctx.now()
+    ctx.check(held.msg_id == sent, f"received {held.msg_id}, sent {sent}")
+
+    async def leaked() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    hold = vt - ctx.caps.visibility_precision_seconds - ctx.timing.step * 2
+    await ctx.never(leaked, max(hold - (ctx.now() - claimed), 0.0), f"message {sent} leaked")
+
+
+@rule(
+    "VT-7",
+    "A message keeps its id, payload and enqueued_at on every redelivery (after expiry and "
+    "after nack), and its receive_count grows by exactly one each time (at least, where "
+    "exact counts are not declared).",
+    why="Invariants checked only on first delivery let a provider rewrite a message when it "
+    "puts it back (a fresh enqueued_at, a re-encoded payload).",
+    provisional=True,
+)
+async def redelivery_keeps_the_message(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    payload = body(7, "keep\r\n")
+    sent = await ctx.service.send_message(q, payload)
+    (first,) = await ctx.receive_exactly(q, 1, vt=ctx.timing.unit)
+    seen = [first]
+    (expired,) = await ctx.receive_exactly(
+        q, 1, within=ctx.timing.unit + ctx.timing.slack, vt=ctx.timing.long
+    )
+    seen.append(expired)
+    await ctx.service.nack_claim(q, expired)
+    (nacked,) = await ctx.receive_exactly(q, 1)
+    seen.append(nacked)
+    for i, message in enumerate(seen):
+        path = ("first delivery", "after expiry", "after nack")[i]
+        ctx.check(message.msg_id == sent, f"{path}: id {message.msg_id}, sent {sent}")
+        ctx.check(message.payload == payload, f"{path}: payload {message.payload!r}")
+        ctx.check(
+            message.enqueued_at == first.enqueued_at,
+            f"{path}: enqueued_at {message.enqueued_at!r}, first {first.enqueued_at!r}",
+        )
+        ctx.check(
+            _count_ok(ctx, message.receive_count, i + 1) if i else message.receive_count == 1,
+            f"{path}: receive_count {message.receive_count}, expected {i + 1}",
+        )
+    await ctx.service.ack_claim(q, nacked)

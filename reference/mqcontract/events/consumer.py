@@ -74,6 +74,10 @@ class ConsumerSettings:
     default_poll_interval: float = 5.0
     nack_on_failure: bool = True
     stop_grace: float = 10.0
+    #: Acks handed to the settler and not yet confirmed, at most (a worker handing over
+    #: one more waits). Each is a claim still held, so push never has more than the
+    #: provider's prefetch; the bound keeps polling batches in check too.
+    max_unconfirmed_acks: int = 64
 
 
 class QueueConsumer:
@@ -104,8 +108,7 @@ class QueueConsumer:
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
         self._claimed: dict[tuple[str, int], None] = {}
-        # Unconfirmed acks are bounded like claims in flight: about one per worker.
-        self._settler = Settler(service, self._acked, bound=self.settings.workers)
+        self._settler = Settler(service, self._acked, bound=self.settings.max_unconfirmed_acks)
         self._running = False
 
     @property

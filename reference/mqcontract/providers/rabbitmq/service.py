@@ -208,6 +208,11 @@ class RabbitMqMessagingService(BaseMessagingService):
         async with self._channels.scratch() as channel:
             return await exists(channel, name)
 
+    def _unsupported(self, operation: str) -> str:
+        if operation == "list_queues":
+            return "list_queues (needs the management API; none was found)"
+        return operation
+
     async def _list_queues(self) -> list[str]:
         if self._management is None:
             raise UnsupportedOperation(
