@@ -91,3 +91,23 @@ async def test_stale_and_unknown_outcomes_are_reported_per_message() -> None:
     await asyncio.wait_for(settler.drain(), 5)
     assert isinstance(outcomes[again.msg_id], ConnectionLost)
     await settler.close()
+
+
+class _Broken(InMemoryMessagingService):
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+        raise KeyError("a provider bug")
+
+
+async def test_a_provider_bug_is_an_unknown_outcome_and_later_acks_still_settle() -> None:
+    service = _Broken()
+    held = await _held(service, 2)
+    outcomes: dict[int, bool | MessagingError] = {}
+    settler = Settler(service, lambda m, o: outcomes.__setitem__(m.msg_id, o), bound=4)
+    settler.start()
+    await settler.ack(held[0])
+    await asyncio.wait_for(settler.drain(), 5)
+    await settler.ack(held[1])
+    await asyncio.wait_for(settler.drain(), 5)
+    await settler.close()
+    assert all(isinstance(o, MessagingError) for o in outcomes.values())
+    assert "a provider bug" in str(outcomes[held[1].msg_id])

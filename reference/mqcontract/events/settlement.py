@@ -84,9 +84,12 @@ class Settler:
     async def _settle_queue(self, queue: str, messages: list[QueuedMessage]) -> None:
         try:
             settled = await self._service.ack_claims(queue, messages)
-        except MessagingError as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a provider's bug must not stop every later ack
+            failure = exc if isinstance(exc, MessagingError) else MessagingError(repr(exc))
             for message in messages:
-                self._on_outcome(message, exc)
+                self._on_outcome(message, failure)
             return
         for message, ok in zip(messages, settled, strict=True):
             self._on_outcome(message, ok)
