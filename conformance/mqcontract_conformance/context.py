@@ -216,6 +216,13 @@ class CaseContext:
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await task
 
+    async def next_claimed(self, sub: Subscription) -> Message:
+        """The next notification, which must be a claimed ``Message`` (claimed push)."""
+        note = await self.next_notification(sub)
+        if not (isinstance(note, Message) and note.claimed):
+            self.fail(f"expected a claimed Message: {note!r}")
+        return note
+
     async def collect_notifications(
         self, sub: Subscription, expected: Iterable[tuple[str, int]], within: float | None = None
     ) -> dict[tuple[str, int], MessageNotification]:
