@@ -19,7 +19,7 @@ from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.registry import Rule
 from mqcontract_conformance.rules import all_rules
 from mqcontract_conformance.runner import CaseOutcome
-from tests.broken_providers import SignalMemory
+from mqcontract_conformance.selftest.references import SignalMemory
 
 RULES = all_rules()
 #: Every field some rule's condition reads: the grid varies these.
@@ -149,9 +149,11 @@ HOMES = {
     "PUSH": "push",
     "FETCH": "fetch",
     "ERR": "errors",
+    "HOLD": "holders",
     "EVT": "events",
     "HOST": "hostile",
     "MODEL": "model",
+    "CAP": "capabilities",
 }
 
 

@@ -134,7 +134,7 @@ MEMORY = """
 def test_faults(mq_harness, terminate_listener, sever_connection, disable_notify_trigger):
     async def main():
         service = await mq_harness.open()
-        await sever_connection(service)
+        await terminate_listener(service)
 
     asyncio.run(main())
 """
@@ -157,7 +157,7 @@ def test_faults_the_harness_cannot_inject_skip_with_the_reason(pytester: pytest.
     pytester.makepyfile(HEADER.format(provider="memory") + MEMORY)
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*fault not available: memory: no sever_connection hook*"])
+    result.stdout.fnmatch_lines(["*fault not available: memory: no kill_listener hook*"])
 
 
 def test_pgmq_trigger_and_listener_faults(

@@ -71,7 +71,7 @@ def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Pat
     assert groups == {rule_id.split("-")[0] for rule_id in hooked}
     assert f"memory: passing, unverified: {summary['passed']} passed" in run.stdout
     assert f"needs a harness hook: {summary['needs-hook']}" in run.stdout
-    assert "not verified: ERR (Errors and bounds)" in run.stdout
+    assert "not verified: EVT (Event system and fallback recovery)" in run.stdout
     assert "(not claimed)" not in run.stdout
 
 

@@ -74,11 +74,12 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.report.cli",
     "mqcontract_conformance.bench",
     "mqcontract_conformance.stress.cli",
+    "mqcontract_conformance.selftest.cli",
 )
 
 
 #: Subcommands that run the rules (pytest, hypothesis) and what they need.
-_KIT_COMMANDS = frozenset({"verify", "rules", "report", "bench", "stress"})
+_KIT_COMMANDS = frozenset({"verify", "rules", "report", "bench", "stress", "selftest"})
 _KIT_MODULES = ("pytest", "hypothesis")
 
 

@@ -20,6 +20,7 @@ from mqcontract.errors import MessagingError
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import MessagingService, Subscription
 from mqcontract.testing import Harness, HookUnavailable
+from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.timing import TimingProfile
 
 __all__ = ["CaseContext", "ContractViolation"]
@@ -63,6 +64,8 @@ class CaseContext:
         self.others: list[MessagingService] = []
         #: Figures a rule measured (recovery times, counts): reported in the JSON results.
         self.metrics: dict[str, float] = {}
+        #: Capabilities a rule measured, beside what the provider declares (CAP rules).
+        self.measured: list[Measurement] = []
         self._names = itertools.count(1)
 
     # -- naming and setup --------------------------------------------------------------
@@ -182,13 +185,14 @@ class CaseContext:
         return got
 
     async def check_still_held(self, queue: str, message: QueuedMessage, what: str) -> None:
-        """``message`` stays invisible (someone still holds it) for half a unit: a
+        """``message`` stays invisible (someone still holds it) for half the margin: a
         settlement that released it makes it receivable, and that fails the rule."""
 
         async def visible() -> list[int]:
             return [m.msg_id for m in await self.receive(queue) if m.msg_id == message.msg_id]
 
-        await self.never(visible, self.timing.unit / 2, f"message {message.msg_id} released {what}")
+        what = f"message {message.msg_id} released {what}"
+        await self.never(visible, self.timing.margin / 2, what)
 
     async def next_notification(
         self, sub: Subscription, within: float | None = None
@@ -272,6 +276,14 @@ class CaseContext:
                 f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
             )
         return self.fail(f"{what}: expected {_names(expected)}, but it returned {result!r}")
+
+    async def accepts(self, call: Awaitable[T], what: str) -> T:
+        """Await ``call``, which the rule is about accepting: a MessagingError it raises
+        fails the rule (a refusal of something legal), not the run."""
+        try:
+            return await call
+        except MessagingError as exc:
+            self.fail(f"{what} was refused: {type(exc).__name__}: {exc}")
 
     def check_order(self, expected: Sequence[int], observed: Sequence[int], what: str) -> None:
         """Fail with the out-of-order positions if the sequences differ."""

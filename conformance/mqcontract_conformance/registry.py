@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["GROUPS", "SUITE_VERSION", "Check", "Rule", "registered", "rule"]
 
 #: Bumped when rules are added or changed; new rules start ``provisional``.
-SUITE_VERSION = "2.1.0"
+SUITE_VERSION = "2.2.0"
 
 #: Group id -> heading, in document order.
 GROUPS: dict[str, str] = {
@@ -36,9 +36,11 @@ GROUPS: dict[str, str] = {
     "PUSH": "Push delivery",
     "FETCH": "Fetch by id",
     "ERR": "Errors and bounds",
+    "HOLD": "Holders that stop running",
     "EVT": "Event system and fallback recovery",
     "HOST": "Hostile input",
     "MODEL": "Model-based checks",
+    "CAP": "Declared capabilities, measured",
 }
 
 Check = Callable[["CaseContext"], Awaitable[None]]

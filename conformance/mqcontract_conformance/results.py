@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import GROUPS, SUITE_VERSION, Rule
 from mqcontract_conformance.rules import all_rules
@@ -66,6 +67,8 @@ class ProviderResult:
     capabilities: dict[str, Any] = field(default_factory=dict)
     describe: dict[str, str] = field(default_factory=dict)
     results: dict[str, RuleResult] = field(default_factory=dict)
+    #: Capability -> what the CAP rules measured beside the declaration.
+    measured: dict[str, Measurement] = field(default_factory=dict)
 
     def counts(self) -> dict[Outcome, int]:
         """How many rules ended in each outcome a run can record."""
@@ -125,6 +128,9 @@ class ProviderResult:
             "describe": self.describe,
             "capabilities": self.capabilities,
             "summary": self.summary(),
+            **(
+                {"measured": [m.to_dict() for m in self.measured.values()]} if self.measured else {}
+            ),
             "unverified": [
                 {"group": g, "heading": GROUPS.get(g, g), "why": why}
                 for g, why in self.unverified_groups().items()

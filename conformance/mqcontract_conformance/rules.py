@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from mqcontract_conformance.cases import (  # noqa: F401  (each registers its rules)
     ack,
+    capabilities,
     claims,
     delay,
     errors,
     events,
     fetch,
+    holders,
     hostile,
     lifecycle,
     model,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.context import CaseContext, ContractViolation
+from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import Rule
 from mqcontract_conformance.timing import TimingProfile
@@ -29,6 +30,8 @@ class CaseOutcome:
     reason: str = ""
     capabilities: str = "{}"
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Capabilities the check measured (see :mod:`.measurement`).
+    measured: list[Measurement] = field(default_factory=list)
 
     @property
     def skip_reason(self) -> str | None:
@@ -36,8 +39,20 @@ class CaseOutcome:
         return self.reason if self.outcome.skip else None
 
 
-async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: str) -> CaseOutcome:
-    """Open a fresh service, run the rule's check, always clean up and close."""
+async def run_case(
+    harness: Harness,
+    rule: Rule,
+    timing: TimingProfile,
+    run_id: str,
+    *,
+    into: CaseOutcome | None = None,
+) -> CaseOutcome:
+    """Open a fresh service, run the rule's check, always clean up and close.
+
+    ``into``, when given, is the outcome filled in: what a check measured (metrics,
+    measured capabilities) is there even when the check raised.
+    """
+    outcome = CaseOutcome() if into is None else into
     clock = harness.new_clock()
     try:
         service = await harness.open(clock)
@@ -45,9 +60,10 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
         if isinstance(exc, ConnectionLost | ProviderClosed):
             raise
         # A harness without a setup probe (a plain module:factory) finds out here.
-        reason = f"{harness.name}: backend unavailable: {exc}"
-        return CaseOutcome(Outcome.BACKEND_UNAVAILABLE, reason)
-    outcome = CaseOutcome(capabilities=json.dumps(service.capabilities.to_dict()))
+        outcome.outcome = Outcome.BACKEND_UNAVAILABLE
+        outcome.reason = f"{harness.name}: backend unavailable: {exc}"
+        return outcome
+    outcome.capabilities = json.dumps(service.capabilities.to_dict())
     ctx = CaseContext(
         rule_id=rule.id,
         service=service,
@@ -80,6 +96,7 @@ async def run_case(harness: Harness, rule: Rule, timing: TimingProfile, run_id: 
         return outcome
     finally:
         outcome.metrics = dict(ctx.metrics)
+        outcome.measured = list(ctx.measured)
         for sub in ctx.subscriptions:
             with contextlib.suppress(Exception):
                 await sub.aclose()

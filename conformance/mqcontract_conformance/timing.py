@@ -1,7 +1,12 @@
 """The one timing profile every waiting case takes its numbers from.
 
-All figures scale together (``--mq-timing-scale`` / ``MQCONTRACT_TIMING_SCALE``), so a
-slow shared CI machine gets proportionally longer bounds without editing any case.
+Two kinds of figure live here, and only one of them scales. The *durations under test*
+(:attr:`TimingProfile.unit`, the visibility timeouts and delays a case hands the provider
+and then waits out) are the same at every scale: a sub-second timeout stays sub-second,
+so a provider that rounds it up to whole seconds fails on a slow machine too. Everything
+a case waits *around* them (bounds, slack, margins, the whole case) is multiplied by the
+scale (``--mq-timing-scale`` / ``MQCONTRACT_TIMING_SCALE``), so a slow shared CI machine
+gets proportionally more room without editing any case and without hiding such bugs.
 Waiting is always polling with early exit; nothing sleeps to synchronize.
 """
 
@@ -15,27 +20,31 @@ __all__ = ["TimingProfile"]
 
 @dataclass(frozen=True, slots=True)
 class TimingProfile:
-    """Bounds and units in seconds (virtual seconds when the provider has a virtual clock)."""
+    """Figures in seconds (virtual seconds when the provider has a virtual clock)."""
 
     scale: float = 1.0
-    #: Visibility timeout / delay used where a case waits for expiry.
+    #: Under test, never scaled: the visibility timeout / delay a case waits out.
     unit: float = 0.6
-    #: A visibility timeout that must not expire during a case.
+    #: Bound: a visibility timeout that must not expire during a case.
     long: float = 60.0
-    #: Push: a notification must arrive within this after the send returned.
+    #: Bound: a push notification must arrive within this after the send returned.
     delivery: float = 3.0
-    #: Any single operation must complete within this.
+    #: Bound: any single operation must complete within this.
     operation: float = 5.0
-    #: Slack allowed after a deadline (expiry, delay) before "late" is a failure.
+    #: Bound: how late after a deadline (expiry, delay) something may be before "late" fails.
     slack: float = 3.0
-    #: Polling step.
+    #: Margin: how long a case keeps watching for what must not happen (past a deadline
+    #: it waited out, or after a settlement that must change nothing).
+    margin: float = 0.6
+    #: Polling step (not scaled: it is the resolution of an observation, not a bound).
     step: float = 0.05
-    #: Hard bound on a whole case; a case running longer fails instead of hanging.
+    #: Bound on a whole case; a case running longer fails instead of hanging.
     case: float = 120.0
 
     @classmethod
     def from_scale(cls, scale: float | None = None) -> TimingProfile:
-        """The default profile scaled by ``scale`` or ``MQCONTRACT_TIMING_SCALE``."""
+        """The default profile, its bounds and margins scaled by ``scale`` (or
+        ``MQCONTRACT_TIMING_SCALE``); the durations under test stay as they are."""
         if scale is None:
             scale = float(os.environ.get("MQCONTRACT_TIMING_SCALE", "1") or 1)
         if not scale > 0:
@@ -43,11 +52,12 @@ class TimingProfile:
         base = cls()
         return cls(
             scale=scale,
-            unit=base.unit * scale,
+            unit=base.unit,
             long=base.long * max(scale, 1.0),
             delivery=base.delivery * scale,
             operation=base.operation * scale,
             slack=base.slack * scale,
+            margin=base.margin * scale,
             step=base.step,
             case=base.case * scale,
         )

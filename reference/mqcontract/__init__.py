@@ -25,7 +25,13 @@ themselves; importing this package never needs asyncpg, aio-pika, pytest or hypo
 from __future__ import annotations
 
 from mqcontract._redact import redact
-from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
+from mqcontract.capabilities import (
+    Capabilities,
+    PayloadFidelity,
+    PushKind,
+    RequeuePosition,
+    VisibilityEnforcer,
+)
 from mqcontract.clock import Clock, SystemClock, VirtualClock
 from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import (
@@ -82,6 +88,7 @@ __all__ = [  # noqa: RUF022 (grouped by audience, not sorted)
     "PushKind",
     "PayloadFidelity",
     "RequeuePosition",
+    "VisibilityEnforcer",
     "redact",
     "MessagingError",
     "QueueError",

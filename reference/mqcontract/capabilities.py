@@ -6,7 +6,13 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Capabilities", "PayloadFidelity", "PushKind", "RequeuePosition"]
+__all__ = [
+    "Capabilities",
+    "PayloadFidelity",
+    "PushKind",
+    "RequeuePosition",
+    "VisibilityEnforcer",
+]
 
 
 class PushKind(enum.StrEnum):
@@ -33,6 +39,16 @@ class PayloadFidelity(enum.StrEnum):
     #: normalized: key order, whitespace); any other bytes come back exactly
 
 
+class VisibilityEnforcer(enum.StrEnum):
+    """Who returns a claimed message once its visibility timeout has passed."""
+
+    SERVER = "server"  #: the backend, whatever becomes of the holder (PGMQ's ``vt`` column)
+    #: the holder's own process (a client-side timer): a holder that stops running but
+    #: keeps its connection keeps its claims until the backend gives the connection up
+    #: (``frozen_holder_release_seconds``)
+    HOLDER = "holder"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Capabilities:
     """A provider's declared behaviour. Rules whose capability is not claimed are skipped."""
@@ -57,6 +73,10 @@ class Capabilities:
     #: Ids are chosen by producers (not by the backend), so a foreign producer can put
     #: two messages with one id on a queue; settlement by claim must keep them apart.
     producer_assigned_ids: bool = False
+    visibility_enforced_by: VisibilityEnforcer = VisibilityEnforcer.SERVER
+    #: With ``HOLDER``: the longest a holder that stops running without dying (SIGSTOP, a
+    #: stalled VM, a debugger) keeps its claims, whatever their timeouts. None: no bound.
+    frozen_holder_release_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (enum members become their values)."""

@@ -156,6 +156,9 @@ class RabbitMqConfig(_RedactedRepr):
     #: runs while they wait, so about the number of workers behind it is right.
     prefetch_count: int = 100
     connection_timeout_seconds: float = 30.0
+    #: The longest heartbeat asked for; the provider asks for at most a third of
+    #: ``push_visibility_timeout_seconds`` (never below 5 s): the broker drops a frozen
+    #: holder's connection, and requeues its claims, after three silent heartbeats.
     heartbeat_seconds: int = 60
     max_message_size_bytes: int = 1_048_576
     #: Visibility timeout applied to pushed (consumed) messages.

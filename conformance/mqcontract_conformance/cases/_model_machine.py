@@ -1,18 +1,28 @@
-"""The Hypothesis state machine behind the MODEL rules, and how a case runs it.
+"""The programs behind the MODEL rules, and how a case runs them.
 
-Random programs of create / send / send-with-delay / send-batch / receive / ack / nack /
-pass-time (and sever, when faults are on) run against the provider through a
-:class:`~._model_driver.Driver`; after every step the driver has compared the outcome
-with the model, and (with a backdoor) the stored ids with the model's. At the end of a
-program everything due is drained, so a lost or resurrected message cannot hide.
+First the pair programs (:mod:`._model_pairs`: every ordered pair of operation kinds,
+the same every run), then random programs from a Hypothesis state machine: create /
+send / send-with-delay / send-batch / receive / fetch / ack and nack by id and by claim /
+ack_claims / pass-time (and sever, when faults are on). Both run against the provider
+through a :class:`~._model_driver.Driver`; after every step the driver has compared the
+outcome with the model, and (with a backdoor) the stored ids with the model's. At the
+end of a program everything due is drained, so a lost or resurrected message cannot hide.
+
+Programs are numbered: the pair programs first, then the random ones in the order the
+seed generates them. Each has a time budget from the timing profile; one that exceeds it
+fails at the step that was running. A failure is shrunk (pair programs to the failing
+pair, random ones by Hypothesis) and names the seed, the program and the timing scale
+that replay it (``MQCONTRACT_MODEL_PROGRAM`` runs that program only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +42,13 @@ from hypothesis.stateful import (
 
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.cases._model_driver import Driver, LoopBridge, Stopped, TimeParameters
+from mqcontract_conformance.cases._model_pairs import (
+    SAMPLE_PAYLOADS,
+    PairProgram,
+    PairRunner,
+    kinds_for,
+    pair_programs,
+)
 from mqcontract_conformance.cases._queue_model import ModelMismatch
 from mqcontract_conformance.context import CaseContext
 
@@ -39,20 +56,11 @@ __all__ = ["PROFILES", "ModelProfile", "run_model"]
 
 PROFILE_ENV = "MQCONTRACT_MODEL_PROFILE"
 SEED_ENV = "MQCONTRACT_MODEL_SEED"
+PROGRAM_ENV = "MQCONTRACT_MODEL_PROGRAM"
+SCALE_ENV = "MQCONTRACT_TIMING_SCALE"
 
-PAYLOADS = st.one_of(
-    st.binary(max_size=40),
-    st.sampled_from(
-        [
-            b"",
-            b'{"b": [true, null], "a": 1}',
-            b'"text"',
-            b"17",
-            "h\u00e9llo \u2713 \U0001f389".encode(),
-            b"\xff\xfe\x00\xc3(",
-        ]
-    ),
-)
+PAYLOADS = st.one_of(st.binary(max_size=40), st.sampled_from(SAMPLE_PAYLOADS))
+CLAIM_CHOICES = st.sampled_from(["live", "live", "stale", "any"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +80,8 @@ class ModelProfile:
     backdoor_every_step: bool
     #: Shrink failures on real-time backends too (always on in virtual time).
     shrink_real_time: bool
-    #: Seconds the shrinker may spend on one failure (the rest is shown unshrunk).
+    #: Seconds the shrinker may spend on one failure (the rest is shown unshrunk), times
+    #: the timing scale.
     shrink_seconds: float
 
 
@@ -85,8 +94,8 @@ PROFILES = {
         steps=20,
         wait_budget=0.8,
         backdoor_every_step=False,
-        shrink_real_time=False,
-        shrink_seconds=2,
+        shrink_real_time=True,
+        shrink_seconds=5,
     ),
     "long": ModelProfile(
         name="long",
@@ -110,6 +119,22 @@ def selected_profile() -> ModelProfile:
     return PROFILES[name]
 
 
+@dataclass
+class RandomPlan:
+    """Numbers the random programs and decides which run (all, or the one replayed)."""
+
+    first_index: int
+    budget: float
+    only: int | None = None
+    started: int = 0
+
+    def start(self, driver: Driver) -> None:
+        index = self.first_index + self.started
+        self.started += 1
+        skip = self.only is not None and index != self.only and not driver.mismatch_seen
+        driver.start_program(self.budget, index=index, skip=skip)
+
+
 class ContractMachine(RuleBasedStateMachine):
     """Random programs against the provider and the model; see the module docstring.
 
@@ -118,11 +143,12 @@ class ContractMachine(RuleBasedStateMachine):
     """
 
     driver: Driver
+    plan: RandomPlan
     queues = Bundle("queues")
 
     def __init__(self) -> None:
         super().__init__()
-        self.driver.start_program()
+        self.plan.start(self.driver)
         self.made = 0  # queues in the bundle (also while skipping: same draws either way)
 
     def _new_queue(self) -> str:
@@ -188,6 +214,38 @@ class ContractMachine(RuleBasedStateMachine):
             return
         self.driver.settle(queue, choice, index, ack=False)
 
+    @precondition(lambda self: self.driver.caps.fetch_by_id)
+    @rule(
+        queue=queues,
+        choice=st.sampled_from(["held", "known", "known", "unknown"]),
+        index=st.integers(0, 31),
+        pick=st.integers(0, 7),
+    )
+    def fetch(self, queue: str, choice: str, index: int, pick: int) -> None:
+        if self.driver.skipping:
+            return
+        d = self.driver
+        vts = d.params.vts
+        d.fetch(queue, d._pick(d.models[queue], choice, index), vts[pick % len(vts)])
+
+    @rule(queue=queues, choice=CLAIM_CHOICES, index=st.integers(0, 31), ack=st.booleans())
+    def settle_claim(self, queue: str, choice: str, index: int, ack: bool) -> None:
+        if self.driver.skipping:
+            return
+        picked = self.driver.pick_claim(queue, choice, index)
+        if picked is not None:
+            self.driver.settle_claim(queue, *picked, ack=ack)
+
+    @rule(
+        queue=queues,
+        choices=st.lists(st.tuples(CLAIM_CHOICES, st.integers(0, 31)), min_size=1, max_size=3),
+    )
+    def ack_claims(self, queue: str, choices: list[tuple[str, int]]) -> None:
+        if self.driver.skipping:
+            return
+        picks = [self.driver.pick_claim(queue, choice, index) for choice, index in choices]
+        self.driver.ack_claims(queue, [p for p in picks if p is not None])
+
     @rule(pick=st.integers(0, 7))
     def pass_time(self, pick: int) -> None:
         if self.driver.skipping:
@@ -222,11 +280,39 @@ async def _backdoor_available(ctx: CaseContext) -> bool:
     return True
 
 
+@dataclass
+class PairFailure:
+    """A pair program that failed, the program it shrank to, and the mismatch."""
+
+    index: int
+    program: PairProgram
+    shrunk: PairProgram
+    mismatch: ModelMismatch
+
+
+def program_budget(ctx: CaseContext, steps: int, waiting: float) -> float:
+    """Real seconds a program of about ``steps`` operations may take (waiting included):
+    two operation bounds, a fiftieth of one per step, and its planned waiting."""
+    operation = ctx.timing.operation
+    planned = 0.0 if ctx.clock is not None or math.isinf(waiting) else waiting
+    return 2 * operation + steps * operation / 50 + planned
+
+
+def _selected_program() -> int | None:
+    text = os.environ.get(PROGRAM_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"{PROGRAM_ENV}={text!r}: expected a program number")
+    return int(text)
+
+
 async def run_model(ctx: CaseContext, *, faults: bool) -> None:
-    """Run the state machine for this case in a worker thread; fail on any mismatch."""
+    """Run the programs for this case in a worker thread; fail on any mismatch."""
     if faults and type(ctx.harness).sever_connection is Harness.sever_connection:
         raise HookUnavailable(f"{ctx.harness.name}: no sever_connection hook")
     profile = selected_profile()
+    only = _selected_program()
     virtual = ctx.clock is not None
     if faults:
         examples = profile.fault_examples
@@ -244,9 +330,17 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
         # Half the case's bound (60 s in virtual time) for programs, the rest for a shrink.
         budget=(60.0 if virtual else ctx.timing.case) * 0.5,
     )
-    machine = type("Program", (ContractMachine,), {"driver": driver})
+    pairs = [] if faults else pair_programs(kinds_for(ctx.caps))
+    shrinking = virtual or profile.shrink_real_time
+    shrink_seconds = profile.shrink_seconds * ctx.timing.scale
+    plan = RandomPlan(
+        first_index=len(pairs),
+        budget=program_budget(ctx, profile.steps * 3, params.wait_budget),
+        only=only,
+    )
+    machine = type("Program", (ContractMachine,), {"driver": driver, "plan": plan})
     phases = [Phase.explicit, Phase.generate]
-    if virtual or profile.shrink_real_time:
+    if shrinking:
         phases.append(Phase.shrink)
     run_seed = int(os.environ.get(SEED_ENV) or random.getrandbits(32))
     test = seed(run_seed)(
@@ -265,9 +359,12 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
         )
     )
 
-    def run() -> BaseException | None:
+    def run() -> BaseException | PairFailure | None:
         try:
-            with _shrinking_bounded(profile.shrink_seconds):
+            failure = _run_pairs(ctx, driver, pairs, only, shrink_seconds if shrinking else 0)
+            if failure is not None or (only is not None and only < len(pairs)):
+                return failure
+            with _shrinking_bounded(shrink_seconds):
                 test()
         except BaseException as exc:  # handed back to the loop, which decides
             return exc
@@ -282,6 +379,8 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
         raise
     ctx.metrics.update(
         programs=float(driver.programs),
+        pair_programs=float(len(pairs)),
+        pairs=float(sum(len(p.pairs) for p in pairs)),
         programs_skipped_for_time=float(driver.skipped),
         operations=float(driver.operations),
         waited_seconds=round(driver.waited_total, 3),
@@ -289,18 +388,81 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
     )
     if error is None:
         return
-    where = f"profile {profile.name}, {SEED_ENV}={run_seed}"
+    scale = f"{ctx.timing.scale:g}"
+
+    def replay(index: int | None) -> str:
+        program = f" {PROGRAM_ENV}={index}" if index is not None else ""
+        return (
+            f"replay: {PROFILE_ENV}={profile.name} {SEED_ENV}={run_seed}{program} "
+            f"{SCALE_ENV}={scale}"
+        )
+
+    if isinstance(error, PairFailure):
+        shrunk = error.shrunk.describe() if error.shrunk != error.program else "not shrunk"
+        ctx.fail(
+            f"the provider disagrees with the model in program {error.index} (pairs of "
+            f"operations, {error.program.layout}: {len(error.program.pairs)} pairs; "
+            f"shrunk to: {shrunk}): {error.mismatch}\n{replay(error.index)}"
+        )
     mismatch = _first_mismatch(error)
+    note = ""
     if mismatch is None and driver.first_mismatch is not None:
         # In real time a replay may not repeat a failure (Hypothesis then reports its
         # replay as flaky): the first mismatch is the finding.
         mismatch = driver.first_mismatch
-        where += f"; replaying it did not repeat it: {type(error).__name__}"
+        note = f" (replaying it did not repeat it: {type(error).__name__})"
+    index = driver.failing_index
     if mismatch is not None:
-        ctx.fail(f"the provider disagrees with the model ({where}): {mismatch}")
+        ctx.fail(
+            f"the provider disagrees with the model in program {index} (random, shrunk by "
+            f"Hypothesis{'' if shrinking else ': off'}){note}: {mismatch}\n{replay(index)}"
+        )
     if isinstance(error, Stopped):
         raise asyncio.CancelledError
-    ctx.fail(f"the model run raised {type(error).__name__} ({where}): {error}")
+    ctx.fail(f"the model run raised {type(error).__name__}: {error}\n{replay(index)}")
+
+
+def _run_pairs(
+    ctx: CaseContext,
+    driver: Driver,
+    programs: list[PairProgram],
+    only: int | None,
+    shrink_seconds: float,
+) -> PairFailure | None:
+    """Run the pair programs (or the one replayed); shrink the first that fails to the
+    single pair that fails on its own, within ``shrink_seconds``."""
+    runner = PairRunner(driver)
+
+    def attempt(program: PairProgram, index: int) -> ModelMismatch | None:
+        waiting = runner.waiting(program)
+        budget = program_budget(ctx, program.steps, waiting)
+        driver.start_program(budget, index=index, waiting=waiting)
+        if driver.skipping:  # past the case's time for programs (a very slow backend)
+            return None
+        try:
+            runner.run(program)
+        except ModelMismatch as mismatch:
+            return mismatch
+        return None
+
+    for index, program in enumerate(programs):
+        if only is not None and index != only:
+            continue
+        mismatch = attempt(program, index)
+        if mismatch is None:
+            continue
+        shrunk = program
+        until = time.monotonic() + shrink_seconds
+        for pair in program.pairs if len(program.pairs) > 1 else ():
+            if time.monotonic() > until:
+                break
+            smaller = program.only([pair])
+            found = attempt(smaller, index)
+            if found is not None:
+                shrunk, mismatch = smaller, found
+                break
+        return PairFailure(index, program, shrunk, mismatch)
+    return None
 
 
 @contextlib.contextmanager

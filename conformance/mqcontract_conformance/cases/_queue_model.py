@@ -60,6 +60,9 @@ class ModelMessage:
     #: message is not declared (quorum queues return it to the front), so until it is
     #: claimed again it is not ordered.
     unordered: bool = False
+    #: How many claims we made on it: a claim is named by (msg_id, generation), and only
+    #: the latest generation can still be live.
+    claims: int = 0
 
 
 @dataclass
@@ -82,8 +85,15 @@ class QueueModel:
         return self.tolerance if m.timed else 0.0
 
     def surely_visible(self, m: ModelMessage, at: float) -> bool:
-        """Visible for certain at ``at``."""
-        return at > m.visible[1] + self._band(m)
+        """Visible for certain at ``at``.
+
+        An instant the provider set (``timed``) is known only within its band; one our own
+        operation set (a send, a nack) holds from the moment that operation returned, so an
+        operation starting then already sees it (a virtual clock may not have moved).
+        """
+        if m.timed:
+            return at > m.visible[1] + self._band(m)
+        return at >= m.visible[1]
 
     def surely_invisible(self, m: ModelMessage, until: float) -> bool:
         """Invisible for certain until ``until``."""
@@ -141,9 +151,32 @@ class QueueModel:
         if self.caps.fifo:
             self._check_order(t0, returned)
         for m, g in zip(returned, got, strict=True):
-            m.count = self._count_after(m, g.receive_count)
-            m.held, m.claim_certain, m.maybe_gone, m.unordered = True, True, False, False
-            m.visible, m.timed = (t0 + vt, t1 + vt), True
+            self._claimed(m, g, t0, t1, vt)
+
+    def _claimed(self, m: ModelMessage, g: QueuedMessage, t0: float, t1: float, vt: float) -> None:
+        m.count = self._count_after(m, g.receive_count)
+        m.held, m.claim_certain, m.maybe_gone, m.unordered = True, True, False, False
+        m.visible, m.timed = (t0 + vt, t1 + vt), True
+        m.claims += 1
+
+    def fetched(
+        self, t0: float, t1: float, msg_id: int, vt: float, got: QueuedMessage | None
+    ) -> None:
+        """``fetch_message(msg_id)`` returned ``got``: visible ones must come, no others."""
+        m = self.messages.get(msg_id)
+        if got is None:
+            if m is not None and not m.maybe_gone and self.surely_visible(m, t0):
+                raise ModelMismatch(
+                    f"fetch of visible message {msg_id} returned None at {t0:.3f}: "
+                    f"{self.describe(m)}"
+                )
+            return
+        if got.msg_id != msg_id:
+            raise ModelMismatch(f"fetch of message {msg_id} returned message {got.msg_id}")
+        if m is None and msg_id in self.acked:
+            raise ModelMismatch(f"fetch of acked message {msg_id} returned it")
+        returned = self._returned(t1, got)
+        self._claimed(returned, got, t0, t1, vt)
 
     def receive_unknown(self, t0: float, t1: float, vt: float) -> None:
         """A receive failed after a fault: any visible message may now be claimed."""
@@ -271,6 +304,31 @@ class QueueModel:
             )
         if m is not None:
             m.held = False  # the claim had lapsed (or was lost in a fault)
+
+    def settled_claim(
+        self, t0: float, t1: float, msg_id: int, generation: int, outcome: str, *, ack: bool
+    ) -> None:
+        """Settling our claim number ``generation`` on ``msg_id`` ended with ``outcome``.
+
+        Only the latest claim of a held message can be live; a superseded, settled or
+        released claim must be refused (``StaleClaim``) and change nothing.
+        """
+        m = self.messages.get(msg_id)
+        latest = m is not None and m.held and m.claims == generation
+        if not latest or outcome == Outcome.UNKNOWN:
+            what = f"{'ack' if ack else 'nack'} of claim {generation} on message {msg_id}"
+            if outcome == Outcome.OK and (m is None or m.claim_certain):
+                if m is None:
+                    why = "acked" if msg_id in self.acked else "unknown"
+                elif m.claims != generation:
+                    why = f"superseded by claim {m.claims}"
+                else:
+                    why = "released"
+                raise ModelMismatch(f"{what} succeeded, but that claim was {why}")
+            if m is not None and outcome != Outcome.NOT_FOUND:
+                self.settled(t0, t1, msg_id, outcome, ack=ack)
+            return
+        self.settled(t0, t1, msg_id, outcome, ack=ack)
 
     def _apply(self, m: ModelMessage, t0: float, t1: float, *, ack: bool) -> None:
         if ack:

@@ -32,7 +32,9 @@ async def ack_is_permanent(ctx: CaseContext) -> None:
     async def back() -> list[int]:
         return [m.msg_id for m in await ctx.receive(q)]
 
-    await ctx.never(back, ctx.timing.unit * 2.5, f"acked message {sent} came back")
+    expiry = ctx.timing.unit + ctx.caps.visibility_precision_seconds
+    past_expiry = expiry + ctx.timing.margin * 1.5
+    await ctx.never(back, past_expiry, f"acked message {sent} came back")
     try:
         stored = await ctx.harness.stored_ids(ctx.service, q)
     except Exception:  # the backdoor is optional
@@ -90,7 +92,8 @@ async def ack_unknown(ctx: CaseContext) -> None:
     async def back() -> list[int]:
         return [m.msg_id for m in await ctx.receive(q)]
 
-    await ctx.never(back, ctx.timing.unit * 2, f"message {sent} acked after an error came back")
+    past_expiry = ctx.timing.unit + ctx.caps.visibility_precision_seconds + ctx.timing.margin
+    await ctx.never(back, past_expiry, f"message {sent} acked after an error came back")
     await _still_usable(ctx, q)
 
 

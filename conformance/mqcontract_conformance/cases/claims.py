@@ -65,7 +65,7 @@ async def _nothing_left(ctx: CaseContext, q: str, what: str) -> None:
     async def back() -> list[int]:
         return [m.msg_id for m in await ctx.receive(q)]
 
-    await ctx.never(back, ctx.timing.unit, what)
+    await ctx.never(back, ctx.timing.margin, what)
 
 
 @rule(
@@ -148,7 +148,7 @@ async def superseded_claim_is_stale(ctx: CaseContext) -> None:
     async def released() -> list[int]:
         return [m.msg_id for m in await ctx.receive(q)]
 
-    await ctx.never(released, ctx.timing.unit, f"B's claim on {sent} was released by A")
+    await ctx.never(released, ctx.timing.margin, f"B's claim on {sent} was released by A")
     await other.ack_claim(q, theirs)
     await _nothing_left(ctx, q, f"message {sent} came back after B acked it")
 
@@ -302,7 +302,7 @@ async def _duplicate_ids_pushed(ctx: CaseContext) -> None:
         except ContractViolation:
             return None
 
-    await ctx.never(more, ctx.timing.unit, "a held message with a shared id pushed again")
+    await ctx.never(more, ctx.timing.margin, "a held message with a shared id pushed again")
     for message in pushed:
         await _settles(ctx, q, _claim_of(ctx, message, "push"), "a pushed message with a shared id")
     await _nothing_left(ctx, q, f"a pushed message with id {_FOREIGN_ID} came back")

@@ -87,7 +87,9 @@ async def bad_delay_rejected(ctx: CaseContext) -> None:
 )
 async def zero_delay(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    sent = await ctx.service.send_message_with_delay(q, body(1), 0)
+    sent = await ctx.accepts(
+        ctx.service.send_message_with_delay(q, body(1), 0), "a delayed send with delay 0"
+    )
     (got,) = await ctx.receive_exactly(q, 1)
     ctx.check(got.msg_id == sent, "zero-delay message not received at once")
 

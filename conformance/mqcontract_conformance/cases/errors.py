@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 
@@ -14,7 +15,9 @@ from mqcontract.errors import (
     OperationTimeout,
     ProviderClosed,
 )
-from mqcontract.messages import Claim, QueuedMessage
+from mqcontract.messages import Claim, Message, QueuedMessage
+from mqcontract.service import Subscription
+from mqcontract.subscription import QueueSubscription
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
@@ -309,6 +312,7 @@ async def settling_pushed_after_sever(ctx: CaseContext) -> None:
     # would behind a busy worker) while the old claim is acked.
     marker = await ctx.service.send_message(beacon, body(2))
     await ctx.collect_notifications(beacon_sub, [(beacon, marker)], ctx.timing.slack * 3)
+    await _redelivery_queued(ctx, sub, q, sent)
     acked = await _ack_outcome(ctx, q, sent)
 
     async def delivered_again() -> list[int]:
@@ -324,6 +328,30 @@ async def settling_pushed_after_sever(ctx: CaseContext) -> None:
     elif acked is False:
         await ctx.eventually(delivered_again, ctx.timing.long, "the message back")
         await ctx.service.ack_message(q, sent)  # held again, by this caller
+
+
+def _waiting_ids(sub: Subscription, queue: str) -> list[int] | None:
+    """Ids of claimed messages of ``queue`` queued in ``sub`` and not handed out yet,
+    looked at without handing them out (None: this kind of subscription cannot tell)."""
+    if not isinstance(sub, QueueSubscription) or sub.closed:
+        return None
+    waiting = sub.pending()
+    for note in waiting:  # put back in order; nothing ran in between
+        sub.put(note)
+    return [n.message.msg_id for n in waiting if isinstance(n, Message) and n.queue_name == queue]
+
+
+async def _redelivery_queued(ctx: CaseContext, sub: Subscription, q: str, msg_id: int) -> None:
+    """Wait (bounded) until the redelivery of ``msg_id`` waits in ``sub``, so the old
+    claim's ack meets it there instead of racing it. A provider whose claim survived the
+    sever pushes nothing again: after the bound the check goes on as it is."""
+
+    async def queued() -> bool:
+        ids = _waiting_ids(sub, q)
+        return ids is None or msg_id in ids
+
+    with contextlib.suppress(ContractViolation):
+        await ctx.eventually(queued, ctx.timing.delivery + ctx.timing.slack, "redelivery")
 
 
 @rule(

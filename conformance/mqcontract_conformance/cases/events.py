@@ -169,17 +169,26 @@ async def polling_only(ctx: CaseContext) -> None:
     ctx.check(set(consumer.stats.by_path) == {"poll"}, f"paths used: {consumer.stats.by_path}")
 
 
+#: Messages EVT-5 sends: more than a provider's prefetch (100 by default) holds at once,
+#: so push must keep going as the event system settles what it was given.
+PUSH_ONLY_MESSAGES = 250
+
+
 @rule(
     "EVT-5",
-    "EventDrivenOnly on a provider that needs no fallback processes every message by push.",
-    why="Push-native brokers need no poller; the listener alone must suffice.",
+    "EventDrivenOnly on a provider that needs no fallback processes every message by push, "
+    f"{PUSH_ONLY_MESSAGES} of them (more than a prefetch's worth, settled as the event "
+    "system settles them).",
+    why="Push-native brokers need no poller; the listener alone must suffice, also once "
+    "the first prefetch's worth of messages was settled.",
     applies_when=ANY_PUSH & ~Applies.flag("requires_fallback_polling"),
 )
 async def event_driven_only(ctx: CaseContext) -> None:
     q = await ctx.queue()
     async with _consumer(ctx, [q], DeploymentMode.EVENT_DRIVEN_ONLY) as consumer:
         ctx.check(consumer.mode is DeploymentMode.EVENT_DRIVEN_ONLY, f"ran as {consumer.mode}")
-        sent = {(q, i) for i in await ctx.service.send_batch(q, [body(i) for i in range(10)])}
+        payloads = [body(i) for i in range(PUSH_ONLY_MESSAGES)]
+        sent = {(q, i) for i in await ctx.service.send_batch(q, payloads)}
         await _all_processed(ctx, consumer, sent, ctx.timing.delivery, "event driven only")
     _exactly_once(ctx, consumer, sent)
     ctx.check(set(consumer.stats.by_path) == {"push"}, f"paths used: {consumer.stats.by_path}")

@@ -200,7 +200,10 @@ async def size_limit_bytes(ctx: CaseContext) -> None:
     await by.check("oversized sends")
     await by.final()
     exact = _at_size(limit)
-    ids = {await svc.send_message(q, payload): label for label, payload in exact.items()}
+    ids = {
+        await ctx.accepts(svc.send_message(q, payload), f"{label} of exactly {limit} bytes"): label
+        for label, payload in exact.items()
+    }
     got = await ctx.receive_exactly(q, len(ids))
     for m in got:
         label = ids[m.msg_id]

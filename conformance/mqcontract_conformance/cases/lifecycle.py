@@ -20,7 +20,7 @@ from mqcontract_conformance.registry import rule
 async def create_is_idempotent(ctx: CaseContext) -> None:
     q = await ctx.queue()
     sent = await ctx.service.send_message(q, body(1))
-    await ctx.service.create_queue(q)
+    await ctx.accepts(ctx.service.create_queue(q), f"a second create of {q}")
     ctx.check(await ctx.service.queue_exists(q), f"{q} missing after a second create")
     got = await ctx.receive(q)
     ctx.check([m.msg_id for m in got] == [sent], f"second create lost message {sent}: got {got}")
@@ -49,8 +49,8 @@ async def delete_drops_messages(ctx: CaseContext) -> None:
 )
 async def delete_missing_is_noop(ctx: CaseContext) -> None:
     q = ctx.queue_name()
-    await ctx.service.delete_queue(q)
-    await ctx.service.delete_queue(q)
+    await ctx.accepts(ctx.service.delete_queue(q), f"delete of missing {q}")
+    await ctx.accepts(ctx.service.delete_queue(q), f"second delete of missing {q}")
     ctx.check(not await ctx.service.queue_exists(q), f"deleting {q} created it")
 
 
@@ -179,12 +179,13 @@ async def longest_name_works(ctx: CaseContext) -> None:
     base = ctx.queue_name()
     q = (base + "_" * 47)[:47]
     ctx.queues.append(q)
-    await ctx.service.create_queue(q)
-    sent = await ctx.service.send_message(q, body(1))
-    got = await ctx.receive(q)
+    svc = ctx.service
+    await ctx.accepts(svc.create_queue(q), "create_queue of a 47-character name")
+    sent = await ctx.accepts(svc.send_message(q, body(1)), "send_message to it")
+    got = await ctx.accepts(ctx.receive(q), "receive_messages from it")
     ctx.check([m.msg_id for m in got] == [sent], f"47-character queue lost {sent}")
-    await ctx.service.ack_message(q, sent)
-    await ctx.service.delete_queue(q)
+    await ctx.accepts(svc.ack_message(q, sent), "ack_message on it")
+    await ctx.accepts(svc.delete_queue(q), "delete_queue of it")
     ctx.check(not await ctx.service.queue_exists(q), "47-character queue survived delete")
 
 

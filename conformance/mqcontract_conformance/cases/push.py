@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 
 from mqcontract.capabilities import PushKind
 from mqcontract.errors import (
@@ -11,11 +12,14 @@ from mqcontract.errors import (
     QueueNotFound,
     UnsupportedOperation,
 )
-from mqcontract.messages import Available, Message
+from mqcontract.messages import Available, Message, MessageNotification, QueuedMessage
+from mqcontract.service import MessagingService, Subscription
+from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import ANY_PUSH, CLAIMED_PUSH, FULL_PUSH, MIXED_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
-from mqcontract_conformance.context import CaseContext, notification_id
+from mqcontract_conformance.cases._redelivery import check_redelivered
+from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
 from mqcontract_conformance.registry import rule
 
 
@@ -180,20 +184,93 @@ async def close_releases(ctx: CaseContext) -> None:
 
 @rule(
     "PUSH-7",
-    "A pushed message declared claimed stays held until acked: receive does not return it, "
-    "and after ack it never comes back.",
-    why="The original RabbitMQ provider acked on hand-off, so a crash lost the message.",
+    "A pushed message declared claimed is held for the whole push timeout its claim states, "
+    "even once its subscription is closed: neither this service nor another consumer "
+    "receives it, checked at once and again just before the timeout ends. Not settled, it "
+    "comes back after the timeout with its id, payload and enqueued_at and receive_count + "
+    "1; acked, it never comes back.",
+    why="The original RabbitMQ provider acked on hand-off, so a crash lost the message; a "
+    "hold checked only at once passes a provider that keeps a pushed claim for half its "
+    "timeout, or for a fixed second.",
     applies_when=CLAIMED_PUSH,
 )
 async def pushed_claimed_until_ack(ctx: CaseContext) -> None:
     q = await ctx.queue()
     sub = await ctx.subscribe(q)
-    sent = await ctx.service.send_message(q, body(1))
-    await ctx.next_claimed(sub)
-    await sub.aclose()
-    ctx.check(await ctx.receive(q) == [], f"pushed message {sent} is receivable while held")
-    await ctx.service.ack_message(q, sent)
-    ctx.check(await ctx.receive(q) == [], f"acked pushed message {sent} came back")
+    receivers = await _receivers(ctx, q)
+    start = ctx.now()  # every claim below starts after this instant
+    done, kept = [await ctx.service.send_message(q, body(i, "held\r\n")) for i in (1, 2)]
+    notes = await ctx.collect_notifications(sub, [(q, done), (q, kept)])
+    pushed: dict[int, QueuedMessage] = {}
+    for (_, msg_id), note in notes.items():
+        ctx.check(isinstance(note, Message) and note.claimed, f"expected a claim: {note!r}")
+        assert isinstance(note, Message)
+        pushed[msg_id] = note.message
+    await _accepted(ctx, ctx.service.ack_claim(q, pushed[done]), f"ack of pushed {done}")
+    await sub.aclose()  # the handler still runs: what it holds stays held
+    claim = pushed[kept].claim
+    ctx.check(claim is not None, f"pushed claim of {kept} carries no Claim")
+    assert claim is not None
+    timeout = claim.visibility_timeout
+    ctx.check(
+        0 < timeout <= ctx.timing.long,
+        f"push timeout {timeout:g} s: a case can wait out at most {ctx.timing.long:g} s "
+        "(configure a shorter push visibility timeout for conformance runs)",
+    )
+
+    async def leaked() -> list[int]:
+        got = []
+        for receiver in receivers:
+            got += [m.msg_id for m in await receiver.receive_messages(q, 10, ctx.timing.long)]
+        return got
+
+    # The claim ends no earlier than start + timeout; the last look is just before that.
+    last = start + timeout - ctx.caps.visibility_precision_seconds - ctx.timing.step * 4
+    for instant in (ctx.now(), start + timeout / 4, start + timeout / 2):
+        await ctx.wait_past(instant)
+        got = await leaked()
+        ctx.check(
+            not got,
+            f"pushed messages {got} received {ctx.now() - start:.3f} s into "
+            f"their {timeout:g} s push timeout",
+        )
+    await ctx.wait_past(last - min(ctx.timing.unit, timeout / 4))
+    await ctx.never(
+        leaked,
+        max(last - ctx.now(), 0.0),
+        f"a pushed message was received late in its {timeout:g} s push timeout",
+    )
+    within = max(last - ctx.now(), 0.0) + ctx.timing.slack
+    try:
+        (back,) = await ctx.receive_exactly(q, 1, within=within)
+    except ContractViolation as exc:
+        ctx.fail(
+            f"pushed message {kept}, never settled, did not come back once its {timeout:g} s "
+            f"push timeout ended: {exc}"
+        )
+    check_redelivered(ctx, "after the push timeout", pushed[kept], back, deliveries=2)
+    await ctx.service.ack_claim(q, back)
+
+    async def any_back() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(any_back, ctx.timing.margin, "an acked pushed message came back")
+
+
+async def _accepted(ctx: CaseContext, settlement: Awaitable[None], what: str) -> None:
+    """Settling a claim the case was just handed must work; MessageNotFound is a violation."""
+    try:
+        await settlement
+    except MessageNotFound as exc:
+        ctx.fail(f"{what}, a claim handed out just now, raised {type(exc).__name__}: {exc}")
+
+
+async def _receivers(ctx: CaseContext, q: str) -> list[MessagingService]:
+    """This service and, where the harness shares a backend, another consumer of ``q``."""
+    try:
+        return [ctx.service, await ctx.other_consumer(q)]
+    except HookUnavailable:
+        return [ctx.service]
 
 
 @rule(
@@ -297,7 +374,7 @@ async def ack_after_nack_of_pushed(ctx: CaseContext) -> None:
     sub = await ctx.subscribe(q)
     sent = await ctx.service.send_message(q, body(1))
     note = await ctx.next_claimed(sub)
-    await ctx.service.nack_message(q, sent)
+    await _accepted(ctx, ctx.service.nack_message(q, sent), f"nack of pushed {sent}")
     await ctx.raises(MessageNotFound, ctx.service.ack_message(q, sent), "ack after nack")
     await ctx.raises(
         MessageNotFound, ctx.service.ack_claim(q, note.message), "ack of the nacked claim"
@@ -306,3 +383,72 @@ async def ack_after_nack_of_pushed(ctx: CaseContext) -> None:
     ctx.check(notification_id(again) == sent, f"expected message {sent} again: {again!r}")
     await ctx.service.ack_message(q, sent)
     ctx.check(await ctx.receive(q) == [], f"acked pushed message {sent} came back")
+
+
+@rule(
+    "PUSH-13",
+    "With a subscription open, a message released by nack is delivered to it again within "
+    "the delivery bound (pushed again, or announced), whether it was claimed by receive "
+    "or through the subscription; the redelivery keeps its id, payload and enqueued_at "
+    "and shows receive_count + 1.",
+    why="Decided: nack means 'retry now', for subscribers too. A provider that announces "
+    "only inserts leaves a nacked message to the fallback poller (an interval late) or, "
+    "without one, to nobody; PGMQ's nack announces, RabbitMQ's broker redelivers.",
+    applies_when=ANY_PUSH,
+    provisional=True,
+)
+async def nacked_delivered_again(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    # Claimed by receive before anyone subscribed; over a mixed threshold it is announced.
+    mixed = ctx.caps.push_payload_threshold_bytes
+    payload = _json_payload(mixed + 1) if mixed is not None else body(1)
+    first = await ctx.service.send_message(q, payload)
+    (received,) = await ctx.receive_exactly(q, 1)
+    ctx.check(received.msg_id == first, f"received {received.msg_id}, sent {first}")
+    sub = await ctx.subscribe(q)
+    # Delivered through the subscription (so it is live), claimed by push or by id.
+    second = await ctx.service.send_message(q, body(2))
+    note = await ctx.next_notification(sub)
+    ctx.check(notification_id(note) == second, f"announced {note!r}, sent {second}")
+    pushed = await _claim_notified(ctx, q, note)
+    await _accepted(ctx, ctx.service.nack_claim(q, received), f"nack of received {first}")
+    await _delivered_again(ctx, q, sub, received, "received, then nacked")
+    await _accepted(ctx, ctx.service.nack_claim(q, pushed), f"nack of pushed {second}")
+    await _delivered_again(ctx, q, sub, pushed, "pushed, then nacked")
+
+
+async def _claim_notified(ctx: CaseContext, q: str, note: MessageNotification) -> QueuedMessage:
+    """The claim a notification stands for: its own when claimed, else one made by id."""
+    if isinstance(note, Message) and note.claimed:
+        return note.message
+    msg_id = notification_id(note)
+    claimed = (
+        await ctx.service.fetch_message(q, msg_id, ctx.timing.long) if msg_id is not None else None
+    )
+    ctx.check(claimed is not None, f"announced message {msg_id} could not be claimed by id")
+    assert claimed is not None
+    return claimed
+
+
+async def _delivered_again(
+    ctx: CaseContext, q: str, sub: Subscription, nacked: QueuedMessage, path: str
+) -> None:
+    """``nacked`` reaches ``sub`` again within the delivery bound, unchanged, and is acked."""
+    try:
+        note = await ctx.next_notification(sub)
+    except AssertionError:
+        ctx.fail(
+            f"{path}: message {nacked.msg_id} not delivered to the open subscription "
+            f"within {ctx.timing.delivery:g} s"
+        )
+    ctx.check(
+        notification_id(note) == nacked.msg_id,
+        f"{path}: expected message {nacked.msg_id} again, got {note!r}",
+    )
+    if isinstance(note, Message):
+        check_redelivered(
+            ctx, f"{path}, pushed", nacked, note.message, deliveries=2, copy=not note.claimed
+        )
+    again = await _claim_notified(ctx, q, note)
+    check_redelivered(ctx, f"{path}, claimed again", nacked, again, deliveries=2)
+    await _accepted(ctx, ctx.service.ack_claim(q, again), f"{path}: ack of {again.msg_id}")

@@ -13,7 +13,7 @@ from mqcontract_conformance.registry import rule
 
 async def _round_trip(ctx: CaseContext, payload: bytes, what: str) -> None:
     q = await ctx.queue()
-    sent = await ctx.service.send_message(q, payload)
+    sent = await ctx.accepts(ctx.service.send_message(q, payload), what)
     got = await ctx.receive_exactly(q, 1)
     ctx.check(got[0].msg_id == sent, f"{what}: received id {got[0].msg_id}, sent {sent}")
     ctx.check(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from mqcontract.errors import MessagingError
+from mqcontract.messages import Message, QueuedMessage
 from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body
-from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.cases._redelivery import check_redelivered, count_ok
+from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.registry import rule
-
-
-def _count_ok(ctx: CaseContext, observed: int, expected: int) -> bool:
-    return observed == expected if ctx.caps.exact_receive_count else observed >= min(expected, 2)
 
 
 @rule(
@@ -48,7 +48,7 @@ async def redelivered_after_expiry(ctx: CaseContext) -> None:
     ctx.check(again.msg_id == sent, f"redelivered {again.msg_id}, expected {sent}")
     early = vt - ctx.caps.visibility_precision_seconds - 0.05
     ctx.check(took >= early, f"redelivered after {took:.3f} s, before the {vt:g} s timeout")
-    ctx.check(_count_ok(ctx, again.receive_count, 2), f"receive_count {again.receive_count}")
+    ctx.check(count_ok(ctx, again.receive_count, 2), f"receive_count {again.receive_count}")
 
 
 @rule(
@@ -165,7 +165,78 @@ async def redelivery_keeps_the_message(ctx: CaseContext) -> None:
             f"{path}: enqueued_at {message.enqueued_at!r}, first {first.enqueued_at!r}",
         )
         ctx.check(
-            _count_ok(ctx, message.receive_count, i + 1) if i else message.receive_count == 1,
+            count_ok(ctx, message.receive_count, i + 1) if i else message.receive_count == 1,
             f"{path}: receive_count {message.receive_count}, expected {i + 1}",
         )
     await ctx.service.ack_claim(q, nacked)
+
+
+@rule(
+    "VT-8",
+    "A message held when the provider's connections are severed comes back (at once, or "
+    "once its claim's timeout has passed, and no later than that plus the slack) with its "
+    "id, payload and enqueued_at, and receive_count one higher (at least 2, where exact "
+    "counts are not declared): held by receive, and held by a claimed push.",
+    why="A reconnect is a redelivery path of its own: a provider that re-publishes what "
+    "the dropped connection held, or rebuilds it from a local record, passes the expiry "
+    "and nack checks and still renews enqueued_at, restarts the count or loses the message.",
+    hooks=("sever_connection",),
+    provisional=True,
+)
+async def sever_keeps_the_message(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await ctx.service.send_message(q, body(8, "sever\r\n"))
+    (held,) = await ctx.receive_exactly(q, 1, vt=ctx.timing.unit)
+    ends = ctx.now() + ctx.timing.unit
+    await ctx.wait_past(ctx.now() + ctx.timing.unit / 4)  # time passes: a new enqueued_at shows
+    await _sever(ctx, q)
+
+    async def received() -> list[QueuedMessage]:
+        try:
+            return await ctx.receive(q)
+        except MessagingError:
+            return []  # still reconnecting
+
+    within = max(ends - ctx.now(), 0.0) + ctx.timing.slack
+    back = await ctx.eventually(received, within, f"message {sent} back after the sever")
+    ctx.check([m.msg_id for m in back] == [sent], f"after the sever received {back}")
+    check_redelivered(ctx, "received, then severed", held, back[0], deliveries=2)
+    await ctx.service.ack_claim(q, back[0])
+    if not CLAIMED_PUSH.applies(ctx.caps):
+        return
+    sub = await ctx.subscribe(q)
+    pushed = await ctx.service.send_message(q, body(9, "sever\r\n"))
+    note = await ctx.next_claimed(sub)
+    ctx.check(note.message.msg_id == pushed, f"pushed {note.message.msg_id}, sent {pushed}")
+    claim = note.message.claim
+    timeout = claim.visibility_timeout if claim is not None else ctx.timing.long
+    ends = ctx.now() + timeout
+    await ctx.wait_past(ctx.now() + ctx.timing.unit / 4)
+    await _sever(ctx, q)
+
+    async def delivered() -> list[QueuedMessage]:
+        try:
+            again = await ctx.next_notification(sub, ctx.timing.step)
+        except ContractViolation:  # nothing pushed within the step: try a receive
+            return await received()
+        return [again.message] if isinstance(again, Message) and again.claimed else []
+
+    within = max(ends - ctx.now(), 0.0) + ctx.timing.slack
+    again = await ctx.eventually(delivered, within, f"pushed message {pushed} back after sever")
+    ctx.check([m.msg_id for m in again] == [pushed], f"after the sever delivered {again}")
+    check_redelivered(ctx, "pushed, then severed", note.message, again[0], deliveries=2)
+    await ctx.service.ack_claim(q, again[0])
+
+
+async def _sever(ctx: CaseContext, q: str) -> None:
+    """Sever the provider's connections and wait (bounded) until it works again."""
+    await ctx.harness.sever_connection(ctx.service)
+
+    async def works() -> bool:
+        try:
+            await ctx.service.queue_exists(q)
+        except MessagingError:
+            return False
+        return True
+
+    await ctx.eventually(works, ctx.timing.slack * 3, "provider usable after the sever")

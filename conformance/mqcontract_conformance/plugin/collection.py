@@ -19,7 +19,7 @@ from mqcontract_conformance.plugin.recording import Property
 from mqcontract_conformance.plugin.state import RunState, state_of
 from mqcontract_conformance.provisioning import Readiness, Verdict, unavailable
 from mqcontract_conformance.registry import GROUPS, Rule
-from mqcontract_conformance.runner import run_case
+from mqcontract_conformance.runner import CaseOutcome, run_case
 
 __all__ = [
     "CaseRunner",
@@ -84,12 +84,20 @@ class CaseRunner:
         """Run the rule; skips, failures and xfails surface as pytest outcomes."""
         _label_for_allure(self.provider, self.rule)
         harness = self._state.harness(self.provider)
-        case = asyncio.run(run_case(harness, self.rule, self._state.timing, self._state.run_id))
         props = self._item.user_properties
+        case = CaseOutcome()
+        try:
+            asyncio.run(
+                run_case(harness, self.rule, self._state.timing, self._state.run_id, into=case)
+            )
+        finally:  # what a failing check measured is recorded too
+            if case.metrics:
+                props.append((Property.METRICS.value, json.dumps(case.metrics)))
+            if case.measured:
+                measured = [m.to_dict() for m in case.measured]
+                props.append((Property.MEASURED.value, json.dumps(measured)))
         props.append((Property.CAPABILITIES.value, case.capabilities))
         props.append((Property.DESCRIBE.value, json.dumps(harness.describe())))
-        if case.metrics:
-            props.append((Property.METRICS.value, json.dumps(case.metrics)))
         if case.outcome is Outcome.BACKEND_UNAVAILABLE:
             verdict = unavailable(case.reason, required=self._state.require)
             _not_run(self._item, case.outcome, verdict, case.reason)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.results import ProviderResult, RuleResult, write_results
 
@@ -34,6 +35,8 @@ class Property(enum.StrEnum):
     CAPABILITIES = "mq_capabilities"
     DESCRIBE = "mq_describe"
     METRICS = "mq_metrics"
+    #: Capabilities a rule measured (a JSON list of :class:`~..measurement.Measurement`).
+    MEASURED = "mq_measured"
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -77,6 +80,10 @@ class ResultRecorder:
         current.duration += report.duration
         if Property.METRICS in props:
             current.metrics = json.loads(str(props[Property.METRICS]))
+        if Property.MEASURED in props:
+            for data in json.loads(str(props[Property.MEASURED])):
+                found = Measurement.from_dict(data)
+                result_set.measured[found.capability] = found
         if report.failed or (report.skipped and current.outcome is not Outcome.FAILED):
             current.outcome, current.reason = _outcome(report, props)
 

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 import mqcontract
+from mqcontract_conformance.measurement import Verdict
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.plugin.command_line import flag
 from mqcontract_conformance.plugin.state import STATE
 from mqcontract_conformance.registry import GROUPS, SUITE_VERSION
+from mqcontract_conformance.report.model import exploration_text
 from mqcontract_conformance.results import ProviderResult
 from mqcontract_conformance.rules import all_rules
 
@@ -49,6 +51,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         if any(c.strip() != "-" for c in cells):
             title = textwrap.shorten(rule.title, _title_width(tr, used), placeholder=" …")
             tr.write_line(f"{rule.id:<9} " + "  ".join(cells) + f"  {title}")
+    _write_exploration(tr, state.results)
     for p in providers:
         _write_provider_summary(tr, state.results[p])
     allow = flag(config, "allow_unavailable")
@@ -72,6 +75,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"results written to {state.options.json}")
 
 
+def _write_exploration(tr: Any, results: dict[str, ProviderResult]) -> None:
+    for name, result in results.items():
+        for rule_id, r in result.results.items():
+            if explored := exploration_text(r.metrics):
+                tr.write_line(f"{rule_id} on {name}: {explored}")
+
+
 def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
     counts = result.counts()
     skipped = ", ".join(f"{o.label}: {counts[o]}" for o in Outcome.skips() if counts[o])
@@ -84,6 +94,7 @@ def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
         yellow=status in {"passing, unverified", "not verified"},
         red=status == "failing",
     )
+    _write_measured(tr, result)
     unverified = result.unverified()
     if list(unverified) == [Outcome.BACKEND_UNAVAILABLE] and not result.ran():
         tr.write_line("  not verified: every rule: backend unavailable", yellow=True)
@@ -93,4 +104,18 @@ def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
         tr.write_line(
             f"  not verified: {group} ({GROUPS.get(group, group)}): {', '.join(ids)}: {why}",
             yellow=True,
+        )
+
+
+def _write_measured(tr: Any, result: ProviderResult) -> None:
+    """Each capability whose measurement contradicts the declaration (CAP rules)."""
+    for m in result.measured.values():
+        if not m.verdict.mismatch:
+            continue
+        under = m.verdict is Verdict.UNDER_DECLARED
+        cost = f"; rules {', '.join(m.rules)} skipped or loosened" if m.rules else ""
+        tr.write_line(
+            f"  {m.verdict.value}: {m.text()}{cost}",
+            red=under,
+            yellow=not under,
         )

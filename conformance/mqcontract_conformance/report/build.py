@@ -14,6 +14,7 @@ from mqcontract_conformance.report.html import render_html
 from mqcontract_conformance.report.markdown import render_markdown
 from mqcontract_conformance.report.model import Matrix, build_matrix, load_results
 from mqcontract_conformance.report.stress import load_stress
+from mqcontract_conformance.report.teeth import load_teeth
 
 __all__ = ["ReportOptions", "badge_name", "build_report"]
 
@@ -57,6 +58,7 @@ def build_report(options: ReportOptions) -> tuple[Matrix, list[str]]:
     )
     out = options.out
     matrix.stress = load_stress(options.stress if options.stress is not None else [out / "stress"])
+    matrix.teeth = load_teeth(options.results)
     written = {
         out / "compatibility.md": render_markdown(matrix, options.rules_url),
         out / "compatibility.html": render_html(matrix, options.rules_url),

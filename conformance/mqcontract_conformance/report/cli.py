@@ -95,6 +95,7 @@ def run(options: argparse.Namespace) -> int:
         return 1
     for line in lines:
         print(line)
+    print(matrix.teeth.headline())
     for provider in matrix.providers:
         counts = provider.counts()
         print(

@@ -15,12 +15,13 @@ class ReportError(Exception):
 
 
 def read_documents(
-    paths: list[Path], formats: Collection[str], what: str
+    paths: list[Path], formats: Collection[str], what: str, skip: Collection[str] = ()
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(file name, document)`` for every JSON file in ``paths`` of one of ``formats``.
 
     Directories give their ``*.json`` (none if missing); a named file that is missing,
     unreadable or of another format raises :class:`ReportError` naming it as not ``what``.
+    Documents of a ``skip`` format are passed over: another input sharing the directory.
     """
     files: list[Path] = []
     for path in paths:
@@ -34,6 +35,8 @@ def read_documents(
             doc = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ReportError(f"{file}: {exc}") from None
+        if isinstance(doc, dict) and doc.get("format") in skip:
+            continue
         if not isinstance(doc, dict) or doc.get("format") not in formats:
             raise ReportError(f"{file}: not {what} (format)")
         docs.append((file.name, doc))

@@ -6,8 +6,16 @@ import json
 from html import escape
 
 from mqcontract_conformance.outcomes import Outcome
-from mqcontract_conformance.report.model import STATUSES, Matrix, ProviderColumn, RuleRow
+from mqcontract_conformance.report.measured import measured_html
+from mqcontract_conformance.report.model import (
+    STATUSES,
+    Matrix,
+    ProviderColumn,
+    RuleRow,
+    exploration_text,
+)
 from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
+from mqcontract_conformance.report.teeth import teeth_html
 
 __all__ = ["render_html"]
 
@@ -266,6 +274,19 @@ def _kv_table(rows: list[tuple[str, list[str]]], names: list[str]) -> str:
     )
 
 
+def _exploration(matrix: Matrix) -> str:
+    """How much each program-running rule (MODEL) explored, per provider."""
+    items = [
+        f"<li><b>{escape(p.name)}</b> {escape(r.id)}: {escape(text)}</li>"
+        for r in matrix.rules
+        for p in matrix.providers
+        if (text := exploration_text(p.cell(r.id).metrics))
+    ]
+    if not items:
+        return ""
+    return f"<h2>Programs the model rules ran</h2><ul>{''.join(items)}</ul>"
+
+
 def _stress(matrix: Matrix) -> str:
     if not matrix.stress:
         return ""
@@ -334,9 +355,12 @@ def render_html(matrix: Matrix, rules_url: str = "") -> str:
 <p class="muted">Rules a provider claims but that did not run: a fault hook its harness
 does not offer, or a backend that was not reachable.</p>
 {_details(matrix, rules_url, {o for o in Outcome if o.unverified})}
+{_exploration(matrix)}
 {_stress(matrix)}
+{teeth_html(matrix.teeth)}
 <h2>Declared capabilities</h2>
 {_capabilities(matrix)}
+{measured_html(matrix)}
 <h2>Where the results come from</h2>
 {_facts(matrix)}
 <h2 id="rule-text">Rule text</h2>

@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 
 from mqcontract_conformance.outcomes import Outcome
-from mqcontract_conformance.report.model import Matrix, ProviderColumn, RuleRow
+from mqcontract_conformance.report.measured import measured_markdown
+from mqcontract_conformance.report.model import (
+    Matrix,
+    ProviderColumn,
+    RuleRow,
+    exploration_text,
+)
 from mqcontract_conformance.report.stress import COUNTS, STRESS_INTRO
+from mqcontract_conformance.report.teeth import teeth_markdown
 
 __all__ = ["SYMBOLS", "render_markdown", "rule_link"]
 
@@ -123,8 +130,11 @@ def render_markdown(matrix: Matrix, rules_url: str = "") -> str:
     )
     unverified = {o for o in Outcome if o.unverified}
     out += _details(matrix, rules_url, "Claimed but not verified", unverified)
+    out += _exploration(matrix)
     out += _stress(matrix)
+    out += teeth_markdown(matrix.teeth)
     out += _capabilities(matrix)
+    out += measured_markdown(matrix)
     out += _facts(matrix)
     out += _rule_text(matrix)
     return "\n".join(out).rstrip() + "\n"
@@ -165,6 +175,17 @@ def _details(matrix: Matrix, rules_url: str, heading: str, states: set[Outcome])
     if not found:
         out += ["None.", ""]
     return out
+
+
+def _exploration(matrix: Matrix) -> list[str]:
+    """How much each program-running rule (MODEL) explored, per provider."""
+    lines = [
+        f"- **{p.name}** {r.id}: {_escape(text)}"
+        for r in matrix.rules
+        for p in matrix.providers
+        if (text := exploration_text(p.cell(r.id).metrics))
+    ]
+    return ["## Programs the model rules ran", "", *lines, ""] if lines else []
 
 
 def _stress(matrix: Matrix) -> list[str]:

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from mqcontract._redact import redact
+from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import GROUPS, SUITE_VERSION
 from mqcontract_conformance.report.documents import ReportError, read_documents
 from mqcontract_conformance.report.stress import StressRun
+from mqcontract_conformance.report.teeth import SELFTEST_FORMAT, Teeth
 from mqcontract_conformance.results import RESULTS_FORMAT
 from mqcontract_conformance.rules import all_rules
 
@@ -90,6 +92,8 @@ class Cell:
 
     state: Outcome
     reason: str = ""
+    #: The rule's measurements (MODEL rules: programs, pairs, operations).
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 _NO_RESULT = Cell(Outcome.MISSING, "no result for this rule")
@@ -109,6 +113,8 @@ class ProviderColumn:
     run: dict[str, Any] = field(default_factory=dict)
     cells: dict[str, Cell] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
+    #: What the CAP rules measured beside the declaration (:mod:`.measured`).
+    measured: list[Measurement] = field(default_factory=list)
 
     @property
     def missing(self) -> bool:
@@ -176,6 +182,8 @@ class Matrix:
     sources: list[str]
     #: Stress accounts shown beside the rules (``mqcontract stress --json``).
     stress: list[StressRun] = field(default_factory=list)
+    #: The kit's selftest (``mqcontract selftest --json``), or that it was not run.
+    teeth: Teeth = field(default_factory=Teeth)
 
     def rules_in(self, group: str) -> list[RuleRow]:
         return [r for r in self.rules if r.group == group]
@@ -213,6 +221,7 @@ class Matrix:
                     "version": p.version,
                     "describe": p.describe,
                     "capabilities": p.capabilities,
+                    **({"measured": [m.to_dict() for m in p.measured]} if p.measured else {}),
                     "run": p.run,
                     "counts": {outcome.value: n for outcome, n in p.counts().items()},
                     "results": {
@@ -223,6 +232,7 @@ class Matrix:
                 for p in self.providers
             ],
             "stress": [run.to_dict() for run in self.stress],
+            "teeth": self.teeth.to_dict(),
         }
 
 
@@ -240,7 +250,8 @@ def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
     a named file that does not exist is an error.
     """
     formats = {RESULTS_FORMAT, _LEGACY_FORMAT}
-    return read_documents(paths, formats, "an mqcontract results file")
+    # The selftest's selftest.json lives beside the results (the teeth section reads it).
+    return read_documents(paths, formats, "an mqcontract results file", skip={SELFTEST_FORMAT})
 
 
 def _cell(result: dict[str, Any], doc: dict[str, Any], source: str) -> Cell:
@@ -252,7 +263,27 @@ def _cell(result: dict[str, Any], doc: dict[str, Any], source: str) -> Cell:
         outcome = Outcome(value) if value in set(Outcome.of_run()) else None
     if outcome is None:
         raise ReportError(f"{source}: rule {result.get('rule')}: unknown outcome {value!r}")
-    return Cell(outcome, reason)
+    raw = result.get("metrics")
+    metrics = {
+        str(k): float(v)
+        for k, v in (raw.items() if isinstance(raw, dict) else ())
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    return Cell(outcome, reason, metrics)
+
+
+def exploration_text(metrics: dict[str, float]) -> str:
+    """How much a program-running rule (MODEL) explored, from its metrics; "" if none."""
+    if "programs" not in metrics:
+        return ""
+    text = f"{metrics['programs']:.0f} programs"
+    if metrics.get("pair_programs"):
+        pairs = f"{metrics['pair_programs']:.0f} of them covering {metrics.get('pairs', 0):.0f}"
+        text += f" ({pairs} ordered pairs of operations)"
+    text += f", {metrics.get('operations', 0):.0f} steps"
+    if metrics.get("programs_skipped_for_time"):
+        text += f", {metrics['programs_skipped_for_time']:.0f} skipped for time"
+    return text
 
 
 def _column(name: str, source: str, doc: dict[str, Any], entry: dict[str, Any]) -> ProviderColumn:
@@ -267,6 +298,7 @@ def _column(name: str, source: str, doc: dict[str, Any], entry: dict[str, Any]) 
         version=str(entry.get("version", "")),
         describe={str(k): redact(str(v)) for k, v in dict(entry.get("describe") or {}).items()},
         capabilities=dict(entry.get("capabilities") or {}),
+        measured=[Measurement.from_dict(dict(m)) for m in entry.get("measured") or []],
         run=run,
         cells={
             str(r["rule"]): _cell(r, doc, source) for r in entry.get("results", []) if "rule" in r

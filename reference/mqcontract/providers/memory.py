@@ -11,6 +11,9 @@ Every claim gets a token from the store's counter; a settlement must name the en
 current token while the entry is held, so a lapsed, settled or superseded claim is
 ``StaleClaim``. Services built on one :class:`MemoryStore` share their queues, as two
 processes share a broker (the harness does this, so rules can play a second consumer).
+
+A service's claims live on its "connection" to the store; :meth:`InMemoryMessagingService.sever`
+drops that connection as a broker drops a closed channel's deliveries (see there).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class _Entry:
     #: holds it yet, so an ack or nack naming the id comes from an earlier claim and
     #: must not settle it. None once handed out, and for claims made by receive.
     waiting: Message | None = None
+    #: The connection (of a service) whose claim holds it: :meth:`~InMemoryMessagingService.sever`
+    #: releases the claims of the connection it drops.
+    connection: object | None = None
 
     def snapshot(self, queue: str) -> QueuedMessage:
         claim = Claim(queue, self.msg_id, self.claim_token, self.claim_timeout)
@@ -63,6 +69,8 @@ class _Subscriber:
     subscription: QueueSubscription
     capacity: int
     in_flight: set[tuple[str, int]] = field(default_factory=set)
+    #: The connection of the service that subscribed: its pushed claims live on it.
+    connection: object | None = None
 
 
 @dataclass(eq=False)
@@ -110,6 +118,8 @@ class InMemoryMessagingService(BaseMessagingService):
         self._wake = self.store.wake
         self._pump_task: asyncio.Task[None] | None = None
         self._subscribers: dict[QueueSubscription, _Subscriber] = {}
+        #: This service's connection to the store: what its claims are held on.
+        self._connection = object()
         self._capabilities = Capabilities(
             push=PushKind.FULL,
             pushed_messages_claimed=True,
@@ -187,6 +197,7 @@ class InMemoryMessagingService(BaseMessagingService):
         entry.claim_token = next(self.store.tokens)
         entry.claim_timeout = visibility_timeout
         entry.visible_at = self.clock.now() + visibility_timeout
+        entry.connection = self._connection
         self._schedule(queue, entry)
         return entry.snapshot(queue.name)
 
@@ -288,7 +299,9 @@ class InMemoryMessagingService(BaseMessagingService):
     async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
         targets = [self._existing(name) for name in names]
         subscription = QueueSubscription(names, on_close=self._unsubscribe, on_take=self._taken)
-        subscriber = _Subscriber(subscription, self._config.prefetch_count)
+        subscriber = _Subscriber(
+            subscription, self._config.prefetch_count, connection=self._connection
+        )
         self._subscribers[subscriber.subscription] = subscriber
         for q in targets:
             q.subscribers.append(subscriber)
@@ -331,6 +344,39 @@ class InMemoryMessagingService(BaseMessagingService):
                 entry.holder = None
         subscriber.in_flight.clear()
 
+    def sever(self) -> None:
+        """Fault hook: this service's connection to its store drops and comes back at once.
+
+        As a broker requeues the unsettled deliveries of a closed connection, every claim
+        held on it (made by receive, fetch or push) is released: the message is visible
+        now with its id, payload and enqueued_at, and is pushed again to open
+        subscriptions, which survive (the reconnect resubscribes). A delivery that reached
+        the caller counted (the next claim shows receive_count + 1); a pushed claim still
+        waiting in a subscription did not, and its notification is void and dropped.
+        Settling a claim made before the sever raises ``MessageNotFound``.
+        """
+        if self._closed:
+            raise ProviderClosed(self.provider_name)
+        for subscriber in self._subscribers.values():
+            for note in subscriber.subscription.pending():
+                if not isinstance(note, Message):
+                    subscriber.subscription.put(note)
+                    continue
+                q = self._queues.get(note.queue_name)
+                entry = q.entries.get(note.message.msg_id) if q is not None else None
+                if entry is not None and entry.held and entry.waiting is note:
+                    entry.receive_count -= 1  # never handed out: not a delivery
+                    entry.waiting = None
+        for q in list(self._queues.values()):
+            dropped = [e for e in q.entries.values() if e.held and e.connection is self._connection]
+            for entry in dropped:
+                entry.held = False
+                entry.visible_at = self.clock.now()
+                self._detach(q, entry)
+                self._schedule(q, entry)
+            if dropped:
+                self._dispatch(q)
+
     def pause_push(self, queue: str) -> None:
         """Fault hook: stop pushing ``queue``'s messages (they stay receivable)."""
         self._queue(queue).push_paused = True
@@ -356,6 +402,7 @@ class InMemoryMessagingService(BaseMessagingService):
             queue.turn += 1
             note = Message(self._claim(queue, entry, vt), claimed=True)
             entry.holder = subscriber
+            entry.connection = subscriber.connection
             entry.waiting = note  # until the subscription yields it
             subscriber.in_flight.add((queue.name, entry.msg_id))
             subscriber.subscription.put(note)

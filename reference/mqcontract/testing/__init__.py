@@ -15,6 +15,7 @@ between :meth:`Harness.open` calls.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from mqcontract.clock import VirtualClock
@@ -127,6 +128,17 @@ class Harness:
         the ids it held. Every step is bounded; the process is reaped whatever happens.
         """
         raise HookUnavailable(f"{self.name}: no crash_holder hook")
+
+    def freeze_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> AbstractAsyncContextManager[list[int]]:
+        """Freeze a consumer process on the backend of ``service`` while it holds messages.
+
+        As :meth:`crash_holder`, but the process is stopped (SIGSTOP), not killed: its
+        connections stay open and nothing in it runs. Entering yields the ids it holds;
+        leaving kills and reaps it, whatever happened in between.
+        """
+        raise HookUnavailable(f"{self.name}: no freeze_holder hook")
 
     async def publish_foreign(
         self, service: MessagingService, queue: str, msg_id: int, payload: bytes

@@ -12,6 +12,8 @@ run and RabbitMQ's a vhost). ``setup`` checks the server answers (else
   server restart or a proxy would.
 * ``stored_ids``: ``XRANGE`` on the stream plus the delayed set — it reads without
   claiming, so it changes nothing it observes.
+* ``crash_holder`` / ``freeze_holder``: a separate process opens the provider on this
+  run's keys, holds messages and is SIGKILLed / SIGSTOPped (``mqcontract_fixtures``).
 * ``suppress_notifications`` is unavailable: push reads the stream itself, so there is no
   separate notification that could be lost while the message is stored.
 * ``publish_foreign`` is unavailable: ids come from the send script's counter, never from
@@ -25,11 +27,14 @@ import contextlib
 import dataclasses
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import redis
 from mqcontract.clock import VirtualClock
 from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
+from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
 
 from mqcontract_redis_streams import __version__
 from mqcontract_redis_streams._config import PROVIDER_NAME, RedisStreamsConfig, load_settings
@@ -134,6 +139,30 @@ class RedisStreamsHarness(Harness):
             "from the message"
         )
 
+    async def crash_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> list[int]:
+        self._service(service)
+        return await crash_holder(
+            self._opener(), self.settings.config, queue, count, visibility_timeout
+        )
+
+    def freeze_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> AbstractAsyncContextManager[list[int]]:
+        self._service(service)
+        return freeze_holder(self._opener(), self.settings.config, queue, count, visibility_timeout)
+
+    def _opener(self) -> Opener:
+        """How a holder process opens this provider on this run's keys."""
+        return Opener(
+            f"{__name__}:open_holder",
+            {
+                "settings": dataclasses.asdict(self.config),
+                "operation_timeout": self.settings.config.operation_timeout_seconds,
+            },
+        )
+
     async def publish_foreign(
         self, service: MessagingService, queue: str, msg_id: int, payload: bytes
     ) -> None:
@@ -143,6 +172,15 @@ class RedisStreamsHarness(Harness):
 
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         return await self._service(service).stored_ids(queue)
+
+
+async def open_holder(
+    settings: dict[str, Any], operation_timeout: float
+) -> RedisStreamsMessagingService:
+    """Opens the provider in a holder process (``crash_holder``, ``freeze_holder``)."""
+    return await connect_redis_streams(
+        RedisStreamsConfig(**settings), operation_timeout=operation_timeout
+    )
 
 
 def redis_streams_harness(settings: HarnessSettings) -> Harness:

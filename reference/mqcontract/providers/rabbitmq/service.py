@@ -54,7 +54,13 @@ from aio_pika import RobustConnection
 from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp import commands as spec
 
-from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
+from mqcontract.capabilities import (
+    Capabilities,
+    PayloadFidelity,
+    PushKind,
+    RequeuePosition,
+    VisibilityEnforcer,
+)
 from mqcontract.config import MessagingConfig, RabbitMqConfig
 from mqcontract.errors import (
     BackendUnavailable,
@@ -68,7 +74,14 @@ from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import QUEUE_NAME_PATTERN
 
 from . import _delay
-from ._channels import Channel, Channels, exists, open_connection
+from ._channels import (
+    MISSED_HEARTBEATS,
+    Channel,
+    Channels,
+    exists,
+    heartbeat_seconds,
+    open_connection,
+)
 from ._consumers import Consumers
 from ._errors import ERRORS
 from ._holds import ENQUEUED_AT_HEADER, Holds
@@ -161,6 +174,10 @@ class RabbitMqMessagingService(BaseMessagingService):
             max_message_size_bytes=config.max_message_size_bytes,
             list_queues=self._management is not None,
             producer_assigned_ids=True,
+            # Timers in this process return claims: a frozen holder keeps them until the
+            # broker gives its silent connection up.
+            visibility_enforced_by=VisibilityEnforcer.HOLDER,
+            frozen_holder_release_seconds=float(MISSED_HEARTBEATS * heartbeat_seconds(config)),
         )
 
     @property

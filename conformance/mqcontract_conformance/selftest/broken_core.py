@@ -1,7 +1,8 @@
-"""Deliberately broken providers: each breaks one promise that one rule must catch.
+"""The core broken providers: one defect each, across every rule group they were written for.
 
-They are small subclasses of the in-memory provider, so everything but the one defect
-stays correct and the rule that fails is the rule about that defect.
+They are small subclasses of the in-memory provider (or of a correct reference in
+:mod:`.references`), so everything but the one defect stays correct and the rule that fails
+is the rule about that defect.
 """
 
 from __future__ import annotations
@@ -12,64 +13,76 @@ import heapq
 import itertools
 import weakref
 from collections.abc import Sequence
-from typing import Any
 
-from mqcontract.capabilities import Capabilities, PushKind
-from mqcontract.clock import VirtualClock
-from mqcontract.config import MessagingConfig
 from mqcontract.errors import MessageNotFound
-from mqcontract.messages import Available, Claim, ClaimRef, QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _Entry, _Queue
-from mqcontract.service import MessagingService
+from mqcontract.messages import Claim, ClaimRef, QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
-from mqcontract.testing import Harness, HarnessSettings
 from mqcontract.validation import check_queue_name
+from mqcontract_conformance.selftest.catalogue import Specimen
+from mqcontract_conformance.selftest.references import ForeignIdsMemory, SignalMemory, Unlisted
 
-
-class SignalMemory(InMemoryMessagingService):
-    """A correct signal-only provider (Available + fetch by id), to exercise SIGNAL rules."""
-
-    provider_name = "signal-memory"
-    announce_offset = 0
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(super().capabilities, push=PushKind.SIGNAL)
-
-    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
-        for q in queues:
-            self._queue(q)
-        sub = QueueSubscription(tuple(queues), on_close=self._drop_signal_sub)
-        self._signal_subs = [*getattr(self, "_signal_subs", []), sub]
-        return sub
-
-    async def _drop_signal_sub(self, sub: QueueSubscription) -> None:
-        self._signal_subs.remove(sub)
-
-    async def close(self) -> None:
-        for sub in list(getattr(self, "_signal_subs", [])):
-            await sub.aclose()
-        await super().close()
-
-    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
-        msg_id = super()._enqueue(queue, payload, delay)
-        for sub in getattr(self, "_signal_subs", []):
-            if queue.name in sub.queues:
-                sub.put(Available(queue.name, msg_id + self.announce_offset))
-        return msg_id
+__all__ = [
+    "CAUGHT_BY",
+    "SPECIMENS",
+    "BatchAcksByIds",
+    "ClaimQueueIgnored",
+    "ConcurrentDoubleDelivery",
+    "DeadHoldersKeepClaims",
+    "DeadlineFromSend",
+    "DelayIgnored",
+    "DeleteAfterClose",
+    "DeleteKeepsMessages",
+    "EnqueuedAtResetOnNack",
+    "ForeignIdsHeldById",
+    "IdSettlesCurrentClaim",
+    "IdsRestartWhenEmpty",
+    "LapsedAckAccepted",
+    "LimitIgnored",
+    "ListsWithoutClaiming",
+    "LyingFetchFlag",
+    "NackDeletes",
+    "NoNameValidation",
+    "NoopAck",
+    "NormalizesLineEndings",
+    "OversizeAccepted",
+    "PushDropsEveryThird",
+    "PushKeepsClaim",
+    "PushedCopySettledByOldClaim",
+    "RawKeyError",
+    "ReceiveCountStuck",
+    "ReceivesOneAtATime",
+    "RepeatedClaims",
+    "ReversedReceive",
+    "SettlesAnyClaim",
+    "SilentAckOfUnknown",
+    "SilentDropOnMissingQueue",
+    "StillWorksAfterClose",
+    "SubscriptionOutlivesClose",
+    "TrimsTrailingWhitespace",
+    "UnparsedTokenIgnored",
+    "VisibilityNeverExpires",
+    "WrongAvailableId",
+]
 
 
 class NoopAck(InMemoryMessagingService):
+    """Ack does nothing: an acked message comes back when its timeout passes."""
+
     async def ack_message(self, queue: str, msg_id: int) -> None:
         self._queue(queue)
 
 
 class NackDeletes(InMemoryMessagingService):
+    """Nack deletes the message instead of making it visible again."""
+
     async def nack_message(self, queue: str, msg_id: int) -> None:
         await super().ack_message(queue, msg_id)
 
 
 class VisibilityNeverExpires(InMemoryMessagingService):
+    """Receive claims the messages it finds but returns none of them."""
+
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
@@ -78,6 +91,8 @@ class VisibilityNeverExpires(InMemoryMessagingService):
 
 
 class ReversedReceive(InMemoryMessagingService):
+    """A batch receive returns its messages newest first."""
+
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
@@ -85,6 +100,8 @@ class ReversedReceive(InMemoryMessagingService):
 
 
 class LimitIgnored(InMemoryMessagingService):
+    """Receive ignores the limit and returns up to 1000 messages."""
+
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
@@ -92,6 +109,8 @@ class LimitIgnored(InMemoryMessagingService):
 
 
 class DelayIgnored(InMemoryMessagingService):
+    """A delayed send is delivered at once."""
+
     async def send_message_with_delay(
         self, queue: str, payload: bytes, delay_seconds: float
     ) -> int:
@@ -99,6 +118,8 @@ class DelayIgnored(InMemoryMessagingService):
 
 
 class PushDropsEveryThird(InMemoryMessagingService):
+    """Push silently drops every third delivery."""
+
     async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
         sub = await super().subscribe_many(queues)
         original = sub.put
@@ -114,27 +135,37 @@ class PushDropsEveryThird(InMemoryMessagingService):
 
 
 class WrongAvailableId(SignalMemory):
+    """Each ``Available`` signal names the id after the one it announces."""
+
     announce_offset = 1
 
 
 class LyingFetchFlag(InMemoryMessagingService):
+    """``supports_fetch_by_message_id`` says no although capabilities claim ``fetch_by_id``."""
+
     @property
     def supports_fetch_by_message_id(self) -> bool:
         return False
 
 
 class OversizeAccepted(InMemoryMessagingService):
+    """Accepts a payload above the size limit it declares."""
+
     async def send_message(self, queue: str, payload: bytes) -> int:
         return self._enqueue(self._queue(queue), bytes(payload), 0.0)
 
 
 class SilentAckOfUnknown(InMemoryMessagingService):
+    """Acking an unknown message succeeds silently instead of raising."""
+
     async def ack_message(self, queue: str, msg_id: int) -> None:
         with contextlib.suppress(MessageNotFound):
             await super().ack_message(queue, msg_id)
 
 
 class SilentDropOnMissingQueue(InMemoryMessagingService):
+    """Sending to a missing queue returns id 0 and drops the message."""
+
     async def send_message(self, queue: str, payload: bytes) -> int:
         if not await self.queue_exists(queue):
             return 0
@@ -142,16 +173,22 @@ class SilentDropOnMissingQueue(InMemoryMessagingService):
 
 
 class NoNameValidation(InMemoryMessagingService):
+    """Creates queues with any name, invalid ones included."""
+
     async def create_queue(self, name: str) -> None:
         self._queues.setdefault(name, _Queue(name))
 
 
 class StillWorksAfterClose(InMemoryMessagingService):
+    """Close does nothing: the service keeps working afterwards."""
+
     async def close(self) -> None:
         """Forgets to close."""
 
 
 class RawKeyError(InMemoryMessagingService):
+    """Receiving from a missing queue raises a raw ``KeyError``."""
+
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
@@ -161,6 +198,8 @@ class RawKeyError(InMemoryMessagingService):
 
 
 class ReceiveCountStuck(InMemoryMessagingService):
+    """Every delivery reports ``receive_count`` 1, however often it came."""
+
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
@@ -169,6 +208,8 @@ class ReceiveCountStuck(InMemoryMessagingService):
 
 
 class DeleteKeepsMessages(InMemoryMessagingService):
+    """A queue deleted and created again still holds its old messages."""
+
     async def delete_queue(self, name: str) -> None:
         queue = self._queues.get(name)
         await super().delete_queue(name)
@@ -184,7 +225,7 @@ class DeleteKeepsMessages(InMemoryMessagingService):
 
 
 class ConcurrentDoubleDelivery(InMemoryMessagingService):
-    """Every other receive ignores claims, so two receivers can hold one message."""
+    """A receive also hands out again a message received earlier and still held."""
 
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float
@@ -195,9 +236,11 @@ class ConcurrentDoubleDelivery(InMemoryMessagingService):
 
 
 class PushedCopySettledByOldClaim(InMemoryMessagingService):
-    """Settles by message, not by claim: a pushed copy still waiting in a subscription
-    counts as held, and any claim on the message settles it, so the previous holder's
-    ack settles the copy about to be handed out."""
+    """Settles a pushed copy by message, so an earlier claim acks it.
+
+    A pushed copy still waiting in a subscription counts as held, and any claim on the
+    message settles it, so the previous holder's ack settles the copy about to be handed out.
+    """
 
     def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
         entry = queue.entries.get(claim.msg_id)
@@ -208,8 +251,10 @@ class PushedCopySettledByOldClaim(InMemoryMessagingService):
 
 
 class RepeatedClaims(InMemoryMessagingService):
-    """A claim is derived from the message (its id), not made per delivery: every
-    delivery of a message carries the same claim."""
+    """Every delivery of a message carries the same claim (derived from its id).
+
+    A claim is derived from the message, not made per delivery.
+    """
 
     def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
         got = super()._claim(queue, entry, visibility_timeout)
@@ -220,8 +265,10 @@ class RepeatedClaims(InMemoryMessagingService):
 
 
 class LapsedAckAccepted(InMemoryMessagingService):
-    """Checks that the claim is the latest one, not that it is still live: a claim whose
-    timeout passed still settles while nobody else has received the message."""
+    """A claim whose timeout passed still settles while nobody else holds it.
+
+    Checks that the claim is the latest one, not that it is still live.
+    """
 
     def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
         self._promote(queue)
@@ -306,48 +353,12 @@ class UnparsedTokenIgnored(InMemoryMessagingService):
         return super()._held_entry(queue, claim)
 
 
-class ForeignIdsMemory(InMemoryMessagingService):
-    """Correct: the in-memory provider where a foreign producer may choose message ids
-    (as on RabbitMQ), so two messages can share one; each claim finds its own message
-    by its token."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._public: dict[tuple[str, int], int] = {}
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(super().capabilities, producer_assigned_ids=True)
-
-    def publish_foreign(self, queue: str, msg_id: int, payload: bytes) -> None:
-        """What the harness hook calls: a message whose id the producer chose."""
-        key = self._enqueue(self._queue(queue), payload, 0.0)
-        self._public[(queue, key)] = msg_id
-
-    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
-        got = super()._claim(queue, entry, visibility_timeout)
-        public = self._public.get((queue.name, entry.msg_id))
-        if public is None or got.claim is None:
-            return got
-        claim = dataclasses.replace(got.claim, msg_id=public)
-        return dataclasses.replace(got, msg_id=public, claim=claim)
-
-    def _entry_of(self, queue: _Queue, claim: Claim) -> _Entry | None:
-        for entry in queue.entries.values():
-            if entry.claim_token == claim.token:
-                return entry
-        return None
-
-    def _held_entry(self, queue: _Queue, claim: Claim) -> _Entry:
-        entry = self._entry_of(queue, claim)
-        if entry is not None:
-            claim = dataclasses.replace(claim, msg_id=entry.msg_id)
-        return super()._held_entry(queue, claim)
-
-
 class ForeignIdsHeldById(ForeignIdsMemory):
-    """Holds are keyed by message id: the latest claim on an id replaces the record of
-    the earlier one, so the earlier message's claim no longer settles anything."""
+    """Holds are keyed by message id, so a later claim on a shared id hides the earlier.
+
+    The latest claim on an id replaces the record of the earlier one, so the earlier
+    message's claim no longer settles anything.
+    """
 
     def _entry_of(self, queue: _Queue, claim: Claim) -> _Entry | None:
         latest: _Entry | None = None
@@ -364,16 +375,8 @@ class ForeignIdsHeldById(ForeignIdsMemory):
         return InMemoryMessagingService._held_entry(self, queue, claim)
 
 
-class Unlisted(InMemoryMessagingService):
-    """Correct: does not claim ``list_queues``, so the base class refuses it."""
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(super().capabilities, list_queues=False)
-
-
 class ListsWithoutClaiming(Unlisted):
-    """Does not claim ``list_queues`` (so LIFE-5 is skipped) but answers it anyway."""
+    """Answers ``list_queues`` without claiming it (so LIFE-5 is skipped)."""
 
     async def list_queues(self) -> list[str]:
         return sorted(self._queues)
@@ -413,17 +416,22 @@ class ReceivesOneAtATime(InMemoryMessagingService):
         return await super()._receive(queue, 1, visibility_timeout)
 
 
+#: When each message was sent, whichever instance on the store sent it (DeadlineFromSend).
+_SENT_AT: weakref.WeakKeyDictionary[_Entry, float] = weakref.WeakKeyDictionary()
+
+
 class DeadlineFromSend(InMemoryMessagingService):
     """Counts the visibility timeout from the send (``vt = sent_at + timeout``)."""
 
     def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
         msg_id = super()._enqueue(queue, payload, delay)
-        self.__dict__.setdefault("_sent_at", {})[(queue.name, msg_id)] = self.clock.now()
+        if msg_id in queue.entries:
+            _SENT_AT.setdefault(queue.entries[msg_id], self.clock.now())
         return msg_id
 
     def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
         got = super()._claim(queue, entry, visibility_timeout)
-        sent_at = self.__dict__["_sent_at"][(queue.name, entry.msg_id)]
+        sent_at = _SENT_AT.setdefault(entry, self.clock.now())  # pushed while being sent
         if sent_at + visibility_timeout <= self.clock.now():  # already over: not held at all
             entry.held = False
             entry.visible_at = self.clock.now()
@@ -462,8 +470,10 @@ _CLAIMED_BY: weakref.WeakKeyDictionary[_Entry, InMemoryMessagingService] = (
 
 
 class DeadHoldersKeepClaims(InMemoryMessagingService):
-    """A claim stays with the instance that made it: after its timeout only that holder
-    receives the message again, so what a killed process held never comes back."""
+    """What a killed process held never comes back: claims stay with their holder.
+
+    After its timeout only the instance that made the claim receives the message again.
+    """
 
     def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
         _CLAIMED_BY[entry] = self
@@ -480,42 +490,6 @@ class DeadHoldersKeepClaims(InMemoryMessagingService):
         finally:
             for entry in others:
                 heapq.heappush(queue.ready, entry.msg_id)
-
-
-class CrashingClassHarness(Harness):
-    """Opens an instance of a given in-memory subclass on a virtual clock, and plays
-    ``crash_holder`` in-process: a second instance on the same storage (another process
-    on the same backend) takes the messages and is dropped without closing (killed)."""
-
-    def __init__(self, cls: type[InMemoryMessagingService]) -> None:
-        super().__init__(cls.__name__, HarnessSettings(config=MessagingConfig(), run_id="t"))
-        self.cls = cls
-        self._stores: dict[int, MemoryStore] = {}
-
-    def new_clock(self) -> VirtualClock | None:
-        return VirtualClock()
-
-    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
-        # Services of one case share a store, as processes share a broker.
-        store = self._stores.setdefault(id(clock), MemoryStore())
-        return self.cls(clock=clock, store=store)
-
-    async def publish_foreign(
-        self, service: MessagingService, queue: str, msg_id: int, payload: bytes
-    ) -> None:
-        if not isinstance(service, ForeignIdsMemory):
-            await super().publish_foreign(service, queue, msg_id, payload)
-            return
-        service.publish_foreign(queue, msg_id, payload)
-
-    async def crash_holder(
-        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
-    ) -> list[int]:
-        assert isinstance(service, self.cls)
-        holder = self.cls(clock=service.clock, store=service.store)  # the same backend
-        got = await holder.receive_messages(queue, count, visibility_timeout)
-        # Killed: never closed.
-        return [m.msg_id for m in got]
 
 
 #: broken provider -> the rule that must catch it
@@ -559,3 +533,16 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     DeleteAfterClose: "ERR-3",
     SubscriptionOutlivesClose: "ERR-3",
 }
+
+
+def _reference(cls: type[InMemoryMessagingService]) -> type[InMemoryMessagingService]:
+    """The correct provider a specimen was derived from (its rule must pass that)."""
+    for reference in (SignalMemory, ForeignIdsMemory, Unlisted):
+        if issubclass(cls, reference):
+            return reference
+    return InMemoryMessagingService
+
+
+SPECIMENS: tuple[Specimen, ...] = tuple(
+    Specimen(cls, rule, reference=_reference(cls)) for cls, rule in CAUGHT_BY.items()
+)
