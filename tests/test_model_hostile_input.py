@@ -9,6 +9,7 @@ import pytest
 
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.rules import all_rules
 from mqcontract_conformance.runner import CaseOutcome
 from mqcontract_conformance.selftest.broken_hostile import SPECIMENS, MixedPushMemory
 from mqcontract_conformance.selftest.catalogue import Specimen
@@ -16,7 +17,7 @@ from mqcontract_conformance.selftest.references import SignalMemory
 
 RunRule = Callable[[type[InMemoryMessagingService], str], CaseOutcome]
 
-HOST_RULES = ["HOST-1", "HOST-2", "HOST-3", "HOST-4", "HOST-5", "HOST-6"]
+HOST_RULES = sorted(r.id for r in all_rules() if r.group == "HOST")
 
 
 def test_every_host_rule_has_a_specimen() -> None:

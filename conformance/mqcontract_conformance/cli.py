@@ -59,10 +59,14 @@ class _VersionAction(argparse.Action):
 
 def _pgmq_install(options: argparse.Namespace) -> int:
     import asyncio
+    from pathlib import Path
 
     from mqcontract.providers.pgmq import install_pgmq
 
-    result = asyncio.run(install_pgmq(options.dsn))
+    scripts = [Path(d) for d in options.upgrade_scripts]
+    result = asyncio.run(
+        install_pgmq(options.dsn, upgrade=options.upgrade, upgrade_scripts=scripts)
+    )
     print(result.describe())
     return 0
 
@@ -110,6 +114,20 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     pgmq_sub = pgmq.add_subparsers(dest="pgmq_command", required=True)
     install = pgmq_sub.add_parser("install", help="install PGMQ into a database (idempotent)")
     install.add_argument("--dsn", required=True, help="postgresql://… of the target database")
+    install.add_argument(
+        "--upgrade-scripts",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="a directory of PGMQ's upgrade scripts (pgmq--A--B.sql, as in PGMQ's sql/);"
+        " an older SQL install is upgraded with them (repeatable)",
+    )
+    install.add_argument(
+        "--no-upgrade",
+        dest="upgrade",
+        action="store_false",
+        help="report an older PGMQ without upgrading it",
+    )
     install.set_defaults(func=_pgmq_install)
 
     for module_name in SUBCOMMAND_MODULES if extensions else ():

@@ -184,6 +184,20 @@ class CaseContext:
             )
         return got
 
+    async def sever_until_usable(self, queue: str) -> None:
+        """Sever the provider's connections (the harness hook) and wait, bounded, until an
+        operation on ``queue`` works again."""
+        await self.harness.sever_connection(self.service)
+
+        async def works() -> bool:
+            try:
+                await self.service.queue_exists(queue)
+            except MessagingError:
+                return False
+            return True
+
+        await self.eventually(works, self.timing.slack * 3, "provider usable after the sever")
+
     async def check_still_held(self, queue: str, message: QueuedMessage, what: str) -> None:
         """``message`` stays invisible (someone still holds it) for half the margin: a
         settlement that released it makes it receivable, and that fails the rule."""

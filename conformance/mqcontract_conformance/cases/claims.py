@@ -189,17 +189,24 @@ async def settled_claim_is_stale(ctx: CaseContext) -> None:
 @rule(
     "CLAIM-5",
     "ack_claims settles several claims at once and reports each: True for a live claim "
-    "(now acked), False for a stale one (released, settled, repeated, of another queue), "
-    "which it leaves alone; an empty batch settles nothing.",
+    "(now acked), False for a stale one (released, settled, repeated, of another queue, "
+    "superseded by a live claim in the same batch), which it leaves alone; an empty batch "
+    "settles nothing.",
     why="Batch settlement is how consumers keep up; one stale claim in a batch must neither "
     "fail the others nor be acked on their coattails.",
     provisional=True,
 )
 async def batch_settlement(ctx: CaseContext) -> None:
     q, elsewhere = await ctx.queue(), await ctx.queue()
-    ids = await ctx.service.send_batch(q, [body(i) for i in range(4)])
-    got = await ctx.receive_exactly(q, 4)
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(5)])
+    got = await ctx.receive_exactly(q, 5)
     claims = {m.msg_id: _claim_of(ctx, m, "receive_messages") for m in got}
+    # One message under a live claim and its superseded one, both in the batch.
+    superseded = claims[ids[4]]
+    await ctx.service.nack_claim(q, superseded)
+    (again,) = await ctx.receive_exactly(q, 1)
+    ctx.check(again.msg_id == ids[4], f"received {again.msg_id} again, not {ids[4]}")
+    live = _claim_of(ctx, again, "receive_messages")
     await ctx.service.send_message(elsewhere, body(9))
     (foreign,) = await ctx.receive_exactly(elsewhere, 1)
     released, settled = claims[ids[1]], claims[ids[2]]
@@ -212,9 +219,11 @@ async def batch_settlement(ctx: CaseContext) -> None:
         claims[ids[3]],
         claims[ids[0]],
         _claim_of(ctx, foreign, "receive_messages"),
+        live,
+        superseded,
     ]
     outcome = await ctx.service.ack_claims(q, batch)
-    expected = [True, False, False, True, False, False]
+    expected = [True, False, False, True, False, False, True, False]
     ctx.check(outcome == expected, f"ack_claims reported {outcome}, expected {expected}")
     (back,) = await ctx.receive_exactly(q, 1)
     ctx.check(back.msg_id == ids[1], f"after the batch, received {back.msg_id}, not {ids[1]}")

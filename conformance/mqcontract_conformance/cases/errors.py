@@ -171,7 +171,7 @@ async def recovers_after_sever(ctx: CaseContext) -> None:
     q = await ctx.queue()
     ids = set(await ctx.service.send_batch(q, [body(i) for i in range(5)]))
     held = await ctx.receive(q, limit=2)
-    await _usable_after_sever(ctx, q)
+    await ctx.sever_until_usable(q)
     got: list[int] = []
 
     async def all_back() -> bool:
@@ -184,20 +184,6 @@ async def recovers_after_sever(ctx: CaseContext) -> None:
     await ctx.eventually(all_back, ctx.timing.slack * 3, "messages receivable after sever")
     lost = ids - set(got) - {m.msg_id for m in held}
     ctx.check(not lost, f"lost after sever: {sorted(lost)}")
-
-
-async def _usable_after_sever(ctx: CaseContext, q: str) -> None:
-    """Sever the provider's connections and wait (bounded) until it works again."""
-    await ctx.harness.sever_connection(ctx.service)
-
-    async def works() -> bool:
-        try:
-            await ctx.service.queue_exists(q)
-        except MessagingError:
-            return False
-        return True
-
-    await ctx.eventually(works, ctx.timing.slack * 3, "provider usable after sever")
 
 
 async def _ack_outcome(ctx: CaseContext, q: str, msg_id: int) -> bool | None:
@@ -268,7 +254,7 @@ async def settling_after_sever(ctx: CaseContext) -> None:
     vt = ctx.timing.slack * 2
     [held] = await ctx.receive_exactly(q, 1, vt=vt)
     claim_ends = ctx.now() + vt + ctx.timing.slack
-    await _usable_after_sever(ctx, q)
+    await ctx.sever_until_usable(q)
     acked = await _ack_outcome(ctx, q, held.msg_id)
     # Another process on the same backend, as a competing consumer would be.
     other = await ctx.harness.open(ctx.clock)
@@ -306,7 +292,7 @@ async def settling_pushed_after_sever(ctx: CaseContext) -> None:
     sent = await ctx.service.send_message(q, body(1))
     await ctx.next_claimed(sub)
     started = ctx.now()
-    await _usable_after_sever(ctx, q)
+    await ctx.sever_until_usable(q)
     # Push works again once a message sent now arrives on the other subscription; by then
     # a redelivery of `sent` has usually reached `sub` too, where it waits unseen (as it
     # would behind a busy worker) while the old claim is acked.

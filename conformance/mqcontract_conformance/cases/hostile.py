@@ -1,5 +1,8 @@
 """HOST: hostile input gets its documented error and leaves every queue as it was.
 
+HOST-1 to HOST-6 make one kind of hostile call at a time; HOST-7 (:mod:`._fuzz`) runs
+derandomized programs mixing them with valid calls, and then calls a closed service.
+
 Each rule keeps a queue of bystander messages. After hostile calls, the backdoor
 (``harness.stored_ids``, when the harness has one) must still list exactly them, and at
 the end they must all be receivable, unclaimed (``receive_count`` 1) and unchanged.
@@ -15,6 +18,7 @@ from mqcontract.errors import InvalidArgument, InvalidQueueName, MessageNotFound
 from mqcontract.messages import Message
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._conditions import MIXED_PUSH
+from mqcontract_conformance.cases._fuzz import fuzz_public_api
 from mqcontract_conformance.cases._hostile_corpus import (
     HOSTILE_IDS,
     HOSTILE_LIMITS,
@@ -353,3 +357,21 @@ async def mixed_threshold_band(ctx: CaseContext) -> None:
     for m in got:
         label, payload = sent[m.msg_id]
         ctx.check(same_payload(ctx.caps.payload_fidelity, payload, m.payload), f"{label} changed")
+
+
+@rule(
+    "HOST-7",
+    "Derandomized programs of 6 to 14 public calls (hostile names, payloads, numbers, ids "
+    "and forged or stale claims mixed with valid calls; claims settled in odd orders; "
+    "queues deleted and created again between calls) get only documented MessagingError "
+    "conditions (InvalidQueueName for a hostile name), never a hang; what must be refused "
+    "is refused, a live claim settles, nothing succeeds on a deleted queue, and a call that "
+    "fails, or names the bystander, changes no queue. After close, every call with any "
+    "arguments raises ProviderClosed at once.",
+    why="Single hostile calls on a fresh service miss errors that depend on what came "
+    "before (a claim outliving its deleted queue, a channel reset by a refused call that "
+    "drops every held message) and closed services that validate before they notice.",
+    provisional=True,
+)
+async def hostile_programs(ctx: CaseContext) -> None:
+    await fuzz_public_api(ctx)

@@ -189,7 +189,7 @@ async def sever_keeps_the_message(ctx: CaseContext) -> None:
     (held,) = await ctx.receive_exactly(q, 1, vt=ctx.timing.unit)
     ends = ctx.now() + ctx.timing.unit
     await ctx.wait_past(ctx.now() + ctx.timing.unit / 4)  # time passes: a new enqueued_at shows
-    await _sever(ctx, q)
+    await ctx.sever_until_usable(q)
 
     async def received() -> list[QueuedMessage]:
         try:
@@ -212,7 +212,7 @@ async def sever_keeps_the_message(ctx: CaseContext) -> None:
     timeout = claim.visibility_timeout if claim is not None else ctx.timing.long
     ends = ctx.now() + timeout
     await ctx.wait_past(ctx.now() + ctx.timing.unit / 4)
-    await _sever(ctx, q)
+    await ctx.sever_until_usable(q)
 
     async def delivered() -> list[QueuedMessage]:
         try:
@@ -226,17 +226,3 @@ async def sever_keeps_the_message(ctx: CaseContext) -> None:
     ctx.check([m.msg_id for m in again] == [pushed], f"after the sever delivered {again}")
     check_redelivered(ctx, "pushed, then severed", note.message, again[0], deliveries=2)
     await ctx.service.ack_claim(q, again[0])
-
-
-async def _sever(ctx: CaseContext, q: str) -> None:
-    """Sever the provider's connections and wait (bounded) until it works again."""
-    await ctx.harness.sever_connection(ctx.service)
-
-    async def works() -> bool:
-        try:
-            await ctx.service.queue_exists(q)
-        except MessagingError:
-            return False
-        return True
-
-    await ctx.eventually(works, ctx.timing.slack * 3, "provider usable after the sever")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from mqcontract_conformance.report.allure import allure_result_dirs, find_allure, generate_allure
 from mqcontract_conformance.report.badges import badge_for
+from mqcontract_conformance.report.bench_results import default_bench_paths, load_bench
+from mqcontract_conformance.report.glance import glance_dict
 from mqcontract_conformance.report.html import render_html
 from mqcontract_conformance.report.markdown import render_markdown
 from mqcontract_conformance.report.model import Matrix, build_matrix, load_results
@@ -32,6 +34,9 @@ class ReportOptions:
     rules_url: str = ""
     #: Stress accounts (files or directories); ``None`` means ``<out>/stress`` when present.
     stress: list[Path] | None = None
+    #: ``mqcontract bench --json`` results (files, or directories holding ``results.json``);
+    #: ``None`` means ``bench/results.json`` beside each results directory when present.
+    bench: list[Path] | None = None
     #: Allure: ``None`` means ``<out>/allure-results`` when present; ``False`` never.
     allure_results: Path | None = None
     allure: bool = True
@@ -59,10 +64,14 @@ def build_report(options: ReportOptions) -> tuple[Matrix, list[str]]:
     out = options.out
     matrix.stress = load_stress(options.stress if options.stress is not None else [out / "stress"])
     matrix.teeth = load_teeth(options.results)
+    bench = options.bench if options.bench is not None else default_bench_paths(options.results)
+    matrix.bench = load_bench(bench)
     written = {
         out / "compatibility.md": render_markdown(matrix, options.rules_url),
         out / "compatibility.html": render_html(matrix, options.rules_url),
-        out / "compatibility.json": json.dumps(matrix.to_dict(), indent=2, ensure_ascii=False)
+        out / "compatibility.json": json.dumps(
+            matrix.to_dict(glance_dict(matrix)), indent=2, ensure_ascii=False
+        )
         + "\n",
     }
     badges = out / "badges"

@@ -59,6 +59,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stress accounts (files or directories) to show (default: OUT/stress)",
     )
     parser.add_argument(
+        "--bench",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="`mqcontract bench --json` results for the throughput column (a directory gives "
+        "its results.json; repeatable; default: bench/results.json and bench/examples.json "
+        "beside the results directory)",
+    )
+    parser.add_argument(
         "--allure-results",
         type=Path,
         default=None,
@@ -84,6 +94,7 @@ def run(options: argparse.Namespace) -> int:
         as_of=options.as_of,
         rules_url=options.rules_url,
         stress=options.stress,
+        bench=options.bench,
         allure_results=options.allure_results,
         allure=not options.no_allure,
         allure_bin=options.allure_bin,

@@ -6,6 +6,7 @@ import json
 from html import escape
 
 from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.report.glance import glance_html
 from mqcontract_conformance.report.measured import measured_html
 from mqcontract_conformance.report.model import (
     STATUSES,
@@ -108,6 +109,7 @@ vertical-align:top;font-size:13px}
 .kv thead th{border-bottom:2px solid var(--line)}
 .kv td{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 .scroll{overflow-x:auto}
+.glance td{font-family:inherit;font-size:12.5px;min-width:110px}.glance td.muted{color:var(--muted)}
 footer{margin-top:40px;color:var(--muted);font-size:12.5px}
 """
 
@@ -304,10 +306,10 @@ def _stress(matrix: Matrix) -> str:
         "`mqcontract stress --json`", "<code>mqcontract stress --json</code>"
     )
     return (
-        f'<h2>Under load</h2><p class="muted">{intro}</p>'
+        f'<section id="under-load"><h2>Under load</h2><p class="muted">{intro}</p>'
         f'<div class="scroll"><table class="kv"><thead><tr>'
         + "".join(f"<th>{escape(h)}</th>" for h in heads)
-        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div></section>"
     )
 
 
@@ -346,10 +348,11 @@ def render_html(matrix: Matrix, rules_url: str = "") -> str:
 <p class="meta">Suite version <strong>{escape(matrix.suite_version)}</strong> ·
 {len(matrix.rules)} rules · {len(matrix.providers)} providers · results as of
 {escape(_when(matrix.as_of))} · <a href="{escape(rules_url or "#rule-text")}">the rules</a></p>
-<section class="cards">{cards}</section>
+{glance_html(matrix, rules_url)}
+<section class="cards" id="providers">{cards}</section>
 <h2>Rules &times; providers</h2>
 {_matrix(matrix, rules_url)}
-<h2>Failures and known-broken rules</h2>
+<h2 id="failures-and-known-broken-rules">Failures and known-broken rules</h2>
 {_details(matrix, rules_url, {Outcome.FAILED, Outcome.KNOWN_BROKEN})}
 <h2>Claimed but not verified</h2>
 <p class="muted">Rules a provider claims but that did not run: a fault hook its harness

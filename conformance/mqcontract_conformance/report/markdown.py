@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.report.glance import glance_markdown
 from mqcontract_conformance.report.measured import measured_markdown
 from mqcontract_conformance.report.model import (
     Matrix,
@@ -101,6 +102,7 @@ def render_markdown(matrix: Matrix, rules_url: str = "") -> str:
         + ", ".join(f"`{s}`" for s in matrix.sources)
         + "; do not edit by hand.",
         "",
+        *glance_markdown(matrix, rules_url),
         "## Providers",
         "",
         *_summary(matrix),

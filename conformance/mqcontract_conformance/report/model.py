@@ -17,6 +17,7 @@ from mqcontract._redact import redact
 from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import GROUPS, SUITE_VERSION
+from mqcontract_conformance.report.bench_results import BenchRun
 from mqcontract_conformance.report.documents import ReportError, read_documents
 from mqcontract_conformance.report.stress import StressRun
 from mqcontract_conformance.report.teeth import SELFTEST_FORMAT, Teeth
@@ -184,18 +185,22 @@ class Matrix:
     stress: list[StressRun] = field(default_factory=list)
     #: The kit's selftest (``mqcontract selftest --json``), or that it was not run.
     teeth: Teeth = field(default_factory=Teeth)
+    #: Bench runs (``mqcontract bench --json``): the throughput column of "At a glance".
+    bench: list[BenchRun] = field(default_factory=list)
 
     def rules_in(self, group: str) -> list[RuleRow]:
         return [r for r in self.rules if r.group == group]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The merged ``compatibility.json`` document."""
+    def to_dict(self, glance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The merged ``compatibility.json`` document (``glance``: the "At a glance" rows,
+        :func:`.glance.glance_dict`, which reads this matrix)."""
         return {
             "format": COMPATIBILITY_FORMAT,
             "suite_version": self.suite_version,
             "as_of": self.as_of,
             "stale_after_days": self.stale_days,
             "sources": self.sources,
+            **({"glance": glance} if glance is not None else {}),
             "rules": [
                 {
                     "id": r.id,

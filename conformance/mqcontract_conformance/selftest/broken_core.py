@@ -322,6 +322,22 @@ class BatchAcksByIds(InMemoryMessagingService):
         return [True] * len(claims)
 
 
+class BatchMatchesDeletedIds(InMemoryMessagingService):
+    """Batch ack checks each claim, deletes the live ones, then reports by the ids deleted
+    (``DELETE ... RETURNING msg_id``): a superseded claim on a message acked in the same
+    batch is reported settled too."""
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        deleted: set[int] = set()
+        for claim in claims:
+            try:
+                await self._ack(queue, claim)
+            except MessageNotFound:
+                continue
+            deleted.add(claim.msg_id)
+        return [claim.msg_id in deleted for claim in claims]
+
+
 class PushKeepsClaim(InMemoryMessagingService):
     """A message pushed again keeps the claim of its first push."""
 
@@ -520,6 +536,7 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     IdSettlesCurrentClaim: "CLAIM-3",
     ClaimQueueIgnored: "CLAIM-4",
     BatchAcksByIds: "CLAIM-5",
+    BatchMatchesDeletedIds: "CLAIM-5",
     PushKeepsClaim: "CLAIM-6",
     UnparsedTokenIgnored: "CLAIM-8",
     ForeignIdsHeldById: "CLAIM-7",

@@ -7,13 +7,20 @@ import math
 from collections.abc import Sequence
 
 from mqcontract.capabilities import Capabilities, PushKind
-from mqcontract.errors import MessageTooLarge
-from mqcontract.messages import Available, Claim, Message, QueuedMessage
+from mqcontract.errors import MessageTooLarge, QueueNotFound
+from mqcontract.messages import Available, Claim, ClaimRef, Message, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
+from mqcontract.validation import check_queue_name
 from mqcontract_conformance.selftest.catalogue import Specimen
 
-__all__ = ["SPECIMENS", "MixedPushMemory"]
+__all__ = [
+    "SPECIMENS",
+    "ChannelResetOnMissingQueue",
+    "ClosedChecksArgumentsFirst",
+    "HeldIndexOutlivesDelete",
+    "MixedPushMemory",
+]
 
 
 class SendSkipsNameCheck(InMemoryMessagingService):
@@ -132,6 +139,86 @@ class MixedCountsCharacters(MixedPushMemory):
         return len(payload.decode("utf-8", "replace")) <= MIXED_THRESHOLD
 
 
+class HeldIndexOutlivesDelete(InMemoryMessagingService):
+    """Settles the claims it made through its own index of them, which delete_queue does not
+    purge: a claim made before its queue was deleted raises KeyError instead of an error."""
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        got = await super()._receive(queue, limit, visibility_timeout)
+        index = self.__dict__.setdefault("_held_index", {})
+        for message in got:
+            index[(queue, message.msg_id)] = message.claim
+        return got
+
+    async def _settle(self, queue: str, claim: Claim, *, ack: bool) -> None:
+        index = self.__dict__.setdefault("_held_index", {})
+        if (queue, claim.msg_id) in index:
+            # "We made this claim, so its queue exists": the fast path trusts the index.
+            self._queues[queue]  # KeyError once the queue is deleted
+        if ack:
+            await super()._ack(queue, claim)
+        else:
+            await super()._nack(queue, claim)
+        index.pop((queue, claim.msg_id), None)
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        await self._settle(queue, claim, ack=True)
+
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        await self._settle(queue, claim, ack=False)
+
+
+class ChannelResetOnMissingQueue(InMemoryMessagingService):
+    """Reopens its channel when the broker refuses an operation on a missing queue, as an
+    AMQP client must after a 404, so every message it held, on every queue, is released."""
+
+    def _existing(self, name: str) -> _Queue:
+        try:
+            return super()._existing(name)
+        except QueueNotFound:
+            self.sever()  # the channel's unacked deliveries go back to their queues
+            raise
+
+
+class ClosedChecksArgumentsFirst(InMemoryMessagingService):
+    """Validates queue names at its API edge before delegating, so a closed service
+    answers a bad name with InvalidQueueName instead of ProviderClosed."""
+
+    async def create_queue(self, name: str) -> None:
+        await super().create_queue(check_queue_name(name))
+
+    async def delete_queue(self, name: str) -> None:
+        await super().delete_queue(check_queue_name(name))
+
+    async def queue_exists(self, name: str) -> bool:
+        return await super().queue_exists(check_queue_name(name))
+
+    async def send_message(self, queue: str, payload: bytes) -> int:
+        return await super().send_message(check_queue_name(queue), payload)
+
+    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
+        return await super().send_batch(check_queue_name(queue), payloads)
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        return await super().receive_messages(check_queue_name(queue), limit, visibility_timeout)
+
+    async def ack_message(self, queue: str, msg_id: int) -> None:
+        await super().ack_message(check_queue_name(queue), msg_id)
+
+    async def nack_message(self, queue: str, msg_id: int) -> None:
+        await super().nack_message(check_queue_name(queue), msg_id)
+
+    async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+        await super().ack_claim(check_queue_name(queue), claim)
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        await super().nack_claim(check_queue_name(queue), claim)
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(SendSkipsNameCheck, "HOST-1"),
     Specimen(TextPayloads, "HOST-2"),
@@ -139,4 +226,7 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(FloatTimeouts, "HOST-4"),
     Specimen(CoercedIds, "HOST-5"),
     Specimen(MixedCountsCharacters, "HOST-6", MixedPushMemory),
+    Specimen(HeldIndexOutlivesDelete, "HOST-7"),
+    Specimen(ChannelResetOnMissingQueue, "HOST-7"),
+    Specimen(ClosedChecksArgumentsFirst, "HOST-7"),
 )

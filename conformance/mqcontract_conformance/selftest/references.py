@@ -8,7 +8,6 @@ correct provider to pass, and a specimen derived from it breaks just one promise
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 from mqcontract.capabilities import Capabilities, PushKind
@@ -30,10 +29,10 @@ class SignalMemory(InMemoryMessagingService):
     def capabilities(self) -> Capabilities:
         return dataclasses.replace(super().capabilities, push=PushKind.SIGNAL)
 
-    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
-        for q in queues:
-            self._queue(q)
-        sub = QueueSubscription(tuple(queues), on_close=self._drop_signal_sub)
+    async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
+        for name in names:
+            self._existing(name)
+        sub = QueueSubscription(names, on_close=self._drop_signal_sub)
         self._signal_subs = [*getattr(self, "_signal_subs", []), sub]
         return sub
 

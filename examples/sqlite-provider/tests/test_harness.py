@@ -6,11 +6,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mqcontract import MessagingConfig
+from mqcontract import MessagingConfig, QueuedMessage
+from mqcontract.capabilities import VisibilityEnforcer
 from mqcontract.errors import ConnectionLost
 from mqcontract_conformance import Harness, HarnessSettings, HookUnavailable
 
-from conftest import run
+from conftest import run, wait_for
 from mq_sqlite import SqliteQueue
 from mq_sqlite.harness import SqliteHarness, make_harness, run_directory
 
@@ -72,6 +73,57 @@ def test_stored_ids_sees_every_state_without_touching_it(harness: SqliteHarness)
             (got,) = await service.receive_messages("jobs", 10, 60)
             assert (got.msg_id, got.receive_count) == (visible, 1)
             assert await harness.stored_ids(service, "missing") == []
+
+    run(scenario())
+
+
+def _returned(
+    service: SqliteQueue, count: int
+) -> Callable[[], Awaitable[list[QueuedMessage] | None]]:
+    """A probe: the messages, once ``count`` of them are receivable again."""
+    got: list[QueuedMessage] = []
+
+    async def probe() -> list[QueuedMessage] | None:
+        got.extend(await service.receive_messages("jobs", 10, 60))
+        return got if len(got) >= count else None
+
+    return probe
+
+
+def test_a_killed_holder_keeps_its_claims_only_until_they_lapse(harness: SqliteHarness) -> None:
+    async def scenario() -> None:
+        service = await harness.open()
+        assert isinstance(service, SqliteQueue)
+        async with service:
+            await service.create_queue("jobs")
+            ids = await service.send_batch("jobs", [b"a", b"b", b"c"])
+            held = await harness.crash_holder(service, "jobs", 2, 1.0)  # process SIGKILLed
+            assert held == ids[:2]
+            (free,) = await service.receive_messages("jobs", 10, 60)
+            assert free.msg_id == ids[2]  # the dead process's claims still hold
+            back = await wait_for(_returned(service, 2))
+            assert sorted((m.msg_id, m.receive_count) for m in back) == [(i, 2) for i in held]
+
+    run(scenario())
+
+
+def test_a_frozen_holder_loses_its_claims_when_they_lapse(harness: SqliteHarness) -> None:
+    async def scenario() -> None:
+        service = await harness.open()
+        assert isinstance(service, SqliteQueue)
+        async with service:
+            caps = service.capabilities
+            assert caps.visibility_enforced_by is VisibilityEnforcer.SERVER
+            assert caps.frozen_holder_release_seconds is None
+            await service.create_queue("jobs")
+            (sent,) = await service.send_batch("jobs", [b"a"])
+            async with harness.freeze_holder(service, "jobs", 1, 1.0) as held:  # SIGSTOPped
+                assert held == [sent]
+                assert await service.receive_messages("jobs", 10, 60) == []
+                (back,) = await wait_for(_returned(service, 1))  # while it is still frozen
+                assert (back.msg_id, back.receive_count) == (sent, 2)
+                await service.ack_message("jobs", back.msg_id)
+            assert await harness.stored_ids(service, "jobs") == []
 
     run(scenario())
 

@@ -1,6 +1,11 @@
 """Conformance harness: one database file per run and worker, plus fault hooks.
 
 Use it as ``mqcontract verify --provider mq_sqlite.harness:make_harness``.
+
+``crash_holder`` / ``freeze_holder`` start a separate process (``mqcontract_fixtures``)
+that opens the provider on this run's database file, holds messages and is SIGKILLed /
+SIGSTOPped. A claim is a ``visible_at`` time in the file, so the database returns the
+messages when it passes, whatever became of the holder.
 """
 
 from __future__ import annotations
@@ -11,15 +16,18 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 from mqcontract import SupportsPushNotifications, VirtualClock
 from mqcontract.errors import BackendUnavailable
 from mqcontract_conformance import Harness, HarnessSettings, HookUnavailable
+from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
 
 from . import __version__, store
 from .service import SqliteQueue
-from .settings import PROVIDER_NAME, load_settings
+from .settings import PROVIDER_NAME, SqliteSettings, load_settings
 
 
 def run_directory(run_id: str) -> Path:
@@ -94,6 +102,38 @@ class SqliteHarness(Harness):
     ) -> Callable[[], Awaitable[None]]:
         raise HookUnavailable("the sqlite provider has no push, so no notification to lose")
 
+    async def crash_holder(
+        self,
+        service: SupportsPushNotifications,
+        queue: str,
+        count: int,
+        visibility_timeout: float,
+    ) -> list[int]:
+        self._ours(service)
+        return await crash_holder(
+            self._opener(), self.settings.config, queue, count, visibility_timeout
+        )
+
+    def freeze_holder(
+        self,
+        service: SupportsPushNotifications,
+        queue: str,
+        count: int,
+        visibility_timeout: float,
+    ) -> AbstractAsyncContextManager[list[int]]:
+        self._ours(service)
+        return freeze_holder(self._opener(), self.settings.config, queue, count, visibility_timeout)
+
+    def _opener(self) -> Opener:
+        """How a holder process opens this provider on this run's database file."""
+        return Opener(
+            f"{__name__}:open_holder",
+            {
+                "settings": dataclasses.asdict(self.sqlite),
+                "operation_timeout": self.settings.config.operation_timeout_seconds,
+            },
+        )
+
     async def stored_ids(self, service: SupportsPushNotifications, queue: str) -> list[int]:
         # A separate read-only connection: claims nothing, counts no delivery.
         return await asyncio.to_thread(self._read_ids, queue)
@@ -108,6 +148,13 @@ class SqliteHarness(Harness):
             return store.stored_ids(conn, queue)
         finally:
             conn.close()
+
+
+async def open_holder(settings: dict[str, Any], operation_timeout: float) -> SqliteQueue:
+    """Opens the provider in a holder process (``crash_holder``, ``freeze_holder``)."""
+    return await SqliteQueue.connect(
+        SqliteSettings(**settings), operation_timeout=operation_timeout
+    )
 
 
 def make_harness(settings: HarnessSettings) -> Harness:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from mqcontract import BaseMessagingService, Capabilities, MessagingConfig, PushKind, QueuedMessage
+from mqcontract.capabilities import VisibilityEnforcer
 from mqcontract.errors import (
     BackendUnavailable,
     ConnectionLost,
@@ -71,6 +72,9 @@ class SqliteQueue(BaseMessagingService):
             fetch_by_id=True,
             max_message_size_bytes=settings.max_message_size_bytes,
             producer_assigned_ids=False,
+            # A claim is a visible_at time in the database file: the database returns the
+            # message when it passes, whether its holder died, froze or still runs.
+            visibility_enforced_by=VisibilityEnforcer.SERVER,
         )
 
     @classmethod

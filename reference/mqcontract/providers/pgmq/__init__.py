@@ -14,6 +14,13 @@ a queue's trigger that was dropped or disabled (or raises ``NotifyTriggerUnavail
 when the role may not), and ``PgmqMessagingService.listener_health`` shows whether the
 LISTEN connection is up, when it last (re)connected and how often it was lost.
 
+Versions: the provider runs on the PGMQ versions in ``TESTED_PGMQ_VERSIONS`` and refuses
+others (``UnsupportedPgmqVersion``); ``install_pgmq`` upgrades an older SQL install in
+place with PGMQ's own upgrade scripts where it finds a chain of them.
+
+Partitioned queues (``pgmq.create_partitioned``, pg_partman's range partitions by
+``msg_id``) are supported: push names the queue, not the partition a message landed in.
+
 Payloads: valid JSON is stored as ``jsonb`` (normalized), any other bytes as
 ``{"$mqcontract_b64": "<base64>"}``; see ``_payload``.
 
@@ -36,14 +43,17 @@ from mqcontract.providers.pgmq._install import (
 from mqcontract.providers.pgmq._listener import ListenerHealth
 from mqcontract.providers.pgmq._open import open_pgmq
 from mqcontract.providers.pgmq._payload import ENVELOPE_KEY
+from mqcontract.providers.pgmq._versions import TESTED_PGMQ_VERSIONS, UnsupportedPgmqVersion
 from mqcontract.providers.pgmq.service import PgmqMessagingService
 
 __all__ = [
     "ENVELOPE_KEY",
+    "TESTED_PGMQ_VERSIONS",
     "InstallResult",
     "ListenerHealth",
     "NotifyTriggerUnavailable",
     "PgmqMessagingService",
+    "UnsupportedPgmqVersion",
     "embedded_pgmq_version",
     "install_pgmq",
     "install_pgmq_sync",

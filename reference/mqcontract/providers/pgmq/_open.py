@@ -13,6 +13,12 @@ from mqcontract.config import MessagingConfig
 from mqcontract.errors import BackendUnavailable
 from mqcontract.providers.pgmq import _sql
 from mqcontract.providers.pgmq._errors import ERRORS, PROVIDER
+from mqcontract.providers.pgmq._install import (
+    NOTIFY_FUNCTION_REVISION,
+    installed_version,
+    refresh_notify_function,
+)
+from mqcontract.providers.pgmq._versions import UnsupportedPgmqVersion, is_supported
 from mqcontract.providers.pgmq.service import CONNECT_TIMEOUT, PgmqMessagingService
 from mqcontract.translation import Failure
 
@@ -33,6 +39,8 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
 
     PGMQ and mqcontract's notify function must be installed (``mqcontract pgmq install``
     or :func:`mqcontract.providers.pgmq.install_pgmq`); otherwise ``BackendUnavailable``.
+    A notify function from an older mqcontract is replaced in place when the role owns it.
+    A PGMQ version the provider was not tested with raises ``UnsupportedPgmqVersion``.
     """
     pg = config.pgmq
     timeout = config.operation_timeout_seconds
@@ -56,7 +64,13 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
         raise error from scrubbed(exc)
     try:
         async with asyncio.timeout(timeout):
-            row = await pool.fetchrow(_sql.INSTALLED)
+            row = await pool.fetchrow(_sql.INSTALLED, NOTIFY_FUNCTION_REVISION)
+            notify_current = bool(row["notify_current"])
+            if row["pgmq"] and row["notify"] and not notify_current:
+                # Installed by an older mqcontract: its function names a partitioned
+                # queue's notifications after the partition.
+                async with pool.acquire() as conn:
+                    notify_current = await refresh_notify_function(conn)
     except Exception as exc:
         pool.terminate()
         checking = Failure(PROVIDER, pg.database_url, "connect", timeout=timeout)
@@ -77,6 +91,16 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
             f"{missing} missing from this database; "
             f"run `mqcontract pgmq install --dsn {pg.database_url}` (idempotent)",  # redacted
         )
+    version = installed_version(row["extension_version"], row["schema_comment"])
+    if not is_supported(version):
+        pool.terminate()
+        raise UnsupportedPgmqVersion(
+            version, f"Upgrade it: `mqcontract pgmq install --dsn {pg.database_url}`"
+        )
     return PgmqMessagingService(
-        pool, config=pg, operation_timeout=timeout, application_name=application_name
+        pool,
+        config=pg,
+        operation_timeout=timeout,
+        application_name=application_name,
+        notify_current=notify_current,
     )

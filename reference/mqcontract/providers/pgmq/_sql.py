@@ -44,18 +44,32 @@ QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgmq.queue_' || $1::text))"
 DROP = "SELECT pgmq.drop_queue($1::text)"
 EXISTS = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1::text)"
 LIST = "SELECT queue_name::text FROM pgmq.meta"
-#: Which of the named queues exist, and the args and ``tgenabled`` of our trigger on each
-#: (both NULL: no trigger).
+#: Which of the named queues exist, whether each is partitioned, and the args and
+#: ``tgenabled`` of our trigger on each (both NULL: no trigger). On a partitioned queue
+#: the trigger is cloned onto every partition; a clone that does not fire counts as the
+#: trigger not firing (``D``), and ``ALTER TABLE <parent> ENABLE TRIGGER`` re-enables the
+#: clones too.
 QUEUE_TRIGGERS = f"""
-SELECT m.queue_name::text AS queue, t.tgargs AS args, t.tgenabled::text AS enabled
+SELECT m.queue_name::text AS queue, t.tgargs AS args,
+       CASE WHEN EXISTS (
+           SELECT 1 FROM pg_trigger p WHERE p.tgparentid = t.oid AND p.tgenabled NOT IN ('O', 'A')
+       ) THEN 'D' ELSE t.tgenabled::text END AS enabled,
+       coalesce(c.relkind = 'p', false) AS partitioned
 FROM pgmq.meta m
-LEFT JOIN pg_trigger t
-  ON t.tgrelid = to_regclass('pgmq.q_' || m.queue_name) AND t.tgname = '{TRIGGER_NAME}'
+LEFT JOIN pg_class c ON c.oid = to_regclass('pgmq.q_' || m.queue_name)
+LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER_NAME}'
 WHERE m.queue_name = ANY($1::text[])
 """
+#: Whether PGMQ and our notify function are there, whether the function is current
+#: (``$1``: :data:`~mqcontract.providers.pgmq._install.NOTIFY_FUNCTION_REVISION`), and
+#: where PGMQ's version is kept (the extension's, or the schema comment of a SQL install).
 INSTALLED = """
 SELECT to_regclass('pgmq.meta') IS NOT NULL AS pgmq,
-       to_regprocedure('mqcontract.pgmq_notify_insert()') IS NOT NULL AS notify
+       to_regprocedure('mqcontract.pgmq_notify_insert()') IS NOT NULL AS notify,
+       coalesce(obj_description(to_regprocedure('mqcontract.pgmq_notify_insert()'), 'pg_proc')
+                = $1::text, false) AS notify_current,
+       (SELECT extversion FROM pg_extension WHERE extname = 'pgmq') AS extension_version,
+       obj_description(to_regnamespace('pgmq'), 'pg_namespace') AS schema_comment
 """
 
 _RETURNING = (
@@ -158,7 +172,10 @@ RETURNING {returning}
 
 
 def create_trigger(queue: str, threshold_bytes: int) -> str:
-    """(Re)create our notify trigger on ``queue`` with ``threshold_bytes`` as its argument."""
+    """(Re)create our notify trigger on ``queue`` with ``threshold_bytes`` as its argument.
+
+    On a partitioned queue PostgreSQL clones it onto every partition, present and future;
+    the notify function names the queue after the partition root."""
     return (
         f"CREATE OR REPLACE TRIGGER {TRIGGER_NAME} AFTER INSERT ON pgmq.q_{queue} FOR EACH ROW"
         f" EXECUTE FUNCTION mqcontract.pgmq_notify_insert('{int(threshold_bytes)}')"

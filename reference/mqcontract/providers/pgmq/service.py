@@ -18,6 +18,10 @@
   ``pg_trigger.tgenabled`` in the query that checks the queues exist) and restores one
   that was dropped or disabled from outside, in one round trip per broken queue; when
   that is not allowed it raises ``NotifyTriggerUnavailable`` naming the queue.
+* Partitioned queues (``pgmq.create_partitioned``, range partitions by ``msg_id``): the
+  trigger on the parent is cloned onto every partition and the notify function names the
+  queue after the partition root, so push, claims and settlement work as on a plain
+  queue. A clone disabled on one partition counts as the trigger not firing.
 * Listener health: ``listener_health`` is a read-only snapshot (``ListenerHealth``):
   ``connected``, ``backend_pid``, ``reconnecting``, ``connected_at``/``disconnected_at``
   (epoch seconds of the last (re)connect / loss), ``disconnects``, ``reconnects`` and
@@ -69,9 +73,18 @@ class PgmqMessagingService(BaseMessagingService):
     error_table = ERRORS
 
     def __init__(
-        self, pool: Any, *, config: PgmqConfig, operation_timeout: float, application_name: str
+        self,
+        pool: Any,
+        *,
+        config: PgmqConfig,
+        operation_timeout: float,
+        application_name: str,
+        notify_current: bool = True,
     ) -> None:
         self._pool = pool
+        #: False: the database keeps an older notify function (not ours to replace), which
+        #: announces a partitioned queue's messages under a partition's name.
+        self._notify_current = notify_current
         self._config = config
         self._target = config.database_url
         self._operation_timeout = operation_timeout
@@ -347,6 +360,12 @@ class PgmqMessagingService(BaseMessagingService):
             for name in names:
                 if name not in rows:
                     raise QueueNotFound(name)
+                if rows[name]["partitioned"] and not self._notify_current:
+                    raise NotifyTriggerUnavailable(
+                        name,
+                        "partitioned, and this database's notify function predates"
+                        " partitioned queues; run `mqcontract pgmq install` as its owner",
+                    )
             # Missing (a queue made by another PGMQ client, or dropped from outside) or
             # not firing (disabled from outside): push would silently stay off.
             return [

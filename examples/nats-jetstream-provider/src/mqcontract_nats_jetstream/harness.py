@@ -1,0 +1,229 @@
+"""The harness mqcontract's suite drives this provider through.
+
+Each run (and xdist worker) gets its own prefix, ``<prefix>_<run id>``: its streams are
+``<prefix>_<run id>-<queue>`` and its subjects start with ``<prefix>_<run id>.``, so
+``list_queues`` in one run never sees the queues another run is creating on the same
+server. ``setup`` checks JetStream answers (else ``BackendUnavailable``: a skip, or a
+failure with ``--require-backends``); ``teardown`` deletes every stream on the run's
+subjects. Hooks:
+
+* ``sever_connection`` / ``kill_listener``: the kernel destroys the TCP connection of the
+  provider's operations (and of its subscriptions), or of its subscriptions only, at both
+  ends (``ss -K``, as root), as a network failure would; the hook returns once nats-py has
+  seen it drop. nats-server 2.9 has no API to kick one client.
+* ``stored_ids``: the stream's first and last sequence and its deleted ones
+  (``STREAM.INFO`` with ``deleted_details``): no delivery, nothing changed.
+* ``crash_holder`` / ``freeze_holder``: a separate process opens the provider on this
+  run's streams, holds messages and is SIGKILLed / SIGSTOPped (``mqcontract_fixtures``).
+* ``suppress_notifications`` is unavailable: push is a pull request the server answers
+  from the stream; no notification can be lost apart from the message.
+* ``publish_foreign`` is unavailable: ids are stream sequences, never a producer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib.metadata
+import re
+import shutil
+import urllib.parse
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from mqcontract.clock import VirtualClock
+from mqcontract.service import MessagingService
+from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
+from mqcontract.testing.sides import Side
+from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
+
+from mqcontract_nats_jetstream import __version__
+from mqcontract_nats_jetstream._config import PROVIDER_NAME, NatsJetStreamConfig, load_settings
+from mqcontract_nats_jetstream._errors import STREAM_NOT_FOUND, JsError
+from mqcontract_nats_jetstream._link import Link
+from mqcontract_nats_jetstream.service import NatsJetStreamMessagingService, connect_nats_jetstream
+
+__all__ = ["NatsJetStreamHarness", "nats_jetstream_harness"]
+
+#: Bound on the harness's own calls.
+PROBE_TIMEOUT = 5.0
+
+
+class NatsJetStreamHarness(Harness):
+    """A fresh provider (own connection) per case."""
+
+    def __init__(self, name: str, settings: HarnessSettings) -> None:
+        super().__init__(name, settings)
+        base = load_settings(settings.config)
+        run = re.sub(r"[^a-z0-9_]", "_", settings.run_id.lower())
+        self.config: NatsJetStreamConfig = dataclasses.replace(base, prefix=f"{base.prefix}_{run}")
+        self._facts: dict[str, str] = {}
+
+    async def _connect(self, operation_timeout: float) -> NatsJetStreamMessagingService:
+        return await connect_nats_jetstream(self.config, operation_timeout=operation_timeout)
+
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
+        return await self._connect(self.settings.config.operation_timeout_seconds)
+
+    async def setup(self) -> None:
+        service = await self._connect(PROBE_TIMEOUT)
+        try:
+            self._facts = {
+                "version": __version__,
+                "server": f"nats-server {service.server_version}",
+                "nats_py": importlib.metadata.version("nats-py"),
+                "prefix": self.config.prefix,
+            }
+        finally:
+            await service.close()
+
+    async def teardown(self) -> None:
+        """Delete every stream on this run's subjects (queues and their ledgers)."""
+        service = await self._connect(PROBE_TIMEOUT)
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT * 10):
+                for stream in await run_streams(service.link, self.config.prefix):
+                    with contextlib.suppress(JsError):
+                        await service.link.api(f"STREAM.DELETE.{stream}")
+        finally:
+            await service.close()
+
+    def describe(self) -> dict[str, str]:
+        return dict(self._facts)
+
+    def raw_sides(self, workers: int) -> Sequence[Side]:
+        """nats-py alone: publish with acks, pull and ack, a pull consumer loop."""
+        from mqcontract_nats_jetstream.raw import NatsPySide
+
+        return [NatsPySide(self.config)]
+
+    # -- hooks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _service(service: MessagingService) -> NatsJetStreamMessagingService:
+        if not isinstance(service, NatsJetStreamMessagingService):
+            raise HookUnavailable(f"not a nats-jetstream service: {type(service).__name__}")
+        return service
+
+    async def _kill(self, links: Sequence[Link]) -> None:
+        """Destroy each link's TCP connection at both ends; return once each saw it drop."""
+        if shutil.which("ss") is None:
+            raise HookUnavailable(f"{self.name}: needs `ss -K` (iproute2) to kill a connection")
+        server_port = urllib.parse.urlsplit(self.config.url).port or 4222
+        before = [(link, link.drops) for link in links]
+        for link in links:
+            port = link.local_port()
+            if port is None:  # reconnecting already: the connection is dead
+                continue
+            await kill_sockets(port, server_port)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROBE_TIMEOUT
+        while any(link.drops == drops for link, drops in before):
+            if loop.time() >= deadline:
+                raise HookUnavailable(
+                    f"{self.name}: `ss -K` killed nothing (needs root and a kernel with "
+                    "CONFIG_INET_DIAG_DESTROY)"
+                )
+            await asyncio.sleep(0.01)
+
+    async def sever_connection(self, service: MessagingService) -> None:
+        js = self._service(service)
+        await self._kill([js.link, *js.push_links])
+
+    async def kill_listener(self, service: MessagingService) -> None:
+        links = self._service(service).push_links
+        if not links:
+            raise HookUnavailable(f"{self.name}: kill_listener needs a subscription")
+        await self._kill(links)
+
+    async def suppress_notifications(
+        self, service: MessagingService, queue: str
+    ) -> Callable[[], Awaitable[None]]:
+        raise HookUnavailable(
+            f"{PROVIDER_NAME}: push is a pull request answered from the stream; no "
+            "notification can be lost apart from the message"
+        )
+
+    async def crash_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> list[int]:
+        self._service(service)
+        return await crash_holder(
+            self._opener(), self.settings.config, queue, count, visibility_timeout
+        )
+
+    def freeze_holder(
+        self, service: MessagingService, queue: str, count: int, visibility_timeout: float
+    ) -> AbstractAsyncContextManager[list[int]]:
+        self._service(service)
+        return freeze_holder(self._opener(), self.settings.config, queue, count, visibility_timeout)
+
+    def _opener(self) -> Opener:
+        """How a holder process opens this provider on this run's streams."""
+        return Opener(
+            f"{__name__}:open_holder",
+            {
+                "settings": dataclasses.asdict(self.config),
+                "operation_timeout": self.settings.config.operation_timeout_seconds,
+            },
+        )
+
+    async def publish_foreign(
+        self, service: MessagingService, queue: str, msg_id: int, payload: bytes
+    ) -> None:
+        raise HookUnavailable(f"{PROVIDER_NAME}: ids are stream sequences, never a producer's")
+
+    async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
+        return await self._service(service).stored_ids(queue)
+
+
+async def kill_sockets(client_port: int, server_port: int) -> None:
+    """``ss -K``: the kernel destroys the TCP sockets between ``client_port`` and the
+    server port, both ends when the server is local (the peer then sees a reset)."""
+    selector = (
+        f"( sport = :{client_port} and dport = :{server_port} ) or "
+        f"( sport = :{server_port} and dport = :{client_port} )"
+    )
+    process = await asyncio.create_subprocess_exec(
+        "ss",
+        "-K",
+        "-t",
+        selector,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with asyncio.timeout(PROBE_TIMEOUT):
+        await process.wait()
+
+
+async def run_streams(link: Link, prefix: str) -> list[str]:
+    """Every stream on ``<prefix>.>`` whose name is ``<prefix>-...``."""
+    found: list[str] = []
+    while True:
+        try:
+            reply = await link.api("STREAM.NAMES", {"subject": f"{prefix}.>", "offset": len(found)})
+        except JsError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:
+                break
+            raise
+        page = reply.get("streams") or []
+        found.extend(page)
+        if not page or len(found) >= int(reply.get("total", 0)):
+            break
+    return [name for name in found if name.startswith(f"{prefix}-")]
+
+
+async def open_holder(
+    settings: dict[str, Any], operation_timeout: float
+) -> NatsJetStreamMessagingService:
+    """Opens the provider in a holder process (``crash_holder``, ``freeze_holder``)."""
+    return await connect_nats_jetstream(
+        NatsJetStreamConfig(**settings), operation_timeout=operation_timeout
+    )
+
+
+def nats_jetstream_harness(settings: HarnessSettings) -> Harness:
+    """Harness factory for the ``nats-jetstream`` entry point (``mqcontract.harnesses``)."""
+    return NatsJetStreamHarness(PROVIDER_NAME, settings)

@@ -1,0 +1,562 @@
+"""The NATS JetStream provider: mqcontract's protocol on work-queue streams.
+
+How the contract maps onto JetStream (details in the README):
+
+* **Queues.** A work-queue stream per queue (``<prefix>-<queue>``, one subject), its one
+  durable pull consumer ``mqcontract``, and a claims ledger stream beside it
+  (:mod:`._ledger`). A stream per queue, rather than one stream with a subject per queue,
+  makes deleting a queue one call that takes its messages with it, gives every queue its
+  own sequence (the ids) and lets ``list_queues`` ask the server for the streams on
+  ``<prefix>.q.*`` instead of tracking a registry.
+* **Ids.** The stream sequence the server assigns on publish: unique in the queue and
+  increasing in send order; never chosen by a producer.
+* **Receive.** A pull request (``no_wait``) on the consumer, then each delivery is claimed
+  in the ledger and its deadline set with ``-NAK {"delay": vt}``: on a message it still
+  holds, nats-server moves the redelivery time to *now + delay* without counting a
+  delivery, so every receive has its own timeout although JetStream's ack wait is one per
+  consumer. The consumer's ack wait (``fetch_grace_seconds``) only covers the moment
+  between the pull and that nak.
+* **receive_count.** JetStream's delivery count (``num_delivered``): exact per consumer.
+* **Claims.** Token = the delivery count of the delivery that made the claim; the ledger's
+  compare-and-set decides every settle (JetStream's own ack names the message only).
+* **Push.** Full, claimed: a long-poll pull loop per subscribed queue, on a connection of
+  the subscription's own (:mod:`._push`).
+* **Not offered.** Delay (nats-server 2.9 has no scheduled delivery: a ``Nats-Schedule``
+  header is delivered at once) and fetch by id (a consumer hands out messages in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from mqcontract.capabilities import (
+    Capabilities,
+    PayloadFidelity,
+    PushKind,
+    RequeuePosition,
+    VisibilityEnforcer,
+)
+from mqcontract.config import MessagingConfig
+from mqcontract.errors import (
+    BackendUnavailable,
+    InvalidArgument,
+    QueueNotFound,
+    StaleClaim,
+    StaleReason,
+)
+from mqcontract.messages import Claim, QueuedMessage
+from mqcontract.service import BaseMessagingService
+from mqcontract.subscription import QueueSubscription
+from mqcontract.validation import check_queue_name
+from nats.aio.msg import Msg
+
+from mqcontract_nats_jetstream import _ledger
+from mqcontract_nats_jetstream._config import PROVIDER_NAME, NatsJetStreamConfig, load_settings
+from mqcontract_nats_jetstream._errors import (
+    CONSUMER_NOT_FOUND,
+    ERRORS,
+    MESSAGE_NOT_FOUND,
+    STREAM_NOT_FOUND,
+    JsError,
+)
+from mqcontract_nats_jetstream._ledger import HELD, RELEASED, SETTLED, Record
+from mqcontract_nats_jetstream._link import Link
+from mqcontract_nats_jetstream._names import CONSUMER, QueueNames
+from mqcontract_nats_jetstream._push import PushLoop
+
+__all__ = ["NatsJetStreamMessagingService", "connect_nats_jetstream", "open_nats_jetstream"]
+
+T = TypeVar("T")
+
+#: The oldest server this is written for (nak with a delay, expected-last-subject-sequence).
+MIN_SERVER_VERSION = (2, 9)
+#: Claims this service remembers the ledger revision of (to settle without a read first).
+_REMEMBERED = 10_000
+#: How long a pull may go unanswered before the queue's existence is checked.
+_SILENCE = 0.25
+
+
+def _delivery(msg: Msg) -> tuple[int, int, int, float]:
+    """(stream seq, delivery count, consumer seq, enqueued at) from a delivery's reply
+    subject ``$JS.ACK.<stream>.<consumer>.<count>.<seq>.<consumer seq>.<ns>.<pending>``."""
+    tokens = msg.reply.split(".")
+    if len(tokens) > 9:  # with a domain and account hash: drop them
+        tokens = tokens[:2] + tokens[4:]
+    return int(tokens[5]), int(tokens[4]), int(tokens[6]), int(tokens[7]) / 1e9
+
+
+def _is_id(value: object) -> bool:
+    """Whether ``value`` could be a stream sequence (an int in 1..2**64-1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**64
+
+
+class NatsJetStreamMessagingService(BaseMessagingService):
+    """Queues as JetStream work-queue streams; see the module docstring."""
+
+    provider_name = PROVIDER_NAME
+    error_table = ERRORS
+
+    def __init__(
+        self,
+        settings: NatsJetStreamConfig,
+        link: Link,
+        *,
+        operation_timeout: float,
+        server_version: str,
+        max_payload: int,
+    ) -> None:
+        self.settings = settings
+        self.link = link
+        self.server_version = server_version
+        self._target = settings.url
+        self._operation_timeout = operation_timeout
+        self._closed = False
+        self._granted: dict[Claim, Record] = {}
+        self._loops: dict[QueueSubscription, PushLoop] = {}
+        self._pushed: dict[Claim, PushLoop] = {}
+        self._capabilities = Capabilities(
+            push=PushKind.FULL,
+            pushed_messages_claimed=True,
+            fetch_by_id=False,
+            requires_fallback_polling=False,
+            fallback_polling_interval=None,
+            delay=False,
+            visibility_precision_seconds=0.01,
+            requeue_position=RequeuePosition.ORIGINAL,
+            exact_receive_count=True,
+            fifo=True,
+            payload_fidelity=PayloadFidelity.BYTES,
+            max_message_size_bytes=min(settings.max_message_size_bytes, max_payload),
+            list_queues=True,
+            producer_assigned_ids=False,
+            visibility_enforced_by=VisibilityEnforcer.SERVER,
+        )
+        self.max_receive_limit = self._capabilities.max_receive_limit
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def names(self, queue: str) -> QueueNames:
+        return QueueNames(self.settings.prefix, queue)
+
+    async def _bounded(self, operation: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._operation_timeout):
+            return await operation
+
+    async def _queue_gone(self, queue: str, exc: JsError) -> Exception:
+        """``QueueNotFound`` if ``queue`` is gone (the cause of ``exc``), else ``exc``."""
+        maybe_gone = exc.code in (404, 503) or exc.err_code in (
+            STREAM_NOT_FOUND,
+            CONSUMER_NOT_FOUND,
+        )
+        if maybe_gone and not await self._queue_exists(queue):
+            return QueueNotFound(queue)
+        return exc
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def _create_queue(self, name: str) -> None:
+        names = self.names(name)
+        queue_stream = {
+            "name": names.stream,
+            "subjects": [names.subject],
+            "retention": "workqueue",
+            "storage": "file",
+            "max_msg_size": -1,
+            "discard": "old",
+        }
+        ledger = {
+            "name": names.ledger,
+            "subjects": [names.records],
+            "retention": "limits",
+            "storage": "file",
+            "max_msgs_per_subject": 1,
+        }
+        consumer = {
+            "stream_name": names.stream,
+            "config": {
+                "durable_name": CONSUMER,
+                "ack_policy": "explicit",
+                "ack_wait": int(self.settings.fetch_grace_seconds * 1e9),
+                "max_deliver": -1,
+                "max_ack_pending": -1,
+                "max_waiting": 4096,
+                "deliver_policy": "all",
+                "replay_policy": "instant",
+            },
+        }
+
+        async def create() -> None:
+            await self.link.api(f"STREAM.CREATE.{names.ledger}", ledger)
+            await self.link.api(f"STREAM.CREATE.{names.stream}", queue_stream)
+            await self.link.api(f"CONSUMER.DURABLE.CREATE.{names.stream}.{CONSUMER}", consumer)
+
+        await self._bounded(create())
+
+    async def _delete_queue(self, name: str) -> None:
+        names = self.names(name)
+
+        async def delete() -> None:
+            for stream in (names.stream, names.ledger):
+                try:
+                    await self.link.api(f"STREAM.DELETE.{stream}")
+                except JsError as exc:
+                    if exc.err_code != STREAM_NOT_FOUND:
+                        raise
+
+        await self._bounded(delete())
+
+    async def _queue_exists(self, name: str) -> bool:
+        try:
+            await self._bounded(
+                self.link.api(f"CONSUMER.INFO.{self.names(name).stream}.{CONSUMER}")
+            )
+        except JsError as exc:
+            if exc.err_code in (STREAM_NOT_FOUND, CONSUMER_NOT_FOUND):
+                return False
+            raise
+        return True
+
+    async def _list_queues(self) -> list[str]:
+        lead = f"{self.settings.prefix}-"
+        found: list[str] = []
+        while True:
+            reply = await self._bounded(
+                self.link.api(
+                    "STREAM.NAMES", {"subject": f"{self.settings.prefix}.q.*", "offset": len(found)}
+                )
+            )
+            page = reply.get("streams") or []
+            found.extend(page)
+            if not page or len(found) >= int(reply.get("total", 0)):
+                break
+        return sorted(n.removeprefix(lead) for n in found if n.startswith(lead))
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def _send(self, queue: str, payload: bytes) -> int:
+        names = self.names(queue)
+        try:
+            ack = await self._bounded(self.link.publish_js(names.subject, payload))
+        except JsError as exc:
+            raise await self._queue_gone(queue, exc) from exc
+        return int(ack["seq"])
+
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        """Publishes pipelined on the one connection: written in order, so the server
+        assigns increasing sequences in payload order; each waits for its own ack."""
+        names = self.names(queue)
+        if not payloads:  # nothing to publish, but a missing queue is still missing
+            if not await self._queue_exists(queue):
+                raise QueueNotFound(queue)
+            return []
+
+        async def publish_all() -> list[dict[str, Any]]:
+            return await asyncio.gather(*(self.link.publish_js(names.subject, p) for p in payloads))
+
+        try:
+            acks = await self._bounded(publish_all())
+        except JsError as exc:
+            raise await self._queue_gone(queue, exc) from exc
+        return [int(ack["seq"]) for ack in acks]
+
+    async def claim(
+        self, link: Link, queue: str, limit: int, vt: float, *, expires: float | None = None
+    ) -> list[QueuedMessage]:
+        """Pull up to ``limit`` deliveries (waiting up to ``expires`` for the first) and
+        claim them for ``vt`` seconds; oldest first."""
+        names = self.names(queue)
+        try:
+            async with asyncio.timeout(self._operation_timeout + (expires or 0)):
+                deliveries = await self._pull(link, names, limit, expires)
+                granted = await asyncio.gather(
+                    *(self._grant(link, names, d, vt) for d in deliveries)
+                )
+                if deliveries:
+                    await link.flush()  # every deadline is set before the caller has its claims
+        except JsError as exc:
+            raise await self._queue_gone(queue, exc) from exc
+        messages = [m for m in granted if m is not None]
+        return sorted(messages, key=lambda m: m.msg_id)
+
+    async def _pull(
+        self, link: Link, names: QueueNames, limit: int, expires: float | None
+    ) -> list[Msg]:
+        """The deliveries of one pull. The server's API ignores a pull for a consumer that
+        does not exist (it answers nothing), so a pull that hears nothing for a while
+        asks whether the queue still exists."""
+        pull = asyncio.ensure_future(link.pull(names.stream, CONSUMER, limit, expires=expires))
+        try:
+            while True:
+                done, _ = await asyncio.wait({pull}, timeout=(expires or 0) + _SILENCE)
+                if done:
+                    return pull.result()
+                if not await self._queue_exists(names.queue):
+                    raise QueueNotFound(names.queue)
+        finally:
+            if not pull.done():
+                pull.cancel()
+                with contextlib.suppress(BaseException):
+                    await pull
+
+    async def _grant(
+        self, link: Link, names: QueueNames, msg: Msg, vt: float
+    ) -> QueuedMessage | None:
+        """Claim one delivery in the ledger and set its deadline; ``None`` if the ledger
+        says it is not this delivery's to hand out (settled, or still someone's claim)."""
+        seq, count, delivery_seq, enqueued_at = _delivery(msg)
+        record = await _ledger.read(link, names, seq)
+        while True:
+            now = time.time()
+            if record is not None:
+                if record.state == SETTLED:  # acked, the ack did not land: finish it
+                    await link.publish(msg.reply)
+                    return None
+                if record.token >= count:  # a later delivery has it: ours is stale
+                    return None
+                if record.state == HELD and record.deadline > now:
+                    # Redelivered before the holder's deadline (a late nak of an older
+                    # delivery): put the holder's deadline back, hand nothing out.
+                    await link.publish(msg.reply, _nak_delay(record.deadline - now))
+                    return None
+            claim = Record(HELD, count, now + vt, delivery_seq)
+            revision = await _ledger.write(
+                link, names, seq, claim, record.revision if record else 0
+            )
+            if revision is None:
+                record = await _ledger.read(link, names, seq)
+                continue
+            await link.publish(msg.reply, _nak_delay(vt))
+            claimed = Claim(names.queue, seq, count, vt)
+            self._keep_grant(claimed, Record(HELD, count, claim.deadline, delivery_seq, revision))
+            return QueuedMessage(
+                msg_id=seq,
+                queue_name=names.queue,
+                payload=bytes(msg.data),
+                receive_count=count,
+                enqueued_at=enqueued_at,
+                claim=claimed,
+            )
+
+    def _keep_grant(self, claim: Claim, record: Record) -> None:
+        if len(self._granted) >= _REMEMBERED:
+            now = time.time()
+            for old, rec in list(self._granted.items()):
+                if rec.deadline <= now:
+                    del self._granted[old]
+            if len(self._granted) >= _REMEMBERED:
+                self._granted.pop(next(iter(self._granted)))
+        self._granted[claim] = record
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        return await self.claim(self.link, queue, limit, visibility_timeout)
+
+    # -- settling ----------------------------------------------------------------------
+
+    async def settle(self, queue: str, claim: Claim, mode: str) -> StaleReason | None:
+        """Ack (``mode="ack"``) or nack the message of ``claim`` if it is the live claim;
+        else the reason it is stale, with nothing changed."""
+        token = claim.token
+        if not _is_id(claim.msg_id) or not isinstance(token, int) or isinstance(token, bool):
+            return StaleReason.NOT_HELD
+        names, seq = self.names(queue), claim.msg_id
+        link = self.link
+        record = self._granted.pop(claim, None)
+        try:
+            async with asyncio.timeout(self._operation_timeout):
+                if record is None or _stale(record, token, time.time()) is not None:
+                    # Not granted here, or lapsed: the ledger tells what happened since.
+                    record = await _ledger.read(link, names, seq)
+                while True:
+                    if record is None:
+                        return await self._unrecorded(names, seq)
+                    stale = _stale(record, token, time.time())
+                    if stale is not None:
+                        return stale
+                    state = SETTLED if mode == "ack" else RELEASED
+                    done = Record(state, token, record.deadline, record.delivery_seq)
+                    revision = await _ledger.write(link, names, seq, done, record.revision)
+                    if revision is None:
+                        record = await _ledger.read(link, names, seq)
+                        continue
+                    subject = names.ack_subject(token, seq, record.delivery_seq)
+                    if mode == "ack":
+                        await link.request(subject, b"", None)  # the server confirms it
+                        await _ledger.forget(link, names, seq)
+                    else:
+                        await link.publish(subject, b"-NAK")
+                        await link.flush()
+                    return None
+        except JsError as exc:
+            raise await self._queue_gone(queue, exc) from exc
+        finally:
+            loop = self._pushed.pop(claim, None)
+            if loop is not None:
+                loop.settled(claim)
+
+    async def _unrecorded(self, names: QueueNames, seq: int) -> StaleReason:
+        """No record: the message was acked (gone), or no claim was ever made on it."""
+        try:
+            await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
+        except JsError as exc:
+            if exc.err_code == MESSAGE_NOT_FOUND:
+                return StaleReason.SETTLED
+            raise
+        return StaleReason.NOT_HELD
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        reason = await self.settle(queue, claim, "ack")
+        if reason is not None:
+            raise StaleClaim(queue, claim.msg_id, reason)
+
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        reason = await self.settle(queue, claim, "nack")
+        if reason is not None:
+            raise StaleClaim(queue, claim.msg_id, reason)
+
+    async def stored_ids(self, queue: str) -> list[int]:
+        """Backdoor for tests: every stored id on ``queue`` (held or not), read from the
+        stream's state without a delivery; ``[]`` for a missing queue."""
+        self._check_open()
+        names = self.names(check_queue_name(queue))
+
+        async def read() -> list[int]:
+            try:
+                info = await self._bounded(
+                    self.link.api(f"STREAM.INFO.{names.stream}", {"deleted_details": True})
+                )
+            except JsError as exc:
+                if exc.err_code == STREAM_NOT_FOUND:
+                    return []
+                raise
+            state: dict[str, Any] = info["state"]
+            if not state.get("messages"):
+                return []
+            deleted = set(state.get("deleted") or [])
+            first, last = int(state["first_seq"]), int(state["last_seq"])
+            return [s for s in range(first, last + 1) if s not in deleted]
+
+        return await self._translated("stored_ids", queue, read())
+
+    # -- push --------------------------------------------------------------------------
+
+    async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
+        if not queues:
+            raise InvalidArgument("queues", [], "at least one queue name")
+        for name in queues:
+            if not await self._queue_exists(name):
+                raise QueueNotFound(name)
+        subscription = QueueSubscription(queues, on_close=self._unsubscribe)
+        link = await Link.connect(
+            self.settings.url,
+            f"{self.link.name}-push",
+            timeout=self.settings.connect_timeout_seconds,
+        )
+        loop = PushLoop(self, subscription, self.settings, link)
+        self._loops[subscription] = loop
+        loop.start()
+        return subscription
+
+    async def _unsubscribe(self, subscription: QueueSubscription) -> None:
+        loop = self._loops.pop(subscription, None)
+        if loop is not None:
+            await loop.stop()
+
+    @property
+    def push_links(self) -> list[Link]:
+        """The connections of open subscriptions (for the harness's ``kill_listener``)."""
+        return [loop.link for loop in self._loops.values()]
+
+    def track(self, claim: Claim, loop: PushLoop) -> None:
+        self._pushed[claim] = loop
+
+    def untrack(self, claim: Claim, loop: PushLoop) -> None:
+        if self._pushed.get(claim) is loop:
+            del self._pushed[claim]
+
+    async def release(self, claim: Claim) -> None:
+        """Hand back a pushed message the consumer never took (if it still holds it)."""
+        self._check_open()
+        queue = claim.queue_name
+        await self._translated("release", queue, self.settle(queue, claim, "nack"))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        for subscription in list(self._loops):
+            await subscription.aclose()
+        self._closed = True
+        await self.link.close()
+        await super().close()
+
+
+def _stale(record: Record, token: int, now: float) -> StaleReason | None:
+    """Why ``token`` no longer holds the message ``record`` describes (``None``: it does)."""
+    if record.token > token:
+        return StaleReason.SUPERSEDED
+    if record.token < token:
+        return StaleReason.NOT_HELD
+    if record.state == SETTLED:
+        return StaleReason.SETTLED
+    if record.state == RELEASED or record.deadline <= now:
+        return StaleReason.LAPSED
+    return None
+
+
+def _nak_delay(seconds: float) -> bytes:
+    """``-NAK`` that makes a held message visible again in ``seconds`` (not before)."""
+    return b'-NAK {"delay": %d}' % max(1, int(seconds * 1e9))
+
+
+async def connect_nats_jetstream(
+    settings: NatsJetStreamConfig,
+    *,
+    operation_timeout: float = 30.0,
+    client_name: str | None = None,
+) -> NatsJetStreamMessagingService:
+    """Connect, check the server has JetStream and is recent enough; the service."""
+    name = client_name or f"mqc-js-{uuid.uuid4().hex[:12]}"
+    try:
+        async with asyncio.timeout(settings.connect_timeout_seconds * 2):
+            link = await Link.connect(settings.url, name, timeout=settings.connect_timeout_seconds)
+            try:
+                await link.api("INFO")
+            except BaseException:
+                await link.close()
+                raise
+    except Exception as exc:  # any failure to reach JetStream means unavailable
+        raise BackendUnavailable(
+            PROVIDER_NAME, settings.url, f"{type(exc).__name__}: {exc}"
+        ) from exc
+    info = link.client._server_info
+    version = str(info.get("version", "0"))
+    parsed = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parsed < MIN_SERVER_VERSION:
+        await link.close()
+        raise BackendUnavailable(
+            PROVIDER_NAME, settings.url, f"nats-server {version} is too old: 2.9 or later is needed"
+        )
+    return NatsJetStreamMessagingService(
+        settings,
+        link,
+        operation_timeout=operation_timeout,
+        server_version=version,
+        max_payload=int(link.client.max_payload),
+    )
+
+
+async def open_nats_jetstream(config: MessagingConfig) -> NatsJetStreamMessagingService:
+    """Provider factory for the ``nats-jetstream`` entry point."""
+    return await connect_nats_jetstream(
+        load_settings(config), operation_timeout=config.operation_timeout_seconds
+    )

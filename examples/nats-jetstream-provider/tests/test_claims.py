@@ -1,0 +1,124 @@
+"""Claims: a settle acts only for the claim it names, decided by the ledger's
+compare-and-set, never by JetStream's own ack (which names the message only)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+from mqcontract.errors import StaleClaim, StaleReason
+from mqcontract.messages import Claim, QueuedMessage
+
+from mqcontract_nats_jetstream import NatsJetStreamMessagingService
+from support import open_service
+
+
+def _claim(message: QueuedMessage) -> Claim:
+    assert message.claim is not None, f"message {message.msg_id} carries no claim"
+    return message.claim
+
+
+async def _stale(call: Any, reason: StaleReason) -> None:
+    with pytest.raises(StaleClaim) as raised:
+        await call
+    assert raised.value.reason is reason, raised.value
+
+
+async def _back(service: NatsJetStreamMessagingService, queue: str, vt: float) -> QueuedMessage:
+    """The next message, waiting (bounded) until one is visible."""
+    async with asyncio.timeout(5):
+        while True:
+            got = await service.receive_messages(queue, 1, vt)
+            if got:
+                return got[0]
+            await asyncio.sleep(0.02)
+
+
+async def test_every_received_message_carries_its_claim(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    ids = await service.send_batch(queue, [b"a", b"b"])
+    got = await service.receive_messages(queue, 2, 30)
+    assert [_claim(m) for m in got] == [Claim(queue, i, 1, 30.0) for i in ids]
+    assert ids == [1, 2]  # stream sequences
+
+
+async def test_a_lapsed_claim_is_stale_and_changes_nothing(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    sent = await service.send_message(queue, b"slow")
+    (first,) = await service.receive_messages(queue, 1, 0.2)
+    await asyncio.sleep(0.25)  # past the deadline the ledger holds (wall clock)
+    await _stale(service.ack_message(queue, sent), StaleReason.LAPSED)
+    await _stale(service.nack_claim(queue, first), StaleReason.LAPSED)
+    assert await service.stored_ids(queue) == [sent]
+    again = await _back(service, queue, 60)
+    assert (again.msg_id, again.receive_count) == (sent, 2)
+    await service.ack_claim(queue, again)
+    assert await service.stored_ids(queue) == []
+
+
+async def test_a_late_ack_never_deletes_the_message_another_consumer_holds(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    # JetStream alone would delete it: its ack names the stream sequence only.
+    other = await open_service()
+    try:
+        sent = await service.send_message(queue, b"contended")
+        (old,) = await service.receive_messages(queue, 1, 0.1)
+        new = await _back(other, queue, 60)
+        assert (new.msg_id, new.receive_count) == (sent, 2)
+        await _stale(service.ack_claim(queue, old), StaleReason.SUPERSEDED)
+        await _stale(service.nack_claim(queue, old), StaleReason.SUPERSEDED)
+        assert await service.ack_claims(queue, [old]) == [False]
+        assert await service.stored_ids(queue) == [sent]
+        assert await service.receive_messages(queue, 1, 60) == []  # still held by other
+        await other.ack_claim(queue, new)
+        assert await service.stored_ids(queue) == []
+    finally:
+        await other.close()
+
+
+async def test_settled_and_forged_claims_name_their_reason(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    sent = await service.send_message(queue, b"x")
+    (got,) = await service.receive_messages(queue, 1, 60)
+    claim = _claim(got)
+    for token in ("1", 7, True):  # not this message's delivery count
+        forged = dataclasses.replace(claim, token=token)
+        await _stale(service.ack_claim(queue, forged), StaleReason.NOT_HELD)
+    await _stale(
+        service.ack_claim(queue, dataclasses.replace(claim, msg_id=2**64)), StaleReason.NOT_HELD
+    )
+    assert await service.stored_ids(queue) == [sent]  # the forgeries changed nothing
+    await service.ack_claim(queue, claim)
+    await _stale(service.ack_claim(queue, claim), StaleReason.SETTLED)
+    await _stale(service.nack_claim(queue, claim), StaleReason.SETTLED)
+
+
+async def test_a_nacked_claim_is_lapsed_and_the_message_back_at_once(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    await service.send_message(queue, b"x")
+    (got,) = await service.receive_messages(queue, 1, 60)
+    await service.nack_claim(queue, got)
+    await _stale(service.ack_claim(queue, got), StaleReason.LAPSED)
+    again = await _back(service, queue, 60)
+    assert again.receive_count == 2
+
+
+async def test_a_claim_made_by_one_service_settles_through_another(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    other = await open_service()
+    try:
+        sent = await service.send_message(queue, b"shared")
+        (got,) = await service.receive_messages(queue, 1, 60)
+        await other.ack_claim(queue, _claim(got))  # the ledger is on the server
+        await _stale(service.ack_message(queue, sent), StaleReason.SETTLED)
+        assert await other.stored_ids(queue) == []
+    finally:
+        await other.close()

@@ -1,0 +1,71 @@
+"""Settings, entry points, and what happens when NATS is not there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mqcontract.config import load_config
+from mqcontract.errors import BackendUnavailable, ConfigurationError
+from mqcontract.registry import provider_names, resolve
+from mqcontract.testing import HarnessSettings
+from mqcontract_conformance.harnesses import load_harness
+
+from mqcontract_nats_jetstream import NatsJetStreamConfig, load_settings, open_nats_jetstream
+from mqcontract_nats_jetstream.harness import NatsJetStreamHarness
+from mqcontract_nats_jetstream.service import connect_nats_jetstream
+
+
+def test_the_provider_and_its_harness_are_registered_by_name() -> None:
+    assert "nats-jetstream" in provider_names()
+    assert resolve("nats-jetstream") is open_nats_jetstream
+    settings = HarnessSettings(config=load_config(environ={}), run_id="t")
+    assert isinstance(load_harness("nats-jetstream", settings), NatsJetStreamHarness)
+
+
+def test_settings_come_from_the_toml_table_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mq.toml"
+    path.write_text(
+        '[providers.nats-jetstream]\nurl = "nats://toml:4222"\nprefetch_count = 7\nprefix = "app"\n'
+    )
+    config = load_config(path, environ={})
+    monkeypatch.delenv("NATS_URL", raising=False)
+    monkeypatch.delenv("NATS_JETSTREAM_PREFIX", raising=False)
+    assert load_settings(config) == NatsJetStreamConfig(
+        url="nats://toml:4222", prefetch_count=7, prefix="app"
+    )
+    monkeypatch.setenv("NATS_URL", "nats://env:4222")
+    assert load_settings(config).url == "nats://env:4222"
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('prefix = "a-b"', "providers.nats-jetstream.prefix"),
+        ('prefix = "a.b"', "providers.nats-jetstream.prefix"),
+        ("prefetch_count = 0", "providers.nats-jetstream.prefetch_count"),
+        ("fetch_grace_seconds = 0.5", "providers.nats-jetstream.fetch_grace_seconds"),
+        ("unknown = 1", "providers.nats-jetstream.unknown"),
+    ],
+)
+def test_bad_settings_name_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str, key: str
+) -> None:
+    monkeypatch.delenv("NATS_JETSTREAM_PREFIX", raising=False)
+    path = tmp_path / "mq.toml"
+    path.write_text(f"[providers.nats-jetstream]\n{table}\n")
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(load_config(path, environ={}))
+    assert info.value.key == key
+
+
+async def test_an_unreachable_server_is_backend_unavailable_without_the_password() -> None:
+    settings = NatsJetStreamConfig(
+        url="nats://user:s3cret@127.0.0.1:1", connect_timeout_seconds=1.0
+    )
+    with pytest.raises(BackendUnavailable) as info:
+        await connect_nats_jetstream(settings, operation_timeout=2.0)
+    assert "s3cret" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)

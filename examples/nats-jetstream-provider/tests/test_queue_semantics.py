@@ -1,0 +1,153 @@
+"""What JetStream does underneath, as this provider relies on it (and declares it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from mqcontract.errors import QueueNotFound
+
+from mqcontract_nats_jetstream import NatsJetStreamMessagingService
+from mqcontract_nats_jetstream.harness import run_streams
+from support import PREFIX, consumer_state, eventually, open_service, queue_name
+
+
+async def _wait_for(service: NatsJetStreamMessagingService, queue: str, vt: float) -> float:
+    """Seconds until a message is visible again (polling receive, bounded)."""
+    start = time.monotonic()
+
+    async def visible() -> bool:
+        return bool(await service.receive_messages(queue, 1, vt))
+
+    await eventually(visible, 10, f"a message visible again on {queue}")
+    return time.monotonic() - start
+
+
+async def test_each_receive_has_its_own_timeout_on_one_consumer(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    # JetStream's ack wait is one per consumer; the nak with a delay sets each claim's.
+    short, long = await service.send_batch(queue, [b"short", b"long"])
+    (s,) = await service.receive_messages(queue, 1, 0.3)
+    (lo,) = await service.receive_messages(queue, 1, 2.0)
+    assert (s.msg_id, lo.msg_id) == (short, long)
+    back = await _wait_for(service, queue, 60)
+    assert 0.25 <= back < 1.0, back  # the short one, not at the consumer's ack wait (10 s)
+    assert await service.receive_messages(queue, 1, 60) == []  # the long one still held
+    await asyncio.sleep(1.9)
+    (again,) = await service.receive_messages(queue, 1, 60)
+    assert (again.msg_id, again.receive_count) == (long, 2)
+
+
+async def test_a_timeout_longer_than_the_consumer_ack_wait_holds(
+    service: NatsJetStreamMessagingService,
+) -> None:
+    svc = await open_service(fetch_grace_seconds=1.0)
+    q = queue_name()
+    try:
+        await svc.create_queue(q)
+        await svc.send_message(q, b"x")
+        await svc.receive_messages(q, 1, 2.5)
+        await asyncio.sleep(1.5)  # past the consumer's ack wait
+        assert await svc.receive_messages(q, 1, 60) == []
+        back = await _wait_for(svc, q, 60)
+        assert back < 2.0
+    finally:
+        await svc.close()
+
+
+async def test_receive_count_is_jetstreams_delivery_count(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    await service.send_message(queue, b"x")
+    for expected in (1, 2, 3):
+        (got,) = await service.receive_messages(queue, 1, 60)
+        assert got.receive_count == expected
+        await service.nack_claim(queue, got)
+    state = await consumer_state(service, queue)
+    assert state["num_redelivered"] == 1  # one message, redelivered
+
+
+async def test_redelivered_messages_come_before_newer_ones(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    a, b, c = await service.send_batch(queue, [b"a", b"b", b"c"])
+    (first,) = await service.receive_messages(queue, 1, 60)
+    await service.nack_claim(queue, first)
+    got = await service.receive_messages(queue, 3, 60)
+    assert [(m.msg_id, m.receive_count) for m in got] == [(a, 2), (b, 1), (c, 1)]
+
+
+async def test_delete_removes_the_stream_and_its_ledger(
+    service: NatsJetStreamMessagingService,
+) -> None:
+    q = queue_name()
+    await service.create_queue(q)
+    await service.send_batch(q, [b"a", b"b"])
+    await service.receive_messages(q, 1, 60)
+    names = service.names(q)
+    assert {names.stream, names.ledger} <= set(await run_streams(service.link, PREFIX))
+    await service.delete_queue(q)
+    left = set(await run_streams(service.link, PREFIX))
+    assert names.stream not in left
+    assert names.ledger not in left
+    assert q not in await service.list_queues()
+
+
+async def test_an_acked_messages_ledger_record_is_purged(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    await service.send_batch(queue, [b"a", b"b"])
+    for message in await service.receive_messages(queue, 2, 60):
+        await service.ack_claim(queue, message)
+    info = await service.link.api(f"STREAM.INFO.{service.names(queue).ledger}")
+    assert info["state"]["messages"] == 0
+
+
+async def test_different_prefixes_are_separate_namespaces(
+    service: NatsJetStreamMessagingService,
+) -> None:
+    other = await open_service(prefix=f"{PREFIX}_ns")
+    try:
+        q = queue_name()
+        await other.create_queue(q)
+        assert not await service.queue_exists(q)
+        assert q not in await service.list_queues()
+        assert q in await other.list_queues()
+        await other.delete_queue(q)
+    finally:
+        await other.close()
+
+
+async def test_cancelling_a_caller_is_never_lost(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    async def busy() -> str:
+        for _ in range(10_000):
+            await service.receive_messages(queue, 10, 60)
+        return "ran to the end"
+
+    for i in range(30):
+        task = asyncio.create_task(busy())
+        for _ in range(i % 5):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.001 * (i % 3))
+        task.cancel()
+        try:
+            outcome = await task
+        except asyncio.CancelledError:
+            continue
+        raise AssertionError(f"cancellation {i} was swallowed: {outcome}")
+
+
+async def test_a_pipelined_batch_keeps_payload_order_and_a_missing_queue_stays_missing(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    payloads = [b"%d" % i for i in range(200)]
+    ids = await service.send_batch(queue, payloads)
+    assert ids == list(range(1, 201))  # stream sequences, in payload order
+    got = await service.receive_messages(queue, 200, 60)
+    assert [m.payload for m in got] == payloads
+    with pytest.raises(QueueNotFound):
+        await service.send_batch(queue_name("missing"), [])

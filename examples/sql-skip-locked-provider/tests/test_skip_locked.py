@@ -1,0 +1,113 @@
+"""What SKIP LOCKED buys, on both dialects: receivers never wait for each other and a row
+locked elsewhere is passed over; and what MariaDB's sessions need for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomysql  # type: ignore[import-untyped]
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from mqcontract.messages import QueuedMessage
+
+from mqcontract_sql_skip_locked import POSTGRES, SqlQueueService
+from mqcontract_sql_skip_locked._mariadb import SESSION_SETUP, MariaDbStore, connect_kwargs
+from mqcontract_sql_skip_locked.harness import SqlHarness
+from support import eventually
+
+
+@contextlib.asynccontextmanager
+async def row_locked(harness: SqlHarness, msg_id: int) -> AsyncIterator[None]:
+    """Another session holds ``msg_id``'s row lock (an open transaction) meanwhile."""
+    table = f"{harness.config.table_prefix}_messages"
+    lock = f"SELECT id FROM {table} WHERE id = {int(msg_id)} FOR UPDATE"
+    if harness.name == POSTGRES:
+        conn: Any = await asyncpg.connect(harness.config.url)
+        try:
+            async with conn.transaction():
+                await conn.execute(lock)
+                yield
+        finally:
+            await conn.close()
+        return
+    my: Any = await aiomysql.connect(
+        autocommit=True, init_command=SESSION_SETUP, **connect_kwargs(harness.config.url)
+    )
+    try:
+        async with my.cursor() as cur:
+            await cur.execute("BEGIN")
+            await cur.execute(lock)
+            yield
+            await cur.execute("ROLLBACK")
+    finally:
+        my.close()
+
+
+async def test_a_row_locked_elsewhere_is_skipped_not_waited_for(
+    harness: SqlHarness, service: SqlQueueService, queue: str
+) -> None:
+    ids = await service.send_batch(queue, [b"a", b"b", b"c"])
+    async with row_locked(harness, ids[0]), asyncio.timeout(2):
+        got = await service.receive_messages(queue, 10, 60)
+        assert [m.msg_id for m in got] == ids[1:]
+    (first,) = await service.receive_messages(queue, 10, 60)  # unlocked: visible again
+    assert (first.msg_id, first.receive_count) == (ids[0], 1)
+
+
+async def test_concurrent_receivers_split_the_queue_without_overlap(
+    harness: SqlHarness, service: SqlQueueService, queue: str
+) -> None:
+    ids = await service.send_batch(queue, [b"m%d" % i for i in range(60)])
+    others = [await harness.open() for _ in range(3)]
+    try:
+        everyone = [service, *others]
+
+        async def drain(svc: SqlQueueService | Any) -> list[QueuedMessage]:
+            taken: list[QueuedMessage] = []
+            while got := await svc.receive_messages(queue, 3, 60):
+                taken.extend(got)
+            return taken
+
+        async with asyncio.timeout(20):
+            shares = await asyncio.gather(*(drain(svc) for svc in everyone))
+        taken = sorted(m.msg_id for share in shares for m in share)
+        assert taken == ids  # every message once, none twice
+        for share in shares:  # each receiver saw its own messages oldest first
+            assert [m.msg_id for m in share] == sorted(m.msg_id for m in share)
+    finally:
+        for other in others:
+            await other.close()
+
+
+async def test_mariadb_sessions_read_committed_in_autocommit_on_utc(
+    harness: SqlHarness, service: SqlQueueService
+) -> None:
+    # Under REPEATABLE READ a locking scan keeps every row it passed locked until commit
+    # (an ack would wait for someone else's receive), and with autocommit off a poller
+    # keeps reading its first snapshot; DATETIME has no zone, so the session's is UTC.
+    if not isinstance(service.store, MariaDbStore):
+        pytest.skip("MariaDB sessions only")
+    async with service.store._cursor() as cur:
+        await cur.execute("SELECT @@tx_isolation, @@autocommit, @@time_zone")
+        assert await cur.fetchone() == ("READ-COMMITTED", 1, "+00:00")
+
+
+async def test_a_sub_second_delay_and_timeout_are_kept_to_the_millisecond(
+    service: SqlQueueService, queue: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sent = await service.send_message_with_delay(queue, b"later", 0.3)
+
+    async def due() -> list[QueuedMessage]:
+        return await service.receive_messages(queue, 1, 0.2)
+
+    (got,) = await eventually(due, 5, "delayed message due")
+    assert got.msg_id == sent
+    assert loop.time() - start >= 0.29  # NOW() in whole seconds would have shown it early
+    (again,) = await eventually(due, 5, "claim lapsed")
+    assert again.receive_count == 2
+    assert again.enqueued_at == got.enqueued_at
