@@ -15,7 +15,7 @@ from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.events.commands import ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
-from mqcontract.messages import Available, ClaimRef, QueuedMessage
+from mqcontract.messages import Available, Claim, ClaimRef, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Queue
 from mqcontract.subscription import QueueSubscription
 
@@ -69,6 +69,46 @@ async def test_stop_waits_for_in_flight_handlers_and_loses_nothing() -> None:
     # Unstarted work was released at once; cancelled work is still held by its claim.
     assert len(survivors) == 2
     assert service.stored_ids("jobs") == [1, 2, 3, 4]
+    await service.close()
+
+
+class _SlowAcks(InMemoryMessagingService):
+    """Acks take a round trip (as RabbitMQ's confirmed acks do), and closing a
+    subscription releases the claims pushed through it (as closing its channel does)."""
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        await asyncio.sleep(0.05)  # the backend's round trip, not synchronization
+        await super()._ack(queue, claim)
+
+    async def _unsubscribe(self, subscription: QueueSubscription) -> None:
+        subscriber = self._subscribers[subscription]
+        for name, msg_id in list(subscriber.in_flight):
+            entry = self._queues[name].entries.get(msg_id)
+            if entry is not None and entry.held and entry.holder is subscriber:
+                entry.held = False  # the channel closed: the broker requeues it
+                entry.visible_at = self.clock.now()
+                self._detach(self._queues[name], entry)
+                self._schedule(self._queues[name], entry)
+        await super()._unsubscribe(subscription)
+
+
+async def test_stop_keeps_the_subscription_until_every_ack_is_confirmed() -> None:
+    service = _SlowAcks()
+    await service.create_queue("jobs")
+    handled = asyncio.Event()
+
+    async def handler(_: QueuedMessage) -> None:
+        handled.set()
+
+    settings = ConsumerSettings(mode=DeploymentMode.EVENT_DRIVEN_ONLY, workers=1)
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    await service.send_message("jobs", b"a")
+    await asyncio.wait_for(handled.wait(), 5)
+    await consumer.stop()  # the ack is still being confirmed when stop begins
+    assert consumer.stats.processed == 1, consumer.stats.errors
+    assert consumer.stats.unsettled_acks == 0
+    assert service.stored_ids("jobs") == []  # done work is not requeued
     await service.close()
 
 

@@ -152,8 +152,9 @@ class QueueConsumer:
         if not self._running:
             return
         self._running = False
-        if self._listener is not None:
-            await self._listener.close()
+        # Intake stops first, but the subscription stays open until every settlement is
+        # done: pushed claims live on it (RabbitMQ: on its channel), so closing it first
+        # would void the acks still being confirmed and requeue work already done.
         await _cancel_and_wait(self._intake)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
@@ -164,6 +165,8 @@ class QueueConsumer:
                 await self._settler.drain()
         await self._settler.close()
         await self._release_unstarted()
+        if self._listener is not None:
+            await self._listener.close()
 
     async def __aenter__(self) -> QueueConsumer:
         await self.start()
