@@ -42,6 +42,9 @@ class MqttConfig:
     #: its share of new messages for this long too, and then the broker drops them.
     session_expiry_seconds: int = 60
     keepalive_seconds: int = 10
+    #: The timeout a pushed claim states. MQTT enforces none (see the README): a pushed
+    #: message stays with its consumer until acked or the session ends.
+    push_visibility_timeout_seconds: float = 60.0
     #: Bound on connecting; every other operation uses ``operation_timeout_seconds``.
     connect_timeout_seconds: float = 5.0
 
@@ -83,6 +86,7 @@ def load_settings(config: MessagingConfig) -> MqttConfig:
         "max_message_size_bytes": 1 <= settings.max_message_size_bytes <= 268_435_000,
         "session_expiry_seconds": 1 <= settings.session_expiry_seconds <= 2**32 - 2,
         "keepalive_seconds": 1 <= settings.keepalive_seconds <= 65_535,
+        "push_visibility_timeout_seconds": settings.push_visibility_timeout_seconds > 0,
         "connect_timeout_seconds": settings.connect_timeout_seconds > 0,
     }
     for key, ok in checks.items():

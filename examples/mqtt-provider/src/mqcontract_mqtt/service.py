@@ -77,8 +77,6 @@ SENT_PROPERTY = "mqc-at"
 ENDED_MEMORY = 100_000
 #: Longest pause between reconnect attempts.
 MAX_BACKOFF = 1.0
-#: The visibility timeout a pushed claim states (not enforced: nothing is).
-PUSH_VISIBILITY_TIMEOUT = 60.0
 
 
 class Delivery:
@@ -261,7 +259,7 @@ class MqttMessagingService(BaseMessagingService):
         if not subscriptions:
             return False
         subscription = subscriptions[next(self._turn) % len(subscriptions)]
-        message = self._claim(delivery, PUSH_VISIBILITY_TIMEOUT)
+        message = self._claim(delivery, self.settings.push_visibility_timeout_seconds)
         if subscription.put(Message(message, claimed=True)):
             return True
         self._unclaim(message)

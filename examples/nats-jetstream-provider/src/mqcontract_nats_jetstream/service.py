@@ -129,7 +129,11 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             visibility_precision_seconds=0.01,
             requeue_position=RequeuePosition.ORIGINAL,
             exact_receive_count=True,
-            fifo=True,
+            # Fresh messages come in publish order, but redeliveries come back ahead of
+            # them in the order they became available again (a message that lapsed later
+            # is received after one that lapsed sooner, whatever their sequences): no
+            # single order a consumer can rely on, so none is claimed (see the README).
+            fifo=False,
             payload_fidelity=PayloadFidelity.BYTES,
             max_message_size_bytes=min(settings.max_message_size_bytes, max_payload),
             list_queues=True,

@@ -48,6 +48,8 @@ __all__ = ["RedisStreamsHarness", "redis_streams_harness"]
 
 #: Bound on the harness's own calls.
 PROBE_TIMEOUT = 5.0
+#: The push timeout of the suite's services (PUSH-7 waits one out).
+PUSH_TIMEOUT_SECONDS = 10.0
 
 
 class RedisStreamsHarness(Harness):
@@ -58,7 +60,12 @@ class RedisStreamsHarness(Harness):
         base = load_settings(settings.config)
         run = re.sub(r"[^a-z0-9_]", "_", settings.run_id.lower())
         self.config: RedisStreamsConfig = dataclasses.replace(
-            base, key_prefix=f"{base.key_prefix}_{run}"
+            base,
+            key_prefix=f"{base.key_prefix}_{run}",
+            # PUSH-7 waits a whole push timeout out: keep it short in the suite.
+            push_visibility_timeout_seconds=min(
+                base.push_visibility_timeout_seconds, PUSH_TIMEOUT_SECONDS
+            ),
         )
         self._facts: dict[str, str] = {}
 
