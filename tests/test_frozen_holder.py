@@ -72,7 +72,23 @@ def test_hold_1_fails_holders_that_outlast_the_declared_bound(rabbitmq: RabbitMq
         _hold_1(slow)
 
 
-def test_rabbitmq_declares_who_enforces_the_timeout() -> None:
+def test_rabbitmq_declares_that_its_holders_enforce_the_timeout_with_a_bound(
+    rabbitmq: RabbitMqHarness,
+) -> None:
+    async def declared() -> tuple[VisibilityEnforcer, float | None]:
+        service = await rabbitmq.open(None)
+        try:
+            caps = service.capabilities
+            return caps.visibility_enforced_by, caps.frozen_holder_release_seconds
+        finally:
+            await service.close()
+
+    enforcer, bound = asyncio.run(declared())
+    assert enforcer is VisibilityEnforcer.HOLDER
+    assert bound == MISSED_HEARTBEATS * HEARTBEAT_SECONDS
+
+
+def test_capabilities_default_to_a_server_enforced_timeout() -> None:
     from mqcontract.capabilities import Capabilities, PushKind
 
     assert Capabilities(push=PushKind.FULL).visibility_enforced_by is VisibilityEnforcer.SERVER

@@ -19,6 +19,7 @@ from mqcontract.messages import Claim, ClaimRef, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import check_queue_name
+from mqcontract_conformance.selftest._pushed import PushedClaims
 from mqcontract_conformance.selftest.catalogue import Specimen
 from mqcontract_conformance.selftest.references import ForeignIdsMemory, SignalMemory, Unlisted
 
@@ -338,22 +339,13 @@ class BatchMatchesDeletedIds(InMemoryMessagingService):
         return [claim.msg_id in deleted for claim in claims]
 
 
-class PushKeepsClaim(InMemoryMessagingService):
+class PushKeepsClaim(PushedClaims):
     """A message pushed again keeps the claim of its first push."""
 
-    _pushing = False
-
-    def _dispatch(self, queue: _Queue) -> None:
-        self._pushing = True
-        try:
-            super()._dispatch(queue)
-        finally:
-            self._pushing = False
-
-    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+    def _claim_pushed(self, queue: _Queue, entry: _Entry, timeout: float) -> QueuedMessage:
         first = entry.claim_token
-        got = super()._claim(queue, entry, visibility_timeout)
-        if self._pushing and first:
+        got = super()._claim_pushed(queue, entry, timeout)
+        if first:
             entry.claim_token = first
             got = entry.snapshot(queue.name)
         return got

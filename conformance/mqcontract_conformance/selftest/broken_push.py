@@ -7,34 +7,13 @@ provider's, so only that rule fails.
 
 from __future__ import annotations
 
-from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
+from mqcontract.messages import Claim, Message, MessageNotification
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
+from mqcontract_conformance.selftest._pushed import PushedClaims
 from mqcontract_conformance.selftest.catalogue import Specimen
 from mqcontract_conformance.selftest.references import SignalMemory
 
 __all__ = ["SPECIMENS"]
-
-
-class _PushedClaims(InMemoryMessagingService):
-    """Knows, while it claims, whether the claim is a push (the defects below need it)."""
-
-    _pushing = False
-
-    def _dispatch(self, queue: _Queue) -> None:
-        self._pushing = True
-        try:
-            super()._dispatch(queue)
-        finally:
-            self._pushing = False
-
-    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
-        got = super()._claim(queue, entry, visibility_timeout)
-        if self._pushing:
-            self._hold_pushed(queue, entry, visibility_timeout)
-        return got
-
-    def _hold_pushed(self, queue: _Queue, entry: _Entry, timeout: float) -> None:
-        """Correct: the claim already holds for ``timeout``."""
 
 
 class AcksOnHandOff(InMemoryMessagingService):
@@ -53,7 +32,7 @@ class AcksOnHandOff(InMemoryMessagingService):
             await super()._ack(queue, claim)
 
 
-class HalvedPushTimeout(_PushedClaims):
+class HalvedPushTimeout(PushedClaims):
     """Holds a pushed claim for half the push timeout its claim states (a timer armed in
     milliseconds from a value in seconds halved for "safety")."""
 
@@ -62,7 +41,7 @@ class HalvedPushTimeout(_PushedClaims):
         self._schedule(queue, entry)
 
 
-class OneSecondPushClaim(_PushedClaims):
+class OneSecondPushClaim(PushedClaims):
     """Holds every pushed claim for a fixed second, whatever the configured push timeout."""
 
     def _hold_pushed(self, queue: _Queue, entry: _Entry, timeout: float) -> None:
@@ -70,7 +49,7 @@ class OneSecondPushClaim(_PushedClaims):
         self._schedule(queue, entry)
 
 
-class PushClaimNeverLapses(_PushedClaims):
+class PushClaimNeverLapses(PushedClaims):
     """Holds a pushed claim until it is settled, ignoring the push timeout: a handler
     that hangs keeps its message for good."""
 
