@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ from mqcontract.errors import BackendUnavailable, ConfigurationError
 from mqcontract.registry import provider_names, resolve
 from mqcontract.testing import HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
+from mqcontract_conformance.provisioning import backends_required, unavailable
 
 from mqcontract_nats_jetstream import NatsJetStreamConfig, load_settings, open_nats_jetstream
+from mqcontract_nats_jetstream._config import DEFAULT_NATS_URL
 from mqcontract_nats_jetstream.harness import NatsJetStreamHarness
 from mqcontract_nats_jetstream.service import connect_nats_jetstream
 
@@ -41,8 +44,68 @@ def test_settings_come_from_the_toml_table_then_the_environment(
 
 
 @pytest.mark.parametrize(
+    ("url", "servers"),
+    [
+        ("nats://a:4222", ["nats://a:4222"]),
+        ("nats://a:1,nats://b:2,nats://c:3", ["nats://a:1", "nats://b:2", "nats://c:3"]),
+        (" nats://a:1 , nats://b:2,", ["nats://a:1", "nats://b:2"]),
+    ],
+)
+def test_a_url_may_name_several_servers_separated_by_commas(url: str, servers: list[str]) -> None:
+    assert NatsJetStreamConfig(url=url).servers == servers
+
+
+def test_a_cluster_comes_from_the_toml_table_or_nats_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "mq.toml"
+    path.write_text(
+        '[providers.nats-jetstream]\nurl = "nats://n1:14221,nats://n2:14222,nats://n3:14223"\n'
+    )
+    config = load_config(path, environ={})
+    monkeypatch.delenv("NATS_URL", raising=False)
+    monkeypatch.delenv("NATS_JETSTREAM_PREFIX", raising=False)
+    assert load_settings(config).servers == [
+        "nats://n1:14221",
+        "nats://n2:14222",
+        "nats://n3:14223",
+    ]
+    monkeypatch.setenv("NATS_URL", "nats://e1:4222, nats://e2:4222")
+    assert load_settings(config).servers == ["nats://e1:4222", "nats://e2:4222"]
+
+
+async def test_a_server_list_connects_through_the_one_that_answers() -> None:
+    url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
+    settings = NatsJetStreamConfig(url=f"nats://127.0.0.1:1,{url}", connect_timeout_seconds=2.0)
+    try:
+        service = await connect_nats_jetstream(settings, operation_timeout=5.0)
+    except BackendUnavailable as exc:
+        unavailable(f"NATS not reachable: {exc}", required=backends_required()).enforce()
+        raise
+    try:
+        assert await service.list_queues() is not None
+    finally:
+        await service.close()
+
+
+async def test_no_password_of_a_server_list_is_shown() -> None:
+    settings = NatsJetStreamConfig(
+        url="nats://user:s3cretA@127.0.0.1:1,nats://user:s3cretB@127.0.0.1:2",
+        connect_timeout_seconds=1.0,
+    )
+    with pytest.raises(BackendUnavailable) as info:
+        await connect_nats_jetstream(settings, operation_timeout=2.0)
+    assert "s3cretA" not in str(info.value)
+    assert "s3cretB" not in str(info.value)
+    assert "127.0.0.1:2" in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("table", "key"),
     [
+        ('url = ""', "providers.nats-jetstream.url"),
+        ('url = " , "', "providers.nats-jetstream.url"),
+        ('url = "nats://a:1,nats://b 2"', "providers.nats-jetstream.url"),
         ('prefix = "a-b"', "providers.nats-jetstream.prefix"),
         ('prefix = "a.b"', "providers.nats-jetstream.prefix"),
         ("prefetch_count = 0", "providers.nats-jetstream.prefetch_count"),

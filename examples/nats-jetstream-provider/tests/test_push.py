@@ -1,14 +1,23 @@
-"""Push details the suite leaves open: capacity, re-push after nack or expiry, hand-back."""
+"""Push details the suite leaves open: capacity, re-push after nack or expiry, hand-back,
+and a subscription closing while the loop's pull is under way."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from mqcontract.messages import Message, MessageNotification
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import Subscription
+from mqcontract.subscription import QueueSubscription
+from nats.aio.msg import Msg
 
 from mqcontract_nats_jetstream import NatsJetStreamMessagingService
-from support import eventually, open_service, queue_name
+from mqcontract_nats_jetstream._link import Link
+from support import consumer_state, eventually, open_service, queue_name
+
+#: Well before the consumer's ack wait (``fetch_grace_seconds``, 10 s) and the push
+#: timeout (60 s): a message handed back at once is receivable within this.
+PROMPTLY = 2.0
 
 
 async def _next(sub: Subscription, within: float = 5.0) -> Message:
@@ -106,3 +115,88 @@ async def test_messages_never_handed_out_are_handed_back_on_close(
     back = await service.receive_messages(queue, 10, 60)
     assert [m.msg_id for m in back] == ids[1:]
     await service.ack_message(queue, ids[0])  # the one handed out stayed held
+
+
+class _Gate:
+    """Holds the deliveries a link's inbox receives until :meth:`open`: a pull's
+    delivery can be made to arrive exactly when the test wants it to."""
+
+    def __init__(self, link: Link) -> None:
+        subs: list[Any] = [s for s in link.client._subs.values() if s._cb == link._route]
+        (self._sub,) = subs
+        self._inner = self._sub._cb
+        self._opened = asyncio.Event()
+        #: Set once a delivery waits at the gate.
+        self.holding = asyncio.Event()
+        self._sub._cb = self._hold
+
+    async def _hold(self, msg: Msg) -> None:
+        if not (msg.headers and "Status" in msg.headers):  # a delivery, not a status
+            self.holding.set()
+            await self._opened.wait()
+        await self._inner(msg)
+
+    def open(self) -> None:
+        self._opened.set()
+
+
+async def _pull_waiting(service: NatsJetStreamMessagingService, queue: str) -> bool:
+    state = await consumer_state(service, queue)
+    return int(state.get("num_waiting", 0)) >= 1
+
+
+async def _back(
+    service: NatsJetStreamMessagingService, queue: str, sent: int
+) -> list[QueuedMessage]:
+    async def received() -> list[QueuedMessage]:
+        return await service.receive_messages(queue, 10, 60)
+
+    got = await eventually(received, PROMPTLY, f"message {sent} receivable again")
+    assert [m.msg_id for m in got] == [sent]
+    return got
+
+
+async def test_a_delivery_arriving_as_the_subscription_closes_comes_back_at_once(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    """The loop's waiting pull has its delivery in hand (queued for the loop, not yet
+    taken) in the very step the subscription is closed: it must be handed back, not
+    left invisible until the ack wait."""
+    sub = await service.subscribe(queue)
+    (link,) = service.push_links
+    gate = _Gate(link)
+    await eventually(lambda: _pull_waiting(service, queue), 5, "the loop's waiting pull")
+    sent = await service.send_message(queue, b"in flight")
+    async with asyncio.timeout(5):
+        await gate.holding.wait()
+    gate.open()  # the delivery reaches the loop's pull in the same step as the close
+    await asyncio.create_task(sub.aclose())
+    (back,) = await _back(service, queue, sent)
+    assert back.receive_count == 2  # delivered once to the closed loop, handed back
+    await service.ack_message(queue, sent)
+
+
+async def test_a_delivery_arriving_after_the_close_began_comes_back_at_once(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    """The request the loop left open delivers only once closing has begun: closing
+    waits for it and hands it back before the connection goes."""
+    sub = await service.subscribe(queue)
+    (link,) = service.push_links
+    gate = _Gate(link)
+    await eventually(lambda: _pull_waiting(service, queue), 5, "the loop's waiting pull")
+    sent = await service.send_message(queue, b"late")
+    async with asyncio.timeout(5):
+        await gate.holding.wait()
+    closing = asyncio.create_task(sub.aclose())
+    await eventually(lambda: _closed(sub), 5, "the close under way")
+    assert not closing.done()  # closing waits for the request the loop left open
+    gate.open()
+    await closing
+    (back,) = await _back(service, queue, sent)
+    assert back.receive_count == 2
+    await service.ack_message(queue, sent)
+
+
+async def _closed(sub: QueueSubscription) -> bool:
+    return sub.closed

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from mqcontract.config import MessagingConfig, provider_settings
 from mqcontract.errors import ConfigurationError
 
-__all__ = ["DEFAULT_NATS_URL", "ENV_KEYS", "PROVIDER_NAME", "NatsJetStreamConfig", "load_settings"]
+__all__ = [
+    "DEFAULT_NATS_URL",
+    "ENV_KEYS",
+    "PROVIDER_NAME",
+    "NatsJetStreamConfig",
+    "load_settings",
+]
 
 PROVIDER_NAME = "nats-jetstream"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -24,6 +30,8 @@ _PREFIX = re.compile(r"[a-z][a-z0-9_]*")
 class NatsJetStreamConfig:
     """``[providers.nats-jetstream]``."""
 
+    #: One server, or several separated by commas (the nodes of one cluster): nats-py
+    #: connects to one of them and fails over to the others.
     url: str = DEFAULT_NATS_URL
     #: Every stream this provider makes is named ``<prefix>_...`` and every subject starts
     #: with ``<prefix>.``: one prefix is one namespace of queues.
@@ -43,11 +51,17 @@ class NatsJetStreamConfig:
     #: Bound on connecting; every other operation uses ``operation_timeout_seconds``.
     connect_timeout_seconds: float = 5.0
 
+    @property
+    def servers(self) -> list[str]:
+        """The server URLs in ``url``, in order (blanks around commas dropped)."""
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
 
 def load_settings(config: MessagingConfig) -> NatsJetStreamConfig:
     """Settings for ``config``, checked; ``ConfigurationError`` names a bad key."""
     settings = provider_settings(config, PROVIDER_NAME, NatsJetStreamConfig, env_keys=ENV_KEYS)
     checks = {
+        "url": bool(settings.servers) and all(" " not in s for s in settings.servers),
         "prefix": _PREFIX.fullmatch(settings.prefix) is not None and len(settings.prefix) <= 40,
         "max_message_size_bytes": settings.max_message_size_bytes >= 1,
         "fetch_grace_seconds": settings.fetch_grace_seconds >= 1,

@@ -9,7 +9,9 @@ retried here: a publish that may or may not have been stored must not be sent tw
 Pulls use an inbox of the link's own (``<inbox>.<n>``, one token per pull request), so a
 delivery that arrives after its caller gave up (a timeout, a cancellation) is still seen:
 it is handed back at once (``-NAK``) instead of staying invisible for the consumer's ack
-wait.
+wait. The request of a caller that left is followed until the server ends it
+(:mod:`._pulls`), and :meth:`Link.close` waits for that: a delivery still on its way when
+the connection closed would be lost to the ack wait.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from mqcontract_nats_jetstream._errors import JsError, Severed
+from mqcontract_nats_jetstream._pulls import ANSWER_GRACE, END_STATUSES, IDLE, Pull, status_of
 
 __all__ = ["Link", "status_of"]
 
@@ -36,12 +39,6 @@ T = TypeVar("T")
 
 #: How long nats-py waits between reconnect attempts (its default is 2 s).
 RECONNECT_WAIT = 0.1
-
-
-def status_of(msg: Msg) -> str | None:
-    """The status of a status message (``404`` no messages, ``408`` expired, ...)."""
-    headers = msg.headers
-    return headers.get("Status") if headers else None
 
 
 class Link:
@@ -55,14 +52,18 @@ class Link:
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inbox = ""
         self._tokens = itertools.count(1)
-        #: pull token or stream name -> the arrivals of the pull waiting for it
-        self._waiting: dict[str, asyncio.Queue[Msg]] = {}
+        #: pull token or stream name -> the pull its arrivals belong to
+        self._waiting: dict[str, Pull] = {}
         self._pulling: dict[str, asyncio.Lock] = {}
+        #: pulls whose caller left, followed until their requests end
+        self._tails: set[asyncio.Task[None]] = set()
+        #: deliveries that arrived for no pull, handed back at once
         self.orphans = 0
 
     @classmethod
-    async def connect(cls, url: str, name: str, *, timeout: float) -> Link:
-        """Connect (bounded by ``timeout``); reconnects forever after that."""
+    async def connect(cls, servers: list[str], name: str, *, timeout: float) -> Link:
+        """Connect to one of ``servers`` (bounded by ``timeout``); reconnects forever
+        after that, to whichever of them answers."""
         link: Link | None = None
 
         async def disconnected() -> None:
@@ -73,7 +74,7 @@ class Link:
             log.debug("nats %s: %s", name, exc)
 
         client = await nats.connect(
-            url,
+            servers=servers,
             name=name,
             connect_timeout=timeout,
             allow_reconnect=True,
@@ -145,90 +146,115 @@ class Link:
         self, stream: str, consumer: str, batch: int, *, expires: float | None = None
     ) -> list[Msg]:
         """Up to ``batch`` deliveries. Without ``expires``: what is there now. With it: wait
-        up to ``expires`` seconds for the first, then take what else is there at once."""
-        async with self._pulling.setdefault(stream, asyncio.Lock()):
-            return await self._pull(stream, consumer, batch, expires)
+        up to ``expires`` seconds for the first, then take what else is there at once.
 
-    async def _pull(
-        self, stream: str, consumer: str, batch: int, expires: float | None
-    ) -> list[Msg]:
+        A caller that leaves early (cancelled, timed out, the connection dropped) leaves
+        its requests to :meth:`_follow`: what they deliver after that is handed back."""
+        lock = self._pulling.setdefault(stream, asyncio.Lock())
+        await lock.acquire()
+        pull = Pull(stream, connection=self.drops)
         # Deliveries arrive on their own subject, not the request's reply token, so they
         # are routed by stream (one pull per stream at a time on this link), and the status
-        # that ends a pull (404 none, 408 expired) by its token.
-        token = f"{self._inbox}.{next(self._tokens)}"
-        arrivals: asyncio.Queue[Msg] = asyncio.Queue()
-        self._waiting[token] = self._waiting[stream] = arrivals
+        # that ends a request (404 none, 408 expired) by its token.
+        self._waiting[stream] = pull
+        try:
+            await self._collect(pull, consumer, batch, expires)
+        except BaseException:
+            self._follow(pull, lock, pull.got)
+            raise
+        got, pull.got = pull.got, []
+        if pull.open:  # cannot happen with a server that answers in order; stay safe
+            self._follow(pull, lock, [])
+        else:
+            self._done(pull)
+            lock.release()
+        return got
+
+    async def _collect(self, pull: Pull, consumer: str, batch: int, expires: float | None) -> None:
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{pull.stream}.{consumer}"
         # A waiting request asks for one message: a 2.9 server keeps a waiting request
         # open until its whole batch is filled, and would go on delivering into it after
         # this pull returned. The rest is taken at once by a ``no_wait`` request.
-        if expires is None:
-            request: dict[str, Any] = {"batch": batch, "no_wait": True}
-        else:
-            request = {"batch": 1, "expires": int(expires * 1e9)}
-        got: list[Msg] = []
-        try:
-            await self.client.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-                json.dumps(request).encode(),
-                reply=token,
-            )
-            while len(got) < batch:
-                msg = await self.guarded(arrivals.get())
-                status = status_of(msg)
-                if status is None:
-                    got.append(msg)
-                    if expires is not None and len(got) == 1 and batch > 1:
-                        # The first is here: take the rest of what is there at once.
-                        got.extend(await self._pull_now(stream, consumer, batch - 1, arrivals))
-                        break
-                    continue
-                if status in ("404", "408", "409"):  # no messages, expired, limits
-                    break
-                if status == "100":  # idle heartbeat
-                    continue
+        await self._request(pull, subject, 1 if expires is not None else batch, expires)
+        asked_rest = expires is None or batch == 1
+        while len(pull.got) < batch:
+            if not pull.open:
+                if asked_rest or not pull.got:
+                    return
+                await self._request(pull, subject, batch - len(pull.got), None)
+                asked_rest = True
+            await self.guarded(pull.arrived())
+            msg = pull.take()
+            if msg is None:
+                continue
+            status = pull.account(msg)
+            if status is None:
+                pull.got.append(msg)
+            elif status not in END_STATUSES and status != IDLE:
                 description = msg.headers.get("Description", "") if msg.headers else ""
                 raise JsError(int(status), 0, description)
-            return got
-        except BaseException:
-            for msg in got:  # never handed out: visible again at once
-                await self.nak_quietly(msg)
-            raise
-        finally:
-            self._waiting.pop(token, None)
-            if self._waiting.get(stream) is arrivals:
-                del self._waiting[stream]
-            while not arrivals.empty():
-                msg = arrivals.get_nowait()
-                if status_of(msg) is None:
-                    await self.nak_quietly(msg)
 
-    async def _pull_now(
-        self, stream: str, consumer: str, batch: int, arrivals: asyncio.Queue[Msg]
-    ) -> list[Msg]:
-        """After a waiting pull's first delivery: a ``no_wait`` pull on the same arrivals."""
+    async def _request(self, pull: Pull, subject: str, batch: int, expires: float | None) -> None:
         token = f"{self._inbox}.{next(self._tokens)}"
-        self._waiting[token] = arrivals
-        got: list[Msg] = []
+        body: dict[str, Any] = {"batch": batch}
+        if expires is None:
+            body["no_wait"] = True
+        else:
+            body["expires"] = int(expires * 1e9)
+        self._waiting[token] = pull
+        ends_by = asyncio.get_running_loop().time() + (expires or 0.0) + ANSWER_GRACE
+        pull.sent(token, batch, ends_by)
+        await self.client.publish(subject, json.dumps(body).encode(), reply=token)
+
+    async def abandon(self, pulling: asyncio.Future[list[Msg]]) -> None:
+        """Give up on a running :meth:`pull`: cancel it (its requests are followed to
+        their end), or, if it has just returned, hand back what it returned."""
+        if not pulling.done():
+            pulling.cancel()
+            await asyncio.wait({pulling})
+        if pulling.cancelled() or pulling.exception() is not None:
+            return
+        for msg in pulling.result():
+            await self.nak_quietly(msg)
+
+    def _follow(self, pull: Pull, lock: asyncio.Lock, hand_back: list[Msg]) -> None:
+        """Listen for ``pull``'s open requests until they end, handing back every
+        delivery; the stream's next pull waits for that (it would get their arrivals)."""
+        task = asyncio.create_task(
+            self._finish(pull, lock, hand_back), name=f"nats-pull-tail:{pull.stream}"
+        )
+        self._tails.add(task)
+        task.add_done_callback(self._tails.discard)
+
+    async def _finish(self, pull: Pull, lock: asyncio.Lock, hand_back: list[Msg]) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await self.client.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-                json.dumps({"batch": batch, "no_wait": True}).encode(),
-                reply=token,
-            )
-            while len(got) < batch:
-                msg = await self.guarded(arrivals.get())
-                status = status_of(msg)
-                if status is None:
-                    got.append(msg)
-                elif msg.subject == token:  # our end; the waiting pull's own 408 may come
+            for kept in hand_back:  # never handed out: visible again at once
+                await self.nak_quietly(kept)
+            while pull.open and pull.connection == self.drops:
+                left = pull.ends_by - loop.time()
+                if left <= 0:
+                    log.warning("nats %s: a pull on %s was not answered", self.name, pull.stream)
                     break
-            return got
-        except BaseException:
-            for msg in got:
-                await self.nak_quietly(msg)
-            raise
+                with contextlib.suppress(TimeoutError, Severed):
+                    async with asyncio.timeout(left):
+                        await self.guarded(pull.arrived())
+                came = pull.take()
+                if came is not None and pull.account(came) is None:
+                    await self.nak_quietly(came)
         finally:
+            self._done(pull)
+            while (left_over := pull.take()) is not None:
+                if status_of(left_over) is None:
+                    await self.nak_quietly(left_over)
+            lock.release()
+
+    def _done(self, pull: Pull) -> None:
+        """Stop routing to ``pull``: a later delivery on its stream is an orphan."""
+        for token in pull.tokens:
             self._waiting.pop(token, None)
+        if self._waiting.get(pull.stream) is pull:
+            del self._waiting[pull.stream]
 
     async def _route(self, msg: Msg) -> None:
         key = msg.subject
@@ -237,7 +263,7 @@ class Link:
             key = tokens[2] if len(tokens) == 9 else tokens[4]
         waiting = self._waiting.get(key)
         if waiting is not None:
-            waiting.put_nowait(msg)
+            waiting.put(msg)
         elif status_of(msg) is None:  # its puller is gone: hand it back now
             self.orphans += 1
             await self.nak_quietly(msg)
@@ -258,9 +284,25 @@ class Link:
         sockname = writer.get_extra_info("sockname")
         return int(sockname[1]) if sockname else None
 
+    def server_port(self) -> int | None:
+        """The server's TCP port on the connection now (one of several in a cluster)."""
+        transport: Any = getattr(self.client, "_transport", None)
+        writer = getattr(transport, "_io_writer", None)
+        if writer is None:
+            return None
+        peername = writer.get_extra_info("peername")
+        return int(peername[1]) if peername else None
+
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.close()
+        """Close once every pull request sent here has ended (each bounded by its
+        expiry), so no delivery reaches a connection nobody reads; nats-py writes the
+        hand-backs still buffered before it closes."""
+        try:
+            if self._tails:
+                await asyncio.wait(set(self._tails))
+        finally:
+            with contextlib.suppress(Exception):
+                await self.client.close()
 
 
 def _answer(reply: Msg) -> dict[str, Any]:

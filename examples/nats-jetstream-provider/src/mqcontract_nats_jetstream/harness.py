@@ -28,7 +28,6 @@ import dataclasses
 import importlib.metadata
 import re
 import shutil
-import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -49,6 +48,8 @@ __all__ = ["NatsJetStreamHarness", "nats_jetstream_harness"]
 
 #: Bound on the harness's own calls.
 PROBE_TIMEOUT = 5.0
+#: The push timeout of the suite's services (PUSH-7 and VT-8 wait one out).
+PUSH_TIMEOUT_SECONDS = 10.0
 
 
 class NatsJetStreamHarness(Harness):
@@ -58,7 +59,14 @@ class NatsJetStreamHarness(Harness):
         super().__init__(name, settings)
         base = load_settings(settings.config)
         run = re.sub(r"[^a-z0-9_]", "_", settings.run_id.lower())
-        self.config: NatsJetStreamConfig = dataclasses.replace(base, prefix=f"{base.prefix}_{run}")
+        self.config: NatsJetStreamConfig = dataclasses.replace(
+            base,
+            prefix=f"{base.prefix}_{run}",
+            # PUSH-7 waits a whole push timeout out: keep it short in the suite.
+            push_visibility_timeout_seconds=min(
+                base.push_visibility_timeout_seconds, PUSH_TIMEOUT_SECONDS
+            ),
+        )
         self._facts: dict[str, str] = {}
 
     async def _connect(self, operation_timeout: float) -> NatsJetStreamMessagingService:
@@ -111,11 +119,10 @@ class NatsJetStreamHarness(Harness):
         """Destroy each link's TCP connection at both ends; return once each saw it drop."""
         if shutil.which("ss") is None:
             raise HookUnavailable(f"{self.name}: needs `ss -K` (iproute2) to kill a connection")
-        server_port = urllib.parse.urlsplit(self.config.url).port or 4222
         before = [(link, link.drops) for link in links]
         for link in links:
-            port = link.local_port()
-            if port is None:  # reconnecting already: the connection is dead
+            port, server_port = link.local_port(), link.server_port()
+            if port is None or server_port is None:  # reconnecting: the connection is dead
                 continue
             await kill_sockets(port, server_port)
         loop = asyncio.get_running_loop()

@@ -84,7 +84,7 @@ class NatsPySide:
         return QueueNames(self._settings.prefix, queue)
 
     async def open(self) -> None:
-        self._nc = await nats.connect(self._settings.url)
+        self._nc = await nats.connect(servers=self._settings.servers)
         self._js = self._nc.jetstream()
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import nats.errors
 from mqcontract.capabilities import (
     Capabilities,
     PayloadFidelity,
@@ -63,6 +64,7 @@ from mqcontract_nats_jetstream._errors import (
     MESSAGE_NOT_FOUND,
     STREAM_NOT_FOUND,
     JsError,
+    Severed,
 )
 from mqcontract_nats_jetstream._ledger import HELD, RELEASED, SETTLED, Record
 from mqcontract_nats_jetstream._link import Link
@@ -277,19 +279,60 @@ class NatsJetStreamMessagingService(BaseMessagingService):
     ) -> list[QueuedMessage]:
         """Pull up to ``limit`` deliveries (waiting up to ``expires`` for the first) and
         claim them for ``vt`` seconds; oldest first."""
+        deliveries = await self.pull(link, queue, limit, expires=expires)
+        return await self.grant(link, queue, deliveries, vt)
+
+    async def pull(
+        self, link: Link, queue: str, limit: int, *, expires: float | None = None
+    ) -> list[Msg]:
+        """Up to ``limit`` deliveries, none claimed yet (waiting up to ``expires`` for the
+        first). Cancelling it loses nothing: the link hands back what still comes."""
         names = self.names(queue)
         try:
             async with asyncio.timeout(self._operation_timeout + (expires or 0)):
-                deliveries = await self._pull(link, names, limit, expires)
-                granted = await asyncio.gather(
-                    *(self._grant(link, names, d, vt) for d in deliveries)
-                )
-                if deliveries:
-                    await link.flush()  # every deadline is set before the caller has its claims
+                return await self._pull(link, names, limit, expires)
         except JsError as exc:
             raise await self._queue_gone(queue, exc) from exc
-        messages = [m for m in granted if m is not None]
-        return sorted(messages, key=lambda m: m.msg_id)
+
+    async def grant(
+        self, link: Link, queue: str, deliveries: list[Msg], vt: float
+    ) -> list[QueuedMessage]:
+        """Claim ``deliveries`` for ``vt`` seconds; oldest first. All or nothing: if one
+        claim fails, the claims made are released and the rest handed back before the
+        error is raised, so none of them waits out a timeout nobody was given."""
+        if not deliveries:
+            return []
+        names = self.names(queue)
+        outcomes = await asyncio.gather(
+            *(self._bounded(self._grant(link, names, d, vt)) for d in deliveries),
+            return_exceptions=True,
+        )
+        granted = [m for m in outcomes if isinstance(m, QueuedMessage)]
+        failed = [
+            d for d, o in zip(deliveries, outcomes, strict=True) if isinstance(o, BaseException)
+        ]
+        error = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if error is None:
+            try:  # every deadline is set before the caller has its claims
+                await self._bounded(link.flush())
+            except (JsError, Severed, TimeoutError, nats.errors.Error) as exc:
+                error = exc
+        if error is not None:
+            await self._undo(link, granted, failed)
+            if isinstance(error, JsError):
+                raise await self._queue_gone(queue, error) from error
+            raise error
+        return sorted(granted, key=lambda m: m.msg_id)
+
+    async def _undo(self, link: Link, granted: list[QueuedMessage], failed: list[Msg]) -> None:
+        """Best effort after a failed grant: release its claims, hand back the rest (if
+        that fails too, they come back when their timeout or the ack wait passes)."""
+        for message in granted:
+            if message.claim is not None:
+                with contextlib.suppress(Exception):
+                    await self.settle(message.queue_name, message.claim, "nack")
+        for msg in failed:
+            await link.nak_quietly(msg)
 
     async def _pull(
         self, link: Link, names: QueueNames, limit: int, expires: float | None
@@ -305,11 +348,9 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                     return pull.result()
                 if not await self._queue_exists(names.queue):
                     raise QueueNotFound(names.queue)
-        finally:
-            if not pull.done():
-                pull.cancel()
-                with contextlib.suppress(BaseException):
-                    await pull
+        except BaseException:  # nothing pulled stays with a caller that is gone
+            await link.abandon(pull)
+            raise
 
     async def _grant(
         self, link: Link, names: QueueNames, msg: Msg, vt: float
@@ -398,8 +439,11 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                         await link.request(subject, b"", None)  # the server confirms it
                         await _ledger.forget(link, names, seq)
                     else:
-                        await link.publish(subject, b"-NAK")
-                        await link.flush()
+                        # Sent as a request: the server answers once the nak is applied.
+                        # JetStream applies acks apart from the connection's reading, so
+                        # a flush alone returns before it, and a receive right after the
+                        # nack could miss the message on a busy server (MODEL-1 did).
+                        await link.request(subject, b"-NAK", None)
                     return None
         except JsError as exc:
             raise await self._queue_gone(queue, exc) from exc
@@ -462,11 +506,17 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                 raise QueueNotFound(name)
         subscription = QueueSubscription(queues, on_close=self._unsubscribe)
         link = await Link.connect(
-            self.settings.url,
+            self.settings.servers,
             f"{self.link.name}-push",
             timeout=self.settings.connect_timeout_seconds,
         )
-        loop = PushLoop(self, subscription, self.settings, link)
+        loop = PushLoop(
+            self,
+            subscription,
+            self.settings,
+            link,
+            stop_timeout=self._operation_timeout + self.settings.push_poll_interval_seconds,
+        )
         self._loops[subscription] = loop
         loop.start()
         return subscription
@@ -532,7 +582,9 @@ async def connect_nats_jetstream(
     name = client_name or f"mqc-js-{uuid.uuid4().hex[:12]}"
     try:
         async with asyncio.timeout(settings.connect_timeout_seconds * 2):
-            link = await Link.connect(settings.url, name, timeout=settings.connect_timeout_seconds)
+            link = await Link.connect(
+                settings.servers, name, timeout=settings.connect_timeout_seconds
+            )
             try:
                 await link.api("INFO")
             except BaseException:
