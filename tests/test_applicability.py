@@ -150,6 +150,7 @@ HOMES = {
     "FETCH": "fetch",
     "ERR": "errors",
     "HOLD": "holders",
+    "DUR": "durability",
     "EVT": "events",
     "HOST": "hostile",
     "MODEL": "model",

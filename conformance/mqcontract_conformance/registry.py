@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["GROUPS", "SUITE_VERSION", "Check", "Rule", "registered", "rule"]
 
 #: Bumped when rules are added or changed; new rules start ``provisional``.
-SUITE_VERSION = "2.3.0"
+SUITE_VERSION = "2.4.0"
 
 #: Group id -> heading, in document order.
 GROUPS: dict[str, str] = {
@@ -37,6 +37,7 @@ GROUPS: dict[str, str] = {
     "FETCH": "Fetch by id",
     "ERR": "Errors and bounds",
     "HOLD": "Holders that stop running",
+    "DUR": "Durability across a server restart",
     "EVT": "Event system and fallback recovery",
     "HOST": "Hostile input",
     "MODEL": "Model-based checks",

@@ -11,6 +11,7 @@ from mqcontract_conformance.cases import (  # noqa: F401  (each registers its ru
     capabilities,
     claims,
     delay,
+    durability,
     errors,
     events,
     fetch,

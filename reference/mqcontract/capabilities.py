@@ -77,6 +77,11 @@ class Capabilities:
     #: With ``HOLDER``: the longest a holder that stops running without dying (SIGSTOP, a
     #: stalled VM, a debugger) keeps its claims, whatever their timeouts. None: no bound.
     frozen_holder_release_seconds: float | None = None
+    #: What a send or ack that returned promises once the backend's server crashes and
+    #: starts again on its own storage (configured as a production queue would be): the
+    #: message stays (sent) or stays gone (acked), claims keep their deadlines, and open
+    #: subscriptions deliver again. False for stores that live in the provider's process.
+    survives_restart: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (enum members become their values)."""

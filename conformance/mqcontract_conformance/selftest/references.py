@@ -1,21 +1,27 @@
 """Correct providers the broken specimens derive from, beyond the plain in-memory one.
 
 Each turns on a capability the in-memory provider lacks (signal-only push, ids chosen by
-a foreign producer) or drops one (``list_queues``), so rules that apply only then have a
-correct provider to pass, and a specimen derived from it breaks just one promise.
+a foreign producer, a store that outlives a crash of its "server") or drops one
+(``list_queues``), so rules that apply only then have a correct provider to pass, and a
+specimen derived from it breaks just one promise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from mqcontract.capabilities import Capabilities, PushKind
+from mqcontract.clock import Clock
+from mqcontract.config import MemoryConfig
 from mqcontract.messages import Available, Claim, QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
+from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
 
-__all__ = ["ForeignIdsMemory", "SignalMemory", "Unlisted"]
+__all__ = ["ForeignIdsMemory", "RestartableMemory", "RestartableStore", "SignalMemory", "Unlisted"]
 
 
 class SignalMemory(InMemoryMessagingService):
@@ -104,3 +110,73 @@ class Unlisted(InMemoryMessagingService):
     @property
     def capabilities(self) -> Capabilities:
         return dataclasses.replace(super().capabilities, list_queues=False)
+
+
+@dataclass(eq=False)
+class RestartableStore(MemoryStore):
+    """The storage of an in-process "server" that can crash and start again.
+
+    What a crash keeps is what a durable server writes down before it answers: queues,
+    messages, ids, receive counts and claim deadlines. What it loses is what only the
+    running process knew: its consumers (every subscription must be attached again), and
+    whatever a provider chose to keep only in memory, which it registers in
+    :attr:`on_crash` as the way to undo it.
+    """
+
+    #: Called (and forgotten) when the server crashes: each undoes something kept only
+    #: in the server's memory.
+    on_crash: list[Callable[[], None]] = field(default_factory=list)
+    connections: weakref.WeakSet[RestartableMemory] = field(default_factory=weakref.WeakSet)
+
+    def crash(self) -> None:
+        """The server process dies (SIGKILL) and starts again on its storage."""
+        for undo in self.on_crash:
+            undo()
+        self.on_crash.clear()
+        for queue in self.queues.values():
+            queue.subscribers.clear()  # the new process has no consumers yet
+            for entry in queue.entries.values():
+                entry.holder, entry.waiting = None, None
+        for service in list(self.connections):
+            service.server_restarted()
+
+
+class RestartableMemory(InMemoryMessagingService):
+    """Correct: the in-memory provider on a :class:`RestartableStore`, which promises
+    ``survives_restart``; when its connection comes back after a crash it attaches its
+    open subscriptions again, so push resumes without the caller doing anything."""
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        store: MemoryStore | None = None,
+    ) -> None:
+        super().__init__(config, clock=clock, store=store)
+        if isinstance(self.store, RestartableStore):
+            self.store.connections.add(self)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, survives_restart=True)
+
+    def until_crash(self, undo: Callable[[], None]) -> None:
+        """Something the server keeps only in memory: ``undo`` runs if it crashes (a store
+        that cannot crash never runs it)."""
+        if isinstance(self.store, RestartableStore):
+            self.store.on_crash.append(undo)
+
+    def server_restarted(self) -> None:
+        """The connection to the server dropped and came back: the server knows none of
+        this service's consumers, so each open subscription is attached again."""
+        if self._closed:
+            return
+        for subscription, subscriber in list(self._subscribers.items()):
+            subscriber.in_flight.clear()
+            for name in subscription.queues:
+                q = self._queues.get(name)
+                if q is not None and subscriber not in q.subscribers:
+                    q.subscribers.append(subscriber)
+                    self._dispatch(q)
+        self._wake.set()

@@ -134,6 +134,8 @@ class InMemoryMessagingService(BaseMessagingService):
             payload_fidelity=PayloadFidelity.BYTES,
             max_message_size_bytes=self._config.max_message_size_bytes,
             list_queues=True,
+            # The store lives in this process: a restart of it is a restart of the store.
+            survives_restart=False,
         )
 
     @property

@@ -14,6 +14,7 @@ between :meth:`Harness.open` calls.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -24,11 +25,36 @@ from mqcontract.errors import MessagingError, ProviderClosed
 from mqcontract.service import MessagingService
 from mqcontract.testing.sides import Side
 
-__all__ = ["Harness", "HarnessFactory", "HarnessSettings", "HookUnavailable"]
+__all__ = ["Harness", "HarnessFactory", "HarnessSettings", "HookUnavailable", "PrivateBackend"]
 
 
 class HookUnavailable(Exception):
     """The harness cannot perform this fault or inspection for its provider."""
+
+
+class PrivateBackend(abc.ABC):
+    """A server of the harness's backend that only this run uses, so a rule may crash it.
+
+    Rules run on the shared services, which nobody may restart; the durability rules need
+    one that can be killed and started again on the same storage and port. It is
+    configured as a production queue would be (what makes a returned send durable on,
+    e.g. fsync), and it holds no event-loop-bound object between calls: every case runs
+    in its own loop, and one server serves every case of the run.
+    """
+
+    @abc.abstractmethod
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
+        """A fresh, connected service on this server (closed by the caller)."""
+
+    @abc.abstractmethod
+    async def restart(self, *, crash: bool = True) -> None:
+        """Stop the server (``crash``: SIGKILL, no shutdown of any kind; else a clean
+        stop) and start it again on the same storage and port; return once it accepts
+        connections. Services opened before stay open: they must recover on their own."""
+
+    def describe(self) -> dict[str, str]:
+        """How the server is configured, for reports (never credentials)."""
+        return {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +180,15 @@ class Harness:
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         """Backdoor oracle: ids of every message stored on ``queue`` (any visibility)."""
         raise HookUnavailable(f"{self.name}: no stored_ids backdoor")
+
+    async def private_backend(self) -> PrivateBackend:
+        """A private server of this backend that may be restarted (the DUR rules).
+
+        Started on first use and kept for the run's other cases (starting a server costs
+        seconds); :meth:`teardown` stops it and removes its storage. A harness whose
+        backend has no server to restart (in-process storage) does not offer it.
+        """
+        raise HookUnavailable(f"{self.name}: no private_backend hook")
 
     # -- benchmarks (optional) -----------------------------------------------------------
 

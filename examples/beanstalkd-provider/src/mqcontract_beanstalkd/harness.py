@@ -15,6 +15,9 @@ creating on the same server. ``setup`` checks the server answers (else
   run's tubes, holds messages and is SIGKILLed / SIGSTOPped (``mqcontract_fixtures``).
 * ``kill_listener`` and ``suppress_notifications`` are unavailable: there is no push.
 * ``publish_foreign`` is unavailable: ids are job ids the server assigns.
+* ``private_backend``: a beanstalkd of the run's own with a binlog fsynced on every write
+  (``mqcontract_fixtures.private``), started on first use; the DUR rules crash it.
+  ``teardown`` removes it.
 
 ``raw_sides`` gives ``mqcontract bench`` the bare protocol client (:mod:`._raw`).
 """
@@ -31,9 +34,10 @@ from typing import Any
 
 from mqcontract.clock import VirtualClock
 from mqcontract.service import MessagingService
-from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
+from mqcontract.testing import Harness, HarnessSettings, HookUnavailable, PrivateBackend
 from mqcontract.testing.sides import Side
 from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
+from mqcontract_fixtures.private._server import PrivateSlot, ServerBackend, require
 
 from mqcontract_beanstalkd import __version__
 from mqcontract_beanstalkd._config import (
@@ -63,6 +67,12 @@ class BeanstalkdHarness(Harness):
             "claim is due, but a frozen one cannot, and no heartbeat bounds it (declared: "
             "enforced by the holder, no frozen-holder bound)"
         ),
+        "DUR-3": (
+            "beanstalkd 1.12 writes a job to its binlog when it is put, released, buried or "
+            "deleted, never when it is reserved: after a crash a job's reserve count (the "
+            "receive_count) is the one of its last logged change, so a message received "
+            "once before the crash comes back with receive_count 1, not 2"
+        ),
     }
 
     def __init__(self, name: str, settings: HarnessSettings) -> None:
@@ -73,6 +83,7 @@ class BeanstalkdHarness(Harness):
             base, tube_prefix=f"{base.tube_prefix}_{run}"
         )
         self._facts: dict[str, str] = {}
+        self._private = PrivateSlot(name, self._start_private)
 
     async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         return await connect_beanstalkd(
@@ -93,7 +104,10 @@ class BeanstalkdHarness(Harness):
 
     async def teardown(self) -> None:
         """Empty every tube under this run's prefix (markers, messages)."""
-        await drop_prefix(self.config)
+        try:
+            await drop_prefix(self.config)
+        finally:
+            await self._private.close()
 
     def describe(self) -> dict[str, str]:
         return dict(self._facts)
@@ -168,6 +182,24 @@ class BeanstalkdHarness(Harness):
 
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         return await self._service(service).stored_ids(queue)
+
+    async def private_backend(self) -> PrivateBackend:
+        return await self._private.get()
+
+    async def _start_private(self) -> ServerBackend:
+        from mqcontract_fixtures.private.beanstalkd import PrivateBeanstalkd
+
+        require(PrivateBeanstalkd, "beanstalkd")
+        server = PrivateBeanstalkd()
+        await server.start()
+        config = dataclasses.replace(self.config, url=server.url)
+        timeout = self.settings.config.operation_timeout_seconds
+
+        async def opener(clock: VirtualClock | None) -> MessagingService:
+            return await connect_beanstalkd(config, operation_timeout=timeout)
+
+        facts = {"server": f"private beanstalkd on port {server.port}", **server.settings()}
+        return ServerBackend(server, opener, facts)
 
 
 async def drop_prefix(config: BeanstalkdConfig) -> None:

@@ -146,6 +146,9 @@ class MqttMessagingService(BaseMessagingService):
             producer_assigned_ids=True,
             visibility_enforced_by=VisibilityEnforcer.HOLDER,
             frozen_holder_release_seconds=None,
+            # Mosquitto acknowledges a QoS 1 publish before it saves it and never fsyncs
+            # (autosave is periodic): a broker crash can lose what was acknowledged.
+            survives_restart=False,
         )
         #: Queues whose marker this service has seen (or written).
         self.registry: set[str] = set()

@@ -18,6 +18,9 @@ run and RabbitMQ's a vhost). ``setup`` checks the server answers (else
   separate notification that could be lost while the message is stored.
 * ``publish_foreign`` is unavailable: ids come from the send script's counter, never from
   a producer (``producer_assigned_ids=False``), so no two messages can share one.
+* ``private_backend``: a Redis server of the run's own (``mqcontract_fixtures.private``:
+  AOF on, ``appendfsync always``), started on first use; the DUR rules crash it.
+  ``teardown`` removes it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from typing import Any
 import redis
 from mqcontract.clock import VirtualClock
 from mqcontract.service import MessagingService
-from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
+from mqcontract.testing import Harness, HarnessSettings, HookUnavailable, PrivateBackend
 from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
+from mqcontract_fixtures.private._server import PrivateSlot, ServerBackend, require
 
 from mqcontract_redis_streams import __version__
 from mqcontract_redis_streams._config import PROVIDER_NAME, RedisStreamsConfig, load_settings
@@ -68,6 +72,7 @@ class RedisStreamsHarness(Harness):
             ),
         )
         self._facts: dict[str, str] = {}
+        self._private = PrivateSlot(name, self._start_private)
 
     async def open(self, clock: VirtualClock | None = None) -> MessagingService:
         return await connect_redis_streams(
@@ -88,14 +93,17 @@ class RedisStreamsHarness(Harness):
 
     async def teardown(self) -> None:
         """Delete every key under this run's prefix (registry, queues, id counters)."""
-        service = await connect_redis_streams(self.config, operation_timeout=PROBE_TIMEOUT)
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT * 10):
-                pattern = f"{self.config.key_prefix}:*"
-                async for key in service.client.scan_iter(match=pattern, count=500):
-                    await service.client.delete(key)
+            service = await connect_redis_streams(self.config, operation_timeout=PROBE_TIMEOUT)
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT * 10):
+                    pattern = f"{self.config.key_prefix}:*"
+                    async for key in service.client.scan_iter(match=pattern, count=500):
+                        await service.client.delete(key)
+            finally:
+                await service.close()
         finally:
-            await service.close()
+            await self._private.close()
 
     def describe(self) -> dict[str, str]:
         return dict(self._facts)
@@ -179,6 +187,24 @@ class RedisStreamsHarness(Harness):
 
     async def stored_ids(self, service: MessagingService, queue: str) -> list[int]:
         return await self._service(service).stored_ids(queue)
+
+    async def private_backend(self) -> PrivateBackend:
+        return await self._private.get()
+
+    async def _start_private(self) -> ServerBackend:
+        from mqcontract_fixtures.private.redis import PrivateRedis
+
+        require(PrivateRedis, "redis-server")
+        server = PrivateRedis()
+        await server.start()
+        config = dataclasses.replace(self.config, url=server.url)
+        timeout = self.settings.config.operation_timeout_seconds
+
+        async def opener(clock: VirtualClock | None) -> MessagingService:
+            return await connect_redis_streams(config, operation_timeout=timeout)
+
+        facts = {"server": f"private Redis on port {server.port}", **server.settings()}
+        return ServerBackend(server, opener, facts)
 
 
 async def open_holder(

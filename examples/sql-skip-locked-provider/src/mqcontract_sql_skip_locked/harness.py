@@ -18,6 +18,9 @@ with ``--require-backends``). Hooks:
   ``suppress_notifications`` (PostgreSQL): disables the announcing triggers, then enables
   them again. MariaDB does not push, so neither applies there.
 * Ids come from the table, so ``publish_foreign`` does not apply.
+* ``private_backend``: a server of the run's own (``mqcontract_fixtures.private``:
+  PostgreSQL with fsync and synchronous commit on; MariaDB with the redo log fsynced at
+  every commit), started on first use; the DUR rules crash it; ``teardown`` removes it.
 * ``raw_sides``: the same statements on the bare driver, for ``mqcontract bench``.
 """
 
@@ -36,9 +39,10 @@ from mqcontract._redact import redact
 from mqcontract.clock import VirtualClock
 from mqcontract.errors import BackendUnavailable
 from mqcontract.service import MessagingService
-from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
+from mqcontract.testing import Harness, HarnessSettings, HookUnavailable, PrivateBackend
 from mqcontract.testing.sides import Side
 from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
+from mqcontract_fixtures.private._server import PrivateSlot, ServerBackend, require
 
 from mqcontract_sql_skip_locked import __version__, _mariadb, _postgres
 from mqcontract_sql_skip_locked._config import MARIADB, POSTGRES, SqlQueueConfig, load_settings
@@ -166,6 +170,39 @@ class PostgresHarness(SqlHarness):
     provider = POSTGRES
     known_broken: Mapping[str, str] = {}
 
+    def __init__(self, settings: HarnessSettings) -> None:
+        super().__init__(settings)
+        self._private = PrivateSlot(self.name, self._start_private)
+
+    async def teardown(self) -> None:
+        try:
+            await super().teardown()
+        finally:
+            await self._private.close()
+
+    async def private_backend(self) -> PrivateBackend:
+        return await self._private.get()
+
+    async def _start_private(self) -> ServerBackend:
+        from mqcontract_fixtures.private.postgres import PrivatePostgres
+
+        require(PrivatePostgres, "postgres")
+        server = PrivatePostgres()
+        try:
+            await server.start()
+            url = await server.create_database(self.database)
+        except BaseException:
+            await server.close()
+            raise
+        config = dataclasses.replace(self.config, url=url)
+        timeout = self.settings.config.operation_timeout_seconds
+
+        async def opener(clock: VirtualClock | None) -> MessagingService:
+            return await connect_sql_postgres(config, operation_timeout=timeout)
+
+        facts = {"server": f"private PostgreSQL on port {server.port}", **server.settings()}
+        return ServerBackend(server, opener, facts)
+
     async def _connect(self, operation_timeout: float) -> PostgresQueueService:
         return await connect_sql_postgres(self.config, operation_timeout=operation_timeout)
 
@@ -213,6 +250,39 @@ class MariaDbHarness(SqlHarness):
 
     provider = MARIADB
     known_broken: Mapping[str, str] = {}
+
+    def __init__(self, settings: HarnessSettings) -> None:
+        super().__init__(settings)
+        self._private = PrivateSlot(self.name, self._start_private)
+
+    async def teardown(self) -> None:
+        try:
+            await super().teardown()
+        finally:
+            await self._private.close()
+
+    async def private_backend(self) -> PrivateBackend:
+        return await self._private.get()
+
+    async def _start_private(self) -> ServerBackend:
+        from mqcontract_fixtures.private.mariadb import PrivateMariaDb
+
+        require(PrivateMariaDb, "mariadbd")
+        server = PrivateMariaDb()
+        try:
+            await server.start()
+            await _mariadb.create_database(server.url, self.database, timeout=PROBE_TIMEOUT)
+        except BaseException:
+            await server.close()
+            raise
+        config = dataclasses.replace(self.config, url=server.database_url(self.database))
+        timeout = self.settings.config.operation_timeout_seconds
+
+        async def opener(clock: VirtualClock | None) -> MessagingService:
+            return await connect_sql_mariadb(config, operation_timeout=timeout)
+
+        facts = {"server": f"private MariaDB on port {server.port}", **server.settings()}
+        return ServerBackend(server, opener, facts)
 
     async def _connect(self, operation_timeout: float) -> MariaDbQueueService:
         return await connect_sql_mariadb(self.config, operation_timeout=operation_timeout)

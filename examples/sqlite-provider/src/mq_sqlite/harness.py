@@ -6,6 +6,13 @@ Use it as ``mqcontract verify --provider mq_sqlite.harness:make_harness``.
 that opens the provider on this run's database file, holds messages and is SIGKILLed /
 SIGSTOPped. A claim is a ``visible_at`` time in the file, so the database returns the
 messages when it passes, whatever became of the holder.
+
+``private_backend`` is a database file of its own with ``synchronous=FULL`` (what an
+application that must not lose a commit even to a power cut sets; WAL's ``NORMAL`` can
+lose the last commits then). SQLite has no server: the provider's process is the
+server, so a restart is what that process's death leaves behind: every connection
+opened on the file is cut at once (statements interrupted, handles closed, nothing
+committed by them), and the services open the file again on their next call.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import dataclasses
 import shutil
 import sqlite3
 import tempfile
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -22,6 +30,7 @@ from typing import Any
 
 from mqcontract import SupportsPushNotifications, VirtualClock
 from mqcontract.errors import BackendUnavailable
+from mqcontract.testing import PrivateBackend
 from mqcontract_conformance import Harness, HarnessSettings, HookUnavailable
 from mqcontract_fixtures.holders import Opener, crash_holder, freeze_holder
 
@@ -35,6 +44,27 @@ def run_directory(run_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"mq_sqlite_{run_id}"
 
 
+class PrivateFile(PrivateBackend):
+    """A database file of its own whose "restart" cuts every connection opened on it."""
+
+    def __init__(self, settings: SqliteSettings, operation_timeout: float) -> None:
+        self.settings = settings
+        self.operation_timeout = operation_timeout
+        self._services: weakref.WeakSet[SqliteQueue] = weakref.WeakSet()
+
+    async def open(self, clock: VirtualClock | None = None) -> SqliteQueue:
+        service = await SqliteQueue.connect(self.settings, operation_timeout=self.operation_timeout)
+        self._services.add(service)
+        return service
+
+    async def restart(self, *, crash: bool = True) -> None:
+        for service in list(self._services):
+            await service.cut_connection()
+
+    def describe(self) -> dict[str, str]:
+        return {"server": "none (embedded)", "synchronous": self.settings.synchronous}
+
+
 class SqliteHarness(Harness):
     known_broken: Mapping[str, str] = {}
 
@@ -44,6 +74,7 @@ class SqliteHarness(Harness):
         self.directory = run_directory(settings.run_id)
         self.sqlite = dataclasses.replace(configured, path=str(self.directory / "queues.db"))
         self._facts: dict[str, str] = {}
+        self._private: PrivateFile | None = None
 
     async def _connect(self) -> SqliteQueue:
         return await SqliteQueue.connect(
@@ -72,6 +103,15 @@ class SqliteHarness(Harness):
 
     async def teardown(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self.directory, True)
+
+    async def private_backend(self) -> PrivateBackend:
+        """A file beside the run's own, kept for the run; removed with the run's directory."""
+        if self._private is None:
+            path = str(self.directory / "private.db")
+            settings = dataclasses.replace(self.sqlite, path=path, synchronous="FULL")
+            timeout = self.settings.config.operation_timeout_seconds
+            self._private = PrivateFile(settings, timeout)
+        return self._private
 
     async def open(self, clock: VirtualClock | None = None) -> SupportsPushNotifications:
         return await self._connect()

@@ -1,0 +1,242 @@
+"""DUR on real servers: private servers keep what they confirmed across a SIGKILL, the
+harness hook is started once and removed by teardown, and the rules fail a server run
+without the durability settings (the in-process specimens are in test_broken_providers)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mqcontract.clock import VirtualClock
+from mqcontract.config import MessagingConfig
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.service import MessagingService
+from mqcontract.testing import Harness, HarnessSettings
+from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.rules import get_rule
+from mqcontract_conformance.runner import CaseOutcome, run_case
+from mqcontract_conformance.timing import TimingProfile
+from mqcontract_fixtures.memory import MemoryHarness
+from mqcontract_fixtures.private._probe import ask
+from mqcontract_fixtures.private._server import ServerBackend, ServerProcess, _group_alive
+from mqcontract_fixtures.private.beanstalkd import PrivateBeanstalkd
+from mqcontract_fixtures.private.mariadb import PrivateMariaDb
+from mqcontract_fixtures.private.postgres import PrivatePostgres
+from mqcontract_fixtures.private.redis import PrivateRedis
+
+
+def _needs(server: type[ServerProcess]) -> None:
+    if server.binary() is None:
+        pytest.skip(f"{server.name} is not installed")
+
+
+def _run(harness: Harness, rule_id: str) -> CaseOutcome:
+    return asyncio.run(run_case(harness, get_rule(rule_id), TimingProfile(), "dur"))
+
+
+async def _write_postgres(server: PrivatePostgres) -> None:
+    conn = await server.connect()
+    try:
+        await conn.execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)")
+    finally:
+        await conn.close()
+
+
+async def _read_postgres(server: PrivatePostgres) -> bool:
+    conn = await server.connect()
+    try:
+        return bool(await conn.fetchval("SELECT x = 7 FROM kept"))
+    finally:
+        await conn.close()
+
+
+async def _write_redis(server: PrivateRedis) -> None:
+    assert await ask(server.port, b"SET kept 7\r\n") == b"+OK\r\n"
+
+
+async def _read_redis(server: PrivateRedis) -> bool:
+    return await ask(server.port, b"GET kept\r\n") == b"$1\r\n"
+
+
+async def _write_beanstalkd(server: PrivateBeanstalkd) -> None:
+    assert await ask(server.port, b"put 0 0 60 1\r\nx\r\n") == b"INSERTED 1\r\n"
+
+
+async def _read_beanstalkd(server: PrivateBeanstalkd) -> bool:
+    return (await ask(server.port, b"peek 1\r\n")).startswith(b"FOUND 1")
+
+
+Probe = Callable[[Any], Coroutine[Any, Any, Any]]
+
+
+async def _mariadb(server: PrivateMariaDb, *statements: str) -> list[Any]:
+    import aiomysql  # type: ignore[import-untyped]
+
+    conn = await aiomysql.connect(host="127.0.0.1", port=server.port, user="root", autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            for statement in statements:
+                await cur.execute(statement)
+            return list(await cur.fetchall())
+    finally:
+        conn.close()
+
+
+async def _write_mariadb(server: PrivateMariaDb) -> None:
+    await _mariadb(
+        server, "CREATE DATABASE d", "CREATE TABLE d.kept (x int)", "INSERT INTO d.kept VALUES (7)"
+    )
+
+
+async def _read_mariadb(server: PrivateMariaDb) -> bool:
+    return await _mariadb(server, "SELECT x FROM d.kept") == [(7,)]
+
+
+SERVERS: list[tuple[type[ServerProcess], Probe, Probe]] = [
+    (PrivatePostgres, _write_postgres, _read_postgres),
+    (PrivateRedis, _write_redis, _read_redis),
+    (PrivateBeanstalkd, _write_beanstalkd, _read_beanstalkd),
+    (PrivateMariaDb, _write_mariadb, _read_mariadb),
+]
+
+
+@pytest.mark.parametrize(("cls", "write", "read"), SERVERS, ids=lambda v: getattr(v, "name", ""))
+def test_a_private_server_keeps_a_confirmed_write_across_a_sigkill(
+    cls: type[ServerProcess], write: Probe, read: Probe
+) -> None:
+    _needs(cls)
+    server = cls()
+    try:
+        asyncio.run(server.start())
+        asyncio.run(write(server))
+        # Another event loop, as the next case has: nothing of the server belongs to one.
+        asyncio.run(server.restart(crash=True))
+        assert asyncio.run(read(server))
+        assert server.timings["restart"][0] > 0
+    finally:
+        asyncio.run(server.close())
+    assert not server.root.exists()
+
+
+def test_a_crash_leaves_no_process_of_the_server_behind() -> None:
+    _needs(PrivatePostgres)
+    server = PrivatePostgres()
+    try:
+        asyncio.run(server.start())
+        assert server.proc is not None
+        group = server.proc.pid
+        assert _group_alive(group)
+        asyncio.run(server.kill())
+        assert not _group_alive(group)  # the postmaster and every backend it forked
+        assert not server.running
+    finally:
+        asyncio.run(server.close())
+
+
+def test_a_server_that_cannot_start_says_why() -> None:
+    _needs(PrivateRedis)
+
+    class Misconfigured(PrivateRedis):
+        def settings(self) -> dict[str, str]:
+            return {**super().settings(), "appendfsync": "sometimes"}
+
+    server = Misconfigured()
+    try:
+        with pytest.raises(Exception, match="exited"):
+            asyncio.run(server.start(timeout=10))
+    finally:
+        asyncio.run(server.close())
+
+
+def test_a_store_inside_the_process_claims_no_durability() -> None:
+    harness = MemoryHarness("memory", HarnessSettings(config=MessagingConfig(), run_id="dur"))
+    assert _run(harness, "DUR-1").outcome is Outcome.NOT_CLAIMED
+
+
+def test_a_durable_provider_without_a_private_backend_needs_the_hook() -> None:
+    async def durable_memory(config: MessagingConfig) -> MessagingService:
+        service = InMemoryMessagingService(config.memory)
+        service._capabilities = dataclasses.replace(service.capabilities, survives_restart=True)
+        return service
+
+    harness = Harness(
+        "durable-memory", HarnessSettings(config=MessagingConfig(), run_id="dur"), durable_memory
+    )
+    outcome = _run(harness, "DUR-1")
+    assert outcome.outcome is Outcome.NEEDS_HOOK
+    assert "private_backend" in outcome.reason
+
+
+def _redis_harness(server_cls: type[PrivateRedis]) -> Harness:
+    pytest.importorskip("mqcontract_redis_streams")
+    from mqcontract_redis_streams.harness import RedisStreamsHarness
+    from mqcontract_redis_streams.service import connect_redis_streams
+
+    class OnServer(RedisStreamsHarness):
+        async def _start_private(self) -> ServerBackend:
+            server = server_cls()
+            await server.start()
+            config = dataclasses.replace(self.config, url=server.url)
+
+            async def opener(clock: VirtualClock | None) -> MessagingService:
+                return await connect_redis_streams(config, operation_timeout=5.0)
+
+            return ServerBackend(server, opener, {})
+
+    settings = HarnessSettings(config=MessagingConfig(), run_id=f"dur{os.getpid()}")
+    return OnServer("redis-streams", settings)
+
+
+def test_the_private_backend_is_started_once_and_removed_at_teardown() -> None:
+    _needs(PrivateRedis)
+    harness = _redis_harness(PrivateRedis)
+    first = asyncio.run(harness.private_backend())
+    again = asyncio.run(harness.private_backend())  # another loop, the same server
+    assert first is again
+    assert isinstance(first, ServerBackend)
+    root: Path = first.server.root
+    assert first.server.running
+    try:
+        assert _run(harness, "DUR-1").outcome is Outcome.PASSED
+    finally:
+        asyncio.run(harness._private.close())  # type: ignore[attr-defined]
+    assert not root.exists()
+
+
+class _ForgetfulRedis(PrivateRedis):
+    """Redis as it runs by default without a config file's persistence: nothing on disk."""
+
+    def settings(self) -> dict[str, str]:
+        return {"appendonly": "no", "save": ""}
+
+
+def test_dur_1_fails_a_redis_that_keeps_its_data_only_in_memory() -> None:
+    _needs(PrivateRedis)
+    harness = _redis_harness(_ForgetfulRedis)
+    try:
+        with pytest.raises(ContractViolation, match=r"\[DUR-1\].*not received"):
+            _run(harness, "DUR-1")
+    finally:
+        asyncio.run(harness._private.close())  # type: ignore[attr-defined]
+
+
+def test_a_private_mosquitto_starts_and_restarts_on_its_own_port() -> None:
+    from mqcontract_fixtures.private.mosquitto import PrivateMosquitto
+
+    _needs(PrivateMosquitto)
+    server = PrivateMosquitto()
+    try:
+        asyncio.run(server.start())
+        asyncio.run(server.restart(crash=True))
+        assert server.running
+        assert "persistence true" in server.config_file.read_text()
+    finally:
+        asyncio.run(server.close())
+    assert not server.root.exists()
