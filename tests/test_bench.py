@@ -70,3 +70,34 @@ def test_the_command_writes_json_and_markdown(tmp_path: Path) -> None:
     assert main([*args, "-q", "--json", str(out), "--markdown", str(md)]) == 0
     assert json.loads(out.read_text())["command"].startswith("mqcontract bench --provider memory")
     assert "## memory" in md.read_text()
+
+
+async def test_the_provider_side_settles_a_received_batch_with_ack_claims() -> None:
+    from collections.abc import Sequence
+
+    from mqcontract.messages import ClaimRef
+    from mqcontract.providers.memory import InMemoryMessagingService
+    from mqcontract_conformance.bench._provider_side import ProviderSide
+
+    class Counting(InMemoryMessagingService):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+            self.singles = 0
+
+        async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+            self.batches.append(len(claims))
+            return await super().ack_claims(queue, claims)
+
+        async def ack_claim(self, queue: str, claim: ClaimRef) -> None:
+            self.singles += 1
+            await super().ack_claim(queue, claim)
+
+    service = Counting()
+    side = ProviderSide(service, poll_interval=None)
+    await service.create_queue("q")
+    await side.send_batch("q", [b"%d" % i for i in range(12)], 5)
+    assert await side.receive_ack("q", 10, 5) == 10
+    assert (service.batches, service.singles) == ([5, 5], 0)
+    assert await side.receive_ack("q", 2, 1) == 2  # one at a time: ack_claim
+    assert (service.batches, service.singles) == ([5, 5], 2)

@@ -330,3 +330,47 @@ async def test_stop_never_releases_a_claim_someone_else_holds_now() -> None:
     assert await service.receive_messages("jobs", 10, 5) == []
     assert await service.ack_claims("jobs", taken) == [True] * 5
     await service.close()
+
+
+class _GatedAcks(InMemoryMessagingService):
+    """Each ``ack_claims`` waits for ``gate``: a confirmation that takes a round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.called = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+        self.calls.append(len(claims))
+        self.called.set()
+        await self.gate.wait()
+        return await super().ack_claims(queue, claims)
+
+
+async def test_acks_handed_over_during_a_confirmation_start_at_once_up_to_the_depth() -> None:
+    from mqcontract.events.settlement import Settler
+
+    service = _GatedAcks()
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"%d" % i for i in range(6)])
+    held = await service.receive_messages("jobs", 6, 30)
+    outcomes: dict[int, bool | object] = {}
+    settler = Settler(service, lambda m, o: outcomes.__setitem__(m.msg_id, o), bound=10, depth=2)
+    settler.start()
+    await settler.ack(held[0])
+    await asyncio.wait_for(service.called.wait(), 5)
+    service.called.clear()
+    await settler.ack(held[1])
+    await asyncio.wait_for(service.called.wait(), 5)  # did not wait for the first
+    for message in held[2:]:
+        await settler.ack(message)
+    for _ in range(10):  # loop turns, not time: both batches are still unconfirmed
+        await asyncio.sleep(0)
+    assert service.calls == [1, 1]  # the depth reached: the rest wait, gathered
+    assert outcomes == {}  # nothing counts before its confirmation
+    service.gate.set()
+    await asyncio.wait_for(settler.drain(), 5)
+    await settler.close()
+    assert service.calls == [1, 1, 4]
+    assert outcomes == {m.msg_id: True for m in held}

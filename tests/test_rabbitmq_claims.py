@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiormq
+import aiormq.abc
 import pytest
 
-from mqcontract.errors import MessageNotFound, StaleClaim, StaleReason
+from mqcontract.errors import MessageNotFound, QueueNotFound, StaleClaim, StaleReason
 from mqcontract.messages import Message, QueuedMessage
 from mqcontract.providers.rabbitmq import RabbitMqMessagingService
 from mqcontract.service import MessagingService
@@ -206,22 +207,37 @@ async def test_another_services_claim_is_not_held_here(
 # -- many acks, one read-back ----------------------------------------------------------
 
 
+def _acks_in(payload: bytes) -> int:
+    """How many ``basic.ack`` frames a write carries (frames: type, channel, size,
+    payload, end; an ack is a method frame of class 60, method 80)."""
+    if payload.startswith(b"AMQP"):  # the protocol header opening a connection
+        return 0
+    acks, at = 0, 0
+    while at + 7 <= len(payload):
+        kind, size = payload[at], int.from_bytes(payload[at + 3 : at + 7], "big")
+        acks += kind == 1 and payload[at + 7 : at + 11] == b"\x00\x3c\x00\x50"
+        at += 8 + size
+    return acks
+
+
 @pytest.fixture
 def frames(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Counts ack frames and read-backs (passive declares of ``amq.direct``) sent."""
+    """Counts ack frames written and read-backs (passive declares of ``amq.direct``)."""
     counts = {"ack": 0, "read_back": 0}
-    ack, declare = aiormq.Channel.basic_ack, aiormq.Channel.exchange_declare
+    init, declare = aiormq.abc.ChannelFrame.__init__, aiormq.Channel.exchange_declare
 
-    async def counted_ack(self: aiormq.Channel, *args: Any, **kwargs: Any) -> None:
-        counts["ack"] += 1
-        await ack(self, *args, **kwargs)
+    def counted_init(
+        self: aiormq.abc.ChannelFrame, payload: bytes, *args: Any, **kwargs: Any
+    ) -> None:
+        counts["ack"] += _acks_in(payload)
+        init(self, payload, *args, **kwargs)
 
     async def counted_declare(self: aiormq.Channel, *args: Any, **kwargs: Any) -> Any:
         if args[:1] == ("amq.direct",) and kwargs.get("passive"):
             counts["read_back"] += 1
         return await declare(self, *args, **kwargs)
 
-    monkeypatch.setattr(aiormq.Channel, "basic_ack", counted_ack)
+    monkeypatch.setattr(aiormq.abc.ChannelFrame, "__init__", counted_init)
     monkeypatch.setattr(aiormq.Channel, "exchange_declare", counted_declare)
     return counts
 
@@ -252,3 +268,20 @@ async def test_ack_claims_settles_received_and_pushed_claims_together(
     received = await _receive(service, queue, 1)
     assert await service.ack_claims(queue, [*pushed, *received]) == [True, True, True]
     assert await service.receive_messages(queue, 10, 60) == []
+
+
+# -- subscribing -----------------------------------------------------------------------
+
+
+async def test_a_subscription_naming_a_missing_queue_fails_before_consuming_anything(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    await service.send_message(queue, b"waiting")
+    missing = f"t_rmq_missing_{uuid.uuid4().hex[:10]}"
+    with pytest.raises(QueueNotFound):
+        await service.subscribe(missing)
+    with pytest.raises(QueueNotFound):
+        await service.subscribe_many([queue, missing])
+    (got,) = await _receive(service, queue, 1)
+    assert got.receive_count == 1  # never delivered to the failed subscription
+    assert not await service.queue_exists(missing)

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pamqp.frame
 import pytest
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelInvalidStateError
@@ -23,28 +24,52 @@ from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import Claim, Message, QueuedMessage
 from mqcontract.providers.rabbitmq._holds import ENQUEUED_AT_HEADER, Holds
 from mqcontract.providers.rabbitmq._ids import MessageIdGenerator
-from mqcontract.providers.rabbitmq._settlement import SettlingChannel
+from mqcontract.providers.rabbitmq._settlement import SettlingChannel, ack_frames
 from mqcontract.providers.rabbitmq._tasks import Background
 
 WITHIN = 2.0  # seconds any background frame may take to be sent
 
 
+class _Writes(asyncio.Queue[Any]):
+    """A fake channel's write queue: what is written is decoded into its frames."""
+
+    def __init__(self, channel: FakeChannel) -> None:
+        super().__init__()
+        self._channel = channel
+
+    async def put(self, item: Any) -> None:
+        if self._channel.fail_frames is not None:
+            raise self._channel.fail_frames
+        self._channel.writes += 1
+        data: bytes = item.payload
+        while data:
+            used, number, frame = pamqp.frame.unmarshal(data)
+            assert number == self._channel.number
+            assert isinstance(frame, spec.Basic.Ack)
+            assert not frame.multiple
+            self._channel.frames.append(("ack", frame.delivery_tag))
+            data = data[used:]
+
+
 class FakeChannel:
     """Records settlement frames; fails them on request."""
+
+    number = 1
 
     def __init__(self) -> None:
         self.is_closed = False
         self.frames: list[tuple[str, int]] = []
+        self.writes = 0
         self.read_backs = 0
+        self.read_backs_started = 0
+        self.read_back_started = asyncio.Event()
+        #: While set and not yet fired, a read-back waits for it (one in flight).
+        self.read_back_gate: asyncio.Event | None = None
         self.fail_frames: BaseException | None = None
         self.fail_read_back: BaseException | None = None
         self.nacked = asyncio.Event()
         self.closed = asyncio.Event()
-
-    async def basic_ack(self, delivery_tag: int) -> None:
-        if self.fail_frames is not None:
-            raise self.fail_frames
-        self.frames.append(("ack", delivery_tag))
+        self.write_queue: asyncio.Queue[Any] = _Writes(self)
 
     async def basic_nack(
         self, delivery_tag: int, multiple: bool = False, requeue: bool = True
@@ -57,6 +82,10 @@ class FakeChannel:
 
     async def exchange_declare(self, exchange: str = "", *, passive: bool = False) -> Any:
         assert (exchange, passive) == ("amq.direct", True)
+        self.read_backs_started += 1
+        self.read_back_started.set()
+        if self.read_back_gate is not None:
+            await self.read_back_gate.wait()
         if self.fail_read_back is not None:
             raise self.fail_read_back
         self.read_backs += 1
@@ -99,9 +128,9 @@ async def holds() -> AsyncIterator[Holds]:
 
 
 def test_an_aiormq_channel_is_a_settling_channel() -> None:
-    from aiormq.abc import AbstractChannel
+    from aiormq import Channel
 
-    def settling(channel: AbstractChannel) -> SettlingChannel:
+    def settling(channel: Channel) -> SettlingChannel:
         return channel  # mypy checks the seam: aiormq's channel satisfies the protocol
 
     assert settling is not None
@@ -140,12 +169,22 @@ async def test_a_nack_of_a_received_message_needs_no_read_back_but_a_pushed_one_
     assert await _stale(holds, _claim(received)) is StaleReason.LAPSED  # released
 
 
-async def test_acks_sent_together_share_one_read_back(holds: Holds) -> None:
+async def test_acks_sent_during_a_read_back_share_the_next_one(holds: Holds) -> None:
     channel = FakeChannel()
-    got = [holds.hold("q", channel, _delivery(n, tag=n), 60) for n in range(1, 4)]
-    await asyncio.gather(*(holds.settle("q", _claim(m), ack=True) for m in got))
-    assert sorted(channel.frames) == [("ack", 1), ("ack", 2), ("ack", 3)]
-    assert channel.read_backs == 1
+    channel.read_back_gate = asyncio.Event()
+    got = [holds.hold("q", channel, _delivery(n, tag=n), 60) for n in range(1, 5)]
+    first = asyncio.ensure_future(holds.settle("q", _claim(got[0]), ack=True))
+    await asyncio.wait_for(channel.read_back_started.wait(), WITHIN)
+    rest = asyncio.gather(*(holds.settle("q", _claim(m), ack=True) for m in got[1:]))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not first.done()  # none returns before its read-back
+    assert not rest.done()
+    assert channel.read_backs_started == 1  # one in flight at a time per channel
+    channel.read_back_gate.set()
+    await asyncio.wait_for(asyncio.gather(first, rest), WITHIN)
+    assert sorted(channel.frames) == [("ack", n) for n in range(1, 5)]
+    assert channel.read_backs == 2  # the three acks sent meanwhile shared the second
 
 
 async def test_a_channel_closed_before_the_frame_is_a_stale_claim(holds: Holds) -> None:
@@ -279,6 +318,7 @@ async def test_ack_many_sends_every_frame_then_one_read_back(holds: Holds) -> No
     results = await holds.ack_many("q", [*claims, claims[1]])  # a claim twice: once
     assert results == [False, True, True, True, True, False]
     assert channel.frames == [("ack", n) for n in range(1, 6)]
+    assert channel.writes == 2  # the four acks went out in one write
     assert channel.read_backs == 2  # one for the single ack, one for all four
 
 
@@ -351,3 +391,9 @@ async def test_classic_counts_of_messages_sharing_an_id_stay_apart(holds: Holds)
     # Alike in everything: a redelivery reports 2, the bound that holds for each.
     assert [count(b"same", 11, False), count(b"same", 12, False)] == [1, 1]
     assert [count(b"same", 13, True), count(b"same", 14, True)] == [2, 2]
+
+
+def test_ack_frames_are_the_bytes_pamqp_makes() -> None:
+    tags = [1, 2, 255, 65_536, 2**32 + 7, 2**63 - 1]
+    expected = b"".join(pamqp.frame.marshal(spec.Basic.Ack(delivery_tag=t), 7) for t in tags)
+    assert ack_frames(7, tags) == expected

@@ -5,6 +5,10 @@ run: through the mqcontract provider (and its event system), with the raw driver
 (asyncpg calling PGMQ's functions; aio-pika), and for PGMQ with the ``pgmq`` PyPI
 client. Rounds interleave the sides and ratios are taken per round, so a noisy shared
 machine skews all sides alike. Benchmarks print figures; nothing fails on a number.
+
+``mqcontract bench scaling`` (``_scaling*``) measures how each provider's cost grows: event
+system throughput by workers and processes, push latency at fractions of the measured
+capacity, and cost per message by batch size, as tables and SVG plots.
 """
 
 from __future__ import annotations

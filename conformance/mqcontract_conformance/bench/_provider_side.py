@@ -45,7 +45,7 @@ class ProviderSide:
         self._poll_interval = poll_interval
         self.description = (
             f"mqcontract {service.provider_name} provider: send_message, send_batch, "
-            "receive_messages + ack_claim; QueueConsumer for consuming"
+            "receive_messages + ack_claim (a batch: ack_claims); QueueConsumer for consuming"
         )
 
     async def open(self) -> None:
@@ -64,6 +64,13 @@ class ProviderSide:
             await self.service.send_batch(queue, chunk)
 
     async def receive_ack(self, queue: str, count: int, limit: int) -> int:
+        """One at a time with ``ack_claim``; a batch settled with ``ack_claims``.
+
+        ``ack_claims`` is the contract's way to settle a batch, as the event system
+        does: it settles each claim (RabbitMQ: one ``basic.ack`` per delivery, as raw
+        aio-pika sends) and confirms them together, where ``ack_claim`` would confirm
+        each alone.
+        """
         service = self.service
         acked = 0
         while acked < count:
@@ -72,9 +79,14 @@ class ProviderSide:
             )
             if not claimed:
                 break
-            for message in claimed:
-                await service.ack_claim(queue, message)
-            acked += len(claimed)
+            if len(claimed) == 1:
+                await service.ack_claim(queue, claimed[0])
+                acked += 1
+            else:
+                settled = await service.ack_claims(queue, claimed)
+                acked += sum(settled)
+                if not all(settled):
+                    break  # a claim went stale: the caller reports the shortfall
         return acked
 
     def consumer(

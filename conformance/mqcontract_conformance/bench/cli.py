@@ -13,6 +13,7 @@ from pathlib import Path
 from ._progress import Progress
 from ._report import render_markdown, render_text
 from ._runner import BenchSettings, run_bench
+from ._scaling_cli import register_scaling
 
 __all__ = ["register"]
 
@@ -127,3 +128,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--markdown", metavar="PATH", help="write the results as Markdown")
     bench.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     bench.set_defaults(func=_run)
+    nested = bench.add_subparsers(
+        title="more measurements", dest="bench_command", metavar="{scaling}"
+    )
+    register_scaling(nested)

@@ -9,7 +9,10 @@
 ``restart``    PostgreSQL restarted (only on a private cluster the run started itself)
 =============  =========================================================================
 
-Each tick hits the next consumer's provider in turn, so every consumer is hit.
+Each tick hits the next consumer's provider in turn, so every consumer is hit. The
+cluster faults (``leader-kill``, ``partition``) need ``--cluster`` and are run by
+:class:`~mqcontract_conformance.stress._cluster_faults.ClusterFaultInjector`; both kinds
+of injector look alike to the run (:class:`Injector`).
 """
 
 from __future__ import annotations
@@ -17,14 +20,40 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from mqcontract.service import MessagingService
+from mqcontract_conformance.stress._cluster_faults import CLUSTER_FAULTS
 
-__all__ = ["FAULTS", "FaultInjector"]
+__all__ = ["FAULTS", "SERVICE_FAULTS", "FaultInjector", "Injector"]
 
 log = logging.getLogger(__name__)
 
-FAULTS = ("none", "listener", "pool", "connection", "restart")
+#: Faults against one provider's connections or its single server.
+SERVICE_FAULTS = ("none", "listener", "pool", "connection", "restart")
+FAULTS = SERVICE_FAULTS + CLUSTER_FAULTS
+
+
+class Injector(Protocol):
+    """What the run needs of an injector."""
+
+    kind: str
+    injected: int
+    errors: list[str]
+
+    @property
+    def active(self) -> bool:
+        """A fault is in progress (the run waits for it to end)."""
+        ...
+
+    async def run(self) -> None:
+        """Inject until cancelled."""
+        ...
+
+    def summary(self) -> dict[str, Any]:
+        """The ``faults`` section of the account."""
+        ...
+
 
 Hook = Callable[[MessagingService], Awaitable[None]]
 
@@ -42,8 +71,8 @@ class FaultInjector:
         sever_connection: Hook,
         restart: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {kind!r}; choose from {', '.join(FAULTS)}")
+        if kind not in SERVICE_FAULTS:
+            raise ValueError(f"unknown fault {kind!r}; choose from {', '.join(SERVICE_FAULTS)}")
         self.kind = kind
         self.interval = interval
         self._targets = list(targets)
@@ -52,6 +81,15 @@ class FaultInjector:
         self._restart = restart
         self.injected = 0
         self.errors: list[str] = []
+
+    @property
+    def active(self) -> bool:
+        """Each fault is instantaneous: never in progress between ticks."""
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        """The ``faults`` section of the account."""
+        return {"kind": self.kind, "injected": self.injected, "errors": self.errors[:5]}
 
     async def inject_once(self, target: MessagingService) -> None:
         """One fault of this kind against ``target``."""

@@ -7,6 +7,12 @@ of its own; RabbitMQ: a virtual host of its own), starts ``producers`` tasks sen
 then runs past its visibility timeout, and otherwise succeeds. It injects the chosen fault
 every few seconds, waits (bounded) until every confirmed message is acked, stops, drains
 what is left, and returns the :class:`~mqcontract_conformance.stress.account.Account`.
+
+With ``cluster`` (3 or more) the provider runs on a private cluster the run starts
+(:mod:`._clusters`), and the cluster faults (``leader-kill``, ``partition``) are
+available; the account then states, before the load, what the provider promises under
+that fault (:mod:`._promises`), and afterwards the fault timeline and whether the promise
+held.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import random
 import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -31,9 +38,16 @@ from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import MessagingService
 from mqcontract_conformance.stress._cluster import PrivateCluster
-from mqcontract_conformance.stress._faults import FAULTS, FaultInjector
+from mqcontract_conformance.stress._cluster_faults import CLUSTER_FAULTS, ClusterFaultInjector
+from mqcontract_conformance.stress._faults import FAULTS, FaultInjector, Injector
+from mqcontract_conformance.stress._promises import promise_for
 from mqcontract_conformance.stress._recording import RecordingService
 from mqcontract_conformance.stress.account import Account, Ledger
+from mqcontract_conformance.stress.clusters import (
+    CLUSTER_PROVIDERS,
+    ClusterBackend,
+    load_cluster_opener,
+)
 
 __all__ = ["StressSettings", "run_stress"]
 
@@ -74,6 +88,13 @@ class StressSettings:
     #: handler that overran its claim and then nacks releases the claim of the consumer
     #: that holds the message now, which can then be processed twice.
     nack_on_failure: bool = False
+    #: Nodes of a private cluster to run on (0: the configured backend).
+    cluster: int = 0
+    #: How long a cluster fault lasts (node down, or cut off), seconds.
+    fault_duration: float = 5.0
+    #: ``module:attribute`` of the cluster opener (default: the ``mqcontract.clusters``
+    #: entry point named like the provider).
+    cluster_factory: str | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigurationError`` for settings no run can honour."""
@@ -89,6 +110,8 @@ class StressSettings:
             "fault": self.fault in FAULTS,
             "fault_interval": self.fault_interval > 0,
             "max_seconds": self.max_seconds > 0,
+            "cluster": self.cluster == 0 or 3 <= self.cluster <= 7,
+            "fault_duration": self.fault_duration > 0,
         }
         for key, ok in checks.items():
             if not ok:
@@ -97,6 +120,14 @@ class StressSettings:
             raise ConfigurationError(
                 "stress.fault", self.fault, "restart is only available for pgmq"
             )
+        if self.cluster and self.provider not in CLUSTER_PROVIDERS:
+            raise ConfigurationError(
+                "stress.cluster", self.provider, f"only for {', '.join(CLUSTER_PROVIDERS)}"
+            )
+        if self.fault in CLUSTER_FAULTS and not self.cluster:
+            raise ConfigurationError("stress.fault", self.fault, "needs --cluster 3")
+        if self.cluster and self.fault in ("restart", "pool"):
+            raise ConfigurationError("stress.fault", self.fault, "not available on a cluster")
 
 
 def _payload(key: str) -> bytes:
@@ -191,7 +222,7 @@ class _Run:
         """Every confirmed message committed (its ack may have failed: see drain)."""
         return self.producers_done.is_set() and self.ledger.outstanding() == 0
 
-    def progress_line(self, faults: FaultInjector | None) -> str:
+    def progress_line(self, faults: Injector | None) -> str:
         ledger, s = self.ledger, self.s
         injected = (
             f" faults {faults.injected}" if faults is not None and faults.kind != "none" else ""
@@ -204,7 +235,7 @@ class _Run:
             f"{injected} {time.monotonic() - self.started:.0f}s"
         )
 
-    async def report_progress(self, faults: FaultInjector | None) -> None:
+    async def report_progress(self, faults: Injector | None) -> None:
         if self.out is None:
             return
         tty = self.out.isatty()
@@ -215,14 +246,19 @@ class _Run:
             self.out.write(f"\r{line}   " if tty else f"{line}\n")
             self.out.flush()
 
-    async def wait_until_done(self, faults: FaultInjector) -> bool:
+    async def wait_until_done(self, faults: Injector) -> bool:
         """Poll the ledger until every confirmed message is processed, within the bound.
 
-        A faulted run also lasts until its first fault was attempted: a load faster than
-        ``fault_interval`` would otherwise report a faulted account with no fault in it.
+        A faulted run also lasts until its first fault was attempted, and until a fault in
+        progress has ended (its node back): a load faster than ``fault_interval`` would
+        otherwise report a faulted account with no fault in it.
         """
         deadline = self.started + self.s.max_seconds
-        while not self.done() or not (faults.kind == "none" or faults.injected or faults.errors):
+        while (
+            not self.done()
+            or not (faults.kind == "none" or faults.injected or faults.errors)
+            or faults.active
+        ):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.1)
@@ -286,6 +322,8 @@ async def run_stress(
     """Run the load (see the module docstring) and return its account."""
     settings.validate()
     config = config or load_config(validate_backend=False)
+    if settings.cluster:
+        return await _run_on_cluster(settings, config, out)
     cluster: PrivateCluster | None = None
     if settings.fault == "restart":
         cluster = PrivateCluster()
@@ -320,16 +358,59 @@ def _tuned(config: MessagingConfig, settings: StressSettings) -> MessagingConfig
     )
 
 
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the run, restored afterwards (a provider reads its
+    URL from the environment before its configuration file)."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+async def _run_on_cluster(
+    settings: StressSettings, config: MessagingConfig, out: IO[str] | None
+) -> Account:
+    """Start the private cluster, run on it, state the promise and check it."""
+    run = _Run(settings, out)
+    opener = load_cluster_opener(settings.provider, settings.cluster_factory)
+    # The harness gives the run this virtual host (mqcontract_fixtures.rabbitmq.run_vhost).
+    vhost = f"mqcontract_stress{run.token}"
+    backend = await opener(
+        settings.provider, settings.cluster, netns=settings.fault == "partition", vhost=vhost
+    )
+    try:
+        promise = promise_for(settings.provider, settings.fault)
+        if out is not None:
+            out.write(f"[stress {settings.provider}] cluster of {settings.cluster} up; ")
+            out.write(f"promise under {settings.fault}: {promise.text}\n")
+        with _environment(backend.environment()):
+            account = await _run(settings, backend.configure(config), out, None, backend, run)
+    finally:
+        await backend.close()
+    account.extra["cluster"] = backend.describe()
+    account.extra["promise"] = promise.check(account.to_dict())
+    return account
+
+
 async def _run(
     settings: StressSettings,
     config: MessagingConfig,
     out: IO[str] | None,
     cluster: PrivateCluster | None,
+    backend: ClusterBackend | None = None,
+    run: _Run | None = None,
 ) -> Account:
     from mqcontract.testing import Harness, HarnessSettings
     from mqcontract_conformance.harnesses import load_harness
 
-    run = _Run(settings, out)
+    run = run or _Run(settings, out)
     harness = load_harness(
         settings.provider,
         HarnessSettings(
@@ -360,7 +441,11 @@ async def _run(
             if svc is not producer:
                 services.append(svc)
             consumer_services.append(svc)
+        if backend is not None:
+            await backend.before_create(run.queue)
         await producer.create_queue(run.queue)
+        if backend is not None:
+            await backend.prepare(producer, run.queue)
         recorders = [
             RecordingService(svc, on_ack=functools.partial(run.ledger.ack_outcome, number))
             for number, svc in enumerate(consumer_services)
@@ -369,14 +454,25 @@ async def _run(
             QueueConsumer(rec, [run.queue], run.handler(rec, number), run.consumer_settings())
             for number, rec in enumerate(recorders)
         ]
-        faults = FaultInjector(
-            settings.fault,
-            interval=settings.fault_interval,
-            targets=consumer_services,
-            kill_listener=harness.kill_listener,
-            sever_connection=harness.sever_connection,
-            restart=cluster.restart if cluster is not None else None,
-        )
+        faults: Injector
+        if settings.fault in CLUSTER_FAULTS and backend is not None:
+            faults = ClusterFaultInjector(
+                settings.fault,
+                cluster=backend,
+                queue=run.queue,
+                interval=settings.fault_interval,
+                duration=settings.fault_duration,
+                epoch=lambda: run.started,
+            )
+        else:
+            faults = FaultInjector(
+                settings.fault,
+                interval=settings.fault_interval,
+                targets=consumer_services,
+                kill_listener=harness.kill_listener,
+                sever_connection=harness.sever_connection,
+                restart=cluster.restart if cluster is not None else None,
+            )
         return await _drive(run, harness.describe(), producer, consumers, faults)
     finally:
         for svc in services:
@@ -390,9 +486,10 @@ async def _drive(
     describe: dict[str, str],
     producer: MessagingService,
     consumers: list[QueueConsumer],
-    faults: FaultInjector,
+    faults: Injector,
 ) -> Account:
     s = run.s
+    run.started = time.monotonic()  # the load starts now: setup is not part of it
     for consumer in consumers:
         await consumer.start()
     background = [
@@ -424,6 +521,6 @@ async def _drive(
         load_seconds=round(load_seconds, 2),
         acked_per_second=round(acked / load_seconds, 1) if load_seconds > 0 else 0.0,
         drained_after_stop=drained,
-        faults={"kind": faults.kind, "injected": faults.injected, "errors": faults.errors[:5]},
+        faults=faults.summary(),
         consumers=_consumer_summary(consumers),
     )

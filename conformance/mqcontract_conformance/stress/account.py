@@ -24,6 +24,9 @@ provider confirmed it) or *failed* (not held any more, or a connection error).
   expired), which is the at-least-once promise. Expected under faults; without faults it
   means claims were lost, so a run without faults must show 0.
 * **unexpected**: processed messages that no producer ever sent.
+* **redelivered_after_ack**: deliveries to a handler of a message whose ack the provider
+  had already accepted: the ack was undone (say, by a failover), or the delivery was
+  under way when the ack landed. Reported, not part of ``ok``: cluster promises bound it.
 """
 
 from __future__ import annotations
@@ -64,11 +67,14 @@ class Ledger:
     slow_handlers: int = 0
     unknown_claims: int = 0
     send_errors: list[str] = field(default_factory=list)
+    after_ack: Counter[str] = field(default_factory=Counter)
 
     def delivered(self, queue: str, msg_id: int, key: str, receive_count: int) -> None:
         """A handler started on ``key`` (claim number ``receive_count``)."""
         self.key_of[(queue, msg_id)] = key
         self.deliveries[key] += 1
+        if self.acks[key]:
+            self.after_ack[key] += 1
         self.max_receive_count = max(self.max_receive_count, receive_count)
         if key not in self.attempted:
             self.unexpected.add(key)
@@ -131,12 +137,14 @@ class Ledger:
             overran_claims=sum(self.overran.values()),
             unknown_claims=self.unknown_claims,
             faulted=faulted,
+            redelivered_after_ack=sum(self.after_ack.values()),
             examples={
                 "lost": sorted(lost)[:10],
                 "duplicated": sorted(duplicated)[:10],
                 "reprocessed": sorted(again - duplicated)[:10],
                 "acked_twice": sorted(k for k, n in self.acks.items() if n > 1)[:10],
                 "unexpected": sorted(self.unexpected)[:10],
+                "redelivered_after_ack": sorted(self.after_ack)[:10],
                 "send_errors": self.send_errors[:5],
             },
             extra=extra,
@@ -168,6 +176,7 @@ class Account:
     overran_claims: int
     unknown_claims: int
     faulted: bool
+    redelivered_after_ack: int
     examples: dict[str, list[str]]
     extra: dict[str, Any]
 

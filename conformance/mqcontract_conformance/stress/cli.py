@@ -78,6 +78,9 @@ def _run(options: argparse.Namespace) -> int:
         poll_interval=options.poll_interval,
         seed=options.seed,
         nack_on_failure=options.nack_on_failure,
+        cluster=options.cluster,
+        fault_duration=options.fault_duration,
+        cluster_factory=options.cluster_factory,
     )
     with _quiet_logs(options.verbose):
         account = asyncio.run(run_stress(settings, out=None if options.quiet else sys.stderr))
@@ -87,13 +90,46 @@ def _run(options: argparse.Namespace) -> int:
     for key in _SHOWN:
         print(f"  {key:<{width}}  {data[key]}")
     print(f"  {'faults injected':<{width}}  {data['faults']['injected']}")
+    _print_cluster(data, width)
     print("OK: nothing lost, nothing processed twice" if account.ok else "FAILED: see the account")
     if options.json:
         path = Path(options.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         print(f"account written to {path}")
-    return 0 if account.ok and data["finished_within_bound"] else 1
+    if options.markdown and "promise" not in data:
+        print("--markdown is for runs on a private cluster (--cluster); nothing written")
+    elif options.markdown:
+        from mqcontract_conformance.stress._cluster_markdown import render_cluster_account
+
+        md = Path(options.markdown)
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(render_cluster_account(data), encoding="utf-8")
+        print(f"account written to {md}")
+    held = data.get("promise", {}).get("held", True)
+    return 0 if account.ok and data["finished_within_bound"] and held else 1
+
+
+def _print_cluster(data: dict[str, object], width: int) -> None:
+    """The fault timeline and the promise, when the run was on a private cluster."""
+    promise = data.get("promise")
+    faults = data.get("faults")
+    if not isinstance(promise, dict) or not isinstance(faults, dict):
+        return
+    for event in faults.get("timeline", []):
+        when = f"{event.get('started_at', '?')}-{event.get('ended_at', '?')} s"
+        get = event.get
+        line = (
+            f"  {get('fault')} node {get('node')} ({get('node_name')}) {when}: "
+            f"new leader {get('new_leader', '?')} after {get('failover_seconds', '?')} s, "
+            f"whole again after {get('whole_seconds', '?')} s"
+        )
+        print(line + (f"; error {event['error']}" if "error" in event else ""))
+    print(f"  promise: {promise['text']}")
+    for name, check in promise["checks"].items():
+        mark = "held" if check["held"] else "BROKEN"
+        print(f"    {name:<{width + 4}}  {check['actual']} (allowed {check['allowed']}) {mark}")
+    print("  promise held" if promise["held"] else "  PROMISE BROKEN")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,7 +162,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="nack failed messages at once (default: they wait out their visibility timeout)",
     )
+    p.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run on a private N-node cluster (rabbitmq-quorum, nats-jetstream); "
+        "needed by the leader-kill and partition faults",
+    )
+    p.add_argument(
+        "--fault-duration",
+        type=float,
+        default=5.0,
+        help="seconds a cluster fault lasts (node down or cut off)",
+    )
+    p.add_argument(
+        "--cluster-factory",
+        metavar="MODULE:ATTR",
+        default=None,
+        help="the cluster opener (default: the mqcontract.clusters entry point)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the account as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write a cluster run's account as Markdown")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--verbose", action="store_true", help="log what drivers and providers log")
     p.set_defaults(func=_run)

@@ -78,6 +78,8 @@ class ConsumerSettings:
     #: one more waits). Each is a claim still held, so push never has more than the
     #: provider's prefetch; the bound keeps polling batches in check too.
     max_unconfirmed_acks: int = 64
+    #: Batches of acks being confirmed at once (see :mod:`~.settlement`).
+    max_settling_batches: int = 4
 
 
 class QueueConsumer:
@@ -108,7 +110,12 @@ class QueueConsumer:
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
         self._claimed: dict[tuple[str, int], None] = {}
-        self._settler = Settler(service, self._acked, bound=self.settings.max_unconfirmed_acks)
+        self._settler = Settler(
+            service,
+            self._acked,
+            bound=self.settings.max_unconfirmed_acks,
+            depth=self.settings.max_settling_batches,
+        )
         self._running = False
 
     @property

@@ -3,16 +3,20 @@
 A provider that confirms settlements (RabbitMQ reads every ack back so that an ack that
 returned is never redelivered; PGMQ commits a DELETE) costs one round trip per ack. A
 worker that waited for it would sit idle for that round trip after every message. Here a
-worker hands its ack over and takes the next message; one task settles whatever is
+worker hands its ack over and takes the next message; the settler settles whatever is
 waiting with ``ack_claims`` (one round trip for all of them, where the provider can),
 and only then is the work counted as done, or as not settled. At most ``bound`` acks are
 unconfirmed at once: a worker handing over one more waits for a slot.
+
+Up to ``depth`` batches are settled at once: acks handed over while a batch is being
+confirmed start on their way at once instead of waiting a round trip for it (a broker
+that refills a consumer as acks arrive keeps it busy), and with the bound reached they
+gather into the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from mqcontract.errors import MessagingError
@@ -29,11 +33,20 @@ AckOutcome = Callable[[QueuedMessage, "bool | MessagingError"], None]
 class Settler:
     """Confirms handed-over acks in batches; see the module docstring."""
 
-    def __init__(self, service: MessagingService, on_outcome: AckOutcome, *, bound: int) -> None:
+    def __init__(
+        self,
+        service: MessagingService,
+        on_outcome: AckOutcome,
+        *,
+        bound: int,
+        depth: int = 1,
+    ) -> None:
         self._service = service
         self._on_outcome = on_outcome
         self._slots = asyncio.Semaphore(max(1, bound))
+        self._depth = max(1, depth)
         self._waiting: list[QueuedMessage] = []
+        self._batches: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -58,28 +71,46 @@ class Settler:
         """Stop settling; acks still waiting are left to their visibility timeout."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            tasks = [self._task, *self._batches]
+            for task in self._batches:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._task = None
+            self._batches.clear()
 
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    await self._settle(batch)
-                finally:
-                    for _ in batch:
-                        self._slots.release()
+            if not self._waiting:
+                continue
+            if len(self._batches) >= self._depth:
+                continue  # a batch that ends wakes this loop again
+            batch, self._waiting = self._waiting, []
+            task = asyncio.create_task(self._settle(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        if self._waiting:
+            self._wake.set()
+        elif not self._batches:
             self._idle.set()
 
     async def _settle(self, batch: list[QueuedMessage]) -> None:
-        by_queue: dict[str, list[QueuedMessage]] = {}
-        for message in batch:
-            by_queue.setdefault(message.queue_name, []).append(message)
-        await asyncio.gather(*(self._settle_queue(q, m) for q, m in by_queue.items()))
+        try:
+            by_queue: dict[str, list[QueuedMessage]] = {}
+            for message in batch:
+                by_queue.setdefault(message.queue_name, []).append(message)
+            if len(by_queue) == 1:
+                ((queue, messages),) = by_queue.items()
+                await self._settle_queue(queue, messages)
+            else:
+                await asyncio.gather(*(self._settle_queue(q, m) for q, m in by_queue.items()))
+        finally:
+            for _ in batch:
+                self._slots.release()
 
     async def _settle_queue(self, queue: str, messages: list[QueuedMessage]) -> None:
         try:

@@ -5,6 +5,11 @@ bound, explicitly cast parameter.
 PGMQ's own ``read``/``set_vt`` take whole seconds, so claiming is written here with
 ``make_interval(secs => float8)``: sub-second visibility timeouts work.
 
+Sending is the ``INSERT`` that ``pgmq.send``/``pgmq.send_batch`` run (same columns, same
+values: ``vt`` the send time or the delay's end, ``headers`` NULL), prepared per queue:
+PGMQ's functions build it with ``format`` and ``EXECUTE`` it, so the server parses and
+plans it again on every call.
+
 A claim is identified by the row's ``read_ct`` right after it was claimed: every claim
 (ours, or a foreign client's ``pgmq.read``) adds one, so a claim still holds its message
 exactly while ``read_ct`` equals its token and ``vt`` is in the future. Ack and nack
@@ -31,12 +36,6 @@ __all__ = [
 CHANNEL_PREFIX = "mqcontract_"
 TRIGGER_NAME = "mqcontract_notify"
 
-SEND = "SELECT * FROM pgmq.send($1::text, $2::jsonb)"
-SEND_DELAYED = (
-    "SELECT * FROM pgmq.send($1::text, $2::jsonb,"
-    " clock_timestamp() + make_interval(secs => $3::float8))"
-)
-SEND_BATCH = "SELECT * FROM pgmq.send_batch($1::text, $2::jsonb[])"
 PROBE_JSONB = "SELECT $1::text::jsonb IS NOT NULL"
 CREATE = "SELECT pgmq.create($1::text)"
 #: The advisory lock PGMQ's own create/drop take for a queue (``pgmq.acquire_queue_lock``).
@@ -98,6 +97,24 @@ class QueueSql:
     def __init__(self, queue: str) -> None:
         table = f"pgmq.q_{queue}"
         archive = f"pgmq.a_{queue}"
+        self.send = (
+            f"INSERT INTO {table} (vt, message) VALUES (clock_timestamp(), $1::jsonb)"
+            " RETURNING msg_id"
+        )
+        self.send_delayed = (
+            f"INSERT INTO {table} (vt, message)"
+            " VALUES (clock_timestamp() + make_interval(secs => $2::float8), $1::jsonb)"
+            " RETURNING msg_id"
+        )
+        # Ids in array order; one vt for the batch (as pgmq.send_batch: its argument),
+        # which a volatile call in the select list would not give.
+        self.send_batch = (
+            "WITH sent AS MATERIALIZED (SELECT clock_timestamp() AS vt)"
+            f" INSERT INTO {table} (vt, message)"
+            " SELECT sent.vt, m.message"
+            " FROM sent, unnest($1::jsonb[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n"
+            " RETURNING msg_id"
+        )
         self.receive = f"""
 WITH cte AS (
     SELECT msg_id FROM {table}

@@ -223,23 +223,19 @@ class PgmqMessagingService(BaseMessagingService):
 
     async def _insert(self, queue: str, payload: bytes, delay: float | None) -> int:
         text = encode(payload)
+        sqls = _sql.queue_sql(queue)
+        sql, args = (sqls.send, ()) if delay is None else (sqls.send_delayed, (delay,))
 
         async def work(conn: Any) -> int:
             try:
-                return await self._insert_text(conn, queue, text, delay)
+                return int(await conn.fetchval(sql, text, *args))
             except pgerr.DataError:
                 # jsonb refused what Python's json accepted (e.g. numeric overflow).
                 if text.startswith('{"$mqcontract_b64"'):
                     raise
-                return await self._insert_text(conn, queue, envelope(payload), delay)
+                return int(await conn.fetchval(sql, envelope(payload), *args))
 
         return await self._run(work, idempotent=False, single=True)
-
-    @staticmethod
-    async def _insert_text(conn: Any, queue: str, text: str, delay: float | None) -> int:
-        if delay is None:
-            return int(await conn.fetchval(_sql.SEND, queue, text))
-        return int(await conn.fetchval(_sql.SEND_DELAYED, queue, text, delay))
 
     async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
         texts = [encode(p) for p in payloads]
@@ -250,15 +246,14 @@ class PgmqMessagingService(BaseMessagingService):
                 await conn.execute(sql.empty_check)  # QueueNotFound for a missing queue
                 return []
             try:
-                rows = await conn.fetch(_sql.SEND_BATCH, queue, texts)
+                rows = await conn.fetch(sql.send_batch, texts)
             except pgerr.DataError:
                 for i, text in enumerate(texts):
                     try:
                         await conn.fetchval(_sql.PROBE_JSONB, text)
                     except pgerr.DataError:
                         texts[i] = envelope(payloads[i])
-                rows = await conn.fetch(_sql.SEND_BATCH, queue, texts)
-            # One INSERT ... SELECT unnest(...) assigns ids in array order.
+                rows = await conn.fetch(sql.send_batch, texts)
             return sorted(int(r[0]) for r in rows)
 
         return await self._run(work, idempotent=False)

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from functools import partial
 from typing import Any
 
+import aiormq
 import aiormq.abc
 from aio_pika import RobustConnection
 from aio_pika.connection import make_url
@@ -43,7 +44,8 @@ __all__ = [
     "open_connection",
 ]
 
-Channel = aiormq.abc.AbstractChannel
+#: aiormq's channel class: what its connections open (settling writes to its write queue).
+Channel = aiormq.Channel
 
 #: Seconds between reconnect attempts of the robust connection.
 RECONNECT_INTERVAL = 1.0
@@ -213,6 +215,7 @@ class Channels:
         connection = await self._live(push=push)
         async with asyncio.timeout(self._timeout):
             channel = await connection.channel(publisher_confirms=confirms, on_return_raises=True)
+        assert isinstance(channel, Channel)  # aiormq's connections open no other kind
         channel.closing.add_done_callback(partial(self._closed, channel))
         return channel
 

@@ -71,7 +71,8 @@ class Consumers:
         self._consumers: dict[QueueSubscription, Consumer] = {}
 
     async def subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
-        """Start consuming ``queues`` (which exist) on a new subscription."""
+        """Start consuming ``queues`` on a new subscription (``QueueNotFound`` if one is
+        missing; nothing was consumed then)."""
         subscription = QueueSubscription(
             queues, on_close=self._unsubscribe, on_take=self._holds.taken
         )
@@ -89,6 +90,13 @@ class Consumers:
         consumer.channel = channel
         try:
             async with asyncio.timeout(self._timeout):
+                if len(queues) > 1:
+                    # Every queue is checked before the first consume, so a missing one
+                    # fails the subscription before anything was delivered (one queue:
+                    # its consume is the check).
+                    for queue in queues:
+                        if not await exists(channel, queue):
+                            raise QueueNotFound(queue)
                 await channel.basic_qos(prefetch_count=self._config.prefetch_count)
                 tags = []
                 for queue in queues:
@@ -119,13 +127,11 @@ class Consumers:
                 await self._holds.nack_quietly(channel, int(tag))
             return
         vt = self._config.push_visibility_timeout_seconds
-        message = self._holds.hold(queue, channel, delivered, vt, consumer)
-        note = Message(message, claimed=True)
-        held = self._holds.get(message.claim)
-        assert held is not None
-        held.waiting = note  # until the subscription yields it
-        if not consumer.subscription.put(note) and self._holds.drop(held, StaleReason.NOT_HELD):
-            self._holds.release(held)
+        note = self._holds.hold_pushed(queue, channel, delivered, vt, consumer)
+        if not consumer.subscription.put(note):
+            held = self._holds.get(note.message.claim)
+            if held is not None and self._holds.drop(held, StaleReason.NOT_HELD):
+                self._holds.release(held)
 
     async def _supervise(self, consumer: Consumer) -> None:
         """Re-subscribe after the consumer channel dies (reconnect, broker-side close)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["SEEN_CAPACITY", "ReceiveCounts"]
@@ -29,20 +28,16 @@ __all__ = ["SEEN_CAPACITY", "ReceiveCounts"]
 SEEN_CAPACITY = 100_000
 
 
-@dataclass(slots=True)
-class _Seen:
-    count: int = 0
-    #: First deliveries seen under this key: more than one means two messages share it.
-    firsts: int = 0
-
-
 class ReceiveCounts:
     """The receive count of each delivery; see the module docstring."""
 
     def __init__(self, *, quorum: bool, capacity: int = SEEN_CAPACITY) -> None:
         self._quorum = quorum
         self._capacity = capacity
-        self._seen: OrderedDict[Hashable, _Seen] = OrderedDict()
+        #: Key → (count reported last, first deliveries seen: more than one means two
+        #: messages share the key). Tuples of ints: the garbage collector stops tracking
+        #: them, and there are up to ``capacity``.
+        self._seen: OrderedDict[Hashable, tuple[int, int]] = OrderedDict()
 
     def count(
         self,
@@ -62,15 +57,14 @@ class ReceiveCounts:
             return delivery_count + 1
         identity = stamp if isinstance(stamp, int) else (timestamp, zlib.crc32(body))
         key = (queue, msg_id, identity)
-        seen = self._seen.pop(key, None) or _Seen()
-        self._seen[key] = seen
+        count, firsts = self._seen.pop(key, (0, 0))
+        if not redelivered:
+            count, firsts = 1, firsts + 1
+        elif firsts > 1:
+            count = 2
+        else:
+            count = max(2, count + 1)
+        self._seen[key] = (count, firsts)
         while len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
-        if not redelivered:
-            seen.firsts += 1
-            seen.count = 1
-        elif seen.firsts > 1:
-            seen.count = 2
-        else:
-            seen.count = max(2, seen.count + 1)
-        return seen.count
+        return count

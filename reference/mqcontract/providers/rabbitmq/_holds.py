@@ -104,8 +104,10 @@ class Holds:
         self._nonce = nonce or secrets.token_hex(8)
         self._serials = itertools.count(1)
         self._held: dict[str, Held] = {}
-        #: Token → (queue, msg_id, why it ended), for ``StaleClaim`` reasons.
-        self._ended: OrderedDict[str, tuple[str, int, StaleReason]] = OrderedDict()
+        #: Token → (queue, msg_id, why it ended), for ``StaleClaim`` reasons. The reason is
+        #: kept as its plain string: a tuple of strings and ints is one the garbage
+        #: collector stops tracking, and there are up to ``ENDED_CAPACITY`` of them.
+        self._ended: OrderedDict[str, tuple[str, int, str]] = OrderedDict()
         self._counts = ReceiveCounts(quorum=quorum)
         self._read_backs = ReadBacks(tasks)
         #: Called with a held delivery's owner once it is no longer held (settled,
@@ -123,6 +125,30 @@ class Holds:
         owner: object | None = None,
     ) -> QueuedMessage:
         """Record a delivery as held under a new claim and start its visibility timer."""
+        return self._record(queue, channel, delivered, visibility_timeout, owner)[1]
+
+    def hold_pushed(
+        self,
+        queue: str,
+        channel: SettlingChannel,
+        delivered: aiormq.abc.DeliveredMessage,
+        visibility_timeout: float,
+        owner: object,
+    ) -> Message:
+        """Hold a pushed delivery for ``owner``: its notification waits in the
+        subscription, and no settlement reaches it until it is taken (:meth:`taken`)."""
+        held, message = self._record(queue, channel, delivered, visibility_timeout, owner)
+        held.waiting = Message(message, claimed=True)
+        return held.waiting
+
+    def _record(
+        self,
+        queue: str,
+        channel: SettlingChannel,
+        delivered: aiormq.abc.DeliveredMessage,
+        visibility_timeout: float,
+        owner: object | None,
+    ) -> tuple[Held, QueuedMessage]:
         props = delivered.header.properties
         headers: Mapping[str, Any] = props.headers or {}
         try:
@@ -147,7 +173,7 @@ class Holds:
         self._held[token] = held
         claim = Claim(queue, msg_id, token, visibility_timeout)
         enqueued_at = _enqueued_at(stamp, props.timestamp, msg_id)
-        return QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at, claim)
+        return held, QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at, claim)
 
     def get(self, claim: Claim | None) -> Held | None:
         """The live hold ``claim`` names (its token, on its queue and id), if any."""
@@ -173,7 +199,7 @@ class Holds:
         del self._held[held.token]
         if held.timer is not None:
             held.timer.cancel()
-        self._ended[held.token] = (held.queue, held.msg_id, reason)
+        self._ended[held.token] = (held.queue, held.msg_id, reason.value)
         while len(self._ended) > ENDED_CAPACITY:
             self._ended.popitem(last=False)
 
@@ -252,11 +278,11 @@ class Holds:
         ended = self._ended.get(claim.token) if isinstance(claim.token, str) else None
         if ended is None or ended[:2] != (claim.queue_name, claim.msg_id):
             return StaleReason.NOT_HELD
-        return ended[2]
+        return StaleReason(ended[2])
 
     def _void(self, held: Held) -> None:
         """The settlement of ``held`` did not go through: its claim went with the channel."""
-        self._ended[held.token] = (held.queue, held.msg_id, StaleReason.NOT_HELD)
+        self._ended[held.token] = (held.queue, held.msg_id, StaleReason.NOT_HELD.value)
 
     async def settle(self, queue: str, claim: Claim, *, ack: bool) -> None:
         """Ack or nack the delivery ``claim`` holds; ``StaleClaim`` if it holds none.

@@ -2,28 +2,45 @@
 
 This is the provider's seam to AMQP for settlement: everything here needs only
 :class:`SettlingChannel`, which aiormq's channels satisfy and a test can fake.
+
+Ack frames are written without waiting for them to leave the socket (the read-back
+after them says more than that), and the acks of one batch go out in one write: one
+syscall for the batch, not one per message.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import contextlib
+import struct
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
+from pamqp import commands as spec
 
 from ._tasks import Background
 
-__all__ = ["ReadBacks", "SettlingChannel", "send_acks", "send_settlement"]
+__all__ = [
+    "ReadBacks",
+    "SettlingChannel",
+    "ack_frames",
+    "send_acks",
+    "send_settlement",
+    "write_acks",
+]
 
 
 class SettlingChannel(Protocol):
     """What settling needs from an AMQP channel."""
 
+    number: int
+    write_queue: asyncio.Queue[Any]
+
     @property
     def is_closed(self) -> bool: ...
-
-    def basic_ack(self, delivery_tag: int) -> Awaitable[Any]: ...
 
     def basic_nack(
         self, delivery_tag: int, multiple: bool = False, requeue: bool = True
@@ -34,52 +51,104 @@ class SettlingChannel(Protocol):
     async def close(self) -> Any: ...
 
 
+#: A ``basic.ack`` frame (AMQP 0-9-1 section 4.2.3): method frame type 1, channel, payload
+#: size 13 (class 60, method 80, the delivery tag, ``multiple`` off), frame end. pamqp
+#: builds the same bytes, at about fifteen times the cost.
+_ACK = struct.Struct(">BHIHHQBB")
+#: Its class and method ids (60, 80), as pamqp knows them.
+_ACK_CLASS, _ACK_METHOD = divmod(spec.Basic.Ack.index, 1 << 16)
+
+
+def ack_frames(channel_number: int, tags: Iterable[int]) -> bytes:
+    """The bytes of one ``basic.ack`` per delivery tag, in order."""
+    pack, klass, method = _ACK.pack, _ACK_CLASS, _ACK_METHOD
+    return b"".join(pack(1, channel_number, 13, klass, method, t, 0, 0xCE) for t in tags)
+
+
+async def write_acks(channel: SettlingChannel, tags: Iterable[int]) -> bool:
+    """Queue one write acking every delivery in ``tags``; False if the channel closed.
+
+    Returns once the write is queued behind every frame sent on the channel before it:
+    a read-back sent after this confirms it. aiormq's ``basic_ack`` writes the same
+    frame, one write per ack, and waits for each to be flushed.
+    """
+    if channel.is_closed:
+        return False
+    payload = ack_frames(channel.number, tags)
+    await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
+    return True
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     """Mark a shared future's exception as seen (its waiters may all have gone)."""
     if not future.cancelled():
         future.exception()
 
 
+@dataclass(eq=False)
+class _Rounds:
+    """A channel's read-back in flight, and the next one frames sent meanwhile wait for."""
+
+    next: asyncio.Future[None] | None = None
+
+
+async def _read_back(channel: SettlingChannel) -> None:
+    """One synchronous method: its reply means every earlier frame has been read."""
+    await channel.exchange_declare("amq.direct", passive=True)
+
+
 class ReadBacks:
     """Confirms the broker has read a channel's frames, one round trip shared by many.
 
     Frames on a channel are read in order, so one passive declare sent after them
-    confirms them all: settlements made while one is pending share it (a consumer's
-    workers acking together pay one round trip between them, not one each).
+    confirms them all. A channel has at most one read-back in flight: settlements sent
+    while it is (a consumer's workers acking together) share the next one, which starts
+    when it returns. The first caller on an idle channel runs its read-back itself (no
+    task to start: a lone ack pays its round trip and nothing more); later rounds run
+    in the background.
     """
 
     def __init__(self, tasks: Background) -> None:
         self._tasks = tasks
-        self._pending: dict[SettlingChannel, asyncio.Future[None]] = {}
+        self._rounds: dict[SettlingChannel, _Rounds] = {}
 
     async def wait(self, channel: SettlingChannel) -> None:
         """Return once the broker has read every frame sent on ``channel`` so far."""
-        sync = self._pending.get(channel)
-        if sync is None:
-            sync = asyncio.get_running_loop().create_future()
-            sync.add_done_callback(_retrieve)
-            self._pending[channel] = sync
-            self._tasks.spawn(self._send(channel, sync))
-        await asyncio.shield(sync)
-
-    async def _send(self, channel: SettlingChannel, sync: asyncio.Future[None]) -> None:
+        rounds = self._rounds.get(channel)
+        if rounds is not None:  # one is in flight: frames sent now need the next one
+            if rounds.next is None:
+                rounds.next = asyncio.get_running_loop().create_future()
+                rounds.next.add_done_callback(_retrieve)
+            await asyncio.shield(rounds.next)
+            return
+        rounds = self._rounds[channel] = _Rounds()
         try:
-            await asyncio.sleep(0)  # settlements sent in this turn of the loop join in
-            # Frames sent from now on need the next read-back.
-            if self._pending.get(channel) is sync:
-                del self._pending[channel]
-            await channel.exchange_declare("amq.direct", passive=True)
-        except asyncio.CancelledError:
-            sync.cancel()
-            raise
-        except BaseException as exc:
-            sync.set_exception(exc)
-            raise
-        else:
-            sync.set_result(None)
+            await _read_back(channel)
         finally:
-            if self._pending.get(channel) is sync:
-                del self._pending[channel]
+            if rounds.next is None:
+                del self._rounds[channel]
+            else:
+                self._tasks.spawn(self._run(channel, rounds))
+
+    async def _run(self, channel: SettlingChannel, rounds: _Rounds) -> None:
+        """Run read-backs while settlements keep waiting for one."""
+        try:
+            while rounds.next is not None:
+                sync, rounds.next = rounds.next, None
+                try:
+                    await _read_back(channel)
+                except asyncio.CancelledError:
+                    sync.cancel()
+                    raise
+                except BaseException as exc:
+                    sync.set_exception(exc)
+                else:
+                    sync.set_result(None)
+        finally:
+            if self._rounds.get(channel) is rounds:
+                del self._rounds[channel]
+            if rounds.next is not None:  # cancelled with waiters left: they cannot know
+                rounds.next.cancel()
 
 
 async def send_settlement(
@@ -94,7 +163,8 @@ async def send_settlement(
     """
     try:
         if ack:
-            await channel.basic_ack(tag)
+            if not await write_acks(channel, (tag,)):
+                return False
         else:
             await channel.basic_nack(tag, requeue=True)
     except ChannelInvalidStateError:
@@ -109,26 +179,27 @@ async def send_acks(
 ) -> list[bool]:
     """Ack every (channel, tag), then confirm them with one read-back per channel.
 
-    The frames go out first, back to back, and only then does each channel that took
-    one get its read-back, all awaited together: many acks cost one round trip, not one
+    Each channel's acks go out in one write, and only then does each channel that took
+    some get its read-back, all awaited together: many acks cost one round trip, not one
     each. False for a delivery whose channel closed before its frame was written (the
     claim went with the channel). A read-back that fails raises, as for one ack: the
     outcome of those acks is unknown.
     """
-    sent: list[bool] = []
-    confirm: dict[SettlingChannel, None] = {}
+    tags: dict[SettlingChannel, list[int]] = {}
     for channel, tag in deliveries:
-        try:
-            await channel.basic_ack(tag)
-        except ChannelInvalidStateError:
-            sent.append(False)
-            continue
-        sent.append(True)
-        confirm[channel] = None
-    outcomes = await asyncio.gather(
-        *(read_backs.wait(channel) for channel in confirm), return_exceptions=True
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return sent
+        tags.setdefault(channel, []).append(tag)
+    written: dict[SettlingChannel, bool] = {}
+    for channel, channel_tags in tags.items():
+        with contextlib.suppress(ChannelInvalidStateError):
+            written[channel] = await write_acks(channel, channel_tags)
+    confirm = [channel for channel, ok in written.items() if ok]
+    if len(confirm) == 1:
+        await read_backs.wait(confirm[0])
+    elif confirm:
+        outcomes = await asyncio.gather(
+            *(read_backs.wait(channel) for channel in confirm), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return [written.get(channel, False) for channel, _ in deliveries]

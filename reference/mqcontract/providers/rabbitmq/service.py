@@ -23,8 +23,8 @@ How the contract maps onto RabbitMQ (each seam has its module):
   and an ack that raised means the work runs again (at least once). A settlement the
   connection cut off raises ``ConnectionLost`` or ``OperationTimeout``: its outcome is
   unknown, and the channel is closed if it is still open, so the message is requeued
-  rather than left held without a timer. ``ack_claims`` sends every ack frame, then one
-  read-back per channel confirms them all.
+  rather than left held without a timer. ``ack_claims`` writes each channel's ack frames
+  at once, then one read-back per channel confirms them all (:mod:`._settlement`).
 * **Receive count.** Quorum queues: ``x-delivery-count`` + 1, exact (checked on 3.10;
   RabbitMQ 4 adds a default delivery limit of 20 after which a quorum queue drops the
   message), per message even when messages share an id. Classic queues keep no count: 1
@@ -33,7 +33,8 @@ How the contract maps onto RabbitMQ (each seam has its module):
   declared as ``exact_receive_count=False``.
 * **Delay** (:mod:`._delay`): wait queues with per-queue TTL dead-lettering into the target.
 * **Push** (:mod:`._consumers`): ``basic.consume`` per subscription; each delivery is a
-  claimed ``Message`` held like a received one.
+  claimed ``Message`` held like a received one. A missing queue fails the subscription
+  before anything is consumed.
 * **Listing.** Only through the management HTTP API: ``management_url``, else the URL
   derived from the AMQP URL when it answers at connect (:func:`._management.find_management`);
   without it ``list_queues`` is not claimed. Queues are marked with the declare argument
@@ -255,21 +256,29 @@ class RabbitMqMessagingService(BaseMessagingService):
         return channel
 
     async def _publish(self, channel: Channel, routing_key: str, body: bytes, msg_id: int) -> None:
+        """Publish and wait for the broker's confirm (callers bound it by the timeout)."""
         properties = spec.Basic.Properties(
             message_id=str(msg_id),
             delivery_mode=2,
             content_type="application/octet-stream",
             headers={ENQUEUED_AT_HEADER: time.time_ns() // 1000},
         )
-        async with asyncio.timeout(self._operation_timeout):
-            await channel.basic_publish(
-                body, exchange="", routing_key=routing_key, properties=properties, mandatory=True
-            )
+        # No wait for the frame to be flushed (the confirm says more than that), so a
+        # batch's publishes are queued in one go instead of one loop turn each.
+        await channel.basic_publish(
+            body,
+            exchange="",
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=True,
+            wait=False,
+        )
 
     async def _send(self, queue: str, payload: bytes) -> int:
         channel = await self._publisher()
         msg_id = self._ids.next_id()
-        await self._publish(channel, queue, payload, msg_id)
+        async with asyncio.timeout(self._operation_timeout):
+            await self._publish(channel, queue, payload, msg_id)
         return msg_id
 
     async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
@@ -287,7 +296,8 @@ class RabbitMqMessagingService(BaseMessagingService):
         self._wait_queues.setdefault(queue, set()).add(wait)
         channel = await self._publisher()
         msg_id = self._ids.next_id()
-        await self._publish(channel, wait, payload, msg_id)
+        async with asyncio.timeout(self._operation_timeout):
+            await self._publish(channel, wait, payload, msg_id)
         return msg_id
 
     async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
@@ -296,12 +306,14 @@ class RabbitMqMessagingService(BaseMessagingService):
             return []
         channel = await self._publisher()
         ids = [self._ids.next_id() for _ in payloads]
-        # One channel keeps publish order; confirms are awaited together.
+        # One channel keeps publish order; confirms are awaited together, under one bound
+        # (the publishes run at once: a timer each would bound them no differently).
         pairs = zip(payloads, ids, strict=True)
-        results = await asyncio.gather(
-            *(self._publish(channel, queue, body, msg_id) for body, msg_id in pairs),
-            return_exceptions=True,
-        )
+        async with asyncio.timeout(self._operation_timeout):
+            results = await asyncio.gather(
+                *(self._publish(channel, queue, body, msg_id) for body, msg_id in pairs),
+                return_exceptions=True,
+            )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -346,10 +358,7 @@ class RabbitMqMessagingService(BaseMessagingService):
     # -- push --------------------------------------------------------------------------
 
     async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
-        async with self._channels.scratch() as channel:
-            for name in queues:
-                if not await exists(channel, name):
-                    raise QueueNotFound(name)
+        # A missing queue is QueueNotFound before anything is consumed (Consumers).
         return await self._consumers.subscribe(queues)
 
     # -- shutdown ----------------------------------------------------------------------

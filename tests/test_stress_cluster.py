@@ -1,0 +1,218 @@
+"""``mqcontract stress --cluster 3`` with the leader-kill and partition faults.
+
+The first tests drive the cluster fault injector against a fake cluster (no servers);
+the others run a short stress (a few hundred messages) on a private 3-node RabbitMQ or
+NATS cluster per fault and hold the account to the promise stated for that fault. They
+skip where the binaries (or root, for namespaces) are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+from typing import Any
+
+import pytest
+
+from mqcontract.config import MessagingConfig
+from mqcontract.errors import ConfigurationError
+from mqcontract_conformance.stress import StressSettings, run_stress
+from mqcontract_conformance.stress._cluster_faults import ClusterFaultInjector
+from mqcontract_conformance.stress._promises import promise_for
+from mqcontract_conformance.stress.clusters import ClusterBackend, load_cluster_opener
+from mqcontract_fixtures.private.nats import nats_available
+from mqcontract_fixtures.private.netns import netns_available
+from mqcontract_fixtures.private.rabbitmq import rabbitmq_available
+
+OPENER = "mqcontract_fixtures.private.stress_clusters:open_cluster"
+#: Bound on each live run, seconds (a RabbitMQ cluster takes ~15 s to start).
+BOUND = 300.0
+
+
+class FakeCluster(ClusterBackend):
+    """Three nodes in a dict: who leads, who is down."""
+
+    def __init__(self, leader: int) -> None:
+        self.provider = "fake"
+        self.size = 3
+        self.node_names = ["a", "b", "c"]
+        self.addresses = ["-", "-", "-"]
+        self.timings = {}
+        self.current = leader
+        self.down: set[int] = set()
+        self.moves = 0
+
+    def configure(self, config: MessagingConfig) -> MessagingConfig:
+        return config
+
+    async def leader(self, queue: str) -> int:
+        return self.current
+
+    async def move_leader(self, queue: str, away_from: int) -> None:
+        self.moves += 1
+        self.current = (away_from + 1) % self.size
+
+    async def kill(self, i: int) -> None:
+        self.down.add(i)
+        self.current = next(n for n in range(self.size) if n not in self.down)
+
+    async def start_node(self, i: int) -> float:
+        self.down.discard(i)
+        return 0.0
+
+    async def whole(self, queue: str) -> bool:
+        return not self.down
+
+    async def close(self) -> None:
+        pass
+
+
+def _injector(cluster: FakeCluster, duration: float = 0.01) -> ClusterFaultInjector:
+    return ClusterFaultInjector(
+        "leader-kill", cluster=cluster, queue="q", interval=0.01, duration=duration, epoch=lambda: 0
+    )
+
+
+async def test_the_leader_is_moved_off_the_clients_node_before_it_is_killed() -> None:
+    cluster = FakeCluster(leader=0)
+    event = await _injector(cluster).inject_once()
+    assert cluster.moves == 1
+    assert event["node"] == 1
+    assert event["leader_before"] == 0
+    assert event["moved_leader_off_clients_node"]
+    assert event["new_leader"] != 1
+    assert not cluster.down
+    assert "whole_seconds" in event
+
+
+async def test_a_cancelled_injector_brings_the_node_it_killed_back() -> None:
+    cluster = FakeCluster(leader=2)
+    injector = _injector(cluster, duration=60)
+    task = asyncio.create_task(injector.run())
+    async with asyncio.timeout(5):
+        while not injector.active:  # noqa: ASYNC110 (the fake has no event to wait on)
+            await asyncio.sleep(0.01)
+    assert cluster.down == {2}
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not cluster.down
+    summary = injector.summary()
+    assert summary["completed"] == 1
+    assert summary["timeline"][0]["node"] == 2
+
+
+def test_a_promise_names_the_counts_it_bounds_and_whether_each_held() -> None:
+    promise = promise_for("rabbitmq-quorum", "leader-kill")
+    assert "majority" in promise.text
+    assert "node 0" in promise.text
+    clean = dict.fromkeys(promise.bounds, 0) | {"finished_within_bound": True}
+    assert promise.check(clean)["held"] is True
+    broken = promise.check(clean | {"lost": 2})
+    assert broken["held"] is False
+    assert broken["checks"]["lost"]["actual"] == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fault": "leader-kill"},  # without a cluster
+        {"fault": "partition", "provider": "memory", "cluster": 3},
+        {"cluster": 2, "provider": "nats-jetstream"},
+        {"cluster": 3, "provider": "rabbitmq-quorum", "fault": "restart"},
+    ],
+)
+async def test_cluster_settings_that_cannot_work_are_configuration_errors(
+    change: dict[str, Any],
+) -> None:
+    settings = dataclasses.replace(StressSettings(provider="memory"), **change)
+    with pytest.raises(ConfigurationError):
+        await run_stress(settings, out=None)
+
+
+def test_an_unknown_cluster_opener_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="cluster"):
+        load_cluster_opener("no-such-provider")
+    assert callable(load_cluster_opener("rabbitmq-quorum", OPENER))
+
+
+def _short(provider: str, fault: str, duration: float) -> StressSettings:
+    return StressSettings(
+        provider=provider,
+        messages=300,
+        producers=2,
+        consumers=2,
+        workers=3,
+        cluster=3,
+        fault=fault,
+        fault_interval=1.0,
+        fault_duration=duration,
+        max_seconds=240,
+        seed=11,
+        cluster_factory=OPENER,
+    )
+
+
+def _namespaces() -> str:
+    return subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+LIVE = [
+    pytest.param(
+        "rabbitmq-quorum",
+        "leader-kill",
+        3.0,
+        marks=pytest.mark.skipif(not rabbitmq_available(), reason="RabbitMQ not installed"),
+    ),
+    pytest.param(
+        "rabbitmq-quorum",
+        "partition",
+        15.0,
+        marks=pytest.mark.skipif(
+            not (rabbitmq_available() and netns_available()), reason="RabbitMQ, root, nft"
+        ),
+    ),
+    pytest.param(
+        "nats-jetstream",
+        "leader-kill",
+        3.0,
+        marks=pytest.mark.skipif(not nats_available(), reason="nats-server not installed"),
+    ),
+    pytest.param(
+        "nats-jetstream",
+        "partition",
+        8.0,
+        marks=pytest.mark.skipif(
+            not (nats_available() and netns_available()), reason="nats-server, root, nft"
+        ),
+    ),
+]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(("provider", "fault", "duration"), LIVE)
+async def test_a_short_stress_on_a_private_cluster_keeps_the_promise_under_the_fault(
+    provider: str, fault: str, duration: float
+) -> None:
+    async with asyncio.timeout(BOUND):
+        account = await run_stress(_short(provider, fault, duration), out=None)
+    data = account.to_dict()
+    # Nothing confirmed may be lost under either fault. Whether every accepted ack survives
+    # the fault is what the run measures (reports/stress/cluster-*.md: RabbitMQ's AMQP acks
+    # are unconfirmed and have been seen lost with a killed leader), so it is not asserted.
+    assert account.lost == account.unfinished == account.unexpected == 0, data
+    assert account.sent == account.processed == 300
+    checks = data["promise"]["checks"]
+    assert set(checks) >= {"lost", "duplicated", "redelivered_after_ack"}
+    assert data["promise"]["held"] == all(c["held"] for c in checks.values())
+    event = data["faults"]["timeline"][0]
+    assert event["fault"] == fault
+    assert event["node"] != 0
+    assert event["ended_at"] >= event["started_at"]
+    assert "whole_seconds" in event
+    assert data["cluster"]["size"] == 3
+    assert data["cluster"]["clients_connect_to"] == 0
+    left = _namespaces()
+    assert not [ns for ns in data["cluster"]["network_namespaces"] if ns in left]
