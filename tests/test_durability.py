@@ -25,7 +25,12 @@ from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.memory import MemoryHarness
 from mqcontract_fixtures.private._probe import ask
-from mqcontract_fixtures.private._server import ServerBackend, ServerProcess, _group_alive
+from mqcontract_fixtures.private._server import (
+    PrivateSlot,
+    ServerBackend,
+    ServerProcess,
+    _group_alive,
+)
 from mqcontract_fixtures.private.beanstalkd import PrivateBeanstalkd
 from mqcontract_fixtures.private.mariadb import PrivateMariaDb
 from mqcontract_fixtures.private.postgres import PrivatePostgres
@@ -77,7 +82,7 @@ Probe = Callable[[Any], Coroutine[Any, Any, Any]]
 
 
 async def _mariadb(server: PrivateMariaDb, *statements: str) -> list[Any]:
-    import aiomysql  # type: ignore[import-untyped]
+    import aiomysql
 
     conn = await aiomysql.connect(host="127.0.0.1", port=server.port, user="root", autocommit=True)
     try:
@@ -175,23 +180,32 @@ def test_a_durable_provider_without_a_private_backend_needs_the_hook() -> None:
 
 
 def _redis_harness(server_cls: type[PrivateRedis]) -> Harness:
-    pytest.importorskip("mqcontract_redis_streams")
-    from mqcontract_redis_streams.harness import RedisStreamsHarness
-    from mqcontract_redis_streams.service import connect_redis_streams
+    """The redis-streams example's harness, its private backend a ``server_cls``.
 
-    class OnServer(RedisStreamsHarness):
-        async def _start_private(self) -> ServerBackend:
-            server = server_cls()
-            await server.start()
-            config = dataclasses.replace(self.config, url=server.url)
-
-            async def opener(clock: VirtualClock | None) -> MessagingService:
-                return await connect_redis_streams(config, operation_timeout=5.0)
-
-            return ServerBackend(server, opener, {})
-
+    The example is an out-of-tree package (installed in CI's example gates), so it is
+    imported at run time and typed loosely here.
+    """
+    harnesses: Any = pytest.importorskip("mqcontract_redis_streams.harness")
+    services: Any = pytest.importorskip("mqcontract_redis_streams.service")
     settings = HarnessSettings(config=MessagingConfig(), run_id=f"dur{os.getpid()}")
-    return OnServer("redis-streams", settings)
+    harness: Any = harnesses.RedisStreamsHarness("redis-streams", settings)
+
+    async def start() -> ServerBackend:
+        server = server_cls()
+        await server.start()
+        config = dataclasses.replace(harness.config, url=server.url)
+
+        async def opener(clock: VirtualClock | None) -> MessagingService:
+            service: MessagingService = await services.connect_redis_streams(
+                config, operation_timeout=5.0
+            )
+            return service
+
+        return ServerBackend(server, opener, {})
+
+    harness._private = PrivateSlot("redis-streams", start)
+    assert isinstance(harness, Harness)
+    return harness
 
 
 def test_the_private_backend_is_started_once_and_removed_at_teardown() -> None:

@@ -111,3 +111,21 @@ async def test_a_provider_bug_is_an_unknown_outcome_and_later_acks_still_settle(
     await settler.close()
     assert all(isinstance(o, MessagingError) for o in outcomes.values())
     assert "a provider bug" in str(outcomes[held[1].msg_id])
+
+
+async def test_a_closed_settler_starts_again_with_its_whole_bound() -> None:
+    service = _Gated()
+    held = await _held(service, 4)
+    settler = Settler(service, lambda m, o: None, bound=2)
+    settler.start()
+    await settler.ack(held[0])
+    await settler.ack(held[1])  # both slots taken
+    await asyncio.sleep(0)  # one loop turn: the batch task is made, and has not run yet
+    await settler.close()  # cancelled before its first step, its slots are not freed
+    await asyncio.wait_for(settler.drain(), 5)  # nothing is left waiting
+    service.gate.set()
+    settler.start()
+    await asyncio.wait_for(settler.ack(held[2]), 5)  # slots given back at close
+    await asyncio.wait_for(settler.ack(held[3]), 5)
+    await asyncio.wait_for(settler.drain(), 5)
+    await settler.close()

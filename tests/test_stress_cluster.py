@@ -51,7 +51,8 @@ class FakeCluster(ClusterBackend):
 
     async def move_leader(self, queue: str, away_from: int) -> None:
         self.moves += 1
-        self.current = (away_from + 1) % self.size
+        up = [n for n in range(self.size) if n != away_from and n not in self.down]
+        self.current = up[0] if up else (away_from + 1) % self.size
 
     async def kill(self, i: int) -> None:
         self.down.add(i)
@@ -100,6 +101,38 @@ async def test_a_cancelled_injector_brings_the_node_it_killed_back() -> None:
     summary = injector.summary()
     assert summary["completed"] == 1
     assert summary["timeline"][0]["node"] == 2
+
+
+class FlakyRestartCluster(FakeCluster):
+    """Its first two restarts fail: the killed node stays down until a later try."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(leader)
+        self.most_down = 0
+        self.failures_left = 2
+
+    async def kill(self, i: int) -> None:
+        await super().kill(i)
+        self.most_down = max(self.most_down, len(self.down))
+
+    async def start_node(self, i: int) -> float:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("the node did not come back")
+        return await super().start_node(i)
+
+
+async def test_no_fault_is_injected_while_the_last_one_is_not_over() -> None:
+    cluster = FlakyRestartCluster(leader=1)
+    injector = _injector(cluster)
+    task = asyncio.create_task(injector.run())
+    async with asyncio.timeout(5):
+        while injector.completed < 3:  # noqa: ASYNC110 (the fake has no event to wait on)
+            await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert cluster.most_down == 1
+    assert not cluster.down
 
 
 def test_a_promise_names_the_counts_it_bounds_and_whether_each_held() -> None:

@@ -327,12 +327,21 @@ async def push_resumes_after_a_crash(ctx: CaseContext) -> None:
                 refused.append(f"{type(exc).__name__}: {exc}")
                 await ctx.pause(ctx.timing.step * 4)
                 continue
-            sent_at = ctx.now()
             note = await _announced(ctx, sub, q, set(sent), ctx.timing.delivery)
             if note is not None:
                 break
         ctx.metrics["push_resumed_after_seconds"] = round(ctx.now() - restarted, 3)
-        ctx.metrics["last_delivery_seconds"] = round(ctx.now() - sent_at, 3)
+        announced = notification_id(note)
+        assert announced is not None  # _announced matched it against ``sent``
+        await _settle(ctx, subscriber, q, note, announced)
+        probe = await producer.send_message(q, body(0, "probe"))
+        probe_sent = ctx.now()
+        if await _announced(ctx, sub, q, {probe}, ctx.timing.delivery) is None:
+            ctx.fail(
+                f"push resumed, but message {probe}, sent after it had, was not announced "
+                f"within the delivery bound ({ctx.timing.delivery:g} s)"
+            )
+        ctx.metrics["last_delivery_seconds"] = round(ctx.now() - probe_sent, 3)
 
 
 async def _announced(

@@ -43,7 +43,8 @@ class Settler:
     ) -> None:
         self._service = service
         self._on_outcome = on_outcome
-        self._slots = asyncio.Semaphore(max(1, bound))
+        self._bound = max(1, bound)
+        self._slots = asyncio.Semaphore(self._bound)
         self._depth = max(1, depth)
         self._waiting: list[QueuedMessage] = []
         self._batches: set[asyncio.Task[None]] = set()
@@ -68,7 +69,11 @@ class Settler:
         await self._idle.wait()
 
     async def close(self) -> None:
-        """Stop settling; acks still waiting are left to their visibility timeout."""
+        """Stop settling; acks still waiting are left to their visibility timeout.
+
+        The settler is as new afterwards (every slot free, nothing waiting): a consumer
+        started again after a stop gets its whole bound back, and ``drain`` returns.
+        """
         if self._task is not None:
             self._task.cancel()
             tasks = [self._task, *self._batches]
@@ -76,7 +81,11 @@ class Settler:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._task = None
-            self._batches.clear()
+        self._batches.clear()
+        self._waiting.clear()
+        self._slots = asyncio.Semaphore(self._bound)
+        self._wake.clear()
+        self._idle.set()
 
     async def _run(self) -> None:
         while True:
