@@ -11,7 +11,7 @@ from mqcontract_conformance.bench import BenchSettings, run_bench
 from mqcontract_conformance.bench._measure import percentile, summarize_latencies
 from mqcontract_conformance.bench._progress import Progress
 from mqcontract_conformance.bench._report import render_markdown, render_text
-from mqcontract_conformance.bench._workloads import make_payload
+from mqcontract_conformance.bench._workloads import make_payload, plan_workloads
 from mqcontract_conformance.cli import build_parser, main
 
 
@@ -58,7 +58,7 @@ async def test_a_tiny_run_on_memory_measures_every_workload() -> None:
     assert suppressed["median_s"] is not None
     assert "skipped" in result["recovery"][1]  # memory has no listener to kill
     json.dumps(report)  # JSON-ready as it is
-    assert "receive 5 + ack each" in render_text(report)
+    assert "receive 5 + settle the batch" in render_text(report)
     assert "| workload |" in render_markdown(report, command="mqcontract bench")
 
 
@@ -101,3 +101,14 @@ async def test_the_provider_side_settles_a_received_batch_with_ack_claims() -> N
     assert (service.batches, service.singles) == ([5, 5], 0)
     assert await side.receive_ack("q", 2, 1) == 2  # one at a time: ack_claim
     assert (service.batches, service.singles) == ([5, 5], 2)
+
+
+def test_serial_acks_are_also_compared_confirmed_when_the_raw_side_does_not_confirm() -> None:
+    """RabbitMQ's raw acks have no reply; the provider confirms its own, so the serial
+    row is measured twice: as raw does it, and with raw confirming the same way."""
+    plain = [w.key for w in plan_workloads(["Hybrid"], batch=10)]
+    assert "receive_ack_confirmed" not in plain
+    both = plan_workloads(["Hybrid"], batch=10, unconfirmed_raw_acks=True)
+    keys = [w.key for w in both]
+    assert keys.index("receive_ack") + 1 == keys.index("receive_ack_confirmed")
+    assert "unconfirmed" in both[keys.index("receive_ack")].title

@@ -24,12 +24,15 @@ from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.memory import MemoryHarness
+from mqcontract_fixtures.private._child import wait_for
 from mqcontract_fixtures.private._probe import ask
 from mqcontract_fixtures.private._server import (
     PrivateSlot,
     ServerBackend,
     ServerProcess,
+    _descendants,
     _group_alive,
+    _running,
 )
 from mqcontract_fixtures.private.beanstalkd import PrivateBeanstalkd
 from mqcontract_fixtures.private.mariadb import PrivateMariaDb
@@ -138,8 +141,34 @@ def test_a_crash_leaves_no_process_of_the_server_behind() -> None:
         assert server.proc is not None
         group = server.proc.pid
         assert _group_alive(group)
-        asyncio.run(server.kill())
-        assert not _group_alive(group)  # the postmaster and every backend it forked
+
+        async def crash_while_busy() -> set[int]:
+            # A backend computing (not waiting) notices the postmaster's death only when
+            # its query ends: only a SIGKILL of its own stops it at once.
+            conn, watcher = await server.connect(), await server.connect()
+            try:
+                backend = await conn.fetchval("SELECT pg_backend_pid()")
+                busy = asyncio.create_task(
+                    conn.fetchval("SELECT count(*) FROM generate_series(1, 10000000000)")
+                )
+                active = "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1"
+
+                async def computing() -> bool:
+                    return bool(await watcher.fetchval(active, backend))
+
+                await wait_for("the query to start", computing, 10, step=0.01)
+                tree = _descendants(group)
+                assert backend in tree  # in a session of its own (setsid), not our group
+                await server.kill()
+            finally:
+                busy.cancel()
+                conn.terminate()
+                watcher.terminate()
+            return tree
+
+        forked = asyncio.run(crash_while_busy())
+        assert not _group_alive(group)
+        assert not [pid for pid in forked if _running(pid)]  # every process it forked
         assert not server.running
     finally:
         asyncio.run(server.close())

@@ -52,7 +52,7 @@ async def test_nack_on_failure_is_available_for_comparison() -> None:
         ({"messages": 0}, "messages"),
         ({"fail_rate": 1.0}, "fail_rate"),
         ({"fault": "earthquake"}, "fault"),
-        ({"fault": "restart"}, "fault"),  # only for pgmq
+        ({"fault": "restart"}, "fault"),  # memory has no private server
     ],
 )
 async def test_settings_out_of_range_are_configuration_errors(
@@ -63,9 +63,12 @@ async def test_settings_out_of_range_are_configuration_errors(
         await run_stress(settings, out=None)
 
 
-async def test_a_fault_the_provider_cannot_take_is_refused_up_front() -> None:
-    settings = dataclasses.replace(SMALL, fault="listener")
-    with pytest.raises(ConfigurationError, match="kill_listener"):
+@pytest.mark.parametrize(
+    ("fault", "hook"), [("listener", "kill_listener"), ("restart", "private_backend")]
+)
+async def test_a_fault_the_provider_cannot_take_is_refused_up_front(fault: str, hook: str) -> None:
+    settings = dataclasses.replace(SMALL, fault=fault)
+    with pytest.raises(ConfigurationError, match=f"memory has no {hook} hook"):
         await run_stress(settings, out=None)
 
 

@@ -82,6 +82,10 @@ class Capabilities:
     #: message stays (sent) or stays gone (acked), claims keep their deadlines, and open
     #: subscriptions deliver again. False for stores that live in the provider's process.
     survives_restart: bool = True
+    #: A new subscription also delivers what was already waiting when it opened (not only
+    #: what is sent afterwards). The event system then leaves a Hybrid consumer's backlog
+    #: to push: its first fallback poll comes one interval after start.
+    push_delivers_backlog: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (enum members become their values)."""

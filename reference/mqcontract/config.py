@@ -15,6 +15,11 @@ host and credentials, ``http``, port 15672) and used only when it answers; none 
 ``use_management_api = false``. See :meth:`RabbitMqConfig.management_endpoint`.
 Reprs of these classes show URLs with their passwords as ``***``.
 
+``[rabbitmq] url`` may list several brokers (the nodes of a cluster), separated by commas:
+the provider connects to the first that answers and, when a connection is lost, moves on
+to the next. :meth:`RabbitMqConfig.urls` splits and checks the list; the management URL
+is derived from the first.
+
 Providers outside this package keep their settings in ``[providers.NAME]`` tables of the
 same file: ``load_config`` keeps them as given, and the provider reads its own with
 :func:`provider_settings`, which checks them exactly like the built-in sections.
@@ -24,12 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from mqcontract._entry_points import provider_names
 from mqcontract._redact import redact, remember_secrets
@@ -47,16 +53,69 @@ __all__ = [
     "PgmqConfig",
     "QueueNamingConfig",
     "RabbitMqConfig",
+    "check_amqp_urls",
     "check_management_url",
     "derived_management_url",
     "load_config",
     "provider_settings",
+    "split_url_list",
 ]
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/test"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: Port of the management API derived from an AMQP URL (the plugin's default).
 DEFAULT_MANAGEMENT_PORT = 15672
+
+
+#: A comma that starts another URL: one followed by a scheme, so that a single URL whose
+#: password holds a raw comma stays one URL.
+_URL_LIST_COMMA = re.compile(r"\s*,\s*(?=[a-zA-Z][a-zA-Z0-9+.-]*://)")
+_AMQP_SCHEMES = frozenset({"amqp", "amqps"})
+
+
+def split_url_list(text: str) -> list[str]:
+    """The URLs of a comma-separated list, stripped (one item for a single URL)."""
+    return [part.strip() for part in _URL_LIST_COMMA.split(text)]
+
+
+def _remember_secrets(text: str | None) -> None:
+    """:func:`remember_secrets` URL by URL: a list read as one URL would make every piece
+    after its first ``user:`` a "password", and redaction would then hide hosts and ports."""
+    for part in split_url_list(text or ""):
+        remember_secrets(part)
+
+
+def _vhost(url: str) -> str:
+    """The virtual host ``url`` names (as the provider's ``vhost_of``; no import cycle)."""
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def check_amqp_urls(value: str, key: str = "rabbitmq.url") -> tuple[str, ...]:
+    """The AMQP URLs in ``value`` (comma-separated), or ``ConfigurationError`` naming ``key``.
+
+    Each must parse and be ``amqp://`` or ``amqps://``; all must name the same virtual
+    host, since queues (and the id lease) live in one.
+    """
+    urls = split_url_list(value)
+    for index, url in enumerate(urls, 1):
+        where = f"URL {index} of {len(urls)}: " if len(urls) > 1 else ""
+        if not url or url.endswith(","):
+            raise ConfigurationError(key, redact(value), f"{where}empty entry in the URL list")
+        try:
+            parts = urlsplit(url)
+            _ = parts.hostname, parts.port  # a malformed host or port raises ValueError
+        except ValueError as exc:
+            raise ConfigurationError(key, redact(url), f"{where}{exc}") from None
+        if parts.scheme not in _AMQP_SCHEMES:
+            reason = "expected an amqp:// or amqps:// URL"
+            raise ConfigurationError(key, redact(url), f"{where}{reason}")
+    vhosts = {_vhost(url) for url in urls}
+    if len(vhosts) > 1:
+        shown = ", ".join(sorted(vhosts))
+        reason = f"every URL must name the same virtual host (found {shown})"
+        raise ConfigurationError(key, redact(value), reason)
+    return tuple(urls)
 
 
 class _RedactedRepr:
@@ -70,7 +129,7 @@ class _RedactedRepr:
         for f in dataclasses.fields(cast(Any, self)):
             value = getattr(self, f.name)
             if isinstance(value, str):
-                remember_secrets(value)
+                _remember_secrets(value)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -147,6 +206,7 @@ class PgmqConfig(_RedactedRepr):
 class RabbitMqConfig(_RedactedRepr):
     """``[rabbitmq]``: RabbitMQ over AMQP 0-9-1."""
 
+    #: One broker URL, or several separated by commas (see :attr:`urls`).
     url: str = DEFAULT_RABBITMQ_URL
     #: The management API (``list_queues``); unset: see :meth:`management_endpoint`.
     management_url: str | None = None
@@ -164,13 +224,22 @@ class RabbitMqConfig(_RedactedRepr):
     #: Visibility timeout applied to pushed (consumed) messages.
     push_visibility_timeout_seconds: float = 60.0
 
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The broker URLs of ``url``, in the order to try them (one for a single URL).
+
+        ``ConfigurationError`` naming ``rabbitmq.url`` for a malformed one; checked when
+        used, so a bad ``RABBITMQ_URL`` does not stop other providers from loading.
+        """
+        return check_amqp_urls(self.url)
+
     def management_endpoint(self) -> ManagementEndpoint | None:
-        """The management API to use: configured, derived from ``url``, or none."""
+        """The management API to use: configured, derived from the first URL, or none."""
         if not self.use_management_api:
             return None
         if self.management_url:
             return ManagementEndpoint(check_management_url(self.management_url), configured=True)
-        derived = derived_management_url(self.url)
+        derived = derived_management_url(split_url_list(self.url)[0])
         return ManagementEndpoint(derived, configured=False) if derived else None
 
 
@@ -297,13 +366,13 @@ def provider_settings(
             values[field_name] = env[variable]
     for value in values.values():
         if isinstance(value, str):
-            remember_secrets(value)
+            _remember_secrets(value)
     return cast(T, _build(f"providers.{name}", cls, values))
 
 
 def _remember_strings(value: object) -> None:
     if isinstance(value, str):
-        remember_secrets(value)
+        _remember_secrets(value)
     elif isinstance(value, dict):
         for item in value.values():
             _remember_strings(item)
@@ -335,7 +404,7 @@ def load_config(
 
     _remember_strings(data)  # before any check can quote a value back
     for env_key in _ENV_KEYS:
-        remember_secrets(env.get(env_key))
+        _remember_secrets(env.get(env_key))
     sections: dict[str, dict[str, object]] = {name: {} for name in _SECTIONS}
     top: dict[str, object] = {}
     providers: dict[str, dict[str, object]] = {}

@@ -201,7 +201,8 @@ async def _bench_service(
         *harness.raw_sides(settings.workers),
     ]
     modes = _modes(service)
-    workloads = plan_workloads(modes, batch=settings.batch)
+    unconfirmed = any(hasattr(side, "receive_ack_confirmed") for side in sides)
+    workloads = plan_workloads(modes, batch=settings.batch, unconfirmed_raw_acks=unconfirmed)
     per_round = sum(any(_applies(w, s, settings) for s in sides) for w in workloads)
     latency_per_round = -(-settings.latency_samples // max(settings.rounds, 1))
     run_latency = settings.latency_samples > 0 and not settings.only

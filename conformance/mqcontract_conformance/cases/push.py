@@ -417,6 +417,27 @@ async def nacked_delivered_again(ctx: CaseContext) -> None:
     await _delivered_again(ctx, q, sub, pushed, "pushed, then nacked")
 
 
+@rule(
+    "PUSH-14",
+    "A provider that declares push_delivers_backlog delivers, to a new subscription, "
+    "every message already waiting when it opened, within the delivery bound.",
+    why="Decided: the event system trusts the declaration. In Hybrid mode a provider "
+    "whose subscription delivers the backlog gets its first fallback poll one interval "
+    "after start instead of at once, so push and a serial poll do not both claim the "
+    "backlog; a provider that declares it and only pushes new sends leaves a backlog "
+    "waiting an interval.",
+    applies_when=FULL_PUSH & Applies.flag("push_delivers_backlog"),
+    provisional=True,
+)
+async def backlog_pushed(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    ids = [(q, await ctx.service.send_message(q, body(i))) for i in range(5)]
+    sub = await ctx.subscribe(q)
+    seen = await ctx.collect_notifications(sub, ids)
+    for note in seen.values():
+        await _settle_held(ctx, q, note)
+
+
 async def _claim_notified(ctx: CaseContext, q: str, note: MessageNotification) -> QueuedMessage:
     """The claim a notification stands for: its own when claimed, else one made by id."""
     if isinstance(note, Message) and note.claimed:

@@ -1,14 +1,19 @@
 """Broken providers: pushed claims that are not held as declared, and nacks push forgets.
 
-Each breaks one promise about what a claimed push holds (PUSH-7) or about redelivering a
-nacked message to an open subscription (PUSH-13); everything else is the in-memory
+Each breaks one promise about what a claimed push holds (PUSH-7), about redelivering a
+nacked message to an open subscription (PUSH-13), or about pushing the backlog a new
+subscription finds (PUSH-14); everything else is the in-memory
 provider's, so only that rule fails.
 """
 
 from __future__ import annotations
 
+import heapq
+from typing import Any
+
 from mqcontract.messages import Claim, Message, MessageNotification
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
+from mqcontract.subscription import QueueSubscription
 from mqcontract_conformance.selftest._pushed import PushedClaims
 from mqcontract_conformance.selftest.catalogue import Specimen
 from mqcontract_conformance.selftest.references import SignalMemory
@@ -107,6 +112,43 @@ class SignalsOnlyInserts(SignalMemory):
         await InMemoryMessagingService._nack(self, queue, claim)
 
 
+class BacklogNotPushed(InMemoryMessagingService):
+    """Declares push_delivers_backlog but pushes a subscription only what was sent after
+    the queue's first subscription opened (a pub/sub feed): an earlier backlog is left to
+    receive."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backlog_upto: dict[str, int] = {}
+        self._pushing = False
+
+    async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
+        for name in names:
+            self._backlog_upto.setdefault(name, max(self._existing(name).entries, default=0))
+        return await super()._subscribe(names)
+
+    def _dispatch(self, queue: _Queue) -> None:
+        self._pushing = True
+        try:
+            super()._dispatch(queue)
+        finally:
+            self._pushing = False
+
+    def _pop_visible(self, queue: _Queue) -> _Entry | None:
+        if not self._pushing:
+            return super()._pop_visible(queue)
+        skipped: list[int] = []
+        try:
+            while (entry := super()._pop_visible(queue)) is not None:
+                if entry.msg_id > self._backlog_upto.get(queue.name, 0):
+                    return entry
+                skipped.append(entry.msg_id)
+            return None
+        finally:
+            for msg_id in skipped:
+                heapq.heappush(queue.ready, msg_id)
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(AcksOnHandOff, "PUSH-7"),
     Specimen(HalvedPushTimeout, "PUSH-7"),
@@ -116,4 +158,5 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(ReceivedNackNotPushed, "PUSH-13"),
     Specimen(NackRepushesOldCount, "PUSH-13"),
     Specimen(SignalsOnlyInserts, "PUSH-13", reference=SignalMemory),
+    Specimen(BacklogNotPushed, "PUSH-14"),
 )

@@ -8,6 +8,12 @@ then runs past its visibility timeout, and otherwise succeeds. It injects the ch
 every few seconds, waits (bounded) until every confirmed message is acked, stops, drains
 what is left, and returns the :class:`~mqcontract_conformance.stress.account.Account`.
 
+The ``restart`` fault never touches a shared server: the run asks the harness for its
+private server (``Harness.private_backend``, the one the DUR rules crash), runs the whole
+load on it, and each fault SIGKILLs that server and starts it again on the same storage
+and port. The account's ``backend`` then describes that server; the harness's teardown
+removes it.
+
 With ``cluster`` (3 or more) the provider runs on a private cluster the run starts
 (:mod:`._clusters`), and the cluster faults (``leader-kill``, ``partition``) are
 available; the account then states, before the load, what the provider promises under
@@ -28,16 +34,20 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mqcontract.config import MessagingConfig, load_config
-from mqcontract.errors import BackendUnavailable, ConfigurationError, MessagingError
+from mqcontract.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    MessagingError,
+    ProviderClosed,
+)
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
 from mqcontract.service import MessagingService
-from mqcontract_conformance.stress._cluster import PrivateCluster
 from mqcontract_conformance.stress._cluster_faults import CLUSTER_FAULTS, ClusterFaultInjector
 from mqcontract_conformance.stress._faults import FAULTS, FaultInjector, Injector
 from mqcontract_conformance.stress._promises import promise_for
@@ -49,7 +59,14 @@ from mqcontract_conformance.stress.clusters import (
     load_cluster_opener,
 )
 
+if TYPE_CHECKING:
+    from mqcontract.testing import Harness, PrivateBackend
+
 __all__ = ["StressSettings", "run_stress"]
+
+
+#: How long the drain retries a receive that lost its connection.
+DRAIN_RECOVERY_SECONDS = 30.0
 
 
 class InjectedFailure(Exception):
@@ -116,10 +133,6 @@ class StressSettings:
         for key, ok in checks.items():
             if not ok:
                 raise ConfigurationError(f"stress.{key}", getattr(self, key), "out of range")
-        if self.fault == "restart" and self.provider != "pgmq":
-            raise ConfigurationError(
-                "stress.fault", self.fault, "restart is only available for pgmq"
-            )
         if self.cluster and self.provider not in CLUSTER_PROVIDERS:
             raise ConfigurationError(
                 "stress.cluster", self.provider, f"only for {', '.join(CLUSTER_PROVIDERS)}"
@@ -277,16 +290,31 @@ class _Run:
         last_seen = time.monotonic()
         drained = 0
         while True:
-            batch = await service.receive_messages(self.queue, 100, max(30.0, self.s.vt * 10))
+            batch = await self._receive_recovering(service)
             for message in batch:
                 self.ledger.unfinished.add(_key(message.payload))
-                await service.ack_claim(self.queue, message)
+                with contextlib.suppress(BackendUnavailable):  # it is counted already
+                    await service.ack_claim(self.queue, message)
             if batch:
                 drained += len(batch)
                 last_seen = time.monotonic()
             elif time.monotonic() - last_seen >= quiet_for:
                 return drained
             else:
+                await asyncio.sleep(0.2)
+
+    async def _receive_recovering(self, service: MessagingService) -> list[QueuedMessage]:
+        """One receive; a lost connection is retried for a while (a restarted server
+        leaves the idle producer's connection dead, and providers reconnect on use)."""
+        deadline = time.monotonic() + DRAIN_RECOVERY_SECONDS
+        while True:
+            try:
+                return await service.receive_messages(self.queue, 100, max(30.0, self.s.vt * 10))
+            except ProviderClosed:
+                raise
+            except BackendUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
                 await asyncio.sleep(0.2)
 
 
@@ -324,18 +352,7 @@ async def run_stress(
     config = config or load_config(validate_backend=False)
     if settings.cluster:
         return await _run_on_cluster(settings, config, out)
-    cluster: PrivateCluster | None = None
-    if settings.fault == "restart":
-        cluster = PrivateCluster()
-        await cluster.start()
-        config = dataclasses.replace(
-            config, pgmq=dataclasses.replace(config.pgmq, database_url=cluster.url)
-        )
-    try:
-        return await _run(settings, config, out, cluster)
-    finally:
-        if cluster is not None:
-            await cluster.remove()
+    return await _run(settings, config, out)
 
 
 def _tuned(config: MessagingConfig, settings: StressSettings) -> MessagingConfig:
@@ -391,7 +408,7 @@ async def _run_on_cluster(
             out.write(f"[stress {settings.provider}] cluster of {settings.cluster} up; ")
             out.write(f"promise under {settings.fault}: {promise.text}\n")
         with _environment(backend.environment()):
-            account = await _run(settings, backend.configure(config), out, None, backend, run)
+            account = await _run(settings, backend.configure(config), out, backend, run)
     finally:
         await backend.close()
     account.extra["cluster"] = backend.describe()
@@ -399,11 +416,19 @@ async def _run_on_cluster(
     return account
 
 
+#: The harness hook each service fault needs (checked before anything is started).
+_HOOKS = {
+    "listener": "kill_listener",
+    "pool": "sever_connection",
+    "connection": "sever_connection",
+    "restart": "private_backend",
+}
+
+
 async def _run(
     settings: StressSettings,
     config: MessagingConfig,
     out: IO[str] | None,
-    cluster: PrivateCluster | None,
     backend: ClusterBackend | None = None,
     run: _Run | None = None,
 ) -> Account:
@@ -420,9 +445,7 @@ async def _run(
             extra={"real_time": "1"},
         ),
     )
-    hook = {"listener": "kill_listener", "pool": "sever_connection"}.get(settings.fault)
-    if settings.fault == "connection":
-        hook = "sever_connection"
+    hook = _HOOKS.get(settings.fault)
     if hook is not None and getattr(type(harness), hook) is getattr(Harness, hook):
         raise ConfigurationError(
             "stress.fault", settings.fault, f"{settings.provider} has no {hook} hook"
@@ -430,14 +453,17 @@ async def _run(
     await harness.setup()
     services: list[MessagingService] = []
     try:
-        producer = await harness.open(None)
+        private = await _private_backend(harness) if settings.fault == "restart" else None
+        opener = harness if private is None else private
+        describe = harness.describe() if private is None else private.describe()
+        producer = await opener.open(None)
         services.append(producer)
         from mqcontract.providers.memory import InMemoryMessagingService
 
         shared = isinstance(producer, InMemoryMessagingService)  # its queues live in it
         consumer_services = []
         for _ in range(settings.consumers):
-            svc = producer if shared else await harness.open(None)
+            svc = producer if shared else await opener.open(None)
             if svc is not producer:
                 services.append(svc)
             consumer_services.append(svc)
@@ -471,14 +497,51 @@ async def _run(
                 targets=consumer_services,
                 kill_listener=harness.kill_listener,
                 sever_connection=harness.sever_connection,
-                restart=cluster.restart if cluster is not None else None,
+                restart=_crash(private) if private is not None else None,
             )
-        return await _drive(run, harness.describe(), producer, consumers, faults)
+        return await _drive(run, describe, producer, consumers, faults)
     finally:
         for svc in services:
             with contextlib.suppress(MessagingError):
                 await svc.close()
         await harness.teardown()
+
+
+async def _private_backend(harness: Harness) -> PrivateBackend:
+    """The harness's private server, which the restart fault may crash (started now)."""
+    from mqcontract.testing import HookUnavailable
+
+    try:
+        return await harness.private_backend()
+    except HookUnavailable as exc:  # offered, but not here (say, no server binary)
+        raise ConfigurationError("stress.fault", "restart", f"no private_backend: {exc}") from exc
+
+
+#: Starts a restart fault may try before the server counts as down for good.
+RESTART_ATTEMPTS = 3
+
+
+def _crash(private: PrivateBackend) -> Callable[[], Awaitable[None]]:
+    """The restart fault: SIGKILL the private server, start it on the same storage.
+
+    A start that failed (say, PostgreSQL refusing while a killed server's backends still
+    hold its shared memory) is tried again at once, so the run does not go on, or end,
+    on a server that is down; the first error is still raised, and so counted.
+    """
+
+    async def restart() -> None:
+        errors: list[Exception] = []
+        for _ in range(RESTART_ATTEMPTS):
+            try:
+                await private.restart(crash=True)  # after a failed start: nothing to kill
+            except Exception as exc:
+                errors.append(exc)
+                continue
+            break
+        if errors:
+            raise errors[0]
+
+    return restart
 
 
 async def _drive(

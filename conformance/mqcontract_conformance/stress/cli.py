@@ -44,8 +44,10 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
     """Faults make drivers log every dropped connection; the account counts them instead.
 
     The levels are restored afterwards (the command may run inside a larger process).
+    The root logger is quieted too: a provider from another package (the examples') logs
+    under its own name.
     """
-    names = ("aiormq", "aio_pika", "asyncpg", "mqcontract.providers", "mqcontract.events")
+    names = ("", "aiormq", "aio_pika", "asyncpg", "mqcontract.providers", "mqcontract.events")
     previous = {name: logging.getLogger(name).level for name in names}
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -152,7 +154,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--vt", type=float, default=2.0, help="visibility timeout, seconds")
     p.add_argument("--batch", type=int, default=10, help="send and receive batch size")
-    p.add_argument("--fault", choices=FAULTS, default="none")
+    p.add_argument(
+        "--fault",
+        choices=FAULTS,
+        default="none",
+        help="listener, pool, connection: the provider's connections are killed; restart: "
+        "the whole run is on the provider's private server (the harness's private_backend, "
+        "never a shared one), SIGKILLed and restarted on the same storage and port; "
+        "leader-kill, partition: need --cluster",
+    )
     p.add_argument("--fault-interval", type=float, default=3.0, help="seconds between faults")
     p.add_argument("--max-seconds", type=float, default=600.0, help="bound on the load phase")
     p.add_argument("--poll-interval", type=float, default=None, help="fallback poll interval")

@@ -145,6 +145,9 @@ class QueueConsumer:
                 batch_size=self.settings.batch_size,
                 visibility_timeout=self.settings.visibility_timeout,
                 clock=self._clock,
+                # Push delivers the backlog (PUSH-14): a poll at once would claim it too,
+                # one serial receive at a time.
+                defer_first=self.mode.listens and self.service.capabilities.push_delivers_backlog,
             )
             self._intake.append(asyncio.create_task(poller.run(), name="mq-poller"))
         self._settler.start()

@@ -26,8 +26,16 @@ async def drain_queue(
     path: Intake,
     clock: Clock,
     released: Callable[[], int] = lambda: 0,
+    last_pushed: Callable[[str], float | None] = lambda queue: None,
 ) -> int:
     """Claim everything visible on ``queue`` and send it on; returns the count.
+
+    Stops early once push is seen delivering the backlog too: ``last_pushed(queue)``, the
+    send time of the last message pushed from ``queue``, is older than this drain. The
+    rest is then left to push (RabbitMQ's ``basic.get`` is one round trip per message,
+    its push is not: claiming a backlog both ways made Hybrid drain at half the speed
+    of EventDrivenOnly). Signals announce new sends only, so a signal-only provider's
+    backlog is still drained here.
 
     A batch is claimed only when a worker is free to start on it (claims made while
     every worker is busy would age in the channel), and each command carries its claim
@@ -38,6 +46,7 @@ async def drain_queue(
     """
     total = 0
     seen = released()
+    began = clock.now()
     while True:
         idle = await sender.demand(batch_size)
         wanted = batch_size if released() == seen else idle
@@ -48,6 +57,9 @@ async def drain_queue(
             await sender.send(ProcessFromMessage(message, True, path, claimed_at))
         total += len(batch)
         if len(batch) < wanted:
+            return total
+        pushed = last_pushed(queue)
+        if pushed is not None and pushed < began:
             return total
 
 
@@ -65,6 +77,7 @@ class FallbackPoller:
         batch_size: int,
         visibility_timeout: float,
         clock: Clock,
+        defer_first: bool = False,
     ) -> None:
         self._service = service
         self._queues = list(queues)
@@ -74,9 +87,16 @@ class FallbackPoller:
         self._batch_size = batch_size
         self._visibility_timeout = visibility_timeout
         self._clock = clock
+        self._defer_first = defer_first
 
     async def run(self) -> None:
-        """Poll until cancelled; errors are counted and the next tick tries again."""
+        """Poll until cancelled; errors are counted and the next tick tries again.
+
+        ``defer_first``: the first poll comes one interval after start (a listener whose
+        subscription delivers the backlog is draining it already).
+        """
+        if self._defer_first:
+            await self._clock.sleep(self._interval)
         while True:
             for queue in self._queues:
                 try:
@@ -89,6 +109,7 @@ class FallbackPoller:
                         path=Intake.POLL,
                         clock=self._clock,
                         released=lambda: self._stats.released_unstarted,
+                        last_pushed=self._stats.last_pushed.get,
                     )
                 except MessagingError as exc:
                     self._stats.record_error(f"poller: {exc}")

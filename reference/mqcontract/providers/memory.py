@@ -136,6 +136,7 @@ class InMemoryMessagingService(BaseMessagingService):
             list_queues=True,
             # The store lives in this process: a restart of it is a restart of the store.
             survives_restart=False,
+            push_delivers_backlog=True,  # a new subscriber is dispatched what is visible
         )
 
     @property

@@ -46,7 +46,12 @@ class Side(Protocol):
         """Batch sends of ``batch`` payloads, one batch after the other."""
 
     async def receive_ack(self, queue: str, count: int, limit: int) -> int:
-        """Receive up to ``limit`` at a time and ack each, until ``count`` were acked."""
+        """Receive up to ``limit`` at a time and settle them, until ``count`` were acked.
+
+        A batch is settled as the side's client settles a batch best (the provider:
+        ``ack_claims``; raw PGMQ: one ``pgmq.delete`` of the ids; raw AMQP: an ack
+        per delivery, which is what the protocol has).
+        """
 
     def consumer(
         self, queue: str, on_message: Callable[[], None], *, mode: str, workers: int, batch: int

@@ -4,6 +4,9 @@ Two :class:`aio_pika.RobustConnection`\ s (heartbeat and connect timeout from
 ``[rabbitmq]``) reconnect in the background: one for operations, one for push consumers,
 opened at the first subscribe (RabbitMQ's advice: a publisher blocked by flow control must
 not stall deliveries, and losing the push connection leaves sends and receives working).
+With several broker URLs (a cluster's nodes), each is a :class:`FailoverConnection`: the
+first connect takes the first URL that answers, and every reconnect attempt goes to the
+next URL in turn, so a client on a node that died moves to one that lives.
 Every channel is a plain aiormq channel opened here and re-opened lazily, so aio-pika never
 re-declares anything on reconnect (which could re-create a deleted queue).
 
@@ -19,15 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from functools import partial
 from typing import Any
 
 import aiormq
 import aiormq.abc
 from aio_pika import RobustConnection
+from aio_pika.abc import TimeoutType
 from aio_pika.connection import make_url
 from aiormq.exceptions import ChannelNotFoundEntity
+from pamqp.commands import Connection as ConnectionMethods
+from yarl import URL
 
 from mqcontract._redact import redact, scrubbed
 from mqcontract.config import RabbitMqConfig
@@ -40,9 +46,12 @@ __all__ = [
     "RECONNECT_INTERVAL",
     "Channel",
     "Channels",
+    "FailoverConnection",
     "heartbeat_seconds",
     "open_connection",
 ]
+
+_UpdateSecretOk = ConnectionMethods.UpdateSecretOk
 
 #: aiormq's channel class: what its connections open (settling writes to its write queue).
 Channel = aiormq.Channel
@@ -69,25 +78,82 @@ def heartbeat_seconds(rabbit: RabbitMqConfig) -> int:
     return max(1, min(rabbit.heartbeat_seconds, max(MIN_HEARTBEAT_SECONDS, bound)))
 
 
+class FailoverConnection(RobustConnection):
+    """A robust connection that moves to the next broker URL whenever an attempt ends.
+
+    aio-pika calls :meth:`_on_connection_close` exactly once per connection attempt that
+    ends: at once when it fails, later when an established connection is lost. Advancing
+    ``url`` there makes every reconnect attempt try the next URL in rotation, so a dead
+    node is left behind (with one URL nothing changes).
+    """
+
+    def __init__(self, urls: Sequence[URL], start: int = 0, **kwargs: Any) -> None:
+        self._urls = tuple(urls)
+        self._index = start % len(self._urls)
+        super().__init__(self._urls[self._index], **kwargs)
+
+    @property
+    def urls(self) -> tuple[URL, ...]:
+        """Every URL this connection rotates through, in order."""
+        return self._urls
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        self._index = (self._index + 1) % len(self._urls)
+        self.url = self._urls[self._index]
+        await super()._on_connection_close(closing)
+
+    async def update_secret(
+        self, new_secret: str, *, reason: str = "", timeout: TimeoutType = None
+    ) -> _UpdateSecretOk:
+        """Also for the other URLs: a rotation must not bring the old secret back."""
+        result = await super().update_secret(new_secret, reason=reason, timeout=timeout)
+        self._urls = tuple(url.with_password(new_secret) for url in self._urls)
+        return result
+
+
 async def open_connection(rabbit: RabbitMqConfig, provider: str, name: str) -> RobustConnection:
-    """A robust connection named ``name``, bounded by ``connection_timeout_seconds``."""
+    """A robust connection named ``name`` to the first of ``rabbit.urls`` that answers.
+
+    Each URL is tried in order, bounded by ``connection_timeout_seconds``; only when all
+    fail is the backend unavailable (the error names each URL, redacted, and its failure).
+    """
     kwargs: dict[str, Any] = {
         "heartbeat": heartbeat_seconds(rabbit),
         "reconnect_interval": RECONNECT_INTERVAL,
     }
+    urls = rabbit.urls
     try:
-        url = make_url(rabbit.url, **kwargs)
+        parsed = [make_url(url, **kwargs) for url in urls]
     except (ValueError, TypeError) as exc:  # a URL the driver cannot parse
         raise ConfigurationError("rabbitmq.url", redact(rabbit.url), str(exc)) from None
-    connection = RobustConnection(url, client_properties={"connection_name": name}, **kwargs)
+    failures: list[str] = []
+    error: Exception | None = None
+    for start, url in enumerate(urls):
+        try:
+            return await _connect(rabbit, parsed, start, name, kwargs)
+        except Exception as exc:  # any failure to connect means unavailable
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            failures.append(detail if len(urls) == 1 else f"{redact(url)} ({detail})")
+            error = exc
+    assert error is not None  # there is at least one URL
+    detail = failures[0] if len(urls) == 1 else f"no URL answered: {'; '.join(failures)}"
+    raise BackendUnavailable(provider, rabbit.url, detail) from scrubbed(error)
+
+
+async def _connect(
+    rabbit: RabbitMqConfig, urls: Sequence[URL], start: int, name: str, kwargs: dict[str, Any]
+) -> RobustConnection:
+    """A connection to ``urls[start]`` (rotating on from there), or the failure to make it."""
+    connection = FailoverConnection(
+        urls, start, client_properties={"connection_name": name}, **kwargs
+    )
     try:
         async with asyncio.timeout(rabbit.connection_timeout_seconds):
             await connection.connect(timeout=rabbit.connection_timeout_seconds)
-    except Exception as exc:  # any failure to connect means unavailable
+    except Exception:
         with contextlib.suppress(Exception):
             await connection.close()
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise BackendUnavailable(provider, rabbit.url, detail) from scrubbed(exc)
+        raise
     return connection
 
 

@@ -164,7 +164,7 @@ async def find_management(
     probe = ManagementClient(endpoint.url, provider=provider, timeout=bound)
     try:
         async with asyncio.timeout(bound + 1.0):  # name resolution is not under the socket's
-            await probe.vhost(vhost_of(config.url))
+            await probe.vhost(vhost_of(config.urls[0]))
     except (BackendUnavailable, TimeoutError) as exc:
         log.info("list_queues not claimed: %s", exc or f"no answer from {probe.display_url}")
         return None

@@ -125,7 +125,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         #: This service's ids; given ones keep their node (no lease is taken for them).
         self._ids = ids or MessageIdGenerator()
         self._lease = None if ids is not None else NodeLease(self._ids, timeout=operation_timeout)
-        self._vhost = vhost_of(config.url)
+        self._vhost = vhost_of(config.urls[0])
         #: The management API, when :func:`find_management` found one (``list_queues``).
         self._management = management
         self._wait_queues: dict[str, set[str]] = {}
@@ -179,6 +179,8 @@ class RabbitMqMessagingService(BaseMessagingService):
             # broker gives its silent connection up.
             visibility_enforced_by=VisibilityEnforcer.HOLDER,
             frozen_holder_release_seconds=float(MISSED_HEARTBEATS * heartbeat_seconds(config)),
+            # basic.consume delivers what is ready in the queue, not only later publishes.
+            push_delivers_backlog=True,
         )
 
     @property
