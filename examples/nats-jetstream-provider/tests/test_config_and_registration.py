@@ -43,6 +43,27 @@ def test_settings_come_from_the_toml_table_then_the_environment(
     assert load_settings(config).url == "nats://env:4222"
 
 
+def test_replicas_default_to_one_and_come_from_the_toml_table_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NATS_JETSTREAM_REPLICAS", raising=False)
+    assert load_settings(load_config(environ={})).replicas == 1
+    path = tmp_path / "mq.toml"
+    path.write_text("[providers.nats-jetstream]\nreplicas = 3\n")
+    config = load_config(path, environ={})
+    assert load_settings(config).replicas == 3
+    monkeypatch.setenv("NATS_JETSTREAM_REPLICAS", "5")
+    assert load_settings(config).replicas == 5
+
+
+@pytest.mark.parametrize("value", ["0", "6", "x"])
+def test_a_bad_replicas_variable_names_the_key(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("NATS_JETSTREAM_REPLICAS", value)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(load_config(environ={}))
+    assert info.value.key == "providers.nats-jetstream.replicas"
+
+
 @pytest.mark.parametrize(
     ("url", "servers"),
     [
@@ -110,6 +131,11 @@ async def test_no_password_of_a_server_list_is_shown() -> None:
         ('prefix = "a.b"', "providers.nats-jetstream.prefix"),
         ("prefetch_count = 0", "providers.nats-jetstream.prefetch_count"),
         ("fetch_grace_seconds = 0.5", "providers.nats-jetstream.fetch_grace_seconds"),
+        ("replicas = 0", "providers.nats-jetstream.replicas"),
+        ("replicas = 6", "providers.nats-jetstream.replicas"),
+        ("replicas = -1", "providers.nats-jetstream.replicas"),
+        ('replicas = "three"', "providers.nats-jetstream.replicas"),
+        ("replicas = 2.5", "providers.nats-jetstream.replicas"),
         ("unknown = 1", "providers.nats-jetstream.unknown"),
     ],
 )

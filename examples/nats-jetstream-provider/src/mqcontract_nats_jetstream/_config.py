@@ -11,6 +11,7 @@ from mqcontract.errors import ConfigurationError
 __all__ = [
     "DEFAULT_NATS_URL",
     "ENV_KEYS",
+    "MAX_REPLICAS",
     "PROVIDER_NAME",
     "NatsJetStreamConfig",
     "load_settings",
@@ -22,7 +23,10 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 ENV_KEYS = {
     "NATS_URL": "url",
     "NATS_JETSTREAM_PREFIX": "prefix",
+    "NATS_JETSTREAM_REPLICAS": "replicas",
 }
+#: JetStream's own limit on a stream's replicas.
+MAX_REPLICAS = 5
 _PREFIX = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -36,6 +40,10 @@ class NatsJetStreamConfig:
     #: Every stream this provider makes is named ``<prefix>_...`` and every subject starts
     #: with ``<prefix>.``: one prefix is one namespace of queues.
     prefix: str = "mqc"
+    #: Replicas of every stream a queue is made of (its consumer inherits them): at most
+    #: the nodes of the cluster, 1 on a server without one. Queues made before a change
+    #: keep theirs.
+    replicas: int = 1
     max_message_size_bytes: int = 1_048_576
     #: The consumer's ack wait: how long a message a receiver fetched stays invisible if
     #: that receiver dies before it sets the message's own timeout (a few milliseconds
@@ -63,6 +71,7 @@ def load_settings(config: MessagingConfig) -> NatsJetStreamConfig:
     checks = {
         "url": bool(settings.servers) and all(" " not in s for s in settings.servers),
         "prefix": _PREFIX.fullmatch(settings.prefix) is not None and len(settings.prefix) <= 40,
+        "replicas": 1 <= settings.replicas <= MAX_REPLICAS,
         "max_message_size_bytes": settings.max_message_size_bytes >= 1,
         "fetch_grace_seconds": settings.fetch_grace_seconds >= 1,
         "push_visibility_timeout_seconds": settings.push_visibility_timeout_seconds > 0,

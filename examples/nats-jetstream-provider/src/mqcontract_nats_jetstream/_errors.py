@@ -29,6 +29,8 @@ __all__ = [
     "CONSUMER_NOT_FOUND",
     "ERRORS",
     "MESSAGE_NOT_FOUND",
+    "NOT_CLUSTERED",
+    "REPLICAS_REFUSED",
     "STREAM_NOT_FOUND",
     "WRONG_LAST_SEQUENCE",
     "JsError",
@@ -40,6 +42,11 @@ STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 MESSAGE_NOT_FOUND = 10037
 WRONG_LAST_SEQUENCE = 10071
+#: A stream asked for more than one replica on a server without a cluster.
+NOT_CLUSTERED = 10074
+#: How the server refuses a stream whose replicas it cannot place: no cluster, or fewer
+#: (running) nodes than replicas ("no suitable peers for placement").
+REPLICAS_REFUSED = frozenset({NOT_CLUSTERED, 10005})
 
 
 class JsError(Exception):

@@ -102,6 +102,7 @@ class NatsJetStreamHarness(Harness):
                 "server": f"nats-server {service.server_version}",
                 "nats_py": importlib.metadata.version("nats-py"),
                 "prefix": self.config.prefix,
+                "replicas": str(self.config.replicas),
             }
         finally:
             await service.close()
@@ -132,7 +133,8 @@ class NatsJetStreamHarness(Harness):
 
         def opener(server: LoopBoundServer) -> BackendOpener:
             assert isinstance(server, PrivateNatsServer)
-            config = dataclasses.replace(self.config, url=server.url)
+            # One server: its streams can have one replica, whatever the run's setting.
+            config = dataclasses.replace(self.config, url=server.url, replicas=1)
 
             async def open_on(clock: VirtualClock | None) -> MessagingService:
                 return await connect_nats_jetstream(config, operation_timeout=timeout)

@@ -7,7 +7,9 @@ How the contract maps onto JetStream (details in the README):
   (:mod:`._ledger`). A stream per queue, rather than one stream with a subject per queue,
   makes deleting a queue one call that takes its messages with it, gives every queue its
   own sequence (the ids) and lets ``list_queues`` ask the server for the streams on
-  ``<prefix>.q.*`` instead of tracking a registry.
+  ``<prefix>.q.*`` instead of tracking a registry. Both streams get the ``replicas``
+  setting (the consumer inherits it); a server that cannot place that many refuses the
+  stream, and ``create_queue`` raises ``QueueError`` after removing what it made.
 * **Ids.** The stream sequence the server assigns on publish: unique in the queue and
   increasing in send order; never chosen by a producer.
 * **Receive.** A pull request (``no_wait``) on the consumer, then each delivery is claimed
@@ -46,6 +48,7 @@ from mqcontract.config import MessagingConfig
 from mqcontract.errors import (
     BackendUnavailable,
     InvalidArgument,
+    QueueError,
     QueueNotFound,
     StaleClaim,
     StaleReason,
@@ -62,6 +65,8 @@ from mqcontract_nats_jetstream._errors import (
     CONSUMER_NOT_FOUND,
     ERRORS,
     MESSAGE_NOT_FOUND,
+    NOT_CLUSTERED,
+    REPLICAS_REFUSED,
     STREAM_NOT_FOUND,
     JsError,
     Severed,
@@ -171,6 +176,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
 
     async def _create_queue(self, name: str) -> None:
         names = self.names(name)
+        replicas = self.settings.replicas
         queue_stream = {
             "name": names.stream,
             "subjects": [names.subject],
@@ -178,6 +184,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             "storage": "file",
             "max_msg_size": -1,
             "discard": "old",
+            "num_replicas": replicas,
         }
         ledger = {
             "name": names.ledger,
@@ -185,8 +192,9 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             "retention": "limits",
             "storage": "file",
             "max_msgs_per_subject": 1,
+            "num_replicas": replicas,
         }
-        consumer = {
+        consumer = {  # its replicas: the stream's (num_replicas left out)
             "stream_name": names.stream,
             "config": {
                 "durable_name": CONSUMER,
@@ -201,11 +209,28 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         }
 
         async def create() -> None:
-            await self.link.api(f"STREAM.CREATE.{names.ledger}", ledger)
-            await self.link.api(f"STREAM.CREATE.{names.stream}", queue_stream)
+            for stream in (ledger, queue_stream):
+                reply = await self.link.api(f"STREAM.CREATE.{stream['name']}", stream)
+                kept = int((reply.get("config") or {}).get("num_replicas") or 1)
+                if kept < replicas:  # a server that lowers it instead of refusing
+                    raise JsError(500, NOT_CLUSTERED, f"stream created with {kept} replicas")
             await self.link.api(f"CONSUMER.DURABLE.CREATE.{names.stream}.{CONSUMER}", consumer)
 
-        await self._bounded(create())
+        try:
+            await self._bounded(create())
+        except JsError as exc:
+            if replicas == 1 or exc.err_code not in REPLICAS_REFUSED:
+                raise
+            await self._unmake(name)
+            raise QueueError(name, _too_many_replicas(name, replicas, exc)) from exc
+
+    async def _unmake(self, name: str) -> None:
+        """Delete what a refused ``create_queue`` made, unless the queue existed before
+        (its consumer is made last: without it, the streams are this call's leftovers).
+        Best effort: the refusal is what the caller must hear."""
+        with contextlib.suppress(Exception):
+            if not await self._queue_exists(name):
+                await self._delete_queue(name)
 
     async def _delete_queue(self, name: str) -> None:
         names = self.names(name)
@@ -565,6 +590,18 @@ def _stale(record: Record, token: int, now: float) -> StaleReason | None:
     if record.state == RELEASED or record.deadline <= now:
         return StaleReason.LAPSED
     return None
+
+
+def _too_many_replicas(name: str, replicas: int, exc: JsError) -> str:
+    """Why ``name`` was not created: the replicas asked for, the server's words, the limit."""
+    if exc.err_code == NOT_CLUSTERED:
+        limit = "this server has no cluster: 1 is the limit"
+    else:
+        limit = "the limit is the number of running nodes in the cluster"
+    return (
+        f"queue {name!r} not created: JetStream cannot keep {replicas} replicas of its "
+        f"streams (providers.{PROVIDER_NAME}.replicas = {replicas}; {exc}); {limit}"
+    )
 
 
 def _nak_delay(seconds: float) -> bytes:

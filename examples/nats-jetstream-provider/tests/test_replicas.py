@@ -1,0 +1,107 @@
+"""The ``replicas`` setting: on the machine's NATS (one server, no cluster) one replica
+works and more are refused by ``create_queue``, clearly and without leftovers; on a
+private 3-node cluster 3 replicate every stream and 4 are refused the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import pytest
+from mqcontract.errors import QueueError
+from mqcontract_fixtures.private.nats import PrivateNatsCluster, nats_available
+
+from mqcontract_nats_jetstream import NatsJetStreamConfig, NatsJetStreamMessagingService
+from mqcontract_nats_jetstream._names import CONSUMER
+from mqcontract_nats_jetstream.harness import run_streams
+from mqcontract_nats_jetstream.service import connect_nats_jetstream
+from support import PREFIX, open_service, queue_name
+
+
+@pytest.fixture
+async def three(
+    service: NatsJetStreamMessagingService,
+) -> AsyncIterator[NatsJetStreamMessagingService]:
+    """A provider asking for 3 replicas (``service`` drops the run's streams after)."""
+    svc = await open_service(replicas=3)
+    try:
+        yield svc
+    finally:
+        await svc.close()
+
+
+async def _streams_of(service: NatsJetStreamMessagingService, queue: str) -> list[str]:
+    names = service.names(queue)
+    return [s for s in await run_streams(service.link, PREFIX) if s in (names.stream, names.ledger)]
+
+
+async def test_one_replica_makes_every_stream_of_the_queue_with_one(
+    service: NatsJetStreamMessagingService,
+) -> None:
+    assert service.settings.replicas == 1
+    name = queue_name()
+    await service.create_queue(name)
+    names = service.names(name)
+    for stream in (names.stream, names.ledger):
+        info = await service.link.api(f"STREAM.INFO.{stream}")
+        assert info["config"]["num_replicas"] == 1
+    msg_id = await service.send_message(name, b"x")
+    [got] = await service.receive_messages(name, 1, 5.0)
+    assert got.msg_id == msg_id
+
+
+async def test_three_replicas_on_a_server_without_a_cluster_fail_create_queue_clearly(
+    service: NatsJetStreamMessagingService, three: NatsJetStreamMessagingService
+) -> None:
+    name = queue_name()
+    with pytest.raises(QueueError) as info:
+        await three.create_queue(name)
+    assert info.value.queue == name
+    text = str(info.value)
+    assert repr(name) in text
+    assert "providers.nats-jetstream.replicas = 3" in text
+    assert "1 is the limit" in text
+    assert await _streams_of(service, name) == []
+    assert not await three.queue_exists(name)
+    assert name not in await three.list_queues()
+
+
+async def test_a_refused_create_queue_keeps_a_queue_that_existed(
+    service: NatsJetStreamMessagingService, three: NatsJetStreamMessagingService
+) -> None:
+    name = queue_name()
+    await service.create_queue(name)
+    msg_id = await service.send_message(name, b"kept")
+    with pytest.raises(QueueError, match="replicas"):
+        await three.create_queue(name)
+    assert len(await _streams_of(service, name)) == 2
+    assert await service.stored_ids(name) == [msg_id]
+
+
+@pytest.mark.skipif(not nats_available(), reason="nats-server not installed")
+async def test_on_a_cluster_every_stream_gets_the_replicas_and_more_than_its_nodes_fail() -> None:
+    async with PrivateNatsCluster(3) as cluster:
+        settings = NatsJetStreamConfig(url=cluster.url, prefix=PREFIX, replicas=3)
+        svc = await connect_nats_jetstream(settings, operation_timeout=10.0)
+        try:
+            name = queue_name()
+            await svc.create_queue(name)
+            names = svc.names(name)
+            for stream in (names.stream, names.ledger):
+                info = await svc.link.api(f"STREAM.INFO.{stream}")
+                assert info["config"]["num_replicas"] == 3
+            consumer = await svc.link.api(f"CONSUMER.INFO.{names.stream}.{CONSUMER}")
+            assert len(consumer["cluster"]["replicas"]) == 2  # inherited: a leader + 2
+
+            four = dataclasses.replace(settings, replicas=4)
+            wide = await connect_nats_jetstream(four, operation_timeout=10.0)
+            try:
+                other = queue_name()
+                with pytest.raises(QueueError, match="running nodes in the cluster") as info_:
+                    await wide.create_queue(other)
+                assert info_.value.queue == other
+                assert await _streams_of(wide, other) == []
+            finally:
+                await wide.close()
+        finally:
+            await svc.close()
