@@ -1,74 +1,137 @@
-"""The fallback poller leaves a backlog to push once push is seen delivering it.
+"""A Hybrid consumer leaves a backlog to push when the provider's push delivers one.
 
-``drain_queue`` claims batch after batch while they come back full; once the last
-message pushed from the queue was sent before the drain began, push is delivering the
-backlog and the drain stops after its current batch. Newer pushes (a signal-only
-provider announces new sends only) never stop it.
+With ``push_delivers_backlog`` declared, the fallback poller's first poll comes one
+interval after start (push is draining the backlog; a poll at once would claim part of
+it too, one receive at a time). Without it, or when push is dead, the poller still finds
+the backlog within one interval.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncIterator
 
 import pytest
 
-from mqcontract.clock import SystemClock
-from mqcontract.events.commands import CommandReceiver, Intake, command_channel
-from mqcontract.events.poller import drain_queue
+from mqcontract.capabilities import Capabilities
+from mqcontract.clock import VirtualClock
+from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
+from mqcontract.events.commands import command_channel
+from mqcontract.events.poller import FallbackPoller
+from mqcontract.events.stats import ConsumerStats
+from mqcontract.messages import QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService
 
-BACKLOG, BATCH = 250, 100
+BACKLOG, BATCH, INTERVAL = 25, 10, 5.0
+
+
+class NoBacklogClaim(InMemoryMessagingService):
+    """The memory provider, not declaring that its push delivers a backlog."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, push_delivers_backlog=False)
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[InMemoryMessagingService]:
-    async with InMemoryMessagingService() as service:
-        await service.create_queue("jobs")
-        await service.send_batch("jobs", [b"{}"] * BACKLOG)
-        yield service
+async def clock() -> VirtualClock:
+    return VirtualClock()
 
 
-async def _worker(receiver: CommandReceiver) -> None:
-    while True:
-        await receiver.receive()
-        receiver.done()
+async def _with_backlog(service: InMemoryMessagingService) -> InMemoryMessagingService:
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"{}"] * BACKLOG)
+    return service
 
 
-async def _drain(
-    service: InMemoryMessagingService, last_pushed: Callable[[str], float | None]
-) -> int:
-    sender, receiver = command_channel(BATCH * 3)
-    worker = asyncio.create_task(_worker(receiver))
+@pytest.fixture
+async def service(clock: VirtualClock) -> AsyncIterator[InMemoryMessagingService]:
+    async with InMemoryMessagingService(clock=clock) as service:
+        yield await _with_backlog(service)
+
+
+async def _consume(service: InMemoryMessagingService, clock: VirtualClock) -> ConsumerStats:
+    """Run a Hybrid consumer over the backlog for half an interval; its stats."""
+    done = asyncio.Event()
+    handled = 0
+
+    async def handler(_: QueuedMessage) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == BACKLOG:
+            done.set()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.HYBRID,
+        visibility_timeout=30,
+        batch_size=BATCH,
+        workers=2,
+        poll_interval=INTERVAL,
+    )
+    consumer = QueueConsumer(service, ["jobs"], handler, settings, clock=clock)
+    await consumer.start()
     try:
+        await clock.advance(INTERVAL / 2)
         async with asyncio.timeout(10):
-            return await drain_queue(
-                service,
-                "jobs",
-                sender,
-                batch_size=BATCH,
-                visibility_timeout=30,
-                path=Intake.POLL,
-                clock=SystemClock(),
-                last_pushed=last_pushed,
-            )
+            await done.wait()
     finally:
-        worker.cancel()
+        await consumer.stop()
+    return consumer.stats
 
 
-async def test_without_push_the_whole_backlog_is_drained(service: InMemoryMessagingService) -> None:
-    assert await _drain(service, lambda queue: None) == BACKLOG
-
-
-async def test_push_of_new_sends_only_does_not_stop_the_drain(
-    service: InMemoryMessagingService,
+async def test_push_alone_drains_a_backlog_it_delivers(
+    service: InMemoryMessagingService, clock: VirtualClock
 ) -> None:
-    assert await _drain(service, lambda queue: SystemClock().now() + 60) == BACKLOG
+    stats = await _consume(service, clock)
+    assert stats.polls == 0
+    assert stats.by_path == {"push": BACKLOG}
 
 
-async def test_push_delivering_the_backlog_stops_the_drain_after_its_batch(
-    service: InMemoryMessagingService,
+async def test_without_the_declaration_the_poller_polls_at_once(clock: VirtualClock) -> None:
+    async with NoBacklogClaim(clock=clock) as service:
+        stats = await _consume(await _with_backlog(service), clock)
+    assert stats.polls >= 1
+
+
+async def test_a_deferred_poller_still_drains_within_one_interval(
+    service: InMemoryMessagingService, clock: VirtualClock
 ) -> None:
-    sent_long_ago = SystemClock().now() - 60
-    assert await _drain(service, {"jobs": sent_long_ago}.get) == BATCH
-    assert await _drain(service, {"other": sent_long_ago}.get) == BACKLOG - BATCH
+    """Push dead from the start (no listener): the backlog waits one interval, no more."""
+    sender, receiver = command_channel(BACKLOG * 2)
+    stats = ConsumerStats()
+    poller = FallbackPoller(
+        service,
+        ["jobs"],
+        sender,
+        stats,
+        interval=INTERVAL,
+        batch_size=BATCH,
+        visibility_timeout=30,
+        clock=clock,
+        defer_first=True,
+    )
+    taken = 0
+    all_taken = asyncio.Event()
+
+    async def worker() -> None:
+        nonlocal taken
+        while True:
+            await receiver.receive()
+            taken += 1
+            receiver.done()
+            if taken == BACKLOG:
+                all_taken.set()
+
+    tasks = [asyncio.create_task(poller.run()), asyncio.create_task(worker())]
+    try:
+        await clock.advance(0)  # both tasks started: the poller sleeps from now
+        await clock.advance(INTERVAL * 0.99)
+        assert (stats.polls, taken) == (0, 0)
+        await clock.advance(INTERVAL * 0.02)
+        async with asyncio.timeout(10):
+            await all_taken.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -46,12 +46,23 @@ async def test_nack_on_failure_is_available_for_comparison() -> None:
     assert account.ok, account.to_dict()
 
 
+async def test_consumers_run_in_the_mode_asked_for() -> None:
+    """EventDrivenOnly: everything comes by push, nothing by the poller's receives."""
+    settings = dataclasses.replace(SMALL, mode="EventDrivenOnly", slow_rate=0.0)
+    account = await run_stress(settings, out=None)
+    assert account.ok, account.to_dict()
+    data = account.to_dict()
+    assert data["settings"]["mode"] == "EventDrivenOnly"
+    assert set(data["consumers"]["by_path"]) == {"push"}
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
         ({"messages": 0}, "messages"),
         ({"fail_rate": 1.0}, "fail_rate"),
         ({"fault": "earthquake"}, "fault"),
+        ({"mode": "Sometimes"}, "mode"),
         ({"fault": "restart"}, "fault"),  # memory has no private server
     ],
 )

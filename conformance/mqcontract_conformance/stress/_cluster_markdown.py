@@ -124,7 +124,7 @@ def render_cluster_account(data: dict[str, Any]) -> str:
         f"producers, {settings.get('consumers')} consumers x {settings.get('workers')} "
         f"workers, fail rate {settings.get('fail_rate')}, slow rate "
         f"{settings.get('slow_rate')}, visibility timeout {settings.get('vt')} s, "
-        f"seed {settings.get('seed')}.",
+        f"consumers in {settings.get('mode', 'Hybrid')} mode, seed {settings.get('seed')}.",
         "",
     ]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from mqcontract.events import DeploymentMode
 from mqcontract_conformance.stress._faults import FAULTS
 
 __all__ = ["register"]
@@ -78,6 +79,7 @@ def _run(options: argparse.Namespace) -> int:
         fault_interval=options.fault_interval,
         max_seconds=options.max_seconds,
         poll_interval=options.poll_interval,
+        mode=options.mode,
         seed=options.seed,
         nack_on_failure=options.nack_on_failure,
         cluster=options.cluster,
@@ -166,6 +168,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--fault-interval", type=float, default=3.0, help="seconds between faults")
     p.add_argument("--max-seconds", type=float, default=600.0, help="bound on the load phase")
     p.add_argument("--poll-interval", type=float, default=None, help="fallback poll interval")
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in DeploymentMode],
+        default=DeploymentMode.HYBRID.value,
+        help="the consumers' deployment mode (Hybrid: push and the fallback poller's "
+        "receives; EventDrivenOnly: push alone; the provider's effective mode is used)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of the handler's dice")
     p.add_argument(
         "--nack-on-failure",

@@ -51,7 +51,6 @@ class QueueListener:
                 self._stats.notifications += 1
                 match note:
                     case Message(message=message, claimed=claimed):
-                        self._stats.last_pushed[message.queue_name] = message.enqueued_at
                         await self._sender.send(ProcessFromMessage(message, claimed, Intake.PUSH))
                     case Available(queue_name=queue, msg_id=msg_id):
                         if msg_id is None:

@@ -26,16 +26,8 @@ async def drain_queue(
     path: Intake,
     clock: Clock,
     released: Callable[[], int] = lambda: 0,
-    last_pushed: Callable[[str], float | None] = lambda queue: None,
 ) -> int:
     """Claim everything visible on ``queue`` and send it on; returns the count.
-
-    Stops early once push is seen delivering the backlog too: ``last_pushed(queue)``, the
-    send time of the last message pushed from ``queue``, is older than this drain. The
-    rest is then left to push (RabbitMQ's ``basic.get`` is one round trip per message,
-    its push is not: claiming a backlog both ways made Hybrid drain at half the speed
-    of EventDrivenOnly). Signals announce new sends only, so a signal-only provider's
-    backlog is still drained here.
 
     A batch is claimed only when a worker is free to start on it (claims made while
     every worker is busy would age in the channel), and each command carries its claim
@@ -46,7 +38,6 @@ async def drain_queue(
     """
     total = 0
     seen = released()
-    began = clock.now()
     while True:
         idle = await sender.demand(batch_size)
         wanted = batch_size if released() == seen else idle
@@ -57,9 +48,6 @@ async def drain_queue(
             await sender.send(ProcessFromMessage(message, True, path, claimed_at))
         total += len(batch)
         if len(batch) < wanted:
-            return total
-        pushed = last_pushed(queue)
-        if pushed is not None and pushed < began:
             return total
 
 
@@ -92,8 +80,12 @@ class FallbackPoller:
     async def run(self) -> None:
         """Poll until cancelled; errors are counted and the next tick tries again.
 
-        ``defer_first``: the first poll comes one interval after start (a listener whose
-        subscription delivers the backlog is draining it already).
+        ``defer_first``: the first poll comes one interval after start, for a listener
+        whose subscription delivers the backlog (``push_delivers_backlog``): push is
+        draining it already, and a poll at once would claim part of it too (RabbitMQ:
+        one ``basic.get`` round trip per message; Hybrid drained a backlog at 0.7x of
+        EventDrivenOnly). A backlog push does not deliver (the listener died) still
+        waits at most one interval, as a send just after a poll does.
         """
         if self._defer_first:
             await self._clock.sleep(self._interval)
@@ -109,7 +101,6 @@ class FallbackPoller:
                         path=Intake.POLL,
                         clock=self._clock,
                         released=lambda: self._stats.released_unstarted,
-                        last_pushed=self._stats.last_pushed.get,
                     )
                 except MessagingError as exc:
                     self._stats.record_error(f"poller: {exc}")

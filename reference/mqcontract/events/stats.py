@@ -20,9 +20,6 @@ class ConsumerStats:
     by_path: Counter[str] = field(default_factory=Counter)
     receive_counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     notifications: int = 0
-    #: Per queue, the send time (``enqueued_at``) of the last message pushed in full: the
-    #: fallback poller leaves a backlog to push once push is seen delivering it.
-    last_pushed: dict[str, float] = field(default_factory=dict)
     catch_ups: int = 0
     polls: int = 0
     polled_messages: int = 0
