@@ -15,6 +15,7 @@ from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.events.commands import ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
+from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import Available, Claim, ClaimRef, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Queue
 from mqcontract.subscription import QueueSubscription
@@ -374,3 +375,22 @@ async def test_acks_handed_over_during_a_confirmation_start_at_once_up_to_the_de
     await settler.close()
     assert service.calls == [1, 1, 4]
     assert outcomes == {m.msg_id: True for m in held}
+
+
+def test_per_message_records_are_bounded_and_totals_are_not() -> None:
+    """A consumer runs for months: only the newest ``tracked`` messages keep records."""
+    stats = ConsumerStats(tracked=3)
+    for msg_id in range(10):
+        key = ("jobs", msg_id)
+        stats.started(key, "poll", 1)
+        if msg_id % 2:
+            stats.handler_failed(key)
+        else:
+            stats.ack_confirmed(key)
+    stats.ack_confirmed(("jobs", 8))  # processed twice, still tracked
+    assert (stats.handler_runs, stats.handler_failures, stats.processed) == (10, 5, 5)
+    assert set(stats.invocations) == {("jobs", 7), ("jobs", 8), ("jobs", 9)}
+    assert set(stats.receive_counts) == set(stats.invocations)
+    assert set(stats.failed) == {("jobs", 7), ("jobs", 9)}
+    assert stats.processed_twice() == [("jobs", 8)]
+    assert stats.by_path == {"poll": 10}

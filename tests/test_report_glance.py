@@ -337,3 +337,14 @@ def test_bench_results_are_read_from_the_command_line(tmp_path: Path, capsys: An
     assert main([*args, "--bench", str(bench)]) == 1
     assert "elsewhere.json: not an mqcontract bench result" in capsys.readouterr().err
     assert main([*args, "--bench", str(tmp_path / "missing.json")]) == 1
+
+
+def test_stress_accounts_of_another_consumer_mode_are_told_apart() -> None:
+    from mqcontract_conformance.report.stress import StressRun
+
+    def run(mode: str) -> StressRun:
+        counts = {"lost": 0, "duplicated": 0, "reprocessed": 0}
+        return StressRun("a.json", "p", "leader-kill", counts, 1, 1.0, True, {}, mode=mode)
+
+    assert run("Hybrid").label == "leader-kill"
+    assert run("EventDrivenOnly").label == "leader-kill (EventDrivenOnly)"

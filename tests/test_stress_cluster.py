@@ -249,3 +249,19 @@ async def test_a_short_stress_on_a_private_cluster_keeps_the_promise_under_the_f
     assert data["cluster"]["clients_connect_to"] == 0
     left = _namespaces()
     assert not [ns for ns in data["cluster"]["network_namespaces"] if ns in left]
+
+
+def test_a_rejoined_quorum_member_counts_only_once_its_log_caught_up() -> None:
+    from mqcontract_fixtures.private.stress_clusters import caught_up, committed
+
+    def row(state: str, log: int, commit: int) -> dict[str, object]:
+        return {"Raft State": state, "Log Index": log, "Commit Index": commit}
+
+    rejoining = [row("leader", 120, 118), row("follower", 119, 118), row("follower", 40, 40)]
+    target = committed(rejoining)
+    assert target == 118
+    assert not caught_up(rejoining, target, 3)
+    later = [row("leader", 130, 129), row("follower", 129, 128), row("follower", 118, 117)]
+    assert caught_up(later, target, 3)
+    assert not caught_up([*later[:2], row("recovering", 130, 0)], target, 3)
+    assert committed([row("follower", 5, 5)]) == 0  # no leader: nothing to catch up to

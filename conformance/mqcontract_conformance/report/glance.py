@@ -323,7 +323,7 @@ def _faults(runs: list[StressRun]) -> GlanceCell:
         return _not_measured("no stress account")
     by_fault: dict[str, list[StressRun]] = {}
     for run in runs:  # already in the order `mqcontract stress` lists its faults
-        by_fault.setdefault(run.fault, []).append(run)
+        by_fault.setdefault(run.label, []).append(run)
     parts: list[Part] = []
     values: dict[str, Any] = {}
     for fault, group in by_fault.items():

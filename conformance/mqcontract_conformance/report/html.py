@@ -298,7 +298,7 @@ def _stress(matrix: Matrix) -> str:
         state = (Outcome.PASSED if run.ok else Outcome.FAILED).value
         numbers = "".join(f"<td>{run.counts[k]}</td>" for k in COUNTS)
         rows.append(
-            f"<tr><th>{escape(run.provider)}</th><td>{escape(run.fault)}</td>{numbers}"
+            f"<tr><th>{escape(run.provider)}</th><td>{escape(run.label)}</td>{numbers}"
             f"<td>{run.faults_injected}</td>"
             f'<td class="c {state}">{"clean" if run.ok else "not clean"}</td></tr>'
         )

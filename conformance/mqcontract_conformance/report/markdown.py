@@ -200,7 +200,7 @@ def _stress(matrix: Matrix) -> list[str]:
     for run in matrix.stress:
         counts = [str(run.counts[k]) for k in COUNTS]
         verdict = "✅ clean" if run.ok else "❌ not clean"
-        row = [f"**{_escape(run.provider)}**", _escape(run.fault), *counts]
+        row = [f"**{_escape(run.provider)}**", _escape(run.label), *counts]
         out.append("| " + " | ".join([*row, str(run.faults_injected), verdict]) + " |")
     return [*out, ""]
 

@@ -52,17 +52,26 @@ class StressRun:
     acked_per_second: float
     ok: bool
     backend: dict[str, str]
+    #: The consumers' deployment mode (accounts from before ``--mode`` ran Hybrid).
+    mode: str = "Hybrid"
 
     @property
-    def sort_key(self) -> tuple[str, int, str]:
+    def sort_key(self) -> tuple[str, int, str, str]:
         known = self.fault in FAULTS
-        return (self.provider, FAULTS.index(self.fault) if known else len(FAULTS), self.fault)
+        index = FAULTS.index(self.fault) if known else len(FAULTS)
+        return (self.provider, index, self.fault, self.mode)
+
+    @property
+    def label(self) -> str:
+        """The fault, and the consumers' mode when it is not the default Hybrid."""
+        return self.fault if self.mode == "Hybrid" else f"{self.fault} ({self.mode})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "provider": self.provider,
             "fault": self.fault,
+            "mode": self.mode,
             **self.counts,
             "faults_injected": self.faults_injected,
             "acked_per_second": self.acked_per_second,
@@ -84,6 +93,7 @@ def _run(source: str, doc: dict[str, Any]) -> StressRun:
         acked_per_second=float(doc.get("acked_per_second", 0.0)),
         ok=bool(doc["ok"]),
         backend={str(k): redact(str(v)) for k, v in dict(doc.get("backend") or {}).items()},
+        mode=str(settings.get("mode") or "Hybrid"),
     )
 
 

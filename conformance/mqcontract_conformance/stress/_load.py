@@ -277,9 +277,20 @@ class _Run:
             or faults.active
         ):
             if time.monotonic() >= deadline:
+                await self._let_fault_end(faults)
                 return False
             await asyncio.sleep(0.1)
         return True
+
+    @staticmethod
+    async def _let_fault_end(faults: Injector) -> None:
+        """At the bound, still let a fault in progress end (bounded): stopping a restart
+        midway would leave the server down while the run drains and writes its account."""
+        deadline = time.monotonic() + FAULT_END_SECONDS
+        while faults.active:
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.1)
 
     async def drain(self, service: MessagingService, finished: bool) -> int:
         """Receive what is left (claims of stopped consumers expire first).
@@ -339,7 +350,7 @@ def _consumer_summary(consumers: list[QueueConsumer]) -> dict[str, Any]:
             unsettled_acks=st.unsettled_acks,
             released_on_stop=st.released_on_stop,
             released_unstarted=st.released_unstarted,
-            handler_failures=sum(st.failed.values()),
+            handler_failures=st.handler_failures,
         )
         errors.extend(st.errors[:3])
     return {"by_path": dict(by_path), **dict(totals), "errors": errors[:8]}
@@ -525,6 +536,10 @@ async def _private_backend(harness: Harness) -> PrivateBackend:
 
 #: Starts a restart fault may try before the server counts as down for good.
 RESTART_ATTEMPTS = 3
+
+
+#: Bound on a fault in progress ending once the load's own bound has passed.
+FAULT_END_SECONDS = 120.0
 
 
 def _crash(private: PrivateBackend, failed: Callable[[str], None]) -> Callable[[], Awaitable[None]]:

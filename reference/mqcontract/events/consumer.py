@@ -304,16 +304,14 @@ class QueueConsumer:
             self.stats.duplicate_claims += 1  # its first handler is still running
             return
         self._in_flight.add(key)
-        self.stats.invocations[key] += 1
-        self.stats.by_path[path.value] += 1
-        self.stats.receive_counts.setdefault(key, []).append(message.receive_count)
+        self.stats.started(key, path.value, message.receive_count)
         try:
             try:
                 await self.handler(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.stats.failed[key] += 1
+                self.stats.handler_failed(key)
                 log.info("handler failed for %s/%s: %s", *key, exc)
                 if self.settings.nack_on_failure:
                     # Released before the nack: the redelivery it triggers may arrive
@@ -339,7 +337,7 @@ class QueueConsumer:
         """
         key = (message.queue_name, message.msg_id)
         if outcome is True:
-            self.stats.succeeded[key] += 1
+            self.stats.ack_confirmed(key)
             return
         if outcome is False or isinstance(outcome, MessageNotFound):
             self.stats.late_acks += 1

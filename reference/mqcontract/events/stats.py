@@ -1,24 +1,34 @@
-"""What a consumer did: counts the conformance rules and the load account read."""
+"""What a consumer did: counts the conformance rules and the load account read.
+
+Per-message records (``invocations``, ``succeeded``, ``failed``, ``receive_counts``) are
+kept for the most recent ``tracked`` messages only: a consumer runs for months, and one
+record per message it ever handled would grow without bound. The totals
+(``processed``, ``handler_runs``, ``handler_failures``) count everything.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["ConsumerStats"]
+__all__ = ["TRACKED_MESSAGES", "ConsumerStats"]
 
 _MAX_ERRORS = 50
+#: Messages whose per-message records a consumer keeps, by default (the newest).
+TRACKED_MESSAGES = 100_000
+
+Key = tuple[str, int]
 
 
 @dataclass
 class ConsumerStats:
-    """Counters; keys are ``(queue, msg_id)``."""
+    """Counters; keys are ``(queue, msg_id)``; see the module docstring."""
 
-    invocations: Counter[tuple[str, int]] = field(default_factory=Counter)
-    succeeded: Counter[tuple[str, int]] = field(default_factory=Counter)
-    failed: Counter[tuple[str, int]] = field(default_factory=Counter)
+    invocations: Counter[Key] = field(default_factory=Counter)
+    succeeded: Counter[Key] = field(default_factory=Counter)
+    failed: Counter[Key] = field(default_factory=Counter)
     by_path: Counter[str] = field(default_factory=Counter)
-    receive_counts: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    receive_counts: dict[Key, list[int]] = field(default_factory=dict)
     notifications: int = 0
     catch_ups: int = 0
     polls: int = 0
@@ -32,16 +42,52 @@ class ConsumerStats:
     #: Claimed messages of a batch released unstarted because the claim had aged.
     released_unstarted: int = 0
     errors: list[str] = field(default_factory=list)
+    #: How many messages' per-message records are kept (the newest; older ones dropped).
+    tracked: int = TRACKED_MESSAGES
+    #: Messages whose handler succeeded and whose ack was confirmed, each counted once
+    #: while it is tracked.
+    processed: int = 0
+    #: Handler runs and handler failures, all of them.
+    handler_runs: int = 0
+    handler_failures: int = 0
+    _order: dict[Key, None] = field(default_factory=dict, repr=False, init=False)
 
     def record_error(self, text: str) -> None:
         if len(self.errors) < _MAX_ERRORS:
             self.errors.append(text)
 
-    @property
-    def processed(self) -> int:
-        """Messages handled successfully (each counted once)."""
-        return len(self.succeeded)
+    def started(self, key: Key, path: str, receive_count: int) -> None:
+        """A handler run begins for message ``key``, which came by ``path``."""
+        self._track(key)
+        self.handler_runs += 1
+        self.invocations[key] += 1
+        self.by_path[path] += 1
+        self.receive_counts.setdefault(key, []).append(receive_count)
 
-    def processed_twice(self) -> list[tuple[str, int]]:
+    def handler_failed(self, key: Key) -> None:
+        self._track(key)
+        self.handler_failures += 1
+        self.failed[key] += 1
+
+    def ack_confirmed(self, key: Key) -> None:
+        """The handler succeeded and its ack was confirmed."""
+        self._track(key)
+        if not self.succeeded[key]:
+            self.processed += 1
+        self.succeeded[key] += 1
+
+    def _track(self, key: Key) -> None:
+        order = self._order
+        if key in order:
+            return
+        order[key] = None
+        while len(order) > self.tracked:
+            old = next(iter(order))
+            del order[old]
+            for records in (self.invocations, self.succeeded, self.failed):
+                records.pop(old, None)
+            self.receive_counts.pop(old, None)
+
+    def processed_twice(self) -> list[Key]:
         """Messages whose handler succeeded more than once."""
         return sorted(k for k, n in self.succeeded.items() if n > 1)
