@@ -10,10 +10,11 @@ finds the opener for a provider in the ``mqcontract.clusters`` entry point group
 harnesses are found.
 
 **The clients' node.** Every provider the run opens connects to node 0 only, and no fault
-ever hits node 0: the RabbitMQ provider takes one AMQP URL (aio-pika's robust connection
-reconnects to that URL only), so killing the node its clients are on would test a
-reconnect loop, not a failover. When the queue's leader is on node 0, the injector asks
-the cluster to move the leadership off it first and says so in the timeline.
+ever hits node 0: the faults test the cluster's failover, not the client's (the RabbitMQ
+provider can rotate through several URLs, tested with proxies in
+``tests/test_rabbitmq_urls.py``; faulting the clients' node is not part of these runs
+yet). When the queue's leader is on node 0, the injector asks the cluster to move the
+leadership off it first and says so in the timeline.
 """
 
 from __future__ import annotations
