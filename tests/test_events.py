@@ -349,31 +349,38 @@ class _GatedAcks(InMemoryMessagingService):
         return await super().ack_claims(queue, claims)
 
 
-async def test_acks_handed_over_during_a_confirmation_start_at_once_up_to_the_depth() -> None:
+async def test_acks_handed_over_during_a_confirmation_go_beside_it_once_a_fair_share() -> None:
+    """Bound 10, depth 2: a lone ack goes at once; beside a batch in flight, acks go only
+    as a batch of 5 (bound / depth) or more; with the depth reached, the rest gather."""
     from mqcontract.events.settlement import Settler
 
     service = _GatedAcks()
     await service.create_queue("jobs")
-    await service.send_batch("jobs", [b"%d" % i for i in range(6)])
-    held = await service.receive_messages("jobs", 6, 30)
+    await service.send_batch("jobs", [b"%d" % i for i in range(8)])
+    held = await service.receive_messages("jobs", 8, 30)
     outcomes: dict[int, bool | object] = {}
     settler = Settler(service, lambda m, o: outcomes.__setitem__(m.msg_id, o), bound=10, depth=2)
     settler.start()
     await settler.ack(held[0])
     await asyncio.wait_for(service.called.wait(), 5)
     service.called.clear()
-    await settler.ack(held[1])
-    await asyncio.wait_for(service.called.wait(), 5)  # did not wait for the first
-    for message in held[2:]:
+    for message in held[1:5]:
         await settler.ack(message)
-    for _ in range(10):  # loop turns, not time: both batches are still unconfirmed
+    for _ in range(10):  # loop turns, not time: four are too few to go beside the first
         await asyncio.sleep(0)
-    assert service.calls == [1, 1]  # the depth reached: the rest wait, gathered
+    assert service.calls == [1]
+    await settler.ack(held[5])
+    await asyncio.wait_for(service.called.wait(), 5)  # five: they did not wait for it
+    for message in held[6:]:
+        await settler.ack(message)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert service.calls == [1, 5]  # the depth reached: the rest wait, gathered
     assert outcomes == {}  # nothing counts before its confirmation
     service.gate.set()
     await asyncio.wait_for(settler.drain(), 5)
     await settler.close()
-    assert service.calls == [1, 1, 4]
+    assert service.calls == [1, 5, 2]
     assert outcomes == {m.msg_id: True for m in held}
 
 
