@@ -105,3 +105,26 @@ async def test_on_a_cluster_every_stream_gets_the_replicas_and_more_than_its_nod
                 await wide.close()
         finally:
             await svc.close()
+
+
+async def test_a_store_that_races_a_deletion_is_tried_again(
+    service: NatsJetStreamMessagingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-server 2.9.10 can refuse a stream with "error creating store" while it
+    removes the account's streams directory; create_queue tries that once more."""
+    from mqcontract_nats_jetstream._errors import STORE_NOT_CREATED, JsError
+
+    api = service.link.api
+    refused: list[str] = []
+
+    async def racing(what: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        if what.startswith("STREAM.CREATE.") and not refused:
+            refused.append(what)
+            raise JsError(500, STORE_NOT_CREATED, "error creating store for stream")
+        return await api(what, body)
+
+    monkeypatch.setattr(service.link, "api", racing)
+    name = queue_name()
+    await service.create_queue(name)
+    assert len(refused) == 1
+    assert await service.queue_exists(name)

@@ -31,6 +31,7 @@ __all__ = [
     "MESSAGE_NOT_FOUND",
     "NOT_CLUSTERED",
     "REPLICAS_REFUSED",
+    "STORE_NOT_CREATED",
     "STREAM_NOT_FOUND",
     "WRONG_LAST_SEQUENCE",
     "JsError",
@@ -47,6 +48,10 @@ NOT_CLUSTERED = 10074
 #: How the server refuses a stream whose replicas it cannot place: no cluster, or fewer
 #: (running) nodes than replicas ("no suitable peers for placement").
 REPLICAS_REFUSED = frozenset({NOT_CLUSTERED, 10005})
+#: "error creating store for stream": nats-server 2.9.10 removes the account's streams
+#: directory when its last stream is deleted, and a stream created in the same instant
+#: finds no directory to make its own in (seen once in CI, two workers on one server).
+STORE_NOT_CREATED = 10049
 
 
 class JsError(Exception):

@@ -67,6 +67,7 @@ from mqcontract_nats_jetstream._errors import (
     MESSAGE_NOT_FOUND,
     NOT_CLUSTERED,
     REPLICAS_REFUSED,
+    STORE_NOT_CREATED,
     STREAM_NOT_FOUND,
     JsError,
     Severed,
@@ -84,6 +85,8 @@ T = TypeVar("T")
 MIN_SERVER_VERSION = (2, 9)
 #: Claims this service remembers the ledger revision of (to settle without a read first).
 _REMEMBERED = 10_000
+#: STREAM.CREATE attempts while the server's store races a deletion (STORE_NOT_CREATED).
+STORE_ATTEMPTS = 4
 #: How long a pull may go unanswered before the queue's existence is checked.
 _SILENCE = 0.25
 
@@ -208,9 +211,20 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             },
         }
 
+        async def create_stream(stream: dict[str, Any]) -> dict[str, Any]:
+            """STREAM.CREATE, tried again while the server's store races a deletion."""
+            for attempt in range(1, STORE_ATTEMPTS + 1):
+                try:
+                    return await self.link.api(f"STREAM.CREATE.{stream['name']}", stream)
+                except JsError as exc:
+                    if exc.err_code != STORE_NOT_CREATED or attempt == STORE_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(0.05 * attempt)
+            raise AssertionError("unreachable")
+
         async def create() -> None:
             for stream in (ledger, queue_stream):
-                reply = await self.link.api(f"STREAM.CREATE.{stream['name']}", stream)
+                reply = await create_stream(stream)
                 kept = int((reply.get("config") or {}).get("num_replicas") or 1)
                 if kept < replicas:  # a server that lowers it instead of refusing
                     raise JsError(500, NOT_CLUSTERED, f"stream created with {kept} replicas")
