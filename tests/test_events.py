@@ -10,13 +10,13 @@ import pytest
 
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.clock import VirtualClock
-from mqcontract.config import MessagingConfig
+from mqcontract.config import MemoryConfig, MessagingConfig
 from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.events.commands import ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
 from mqcontract.events.stats import ConsumerStats
-from mqcontract.messages import Available, Claim, ClaimRef, QueuedMessage
+from mqcontract.messages import Available, Claim, ClaimRef, Message, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Queue
 from mqcontract.subscription import QueueSubscription
 
@@ -401,3 +401,80 @@ def test_per_message_records_are_bounded_and_totals_are_not() -> None:
     assert set(stats.failed) == {("jobs", 7), ("jobs", 9)}
     assert stats.processed_twice() == [("jobs", 8)]
     assert stats.by_path == {"poll": 10}
+
+
+class _UnclaimedCopies(InMemoryMessagingService):
+    """Push of unclaimed full copies (as PGMQ's): each must be claimed by id first."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, pushed_messages_claimed=False)
+
+    async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
+        self._copies = QueueSubscription(tuple(queues))
+        return self._copies
+
+    def _enqueue(self, queue: _Queue, payload: bytes, delay: float) -> int:
+        msg_id = super()._enqueue(queue, payload, delay)
+        if hasattr(self, "_copies"):
+            copy = QueuedMessage(msg_id, queue.name, payload, 1, 0.0)
+            self._copies.put(Message(copy, claimed=False))
+        return msg_id
+
+
+async def _burst(service: InMemoryMessagingService, pushed: int = 201) -> QueueConsumer:
+    """A consumer whose worker is busy while ``pushed`` of 201 pushes arrive, then freed."""
+    await service.create_queue("jobs")
+    gate = asyncio.Event()
+
+    async def handler(message: QueuedMessage) -> None:
+        if message.payload == b"first":
+            await gate.wait()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.EVENT_DRIVEN_ONLY,
+        workers=1,
+        batch_size=50,
+        poll_interval=60,
+        channel_capacity=1000,  # every copy fits: only folding keeps them from workers
+    )
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    try:
+        await service.send_message("jobs", b"first")
+        await _until(lambda: consumer.stats.handler_runs == 1)
+        await service.send_batch("jobs", [b"%d" % i for i in range(200)])
+        await _until(lambda: consumer.stats.notifications >= pushed)
+        gate.set()
+        await _until(lambda: consumer.stats.processed == 201)
+    finally:
+        await consumer.stop()
+    return consumer
+
+
+async def test_unclaimed_copies_in_a_burst_fold_into_one_catch_up() -> None:
+    service = _UnclaimedCopies()
+    consumer = await _burst(service)
+    stats = consumer.stats
+    assert stats.handler_runs == 201
+    assert not stats.processed_twice()
+    # The first copy of the burst became a catch-up; the rest were folded into it
+    # instead of each reaching a worker only to be dropped as claimed already.
+    assert stats.already_claimed < 20
+    assert stats.coalesced >= 150
+    await service.close()
+
+
+async def test_claimed_pushes_are_never_folded() -> None:
+    service = InMemoryMessagingService()  # pushes claimed messages, up to its prefetch
+    consumer = await _burst(service, pushed=MemoryConfig().prefetch_count)
+    assert consumer.stats.coalesced == 0
+    assert consumer.stats.by_path["push"] == 201
+    assert not consumer.stats.processed_twice()
+    await service.close()
+
+
+def test_the_ack_bound_holds_two_polled_batches_by_default() -> None:
+    assert ConsumerSettings(batch_size=10).ack_bound == 64
+    assert ConsumerSettings(batch_size=100).ack_bound == 200  # a batch settles whole
+    assert ConsumerSettings(batch_size=100, max_unconfirmed_acks=8).ack_bound == 8

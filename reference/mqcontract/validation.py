@@ -81,6 +81,11 @@ def _finite_seconds(name: str, value: object, queue: str) -> float:
     return seconds
 
 
+#: Exact field types whose values always hash (the fast path of :func:`check_claim`).
+_TOKEN_TYPES = (int, str)
+_SECONDS_TYPES = (float, int)
+
+
 def check_claim(queue: str, claim: object) -> Claim:
     """The claim ``claim`` names (a :class:`Claim`, or a claimed message carrying one).
 
@@ -89,6 +94,16 @@ def check_claim(queue: str, claim: object) -> Claim:
     an int or str, an unhashable field) raises ``StaleClaim``: it holds nothing on
     ``queue``. Anything that is not a claim at all is ``InvalidArgument``.
     """
+    if type(claim) is QueuedMessage and claim.claim is not None:
+        claim = claim.claim
+    if (  # the common case, checked cheaply: a claim as providers make them
+        type(claim) is Claim
+        and claim.queue_name == queue
+        and type(claim.msg_id) is int
+        and type(claim.token) in _TOKEN_TYPES
+        and type(claim.visibility_timeout) in _SECONDS_TYPES
+    ):
+        return claim
     if isinstance(claim, QueuedMessage):
         if claim.claim is None:
             raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)

@@ -84,6 +84,10 @@ class CommandSender:
             return False
         return True
 
+    def waiting(self) -> int:
+        """Commands sent and not received yet."""
+        return self._queue.qsize()
+
     def idle(self) -> int:
         """Receivers waiting right now with nothing queued for them."""
         return max(self._demand.idle - self._queue.qsize(), 0)

@@ -75,11 +75,20 @@ class ConsumerSettings:
     nack_on_failure: bool = True
     stop_grace: float = 10.0
     #: Acks handed to the settler and not yet confirmed, at most (a worker handing over
-    #: one more waits). Each is a claim still held, so push never has more than the
-    #: provider's prefetch; the bound keeps polling batches in check too.
-    max_unconfirmed_acks: int = 64
+    #: one more waits). Each is a claim still held (push never has more than the
+    #: provider's prefetch). None: ``max(64, 2 * batch_size)``, so that a polled batch
+    #: can be settled whole (one statement on PGMQ) while the next is handed over; a
+    #: bound under the batch size split every batch into several round trips.
+    max_unconfirmed_acks: int | None = None
     #: Batches of acks being confirmed at once (see :mod:`~.settlement`).
     max_settling_batches: int = 4
+
+    @property
+    def ack_bound(self) -> int:
+        """``max_unconfirmed_acks``, or its default for ``batch_size``."""
+        if self.max_unconfirmed_acks is not None:
+            return self.max_unconfirmed_acks
+        return max(64, 2 * self.batch_size)
 
 
 class QueueConsumer:
@@ -113,7 +122,7 @@ class QueueConsumer:
         self._settler = Settler(
             service,
             self._acked,
-            bound=self.settings.max_unconfirmed_acks,
+            bound=self.settings.ack_bound,
             depth=self.settings.max_settling_batches,
         )
         self._running = False
@@ -211,6 +220,8 @@ class QueueConsumer:
             case ProcessFromMessage(message=message, claimed=False, path=path):
                 await self._claim_and_process(message.queue_name, message.msg_id, path)
             case ProcessFromMessageEvent(queue_name=queue, msg_id=msg_id, path=path):
+                if msg_id is None and self._listener is not None:
+                    self._listener.catch_up_started(queue)
                 if msg_id is not None and self.service.supports_fetch_by_message_id:
                     await self._claim_and_process(queue, msg_id, path)
                 else:

@@ -1,4 +1,12 @@
-"""The queue listener: turns a subscription's notifications into commands."""
+"""The queue listener: turns a subscription's notifications into commands.
+
+An unclaimed pushed copy (or a signal) is only a hint that the queue has work: the
+worker must claim the message first. In a burst (commands are waiting already) a copy
+becomes a catch-up of its queue instead, and further copies of that queue are folded
+into it while it waits for a worker (it claims them in batches when it starts: a
+notification that arrived before a catch-up started is on the queue by then). Claimed
+pushes are never folded: each is a claim to run or release.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +44,13 @@ class QueueListener:
         self._sender = sender
         self._stats = stats
         self._subscription: Subscription | None = None
+        #: Queues with a catch-up sent and not started yet (a worker starting one
+        #: calls :meth:`catch_up_started`).
+        self._pending_catch_ups: set[str] = set()
+
+    def catch_up_started(self, queue: str) -> None:
+        """A worker starts catching up on ``queue``: later copies need a new one."""
+        self._pending_catch_ups.discard(queue)
 
     async def open(self) -> None:
         """Subscribe (raises the provider's error, e.g. QueueNotFound)."""
@@ -50,15 +65,30 @@ class QueueListener:
             async for note in self._subscription:
                 self._stats.notifications += 1
                 match note:
-                    case Message(message=message, claimed=claimed):
-                        await self._sender.send(ProcessFromMessage(message, claimed, Intake.PUSH))
+                    case Message(message=message, claimed=True):
+                        await self._sender.send(ProcessFromMessage(message, True, Intake.PUSH))
+                    case Message(message=message):
+                        if not await self._folded(message.queue_name):
+                            await self._sender.send(ProcessFromMessage(message, False, Intake.PUSH))
                     case Available(queue_name=queue, msg_id=msg_id):
                         if msg_id is None:
                             self._stats.catch_ups += 1
-                        await self._sender.send(ProcessFromMessageEvent(queue, msg_id))
+                        if not await self._folded(queue):
+                            await self._sender.send(ProcessFromMessageEvent(queue, msg_id))
         except MessagingError as exc:
             self._stats.record_error(f"listener: {exc}")
             log.warning("listener stopped: %s", exc)
+
+    async def _folded(self, queue: str) -> bool:
+        """Whether a hint for ``queue`` went into a catch-up (sent now, or waiting)."""
+        if queue in self._pending_catch_ups:
+            self._stats.coalesced += 1
+            return True
+        if not self._sender.waiting():
+            return False  # no burst: the copy itself goes (one claim by id)
+        self._pending_catch_ups.add(queue)
+        await self._sender.send(ProcessFromMessageEvent(queue, None))
+        return True
 
     async def close(self) -> None:
         """Close the subscription; claimed messages not yet handed out are released."""

@@ -48,7 +48,10 @@ class Settler:
         self._service = service
         self._on_outcome = on_outcome
         self._bound = max(1, bound)
-        self._slots = asyncio.Semaphore(self._bound)
+        #: Free slots; a worker finding none waits for ``_freed`` (a plain counter: a
+        #: semaphore's acquire cost a coroutine per ack).
+        self._free = self._bound
+        self._freed = asyncio.Event()
         self._depth = max(1, depth)
         #: Acks that go in a batch of their own while another is in flight.
         self._share = max(1, self._bound // self._depth)
@@ -65,7 +68,10 @@ class Settler:
 
     async def ack(self, message: QueuedMessage) -> None:
         """Hand over an ack; returns once it is queued (waits only for a free slot)."""
-        await self._slots.acquire()
+        while self._free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+        self._free -= 1
         self._waiting.append(message)
         self._idle.clear()
         self._wake.set()
@@ -89,7 +95,8 @@ class Settler:
             self._task = None
         self._batches.clear()
         self._waiting.clear()
-        self._slots = asyncio.Semaphore(self._bound)
+        self._free = self._bound
+        self._freed.set()
         self._wake.clear()
         self._idle.set()
 
@@ -126,8 +133,8 @@ class Settler:
             else:
                 await asyncio.gather(*(self._settle_queue(q, m) for q, m in by_queue.items()))
         finally:
-            for _ in batch:
-                self._slots.release()
+            self._free += len(batch)
+            self._freed.set()
 
     async def _settle_queue(self, queue: str, messages: list[QueuedMessage]) -> None:
         try:

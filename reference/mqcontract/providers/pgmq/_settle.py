@@ -22,6 +22,7 @@ __all__ = ["claim_key", "settled_flags", "stale_reason", "storable_id"]
 #: ``msg_id`` is a ``bigint``, ``read_ct`` an ``integer``: other values match no row (and
 #: asyncpg would refuse them, or truncate a float).
 _BIGINT = range(-(2**63), 2**63)
+_BIGINT_MIN, _BIGINT_MAX = _BIGINT[0], _BIGINT[-1]
 #: A claim's ``read_ct`` is at least 1 (0: never claimed).
 _READ_COUNT = range(1, 2**31)
 
@@ -35,6 +36,10 @@ def claim_key(claim: Claim) -> tuple[int, int] | None:
     """``(msg_id, read_ct)`` of the row ``claim`` holds if it is live; None when no row
     can match it (an id or a token this provider never hands out)."""
     msg_id, token = claim.msg_id, claim.token
+    if type(msg_id) is int and type(token) is int:  # the common case, without calls
+        if _BIGINT_MIN <= msg_id <= _BIGINT_MAX and 1 <= token < 2**31:
+            return (msg_id, token)
+        return None
     if not storable_id(msg_id) or not isinstance(token, int) or isinstance(token, bool):
         return None
     return (msg_id, token) if token in _READ_COUNT else None

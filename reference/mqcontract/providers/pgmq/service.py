@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -369,15 +370,35 @@ class PgmqMessagingService(BaseMessagingService):
                 if rows[n]["args"] is None or not _sql.trigger_fires(rows[n]["enabled"])
             ]
 
-        for name, enabled in sorted(await self._run(work, idempotent=True)):
-            await self._restore_trigger(name, enabled)
-
         subscription = QueueSubscription(names, on_close=self._unsubscribe)
-        if names:
-            async with asyncio.timeout(self._operation_timeout):
-                # The listener's first connection: failing it means unavailable, not lost.
-                listening = self._listener.add(subscription)
-                await self._translated("subscribe", "", listening, connecting=True)
+
+        async def listen() -> None:
+            if names:
+                async with asyncio.timeout(self._operation_timeout):
+                    # The listener's first connection: failing it means unavailable.
+                    listening = self._listener.add(subscription)
+                    await self._translated("subscribe", "", listening, connecting=True)
+
+        # The trigger check and the LISTEN go together (a consumer's start waits for one
+        # round trip, not two); a check that fails takes the LISTEN back.
+        checked, listened = await asyncio.gather(
+            self._run(work, idempotent=True, single=True), listen(), return_exceptions=True
+        )
+        if isinstance(checked, BaseException):
+            if not isinstance(listened, BaseException) and names:
+                with contextlib.suppress(Exception):
+                    await self._listener.remove(subscription)
+            raise checked
+        if isinstance(listened, BaseException):
+            raise listened
+        try:
+            for name, enabled in sorted(checked):
+                await self._restore_trigger(name, enabled)
+        except BaseException:
+            if names:
+                with contextlib.suppress(Exception):
+                    await self._listener.remove(subscription)
+            raise
         self._subscriptions.add(subscription)
         return subscription
 
