@@ -12,7 +12,6 @@ which is what a claim that old would do anyway).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from mqcontract.messages import Claim
@@ -30,8 +29,10 @@ class ClaimBook:
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
-        self._deadlines: OrderedDict[Claim, float] = OrderedDict()
-        self._by_id: dict[tuple[str, int], list[Claim]] = {}
+        #: Insertion-ordered (oldest first), as every dict.
+        self._deadlines: dict[Claim, float] = {}
+        #: A message's claims: the one claim most messages have, or a list (oldest first).
+        self._by_id: dict[tuple[str, int], Claim | list[Claim]] = {}
         self._sweep_at = 1024
 
     def __len__(self) -> int:
@@ -39,11 +40,19 @@ class ClaimBook:
 
     def record(self, claim: Claim) -> None:
         """Remember a claim this service just made."""
-        if claim in self._deadlines:
+        deadlines = self._deadlines
+        if claim in deadlines:
             return
-        self._deadlines[claim] = self._now() + claim.visibility_timeout + _GRACE
-        self._by_id.setdefault((claim.queue_name, claim.msg_id), []).append(claim)
-        if len(self._deadlines) >= self._sweep_at:
+        deadlines[claim] = self._now() + claim.visibility_timeout + _GRACE
+        key = (claim.queue_name, claim.msg_id)
+        held = self._by_id.get(key)
+        if held is None:
+            self._by_id[key] = claim
+        elif isinstance(held, list):
+            held.append(claim)
+        else:
+            self._by_id[key] = [held, claim]
+        if len(deadlines) >= self._sweep_at:
             self._sweep()
 
     def find(self, queue: str, msg_id: object) -> Claim | None:
@@ -55,9 +64,10 @@ class ClaimBook:
         """
         if not isinstance(msg_id, int) or isinstance(msg_id, bool):
             return None  # True == 1 must not find message 1
-        claims = self._by_id.get((queue, msg_id))
-        if not claims:
+        held = self._by_id.get((queue, msg_id))
+        if held is None:
             return None
+        claims = held if isinstance(held, list) else [held]
         now = self._now()
         for claim in reversed(claims):
             if self._deadlines.get(claim, 0.0) > now:
@@ -69,12 +79,19 @@ class ClaimBook:
         if self._deadlines.pop(claim, None) is None:
             return
         key = (claim.queue_name, claim.msg_id)
-        claims = self._by_id.get(key)
-        if claims is not None:
-            if claim in claims:
-                claims.remove(claim)
-            if not claims:
+        held = self._by_id.get(key)
+        if held is None:
+            return
+        if not isinstance(held, list):
+            if held is claim or held == claim:
                 del self._by_id[key]
+            return
+        if claim in held:
+            held.remove(claim)
+        if len(held) == 1:
+            self._by_id[key] = held[0]
+        elif not held:
+            del self._by_id[key]
 
     def forget_queue(self, queue: str) -> None:
         """Forget every claim on a deleted queue."""

@@ -115,6 +115,10 @@ class QueueSql:
             " FROM sent, unnest($1::jsonb[]) WITH ORDINALITY AS m(message, n) ORDER BY m.n"
             " RETURNING msg_id"
         )
+        # The claimed rows are found again by ``= ANY(ARRAY(...))``, an index scan
+        # whatever the plan: joined to the CTE instead, the generic plan asyncpg's
+        # prepared statement gets after five runs hashed the whole table (a sequential
+        # scan per receive, slower the longer the backlog).
         self.receive = f"""
 WITH cte AS (
     SELECT msg_id FROM {table}
@@ -127,8 +131,7 @@ UPDATE {table} m
 SET vt = clock_timestamp() + make_interval(secs => $2::float8),
     read_ct = m.read_ct + 1,
     last_read_at = clock_timestamp()
-FROM cte
-WHERE m.msg_id = cte.msg_id
+WHERE m.msg_id = ANY(ARRAY(SELECT msg_id FROM cte))
 {_RETURNING}
 """
         self.fetch = f"""
