@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+import struct
 import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +23,7 @@ import pytest
 
 from mqcontract._redact import redact
 from mqcontract.config import MessagingConfig, RabbitMqConfig, load_config, split_url_list
-from mqcontract.errors import BackendUnavailable, ConfigurationError
+from mqcontract.errors import BackendUnavailable, ConfigurationError, OperationTimeout
 from mqcontract.providers.rabbitmq import RabbitMqMessagingService, open_rabbitmq
 from mqcontract.providers.rabbitmq._channels import FailoverConnection, open_connection
 
@@ -280,6 +281,70 @@ async def test_a_lost_connection_reconnects_through_the_next_url(
             assert proxies[1].live > 0
     finally:
         for proxy in proxies:
+            await proxy.kill()
+
+
+class _MuteProxy(_Proxy):
+    """Passes the connection's own frames (channel 0: handshake, heartbeats, close) on and
+    holds every other frame: a node that keeps connections up and serves nothing, as
+    RabbitMQ's ``pause_minority`` leaves a node that lost its majority."""
+
+    held = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(
+            self._frames(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def _frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(await reader.readexactly(8))  # the protocol header
+            while True:
+                head = await reader.readexactly(7)  # type, channel, size
+                _, channel, size = struct.unpack(">BHI", head)
+                rest = await reader.readexactly(size + 1)
+                if channel != 0:
+                    self.held += 1
+                    continue
+                writer.write(head + rest)
+                await writer.drain()
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+
+async def test_a_node_that_answers_nothing_is_left_after_an_operation_times_out(
+    broker_url: str,
+) -> None:
+    """Node 1 dies and the reconnect lands on node 2, which completes the handshake and
+    then answers nothing. The next operation times out; the provider must then leave
+    node 2 for node 3 by itself, instead of timing out on node 2 for ever."""
+    target = urlsplit(broker_url)
+    upstream = (target.hostname or "127.0.0.1", target.port or 5672)
+    first, mute, last = _Proxy(upstream), _MuteProxy(upstream), _Proxy(upstream)
+    ports = [await proxy.start() for proxy in (first, mute, last)]
+    try:
+        async with _service(_config([_with_port(broker_url, p) for p in ports])) as (svc, q):
+            connection = _operations(svc)
+            await _round_trip(svc, q)
+            await first.kill()
+            await _until(
+                lambda: connection.url.port == ports[1] and connection.connected.is_set(),
+                "reconnected to the mute node",
+            )
+            with pytest.raises(OperationTimeout):
+                await _round_trip(svc, q)
+            assert mute.held > 0
+            await _until(
+                lambda: connection.url.port == ports[2] and connection.connected.is_set(),
+                "left the mute node for the next one",
+            )
+            await _round_trip(svc, q)
+    finally:
+        for proxy in (first, mute, last):
             await proxy.kill()
 
 

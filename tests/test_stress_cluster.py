@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import subprocess
 from typing import Any
 
@@ -33,9 +34,10 @@ BOUND = 300.0
 class FakeCluster(ClusterBackend):
     """Three nodes in a dict: who leads, who is down."""
 
-    def __init__(self, leader: int) -> None:
+    def __init__(self, leader: int, clients: str = "node0") -> None:
         self.provider = "fake"
         self.size = 3
+        self.clients = clients
         self.node_names = ["a", "b", "c"]
         self.addresses = ["-", "-", "-"]
         self.timings = {}
@@ -85,6 +87,18 @@ async def test_the_leader_is_moved_off_the_clients_node_before_it_is_killed() ->
     assert event["new_leader"] != 1
     assert not cluster.down
     assert "whole_seconds" in event
+
+
+async def test_with_clients_on_every_node_the_leader_on_node_0_is_killed_where_it_is() -> None:
+    cluster = FakeCluster(leader=0, clients="all")
+    event = await _injector(cluster).inject_once()
+    assert cluster.moves == 0
+    assert event["node"] == 0
+    assert "moved_leader_off_clients_node" not in event
+    assert event["new_leader"] != 0
+    assert not cluster.down
+    assert cluster.describe()["clients_connect_to"] == "all"
+    assert FakeCluster(leader=0).describe()["clients_connect_to"] == 0
 
 
 async def test_a_cancelled_injector_brings_the_node_it_killed_back() -> None:
@@ -138,12 +152,27 @@ async def test_no_fault_is_injected_while_the_last_one_is_not_over() -> None:
 def test_a_promise_names_the_counts_it_bounds_and_whether_each_held() -> None:
     promise = promise_for("rabbitmq-quorum", "leader-kill")
     assert "majority" in promise.text
-    assert "node 0" in promise.text
+    assert "node 0 only, which is never faulted" in promise.text
+    everywhere = promise_for("nats-jetstream", "partition", "all").text
+    assert "every node" in everywhere
+    assert "fail over" in everywhere
+    assert "never faulted" not in everywhere
     clean = dict.fromkeys(promise.bounds, 0) | {"finished_within_bound": True}
     assert promise.check(clean)["held"] is True
     broken = promise.check(clean | {"lost": 2})
     assert broken["held"] is False
     assert broken["checks"]["lost"]["actual"] == 2
+
+
+def test_the_markdown_account_says_where_the_clients_connect() -> None:
+    from mqcontract_conformance.stress._cluster_markdown import render_cluster_account
+
+    def where(connect_to: object) -> str:
+        return render_cluster_account({"cluster": {"clients_connect_to": connect_to}})
+
+    assert "Clients connect to node 0 only." in where(0)
+    assert "Clients are given every node's URL and fail over" in where("all")
+    assert "node all" not in where("all")
 
 
 @pytest.mark.parametrize(
@@ -153,6 +182,8 @@ def test_a_promise_names_the_counts_it_bounds_and_whether_each_held() -> None:
         {"fault": "partition", "provider": "memory", "cluster": 3},
         {"cluster": 2, "provider": "nats-jetstream"},
         {"cluster": 3, "provider": "rabbitmq-quorum", "fault": "restart"},
+        {"clients": "all"},  # without a cluster
+        {"clients": "some", "provider": "nats-jetstream", "cluster": 3},
     ],
 )
 async def test_cluster_settings_that_cannot_work_are_configuration_errors(
@@ -169,7 +200,66 @@ def test_an_unknown_cluster_opener_is_a_configuration_error() -> None:
     assert callable(load_cluster_opener("rabbitmq-quorum", OPENER))
 
 
-def _short(provider: str, fault: str, duration: float) -> StressSettings:
+def test_clients_without_a_cluster_are_refused_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mqcontract_conformance.cli import main
+
+    assert main(["stress", "--provider", "memory", "--clients", "node0"]) == 2
+    assert "stress.clients" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("clients", ["node0", "all"])
+def test_the_providers_are_given_every_node_only_with_clients_all(clients: str) -> None:
+    from mqcontract_fixtures.private.stress_clusters import NatsCluster, RabbitCluster
+
+    config = MessagingConfig()
+    rabbit = RabbitCluster(3, netns=False, vhost="v", clients=clients)
+    nats = NatsCluster(3, netns=False, clients=clients)
+    amqp = [n.amqp_url for n in rabbit.cluster.nodes]
+    servers = [str(s.url) for s in nats.cluster.servers]
+    wanted = 3 if clients == "all" else 1
+    assert rabbit.configure(config).rabbitmq.urls == tuple(amqp[:wanted])
+    assert rabbit.environment()["RABBITMQ_URL"] == ",".join(amqp[:wanted])
+    management = rabbit.cluster.nodes[0].management_url
+    assert rabbit.configure(config).rabbitmq.management_url == management
+    assert rabbit.environment()["RABBITMQ_MANAGEMENT_URL"] == management
+    nats_table = nats.configure(config).providers["nats-jetstream"]
+    assert nats_table["url"] == nats.environment()["NATS_URL"] == ",".join(servers[:wanted])
+
+
+class OneUrlHarness:
+    """Keeps one broker URL, like the RabbitMQ harness: it puts its virtual host in it."""
+
+    def __init__(self, config: MessagingConfig) -> None:
+        self.config = config
+        self.seen: list[str] = []
+
+    async def setup(self) -> None:
+        url = os.environ["RABBITMQ_URL"]
+        self.seen = [url, self.config.rabbitmq.url]
+        rabbit = dataclasses.replace(self.config.rabbitmq, url=url.rstrip("/") + "/run_v")
+        self.config = dataclasses.replace(self.config, rabbitmq=rabbit)
+
+
+async def test_the_rabbitmq_harness_is_set_up_on_node_0_then_given_every_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mqcontract_fixtures.private.stress_clusters import RabbitCluster
+
+    rabbit = RabbitCluster(3, netns=False, vhost="v", clients="all")
+    harness = OneUrlHarness(rabbit.configure(MessagingConfig()))
+    first = rabbit.cluster.nodes[0].amqp_url
+    every = rabbit.environment()["RABBITMQ_URL"]
+    monkeypatch.setenv("RABBITMQ_URL", every)
+    await rabbit.set_up(harness)  # type: ignore[arg-type]
+    assert os.environ["RABBITMQ_URL"] == every
+    assert harness.seen == [first, first]
+    urls = harness.config.rabbitmq.urls
+    assert urls == tuple(n.amqp_url + "run_v" for n in rabbit.cluster.nodes)
+
+
+def _short(provider: str, fault: str, duration: float, clients: str) -> StressSettings:
     return StressSettings(
         provider=provider,
         messages=300,
@@ -183,6 +273,7 @@ def _short(provider: str, fault: str, duration: float) -> StressSettings:
         max_seconds=240,
         seed=11,
         cluster_factory=OPENER,
+        clients=clients,
     )
 
 
@@ -197,12 +288,22 @@ LIVE = [
         "rabbitmq-quorum",
         "leader-kill",
         3.0,
+        "node0",
         marks=pytest.mark.skipif(not rabbitmq_available(), reason="RabbitMQ not installed"),
+    ),
+    pytest.param(
+        "rabbitmq-quorum",
+        "leader-kill",
+        3.0,
+        "all",
+        marks=pytest.mark.skipif(not rabbitmq_available(), reason="RabbitMQ not installed"),
+        id="rabbitmq-quorum-leader-kill-clients-all",
     ),
     pytest.param(
         "rabbitmq-quorum",
         "partition",
         15.0,
+        "node0",
         marks=pytest.mark.skipif(
             not (rabbitmq_available() and netns_available()), reason="RabbitMQ, root, nft"
         ),
@@ -211,12 +312,14 @@ LIVE = [
         "nats-jetstream",
         "leader-kill",
         3.0,
+        "node0",
         marks=pytest.mark.skipif(not nats_available(), reason="nats-server not installed"),
     ),
     pytest.param(
         "nats-jetstream",
         "partition",
         8.0,
+        "node0",
         marks=pytest.mark.skipif(
             not (nats_available() and netns_available()), reason="nats-server, root, nft"
         ),
@@ -225,12 +328,12 @@ LIVE = [
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize(("provider", "fault", "duration"), LIVE)
+@pytest.mark.parametrize(("provider", "fault", "duration", "clients"), LIVE)
 async def test_a_short_stress_on_a_private_cluster_keeps_the_promise_under_the_fault(
-    provider: str, fault: str, duration: float
+    provider: str, fault: str, duration: float, clients: str
 ) -> None:
     async with asyncio.timeout(BOUND):
-        account = await run_stress(_short(provider, fault, duration), out=None)
+        account = await run_stress(_short(provider, fault, duration, clients), out=None)
     data = account.to_dict()
     # Nothing confirmed may be lost under either fault. Whether every accepted ack survives
     # the fault is what the run measures (reports/stress/cluster-*.md: RabbitMQ's AMQP acks
@@ -242,11 +345,13 @@ async def test_a_short_stress_on_a_private_cluster_keeps_the_promise_under_the_f
     assert data["promise"]["held"] == all(c["held"] for c in checks.values())
     event = data["faults"]["timeline"][0]
     assert event["fault"] == fault
-    assert event["node"] != 0
+    # Clients on every node: the provider declared the queue through node 0, which leads
+    # it and is killed first; the clients on it fail over.
+    assert event["node"] == 0 if clients == "all" else event["node"] != 0
     assert event["ended_at"] >= event["started_at"]
     assert "whole_seconds" in event
     assert data["cluster"]["size"] == 3
-    assert data["cluster"]["clients_connect_to"] == 0
+    assert data["cluster"]["clients_connect_to"] == (0 if clients == "node0" else "all")
     left = _namespaces()
     assert not [ns for ns in data["cluster"]["network_namespaces"] if ns in left]
 

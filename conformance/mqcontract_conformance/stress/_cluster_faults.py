@@ -9,11 +9,13 @@
                    ``fault_duration`` seconds, wait until the cluster is whole
 =================  ====================================================================
 
-One fault at a time, ``fault_interval`` seconds after the cluster was whole again. The
-clients' node is never faulted (:mod:`._clusters`): a leader found there is moved off it
-first, and the timeline says so. Each event records its times in seconds since the run
-began, the node, whether it led the queue, the leader elected meanwhile and how long the
-election and the recovery took. A cancelled injector still restores the node it faulted.
+One fault at a time, ``fault_interval`` seconds after the cluster was whole again. With
+``--clients node0`` the clients' node is never faulted (:mod:`.clusters`): a leader found
+there is moved off it first, and the timeline says so. With ``--clients all`` the leader
+is faulted wherever it is, node 0 included, and the clients on it fail over. Each event
+records its times in seconds since the run began, the node, whether it led the queue,
+the leader elected meanwhile and how long the election and the recovery took. A
+cancelled injector still restores the node it faulted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mqcontract_conformance.stress.clusters import CLIENT_NODE, ClusterBackend
+from mqcontract_conformance.stress.clusters import ClusterBackend
 
 __all__ = ["CLUSTER_FAULTS", "ClusterFaultInjector"]
 
@@ -83,22 +85,25 @@ class ClusterFaultInjector:
         return round(time.monotonic() - self.epoch(), 3)
 
     async def _target(self, event: dict[str, Any]) -> int:
-        """The queue's leader, moved off the clients' node first if it is there."""
+        """The queue's leader, moved off the spared node first if it is there."""
         leader = await self.cluster.leader(self.queue)
         event["leader_before"] = leader
+        spared = self.cluster.spared
+        if spared is None:  # the clients have every node: any leader may be faulted
+            return leader
         for _ in range(5):
-            if leader != CLIENT_NODE:
+            if leader != spared:
                 return leader
             event.setdefault("moved_leader_off_clients_node", []).append(self._at())
             try:
-                await self.cluster.move_leader(self.queue, CLIENT_NODE)
+                await self.cluster.move_leader(self.queue, spared)
             except Exception as exc:  # the broker refused or failed: look again, retry
                 event.setdefault("move_errors", []).append(_short(exc))
             with contextlib.suppress(Exception):
                 leader, _ = await self.cluster.wait_leader(
-                    self.queue, not_on=CLIENT_NODE, timeout=MOVE_TIMEOUT
+                    self.queue, not_on=spared, timeout=MOVE_TIMEOUT
                 )
-        if leader == CLIENT_NODE:
+        if leader == spared:
             raise RuntimeError("the queue's leader stayed on the clients' node")
         return leader
 

@@ -43,6 +43,13 @@ def _namespaces(value: object) -> str:
     return "yes" if value is True else "none"
 
 
+def _clients(connect_to: object) -> str:
+    """Where the clients connect (``clients_connect_to``: a node index, or ``all``)."""
+    if connect_to == "all":
+        return "Clients are given every node's URL and fail over when theirs is faulted."
+    return f"Clients connect to node {connect_to} only."
+
+
 def _timeline(events: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| # | fault | node | leader before | moved off node 0 | started (s) | ended (s) "
@@ -116,7 +123,7 @@ def render_cluster_account(data: dict[str, Any]) -> str:
         "|---|---|---|",
         *(f"| {n['index']} | `{n['name']}` | {n['address']} |" for n in cluster.get("nodes", [])),
         "",
-        f"Clients connect to node {cluster.get('clients_connect_to')} only. "
+        f"{_clients(cluster.get('clients_connect_to'))} "
         f"Network namespaces: {_namespaces(cluster.get('network_namespaces'))}. "
         f"Measured timings (s): {cluster.get('timings')}.",
         "",

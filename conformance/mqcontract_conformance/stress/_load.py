@@ -15,10 +15,11 @@ and port. The account's ``backend`` then describes that server; the harness's te
 removes it.
 
 With ``cluster`` (3 or more) the provider runs on a private cluster the run starts
-(:mod:`._clusters`), and the cluster faults (``leader-kill``, ``partition``) are
+(:mod:`.clusters`), and the cluster faults (``leader-kill``, ``partition``) are
 available; the account then states, before the load, what the provider promises under
 that fault (:mod:`._promises`), and afterwards the fault timeline and whether the promise
-held.
+held. ``clients`` says whether the providers connect to node 0 only (never faulted) or
+are given every node (and fail over when the leader on theirs is faulted).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from mqcontract_conformance.stress._promises import promise_for
 from mqcontract_conformance.stress._recording import RecordingService
 from mqcontract_conformance.stress.account import Account, Ledger
 from mqcontract_conformance.stress.clusters import (
+    CLIENTS,
     CLUSTER_PROVIDERS,
     ClusterBackend,
     load_cluster_opener,
@@ -115,6 +117,9 @@ class StressSettings:
     #: ``module:attribute`` of the cluster opener (default: the ``mqcontract.clusters``
     #: entry point named like the provider).
     cluster_factory: str | None = None
+    #: The cluster nodes the providers are given (:data:`~.clusters.CLIENTS`): ``node0``
+    #: (never faulted) or ``all`` (every node, each of which may be faulted).
+    clients: str = "node0"
 
     def validate(self) -> None:
         """Raise ``ConfigurationError`` for settings no run can honour."""
@@ -133,6 +138,7 @@ class StressSettings:
             "max_seconds": self.max_seconds > 0,
             "cluster": self.cluster == 0 or 3 <= self.cluster <= 7,
             "fault_duration": self.fault_duration > 0,
+            "clients": self.clients in CLIENTS,
         }
         for key, ok in checks.items():
             if not ok:
@@ -143,6 +149,8 @@ class StressSettings:
             )
         if self.fault in CLUSTER_FAULTS and not self.cluster:
             raise ConfigurationError("stress.fault", self.fault, "needs --cluster 3")
+        if self.clients != "node0" and not self.cluster:
+            raise ConfigurationError("stress.clients", self.clients, "needs --cluster 3")
         if self.cluster and self.fault in ("restart", "pool"):
             raise ConfigurationError("stress.fault", self.fault, "not available on a cluster")
 
@@ -415,10 +423,14 @@ async def _run_on_cluster(
     # The harness gives the run this virtual host (mqcontract_fixtures.rabbitmq.run_vhost).
     vhost = f"mqcontract_stress{run.token}"
     backend = await opener(
-        settings.provider, settings.cluster, netns=settings.fault == "partition", vhost=vhost
+        settings.provider,
+        settings.cluster,
+        netns=settings.fault == "partition",
+        vhost=vhost,
+        clients=settings.clients,
     )
     try:
-        promise = promise_for(settings.provider, settings.fault)
+        promise = promise_for(settings.provider, settings.fault, settings.clients)
         if out is not None:
             out.write(f"[stress {settings.provider}] cluster of {settings.cluster} up; ")
             out.write(f"promise under {settings.fault}: {promise.text}\n")
@@ -465,7 +477,7 @@ async def _run(
         raise ConfigurationError(
             "stress.fault", settings.fault, f"{settings.provider} has no {hook} hook"
         )
-    await harness.setup()
+    await (harness.setup() if backend is None else backend.set_up(harness))
     services: list[MessagingService] = []
     try:
         private = await _private_backend(harness) if settings.fault == "restart" else None

@@ -13,10 +13,14 @@ from typing import Any
 
 __all__ = ["Promise", "promise_for"]
 
-_COMMON = (
-    "Clients connect to node 0 only, which is never faulted: the run does not exercise "
-    "client failover between nodes. "
-)
+#: What the promise says of the clients' nodes, per ``--clients``.
+_CLIENTS = {
+    "node0": "Clients connect to node 0 only, which is never faulted: the run does not "
+    "exercise client failover between nodes. ",
+    "all": "Clients are given every node's URL and the faulted node is "
+    "whichever leads the queue, node 0 included: clients connected to it fail over to "
+    "another node, and what was confirmed before still counts. ",
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ _PROMISES = {
 }
 
 
-def promise_for(provider: str, fault: str) -> Promise:
-    """The promise for ``provider`` under ``fault`` (one node faulted at a time)."""
+def promise_for(provider: str, fault: str, clients: str = "node0") -> Promise:
+    """The promise for ``provider`` under ``fault`` (one node faulted at a time), with the
+    clients on node 0 only or on every node (``clients``)."""
     text = _PROMISES.get((provider, fault), "One node faulted at a time. ")
-    return Promise(text + _COMMON, dict(_STRICT), _AT_LEAST_ONCE)
+    return Promise(text + _CLIENTS[clients], dict(_STRICT), _AT_LEAST_ONCE)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mqcontract.events import DeploymentMode
 from mqcontract_conformance.stress._faults import FAULTS
+from mqcontract_conformance.stress.clusters import CLIENTS
 
 __all__ = ["register"]
 
@@ -63,8 +64,11 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
 
 
 def _run(options: argparse.Namespace) -> int:
+    from mqcontract.errors import ConfigurationError
     from mqcontract_conformance.stress._load import StressSettings, run_stress
 
+    if options.clients is not None and not options.cluster:
+        raise ConfigurationError("stress.clients", options.clients, "needs --cluster 3")
     settings = StressSettings(
         provider=options.provider,
         messages=options.messages,
@@ -85,6 +89,7 @@ def _run(options: argparse.Namespace) -> int:
         cluster=options.cluster,
         fault_duration=options.fault_duration,
         cluster_factory=options.cluster_factory,
+        clients=options.clients or "node0",
     )
     with _quiet_logs(options.verbose):
         account = asyncio.run(run_stress(settings, out=None if options.quiet else sys.stderr))
@@ -120,6 +125,10 @@ def _print_cluster(data: dict[str, object], width: int) -> None:
     faults = data.get("faults")
     if not isinstance(promise, dict) or not isinstance(faults, dict):
         return
+    cluster = data.get("cluster")
+    connect_to = cluster.get("clients_connect_to") if isinstance(cluster, dict) else None
+    where = "every node" if connect_to == "all" else f"node {connect_to} only"
+    print(f"  {'clients on':<{width}}  {where}")
     for event in faults.get("timeline", []):
         when = f"{event.get('started_at', '?')}-{event.get('ended_at', '?')} s"
         get = event.get
@@ -200,6 +209,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="MODULE:ATTR",
         default=None,
         help="the cluster opener (default: the mqcontract.clusters entry point)",
+    )
+    p.add_argument(
+        "--clients",
+        choices=CLIENTS,
+        default=None,
+        help="with --cluster: the nodes the providers are given; node0 (default): node 0 "
+        "only, never faulted; all: every node (node 0 first), the leader is faulted wherever "
+        "it is and the clients on it fail over",
     )
     p.add_argument("--json", metavar="PATH", help="write the account as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write a cluster run's account as Markdown")

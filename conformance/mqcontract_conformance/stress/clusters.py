@@ -2,19 +2,20 @@
 finds one.
 
 A :class:`ClusterBackend` is a started cluster of ``size`` nodes running one provider's
-backend; the run points its providers at node :data:`CLIENT_NODE` and the cluster fault
+backend; the run points its providers at the clients' nodes and the cluster fault
 injector (:mod:`._cluster_faults`) kills, restarts, partitions and heals the others. The
 implementations live beside the other private servers, in ``mqcontract_fixtures``; the run
 finds the opener for a provider in the ``mqcontract.clusters`` entry point group, or as a
 ``module:attribute`` spec (``--cluster-factory``, ``MQCONTRACT_CLUSTER_FACTORY``), the way
 harnesses are found.
 
-**The clients' node.** Every provider the run opens connects to node 0 only, and no fault
-ever hits node 0: the faults test the cluster's failover, not the client's (the RabbitMQ
-provider can rotate through several URLs, tested with proxies in
-``tests/test_rabbitmq_urls.py``; faulting the clients' node is not part of these runs
-yet). When the queue's leader is on node 0, the injector asks the cluster to move the
-leadership off it first and says so in the timeline.
+**The clients' nodes** (``--clients``). With ``node0`` (the default) every provider the
+run opens connects to node 0 only, and no fault ever hits node 0: the faults test the
+cluster's failover, not the client's. When the queue's leader is on node 0, the injector
+asks the cluster to move the leadership off it first and says so in the timeline. With
+``all`` every provider is given every node's URL (node 0 first) and the injector faults
+whichever node leads the queue, node 0 included: the clients on a faulted node have to
+fail over to another one.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mqcontract.config import MessagingConfig
 from mqcontract.errors import BackendUnavailable, ConfigurationError
 from mqcontract.registry import load_object
 from mqcontract.service import MessagingService
 
+if TYPE_CHECKING:
+    from mqcontract.testing import Harness
+
 __all__ = [
+    "CLIENTS",
     "CLIENT_NODE",
     "CLUSTER_GROUP",
     "CLUSTER_PROVIDERS",
@@ -42,8 +47,11 @@ __all__ = [
     "load_cluster_opener",
 ]
 
-#: The node every client connects to; never faulted (see the module docstring).
+#: The node every client connects to with ``--clients node0``; then never faulted (see
+#: the module docstring).
 CLIENT_NODE = 0
+#: What ``--clients`` takes: node 0 only, or every node.
+CLIENTS = ("node0", "all")
 #: Providers a stress run can put on a private cluster.
 CLUSTER_PROVIDERS = ("rabbitmq-quorum", "nats-jetstream")
 #: Entry point group: provider name -> :data:`ClusterOpener`.
@@ -62,6 +70,8 @@ class ClusterBackend(ABC):
     node_names: list[str]
     addresses: list[str]
     netns: Any = None  #: the NetnsLab when nodes live in namespaces
+    #: ``node0``: clients connect to node 0 only, never faulted; ``all``: to every node.
+    clients: str = "node0"
     #: Measured seconds: cluster start, per node restart, ...
     timings: dict[str, list[float]]
 
@@ -74,12 +84,22 @@ class ClusterBackend(ABC):
                 {"index": i, "name": n, "address": a}
                 for i, (n, a) in enumerate(zip(self.node_names, self.addresses, strict=True))
             ],
-            "clients_connect_to": CLIENT_NODE,
+            "clients_connect_to": CLIENT_NODE if self.spared is not None else "all",
             "network_namespaces": (
                 [*self.netns.namespaces, self.netns.switch] if self.netns is not None else []
             ),
             "timings": self.timings,
         }
+
+    @property
+    def client_nodes(self) -> list[int]:
+        """The nodes whose URLs the providers are given, in the order to try them."""
+        return list(range(self.size)) if self.clients == "all" else [CLIENT_NODE]
+
+    @property
+    def spared(self) -> int | None:
+        """The node no fault may hit: the clients' only node (None: they have every node)."""
+        return None if self.clients == "all" else CLIENT_NODE
 
     def note(self, what: str, seconds: float) -> None:
         """Keep a measured figure."""
@@ -87,16 +107,21 @@ class ClusterBackend(ABC):
 
     @abstractmethod
     def configure(self, config: MessagingConfig) -> MessagingConfig:
-        """``config`` pointing the provider at the clients' node."""
+        """``config`` pointing the provider at the clients' nodes (:attr:`client_nodes`)."""
 
     def environment(self) -> dict[str, str]:
         """Environment variables the run sets (a provider reading its URL from the
         environment first would otherwise miss :meth:`configure`)."""
         return {}
 
+    async def set_up(self, harness: Harness) -> None:
+        """Set ``harness`` up for the run (a harness that keeps one broker URL is given
+        the clients' other nodes afterwards)."""
+        await harness.setup()
+
     async def before_create(self, queue: str) -> None:
         """Before the provider creates ``queue`` (RabbitMQ: declare it from another node,
-        so its leader does not start on the clients' node)."""
+        so its leader does not start on the spared node)."""
 
     async def prepare(self, service: MessagingService, queue: str) -> None:
         """After the queue is created (NATS: scale its streams to every node)."""
@@ -167,9 +192,10 @@ class ClusterBackend(ABC):
         """Stop every node, remove every directory and namespace."""
 
 
-#: ``opener(provider, size, netns=..., vhost=...)``: a started cluster (removed again by
-#: the opener itself when starting fails). ``vhost`` is the RabbitMQ virtual host the run
-#: will use; ``netns`` asks for every node in a network namespace of its own.
+#: ``opener(provider, size, netns=..., vhost=..., clients=...)``: a started cluster
+#: (removed again by the opener itself when starting fails). ``vhost`` is the RabbitMQ
+#: virtual host the run will use; ``netns`` asks for every node in a network namespace of
+#: its own; ``clients`` is one of :data:`CLIENTS`.
 ClusterOpener = Callable[..., Awaitable[ClusterBackend]]
 
 

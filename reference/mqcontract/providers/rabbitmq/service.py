@@ -49,7 +49,8 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aio_pika import RobustConnection
 from aiormq.exceptions import ChannelPreconditionFailed
@@ -65,6 +66,7 @@ from mqcontract.capabilities import (
 from mqcontract.config import MessagingConfig, RabbitMqConfig
 from mqcontract.errors import (
     BackendUnavailable,
+    OperationTimeout,
     QueueNotFound,
     StaleClaim,
     UnsupportedOperation,
@@ -88,12 +90,15 @@ from ._errors import ERRORS
 from ._holds import ENQUEUED_AT_HEADER, Holds
 from ._ids import MessageIdGenerator
 from ._lease import NodeLease
+from ._liveness import Liveness
 from ._management import ManagementClient, find_management, vhost_of
 from ._tasks import Background
 
 __all__ = ["RabbitMqMessagingService", "connect_rabbitmq", "open_connection"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Declare argument marking queues created through mqcontract (RabbitMQ ignores unknown
 #: ``x-`` arguments and does not compare them on re-declare).
@@ -142,6 +147,12 @@ class RabbitMqMessagingService(BaseMessagingService):
             tasks=self._tasks,
             is_closed=lambda: self._closed,
             busy=self._holds.channels,
+        )
+        self._liveness = Liveness(
+            lambda: self._channels.connections,
+            timeout=config.connection_timeout_seconds,
+            tasks=self._tasks,
+            is_closed=lambda: self._closed,
         )
         self._consumers = Consumers(
             config,
@@ -374,6 +385,17 @@ class RabbitMqMessagingService(BaseMessagingService):
         # Closing the connection makes the broker requeue everything still unacked.
         await self._channels.close()
         await self._tasks.cancel_all()
+
+    async def _translated(
+        self, operation: str, queue: str, call: Awaitable[T], *, connecting: bool = False
+    ) -> T:
+        """As the base class; an operation that ran out of time also has every connection
+        probed (:mod:`._liveness`), so a node that answers nothing is left."""
+        try:
+            return await super()._translated(operation, queue, call, connecting=connecting)
+        except OperationTimeout:
+            self._liveness.suspect()
+            raise
 
     # -- for harnesses -----------------------------------------------------------------
 
