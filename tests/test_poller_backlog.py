@@ -17,7 +17,7 @@ import pytest
 from mqcontract.capabilities import Capabilities
 from mqcontract.clock import VirtualClock
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
-from mqcontract.events.commands import command_channel
+from mqcontract.events.commands import ProcessClaimed, command_channel
 from mqcontract.events.poller import FallbackPoller
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import QueuedMessage
@@ -117,8 +117,9 @@ async def test_a_deferred_poller_still_drains_within_one_interval(
     async def worker() -> None:
         nonlocal taken
         while True:
-            await receiver.receive()
-            taken += 1
+            command = await receiver.receive()
+            # A polled batch comes as one command per idle worker (here one, this).
+            taken += len(command.messages) if isinstance(command, ProcessClaimed) else 1
             receiver.done()
             if taken == BACKLOG:
                 all_taken.set()
@@ -135,3 +136,35 @@ async def test_a_deferred_poller_still_drains_within_one_interval(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_polled_batch_goes_to_the_idle_workers_as_one_command_each(
+    service: InMemoryMessagingService, clock: VirtualClock
+) -> None:
+    """Four idle workers, a batch of ten: four commands in claim order, not ten."""
+    sender, receiver = command_channel(BACKLOG * 2)
+    idle = [asyncio.create_task(receiver.receive()) for _ in range(4)]
+    await asyncio.sleep(0)  # the four receivers wait: the poller sees them idle
+    poller = FallbackPoller(
+        service,
+        ["jobs"],
+        sender,
+        ConsumerStats(),
+        interval=INTERVAL,
+        batch_size=BATCH,
+        visibility_timeout=30,
+        clock=clock,
+    )
+    polling = asyncio.create_task(poller.run())
+    try:
+        async with asyncio.timeout(10):
+            commands = await asyncio.gather(*idle)
+    finally:
+        polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)
+    assert all(isinstance(c, ProcessClaimed) for c in commands)
+    shares = [c.messages for c in commands if isinstance(c, ProcessClaimed)]
+    assert [len(s) for s in shares] == [3, 3, 3, 1]
+    ids = [m.msg_id for share in shares for m in share]
+    assert ids == sorted(ids)
+    assert len({c.claimed_at for c in commands if isinstance(c, ProcessClaimed)}) == 1

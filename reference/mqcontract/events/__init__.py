@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from mqcontract.events.commands import Intake, ProcessFromMessage, ProcessFromMessageEvent
+from mqcontract.events.commands import (
+    Intake,
+    ProcessClaimed,
+    ProcessFromMessage,
+    ProcessFromMessageEvent,
+)
 from mqcontract.events.consumer import ConsumerSettings, Handler, QueueConsumer
 from mqcontract.events.modes import DeploymentMode
 from mqcontract.events.stats import ConsumerStats
@@ -13,6 +18,7 @@ __all__ = [
     "DeploymentMode",
     "Handler",
     "Intake",
+    "ProcessClaimed",
     "ProcessFromMessage",
     "ProcessFromMessageEvent",
     "QueueConsumer",

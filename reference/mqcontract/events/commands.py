@@ -1,8 +1,8 @@
 """Typed commands and the bounded channel between intake (listener, poller) and workers.
 
-The two variants mirror the architecture's ``…FromMessage`` / ``…FromMessageEvent``: a
-full message to process (claimed, or a copy to claim first), or an event naming a
-message (or just a queue) that must be fetched.
+The variants mirror the architecture's ``…FromMessage`` / ``…FromMessageEvent``: a full
+message to process (claimed, or a copy to claim first), several claimed together (a
+polled batch), or an event naming a message (or just a queue) that must be fetched.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = [
     "CommandReceiver",
     "CommandSender",
     "Intake",
+    "ProcessClaimed",
     "ProcessFromMessage",
     "ProcessFromMessageEvent",
     "command_channel",
@@ -47,6 +48,16 @@ class ProcessFromMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessClaimed:
+    """Run these messages, claimed together at ``claimed_at``, in order (a polled batch,
+    or a share of it: one command for many messages, not one each)."""
+
+    messages: tuple[QueuedMessage, ...]
+    path: Intake
+    claimed_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessFromMessageEvent:
     """A message is ready on ``queue_name``: fetch ``msg_id``, or catch up when None."""
 
@@ -55,7 +66,7 @@ class ProcessFromMessageEvent:
     path: Intake = Intake.PUSH
 
 
-Command = ProcessFromMessage | ProcessFromMessageEvent
+Command = ProcessFromMessage | ProcessClaimed | ProcessFromMessageEvent
 
 
 class _Demand:

@@ -5,7 +5,7 @@ Handler success acks; failure nacks (or leaves the message to its visibility tim
 A message is handled once per claim: pushed unclaimed copies are claimed by id first,
 and a message already in flight here is never handed to a second worker. ``stop`` stops
 intake, lets in-flight handlers finish within a bound, and releases what was claimed but
-not started (a batch a cancelled worker was draining is left to expire), so nothing is
+not started (the rest of a batch a cancelled worker was running too), so nothing is
 lost. Every settlement names the claim it settles (``ack_claims``/``nack_claim``): a
 handler that overran its claim cannot settle the claim another consumer holds now. A
 worker hands its ack to the :class:`~.settlement.Settler` and takes the next message;
@@ -36,6 +36,7 @@ from mqcontract.errors import MessageNotFound, MessagingError
 from mqcontract.events.commands import (
     Command,
     Intake,
+    ProcessClaimed,
     ProcessFromMessage,
     ProcessFromMessageEvent,
     command_channel,
@@ -119,6 +120,8 @@ class QueueConsumer:
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
         self._claimed: dict[tuple[str, int], None] = {}
+        #: The unstarted rest of each claimed batch a worker is running.
+        self._unstarted: list[collections.deque[QueuedMessage]] = []
         self._settler = Settler(
             service,
             self._acked,
@@ -217,6 +220,8 @@ class QueueConsumer:
                     await self._release([message])
                 else:
                     await self._process(message, path)
+            case ProcessClaimed(messages=messages, path=path, claimed_at=at):
+                await self._run_claimed(collections.deque(messages), path, at, fresh=False)
             case ProcessFromMessage(message=message, claimed=False, path=path):
                 await self._claim_and_process(message.queue_name, message.msg_id, path)
             case ProcessFromMessageEvent(queue_name=queue, msg_id=msg_id, path=path):
@@ -266,23 +271,62 @@ class QueueConsumer:
             for message in batch:
                 self._remember(message)
             pending = collections.deque(batch)
-            started = False
-            while pending:
-                if (started and self._aged(claimed_at)) or not self._running:
-                    narrow = True
-                    self.stats.released_unstarted += len(pending)
-                    await self._release(pending)
-                    break
-                message = pending.popleft()
-                while pending and self._sender.idle() > 0:
-                    command = ProcessFromMessage(pending[0], True, path, claimed_at)
-                    if not self._sender.offer(command):
-                        break
-                    pending.popleft()
-                started = True
-                await self._process(message, path)
+            if not await self._run_claimed(pending, path, claimed_at, fresh=True):
+                narrow = True
             if len(batch) < wanted:
                 return
+
+    async def _run_claimed(
+        self,
+        pending: collections.deque[QueuedMessage],
+        path: Intake,
+        claimed_at: float,
+        *,
+        fresh: bool,
+    ) -> bool:
+        """Run messages claimed together, in order, handing the next ones to idle workers;
+        False when the rest was released (the claim aged, or the consumer stops).
+
+        ``fresh``: claimed just now, so the first message starts whatever the clock says
+        (a batch that waited in the channel is checked before its first message too).
+        """
+        started = not fresh
+        self._unstarted.append(pending)
+        try:
+            done = await self._run_in_order(pending, path, claimed_at, started=started)
+        except asyncio.CancelledError:
+            raise  # stays listed: stop releases what this worker never started
+        except BaseException:
+            self._unstarted.remove(pending)
+            raise
+        self._unstarted.remove(pending)
+        return done
+
+    async def _run_in_order(
+        self,
+        pending: collections.deque[QueuedMessage],
+        path: Intake,
+        claimed_at: float,
+        *,
+        started: bool,
+    ) -> bool:
+        while pending:
+            if not self._running:
+                self.stats.released_on_stop += await self._release(pending)
+                return False
+            if started and self._aged(claimed_at):
+                self.stats.released_unstarted += len(pending)
+                await self._release(pending)
+                return False
+            message = pending.popleft()
+            while pending and self._sender.idle() > 0:
+                command = ProcessFromMessage(pending[0], True, path, claimed_at)
+                if not self._sender.offer(command):
+                    break
+                pending.popleft()
+            started = True
+            await self._process(message, path)
+        return True
 
     def _aged(self, claimed_at: float) -> bool:
         """Whether a claim taken at ``claimed_at`` is past its usable part."""
@@ -358,10 +402,15 @@ class QueueConsumer:
         self._claimed.pop(key, None)
 
     async def _release_unstarted(self) -> None:
+        for pending in self._unstarted:  # the workers are cancelled: nothing else runs it
+            self.stats.released_on_stop += await self._release(pending)
+        self._unstarted.clear()
         for command in self._receiver.take_pending():
             if isinstance(command, ProcessFromMessage) and command.claimed:
                 released = await self._release([command.message])
                 self.stats.released_on_stop += released
+            elif isinstance(command, ProcessClaimed):
+                self.stats.released_on_stop += await self._release(command.messages)
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from mqcontract.clock import Clock
 from mqcontract.errors import MessagingError
-from mqcontract.events.commands import CommandSender, Intake, ProcessFromMessage
+from mqcontract.events.commands import CommandSender, Intake, ProcessClaimed
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.service import MessagingService
 
@@ -30,8 +30,9 @@ async def drain_queue(
     """Claim everything visible on ``queue`` and send it on; returns the count.
 
     A batch is claimed only when a worker is free to start on it (claims made while
-    every worker is busy would age in the channel), and each command carries its claim
-    time, so a worker releases what aged past the usable part of its claim. A batch
+    every worker is busy would age in the channel), and goes to the workers that were
+    idle as one command each, with its claim time, so a worker releases what aged past
+    the usable part of its claim. A batch
     claimed after workers released claims (``released`` grew: handlers are slow) takes
     only as many messages as workers are idle, so the same messages are not claimed and
     released over and over.
@@ -44,8 +45,10 @@ async def drain_queue(
         seen = released()
         claimed_at = clock.now()
         batch = await service.receive_messages(queue, wanted, visibility_timeout)
-        for message in batch:
-            await sender.send(ProcessFromMessage(message, True, path, claimed_at))
+        # One command per idle worker, each with its share of the batch, in order.
+        share = -(-len(batch) // max(1, min(idle, len(batch))))
+        for start in range(0, len(batch), max(share, 1)):
+            await sender.send(ProcessClaimed(tuple(batch[start : start + share]), path, claimed_at))
         total += len(batch)
         if len(batch) < wanted:
             return total

@@ -62,9 +62,15 @@ class ConsumerStats:
         """A handler run begins for message ``key``, which came by ``path``."""
         self._track(key)
         self.handler_runs += 1
-        self.invocations[key] += 1
-        self.by_path[path] += 1
-        self.receive_counts.setdefault(key, []).append(receive_count)
+        # ``get`` rather than ``+=``: a Counter's missing key is a Python-level call.
+        invocations, by_path = self.invocations, self.by_path
+        invocations[key] = invocations.get(key, 0) + 1
+        by_path[path] = by_path.get(path, 0) + 1
+        counts = self.receive_counts.get(key)
+        if counts is None:
+            self.receive_counts[key] = [receive_count]
+        else:
+            counts.append(receive_count)
 
     def handler_failed(self, key: Key) -> None:
         self._track(key)
@@ -74,9 +80,11 @@ class ConsumerStats:
     def ack_confirmed(self, key: Key) -> None:
         """The handler succeeded and its ack was confirmed."""
         self._track(key)
-        if not self.succeeded[key]:
+        succeeded = self.succeeded
+        count = succeeded.get(key, 0)
+        if not count:
             self.processed += 1
-        self.succeeded[key] += 1
+        succeeded[key] = count + 1
 
     def _track(self, key: Key) -> None:
         order = self._order
