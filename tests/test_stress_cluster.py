@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mqcontract.config import MessagingConfig
-from mqcontract.errors import ConfigurationError
+from mqcontract.errors import BackendUnavailable, ConfigurationError
 from mqcontract_conformance.stress import StressSettings, run_stress
 from mqcontract_conformance.stress._cluster_faults import ClusterFaultInjector
 from mqcontract_conformance.stress._promises import promise_for
@@ -147,6 +147,43 @@ async def test_no_fault_is_injected_while_the_last_one_is_not_over() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert cluster.most_down == 1
     assert not cluster.down
+
+
+class LateListingCluster(FakeCluster):
+    """Its leader lookup fails at first (a queue the management API does not list yet),
+    and so would ``whole``, for longer than the run."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(leader)
+        self.lookups = 0
+
+    async def leader(self, queue: str) -> int:
+        self.lookups += 1
+        if self.lookups == 1:
+            raise BackendUnavailable("fake", queue, "HTTP 404 Not Found")
+        return await super().leader(queue)
+
+    async def whole(self, queue: str) -> bool:
+        if self.lookups <= 1:
+            raise BackendUnavailable("fake", queue, "HTTP 404 Not Found")
+        return await super().whole(queue)
+
+
+async def test_a_fault_that_failed_before_touching_a_node_does_not_hold_up_the_next() -> None:
+    cluster = LateListingCluster(leader=1)
+    injector = _injector(cluster)
+    task = asyncio.create_task(injector.run())
+    try:
+        async with asyncio.timeout(5):  # far below the wait for a cluster to be whole
+            while injector.injected < 1:  # noqa: ASYNC110 (the fake has no event to wait on)
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    first = injector.timeline[0]
+    assert "404" in first["error"]
+    assert "started_at" not in first
+    assert injector.timeline[1]["node"] == 1
 
 
 def test_a_promise_names_the_counts_it_bounds_and_whether_each_held() -> None:
