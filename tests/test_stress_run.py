@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from mqcontract.errors import ConfigurationError
+from mqcontract.errors import ConfigurationError, MessagingError, OperationTimeout, QueueError
+from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.cli import main
 from mqcontract_conformance.stress import StressSettings, run_stress
+from mqcontract_conformance.stress._load import _Run
 
 SMALL = StressSettings(
     provider="memory",
@@ -111,3 +114,35 @@ def test_the_command_prints_the_account_and_writes_json(
     assert data["ok"] is True
     assert data["sent"] == 200
     assert {"lost", "duplicated", "acked_twice", "unexpected", "max_redelivery"} <= set(data)
+
+
+class _RefusingSends(InMemoryMessagingService):
+    """Refuses one batch (as a quorum queue electing a leader does) and lets one run out
+    of time; every other batch is stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[MessagingError] = []
+
+    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
+        calls = len(self.failures)
+        if calls < 2:
+            self.failures.append(
+                QueueError(queue, "the broker refused the message")
+                if calls == 0
+                else OperationTimeout("send_batch", 5.0, queue)
+            )
+            raise self.failures[-1]
+        return await super().send_batch(queue, payloads)
+
+
+async def test_a_refused_or_timed_out_send_is_indeterminate_and_the_run_goes_on() -> None:
+    settings = dataclasses.replace(SMALL, producers=1, batch=10)
+    run = _Run(settings, out=None)
+    service = _RefusingSends()
+    await service.create_queue(run.queue)
+    await run.produce(service, 0)
+    assert len(service.failures) == 2
+    assert len(run.ledger.indeterminate) == 20  # the two batches' keys
+    assert len(run.ledger.sent) == settings.messages - 20
+    await service.close()

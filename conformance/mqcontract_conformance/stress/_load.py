@@ -44,7 +44,10 @@ from mqcontract.errors import (
     BackendUnavailable,
     ConfigurationError,
     MessagingError,
+    OperationTimeout,
     ProviderClosed,
+    QueueError,
+    QueueNotFound,
 )
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
@@ -192,7 +195,12 @@ class _Run:
             ledger.attempted.update(chunk)
             try:
                 ids = await service.send_batch(self.queue, [_payload(k) for k in chunk])
-            except BackendUnavailable as exc:  # the outcome is unknown
+            except QueueNotFound:
+                raise  # the run's queue is gone: nothing to account any more
+            except (BackendUnavailable, OperationTimeout, QueueError) as exc:
+                # The outcome is unknown: the connection dropped or the bound ran out, or
+                # the broker refused the batch (a quorum queue refuses publishes while it
+                # elects a leader), which may cover only some of its messages.
                 ledger.indeterminate.update(chunk)
                 ledger.send_errors.append(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.2)  # let the provider reconnect before the next batch
