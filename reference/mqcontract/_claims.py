@@ -35,15 +35,20 @@ class ClaimBook:
         self._by_id: dict[tuple[str, int], Claim | list[Claim]] = {}
         self._sweep_at = 1024
 
+    def now(self) -> float:
+        """The book's clock."""
+        return self._now()
+
     def __len__(self) -> int:
         return len(self._deadlines)
 
-    def record(self, claim: Claim) -> None:
-        """Remember a claim this service just made."""
+    def record(self, claim: Claim, now: float | None = None) -> None:
+        """Remember a claim this service just made (``now``: the clock read once for a
+        batch of claims)."""
         deadlines = self._deadlines
         if claim in deadlines:
             return
-        deadlines[claim] = self._now() + claim.visibility_timeout + _GRACE
+        deadlines[claim] = (self._now() if now is None else now) + claim.visibility_timeout + _GRACE
         key = (claim.queue_name, claim.msg_id)
         held = self._by_id.get(key)
         if held is None:

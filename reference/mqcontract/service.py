@@ -357,9 +357,11 @@ class BaseMessagingService(abc.ABC):
         return book
 
     def _remember(self, messages: list[QueuedMessage]) -> list[QueuedMessage]:
+        book = self._book
+        now = book.now()
         for message in messages:
             if message.claim is not None:
-                self._book.record(message.claim)
+                book.record(message.claim, now)
         return messages
 
     def _took(self, note: MessageNotification) -> None:

@@ -151,3 +151,32 @@ async def test_a_claim_made_by_one_service_settles_through_another(
         assert await other.stored_ids(queue) == []
     finally:
         await other.close()
+
+
+async def test_an_ack_confirmed_but_not_carried_out_is_finished_on_redelivery_not_run_again(
+    service: NatsJetStreamMessagingService, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer leader cut off from its majority confirms an ack it cannot carry out,
+    and the new leader delivers the message again. Here the confirmation is forged (the
+    ack frame never reaches the server): the redelivery must be acked, not handed out."""
+    sent = await service.send_message(queue, b"once")
+    (first,) = await service.receive_messages(queue, 1, 0.3)
+    link = service.link
+    real = link.request
+
+    async def unheard_ack(subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+        if subject.startswith("$JS.ACK.") and payload == b"":
+            return None  # "confirmed"; the server never saw it
+        return await real(subject, payload, headers)
+
+    monkeypatch.setattr(link, "request", unheard_ack)
+    await service.ack_claim(queue, first)
+    monkeypatch.setattr(link, "request", real)
+    handed_out: list[QueuedMessage] = []
+    async with asyncio.timeout(10):
+        while not handed_out and await service.stored_ids(queue) == [sent]:
+            # Back after the claim's 0.3 s: finished by the provider, or handed out.
+            handed_out += await service.receive_messages(queue, 1, 30)
+            await asyncio.sleep(0.05)
+    assert handed_out == []
+    assert await service.stored_ids(queue) == []

@@ -359,7 +359,8 @@ class QueueConsumer:
             self.stats.duplicate_claims += 1  # its first handler is still running
             return
         self._in_flight.add(key)
-        self.stats.started(key, path.value, message.receive_count)
+        # ``_value_``: the member's value without ``value``'s Python-level descriptor.
+        self.stats.started(key, path._value_, message.receive_count)
         try:
             try:
                 await self.handler(message)
