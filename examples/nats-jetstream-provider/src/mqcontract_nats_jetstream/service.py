@@ -92,6 +92,8 @@ _SILENCE = 0.25
 #: Looks at the stream after a confirmed ack before its ledger record is dropped (0.01,
 #: 0.02, 0.04 s apart): a message still there then is one the ack did not remove.
 _GONE_CHECKS, _GONE_PAUSE = 4, 0.01
+#: Bound on that look (and on dropping the record), apart from the operation's own.
+_GONE_BOUND = 0.5
 
 
 def _delivery(msg: Msg) -> tuple[int, int, int, float]:
@@ -484,7 +486,9 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                         # cannot carry out, and the message comes back. Its record, kept
                         # settled, makes ``_grant`` finish that delivery, not hand it out.
                         if await self._gone(names, seq):
-                            await _ledger.forget(link, names, seq)
+                            with contextlib.suppress(Exception):  # kept: harmless
+                                async with asyncio.timeout(_GONE_BOUND):
+                                    await _ledger.forget(link, names, seq)
                     else:
                         # Sent as a request: the server answers once the nak is applied.
                         # JetStream applies acks apart from the connection's reading, so
@@ -502,16 +506,19 @@ class NatsJetStreamMessagingService(BaseMessagingService):
     async def _gone(self, names: QueueNames, seq: int) -> bool:
         """Whether the stream no longer holds message ``seq``, asked a few times over a
         few tens of milliseconds (a work queue removes an acked message just after it
-        confirmed the ack)."""
-        for attempt in range(_GONE_CHECKS):
-            try:
-                await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
-            except JsError as exc:
-                if exc.err_code == MESSAGE_NOT_FOUND:
-                    return True
-                raise
-            if attempt + 1 < _GONE_CHECKS:
-                await asyncio.sleep(_GONE_PAUSE * 2**attempt)
+        confirmed the ack). Not knowing (no answer within a short bound: the stream's
+        leader is cut off, say) counts as not gone: the ack stands, the record stays."""
+        try:
+            async with asyncio.timeout(_GONE_BOUND):
+                for attempt in range(_GONE_CHECKS):
+                    try:
+                        await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
+                    except JsError as exc:
+                        return exc.err_code == MESSAGE_NOT_FOUND
+                    if attempt + 1 < _GONE_CHECKS:
+                        await asyncio.sleep(_GONE_PAUSE * 2**attempt)
+        except Exception:  # no answer (or a connection gone): not known to be gone
+            pass
         return False
 
     async def _unrecorded(self, names: QueueNames, seq: int) -> StaleReason:
