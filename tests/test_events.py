@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -478,3 +479,50 @@ def test_the_ack_bound_holds_two_polled_batches_by_default() -> None:
     assert ConsumerSettings(batch_size=10).ack_bound == 64
     assert ConsumerSettings(batch_size=100).ack_bound == 200  # a batch settles whole
     assert ConsumerSettings(batch_size=100, max_unconfirmed_acks=8).ack_bound == 8
+
+
+class _SlowNacks(InMemoryMessagingService):
+    """Every nack takes 50 ms (a round trip); counts calls and successes per message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nack_calls: collections.Counter[int] = collections.Counter()
+        self.nacked = 0
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        self.nack_calls[claim.msg_id] += 1
+        await asyncio.sleep(0.05)  # the round trip being simulated, not a synchronization
+        await super().nack_claim(queue, claim)
+        self.nacked += 1
+
+
+async def test_a_release_cut_short_at_stop_releases_each_message_once_and_counts_it() -> None:
+    """Stop's grace ends while the worker is releasing the rest of its batch: what it
+    released is not released again, and ``released_on_stop`` counts every release."""
+    service = _SlowNacks()
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"a", b"b", b"c", b"d", b"e"])
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    async def handler(_: QueuedMessage) -> None:
+        started.set()
+        await gate.wait()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY,
+        workers=1,
+        batch_size=5,
+        poll_interval=1,
+        stop_grace=0.12,  # ends while the worker nacks the second of four
+    )
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    async with asyncio.timeout(5):
+        await started.wait()
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0)  # stop has begun: intake off, the batch's rest is to be released
+    gate.set()
+    await stopping
+    assert max(service.nack_calls.values()) == 1, service.nack_calls
+    assert consumer.stats.released_on_stop == service.nacked
+    await service.close()

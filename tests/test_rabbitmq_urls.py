@@ -19,13 +19,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
 
+import aiormq
 import pytest
+from yarl import URL
 
 from mqcontract._redact import redact
 from mqcontract.config import MessagingConfig, RabbitMqConfig, load_config, split_url_list
 from mqcontract.errors import BackendUnavailable, ConfigurationError, OperationTimeout
 from mqcontract.providers.rabbitmq import RabbitMqMessagingService, open_rabbitmq
 from mqcontract.providers.rabbitmq._channels import FailoverConnection, open_connection
+from mqcontract.providers.rabbitmq._liveness import _blocked
 
 REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
 #: Bounds every wait here: far above a local reconnect (about one reconnect interval).
@@ -350,3 +353,15 @@ async def test_a_node_that_answers_nothing_is_left_after_an_operation_times_out(
 
 def test_split_url_list_keeps_a_single_url_whole() -> None:
     assert split_url_list("amqp://u:p@h/%2F") == ["amqp://u:p@h/%2F"]
+
+
+async def test_a_connection_the_broker_blocked_counts_as_alive() -> None:
+    """A resource alarm blocks a publishing connection: it reads no probe until the
+    alarm clears, on every node. The liveness probe must not close it for that (the
+    state is read from aiormq's own event; renamed there, this fails)."""
+    connection = aiormq.Connection(URL("amqp://guest:guest@127.0.0.1:1/"))
+    unblocked = connection._Connection__connection_unblocked  # type: ignore[attr-defined]
+    unblocked.set()
+    assert not _blocked(connection)
+    unblocked.clear()  # as on a Connection.Blocked frame
+    assert _blocked(connection)

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mqcontract.errors import ConfigurationError, MessagingError, OperationTimeout, QueueError
+from mqcontract.errors import (
+    ConfigurationError,
+    MessageTooLarge,
+    MessagingError,
+    OperationTimeout,
+    QueueError,
+)
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.cli import main
 from mqcontract_conformance.stress import StressSettings, run_stress
@@ -145,4 +151,21 @@ async def test_a_refused_or_timed_out_send_is_indeterminate_and_the_run_goes_on(
     assert len(service.failures) == 2
     assert len(run.ledger.indeterminate) == 20  # the two batches' keys
     assert len(run.ledger.sent) == settings.messages - 20
+    await service.close()
+
+
+class _TooLarge(InMemoryMessagingService):
+    """Refuses every batch for a reason that is certain, not an unknown outcome."""
+
+    async def send_batch(self, queue: str, payloads: Sequence[bytes]) -> list[int]:
+        raise MessageTooLarge(queue, 10, 1)
+
+
+async def test_a_certain_send_failure_ends_the_run_instead_of_counting_as_unknown() -> None:
+    run = _Run(dataclasses.replace(SMALL, producers=1, batch=10), out=None)
+    service = _TooLarge()
+    await service.create_queue(run.queue)
+    with pytest.raises(MessageTooLarge):
+        await run.produce(service, 0)
+    assert not run.ledger.indeterminate
     await service.close()

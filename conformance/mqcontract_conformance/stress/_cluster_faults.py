@@ -158,14 +158,14 @@ class ClusterFaultInjector:
         with contextlib.suppress(Exception):  # recorded in the event; tried again next tick
             if self._faulted is not None and last is not None:
                 await self._restore(last)
-            elif last is not None and "started_at" in last and "whole_seconds" not in last:
+            elif last is not None and _touched(last) and "whole_seconds" not in last:
                 # Not whole within the bound (``whole_error`` stays in the timeline).
                 await self._record_whole(last)
         # A fault that failed before touching any node (say, the leader lookup: RabbitMQ's
         # management API may not list a queue for seconds after it was created) left
         # nothing to wait for: the next one is tried after the interval.
         return self._faulted is None and (
-            last is None or "whole_seconds" in last or "started_at" not in last
+            last is None or "whole_seconds" in last or not _touched(last)
         )
 
     async def _record_whole(self, event: dict[str, Any]) -> None:
@@ -218,6 +218,11 @@ class ClusterFaultInjector:
             "timeline": self.timeline,
             "failover_seconds": failovers,
         }
+
+
+def _touched(event: dict[str, Any]) -> bool:
+    """Whether ``event`` did anything to the cluster: faulted a node, or moved a leader."""
+    return "started_at" in event or "moved_leader_off_clients_node" in event
 
 
 def _recovered(event: dict[str, Any]) -> bool:

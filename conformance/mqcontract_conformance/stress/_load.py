@@ -47,7 +47,6 @@ from mqcontract.errors import (
     OperationTimeout,
     ProviderClosed,
     QueueError,
-    QueueNotFound,
 )
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import QueuedMessage
@@ -195,12 +194,12 @@ class _Run:
             ledger.attempted.update(chunk)
             try:
                 ids = await service.send_batch(self.queue, [_payload(k) for k in chunk])
-            except QueueNotFound:
-                raise  # the run's queue is gone: nothing to account any more
             except (BackendUnavailable, OperationTimeout, QueueError) as exc:
+                if isinstance(exc, QueueError) and type(exc) is not QueueError:
+                    raise  # a certain failure (no queue, too large): nothing to account
                 # The outcome is unknown: the connection dropped or the bound ran out, or
-                # the broker refused the batch (a quorum queue refuses publishes while it
-                # elects a leader), which may cover only some of its messages.
+                # the broker refused the batch (a plain QueueError: a quorum queue refuses
+                # publishes while it elects a leader), which may cover some messages only.
                 ledger.indeterminate.update(chunk)
                 ledger.send_errors.append(f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.2)  # let the provider reconnect before the next batch

@@ -73,7 +73,8 @@ _STRICT = {
 _AT_LEAST_ONCE = (
     "reprocessed: a claim that died with the failover is redelivered and its ack fails, "
     "which the consumer is told (at-least-once)",
-    "indeterminate: sends that failed with a connection error during the election",
+    "indeterminate: sends whose outcome is unknown (a connection error, a timeout, or a "
+    "batch the broker refused) during the election",
 )
 
 _PROMISES = {

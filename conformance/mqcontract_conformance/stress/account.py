@@ -8,8 +8,9 @@ visibility timeout (a handler that overran does not commit: its message was righ
 handed to someone else). After a commit the consumer acks; the ack is *accepted* (the
 provider confirmed it) or *failed* (not held any more, or a connection error).
 
-* **sent**: sends the provider confirmed; **indeterminate**: sends that failed with a
-  connection error (they may or may not exist); **recovered**: indeterminate ones that
+* **sent**: sends the provider confirmed; **indeterminate**: sends whose outcome is
+  unknown (a connection error, the bound running out, or a batch the broker refused:
+  they may or may not exist); **recovered**: indeterminate ones that
   turned up after all.
 * **processed**: confirmed messages committed at least once; **acked**: confirmed
   messages with an accepted ack.

@@ -121,7 +121,7 @@ class QueueConsumer:
         self._in_flight: set[tuple[str, int]] = set()
         self._claimed: dict[tuple[str, int], None] = {}
         #: The unstarted rest of each claimed batch a worker is running.
-        self._unstarted: list[collections.deque[QueuedMessage]] = []
+        self._unstarted: dict[int, collections.deque[QueuedMessage]] = {}  # by id()
         self._settler = Settler(
             service,
             self._acked,
@@ -291,15 +291,15 @@ class QueueConsumer:
         (a batch that waited in the channel is checked before its first message too).
         """
         started = not fresh
-        self._unstarted.append(pending)
+        self._unstarted[id(pending)] = pending
         try:
             done = await self._run_in_order(pending, path, claimed_at, started=started)
         except asyncio.CancelledError:
             raise  # stays listed: stop releases what this worker never started
         except BaseException:
-            self._unstarted.remove(pending)
+            self._unstarted.pop(id(pending), None)
             raise
-        self._unstarted.remove(pending)
+        self._unstarted.pop(id(pending), None)
         return done
 
     async def _run_in_order(
@@ -312,7 +312,7 @@ class QueueConsumer:
     ) -> bool:
         while pending:
             if not self._running:
-                self.stats.released_on_stop += await self._release(pending)
+                await self._release(pending, on_stop=True)
                 return False
             if started and self._aged(claimed_at):
                 self.stats.released_unstarted += len(pending)
@@ -332,19 +332,28 @@ class QueueConsumer:
         """Whether a claim taken at ``claimed_at`` is past its usable part."""
         return self._clock.now() - claimed_at > self.settings.visibility_timeout * CLAIM_USABLE
 
-    async def _release(self, messages: Iterable[QueuedMessage]) -> int:
-        """Give up claimed messages nobody started; how many were nacked.
+    async def _release(self, messages: Iterable[QueuedMessage], *, on_stop: bool = False) -> int:
+        """Give up claimed messages nobody started; how many were nacked (``on_stop``:
+        each also counted in ``released_on_stop`` as it goes).
 
         Nacked by claim, so others may take them at once; a claim that lapsed meanwhile
         raises and changes nothing (someone else may hold the message by now), and the
-        message comes back as its timeout promised.
+        message comes back as its timeout promised. A deque is emptied as it goes, so a
+        release cut short (its worker cancelled at stop) leaves only what it did not
+        release, for stop to release once.
         """
+        pending = messages
+        if not isinstance(pending, collections.deque):
+            pending = collections.deque(pending)
         nacked = 0
-        for message in messages:
+        while pending:
+            message = pending.popleft()
             self._claimed.pop((message.queue_name, message.msg_id), None)
             with contextlib.suppress(MessagingError):
                 await self.service.nack_claim(message.queue_name, message)
                 nacked += 1
+                if on_stop:
+                    self.stats.released_on_stop += 1
         return nacked
 
     def _remember(self, message: QueuedMessage) -> None:
@@ -403,15 +412,14 @@ class QueueConsumer:
         self._claimed.pop(key, None)
 
     async def _release_unstarted(self) -> None:
-        for pending in self._unstarted:  # the workers are cancelled: nothing else runs it
-            self.stats.released_on_stop += await self._release(pending)
-        self._unstarted.clear()
+        running, self._unstarted = self._unstarted, {}
+        for pending in running.values():  # its worker was cancelled: nothing else runs it
+            await self._release(pending, on_stop=True)
         for command in self._receiver.take_pending():
             if isinstance(command, ProcessFromMessage) and command.claimed:
-                released = await self._release([command.message])
-                self.stats.released_on_stop += released
+                await self._release([command.message], on_stop=True)
             elif isinstance(command, ProcessClaimed):
-                self.stats.released_on_stop += await self._release(command.messages)
+                await self._release(command.messages, on_stop=True)
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:

@@ -34,7 +34,8 @@ class ConsumerStats:
     polls: int = 0
     polled_messages: int = 0
     already_claimed: int = 0
-    #: Unclaimed pushed copies folded into a catch-up already waiting for a worker.
+    #: Unclaimed pushed copies and signals folded into a catch-up already waiting for a
+    #: worker.
     coalesced: int = 0
     duplicate_claims: int = 0
     late_acks: int = 0

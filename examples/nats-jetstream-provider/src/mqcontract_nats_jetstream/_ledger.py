@@ -13,7 +13,11 @@ nak sent to JetStream afterwards only carries out what the ledger already says.
 A record is ``<state> <token> <deadline> <delivery seq>``: state ``h`` (held until the
 deadline, Unix seconds), ``r`` (released by a nack) or ``s`` (settled by an ack; the
 message is being deleted); the token is the delivery count of the delivery that made the
-claim. The record of an acked message is purged once JetStream confirmed the ack.
+claim. The record of an acked message is purged once JetStream confirmed the ack and the
+stream no longer holds the message. A record the stream still held the message for then
+stays settled (a consumer leader cut off from its majority confirms acks it cannot carry
+out; the message comes back, and the record makes the provider finish that delivery
+instead of handing it out again); nothing purges such records later yet.
 """
 
 from __future__ import annotations

@@ -380,27 +380,31 @@ class PgmqMessagingService(BaseMessagingService):
                     await self._translated("subscribe", "", listening, connecting=True)
 
         # The trigger check and the LISTEN go together (a consumer's start waits for one
-        # round trip, not two); a check that fails takes the LISTEN back.
-        checked, listened = await asyncio.gather(
-            self._run(work, idempotent=True, single=True), listen(), return_exceptions=True
-        )
-        if isinstance(checked, BaseException):
-            if not isinstance(listened, BaseException) and names:
-                with contextlib.suppress(Exception):
-                    await self._listener.remove(subscription)
-            raise checked
-        if isinstance(listened, BaseException):
-            raise listened
+        # round trip, not two). Whatever ends it early (a failed check, a failed LISTEN,
+        # a trigger not restored, the caller cancelled) takes the registration back.
         try:
+            checked, listened = await asyncio.gather(
+                self._run(work, idempotent=True, single=True), listen(), return_exceptions=True
+            )
+            if isinstance(checked, BaseException):
+                raise checked
+            if isinstance(listened, BaseException):
+                raise listened
             for name, enabled in sorted(checked):
                 await self._restore_trigger(name, enabled)
         except BaseException:
             if names:
-                with contextlib.suppress(Exception):
-                    await self._listener.remove(subscription)
+                await self._forget(subscription)
             raise
         self._subscriptions.add(subscription)
         return subscription
+
+    async def _forget(self, subscription: QueueSubscription) -> None:
+        """Take back a registration ``_subscribe`` did not finish (bounded, best effort:
+        ``remove`` is idempotent, and its UNLISTEN must not hang a failing subscribe)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._operation_timeout):
+                await asyncio.shield(self._listener.remove(subscription))
 
     async def _restore_trigger(self, name: str, enabled: str | None) -> None:
         """Make ``name``'s notify trigger exist and fire again (one round trip), or raise

@@ -7,7 +7,9 @@ leaves such a node, since nothing closed. So when an operation runs out of time,
 connection is probed in the background by opening and closing a channel, which is
 connection-level work that any serving node answers at once (even while a queue elects a
 leader). A connection that does not answer within the connect timeout is closed, and the
-robust connection reconnects: to the next URL, when several are configured.
+robust connection reconnects: to the next URL, when several are configured. A connection
+the broker blocked (``connection.blocked``: a resource alarm) is left alone: it answers
+nothing until the alarm clears, on every node alike.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class Liveness:
         if transport is None or not robust.connected.is_set():
             return  # reconnecting already
         connection = transport.connection
-        if connection.is_closed or await self._answers(connection) or self._is_closed():
+        if connection.is_closed or _blocked(connection):
+            return  # a blocked connection (a resource alarm) is alive: it waits to publish
+        if await self._answers(connection) or self._is_closed():
             return
         self.abandoned += 1
         log.warning(
@@ -86,3 +90,12 @@ class Liveness:
         except Exception:
             return True
         return True
+
+
+def _blocked(connection: aiormq.abc.AbstractConnection) -> bool:
+    """Whether the broker announced ``connection.blocked`` (a memory or disk alarm): it
+    then reads nothing more from a publishing connection, probe included, until the
+    alarm clears, and every node of a cluster shares the alarm. aiormq keeps that state
+    in a private event only; without one the connection counts as not blocked."""
+    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
