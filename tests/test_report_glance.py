@@ -348,3 +348,19 @@ def test_stress_accounts_of_another_consumer_mode_are_told_apart() -> None:
 
     assert run("Hybrid").label == "leader-kill"
     assert run("EventDrivenOnly").label == "leader-kill (EventDrivenOnly)"
+
+
+def test_stress_accounts_with_clients_on_every_node_are_told_apart() -> None:
+    from mqcontract_conformance.report.stress import StressRun
+
+    def run(mode: str, clients: str) -> StressRun:
+        counts = {"lost": 0, "duplicated": 0, "reprocessed": 0}
+        return StressRun(
+            "a.json", "p", "partition", counts, 1, 1.0, True, {}, mode=mode, clients=clients
+        )
+
+    assert run("Hybrid", "node0").label == "partition"
+    assert run("Hybrid", "all").label == "partition (clients on every node)"
+    assert run("EventDrivenOnly", "all").label == (
+        "partition (EventDrivenOnly, clients on every node)"
+    )

@@ -54,17 +54,23 @@ class StressRun:
     backend: dict[str, str]
     #: The consumers' deployment mode (accounts from before ``--mode`` ran Hybrid).
     mode: str = "Hybrid"
+    #: On a cluster, the nodes the clients were given: ``node0`` or ``all``.
+    clients: str = "node0"
 
     @property
-    def sort_key(self) -> tuple[str, int, str, str]:
+    def sort_key(self) -> tuple[str, int, str, str, str]:
         known = self.fault in FAULTS
         index = FAULTS.index(self.fault) if known else len(FAULTS)
-        return (self.provider, index, self.fault, self.mode)
+        return (self.provider, index, self.fault, self.mode, self.clients)
 
     @property
     def label(self) -> str:
-        """The fault, and the consumers' mode when it is not the default Hybrid."""
-        return self.fault if self.mode == "Hybrid" else f"{self.fault} ({self.mode})"
+        """The fault, and what differs from the defaults: the consumers' mode when not
+        Hybrid, clients on every node of a cluster."""
+        notes = [self.mode] if self.mode != "Hybrid" else []
+        if self.clients == "all":
+            notes.append("clients on every node")
+        return f"{self.fault} ({', '.join(notes)})" if notes else self.fault
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,7 @@ class StressRun:
             "provider": self.provider,
             "fault": self.fault,
             "mode": self.mode,
+            "clients": self.clients,
             **self.counts,
             "faults_injected": self.faults_injected,
             "acked_per_second": self.acked_per_second,
@@ -94,6 +101,7 @@ def _run(source: str, doc: dict[str, Any]) -> StressRun:
         ok=bool(doc["ok"]),
         backend={str(k): redact(str(v)) for k, v in dict(doc.get("backend") or {}).items()},
         mode=str(settings.get("mode") or "Hybrid"),
+        clients=str(settings.get("clients") or "node0"),
     )
 
 
