@@ -4,6 +4,7 @@ private 3-node cluster 3 replicate every stream and 4 are refused the same way."
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ from mqcontract.errors import QueueError
 from mqcontract_fixtures.private.nats import PrivateNatsCluster, nats_available
 
 from mqcontract_nats_jetstream import NatsJetStreamConfig, NatsJetStreamMessagingService
+from mqcontract_nats_jetstream._errors import JsError
 from mqcontract_nats_jetstream._names import CONSUMER
 from mqcontract_nats_jetstream.harness import run_streams
 from mqcontract_nats_jetstream.service import connect_nats_jetstream
@@ -78,12 +80,30 @@ async def test_a_refused_create_queue_keeps_a_queue_that_existed(
     assert await service.stored_ids(name) == [msg_id]
 
 
+async def _placeable(svc: NatsJetStreamMessagingService, replicas: int) -> None:
+    """Wait (bounded) until JetStream places a stream on ``replicas`` nodes: just after a
+    cluster starts, its meta group may not know every peer yet and refuses placement
+    ("no suitable peers", seen in CI), which is not what the test is about."""
+    probe = f"{PREFIX}_probe_{queue_name()}"
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                body = {"name": probe, "subjects": [probe], "num_replicas": replicas}
+                await svc.link.api(f"STREAM.CREATE.{probe}", body)
+            except JsError:
+                await asyncio.sleep(0.1)  # a poll interval while the cluster forms
+                continue
+            await svc.link.api(f"STREAM.DELETE.{probe}")
+            return
+
+
 @pytest.mark.skipif(not nats_available(), reason="nats-server not installed")
 async def test_on_a_cluster_every_stream_gets_the_replicas_and_more_than_its_nodes_fail() -> None:
     async with PrivateNatsCluster(3) as cluster:
         settings = NatsJetStreamConfig(url=cluster.url, prefix=PREFIX, replicas=3)
         svc = await connect_nats_jetstream(settings, operation_timeout=10.0)
         try:
+            await _placeable(svc, 3)
             name = queue_name()
             await svc.create_queue(name)
             names = svc.names(name)
