@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import tempfile
+import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,10 @@ def test_a_private_server_keeps_a_confirmed_write_across_a_sigkill(
 ) -> None:
     _needs(cls)
     server = cls()
+    # A shared server's file in the system's temp dir, named as MariaDB names its on-disk
+    # temporary tables: a private server's start or restart must leave it alone.
+    shared = Path(tempfile.gettempdir()) / f"#sql-temptable-mqcontract-{uuid.uuid4().hex}.MAI"
+    shared.write_bytes(b"in use")
     try:
         asyncio.run(server.start())
         asyncio.run(write(server))
@@ -128,8 +134,10 @@ def test_a_private_server_keeps_a_confirmed_write_across_a_sigkill(
         asyncio.run(server.restart(crash=True))
         assert asyncio.run(read(server))
         assert server.timings["restart"][0] > 0
+        assert shared.exists(), f"the private {cls.name} server deleted {shared}"
     finally:
         asyncio.run(server.close())
+        shared.unlink(missing_ok=True)
     assert not server.root.exists()
 
 
