@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from mqcontract.errors import QueueNotFound
@@ -95,14 +96,60 @@ async def test_delete_removes_the_stream_and_its_ledger(
     assert q not in await service.list_queues()
 
 
-async def test_an_acked_messages_ledger_record_is_purged(
+async def _ledger_size(service: NatsJetStreamMessagingService, queue: str) -> int:
+    info = await service.link.api(f"STREAM.INFO.{service.names(queue).ledger}")
+    return int(info["state"]["messages"])
+
+
+async def test_an_acked_messages_ledger_records_stay_for_the_retention_then_go(
     service: NatsJetStreamMessagingService, queue: str
 ) -> None:
+    """Kept ``ledger_retention_seconds`` after the ack (a redelivery of an ack that did
+    not land is finished meanwhile), then purged once the stream no longer holds it."""
+    assert service.settings.ledger_retention_seconds == 30.0
     await service.send_batch(queue, [b"a", b"b"])
     for message in await service.receive_messages(queue, 2, 60):
         await service.ack_claim(queue, message)
-    info = await service.link.api(f"STREAM.INFO.{service.names(queue).ledger}")
-    assert info["state"]["messages"] == 0
+    assert await _ledger_size(service, queue) == 2 * 2  # a claim and its ack, each
+    assert len(service.forgetting) == 2
+
+    service.forgetting.delay = 0.0  # the retention over: what waits is looked at now
+    await service.send_message(queue, b"c")
+    (last,) = await service.receive_messages(queue, 1, 60)
+    await service.ack_claim(queue, last)
+
+    async def purged() -> bool:  # c's records (a's and b's wait their 30 s)
+        return await _ledger_size(service, queue) == 2 * 2
+
+    await eventually(purged, 10, "the records of c purged")
+    assert service.forgetting.purged == 1
+
+
+async def test_an_acked_message_the_stream_still_holds_keeps_its_records(
+    service: NatsJetStreamMessagingService, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirmed ack the stream did not carry out: the records are not purged (they
+    make the redelivery be finished), however often the stream is asked."""
+    service.forgetting.delay = 0.0
+    await service.send_message(queue, b"a")
+    (got,) = await service.receive_messages(queue, 1, 60)
+    link = service.link
+    real = link.request
+
+    async def unheard_ack(subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+        if subject.startswith("$JS.ACK.") and payload == b"":
+            return None  # "confirmed"; the server never saw it
+        return await real(subject, payload, headers)
+
+    monkeypatch.setattr(link, "request", unheard_ack)
+    await service.ack_claim(queue, got)
+
+    async def given_up() -> bool:
+        return service.forgetting.kept == 1
+
+    await eventually(given_up, 10, "the stream asked three times")
+    assert service.forgetting.purged == 0
+    assert await _ledger_size(service, queue) == 2
 
 
 async def test_different_prefixes_are_separate_namespaces(

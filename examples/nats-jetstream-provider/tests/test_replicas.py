@@ -9,7 +9,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
-from mqcontract.errors import QueueError
+from mqcontract.errors import QueueError, StaleClaim, StaleReason
+from mqcontract.messages import Claim
 from mqcontract_fixtures.private.nats import PrivateNatsCluster, nats_available
 
 from mqcontract_nats_jetstream import NatsJetStreamConfig, NatsJetStreamMessagingService
@@ -148,3 +149,49 @@ async def test_a_store_that_races_a_deletion_is_tried_again(
     await service.create_queue(name)
     assert len(refused) == 1
     assert await service.queue_exists(name)
+
+
+@pytest.mark.skipif(not nats_available(), reason="nats-server not installed")
+async def test_on_a_cluster_concurrent_settles_of_one_claim_are_decided_once() -> None:
+    """The ledger decides each change of state once, on every replica: of many acks and
+    nacks of one claim sent at once through several connections, exactly one takes
+    effect and the others are told the claim was settled or lapsed. (On a clustered
+    nats-server 2.9, a compare-and-set on an expected sequence above 0 is checked by the
+    leader alone, before the write is replicated: concurrent writers that read the same
+    revision all won, and one message could be acked twice.)"""
+    async with PrivateNatsCluster(3) as cluster:
+        settings = NatsJetStreamConfig(url=cluster.url, prefix=PREFIX, replicas=3)
+        services = [
+            await connect_nats_jetstream(settings, operation_timeout=10.0) for _ in range(4)
+        ]
+        try:
+            await _placeable(services[0], 3)
+            name = queue_name()
+            await services[0].create_queue(name)
+            won: list[int] = []
+            reasons: list[StaleReason] = []
+            for round_ in range(8):
+                await services[0].send_message(name, b"%d" % round_)
+                (got,) = await services[0].receive_messages(name, 1, 30.0)
+                assert got.claim is not None
+                claim = got.claim
+
+                async def settle(i: int, claim: Claim = claim) -> bool:
+                    svc = services[i % len(services)]
+                    settling = svc.ack_claim if i % 3 else svc.nack_claim
+                    try:
+                        await settling(name, claim)
+                    except StaleClaim as exc:
+                        reasons.append(exc.reason)
+                        return False
+                    return True
+
+                won.append(sum(await asyncio.gather(*(settle(i) for i in range(12)))))
+                # A nack won: the message is back; ack it so the next round starts empty.
+                for left in await services[0].receive_messages(name, 10, 30.0):
+                    await services[0].ack_claim(name, left)
+            assert won == [1] * len(won)
+            assert set(reasons) <= {StaleReason.SETTLED, StaleReason.LAPSED}
+        finally:
+            for svc in services:
+                await svc.close()

@@ -58,6 +58,12 @@ class NatsJetStreamConfig:
     push_poll_interval_seconds: float = 0.5
     #: Bound on connecting; every other operation uses ``operation_timeout_seconds``.
     connect_timeout_seconds: float = 5.0
+    #: How long an acked message's claims ledger records stay before the stream is asked
+    #: whether the message is gone and they are purged: longer than a node cut off from
+    #: its majority keeps leading (nats-server: a few seconds), so the answer comes from
+    #: a leader that has its majority. Until then a redelivery of an ack that did not
+    #: land is finished, not handed out (see ``_forgetting``).
+    ledger_retention_seconds: float = 30.0
 
     @property
     def servers(self) -> list[str]:
@@ -78,6 +84,7 @@ def load_settings(config: MessagingConfig) -> NatsJetStreamConfig:
         "prefetch_count": settings.prefetch_count >= 1,
         "push_poll_interval_seconds": settings.push_poll_interval_seconds >= 0.05,
         "connect_timeout_seconds": settings.connect_timeout_seconds > 0,
+        "ledger_retention_seconds": settings.ledger_retention_seconds >= 0,
     }
     for key, ok in checks.items():
         if not ok:

@@ -1,23 +1,30 @@
-"""The claims ledger: who holds each message, settled by compare-and-set.
+"""The claims ledger: who holds each message, decided by one create per change of state.
 
 JetStream's own acknowledgements name a message by its stream sequence only: an ack (or a
 nak) sent for a delivery that has since lapsed and gone to another receiver acts on the
 new receiver's delivery (nats-server ``processAckMsg``). So the claim a message is under
-is kept here, one record per message on the subject ``<prefix>.c.<queue>.<seq>`` of a
-stream that keeps one message per subject, and every change of holder is a publish with
-``Nats-Expected-Last-Subject-Sequence``: the server stores it only if the record is
-still the one the writer read. That compare-and-set is the one step that decides, for a
-receiver that wants a message and a holder that wants to settle it, who wins; the ack or
-nak sent to JetStream afterwards only carries out what the ledger already says.
+is kept here, in a stream that keeps one message per subject, and every change of holder
+is decided by the server: the one writer whose record the server stores wins, the others
+read what won and go on from there.
+
+**Only a create decides.** A record is never overwritten. Each state has a fixed subject
+for the state that ends it, ``<prefix>.c.<queue>.<seq>.<key>``, and a change of state is a
+publish there with ``Nats-Expected-Last-Subject-Sequence: 0`` (store only if the subject
+holds nothing). The key is ``0`` for the first claim, ``<token>h`` for what ends the claim
+``token`` holds (an ack, a nack, or a later delivery taking over after its deadline) and
+``<token>r`` for the claim that follows its release. Every replica checks an expected
+sequence of 0 when it applies the entry, so exactly one of several competing writers wins.
+An expected sequence above 0, the usual compare-and-set, is only checked by the leader
+before it proposes the entry (nats-server 2.9; nats-io/nats-server#4320): in a cluster,
+concurrent writers that read the same revision all win, which let two deliveries of one
+message both be acked.
 
 A record is ``<state> <token> <deadline> <delivery seq>``: state ``h`` (held until the
-deadline, Unix seconds), ``r`` (released by a nack) or ``s`` (settled by an ack; the
-message is being deleted); the token is the delivery count of the delivery that made the
-claim. The record of an acked message is purged once JetStream confirmed the ack and the
-stream no longer holds the message. A record the stream still held the message for then
-stays settled (a consumer leader cut off from its majority confirms acks it cannot carry
-out; the message comes back, and the record makes the provider finish that delivery
-instead of handing it out again); nothing purges such records later yet.
+deadline, Unix seconds), ``r`` (released by a nack) or ``s`` (settled by an ack); the
+token is the delivery count of the delivery that made the claim. A message's current
+state is the end of its chain, found by reading forward from the start (or from a record
+already known: records never change). The records of an acked message are purged later,
+once the stream no longer holds it (:mod:`._forgetting`).
 """
 
 from __future__ import annotations
@@ -29,59 +36,84 @@ from mqcontract_nats_jetstream._errors import MESSAGE_NOT_FOUND, WRONG_LAST_SEQU
 from mqcontract_nats_jetstream._link import Link
 from mqcontract_nats_jetstream._names import QueueNames
 
-__all__ = ["HELD", "RELEASED", "SETTLED", "Record", "read", "write"]
+__all__ = ["HELD", "RELEASED", "SETTLED", "Record", "forget", "read", "write"]
 
 HELD, RELEASED, SETTLED = "h", "r", "s"
+#: Bound on the records read forward in one look (a chain holds two per delivery).
+MAX_CHAIN = 10_000
+#: The key of the record that starts a message's chain.
+FIRST = "0"
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One message's claim state, and the ledger revision it was read at."""
+    """One message's claim state."""
 
     state: str
     token: int
     deadline: float
     delivery_seq: int
-    revision: int = 0
+
+    @property
+    def next_key(self) -> str | None:
+        """Where the state that ends this one is written (``None``: settled, final)."""
+        return None if self.state == SETTLED else f"{self.token}{self.state}"
 
     def encode(self) -> bytes:
         return f"{self.state} {self.token} {self.deadline:.6f} {self.delivery_seq}".encode()
 
     @classmethod
-    def decode(cls, data: bytes, revision: int) -> Record:
+    def decode(cls, data: bytes) -> Record:
         state, token, deadline, delivery_seq = data.decode().split()
-        return cls(state, int(token), float(deadline), int(delivery_seq), revision)
+        return cls(state, int(token), float(deadline), int(delivery_seq))
 
 
-async def read(link: Link, names: QueueNames, seq: int) -> Record | None:
-    """The record of message ``seq``, or ``None`` if it has none."""
+async def _get(link: Link, names: QueueNames, seq: int, key: str) -> Record | None:
     try:
         reply = await link.api(
-            f"STREAM.MSG.GET.{names.ledger}", {"last_by_subj": names.record(seq)}
+            f"STREAM.MSG.GET.{names.ledger}", {"last_by_subj": names.record(seq, key)}
         )
     except JsError as exc:
         if exc.err_code == MESSAGE_NOT_FOUND:
             return None
         raise
-    message = reply["message"]
-    return Record.decode(base64.b64decode(message["data"]), int(message["seq"]))
+    return Record.decode(base64.b64decode(reply["message"]["data"]))
+
+
+async def read(
+    link: Link, names: QueueNames, seq: int, known: Record | None = None
+) -> Record | None:
+    """The current record of message ``seq`` (``None``: it has none), read forward from
+    ``known``, a record of its chain read or written before, or from the start."""
+    record, key = (known, known.next_key) if known is not None else (None, FIRST)
+    for _ in range(MAX_CHAIN):
+        if key is None:
+            return record
+        after = await _get(link, names, seq, key)
+        if after is None:
+            return record
+        record, key = after, after.next_key
+    raise JsError(500, 0, f"the ledger of message {seq} is longer than {MAX_CHAIN} records")
 
 
 async def write(
-    link: Link, names: QueueNames, seq: int, record: Record, expected: int
-) -> int | None:
-    """Store ``record`` if the ledger's revision of ``seq`` is still ``expected`` (0: no
-    record); the new revision, or ``None`` if someone changed it first."""
-    headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
+    link: Link, names: QueueNames, seq: int, record: Record, after: Record | None
+) -> bool:
+    """Store ``record`` as the state that ends ``after`` (``None``: the first claim);
+    false if another writer ended it first (read on from ``after`` to see how)."""
+    key = FIRST if after is None else after.next_key
+    if key is None:
+        return False  # settled: nothing ends that
+    headers = {"Nats-Expected-Last-Subject-Sequence": "0"}
     try:
-        ack = await link.publish_js(names.record(seq), record.encode(), headers)
+        await link.publish_js(names.record(seq, key), record.encode(), headers)
     except JsError as exc:
         if exc.err_code == WRONG_LAST_SEQUENCE:
-            return None
+            return False
         raise
-    return int(ack["seq"])
+    return True
 
 
 async def forget(link: Link, names: QueueNames, seq: int) -> None:
-    """Drop the record of an acked message (its message is gone from the stream)."""
-    await link.api(f"STREAM.PURGE.{names.ledger}", {"filter": names.record(seq)})
+    """Drop every record of an acked message (its message is gone from the stream)."""
+    await link.api(f"STREAM.PURGE.{names.ledger}", {"filter": names.record(seq, "*")})

@@ -2,8 +2,8 @@
 
 ``<prefix>-<queue>``          work-queue stream: the queue's messages, one subject
 ``<prefix>.q.<queue>``        that subject (sends publish here)
-``<prefix>-<queue>-c``        the claims ledger: one record per message being claimed
-``<prefix>.c.<queue>.<seq>``  the record of message ``<seq>`` (one message per subject)
+``<prefix>-<queue>-c``        the claims ledger: the records of messages being claimed
+``<prefix>.c.<queue>.<seq>.<key>``  one record of message ``<seq>`` (one per subject)
 ``mqcontract``                the one durable pull consumer of every queue stream
 
 Queue names are already checked (``[a-z_][a-z0-9_]*``) and the prefix is
@@ -42,12 +42,13 @@ class QueueNames:
     def ledger(self) -> str:
         return f"{self.prefix}-{self.queue}-c"
 
-    def record(self, seq: int) -> str:
-        return f"{self.prefix}.c.{self.queue}.{seq}"
+    def record(self, seq: int, key: str) -> str:
+        """The subject of the record ``key`` of message ``seq`` (see :mod:`._ledger`)."""
+        return f"{self.prefix}.c.{self.queue}.{seq}.{key}"
 
     @property
     def records(self) -> str:
-        return f"{self.prefix}.c.{self.queue}.*"
+        return f"{self.prefix}.c.{self.queue}.*.*"
 
     def ack_subject(self, delivered: int, seq: int, delivery_seq: int) -> str:
         """The reply subject of a delivery, as the server parses it (``$JS.ACK``)."""

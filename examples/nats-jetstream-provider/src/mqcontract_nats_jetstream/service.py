@@ -19,8 +19,9 @@ How the contract maps onto JetStream (details in the README):
   consumer. The consumer's ack wait (``fetch_grace_seconds``) only covers the moment
   between the pull and that nak.
 * **receive_count.** JetStream's delivery count (``num_delivered``): exact per consumer.
-* **Claims.** Token = the delivery count of the delivery that made the claim; the ledger's
-  compare-and-set decides every settle (JetStream's own ack names the message only).
+* **Claims.** Token = the delivery count of the delivery that made the claim; the ledger
+  decides every settle, each change of state by one create the server checks on every
+  replica (JetStream's own ack names the message only).
 * **Push.** Full, claimed: a long-poll pull loop per subscribed queue, on a connection of
   the subscription's own (:mod:`._push`).
 * **Not offered.** Delay (nats-server 2.9 has no scheduled delivery: a ``Nats-Schedule``
@@ -72,6 +73,7 @@ from mqcontract_nats_jetstream._errors import (
     JsError,
     Severed,
 )
+from mqcontract_nats_jetstream._forgetting import Forgetting
 from mqcontract_nats_jetstream._ledger import HELD, RELEASED, SETTLED, Record
 from mqcontract_nats_jetstream._link import Link
 from mqcontract_nats_jetstream._names import CONSUMER, QueueNames
@@ -89,11 +91,9 @@ _REMEMBERED = 10_000
 STORE_ATTEMPTS = 4
 #: How long a pull may go unanswered before the queue's existence is checked.
 _SILENCE = 0.25
-#: Looks at the stream after a confirmed ack before its ledger record is dropped (0.01,
-#: 0.02, 0.04 s apart): a message still there then is one the ack did not remove.
-_GONE_CHECKS, _GONE_PAUSE = 4, 0.01
-#: Bound on that look (and on dropping the record), apart from the operation's own.
-_GONE_BOUND = 0.5
+#: Bound on one look at the stream before an acked message's records are purged, and on
+#: the purge (:mod:`._forgetting`), apart from the operation's own.
+_GONE_BOUND = 5.0
 
 
 def _delivery(msg: Msg) -> tuple[int, int, int, float]:
@@ -134,6 +134,9 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         self._granted: dict[Claim, Record] = {}
         self._loops: dict[QueueSubscription, PushLoop] = {}
         self._pushed: dict[Claim, PushLoop] = {}
+        self.forgetting = Forgetting(
+            self._gone, self._forget, delay=settings.ledger_retention_seconds
+        )
         self._capabilities = Capabilities(
             push=PushKind.FULL,
             pushed_messages_claimed=True,
@@ -417,15 +420,12 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                     await link.publish(msg.reply, _nak_delay(record.deadline - now))
                     return None
             claim = Record(HELD, count, now + vt, delivery_seq)
-            revision = await _ledger.write(
-                link, names, seq, claim, record.revision if record else 0
-            )
-            if revision is None:
-                record = await _ledger.read(link, names, seq)
+            if not await _ledger.write(link, names, seq, claim, after=record):
+                record = await _ledger.read(link, names, seq, known=record)
                 continue
             await link.publish(msg.reply, _nak_delay(vt))
             claimed = Claim(names.queue, seq, count, vt)
-            self._keep_grant(claimed, Record(HELD, count, claim.deadline, delivery_seq, revision))
+            self._keep_grant(claimed, claim)
             return QueuedMessage(
                 msg_id=seq,
                 queue_name=names.queue,
@@ -465,7 +465,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             async with asyncio.timeout(self._operation_timeout):
                 if record is None or _stale(record, token, time.time()) is not None:
                     # Not granted here, or lapsed: the ledger tells what happened since.
-                    record = await _ledger.read(link, names, seq)
+                    record = await _ledger.read(link, names, seq, known=record)
                 while True:
                     if record is None:
                         return await self._unrecorded(names, seq)
@@ -474,21 +474,17 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                         return stale
                     state = SETTLED if mode == "ack" else RELEASED
                     done = Record(state, token, record.deadline, record.delivery_seq)
-                    revision = await _ledger.write(link, names, seq, done, record.revision)
-                    if revision is None:
-                        record = await _ledger.read(link, names, seq)
+                    if not await _ledger.write(link, names, seq, done, after=record):
+                        record = await _ledger.read(link, names, seq, known=record)
                         continue
                     subject = names.ack_subject(token, seq, record.delivery_seq)
                     if mode == "ack":
                         await link.request(subject, b"", None)  # the server confirms it
-                        # Forgotten only once the stream no longer holds the message: a
-                        # consumer leader cut off from its majority confirms an ack it
-                        # cannot carry out, and the message comes back. Its record, kept
-                        # settled, makes ``_grant`` finish that delivery, not hand it out.
-                        if await self._gone(names, seq):
-                            with contextlib.suppress(Exception):  # kept: harmless
-                                async with asyncio.timeout(_GONE_BOUND):
-                                    await _ledger.forget(link, names, seq)
+                        # Its records are purged later, once the stream no longer holds
+                        # it: a consumer leader cut off from its majority confirms acks it
+                        # cannot carry out, and the message comes back. The settled record
+                        # makes ``_grant`` finish that delivery, not hand it out.
+                        self.forgetting.later(names, seq)
                     else:
                         # Sent as a request: the server answers once the nak is applied.
                         # JetStream applies acks apart from the connection's reading, so
@@ -504,22 +500,20 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                 loop.settled(claim)
 
     async def _gone(self, names: QueueNames, seq: int) -> bool:
-        """Whether the stream no longer holds message ``seq``, asked a few times over a
-        few tens of milliseconds (a work queue removes an acked message just after it
-        confirmed the ack). Not knowing (no answer within a short bound: the stream's
-        leader is cut off, say) counts as not gone: the ack stands, the record stays."""
+        """Whether the stream no longer holds message ``seq``. Not knowing (no answer
+        within a bound: the stream's leader is cut off, say) counts as not gone."""
         try:
             async with asyncio.timeout(_GONE_BOUND):
-                for attempt in range(_GONE_CHECKS):
-                    try:
-                        await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
-                    except JsError as exc:
-                        return exc.err_code == MESSAGE_NOT_FOUND
-                    if attempt + 1 < _GONE_CHECKS:
-                        await asyncio.sleep(_GONE_PAUSE * 2**attempt)
+                await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
+        except JsError as exc:
+            return exc.err_code == MESSAGE_NOT_FOUND
         except Exception:  # no answer (or a connection gone): not known to be gone
             pass
         return False
+
+    async def _forget(self, names: QueueNames, seq: int) -> None:
+        async with asyncio.timeout(_GONE_BOUND):
+            await _ledger.forget(self.link, names, seq)
 
     async def _unrecorded(self, names: QueueNames, seq: int) -> StaleReason:
         """No record: the message was acked (gone), or no claim was ever made on it."""
@@ -619,6 +613,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         for subscription in list(self._loops):
             await subscription.aclose()
         self._closed = True
+        await self.forgetting.close()
         await self.link.close()
         await super().close()
 
