@@ -7,6 +7,8 @@ settling only a live one (SQS receipt handles, Pub/Sub ack ids, Service Bus lock
 
 from __future__ import annotations
 
+import asyncio
+
 from mqcontract.errors import InvalidArgument, MessageNotFound
 from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
 from mqcontract.service import MessagingService
@@ -347,3 +349,64 @@ async def forged_claims(ctx: CaseContext) -> None:
             )
     await ctx.check_still_held(q, held, "after forged claims were settled")
     await ctx.service.ack_claim(q, real)
+
+
+#: CLAIM-9: settlements sent at once per claim, and the claims raced.
+_RACERS, _RACED = 6, 4
+
+
+@rule(
+    "CLAIM-9",
+    "Settlements of one claim that overlap (acks and nacks of it sent at once) take "
+    "effect once: exactly one returns and every other raises MessageNotFound; a message "
+    "whose ack won is gone, one whose nack won comes back once.",
+    why="A provider that reads a claim and then settles it, with nothing tying the write "
+    "to what it read, lets overlapping settlements all win: a message acked twice, or "
+    "acked and handed out again. A replicated backend whose compare-and-set is checked by "
+    "its leader alone, before the write is replicated, does the same.",
+    provisional=True,
+)
+async def overlapping_settlements_take_effect_once(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.service.send_batch(q, [body(i) for i in range(_RACED)])
+    got = await ctx.receive_exactly(q, _RACED, ctx.timing.long)
+    plan = [
+        (_claim_of(ctx, message, "receive_messages"), ("ack", "nack")[(k + i) % 2])
+        for k, message in enumerate(got)
+        for i in range(_RACERS)
+    ]
+
+    async def settle(claim: Claim, how: str) -> str | None:
+        call = ctx.service.ack_claim if how == "ack" else ctx.service.nack_claim
+        try:
+            await call(q, claim)
+        except MessageNotFound:
+            return None
+        return how
+
+    outcomes = await asyncio.gather(*(settle(c, how) for c, how in plan), return_exceptions=True)
+    won: dict[int, list[str]] = {message.msg_id: [] for message in got}
+    for (claim, how), outcome in zip(plan, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            ctx.fail(
+                f"an overlapping {how} of the claim on {claim.msg_id} raised "
+                f"{type(outcome).__name__}: {outcome} (expected it to return or raise "
+                "MessageNotFound)"
+            )
+        if outcome is not None:
+            won[claim.msg_id].append(outcome)
+    wrong = {msg_id: took for msg_id, took in won.items() if len(took) != 1}
+    ctx.check(
+        not wrong,
+        f"of {_RACERS} overlapping settlements of one claim, exactly one must take effect: "
+        + "; ".join(f"message {m}: {len(t)} did {t}" for m, t in wrong.items()),
+    )
+    released = sorted(msg_id for msg_id, took in won.items() if took == ["nack"])
+    back = await ctx.receive_exactly(q, len(released)) if released else []
+    ctx.check(
+        sorted(m.msg_id for m in back) == released,
+        f"the messages whose nack won were {released}; back came {[m.msg_id for m in back]}",
+    )
+    for message in back:
+        await _settles(ctx, q, _claim_of(ctx, message, "receive_messages"), "a released message")
+    await _nothing_left(ctx, q, "a message whose ack won (or that was acked since) came back")

@@ -7,6 +7,7 @@ is the rule about that defect.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import heapq
@@ -313,6 +314,32 @@ class ClaimQueueIgnored(InMemoryMessagingService):
         await super().nack_claim(ref.queue_name if ref is not None else queue, claim)
 
 
+class ReadsThenSettles(InMemoryMessagingService):
+    """Reads the claim, then settles the message in a second step with nothing tying the
+    write to what it read (a round trip apart, as ``SELECT`` then an unconditional
+    ``DELETE``, or a compare-and-set a replicated backend checks on its leader alone):
+    settlements of one claim that overlap all pass the read and all win."""
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        q = self._existing(queue)
+        entry = self._held_entry(q, claim)
+        await asyncio.sleep(0)  # the round trip between the read and the write
+        if q.entries.pop(entry.msg_id, None) is entry:
+            self._detach(q, entry)
+        self._dispatch(q)
+
+    async def _nack(self, queue: str, claim: Claim) -> None:
+        q = self._existing(queue)
+        entry = self._held_entry(q, claim)
+        await asyncio.sleep(0)
+        if q.entries.get(entry.msg_id) is entry and entry.held:
+            entry.held = False
+            entry.visible_at = self.clock.now()
+            self._detach(q, entry)
+            self._schedule(q, entry)
+        self._dispatch(q)
+
+
 class BatchAcksByIds(InMemoryMessagingService):
     """Batch ack deletes by id (``DELETE ... WHERE msg_id = ANY(ids)``), claims unchecked."""
 
@@ -527,6 +554,7 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     SettlesAnyClaim: "CLAIM-3",
     IdSettlesCurrentClaim: "CLAIM-3",
     ClaimQueueIgnored: "CLAIM-4",
+    ReadsThenSettles: "CLAIM-9",
     BatchAcksByIds: "CLAIM-5",
     BatchMatchesDeletedIds: "CLAIM-5",
     PushKeepsClaim: "CLAIM-6",

@@ -83,6 +83,7 @@ KNOWN_BROKEN: Mapping[str, str] = {
     "CLAIM-4": f"a nacked message is not delivered again to settle: {_NO_REDELIVERY}",
     "CLAIM-5": f"a released message is not delivered again to settle: {_NO_REDELIVERY}",
     "CLAIM-6": f"a nacked pushed message is not pushed again: {_NO_REDELIVERY}",
+    "CLAIM-9": f"the messages whose nack won are not received again: {_NO_REDELIVERY}",
     "PUSH-7": f"a pushed message that is not acked never comes back: {_NO_REDELIVERY}",
     "PUSH-12": f"a nacked pushed message is not pushed again: {_NO_REDELIVERY}",
     "PUSH-13": f"a nacked message is not pushed again: {_NO_REDELIVERY}",
