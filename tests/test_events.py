@@ -284,6 +284,78 @@ async def test_a_batch_behind_a_slow_handler_is_released_not_run_on_expired_clai
     await service.close()
 
 
+class _HangingReceive(_QueueSignals):
+    """Its first receive claims, then hangs past the whole timeout before it returns
+    (a backend failing over), so the claims it returns have lapsed."""
+
+    hung = False
+
+    async def _receive(self, queue: str, limit: int, vt: float) -> list[QueuedMessage]:
+        got = await super()._receive(queue, limit, vt)
+        if got and not self.hung:
+            self.hung = True
+            assert isinstance(self.clock, VirtualClock)
+            await self.clock.advance(vt + 1)
+        return got
+
+
+async def test_a_catch_up_that_returns_after_the_whole_timeout_starts_nothing() -> None:
+    """Not even the batch's first message (which starts whatever the clock says as long
+    as its claim can still hold): the message may have been claimed, run and acked by
+    another consumer while the receive hung."""
+    clock = VirtualClock()
+    service = _HangingReceive(clock=clock)
+    await service.create_queue("jobs")
+    settings = ConsumerSettings(
+        mode=DeploymentMode.EVENT_DRIVEN_ONLY, workers=1, batch_size=10, visibility_timeout=5
+    )
+    consumer = QueueConsumer(service, ["jobs"], lambda _: asyncio.sleep(0), settings, clock=clock)
+    await consumer.start()
+    try:
+        ids = await service.send_batch("jobs", [b"%d" % i for i in range(3)])
+        await _until(lambda: consumer.stats.processed == 3)
+    finally:
+        await consumer.stop()
+    assert service.hung
+    assert consumer.stats.released_unstarted == 3
+    # Each ran once, on the claim after the lapsed one.
+    assert [consumer.stats.invocations[("jobs", i)] for i in ids] == [1] * 3
+    assert [min(consumer.stats.receive_counts[("jobs", i)]) for i in ids] == [2] * 3
+    await service.close()
+
+
+async def test_a_pushed_claim_that_waited_past_half_its_own_timeout_is_released() -> None:
+    clock = VirtualClock()
+    config = MemoryConfig(push_visibility_timeout_seconds=10, prefetch_count=2)
+    service = InMemoryMessagingService(config, clock=clock)
+    await service.create_queue("jobs")
+    gate = asyncio.Event()
+    ids = await service.send_batch("jobs", [b"0", b"1"])
+
+    async def handler(message: QueuedMessage) -> None:
+        if message.msg_id == ids[0]:
+            await gate.wait()
+
+    # The consumer's own timeout is long: the pushed claim's (10 s) is what counts.
+    settings = ConsumerSettings(
+        mode=DeploymentMode.EVENT_DRIVEN_ONLY, workers=1, visibility_timeout=600
+    )
+    consumer = QueueConsumer(service, ["jobs"], handler, settings, clock=clock)
+    await consumer.start()
+    try:
+        await _until(lambda: consumer.stats.invocations[("jobs", ids[0])] == 1)
+        await _until(lambda: consumer.stats.notifications == 2)  # the second one waits
+        await clock.advance(6)  # past half of its 10 s, still held
+        gate.set()
+        await _until(lambda: consumer.stats.processed == 2)
+    finally:
+        await consumer.stop()
+    assert consumer.stats.released_unstarted == 1
+    assert consumer.stats.invocations[("jobs", ids[1])] == 1
+    assert consumer.stats.receive_counts[("jobs", ids[1])] == [2]
+    await service.close()
+
+
 async def _blocked_consumer(
     clock: VirtualClock,
 ) -> tuple[InMemoryMessagingService, QueueConsumer, list[int]]:

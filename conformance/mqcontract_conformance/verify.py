@@ -24,6 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. 2, auto)")
     parser.add_argument("--alluredir", default=None, help="also write Allure results here")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per rule")
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run against a private N-node cluster started for the run (rabbitmq-quorum, "
+        "nats-jetstream; one provider)",
+    )
+    parser.add_argument(
+        "--cluster-factory",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="with --cluster: the cluster opener (default: the mqcontract.clusters entry point)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
 
 
@@ -62,7 +76,19 @@ def run(options: argparse.Namespace) -> int:
 
     Every provider named must run rules: one whose backend is unreachable fails the run
     unless ``--allow-unavailable`` is given, and one for which no rule ran always fails.
+    With ``--cluster N`` the one provider named runs against a private cluster
+    (:mod:`.verify_cluster`).
     """
     import pytest
 
-    return int(pytest.main(pytest_args(options)))
+    if options.cluster is None:
+        return int(pytest.main(pytest_args(options)))
+    from mqcontract_conformance.verify_cluster import on_cluster
+
+    providers = list(options.provider or ["memory"])
+    return on_cluster(
+        providers,
+        options.cluster,
+        options.cluster_factory,
+        lambda: int(pytest.main(pytest_args(options))),
+    )

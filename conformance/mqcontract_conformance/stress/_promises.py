@@ -109,8 +109,8 @@ _PROMISES = {
         "cut off for the fault duration. The majority elects a new leader after an "
         "election timeout; the cut-off node can no longer commit anything (no quorum) and "
         "catches up on heal. Nothing acknowledged is lost, nothing acked delivered again "
-        "(the provider's ack is a compare-and-set on its replicated claims ledger, then a "
-        "confirmed JetStream ack). "
+        "(the provider's ack is a change of state on its replicated claims ledger that "
+        "every replica checks, then a confirmed JetStream ack). "
     ),
 }
 

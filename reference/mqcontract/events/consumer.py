@@ -92,6 +92,11 @@ class ConsumerSettings:
         return max(64, 2 * self.batch_size)
 
 
+def _timeout_of(message: QueuedMessage) -> float | None:
+    """The visibility timeout ``message``'s claim states (a pushed claim has its own)."""
+    return message.claim.visibility_timeout if message.claim is not None else None
+
+
 class QueueConsumer:
     """Consumes ``queues`` with ``handler``; use ``async with`` or start/stop."""
 
@@ -144,7 +149,9 @@ class QueueConsumer:
         if self._running:
             return
         if self.mode.listens:
-            self._listener = QueueListener(self.service, self.queues, self._sender, self.stats)
+            self._listener = QueueListener(
+                self.service, self.queues, self._sender, self.stats, self._clock
+            )
             await self._listener.open()
             self._intake.append(asyncio.create_task(self._listener.run(), name="mq-listener"))
         if self.mode.polls:
@@ -215,7 +222,7 @@ class QueueConsumer:
     async def _dispatch(self, command: Command) -> None:
         match command:
             case ProcessFromMessage(message=message, claimed=True, path=path, claimed_at=at):
-                if at is not None and self._aged(at):
+                if at is not None and self._aged(at, _timeout_of(message)):
                     self.stats.released_unstarted += 1
                     await self._release([message])
                 else:
@@ -242,11 +249,16 @@ class QueueConsumer:
         if self._receiver.waiting():
             await self._catch_up(queue, path)  # a burst: claim in batches
             return
+        claimed_at = self._clock.now()
         message = await self.service.fetch_message(queue, msg_id, self.settings.visibility_timeout)
         if message is None:
             self.stats.already_claimed += 1  # processed, held elsewhere, or not yet visible
             return
         self._remember(message)
+        if self._aged(claimed_at, share=1.0):  # the fetch took the whole timeout
+            self.stats.released_unstarted += 1
+            await self._release([message])
+            return
         await self._process(message, path)
 
     async def _catch_up(self, queue: str, path: Intake) -> None:
@@ -287,8 +299,11 @@ class QueueConsumer:
         """Run messages claimed together, in order, handing the next ones to idle workers;
         False when the rest was released (the claim aged, or the consumer stops).
 
-        ``fresh``: claimed just now, so the first message starts whatever the clock says
-        (a batch that waited in the channel is checked before its first message too).
+        ``fresh``: claimed just now, so the first message starts unless the receive itself
+        took the whole timeout (a receive that hangs on a failing backend can return
+        claims that lapsed meanwhile, and the message may have been claimed, run and acked
+        elsewhere since); the next ones only in the first half. A batch that waited in
+        the channel is checked against the first half before its first message too.
         """
         started = not fresh
         self._unstarted[id(pending)] = pending
@@ -314,7 +329,7 @@ class QueueConsumer:
             if not self._running:
                 await self._release(pending, on_stop=True)
                 return False
-            if started and self._aged(claimed_at):
+            if self._aged(claimed_at, share=CLAIM_USABLE if started else 1.0):
                 self.stats.released_unstarted += len(pending)
                 await self._release(pending)
                 return False
@@ -328,9 +343,14 @@ class QueueConsumer:
             await self._process(message, path)
         return True
 
-    def _aged(self, claimed_at: float) -> bool:
-        """Whether a claim taken at ``claimed_at`` is past its usable part."""
-        return self._clock.now() - claimed_at > self.settings.visibility_timeout * CLAIM_USABLE
+    def _aged(
+        self, claimed_at: float, timeout: float | None = None, share: float = CLAIM_USABLE
+    ) -> bool:
+        """Whether a claim taken at ``claimed_at`` (on this consumer's clock: no later than
+        the claim itself) is past ``share`` of its timeout (``timeout``: the claim's own
+        when known, else the consumer's)."""
+        vt = self.settings.visibility_timeout if timeout is None else timeout
+        return self._clock.now() - claimed_at > vt * share
 
     async def _release(self, messages: Iterable[QueuedMessage], *, on_stop: bool = False) -> int:
         """Give up claimed messages nobody started; how many were nacked (``on_stop``:

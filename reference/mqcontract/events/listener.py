@@ -5,7 +5,8 @@ worker must claim the message first. In a burst (commands are waiting already) a
 becomes a catch-up of its queue instead, and further copies of that queue are folded
 into it while it waits for a worker (it claims them in batches when it starts: a
 notification that arrived before a catch-up started is on the queue by then). Claimed
-pushes are never folded: each is a claim to run or release.
+pushes are never folded: each is a claim to run or release, stamped with the time it
+arrived, so a worker does not start it once it has waited past half its timeout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from mqcontract.clock import Clock, SystemClock
 from mqcontract.errors import MessagingError
 from mqcontract.events.commands import (
     CommandSender,
@@ -38,11 +40,13 @@ class QueueListener:
         queues: Sequence[str],
         sender: CommandSender,
         stats: ConsumerStats,
+        clock: Clock | None = None,
     ) -> None:
         self._service = service
         self._queues = list(queues)
         self._sender = sender
         self._stats = stats
+        self._clock: Clock = clock or SystemClock()
         self._subscription: Subscription | None = None
         #: Queues with a catch-up sent and not started yet (a worker starting one
         #: calls :meth:`catch_up_started`).
@@ -66,7 +70,9 @@ class QueueListener:
                 self._stats.notifications += 1
                 match note:
                     case Message(message=message, claimed=True):
-                        await self._sender.send(ProcessFromMessage(message, True, Intake.PUSH))
+                        arrived = self._clock.now()
+                        command = ProcessFromMessage(message, True, Intake.PUSH, arrived)
+                        await self._sender.send(command)
                     case Message(message=message):
                         if not await self._folded(message.queue_name):
                             await self._sender.send(ProcessFromMessage(message, False, Intake.PUSH))
