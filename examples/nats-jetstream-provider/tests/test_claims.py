@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -179,4 +180,31 @@ async def test_an_ack_confirmed_but_not_carried_out_is_finished_on_redelivery_no
             handed_out += await service.receive_messages(queue, 1, 30)
             await asyncio.sleep(0.05)
     assert handed_out == []
+    assert await service.stored_ids(queue) == []
+
+
+async def test_a_delivery_count_that_went_back_still_gets_the_message(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    """A consumer leader elected with an older replica of its state counts deliveries
+    from an older number: a redelivery may carry a count no higher than the last claim's
+    token. It must still get the (lapsed) message, with a token past that claim's, not
+    be taken for a stale copy and left for the ack wait (10 s), again and again."""
+    from mqcontract_nats_jetstream import _ledger
+    from mqcontract_nats_jetstream._ledger import HELD, Record
+
+    sent = await service.send_message(queue, b"counted")
+    (first,) = await service.receive_messages(queue, 1, 0.2)
+    names = service.names(queue)
+    held = await _ledger.read(service.link, names, sent)
+    assert held is not None
+    assert held.token == 1
+    # The claims of deliveries 2..5 were made and lapsed under a leader since replaced.
+    lapsed = Record(HELD, 5, time.time() - 1, held.delivery_seq)
+    assert await _ledger.write(service.link, names, sent, lapsed, after=held)
+    await _stale(service.ack_claim(queue, first), StaleReason.SUPERSEDED)
+    again = await _back(service, queue, 60)  # delivery 2, within its 0.2 s + a little
+    assert (again.msg_id, again.receive_count) == (sent, 2)
+    assert _claim(again).token == 6
+    await service.ack_claim(queue, again)
     assert await service.stored_ids(queue) == []

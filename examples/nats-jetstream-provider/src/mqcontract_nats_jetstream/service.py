@@ -412,19 +412,21 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                 if record.state == SETTLED:  # acked, the ack did not land: finish it
                     await link.publish(msg.reply)
                     return None
-                if record.token >= count:  # a later delivery has it: ours is stale
-                    return None
                 if record.state == HELD and record.deadline > now:
-                    # Redelivered before the holder's deadline (a late nak of an older
-                    # delivery): put the holder's deadline back, hand nothing out.
+                    # Delivered again while someone holds it (a late nak of an older
+                    # delivery, a stale copy): put the holder's deadline back, hand
+                    # nothing out.
                     await link.publish(msg.reply, _nak_delay(record.deadline - now))
                     return None
-            claim = Record(HELD, count, now + vt, delivery_seq)
+            # The token: this delivery's count, or one past the last claim's if the count
+            # went back (a consumer leader elected with an older replica of the counts).
+            token = count if record is None else max(count, record.token + 1)
+            claim = Record(HELD, token, now + vt, delivery_seq)
             if not await _ledger.write(link, names, seq, claim, after=record):
                 record = await _ledger.read(link, names, seq, known=record)
                 continue
             await link.publish(msg.reply, _nak_delay(vt))
-            claimed = Claim(names.queue, seq, count, vt)
+            claimed = Claim(names.queue, seq, token, vt)
             self._keep_grant(claimed, claim)
             return QueuedMessage(
                 msg_id=seq,
