@@ -136,8 +136,10 @@ def test_a_private_server_keeps_a_confirmed_write_across_a_sigkill(
         assert server.timings["restart"][0] > 0
         assert shared.exists(), f"the private {cls.name} server deleted {shared}"
     finally:
-        asyncio.run(server.close())
-        shared.unlink(missing_ok=True)
+        try:
+            asyncio.run(server.close())
+        finally:
+            shared.unlink(missing_ok=True)
     assert not server.root.exists()
 
 

@@ -82,6 +82,12 @@ def run(options: argparse.Namespace) -> int:
     import pytest
 
     if options.cluster is None:
+        if options.cluster_factory is not None:
+            from mqcontract.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "verify.cluster_factory", options.cluster_factory, "needs --cluster N"
+            )
         return int(pytest.main(pytest_args(options)))
     from mqcontract_conformance.verify_cluster import on_cluster
 

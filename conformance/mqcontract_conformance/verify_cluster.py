@@ -61,10 +61,17 @@ def on_cluster(providers: list[str], size: int, factory: str | None, run: Callab
     async def start() -> ClusterBackend:
         return await opener(provider, size, netns=False)
 
-    backend = asyncio.run(start())
+    # One loop for the cluster's whole life (its nodes are asyncio subprocesses, which
+    # belong to the loop that started them), idle while the cases run their own.
+    loop = asyncio.new_event_loop()
     try:
-        print(f"[verify {provider}] private cluster of {size} up: {', '.join(backend.addresses)}")
-        with _environment(backend.environment()):
-            return run()
+        backend = loop.run_until_complete(start())
+        try:
+            addresses = ", ".join(backend.addresses)
+            print(f"[verify {provider}] private cluster of {size} up: {addresses}")
+            with _environment(backend.environment()):
+                return run()
+        finally:
+            loop.run_until_complete(backend.close())
     finally:
-        asyncio.run(backend.close())
+        loop.close()

@@ -13,7 +13,7 @@ from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import Claim, QueuedMessage
 
 from mqcontract_nats_jetstream import NatsJetStreamMessagingService
-from support import open_service, queue_name
+from support import eventually, open_service, queue_name
 
 
 def _claim(message: QueuedMessage) -> Claim:
@@ -208,3 +208,52 @@ async def test_a_delivery_count_that_went_back_still_gets_the_message(
     assert _claim(again).token == 6
     await service.ack_claim(queue, again)
     assert await service.stored_ids(queue) == []
+
+
+async def test_a_claim_settled_elsewhere_and_purged_is_still_settled_here(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    """The service that granted a claim keeps its record to settle without a read; once
+    another service acked the claim and the records were purged, that record must not
+    let a second ack through (a create on the emptied chain would succeed)."""
+    other = await open_service()
+    try:
+        await service.send_message(queue, b"shared")
+        (got,) = await service.receive_messages(queue, 1, 60)
+        other.forgetting.delay = 0.0
+        await other.ack_claim(queue, _claim(got))
+
+        async def purged() -> bool:
+            return other.forgetting.purged == 1
+
+        await eventually(purged, 10, "the records purged")
+        service._retention = 0.0  # the claim is older than a purge can be
+        await _stale(service.ack_claim(queue, _claim(got)), StaleReason.SETTLED)
+        await _stale(service.nack_claim(queue, _claim(got)), StaleReason.SETTLED)
+    finally:
+        await other.close()
+
+
+async def test_a_long_chain_is_read_in_a_bounded_number_of_requests(
+    service: NatsJetStreamMessagingService, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every nack adds two records to the message's chain; a look from the start jumps to
+    the newest record after a few, instead of one request per record."""
+    from mqcontract_nats_jetstream import _ledger
+
+    sent = await service.send_message(queue, b"nacked")
+    for _ in range(12):
+        got = await _back(service, queue, 60)
+        await service.nack_claim(queue, got)
+    api = service.link.api
+    asked: list[str] = []
+
+    async def counted(what: str, body: dict[str, object] | None = None) -> Any:
+        asked.append(what)
+        return await api(what, body)
+
+    monkeypatch.setattr(service.link, "api", counted)
+    record = await _ledger.read(service.link, service.names(queue), sent)
+    assert record is not None
+    assert (record.state, record.token) == ("r", 12)
+    assert len(asked) <= _ledger.HOPS_BEFORE_JUMP + 3, asked

@@ -346,9 +346,12 @@ class QueueConsumer:
     def _aged(
         self, claimed_at: float, timeout: float | None = None, share: float = CLAIM_USABLE
     ) -> bool:
-        """Whether a claim taken at ``claimed_at`` (on this consumer's clock: no later than
-        the claim itself) is past ``share`` of its timeout (``timeout``: the claim's own
-        when known, else the consumer's)."""
+        """Whether a claim taken at ``claimed_at`` (on this consumer's clock) is past
+        ``share`` of its timeout (``timeout``: the claim's own when known, else the
+        consumer's). For claims the consumer makes, ``claimed_at`` is taken before the
+        call that claims, so the age is never underestimated. A pushed claim is stamped
+        when the listener takes it from the subscription: the time it waited there before
+        (at most the prefetch, while every worker is busy) is not counted."""
         vt = self.settings.visibility_timeout if timeout is None else timeout
         return self._clock.now() - claimed_at > vt * share
 

@@ -26,6 +26,8 @@ __all__ = ["Forgetting"]
 
 #: Is message ``seq`` gone from the queue's stream (``False`` when not known)?
 Gone = Callable[[QueueNames, int], Awaitable[bool]]
+#: Shortest wait before a message still in the stream is looked at again.
+_MIN_GAP = 0.05
 #: Purge the records of message ``seq``.
 Purge = Callable[[QueueNames, int], Awaitable[None]]
 
@@ -41,6 +43,7 @@ class Forgetting:
         self._order = itertools.count()
         self._added = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.purged = 0
         self.kept = 0
 
@@ -48,7 +51,10 @@ class Forgetting:
         return len(self._due)
 
     def later(self, names: QueueNames, seq: int) -> None:
-        """Purge the records of acked message ``seq`` once ``delay`` has passed."""
+        """Purge the records of acked message ``seq`` once ``delay`` has passed (nothing
+        once closed: a settle that ends after the close leaves its records)."""
+        if self._closed:
+            return
         self._add(time.monotonic() + self.delay, names, seq, 1)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -72,7 +78,10 @@ class Forgetting:
                     await self._purge(names, seq)
                     self.purged += 1
                 elif attempt < self.tries:
-                    self._add(time.monotonic() + self.delay * 2**attempt, names, seq, attempt + 1)
+                    # The stream removes an acked message just after it confirmed the
+                    # ack: even with no retention, the next look waits a moment.
+                    gap = max(self.delay, _MIN_GAP) * 2**attempt
+                    self._add(time.monotonic() + gap, names, seq, attempt + 1)
                 else:
                     self.kept += 1
             except Exception:  # not purged now (a connection gone, say): kept, harmless
@@ -80,6 +89,7 @@ class Forgetting:
 
     async def close(self) -> None:
         """Stop; records still waiting stay in the ledger."""
+        self._closed = True
         self._due.clear()
         if self._task is not None:
             self._task.cancel()

@@ -43,6 +43,8 @@ __all__ = ["HELD", "RELEASED", "SETTLED", "Record", "forget", "read", "write"]
 HELD, RELEASED, SETTLED = "h", "r", "s"
 #: Bound on the records read forward in one look (a chain holds two per delivery).
 MAX_CHAIN = 10_000
+#: Records read one by one before jumping to the newest record of the message.
+HOPS_BEFORE_JUMP = 8
 #: The key of the record that starts a message's chain.
 FIRST = "0"
 
@@ -86,11 +88,20 @@ async def read(
     link: Link, names: QueueNames, seq: int, known: Record | None = None
 ) -> Record | None:
     """The current record of message ``seq`` (``None``: it has none), read forward from
-    ``known``, a record of its chain read or written before, or from the start."""
+    ``known``, a record of its chain read or written before, or from the start.
+
+    A message nacked many times has a long chain: after a few records the look jumps to
+    the newest record stored for the message (creates extend the chain's end, so that
+    is its end, or near it if a create landed meanwhile) and reads on from there."""
     record, key = (known, known.next_key) if known is not None else (None, FIRST)
-    for _ in range(MAX_CHAIN):
+    for hop in range(MAX_CHAIN):
         if key is None:
             return record
+        if hop == HOPS_BEFORE_JUMP:
+            newest = await _get(link, names, seq, "*")  # one scan of the message's records
+            if newest is not None:
+                record, key = newest, newest.next_key
+                continue
         after = await _get(link, names, seq, key)
         if after is None:
             return record

@@ -85,7 +85,7 @@ T = TypeVar("T")
 
 #: The oldest server this is written for (nak with a delay, expected-last-subject-sequence).
 MIN_SERVER_VERSION = (2, 9)
-#: Claims this service remembers the ledger revision of (to settle without a read first).
+#: Claims this service remembers the ledger record of (to settle without a read first).
 _REMEMBERED = 10_000
 #: STREAM.CREATE attempts while the server's store races a deletion (STORE_NOT_CREATED).
 STORE_ATTEMPTS = 4
@@ -134,9 +134,8 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         self._granted: dict[Claim, Record] = {}
         self._loops: dict[QueueSubscription, PushLoop] = {}
         self._pushed: dict[Claim, PushLoop] = {}
-        self.forgetting = Forgetting(
-            self._gone, self._forget, delay=settings.ledger_retention_seconds
-        )
+        self._retention = settings.ledger_retention_seconds
+        self.forgetting = Forgetting(self._gone, self._forget, delay=self._retention)
         self._capabilities = Capabilities(
             push=PushKind.FULL,
             pushed_messages_claimed=True,
@@ -463,11 +462,16 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         names, seq = self.names(queue), claim.msg_id
         link = self.link
         record = self._granted.pop(claim, None)
+        granted_at = None if record is None else record.deadline - claim.visibility_timeout
+        if granted_at is not None and time.time() - granted_at >= self._retention:
+            # Older than a purge can be: another service may have settled this claim and
+            # its records gone since. Read the chain from its start (none: settled).
+            record = None
         try:
             async with asyncio.timeout(self._operation_timeout):
                 if record is None or _stale(record, token, time.time()) is not None:
                     # Not granted here, or lapsed: the ledger tells what happened since.
-                    record = await _ledger.read(link, names, seq, known=record)
+                    record = await _ledger.read(link, names, seq)
                 while True:
                     if record is None:
                         return await self._unrecorded(names, seq)
