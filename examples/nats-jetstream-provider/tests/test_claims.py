@@ -213,9 +213,9 @@ async def test_a_delivery_count_that_went_back_still_gets_the_message(
 async def test_a_claim_settled_elsewhere_and_purged_is_still_settled_here(
     service: NatsJetStreamMessagingService, queue: str
 ) -> None:
-    """The service that granted a claim keeps its record to settle without a read; once
-    another service acked the claim and the records were purged, that record must not
-    let a second ack through (a create on the emptied chain would succeed)."""
+    """The service that granted a claim keeps the record it wrote; once another service
+    acked the claim and the records were purged, that record must not let a second ack
+    through (a create on the emptied chain would succeed)."""
     other = await open_service()
     try:
         await service.send_message(queue, b"shared")
@@ -227,7 +227,6 @@ async def test_a_claim_settled_elsewhere_and_purged_is_still_settled_here(
             return other.forgetting.purged == 1
 
         await eventually(purged, 10, "the records purged")
-        service._retention = 0.0  # the claim is older than a purge can be
         await _stale(service.ack_claim(queue, _claim(got)), StaleReason.SETTLED)
         await _stale(service.nack_claim(queue, _claim(got)), StaleReason.SETTLED)
     finally:
@@ -257,3 +256,23 @@ async def test_a_long_chain_is_read_in_a_bounded_number_of_requests(
     assert record is not None
     assert (record.state, record.token) == ("r", 12)
     assert len(asked) <= _ledger.HOPS_BEFORE_JUMP + 3, asked
+
+
+async def test_a_claim_from_before_the_queue_was_made_again_settles_nothing(
+    service: NatsJetStreamMessagingService, queue: str
+) -> None:
+    """A claim granted before its queue was deleted and created again holds nothing in
+    the new queue, whose first message has the same id: settling the old claim must not
+    ack the new message, nor leave a record that later says the new one is settled."""
+    (old_id,) = await service.send_batch(queue, [b"old"])
+    (old,) = await service.receive_messages(queue, 1, 60)
+    await service.delete_queue(queue)
+    await service.create_queue(queue)
+    assert await service.ack_claims(queue, [_claim(old)]) == [False]
+    await _stale(service.nack_claim(queue, _claim(old)), StaleReason.SETTLED)
+    new_id = await service.send_message(queue, b"new")
+    assert new_id == old_id
+    (new,) = await service.receive_messages(queue, 1, 60)
+    assert new.payload == b"new"
+    await service.ack_claim(queue, new)
+    assert await service.stored_ids(queue) == []

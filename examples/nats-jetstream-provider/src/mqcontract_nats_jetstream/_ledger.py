@@ -38,7 +38,7 @@ from mqcontract_nats_jetstream._errors import MESSAGE_NOT_FOUND, WRONG_LAST_SEQU
 from mqcontract_nats_jetstream._link import Link
 from mqcontract_nats_jetstream._names import QueueNames
 
-__all__ = ["HELD", "RELEASED", "SETTLED", "Record", "forget", "read", "write"]
+__all__ = ["HELD", "RELEASED", "SETTLED", "Record", "at", "forget", "key_after", "read", "write"]
 
 HELD, RELEASED, SETTLED = "h", "r", "s"
 #: Bound on the records read forward in one look (a chain holds two per delivery).
@@ -109,12 +109,26 @@ async def read(
     raise JsError(500, 0, f"the ledger of message {seq} is longer than {MAX_CHAIN} records")
 
 
+def key_after(after: Record | None) -> str | None:
+    """The key of the record that ends ``after`` (``None``: the first claim's key)."""
+    return FIRST if after is None else after.next_key
+
+
+async def at(link: Link, names: QueueNames, seq: int, key: str) -> Record | None:
+    """The record stored under ``key`` for message ``seq``, if any."""
+    return await _get(link, names, seq, key)
+
+
 async def write(
     link: Link, names: QueueNames, seq: int, record: Record, after: Record | None
 ) -> bool:
     """Store ``record`` as the state that ends ``after`` (``None``: the first claim);
-    false if another writer ended it first (read on from ``after`` to see how)."""
-    key = FIRST if after is None else after.next_key
+    false if another writer ended it first (read on from ``after`` to see how).
+
+    A create succeeds wherever the key is free, also on a chain whose earlier records
+    are gone (the queue deleted and made again, a settled chain purged): build only on a
+    record just read, or checked with :func:`at` to be still where it was written."""
+    key = key_after(after)
     if key is None:
         return False  # settled: nothing ends that
     headers = {"Nats-Expected-Last-Subject-Sequence": "0"}

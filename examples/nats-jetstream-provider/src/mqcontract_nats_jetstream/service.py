@@ -131,11 +131,13 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         self._target = settings.url
         self._operation_timeout = operation_timeout
         self._closed = False
-        self._granted: dict[Claim, Record] = {}
+        #: Claims granted here: the record written and the key it was written under.
+        self._granted: dict[Claim, tuple[Record, str]] = {}
         self._loops: dict[QueueSubscription, PushLoop] = {}
         self._pushed: dict[Claim, PushLoop] = {}
-        self._retention = settings.ledger_retention_seconds
-        self.forgetting = Forgetting(self._gone, self._forget, delay=self._retention)
+        self.forgetting = Forgetting(
+            self._gone, self._forget, delay=settings.ledger_retention_seconds
+        )
         self._capabilities = Capabilities(
             push=PushKind.FULL,
             pushed_messages_claimed=True,
@@ -421,12 +423,13 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             # went back (a consumer leader elected with an older replica of the counts).
             token = count if record is None else max(count, record.token + 1)
             claim = Record(HELD, token, now + vt, delivery_seq)
-            if not await _ledger.write(link, names, seq, claim, after=record):
+            key = _ledger.key_after(record)
+            if key is None or not await _ledger.write(link, names, seq, claim, after=record):
                 record = await _ledger.read(link, names, seq, known=record)
                 continue
             await link.publish(msg.reply, _nak_delay(vt))
             claimed = Claim(names.queue, seq, token, vt)
-            self._keep_grant(claimed, claim)
+            self._keep_grant(claimed, (claim, key))
             return QueuedMessage(
                 msg_id=seq,
                 queue_name=names.queue,
@@ -436,15 +439,15 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                 claim=claimed,
             )
 
-    def _keep_grant(self, claim: Claim, record: Record) -> None:
+    def _keep_grant(self, claim: Claim, written: tuple[Record, str]) -> None:
         if len(self._granted) >= _REMEMBERED:
             now = time.time()
-            for old, rec in list(self._granted.items()):
+            for old, (rec, _) in list(self._granted.items()):
                 if rec.deadline <= now:
                     del self._granted[old]
             if len(self._granted) >= _REMEMBERED:
                 self._granted.pop(next(iter(self._granted)))
-        self._granted[claim] = record
+        self._granted[claim] = written
 
     async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
@@ -461,14 +464,18 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             return StaleReason.NOT_HELD
         names, seq = self.names(queue), claim.msg_id
         link = self.link
-        record = self._granted.pop(claim, None)
-        granted_at = None if record is None else record.deadline - claim.visibility_timeout
-        if granted_at is not None and time.time() - granted_at >= self._retention:
-            # Older than a purge can be: another service may have settled this claim and
-            # its records gone since. Read the chain from its start (none: settled).
-            record = None
+        written = self._granted.pop(claim, None)
+        record: Record | None = None
         try:
             async with asyncio.timeout(self._operation_timeout):
+                if written is not None and _stale(written[0], token, time.time()) is None:
+                    # Built on only if still where this service wrote it: the queue may
+                    # have been deleted and made again, or the claim settled elsewhere
+                    # and its records purged, and a create on the emptied chain succeeds.
+                    mine, key = written
+                    found = await _ledger.at(link, names, seq, key)
+                    if found is not None and found.encode() == mine.encode():
+                        record = mine
                 if record is None or _stale(record, token, time.time()) is not None:
                     # Not granted here, or lapsed: the ledger tells what happened since.
                     record = await _ledger.read(link, names, seq)
