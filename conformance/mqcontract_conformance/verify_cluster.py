@@ -14,9 +14,7 @@ when the run ends, however it ends.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mqcontract.errors import ConfigurationError
@@ -25,20 +23,6 @@ if TYPE_CHECKING:
     from mqcontract_conformance.stress.clusters import ClusterBackend
 
 __all__ = ["on_cluster"]
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def on_cluster(providers: list[str], size: int, factory: str | None, run: Callable[[], int]) -> int:
@@ -69,7 +53,7 @@ def on_cluster(providers: list[str], size: int, factory: str | None, run: Callab
         try:
             addresses = ", ".join(backend.addresses)
             print(f"[verify {provider}] private cluster of {size} up: {addresses}")
-            with _environment(backend.environment()):
+            with clusters.cluster_environment(backend.environment()):
                 return run()
         finally:
             loop.run_until_complete(backend.close())

@@ -29,13 +29,12 @@ import contextlib
 import dataclasses
 import functools
 import json
-import os
 import random
 import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -60,6 +59,7 @@ from mqcontract_conformance.stress.clusters import (
     CLIENTS,
     CLUSTER_PROVIDERS,
     ClusterBackend,
+    cluster_environment,
     load_cluster_opener,
 )
 
@@ -405,22 +405,6 @@ def _tuned(config: MessagingConfig, settings: StressSettings) -> MessagingConfig
     )
 
 
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the run, restored afterwards (a provider reads its
-    URL from the environment before its configuration file)."""
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 async def _run_on_cluster(
     settings: StressSettings, config: MessagingConfig, out: IO[str] | None
 ) -> Account:
@@ -441,7 +425,7 @@ async def _run_on_cluster(
         if out is not None:
             out.write(f"[stress {settings.provider}] cluster of {settings.cluster} up; ")
             out.write(f"promise under {settings.fault}: {promise.text}\n")
-        with _environment(backend.environment()):
+        with cluster_environment(backend.environment()):
             account = await _run(settings, backend.configure(config), out, backend, run)
     finally:
         await backend.close()

@@ -25,7 +25,7 @@ import contextlib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "CLUSTER_PROVIDERS",
     "ClusterBackend",
     "ClusterOpener",
+    "cluster_environment",
     "load_cluster_opener",
 ]
 
@@ -226,3 +227,20 @@ def load_cluster_opener(provider: str, spec: str | None = None) -> ClusterOpener
         raise ConfigurationError("stress.cluster", spec or provider, "is not callable")
     opener: ClusterOpener = target
     return opener
+
+
+@contextlib.contextmanager
+def cluster_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set a cluster's environment variables (:meth:`ClusterBackend.environment`) for a
+    run, restored afterwards: a provider reads its URL from the environment before its
+    configuration file, and xdist workers started meanwhile inherit them."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
