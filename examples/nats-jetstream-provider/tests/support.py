@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from mqcontract.errors import BackendUnavailable
+from mqcontract.messages import QueuedMessage
 from mqcontract_conformance.provisioning import backends_required, unavailable
 
 from mqcontract_nats_jetstream import NatsJetStreamConfig, NatsJetStreamMessagingService
@@ -93,3 +94,26 @@ async def consumer_state(service: NatsJetStreamMessagingService, queue: str) -> 
     """The queue consumer's info, read without a delivery."""
     names = service.names(queue)
     return await service.link.api(f"CONSUMER.INFO.{names.stream}.mqcontract")
+
+
+async def ack_unheard(
+    service: NatsJetStreamMessagingService,
+    queue: str,
+    message: QueuedMessage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ack ``message`` with JetStream's confirmation forged: the ack frame never reaches
+    the server (what a consumer leader cut off from its majority does)."""
+    link = service.link
+    real = link.request
+
+    async def unheard(subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+        if subject.startswith("$JS.ACK.") and payload == b"":
+            return None  # "confirmed"; the server never saw it
+        return await real(subject, payload, headers)
+
+    monkeypatch.setattr(link, "request", unheard)
+    try:
+        await service.ack_claim(queue, message)
+    finally:
+        monkeypatch.setattr(link, "request", real)

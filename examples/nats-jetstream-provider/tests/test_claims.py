@@ -13,7 +13,7 @@ from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import Claim, QueuedMessage
 
 from mqcontract_nats_jetstream import NatsJetStreamMessagingService
-from support import eventually, open_service, queue_name
+from support import ack_unheard, eventually, open_service, queue_name
 
 
 def _claim(message: QueuedMessage) -> Claim:
@@ -162,17 +162,7 @@ async def test_an_ack_confirmed_but_not_carried_out_is_finished_on_redelivery_no
     ack frame never reaches the server): the redelivery must be acked, not handed out."""
     sent = await service.send_message(queue, b"once")
     (first,) = await service.receive_messages(queue, 1, 0.3)
-    link = service.link
-    real = link.request
-
-    async def unheard_ack(subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
-        if subject.startswith("$JS.ACK.") and payload == b"":
-            return None  # "confirmed"; the server never saw it
-        return await real(subject, payload, headers)
-
-    monkeypatch.setattr(link, "request", unheard_ack)
-    await service.ack_claim(queue, first)
-    monkeypatch.setattr(link, "request", real)
+    await ack_unheard(service, queue, first, monkeypatch)
     handed_out: list[QueuedMessage] = []
     async with asyncio.timeout(10):
         while not handed_out and await service.stored_ids(queue) == [sent]:

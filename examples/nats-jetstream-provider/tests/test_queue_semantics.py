@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 from mqcontract.errors import QueueNotFound
 
 from mqcontract_nats_jetstream import NatsJetStreamMessagingService
 from mqcontract_nats_jetstream.harness import run_streams
-from support import PREFIX, consumer_state, eventually, open_service, queue_name
+from support import PREFIX, ack_unheard, consumer_state, eventually, open_service, queue_name
 
 
 async def _wait_for(service: NatsJetStreamMessagingService, queue: str, vt: float) -> float:
@@ -133,16 +132,7 @@ async def test_an_acked_message_the_stream_still_holds_keeps_its_records(
     service.forgetting.delay = 0.0
     await service.send_message(queue, b"a")
     (got,) = await service.receive_messages(queue, 1, 60)
-    link = service.link
-    real = link.request
-
-    async def unheard_ack(subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
-        if subject.startswith("$JS.ACK.") and payload == b"":
-            return None  # "confirmed"; the server never saw it
-        return await real(subject, payload, headers)
-
-    monkeypatch.setattr(link, "request", unheard_ack)
-    await service.ack_claim(queue, got)
+    await ack_unheard(service, queue, got, monkeypatch)
 
     async def given_up() -> bool:
         return service.forgetting.kept == 1
