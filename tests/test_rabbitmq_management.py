@@ -21,12 +21,18 @@ from typing import Any
 import pytest
 
 import mqcontract.config
+import mqcontract_fixtures.rabbitmq
 from mqcontract import open_provider
 from mqcontract.config import MessagingConfig, RabbitMqConfig, load_config
 from mqcontract.errors import BackendUnavailable, ConfigurationError, UnsupportedOperation
-from mqcontract.providers.rabbitmq._management import ManagementClient, find_management
+from mqcontract.providers.rabbitmq._management import (
+    ManagementClient,
+    ManagementRefused,
+    find_management,
+)
+from mqcontract.testing import HarnessSettings
 from mqcontract_conformance.provisioning import backends_required, unavailable
-from mqcontract_fixtures.rabbitmq import url_with_vhost
+from mqcontract_fixtures.rabbitmq import rabbitmq_harness, url_with_vhost
 
 SECRET = "Mgmt-s3cret"
 
@@ -45,6 +51,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_PUT(self) -> None:
+        time.sleep(self.server.put_delay)
+        self.do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
@@ -52,13 +62,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _StubServer(http.server.ThreadingHTTPServer):
     answers: dict[str, tuple[int, str, bytes]]
     seen: list[tuple[str, str]]
+    put_delay: float
 
 
 @pytest.fixture
 def stub() -> Iterator[_StubServer]:
     """An HTTP server on a free port answering ``answers[path]`` (else an HTML 404)."""
     server = _StubServer(("127.0.0.1", 0), _Handler)
-    server.answers, server.seen = {}, []
+    server.answers, server.seen, server.put_delay = {}, [], 0.0
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
@@ -119,6 +130,18 @@ async def test_a_broken_management_api_is_backend_unavailable(stub: _StubServer,
     with pytest.raises(BackendUnavailable, match="management API GET /overview") as info:
         await client.overview()
     assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(("status", "refused"), [(401, True), (403, True), (500, False)])
+async def test_a_refusal_is_told_apart_from_every_other_failure(
+    stub: _StubServer, status: int, refused: bool
+) -> None:
+    """A refusal is an answer (the caller may fall back); a 500 or a timeout is not."""
+    stub.answers = {"/api/overview": (status, JSON, b'{"error":"no"}')}
+    client = ManagementClient(_url(stub.server_address[1]), provider="rabbitmq", timeout=5)
+    with pytest.raises(BackendUnavailable, match=f"HTTP {status}") as info:
+        await client.overview()
+    assert isinstance(info.value, ManagementRefused) is refused
 
 
 async def test_queues_must_be_a_list_of_objects(stub: _StubServer) -> None:
@@ -240,3 +263,35 @@ async def test_open_provider_without_the_plugin_does_not_claim_list_queues(
         assert not provider.capabilities.list_queues
         with pytest.raises(UnsupportedOperation, match="management API"):
             await provider.list_queues()
+
+
+def _vhost_harness(config: MessagingConfig, stub: _StubServer) -> Any:
+    rabbit = dataclasses.replace(config.rabbitmq, management_url=_url(stub.server_address[1]))
+    settings = HarnessSettings(config=dataclasses.replace(config, rabbitmq=rabbit), run_id="vh")
+    stub.answers = {"/api/overview": (200, JSON, b'{"rabbitmq_version": "3.10"}')}
+    return rabbitmq_harness(settings)
+
+
+async def test_the_harness_shares_the_vhost_only_when_refused_one(stub: _StubServer) -> None:
+    """A user that may not create virtual hosts runs in the URL's own."""
+    harness = _vhost_harness(await _broker_config(), stub)
+    stub.answers["/api/vhosts/mqcontract_vh"] = (401, JSON, b'{"error":"not_authorised"}')
+    await harness.setup()
+    try:
+        assert harness.describe()["vhost"] == "shared (cannot create one per run)"
+    finally:
+        await harness.teardown()
+
+
+async def test_a_vhost_creation_that_times_out_fails_setup(
+    stub: _StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vhost may exist without the user's permissions after a timeout: sharing the
+    URL's vhost then would leave callers of the expected one refused, so setup fails."""
+    harness = _vhost_harness(await _broker_config(), stub)
+    monkeypatch.setattr(mqcontract_fixtures.rabbitmq, "VHOST_TIMEOUT", 0.3)
+    stub.put_delay = 1.0
+    stub.answers["/api/vhosts/mqcontract_vh"] = (201, JSON, b"")
+    with pytest.raises(BackendUnavailable, match="PUT /vhosts/mqcontract_vh"):
+        await harness.setup()
+    await harness.teardown()

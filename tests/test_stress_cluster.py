@@ -294,6 +294,19 @@ async def test_the_rabbitmq_harness_is_set_up_on_node_0_then_given_every_node(
     assert harness.seen == [first, first]
     urls = harness.config.rabbitmq.urls
     assert urls == tuple(n.amqp_url + "run_v" for n in rabbit.cluster.nodes)
+    assert rabbit.vhost == "run_v"  # the one the harness chose, not the one expected
+
+
+async def test_queues_are_declared_in_the_vhost_a_node0_harness_chose() -> None:
+    """A harness may share the URL's vhost instead of creating the expected one."""
+    from mqcontract_fixtures.private.stress_clusters import RabbitCluster
+
+    rabbit = RabbitCluster(3, netns=False, vhost="expected", clients="node0")
+    harness = OneUrlHarness(rabbit.configure(MessagingConfig()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RABBITMQ_URL", rabbit.environment()["RABBITMQ_URL"])
+        await rabbit.set_up(harness)  # type: ignore[arg-type]
+    assert rabbit.vhost == "run_v"
 
 
 def _short(provider: str, fault: str, duration: float, clients: str) -> StressSettings:

@@ -24,12 +24,21 @@ from mqcontract._redact import redact, remember_secrets
 from mqcontract.config import RabbitMqConfig, check_management_url
 from mqcontract.errors import BackendUnavailable
 
-__all__ = ["PROBE_TIMEOUT", "ManagementClient", "find_management", "vhost_of"]
+__all__ = ["PROBE_TIMEOUT", "ManagementClient", "ManagementRefused", "find_management", "vhost_of"]
 
 log = logging.getLogger(__name__)
 
 #: Bound on probing a derived management URL at connect (a missing plugin refuses at once).
 PROBE_TIMEOUT = 2.0
+
+
+class ManagementRefused(BackendUnavailable):
+    """The API answered and said no (HTTP 401 or 403): the user may not do this.
+
+    Told apart from every other failure because a refusal is an answer (the caller may
+    fall back, say to a shared virtual host), while a timeout leaves it unknown whether
+    the call took effect.
+    """
 
 
 def vhost_of(amqp_url: str) -> str:
@@ -60,9 +69,11 @@ class ManagementClient:
         self._timeout = timeout
         self.display_url = redact(url)
 
-    def _fail(self, method: str, path: str, why: str) -> BackendUnavailable:
+    def _fail(
+        self, method: str, path: str, why: str, kind: type[BackendUnavailable] = BackendUnavailable
+    ) -> BackendUnavailable:
         detail = f"management API {method} {path}: {why}"
-        return BackendUnavailable(self._provider, self.display_url, detail)
+        return kind(self._provider, self.display_url, detail)
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -76,7 +87,9 @@ class ManagementClient:
         except urllib.error.HTTPError as exc:
             if method == "DELETE" and exc.code == 404:
                 return None
-            raise self._fail(method, path, f"HTTP {exc.code} {exc.reason}") from exc
+            refused = exc.code in (401, 403)
+            kind = ManagementRefused if refused else BackendUnavailable
+            raise self._fail(method, path, f"HTTP {exc.code} {exc.reason}", kind) from exc
         except (OSError, ValueError, http.client.HTTPException) as exc:
             # OSError: refused, unreachable, timed out; HTTPException: not HTTP at all.
             raise self._fail(method, path, f"{type(exc).__name__}: {exc}") from exc
