@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mqcontract.messages import Available, Message
 from mqcontract.providers.pgmq._listener import parse_notification
@@ -97,3 +99,59 @@ def test_an_enveloped_message_in_a_notification_is_unwrapped() -> None:
     assert isinstance(note, Message)
     assert note.message.payload == b"\x00bin"
     assert note.message.receive_count == 3
+
+
+def _reference_parse(payload: str) -> tuple[object, float]:
+    """What a notification means, read with ``json`` alone (the fast path must agree)."""
+    head, marker, tail = payload.partition(',"message":')
+    fields = json.loads(head + "}" if marker else payload)
+    delay = max(float(fields.get("delay", 0.0)), 0.0)
+    if not marker:
+        return Available(fields["queue"], int(fields["msg_id"])), delay
+    message = (
+        int(fields["msg_id"]),
+        fields["queue"],
+        decode(tail[:-1]),
+        int(fields["read_ct"]) + 1,
+        float(fields["enqueued_at"]),
+    )
+    return message, delay
+
+
+@given(
+    queue=st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True),
+    msg_id=st.integers(1, 2**63 - 1),
+    delay=st.none() | st.decimals(min_value=0, max_value=10**6, places=6),
+    read_ct=st.integers(0, 2**31 - 1),
+    enqueued_at=st.decimals(min_value=0, max_value=10**10, places=6),
+    message=st.none() | st.sampled_from(['{"a": 1}', "[1, 2]", '"x"', "null", '{"m": ","}']),
+    reorder=st.booleans(),
+)
+def test_the_fast_head_reader_agrees_with_json(
+    queue: str,
+    msg_id: int,
+    delay: object,
+    read_ct: int,
+    enqueued_at: object,
+    message: str | None,
+    reorder: bool,
+) -> None:
+    """Heads as the notify function writes them (read by the regular expression) and
+    in any other key order (read as JSON) mean the same as a plain JSON reading."""
+    fields = [f'"queue":"{queue}"', f'"msg_id":{msg_id}']
+    if delay is not None:
+        fields.append(f'"delay":{delay}')
+    if message is not None:
+        fields += [f'"read_ct":{read_ct}', f'"enqueued_at":{enqueued_at}']
+    if reorder:
+        fields.reverse()
+    payload = "{" + ",".join(fields) + (f',"message":{message}}}' if message is not None else "}")
+    note, seconds = parse_notification(payload)
+    expected, expected_delay = _reference_parse(payload)
+    assert seconds == pytest.approx(expected_delay)
+    if isinstance(note, Message):
+        got = note.message
+        assert (got.msg_id, got.queue_name, got.payload, got.receive_count) == expected[:4]  # type: ignore[index]
+        assert got.enqueued_at == pytest.approx(expected[4])  # type: ignore[index]
+    else:
+        assert note == expected

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ __all__ = ["ListenerHealth", "PgmqListener", "parse_notification"]
 log = logging.getLogger(__name__)
 
 _MESSAGE_MARKER = ',"message":'
+_NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+#: The head ``mqcontract.pgmq_notify_payload`` writes (queue names are identifiers, so
+#: ``to_json`` adds no escapes): queue, msg_id, [delay], [read_ct, enqueued_at].
+_HEAD = re.compile(
+    rf'\{{"queue":"([A-Za-z0-9_]+)","msg_id":([0-9]+)(?:,"delay":{_NUMBER})?'
+    rf'(?:,"read_ct":([0-9]+),"enqueued_at":{_NUMBER})?\Z'
+)
 #: Extra wait before handing out a delayed notification, so the message is surely visible.
 _DELAY_MARGIN = 0.005
 
@@ -46,22 +54,33 @@ def parse_notification(payload: str) -> tuple[MessageNotification, float]:
 
     ``message`` is always the last key (see ``NOTIFY_FUNCTION_SQL``); its raw ``jsonb``
     text is cut out rather than re-serialized, so a pushed payload is byte-identical to
-    what ``receive_messages`` returns for the same message.
+    what ``receive_messages`` returns for the same message. The head the notify function
+    writes is read with one regular expression (a fifth of ``json.loads``'s cost, paid
+    once per message pushed); any other head is read as JSON.
     """
     head, marker, tail = payload.partition(_MESSAGE_MARKER)
-    fields = json.loads(head + "}" if marker else payload)
-    queue = fields["queue"]
-    msg_id = int(fields["msg_id"])
-    delay = max(float(fields.get("delay", 0.0)), 0.0)
+    known = _HEAD.match(head if marker else payload[:-1])
+    if known is not None:
+        queue, msg_id_text, delay_text, read_ct, enqueued_at = known.groups()
+        msg_id = int(msg_id_text)
+        delay = max(float(delay_text), 0.0) if delay_text is not None else 0.0
+    else:
+        fields = json.loads(head + "}" if marker else payload)
+        queue = fields["queue"]
+        msg_id = int(fields["msg_id"])
+        delay = max(float(fields.get("delay", 0.0)), 0.0)
+        read_ct, enqueued_at = fields.get("read_ct"), fields.get("enqueued_at")
     if not marker:
         return Available(queue, msg_id), delay
+    if read_ct is None or enqueued_at is None:
+        raise KeyError("read_ct and enqueued_at come with a message")
     message = QueuedMessage(
         msg_id=msg_id,
         queue_name=queue,
         payload=decode(tail[:-1]),
         # An unclaimed copy shows the count a claim would give it now.
-        receive_count=int(fields["read_ct"]) + 1,
-        enqueued_at=float(fields["enqueued_at"]),
+        receive_count=int(read_ct) + 1,
+        enqueued_at=float(enqueued_at),
     )
     return Message(message, claimed=False), delay
 

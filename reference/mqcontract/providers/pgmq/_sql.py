@@ -150,9 +150,14 @@ WHERE m.msg_id = (
         self.ack_delete = f"DELETE FROM {table} WHERE {held} RETURNING msg_id"
         self.ack_archive = _archiving(table, archive, held, "msg_id")
         # Many claims in one statement: a row matches once however often the arrays
-        # name it, so a duplicated claim settles once.
+        # name it, so a duplicated claim settles once. The rows are found by index
+        # through ``= ANY(ARRAY(SELECT ...))``, as in ``receive``: with the pair test
+        # alone (or ``= ANY($1)``) the custom plans a prepared statement starts with
+        # scanned the whole table, dead rows too (2.5 ms per batch of 100 at 20,000
+        # rows, 0.3 ms by index; the generic plan that follows happened to use the index).
         held_many = (
-            "(msg_id, read_ct) IN (SELECT * FROM unnest($1::bigint[], $2::int[]))"
+            "msg_id = ANY(ARRAY(SELECT unnest($1::bigint[])))"
+            " AND (msg_id, read_ct) IN (SELECT * FROM unnest($1::bigint[], $2::int[]))"
             " AND vt > clock_timestamp()"
         )
         self.ack_many_delete = f"DELETE FROM {table} WHERE {held_many} RETURNING msg_id, read_ct"
