@@ -224,8 +224,9 @@ async def acks_survive_a_crash(ctx: CaseContext) -> None:
     "DUR-3",
     "A claim held across a crash of the server comes back once, with its id, payload, "
     "enqueued_at and receive_count 2 (at least 2 where counts are not exact), within its "
-    "visibility timeout plus slack; where the server enforces the visibility timeout, "
-    "not before it has passed.",
+    "visibility timeout plus slack (or, when the server was back only after that, within "
+    "the recovery bound of its being back); where the server enforces the visibility "
+    "timeout, not before it has passed.",
     why="A server that keeps claims in memory hands every message a consumer was working "
     "on to another consumer the moment it is back (the work runs twice, at once); one "
     "that forgets the claim's deadline, or its delivery count, never gives the message "
@@ -249,6 +250,7 @@ async def claims_survive_a_crash(ctx: CaseContext) -> None:
         ctx.check(len(got) == 1, f"one message sent, received {[m.msg_id for m in got]}")
         held = got[0]
         await private.restart()
+        up = ctx.now()
         watcher = await private.open()
         back: list[QueuedMessage] = []
 
@@ -268,13 +270,18 @@ async def claims_survive_a_crash(ctx: CaseContext) -> None:
                 await ctx.never(
                     came_back, early, f"claimed for {vt:g} s, back before that after the restart"
                 )
-        within = max(claimed_by + vt + ctx.timing.slack - ctx.now(), ctx.timing.step)
+        # A server slow to start again (a busy machine) may be back after the claim
+        # ended: the message is due then too, within what any recovery gets (DUR-2).
+        due = max(claimed_by + vt + ctx.timing.slack, up + _recovery(ctx))
+        ctx.metrics["server_back_after_claim_seconds"] = round(up - claimed_by, 3)
+        within = max(due - ctx.now(), ctx.timing.step)
         try:
             await ctx.eventually(came_back, within, "the claim held across the restart")
         except ContractViolation:
             ctx.fail(
                 f"claimed for {vt:g} s before the crash: message {held.msg_id} not back "
-                f"within its visibility timeout plus {ctx.timing.slack:g} s"
+                f"within its visibility timeout plus {ctx.timing.slack:g} s, nor within "
+                f"{_recovery(ctx):g} s of the server being back"
             )
         ctx.metrics["back_after_claim_seconds"] = round(ctx.now() - claimed_by, 3)
         await ctx.never(came_back, ctx.timing.margin, "delivered again while the watcher holds it")

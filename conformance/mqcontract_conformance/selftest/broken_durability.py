@@ -9,6 +9,8 @@ down before it answers; each specimen keeps one thing back.
 
 from __future__ import annotations
 
+import math
+
 from mqcontract.clock import VirtualClock
 from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
@@ -26,19 +28,26 @@ BUFFER = 64
 
 class InProcessServer(PrivateBackend):
     """A private "server" for one harness: one store per clock (each case has its own
-    loop and clock, and a store's wake-up event belongs to one loop)."""
+    loop and clock, and a store's wake-up event belongs to one loop).
 
-    def __init__(self, cls: type[InMemoryMessagingService]) -> None:
+    ``restart_seconds``: how long a restart keeps the server down, on the case's clock
+    (a server slow to start again on a busy machine).
+    """
+
+    def __init__(self, cls: type[InMemoryMessagingService], restart_seconds: float = 0.0) -> None:
         self.cls = cls
-        self._stores: dict[int, RestartableStore] = {}
+        self.restart_seconds = restart_seconds
+        self._stores: dict[int, tuple[RestartableStore, VirtualClock | None]] = {}
 
     async def open(self, clock: VirtualClock | None = None) -> MessagingService:
-        store = self._stores.setdefault(id(clock), RestartableStore())
+        store, _ = self._stores.setdefault(id(clock), (RestartableStore(), clock))
         return self.cls(clock=clock, store=store)
 
     async def restart(self, *, crash: bool = True) -> None:
-        for store in self._stores.values():
+        for store, clock in self._stores.values():
             store.crash()
+            if clock is not None and self.restart_seconds > 0:
+                await clock.advance(self.restart_seconds)
 
 
 class RestartHarness(SpecimenHarness):
@@ -107,6 +116,22 @@ class ClaimsForgotten(RestartableMemory):
             self._schedule(queue, entry)
 
 
+class ClaimsHeldForGood(RestartableMemory):
+    """Writes a claim down without its deadline: after a crash a claimed message stays
+    held for good, though the consumer that held it is gone."""
+
+    def _claim(self, queue: _Queue, entry: _Entry, visibility_timeout: float) -> QueuedMessage:
+        got = super()._claim(queue, entry, visibility_timeout)
+        self.until_crash(lambda: _hold_for_good(queue, entry))
+        return got
+
+
+def _hold_for_good(queue: _Queue, entry: _Entry) -> None:
+    if entry.held and queue.entries.get(entry.msg_id) is entry:
+        entry.version += 1  # its deadline's timer no longer counts
+        entry.visible_at = math.inf
+
+
 class CountsForgotten(RestartableMemory):
     """Keeps receive counts in memory only: after a crash every count starts again from
     zero, so a dead-letter policy never sees a message fail twice."""
@@ -130,5 +155,6 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(AckedComeBack, "DUR-2", RestartableMemory, RestartHarness),
     Specimen(ClaimsForgotten, "DUR-3", RestartableMemory, RestartHarness),
     Specimen(CountsForgotten, "DUR-3", RestartableMemory, RestartHarness),
+    Specimen(ClaimsHeldForGood, "DUR-3", RestartableMemory, RestartHarness),
     Specimen(PushNotResumed, "DUR-4", RestartableMemory, RestartHarness),
 )
