@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import os
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -423,3 +424,23 @@ def test_a_rejoined_quorum_member_counts_only_once_its_log_caught_up() -> None:
     assert caught_up(later, target, 3)
     assert not caught_up([*later[:2], row("recovering", 130, 0)], target, 3)
     assert committed([row("follower", 5, 5)]) == 0  # no leader: nothing to catch up to
+
+
+@pytest.mark.skipif(not nats_available(), reason="nats-server not installed")
+def test_an_account_names_the_server_release_it_holds_for() -> None:
+    """The binary in use (``MQCONTRACT_NATS_SERVER`` picks another) says its version,
+    and the cluster's account carries it."""
+    import mqcontract_fixtures.private.nats as nats_module
+    from mqcontract_fixtures.private.stress_clusters import NatsCluster
+
+    version = asyncio.run(nats_module.nats_server_version())
+    assert version.startswith("nats-server: v"), version
+    cluster = NatsCluster(3, netns=False)
+    cluster.server = version
+    assert cluster.describe()["server"] == version
+    script = "import mqcontract_fixtures.private.nats as n; print(n.NATS_SERVER)"
+    env = {**os.environ, "MQCONTRACT_NATS_SERVER": "/opt/other/nats-server"}
+    chosen = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert chosen.stdout.strip() == "/opt/other/nats-server"

@@ -123,6 +123,7 @@ def render_cluster_account(data: dict[str, Any]) -> str:
         "|---|---|---|",
         *(f"| {n['index']} | `{n['name']}` | {n['address']} |" for n in cluster.get("nodes", [])),
         "",
+        f"Server: {cluster.get('server') or 'not recorded'}. "
         f"{_clients(cluster.get('clients_connect_to'))} "
         f"Network namespaces: {_namespaces(cluster.get('network_namespaces'))}. "
         f"Measured timings (s): {cluster.get('timings')}.",

@@ -75,11 +75,14 @@ class ClusterBackend(ABC):
     clients: str = "node0"
     #: Measured seconds: cluster start, per node restart, ...
     timings: dict[str, list[float]]
+    #: The server software and its version (an account holds for that release only).
+    server: str = ""
 
     def describe(self) -> dict[str, Any]:
         """What the account says about the cluster."""
         return {
             "provider": self.provider,
+            "server": self.server,
             "size": self.size,
             "nodes": [
                 {"index": i, "name": n, "address": a}
