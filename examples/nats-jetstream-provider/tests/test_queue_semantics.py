@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from mqcontract.errors import QueueNotFound
@@ -140,6 +141,49 @@ async def test_an_acked_message_the_stream_still_holds_keeps_its_records(
     await eventually(given_up, 10, "the stream asked three times")
     assert service.forgetting.purged == 0
     assert await _ledger_size(service, queue) == 2
+
+
+def _replicated(leader: str, *, current: bool = True, active: int = 10**8) -> dict[str, Any]:
+    """A STREAM.INFO answer for 3 replicas as a clustered server gives it."""
+    peers = [n for n in ("n0", "n1", "n2") if n != leader]
+    replicas = [{"name": n, "current": current, "active": active} for n in peers]
+    return {"config": {"num_replicas": 3}, "cluster": {"leader": leader, "replicas": replicas}}
+
+
+@pytest.mark.parametrize(
+    ("infos", "believed"),
+    [
+        ([_replicated("n0"), _replicated("n0")], True),
+        ([_replicated("n0", current=False), _replicated("n0")], False),
+        ([_replicated("n0", active=5 * 10**9), _replicated("n0")], False),
+        ([_replicated("n0"), _replicated("n1")], False),  # led by another since the look
+        ([_replicated("n0"), {"config": {"num_replicas": 3}}], False),  # no leader now
+    ],
+    ids=["whole", "a-replica-behind", "a-replica-unheard", "leader-changed", "leaderless"],
+)
+async def test_gone_is_believed_only_from_a_leader_with_every_replica(
+    service: NatsJetStreamMessagingService,
+    queue: str,
+    monkeypatch: pytest.MonkeyPatch,
+    infos: list[dict[str, Any]],
+    believed: bool,
+) -> None:
+    """A leader cut off from its majority may have dropped an acked message its
+    successor still holds: its "not found" must not purge the records."""
+    await service.send_message(queue, b"a")
+    (got,) = await service.receive_messages(queue, 1, 60)
+    await service.ack_claim(queue, got)
+    real_api = service.link.api
+    answers = iter(infos)
+
+    async def api(name: str, body: dict[str, Any] | None = None) -> Any:
+        if name.startswith("STREAM.INFO."):
+            return next(answers)
+        return await real_api(name, body)
+
+    monkeypatch.setattr(service.link, "api", api)
+    names = service.names(queue)
+    assert await service._gone(names, got.msg_id) is believed
 
 
 async def test_different_prefixes_are_separate_namespaces(

@@ -94,6 +94,10 @@ _SILENCE = 0.25
 #: Bound on one look at the stream before an acked message's records are purged, and on
 #: the purge (:mod:`._forgetting`), apart from the operation's own.
 _GONE_BOUND = 5.0
+#: Nanoseconds since a stream's leader last heard from a replica, at most, for the
+#: leader's word that a message is gone to count (an idle replica is heard from about
+#: every 1.5 s; measured on nats-server 2.9.10 and 2.15.1).
+_PEER_SEEN = 3_000_000_000
 
 
 def _delivery(msg: Msg) -> tuple[int, int, int, float]:
@@ -514,15 +518,48 @@ class NatsJetStreamMessagingService(BaseMessagingService):
 
     async def _gone(self, names: QueueNames, seq: int) -> bool:
         """Whether the stream no longer holds message ``seq``. Not knowing (no answer
-        within a bound: the stream's leader is cut off, say) counts as not gone."""
+        within a bound: the stream's leader is cut off, say) counts as not gone.
+
+        Only a leader with every replica current is believed, and only if it still leads
+        them all after its answer: a leader cut off from its majority (partitions can
+        come every few seconds, so the wait before this look does not rule one out) may
+        have dropped an acked message its successor still holds and hands out again. A
+        purge on its word made 203 redeliveries of acked messages in one account
+        (nats-server 2.15.1, 32 partitions); without purges, none in 20.
+        """
         try:
             async with asyncio.timeout(_GONE_BOUND):
-                await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
-        except JsError as exc:
-            return exc.err_code == MESSAGE_NOT_FOUND
+                before = await self._whole_leader(names)
+                if before is None:
+                    return False
+                try:
+                    await self.link.api(f"STREAM.MSG.GET.{names.stream}", {"seq": seq})
+                except JsError as exc:
+                    if exc.err_code != MESSAGE_NOT_FOUND:
+                        return False
+                    return await self._whole_leader(names) == before
         except Exception:  # no answer (or a connection gone): not known to be gone
             pass
         return False
+
+    async def _whole_leader(self, names: QueueNames) -> str | None:
+        """The stream's leader if every replica is current and was heard from within
+        :data:`_PEER_SEEN`; ``""`` for a stream of one replica; None otherwise."""
+        info = await self.link.api(f"STREAM.INFO.{names.stream}", {})
+        config = info.get("config") if isinstance(info, dict) else None
+        wanted = int(config.get("num_replicas", 1)) if isinstance(config, dict) else 1
+        if wanted <= 1:
+            return ""
+        cluster = info.get("cluster") or {}
+        replicas = cluster.get("replicas") or []
+        leader = cluster.get("leader")
+        if not isinstance(leader, str) or len(replicas) < wanted - 1:
+            return None
+        for replica in replicas:
+            seen = replica.get("active")
+            if not replica.get("current") or not isinstance(seen, int) or seen > _PEER_SEEN:
+                return None
+        return leader
 
     async def _forget(self, names: QueueNames, seq: int) -> None:
         async with asyncio.timeout(_GONE_BOUND):
