@@ -155,3 +155,19 @@ def test_the_fast_head_reader_agrees_with_json(
         assert got.enqueued_at == pytest.approx(expected[4])  # type: ignore[index]
     else:
         assert note == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"queue":"q","msg_id":51',  # cut short: not message 5
+        '{"queue":"q","msg_id":5X}',
+        '{"queue":"q","msg_id":007}',
+        "not json",
+    ],
+)
+def test_a_malformed_notification_is_refused_not_misread(payload: str) -> None:
+    """The fast head reader takes only whole heads: anything else goes to JSON, which
+    refuses it (the listener counts it as malformed and goes on)."""
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        parse_notification(payload)

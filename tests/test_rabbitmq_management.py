@@ -55,6 +55,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         time.sleep(self.server.put_delay)
         self.do_GET()
 
+    def do_DELETE(self) -> None:
+        self.server.deleted.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
@@ -63,13 +68,14 @@ class _StubServer(http.server.ThreadingHTTPServer):
     answers: dict[str, tuple[int, str, bytes]]
     seen: list[tuple[str, str]]
     put_delay: float
+    deleted: list[str]
 
 
 @pytest.fixture
 def stub() -> Iterator[_StubServer]:
     """An HTTP server on a free port answering ``answers[path]`` (else an HTML 404)."""
     server = _StubServer(("127.0.0.1", 0), _Handler)
-    server.answers, server.seen, server.put_delay = {}, [], 0.0
+    server.answers, server.seen, server.put_delay, server.deleted = {}, [], 0.0, []
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
@@ -279,6 +285,7 @@ async def test_the_harness_shares_the_vhost_only_when_refused_one(stub: _StubSer
     await harness.setup()
     try:
         assert harness.describe()["vhost"] == "shared (cannot create one per run)"
+        assert stub.deleted == ["/api/vhosts/mqcontract_vh"]  # in case it was made
     finally:
         await harness.teardown()
 
@@ -294,4 +301,5 @@ async def test_a_vhost_creation_that_times_out_fails_setup(
     stub.answers["/api/vhosts/mqcontract_vh"] = (201, JSON, b"")
     with pytest.raises(BackendUnavailable, match="PUT /vhosts/mqcontract_vh"):
         await harness.setup()
+    assert stub.deleted == ["/api/vhosts/mqcontract_vh"]  # it may exist: not left behind
     await harness.teardown()

@@ -31,12 +31,20 @@ class InProcessServer(PrivateBackend):
     loop and clock, and a store's wake-up event belongs to one loop).
 
     ``restart_seconds``: how long a restart keeps the server down, on the case's clock
-    (a server slow to start again on a busy machine).
+    (a server slow to start again on a busy machine); ``replay_seconds``: how long after
+    that it answers receives with nothing while it replays its log (the store's
+    ``serving_from``, for providers that honour it).
     """
 
-    def __init__(self, cls: type[InMemoryMessagingService], restart_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        cls: type[InMemoryMessagingService],
+        restart_seconds: float = 0.0,
+        replay_seconds: float = 0.0,
+    ) -> None:
         self.cls = cls
         self.restart_seconds = restart_seconds
+        self.replay_seconds = replay_seconds
         self._stores: dict[int, tuple[RestartableStore, VirtualClock | None]] = {}
 
     async def open(self, clock: VirtualClock | None = None) -> MessagingService:
@@ -48,6 +56,8 @@ class InProcessServer(PrivateBackend):
             store.crash()
             if clock is not None and self.restart_seconds > 0:
                 await clock.advance(self.restart_seconds)
+            if clock is not None:
+                store.serving_from = clock.now() + self.replay_seconds
 
 
 class RestartHarness(SpecimenHarness):

@@ -127,6 +127,9 @@ class RestartableStore(MemoryStore):
     #: in the server's memory.
     on_crash: list[Callable[[], None]] = field(default_factory=list)
     connections: weakref.WeakSet[RestartableMemory] = field(default_factory=weakref.WeakSet)
+    #: Until when (the clock's time) receives find nothing: the server replays its log
+    #: after a restart (set by :class:`~.broken_durability.InProcessServer`).
+    serving_from: float = 0.0
 
     def crash(self) -> None:
         """The server process dies (SIGKILL) and starts again on its storage."""
@@ -160,6 +163,14 @@ class RestartableMemory(InMemoryMessagingService):
     @property
     def capabilities(self) -> Capabilities:
         return dataclasses.replace(super().capabilities, survives_restart=True)
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        serving_from = getattr(self.store, "serving_from", 0.0)
+        if self.clock.now() < serving_from:
+            return []  # the server is still replaying its log after a restart
+        return await super()._receive(queue, limit, visibility_timeout)
 
     def until_crash(self, undo: Callable[[], None]) -> None:
         """Something the server keeps only in memory: ``undo`` runs if it crashes (a store

@@ -38,12 +38,12 @@ __all__ = ["ListenerHealth", "PgmqListener", "parse_notification"]
 log = logging.getLogger(__name__)
 
 _MESSAGE_MARKER = ',"message":'
-_NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+_NUMBER = r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 #: The head ``mqcontract.pgmq_notify_payload`` writes (queue names are identifiers, so
 #: ``to_json`` adds no escapes): queue, msg_id, [delay], [read_ct, enqueued_at].
 _HEAD = re.compile(
-    rf'\{{"queue":"([A-Za-z0-9_]+)","msg_id":([0-9]+)(?:,"delay":{_NUMBER})?'
-    rf'(?:,"read_ct":([0-9]+),"enqueued_at":{_NUMBER})?\Z'
+    rf'\{{"queue":"([A-Za-z0-9_]+)","msg_id":(0|[1-9][0-9]*)(?:,"delay":{_NUMBER})?'
+    rf'(?:,"read_ct":(0|[1-9][0-9]*),"enqueued_at":{_NUMBER})?\Z'
 )
 #: Extra wait before handing out a delayed notification, so the message is surely visible.
 _DELAY_MARGIN = 0.005
@@ -59,7 +59,9 @@ def parse_notification(payload: str) -> tuple[MessageNotification, float]:
     once per message pushed); any other head is read as JSON.
     """
     head, marker, tail = payload.partition(_MESSAGE_MARKER)
-    known = _HEAD.match(head if marker else payload[:-1])
+    known = None
+    if payload.endswith("}"):  # anything cut short is read as JSON, and refused there
+        known = _HEAD.match(head if marker else payload[:-1])
     if known is not None:
         queue, msg_id_text, delay_text, read_ct, enqueued_at = known.groups()
         msg_id = int(msg_id_text)
