@@ -299,13 +299,12 @@ def _slow_restart(cls: type[InMemoryMessagingService]) -> Harness:
     """The in-process server, down for longer than DUR-3's claim and its slack."""
     from mqcontract_conformance.selftest.broken_durability import RestartHarness
 
-    harness = RestartHarness(cls)
     timing = TimingProfile()
-    harness._server.restart_seconds = 3 * (2 * timing.slack + timing.slack)
     # Back, it replays its log for a while first (receives find nothing), as a quorum
     # queue does: a rule that allowed no time after the server is back fails here.
-    harness._server.replay_seconds = timing.slack
-    return harness
+    return RestartHarness(
+        cls, restart_seconds=3 * (2 * timing.slack + timing.slack), replay_seconds=timing.slack
+    )
 
 
 def test_dur_3_waits_for_a_server_that_is_back_after_the_claim_ended() -> None:

@@ -54,18 +54,25 @@ class InProcessServer(PrivateBackend):
     async def restart(self, *, crash: bool = True) -> None:
         for store, clock in self._stores.values():
             store.crash()
-            if clock is not None and self.restart_seconds > 0:
+            if clock is None:
+                continue
+            if self.restart_seconds > 0:
                 await clock.advance(self.restart_seconds)
-            if clock is not None:
-                store.serving_from = clock.now() + self.replay_seconds
+            store.serving_from = clock.now() + self.replay_seconds
 
 
 class RestartHarness(SpecimenHarness):
     """The specimen harness with a ``private_backend``: an :class:`InProcessServer`."""
 
-    def __init__(self, cls: type[InMemoryMessagingService]) -> None:
+    def __init__(
+        self,
+        cls: type[InMemoryMessagingService],
+        *,
+        restart_seconds: float = 0.0,
+        replay_seconds: float = 0.0,
+    ) -> None:
         super().__init__(cls)
-        self._server = InProcessServer(cls)
+        self._server = InProcessServer(cls, restart_seconds, replay_seconds)
 
     async def private_backend(self) -> PrivateBackend:
         return self._server
