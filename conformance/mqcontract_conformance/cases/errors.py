@@ -395,3 +395,74 @@ async def claims_of_killed_holder_come_back(ctx: CaseContext) -> None:
         await ctx.service.ack_message(q, msg_id)
     again = [m.msg_id for m in await ctx.receive(q)]
     ctx.check(not again, f"delivered again after every message was acked: {again}")
+
+
+#: Messages ERR-9 receives: one left unacked (it must come back: the sever was real),
+#: the rest acked one by one and then as one ``ack_claims`` batch.
+_ACKED_SINGLY = 4
+_ACKED_AS_BATCH = 6
+
+
+@rule(
+    "ERR-9",
+    "An ack that returned holds when the connection drops right after it: a message acked "
+    "by claim, or in an ack_claims batch, just before a sever is never delivered again, to "
+    "this provider or any other on the backend, while a message left unacked comes back.",
+    why="An ack that returned is the caller's word that the work is done. A client that "
+    "returns once the ack is written, not once the server has it (an AMQP basic.ack, an "
+    "MQTT PUBACK, a JetStream ack published without waiting, offsets committed on a "
+    "timer), loses the acks of the last moment with the connection, and that work runs "
+    "again.",
+    hooks=("sever_connection",),
+    provisional=True,
+)
+async def acks_hold_across_a_sever_right_after(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    count = 1 + _ACKED_SINGLY + _ACKED_AS_BATCH
+    sent = await ctx.service.send_batch(q, [body(i, "acked") for i in range(count)])
+    vt = ctx.timing.slack * 2
+    order = {msg_id: n for n, msg_id in enumerate(sent)}
+    held = sorted(await ctx.receive_exactly(q, count, vt=vt), key=lambda m: order.get(m.msg_id, 0))
+    unacked, singly, batch = held[0], held[1 : 1 + _ACKED_SINGLY], held[1 + _ACKED_SINGLY :]
+    for message in singly:
+        await ctx.service.ack_claim(q, message)
+    settled = await ctx.service.ack_claims(q, batch)
+    # Nothing in between: the connection drops the moment the last ack returned.
+    await ctx.sever_until_usable(q)
+    claims_end = ctx.now() + vt + ctx.timing.slack
+    if len(settled) != len(batch):
+        ctx.fail(f"ack_claims gave {len(settled)} outcomes for {len(batch)} claims")
+    ctx.check(all(settled), f"ack_claims of claims just received did not settle: {settled}")
+    acked = {m.msg_id for m in singly} | {
+        m.msg_id for m, ok in zip(batch, settled, strict=True) if ok
+    }
+    try:
+        stored = set(await ctx.harness.stored_ids(ctx.service, q))
+    except HookUnavailable:
+        stored = set()
+    ctx.check(
+        not stored & acked, f"acked just before a sever, still stored: {sorted(stored & acked)}"
+    )
+    other = await ctx.harness.open(ctx.clock)
+    seen: set[int] = set()
+    try:
+
+        async def unacked_back_and_claims_over() -> bool:
+            # Both: some brokers give a dropped session's messages back only to it.
+            for service in (ctx.service, other):
+                try:
+                    got = await service.receive_messages(q, count, ctx.timing.long)
+                except MessagingError:
+                    continue  # still reconnecting
+                seen.update(m.msg_id for m in got)
+            return unacked.msg_id in seen and ctx.now() >= claims_end
+
+        await ctx.eventually(
+            unacked_back_and_claims_over,
+            vt + ctx.timing.slack * 3,
+            f"message {unacked.msg_id}, received and not acked, back after the sever",
+        )
+    finally:
+        await other.close()
+    again = sorted(seen & acked)
+    ctx.check(not again, f"acked just before a sever, delivered again: {again}")

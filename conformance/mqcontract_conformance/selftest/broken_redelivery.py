@@ -1,13 +1,17 @@
 """Broken providers: redeliveries that change the message, or lose it, on one path.
 
 Each is correct on every redelivery path but one (expiry, or a dropped connection), and
-the rule that checks that path (VT-7, VT-8) must fail it. The dropped connection is the
-harness's ``sever_connection``, which the in-memory provider plays with
+the rule that checks that path (VT-7, VT-8) must fail it; one loses the acks the
+connection carried when it dropped (ERR-9). The dropped connection is the harness's
+``sever_connection``, which the in-memory provider plays with
 :meth:`~mqcontract.providers.memory.InMemoryMessagingService.sever`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
 from mqcontract_conformance.selftest.catalogue import Specimen
 
@@ -94,6 +98,44 @@ class ExpiryCountedTwice(InMemoryMessagingService):
                 entry.receive_count += 1
 
 
+class AcksUnconfirmed(InMemoryMessagingService):
+    """Returns from an ack once it is written to the connection, not once the server has
+    it: the acks a dropped connection still carried are lost with it, and their messages
+    come back.
+
+    Any other request confirms what was written before it (its answer comes after them),
+    so only acks with nothing after them are at risk: an AMQP basic.ack, an MQTT PUBACK
+    or a JetStream ack published without waiting for anything.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unconfirmed: list[tuple[_Queue, _Entry]] = []
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        q = self._existing(queue)
+        entry = self._held_entry(q, claim)
+        await super()._ack(queue, claim)
+        self._unconfirmed.append((q, entry))
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self._unconfirmed.clear()
+        return await super()._receive(queue, limit, visibility_timeout)
+
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        self._unconfirmed.clear()
+        return await super()._send_batch(queue, payloads)
+
+    def sever(self) -> None:
+        lost, self._unconfirmed = self._unconfirmed, []
+        for q, entry in lost:  # the server never read them: still held on this connection
+            if self._queues.get(q.name) is q and entry.msg_id not in q.entries:
+                q.entries[entry.msg_id] = entry
+        super().sever()
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(CountResetAfterSever, "VT-8"),
     Specimen(RepublishedAfterSever, "VT-8"),
@@ -101,4 +143,5 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(SeverLosesHeld, "VT-8"),
     Specimen(ReencodedOnExpiry, "VT-7"),
     Specimen(ExpiryCountedTwice, "VT-7"),
+    Specimen(AcksUnconfirmed, "ERR-9"),
 )

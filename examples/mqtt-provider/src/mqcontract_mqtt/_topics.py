@@ -6,6 +6,8 @@
                                topics, and publishing to a topic nobody created succeeds)
 ``<prefix>/sync/<client id>``  a service's own echo topic: when a message published there
                                comes back, everything the broker sent before it has arrived
+``<prefix>/confirm``           nobody subscribes: the broker's PUBACK of a publish there
+                               says it has read everything the client wrote before it
 
 Queue names are already checked (``[a-z_][a-z0-9_]*``), so they hold no ``/``, ``+`` or
 ``#`` and a name can never spell another queue's topic or a wildcard.
@@ -51,6 +53,10 @@ class Topics:
         """The queue a marker topic names, or None."""
         head = f"{self.prefix}/registry/"
         return topic[len(head) :] if topic.startswith(head) else None
+
+    @property
+    def confirm(self) -> str:
+        return f"{self.prefix}/confirm"
 
     def sync(self, client_id: str) -> str:
         return f"{self.prefix}/sync/{client_id}"

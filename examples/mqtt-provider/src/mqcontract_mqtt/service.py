@@ -421,24 +421,58 @@ class MqttMessagingService(BaseMessagingService):
 
         return await self._bounded(receive())
 
-    async def _settle(self, queue: str, claim: Claim, *, ack: bool) -> None:
-        await self._bounded(self._require_queue(queue))
+    def _write_ack(self, queue: str, claim: Claim) -> int:
+        """Write the PUBACK of the delivery ``claim`` holds; the connection's generation it
+        went out on. Not yet an ack that holds: see :meth:`_confirm_acks`."""
         token, delivery = self._holding(queue, claim)
-        if not ack:
-            # No NACK in MQTT: the message stays unacknowledged in this session, and the
-            # broker sends it again only if the session reconnects.
-            self._end(token, StaleReason.LAPSED)
-            return
         if not self.link.ack(delivery.incoming):
             self._end(token, StaleReason.NOT_HELD)  # the broker will send it again
             raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
         self._end(token, StaleReason.SETTLED)
+        return delivery.incoming.generation
+
+    async def _confirm_acks(self, generation: int) -> None:
+        """Return once the broker has read the PUBACKs written on ``generation``.
+
+        MQTT confirms no PUBACK, and a PUBACK still in the client, or in the socket when
+        the connection drops, is lost: the broker sends the message again to the resumed
+        session, and work whose ack returned runs twice. The broker reads a connection's
+        packets in order, so its answer to a publish written after the PUBACKs (to a
+        topic nobody subscribes to) comes after it has them: one round trip for any number
+        of acks. Cut off first, the outcome is unknown (``ConnectionLost``), never "done".
+        """
+        async with asyncio.timeout(self._operation_timeout):
+            if self.link.generation == generation:
+                await self.link.publish(self.topics.confirm, b"")
+        if self.link.generation != generation:
+            raise LinkDown("the connection dropped before the broker confirmed the ack")
 
     async def _ack(self, queue: str, claim: Claim) -> None:
-        await self._settle(queue, claim, ack=True)
+        await self._bounded(self._require_queue(queue))
+        await self._confirm_acks(self._write_ack(queue, claim))
+
+    async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
+        """Every PUBACK written at once, then one round trip confirms them all."""
+        await self._bounded(self._require_queue(queue))
+        settled: list[bool] = []
+        generations: set[int] = set()
+        for claim in claims:
+            try:
+                generations.add(self._write_ack(queue, claim))
+            except StaleClaim:
+                settled.append(False)
+            else:
+                settled.append(True)
+        for generation in generations:
+            await self._confirm_acks(generation)
+        return settled
 
     async def _nack(self, queue: str, claim: Claim) -> None:
-        await self._settle(queue, claim, ack=False)
+        await self._bounded(self._require_queue(queue))
+        token, _ = self._holding(queue, claim)
+        # No NACK in MQTT: the message stays unacknowledged in this session, and the
+        # broker sends it again only if the session reconnects.
+        self._end(token, StaleReason.LAPSED)
 
     # -- push --------------------------------------------------------------------------
 
