@@ -11,6 +11,7 @@ which is what a claim that old would do anyway).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 
@@ -107,6 +108,8 @@ class ClaimBook:
         now = self._now()
         for claim in [c for c, deadline in self._deadlines.items() if deadline <= now]:
             self.discard(claim)
-        while len(self._deadlines) > HARD_CAP:
-            self.discard(next(iter(self._deadlines)))
+        excess = len(self._deadlines) - HARD_CAP
+        if excess > 0:  # one pass: a ``next(iter())`` per claim would rescan the front
+            for claim in list(itertools.islice(self._deadlines, excess)):
+                self.discard(claim)
         self._sweep_at = max(1024, 2 * len(self._deadlines))

@@ -124,7 +124,8 @@ class QueueConsumer:
         self._intake: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
-        self._claimed: dict[tuple[str, int], None] = {}
+        #: Oldest first; evicted from the front in constant time (see ``stats``).
+        self._claimed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         #: The unstarted rest of each claimed batch a worker is running.
         self._unstarted: dict[int, collections.deque[QueuedMessage]] = {}  # by id()
         self._settler = Settler(
@@ -383,7 +384,7 @@ class QueueConsumer:
         """Note a claim, so pushed copies of the message are dropped without a fetch."""
         self._claimed[(message.queue_name, message.msg_id)] = None
         if len(self._claimed) > RECENT_CLAIMS:
-            del self._claimed[next(iter(self._claimed))]
+            self._claimed.popitem(last=False)
 
     async def _process(self, message: QueuedMessage, path: Intake) -> None:
         key = (message.queue_name, message.msg_id)
