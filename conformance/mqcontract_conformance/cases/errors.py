@@ -466,3 +466,55 @@ async def acks_hold_across_a_sever_right_after(ctx: CaseContext) -> None:
         await other.close()
     again = sorted(seen & acked)
     ctx.check(not again, f"acked just before a sever, delivered again: {again}")
+
+
+@rule(
+    "ERR-10",
+    "A send that returned holds when the connection drops right after it: every message "
+    "sent by send_message and send_batch just before a sever is received, once, with the "
+    "id the send returned and its payload.",
+    why="A send that returned is a promise: the producer drops its copy. A client that "
+    "returns once the message is written, not once the server has it (AMQP without "
+    "publisher confirms, a core NATS publish, an MQTT QoS 0 publish, a producer that "
+    "batches in the background), loses the sends of the last moment with the connection, "
+    "and nothing tells the producer.",
+    hooks=("sever_connection",),
+    provisional=True,
+)
+async def sends_hold_across_a_sever_right_after(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    payloads = [body(i, "sent") for i in range(6)]
+    ids = [await ctx.service.send_message(q, p) for p in payloads[:3]]
+    ids += await ctx.service.send_batch(q, payloads[3:])
+    # Nothing in between: the connection drops the moment the last send returned.
+    await ctx.sever_until_usable(q)
+    sent = dict(zip(ids, payloads, strict=True))
+    got: list[QueuedMessage] = []
+    other = await ctx.harness.open(ctx.clock)
+    try:
+
+        async def all_received() -> bool:
+            # Both: a broker may route a dropped session's messages back only to it.
+            for service in (ctx.service, other):
+                with contextlib.suppress(MessagingError):  # still reconnecting
+                    got.extend(await service.receive_messages(q, len(sent), ctx.timing.long))
+            return {m.msg_id for m in got} >= set(sent)
+
+        with contextlib.suppress(ContractViolation):
+            await ctx.eventually(all_received, ctx.timing.delivery + ctx.timing.slack, "sends")
+    finally:
+        await other.close()
+    ids_got = [m.msg_id for m in got]
+    lost = sorted(set(sent) - set(ids_got))
+    ctx.check(not lost, f"sent just before a sever, never received: {lost} (sent {ids})")
+    twice = sorted({i for i in ids_got if ids_got.count(i) > 1})
+    ctx.check(not twice, f"sent once before a sever, received twice: {twice}")
+    unknown = sorted(set(ids_got) - set(sent))
+    ctx.check(not unknown, f"received ids never sent: {unknown} (sent {ids})")
+    fidelity = ctx.caps.payload_fidelity
+    changed = [
+        m.msg_id
+        for m in got
+        if m.msg_id in sent and not same_payload(fidelity, sent[m.msg_id], m.payload)
+    ]
+    ctx.check(not changed, f"payload changed across the sever: {changed}")

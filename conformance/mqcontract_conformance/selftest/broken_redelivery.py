@@ -1,10 +1,10 @@
 """Broken providers: redeliveries that change the message, or lose it, on one path.
 
 Each is correct on every redelivery path but one (expiry, or a dropped connection), and
-the rule that checks that path (VT-7, VT-8) must fail it; one loses the acks the
-connection carried when it dropped (ERR-9). The dropped connection is the harness's
-``sever_connection``, which the in-memory provider plays with
-:meth:`~mqcontract.providers.memory.InMemoryMessagingService.sever`.
+the rule that checks that path (VT-7, VT-8) must fail it; two lose what the connection
+still carried when it dropped: its acks (ERR-9), its sends (ERR-10). The dropped
+connection is the harness's ``sever_connection``, which the in-memory provider plays
+with :meth:`~mqcontract.providers.memory.InMemoryMessagingService.sever`.
 """
 
 from __future__ import annotations
@@ -136,6 +136,48 @@ class AcksUnconfirmed(InMemoryMessagingService):
         super().sever()
 
 
+class SendsUnconfirmed(InMemoryMessagingService):
+    """Returns from a send once it is written to the connection, not once the server has
+    it: the sends a dropped connection still carried are lost with it, and the producer
+    was told they were done.
+
+    Any other request confirms what was written before it (as for ``AcksUnconfirmed``),
+    so only sends with nothing after them are at risk: AMQP without publisher confirms,
+    a core NATS publish, a producer that batches in the background.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unconfirmed: list[tuple[_Queue, int]] = []
+
+    async def _send(self, queue: str, payload: bytes) -> int:
+        msg_id = await super()._send(queue, payload)
+        self._unconfirmed.append((self._existing(queue), msg_id))
+        return msg_id
+
+    async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
+        ids = await super()._send_batch(queue, payloads)
+        q = self._existing(queue)
+        self._unconfirmed.extend((q, msg_id) for msg_id in ids)
+        return ids
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self._unconfirmed.clear()
+        return await super()._receive(queue, limit, visibility_timeout)
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        self._unconfirmed.clear()
+        await super()._ack(queue, claim)
+
+    def sever(self) -> None:
+        lost, self._unconfirmed = self._unconfirmed, []
+        for q, msg_id in lost:  # the server never read them
+            q.entries.pop(msg_id, None)
+        super().sever()
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(CountResetAfterSever, "VT-8"),
     Specimen(RepublishedAfterSever, "VT-8"),
@@ -144,4 +186,5 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(ReencodedOnExpiry, "VT-7"),
     Specimen(ExpiryCountedTwice, "VT-7"),
     Specimen(AcksUnconfirmed, "ERR-9"),
+    Specimen(SendsUnconfirmed, "ERR-10"),
 )
