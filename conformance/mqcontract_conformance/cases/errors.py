@@ -449,10 +449,11 @@ async def acks_hold_across_a_sever_right_after(ctx: CaseContext) -> None:
 
         async def unacked_back_and_claims_over() -> bool:
             # Both: some brokers give a dropped session's messages back only to it.
+            limit = min(count, ctx.caps.max_receive_limit)
             for service in (ctx.service, other):
                 try:
-                    got = await service.receive_messages(q, count, ctx.timing.long)
-                except MessagingError:
+                    got = await service.receive_messages(q, limit, ctx.timing.long)
+                except (BackendUnavailable, OperationTimeout):
                     continue  # still reconnecting
                 seen.update(m.msg_id for m in got)
             return unacked.msg_id in seen and ctx.now() >= claims_end
@@ -495,13 +496,14 @@ async def sends_hold_across_a_sever_right_after(ctx: CaseContext) -> None:
 
         async def all_received() -> bool:
             # Both: a broker may route a dropped session's messages back only to it.
+            limit = min(len(sent), ctx.caps.max_receive_limit)
             for service in (ctx.service, other):
-                with contextlib.suppress(MessagingError):  # still reconnecting
-                    got.extend(await service.receive_messages(q, len(sent), ctx.timing.long))
+                with contextlib.suppress(BackendUnavailable, OperationTimeout):  # reconnecting
+                    got.extend(await service.receive_messages(q, limit, ctx.timing.long))
             return {m.msg_id for m in got} >= set(sent)
 
-        with contextlib.suppress(ContractViolation):
-            await ctx.eventually(all_received, ctx.timing.delivery + ctx.timing.slack, "sends")
+        with contextlib.suppress(ContractViolation):  # as ERR-5 bounds it
+            await ctx.eventually(all_received, ctx.timing.slack * 3, "sends")
     finally:
         await other.close()
     ids_got = [m.msg_id for m in got]

@@ -173,8 +173,10 @@ class SendsUnconfirmed(InMemoryMessagingService):
 
     def sever(self) -> None:
         lost, self._unconfirmed = self._unconfirmed, []
-        for q, msg_id in lost:  # the server never read them
-            q.entries.pop(msg_id, None)
+        for q, msg_id in lost:  # the server never read them (so nobody received them)
+            entry = q.entries.get(msg_id)
+            if entry is not None and not entry.receive_count:
+                del q.entries[msg_id]
         super().sever()
 
 

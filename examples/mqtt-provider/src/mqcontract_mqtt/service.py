@@ -62,7 +62,7 @@ from mqcontract.subscription import QueueSubscription
 
 from mqcontract_mqtt._config import PROVIDER_NAME, MqttConfig, endpoint, load_settings
 from mqcontract_mqtt._errors import ERRORS
-from mqcontract_mqtt._link import NO_MATCHING_SUBSCRIBERS, Incoming, Link, LinkDown
+from mqcontract_mqtt._link import NO_MATCHING_SUBSCRIBERS, Incoming, Link, LinkDown, LinkRefused
 from mqcontract_mqtt._topics import Topics
 
 __all__ = ["MqttMessagingService", "connect_mqtt", "open_mqtt"]
@@ -421,50 +421,62 @@ class MqttMessagingService(BaseMessagingService):
 
         return await self._bounded(receive())
 
-    def _write_ack(self, queue: str, claim: Claim) -> int:
-        """Write the PUBACK of the delivery ``claim`` holds; the connection's generation it
-        went out on. Not yet an ack that holds: see :meth:`_confirm_acks`."""
+    def _write_ack(self, queue: str, claim: Claim) -> tuple[str, int]:
+        """Write the PUBACK of the delivery ``claim`` holds; its token and the connection
+        generation it went out on. Not yet an ack that holds: see :meth:`_confirm_acks`."""
         token, delivery = self._holding(queue, claim)
         if not self.link.ack(delivery.incoming):
             self._end(token, StaleReason.NOT_HELD)  # the broker will send it again
             raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
-        self._end(token, StaleReason.SETTLED)
-        return delivery.incoming.generation
+        return token, delivery.incoming.generation
 
-    async def _confirm_acks(self, generation: int) -> None:
-        """Return once the broker has read the PUBACKs written on ``generation``.
+    async def _confirm_acks(self, tokens: list[str], generation: int) -> None:
+        """Return once the broker has read the PUBACKs of ``tokens``, written on
+        ``generation``; only then are their claims settled.
 
         MQTT confirms no PUBACK, and a PUBACK still in the client, or in the socket when
         the connection drops, is lost: the broker sends the message again to the resumed
         session, and work whose ack returned runs twice. The broker reads a connection's
         packets in order, so its answer to a publish written after the PUBACKs (to a
-        topic nobody subscribes to) comes after it has them: one round trip for any number
-        of acks. Cut off first, the outcome is unknown (``ConnectionLost``), never "done".
+        topic nobody subscribes to; a refusal is an answer too) comes after it has them:
+        one round trip for any number of acks. Cut off first, the outcome is unknown
+        (``ConnectionLost``), never "done", and the claims are no longer held (the
+        broker sends the messages again if it never read the PUBACKs).
         """
-        async with asyncio.timeout(self._operation_timeout):
-            if self.link.generation == generation:
-                await self.link.publish(self.topics.confirm, b"")
-        if self.link.generation != generation:
-            raise LinkDown("the connection dropped before the broker confirmed the ack")
+        try:
+            async with asyncio.timeout(self._operation_timeout):
+                if self.link.generation == generation:
+                    with contextlib.suppress(LinkRefused):
+                        await self.link.publish(self.topics.confirm, b"")
+            if self.link.generation != generation:
+                raise LinkDown("the connection dropped before the broker confirmed the ack")
+        except BaseException:
+            for token in tokens:
+                self._end(token, StaleReason.NOT_HELD)
+            raise
+        for token in tokens:
+            self._end(token, StaleReason.SETTLED)
 
     async def _ack(self, queue: str, claim: Claim) -> None:
         await self._bounded(self._require_queue(queue))
-        await self._confirm_acks(self._write_ack(queue, claim))
+        token, generation = self._write_ack(queue, claim)
+        await self._confirm_acks([token], generation)
 
     async def _ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
         """Every PUBACK written at once, then one round trip confirms them all."""
         await self._bounded(self._require_queue(queue))
         settled: list[bool] = []
-        generations: set[int] = set()
+        written: dict[int, list[str]] = {}
         for claim in claims:
             try:
-                generations.add(self._write_ack(queue, claim))
+                token, generation = self._write_ack(queue, claim)
             except StaleClaim:
                 settled.append(False)
             else:
+                written.setdefault(generation, []).append(token)
                 settled.append(True)
-        for generation in generations:
-            await self._confirm_acks(generation)
+        for generation, tokens in written.items():
+            await self._confirm_acks(tokens, generation)
         return settled
 
     async def _nack(self, queue: str, claim: Claim) -> None:
