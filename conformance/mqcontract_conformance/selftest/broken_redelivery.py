@@ -103,9 +103,9 @@ class AcksUnconfirmed(InMemoryMessagingService):
     it: the acks a dropped connection still carried are lost with it, and their messages
     come back.
 
-    Any other request confirms what was written before it (its answer comes after them),
-    so only acks with nothing after them are at risk: an AMQP basic.ack, an MQTT PUBACK
-    or a JetStream ack published without waiting for anything.
+    A later receive or send confirms what was written before it (its answer comes after
+    them), so only acks with nothing after them are at risk: an AMQP basic.ack, an MQTT
+    PUBACK or a JetStream ack published without waiting for anything.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -124,6 +124,10 @@ class AcksUnconfirmed(InMemoryMessagingService):
         self._unconfirmed.clear()
         return await super()._receive(queue, limit, visibility_timeout)
 
+    async def _send(self, queue: str, payload: bytes) -> int:
+        self._unconfirmed.clear()
+        return await super()._send(queue, payload)
+
     async def _send_batch(self, queue: str, payloads: list[bytes]) -> list[int]:
         self._unconfirmed.clear()
         return await super()._send_batch(queue, payloads)
@@ -141,9 +145,10 @@ class SendsUnconfirmed(InMemoryMessagingService):
     it: the sends a dropped connection still carried are lost with it, and the producer
     was told they were done.
 
-    Any other request confirms what was written before it (as for ``AcksUnconfirmed``),
-    so only sends with nothing after them are at risk: AMQP without publisher confirms,
-    a core NATS publish, a producer that batches in the background.
+    A later receive or ack confirms what was written before it (as for
+    ``AcksUnconfirmed``), so only sends with nothing after them are at risk: AMQP
+    without publisher confirms, a core NATS publish, a producer that batches in the
+    background.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
