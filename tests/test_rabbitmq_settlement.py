@@ -347,6 +347,25 @@ async def test_ack_many_cut_off_raises_and_closes_the_channel(holds: Holds) -> N
     assert all(holds.get(c) is None for c in claims)
 
 
+async def test_ack_many_with_one_channel_cut_off_voids_only_that_channel(
+    holds: Holds,
+) -> None:
+    rx, push = FakeChannel(), FakeChannel()
+    a = _claim(holds.hold("q", rx, _delivery(1, tag=1), 60))
+    b = _claim(holds.hold("q", push, _delivery(2, tag=1), 60, owner="consumer"))
+    unrelated = _claim(holds.hold("q", push, _delivery(3, tag=2), 60, owner="consumer"))
+    rx.fail_read_back = ConnectionResetError("gone")
+    with pytest.raises(ConnectionResetError):  # one outcome is unknown: the call says so
+        await holds.ack_many("q", [a, b])
+    await asyncio.wait_for(rx.closed.wait(), WITHIN)
+    assert await _stale(holds, a) is StaleReason.NOT_HELD  # may come back
+    assert await _stale(holds, b) is StaleReason.SETTLED  # confirmed: it stands
+    # The push channel confirmed its ack: it stays open with the deliveries it carries.
+    assert not push.is_closed
+    await holds.settle("q", unrelated, ack=True)
+    assert push.frames == [("ack", 1), ("ack", 2)]
+
+
 # -- receive counts --------------------------------------------------------------------
 
 

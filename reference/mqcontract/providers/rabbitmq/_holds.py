@@ -317,7 +317,10 @@ class Holds:
     async def ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
         """Ack every live claim with one read-back per channel; False for stale ones.
 
-        A read-back the connection cut off raises, as :meth:`settle` does.
+        A read-back the connection cut off raises, as :meth:`settle` does, once the
+        rest is accounted: claims on a channel whose read-back failed are voided and
+        that channel closed; acks other channels confirmed stand (their channels, and
+        the pushed deliveries they carry, stay open).
         """
         taken: list[tuple[int, Held]] = []
         for index, claim in enumerate(claims):
@@ -340,10 +343,17 @@ class Holds:
         finally:
             for _, held in taken:
                 self.on_released(held.owner)
+        failed: Exception | None = None
         for (index, held), ok in zip(taken, sent, strict=True):
-            settled[index] = ok
-            if not ok:
-                self._void(held)
+            settled[index] = ok is True
+            if ok is True:
+                continue
+            self._void(held)
+            if isinstance(ok, Exception):
+                failed = failed or ok
+                self._close_soon(held.channel)
+        if failed is not None:
+            raise failed
         return settled
 
     def _close_soon(self, channel: SettlingChannel) -> None:

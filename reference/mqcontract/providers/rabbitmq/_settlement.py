@@ -176,30 +176,34 @@ async def send_settlement(
 
 async def send_acks(
     deliveries: Sequence[tuple[SettlingChannel, int]], *, read_backs: ReadBacks
-) -> list[bool]:
+) -> list[bool | Exception]:
     """Ack every (channel, tag), then confirm them with one read-back per channel.
 
     Each channel's acks go out in one write, and only then does each channel that took
     some get its read-back, all awaited together: many acks cost one round trip, not one
-    each. False for a delivery whose channel closed before its frame was written (the
-    claim went with the channel). A read-back that fails raises, as for one ack: the
-    outcome of those acks is unknown.
+    each. Per delivery: True once confirmed; False when its channel closed before its
+    frame was written (the claim went with the channel); the error of its channel's
+    read-back when that failed (the outcome of those acks is unknown), while the acks
+    other channels confirmed stand. With a single channel to confirm, its failure
+    raises, as for one ack.
     """
     tags: dict[SettlingChannel, list[int]] = {}
     for channel, tag in deliveries:
         tags.setdefault(channel, []).append(tag)
-    written: dict[SettlingChannel, bool] = {}
+    written: dict[SettlingChannel, bool | Exception] = {}
     for channel, channel_tags in tags.items():
         with contextlib.suppress(ChannelInvalidStateError):
             written[channel] = await write_acks(channel, channel_tags)
-    confirm = [channel for channel, ok in written.items() if ok]
+    confirm = [channel for channel, ok in written.items() if ok is True]
     if len(confirm) == 1:
         await read_backs.wait(confirm[0])
     elif confirm:
         outcomes = await asyncio.gather(
             *(read_backs.wait(channel) for channel in confirm), return_exceptions=True
         )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
+        for channel, outcome in zip(confirm, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                written[channel] = outcome
+            elif isinstance(outcome, BaseException):  # cancelled: nothing is known
                 raise outcome
     return [written.get(channel, False) for channel, _ in deliveries]
