@@ -266,3 +266,23 @@ async def test_a_claim_from_before_the_queue_was_made_again_settles_nothing(
     assert new.payload == b"new"
     await service.ack_claim(queue, new)
     assert await service.stored_ids(queue) == []
+
+
+async def test_a_full_record_cache_forgets_lapsed_records_then_the_oldest_tenth(
+    service: NatsJetStreamMessagingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the cap, one sweep makes room for many inserts: never a sweep per insert."""
+    from mqcontract_nats_jetstream import service as module
+    from mqcontract_nats_jetstream._ledger import HELD, Record
+
+    monkeypatch.setattr(module, "_REMEMBERED", 10)
+    monkeypatch.setattr(module, "_KEPT_AFTER_SWEEP", 5)
+    now = time.time()
+    claims = [Claim("q", seq, seq, 60) for seq in range(1, 12)]
+    for seq, claim in enumerate(claims[:10], start=1):
+        deadline = now - 1 if seq == 4 else now + 60  # claim 4 has lapsed
+        service._keep_grant(claim, (Record(HELD, seq, deadline, seq), "k"))
+    assert len(service._granted) == 10
+    service._keep_grant(claims[10], (Record(HELD, 11, now + 60, 11), "k"))
+    # Claim 4 lapsed; then the oldest live ones went, down to five; then the new one.
+    assert [c.msg_id for c in service._granted] == [6, 7, 8, 9, 10, 11]

@@ -31,6 +31,7 @@ How the contract maps onto JetStream (details in the README):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 import uuid
@@ -87,6 +88,8 @@ T = TypeVar("T")
 MIN_SERVER_VERSION = (2, 9)
 #: Claims this service remembers the ledger record of (to settle without a read first).
 _REMEMBERED = 10_000
+#: What a sweep at the cap leaves, at most (see ``_keep_grant``).
+_KEPT_AFTER_SWEEP = _REMEMBERED * 9 // 10
 #: STREAM.CREATE attempts while the server's store races a deletion (STORE_NOT_CREATED).
 STORE_ATTEMPTS = 4
 #: How long a pull may go unanswered before the queue's existence is checked.
@@ -136,7 +139,10 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         self._operation_timeout = operation_timeout
         self._closed = False
         #: Claims granted here: the record written and the key it was written under.
-        self._granted: dict[Claim, tuple[Record, str]] = {}
+        #: Oldest first (``popitem(last=False)`` evicts in constant time).
+        self._granted: collections.OrderedDict[Claim, tuple[Record, str]] = (
+            collections.OrderedDict()
+        )
         self._loops: dict[QueueSubscription, PushLoop] = {}
         self._pushed: dict[Claim, PushLoop] = {}
         self.forgetting = Forgetting(
@@ -444,14 +450,21 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             )
 
     def _keep_grant(self, claim: Claim, written: tuple[Record, str]) -> None:
-        if len(self._granted) >= _REMEMBERED:
+        """Remember ``claim``'s record; at the cap, forget lapsed ones, then the oldest.
+
+        The sweep leaves at most ``_KEPT_AFTER_SWEEP`` of the cap, so it runs once per
+        tenth of the cap's inserts, not on every insert while all of them are live (a
+        forgotten record only costs a read when its claim is settled).
+        """
+        granted = self._granted
+        if len(granted) >= _REMEMBERED:
             now = time.time()
-            for old, (rec, _) in list(self._granted.items()):
+            for old, (rec, _) in list(granted.items()):
                 if rec.deadline <= now:
-                    del self._granted[old]
-            if len(self._granted) >= _REMEMBERED:
-                self._granted.pop(next(iter(self._granted)))
-        self._granted[claim] = written
+                    del granted[old]
+            while len(granted) > _KEPT_AFTER_SWEEP:
+                granted.popitem(last=False)
+        granted[claim] = written
 
     async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
