@@ -16,9 +16,10 @@ import pytest
 
 from mqcontract.capabilities import Capabilities
 from mqcontract.clock import VirtualClock
+from mqcontract.errors import BackendUnavailable
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
-from mqcontract.events.commands import ProcessClaimed, command_channel
-from mqcontract.events.poller import FallbackPoller
+from mqcontract.events.commands import Intake, ProcessClaimed, command_channel
+from mqcontract.events.poller import FallbackPoller, drain_queue
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService
@@ -51,8 +52,14 @@ async def service(clock: VirtualClock) -> AsyncIterator[InMemoryMessagingService
         yield await _with_backlog(service)
 
 
-async def _consume(service: InMemoryMessagingService, clock: VirtualClock) -> ConsumerStats:
-    """Run a Hybrid consumer over the backlog for half an interval; its stats."""
+async def _consume(
+    service: InMemoryMessagingService, clock: VirtualClock, *, poll_done: bool = False
+) -> ConsumerStats:
+    """Run a Hybrid consumer over the backlog for half an interval; its stats.
+
+    ``poll_done``: also wait (within that half interval) until a poll has finished: push
+    may win the race for the whole backlog while the poll's claims are still on their way.
+    """
     done = asyncio.Event()
     handled = 0
 
@@ -75,6 +82,8 @@ async def _consume(service: InMemoryMessagingService, clock: VirtualClock) -> Co
         await clock.advance(INTERVAL / 2)
         async with asyncio.timeout(10):
             await done.wait()
+            while poll_done and consumer.stats.polls == 0:  # noqa: ASYNC110 (stats have no event)
+                await asyncio.sleep(0)  # the virtual clock stands still: only the poll runs
     finally:
         await consumer.stop()
     return consumer.stats
@@ -90,7 +99,7 @@ async def test_push_alone_drains_a_backlog_it_delivers(
 
 async def test_without_the_declaration_the_poller_polls_at_once(clock: VirtualClock) -> None:
     async with NoBacklogClaim(clock=clock) as service:
-        stats = await _consume(await _with_backlog(service), clock)
+        stats = await _consume(await _with_backlog(service), clock, poll_done=True)
     assert stats.polls >= 1
 
 
@@ -138,18 +147,20 @@ async def test_a_deferred_poller_still_drains_within_one_interval(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_a_polled_batch_goes_to_the_idle_workers_as_one_command_each(
+async def test_each_idle_worker_gets_a_batch_of_its_own_claimed_at_once(
     service: InMemoryMessagingService, clock: VirtualClock
 ) -> None:
-    """Four idle workers, a batch of ten: four commands in claim order, not ten."""
+    """Four idle workers, batches of ten, 25 waiting: three batches claimed together
+    (one per worker, the fourth finds the queue empty), in claim order, one command each."""
     sender, receiver = command_channel(BACKLOG * 2)
     idle = [asyncio.create_task(receiver.receive()) for _ in range(4)]
     await asyncio.sleep(0)  # the four receivers wait: the poller sees them idle
+    stats = ConsumerStats()
     poller = FallbackPoller(
         service,
         ["jobs"],
         sender,
-        ConsumerStats(),
+        stats,
         interval=INTERVAL,
         batch_size=BATCH,
         visibility_timeout=30,
@@ -158,13 +169,64 @@ async def test_a_polled_batch_goes_to_the_idle_workers_as_one_command_each(
     polling = asyncio.create_task(poller.run())
     try:
         async with asyncio.timeout(10):
-            commands = await asyncio.gather(*idle)
+            while stats.polls == 0 or receiver.waiting():  # noqa: ASYNC110 (polled, all taken)
+                await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the receivers that took a command run
+        commands = [task.result() for task in idle if task.done()]
     finally:
         polling.cancel()
-        await asyncio.gather(polling, return_exceptions=True)
+        for task in idle:
+            task.cancel()
+        await asyncio.gather(polling, *idle, return_exceptions=True)
     assert all(isinstance(c, ProcessClaimed) for c in commands)
     shares = [c.messages for c in commands if isinstance(c, ProcessClaimed)]
-    assert [len(s) for s in shares] == [3, 3, 3, 1]
-    ids = [m.msg_id for share in shares for m in share]
-    assert ids == sorted(ids)
+    assert sorted(len(s) for s in shares) == [5, 10, 10]
+    ids = sorted(m.msg_id for share in shares for m in share)
+    assert ids == list(range(1, BACKLOG + 1))
+    assert all([m.msg_id for m in share] == sorted(m.msg_id for m in share) for share in shares)
     assert len({c.claimed_at for c in commands if isinstance(c, ProcessClaimed)}) == 1
+
+
+class SecondReceiveFails(InMemoryMessagingService):
+    """The memory provider whose second receive fails (a backend error mid-drain)."""
+
+    receives = 0
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self.receives += 1
+        if self.receives == 2:
+            raise BackendUnavailable("memory", queue, "injected")
+        return await super().receive_messages(queue, limit, visibility_timeout)
+
+
+async def test_a_failed_claim_beside_others_still_sends_what_they_claimed(
+    clock: VirtualClock,
+) -> None:
+    """Claimed messages never go missing: the batches claimed beside a failed receive
+    reach the workers, then the failure is raised (the poller counts it)."""
+    async with SecondReceiveFails(clock=clock) as service:
+        await _with_backlog(service)
+        sender, receiver = command_channel(BACKLOG * 2)
+        idle = [asyncio.create_task(receiver.receive()) for _ in range(3)]
+        await asyncio.sleep(0)
+        try:
+            with pytest.raises(BackendUnavailable, match="injected"):
+                await drain_queue(
+                    service,
+                    "jobs",
+                    sender,
+                    batch_size=BATCH,
+                    visibility_timeout=30,
+                    path=Intake.POLL,
+                    clock=clock,
+                )
+            await asyncio.sleep(0)
+            commands = [task.result() for task in idle if task.done()]
+        finally:
+            for task in idle:
+                task.cancel()
+            await asyncio.gather(*idle, return_exceptions=True)
+    sizes = sorted(len(c.messages) for c in commands if isinstance(c, ProcessClaimed))
+    assert sizes == [BATCH, BATCH]  # two receives of three claimed; both batches sent

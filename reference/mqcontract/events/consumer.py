@@ -114,6 +114,14 @@ class QueueConsumer:
         self.handler = handler
         self.settings = settings or ConsumerSettings()
         self.mode = self.settings.mode.effective_for_provider(service.capabilities)
+        #: Whether the fallback poller polls as soon as the consumer starts. Not where
+        #: push delivers the backlog (PUSH-14): push is draining it already, and a poll
+        #: at once would claim part of it too (RabbitMQ: one ``basic.get`` round trip per
+        #: message; Hybrid drained a backlog at 0.7x of EventDrivenOnly). A backlog push
+        #: does not deliver (the listener died) still waits at most one interval.
+        self.polls_at_start = self.mode.polls and not (
+            self.mode.listens and service.capabilities.push_delivers_backlog
+        )
         self.stats = ConsumerStats()
         provider_clock = getattr(service, "clock", None)
         self._clock: Clock = clock or (
@@ -165,9 +173,7 @@ class QueueConsumer:
                 batch_size=self.settings.batch_size,
                 visibility_timeout=self.settings.visibility_timeout,
                 clock=self._clock,
-                # Push delivers the backlog (PUSH-14): a poll at once would claim it too,
-                # one serial receive at a time.
-                defer_first=self.mode.listens and self.service.capabilities.push_delivers_backlog,
+                defer_first=not self.polls_at_start,
             )
             self._intake.append(asyncio.create_task(poller.run(), name="mq-poller"))
         self._settler.start()
