@@ -230,3 +230,56 @@ async def test_a_failed_claim_beside_others_still_sends_what_they_claimed(
             await asyncio.gather(*idle, return_exceptions=True)
     sizes = sorted(len(c.messages) for c in commands if isinstance(c, ProcessClaimed))
     assert sizes == [BATCH, BATCH]  # two receives of three claimed; both batches sent
+
+
+class SecondReceiveHangs(InMemoryMessagingService):
+    """The memory provider whose second receive never answers (a stalled backend)."""
+
+    receives = 0
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self.receives += 1
+        if self.receives == 2:
+            await asyncio.Event().wait()
+        return await super().receive_messages(queue, limit, visibility_timeout)
+
+
+async def test_a_batch_is_sent_as_soon_as_claimed_not_after_a_hanging_receive(
+    clock: VirtualClock,
+) -> None:
+    """A stop while one receive hangs cancels the drain: the batches claimed beside it
+    reached the workers already (so a stop releases what they did not start), instead of
+    being stranded until their visibility timeout."""
+    async with SecondReceiveHangs(clock=clock) as service:
+        await _with_backlog(service)
+        sender, receiver = command_channel(BACKLOG * 2)
+        idle = [asyncio.create_task(receiver.receive()) for _ in range(4)]
+        await asyncio.sleep(0)
+        draining = asyncio.create_task(
+            drain_queue(
+                service,
+                "jobs",
+                sender,
+                batch_size=BATCH,
+                visibility_timeout=30,
+                path=Intake.POLL,
+                clock=clock,
+            )
+        )
+        try:
+            async with asyncio.timeout(10):
+                while sum(task.done() for task in idle) < 3:  # noqa: ASYNC110 (no event)
+                    await asyncio.sleep(0)
+            draining.cancel()  # the consumer stops with the second receive still hanging
+            with pytest.raises(asyncio.CancelledError):
+                await draining
+            commands = [task.result() for task in idle if task.done()]
+        finally:
+            draining.cancel()
+            for task in idle:
+                task.cancel()
+            await asyncio.gather(draining, *idle, return_exceptions=True)
+    sizes = sorted(len(c.messages) for c in commands if isinstance(c, ProcessClaimed))
+    assert sizes == [5, BATCH, BATCH]  # all but the hanging receive's: 10, 10, the last 5

@@ -55,9 +55,10 @@ async def _first_poll_done(ctx: CaseContext, consumer: QueueConsumer) -> None:
     if consumer.polls_at_start:
 
         async def polled() -> bool:
-            return consumer.stats.polls >= 1 or bool(consumer.stats.errors)
+            failed = any(e.startswith("poller:") for e in consumer.stats.errors)
+            return consumer.stats.polls >= 1 or failed
 
-        await ctx.eventually(polled, ctx.timing.slack, "the consumer's first poll")
+        await ctx.eventually(polled, _poll_bound(ctx, consumer), "the consumer's first poll")
 
 
 def _poll_bound(ctx: CaseContext, consumer: QueueConsumer) -> float:

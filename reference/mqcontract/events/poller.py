@@ -47,29 +47,52 @@ async def drain_queue(
         idle = await sender.demand(batch_size)
         narrow = released() != seen
         seen = released()
-        claimed_at = clock.now()
         if narrow:
+            claimed_at = clock.now()
             batch = await service.receive_messages(queue, idle, visibility_timeout)
             total += await _send_shares(sender, batch, idle, path, claimed_at)
             if len(batch) < idle:
                 return total
             continue
-        batches = await asyncio.gather(
-            *(service.receive_messages(queue, batch_size, visibility_timeout) for _ in range(idle)),
+        sent = await asyncio.gather(
+            *(
+                _claim_and_send(service, queue, sender, batch_size, visibility_timeout, path, clock)
+                for _ in range(idle)
+            ),
             return_exceptions=True,
         )
         failure: BaseException | None = None
         exhausted = False
-        for got in batches:
+        for got in sent:
             if isinstance(got, BaseException):
                 failure = failure or got
                 continue
-            total += await _send_shares(sender, got, 1, path, claimed_at)
-            exhausted = exhausted or len(got) < batch_size
+            total += got
+            exhausted = exhausted or got < batch_size
         if failure is not None:
-            raise failure  # what the others claimed is on its way to the workers
+            raise failure  # what the others claimed went to the workers already
         if exhausted:
             return total
+
+
+async def _claim_and_send(
+    service: MessagingService,
+    queue: str,
+    sender: CommandSender,
+    batch_size: int,
+    visibility_timeout: float,
+    path: Intake,
+    clock: Clock,
+) -> int:
+    """Claim one batch and send it on at once, as one command with its own claim time.
+
+    Sent as soon as it is back, not once every receive of the round is: a slow receive
+    beside it would age it, and a stop while that receive hangs would strand it (never
+    sent, never released: back only after its visibility timeout).
+    """
+    claimed_at = clock.now()
+    batch = await service.receive_messages(queue, batch_size, visibility_timeout)
+    return await _send_shares(sender, batch, 1, path, claimed_at)
 
 
 async def _send_shares(

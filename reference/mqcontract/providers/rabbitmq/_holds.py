@@ -343,17 +343,18 @@ class Holds:
         finally:
             for _, held in taken:
                 self.on_released(held.owner)
-        failed: Exception | None = None
+        failed: dict[SettlingChannel, Exception] = {}
         for (index, held), ok in zip(taken, sent, strict=True):
             settled[index] = ok is True
             if ok is True:
                 continue
             self._void(held)
             if isinstance(ok, Exception):
-                failed = failed or ok
-                self._close_soon(held.channel)
-        if failed is not None:
-            raise failed
+                failed.setdefault(held.channel, ok)
+        for channel in failed:
+            self._close_soon(channel)
+        if failed:
+            raise next(iter(failed.values()))
         return settled
 
     def _close_soon(self, channel: SettlingChannel) -> None:

@@ -201,9 +201,14 @@ async def send_acks(
         outcomes = await asyncio.gather(
             *(read_backs.wait(channel) for channel in confirm), return_exceptions=True
         )
+        cancelled = asyncio.current_task()
         for channel, outcome in zip(confirm, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError) and not (
+                cancelled is not None and cancelled.cancelling()
+            ):  # that channel's read-back was cancelled (it closed), not this call
+                outcome = ConnectionError(f"read-back on channel {channel.number} cancelled")
             if isinstance(outcome, Exception):
                 written[channel] = outcome
-            elif isinstance(outcome, BaseException):  # cancelled: nothing is known
+            elif isinstance(outcome, BaseException):  # this call is cancelled
                 raise outcome
     return [written.get(channel, False) for channel, _ in deliveries]
