@@ -23,9 +23,9 @@ from mqcontract_conformance.timing import TimingProfile
 pytest_plugins = ["pytester"]
 
 #: Parts of the ids of tests that crash a private server and time its recovery. Under
-#: xdist (``--dist loadgroup``) they run one after another on one worker: four servers
-#: booting at once on two cores made a recovery bound measure the machine instead of
-#: the server (a classic queue not routable 12 s after its node was up again).
+#: xdist (``--dist loadgroup``) they run one after another on one worker: with four
+#: servers booting at once on two cores, a classic queue was still not routable 12 s
+#: after its node was up again (``rabbitmq::DUR-4``, about once in fifteen runs).
 CRASH_TESTS = ("::DUR-", "test_durability.py", "test_stress_restart.py")
 #: Parts of the ids of other tests that take many seconds each, most of it waiting (a
 #: bound waited out, a README run): started first, so that they overlap the short ones
