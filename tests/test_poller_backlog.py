@@ -197,8 +197,11 @@ class SecondReceiveFails(InMemoryMessagingService):
     ) -> list[QueuedMessage]:
         self.receives += 1
         if self.receives == 2:
-            raise BackendUnavailable("memory", queue, "injected")
+            await self.second_receive(queue)
         return await super().receive_messages(queue, limit, visibility_timeout)
+
+    async def second_receive(self, queue: str) -> None:
+        raise BackendUnavailable("memory", queue, "injected")
 
 
 async def test_a_failed_claim_beside_others_still_sends_what_they_claimed(
@@ -232,18 +235,11 @@ async def test_a_failed_claim_beside_others_still_sends_what_they_claimed(
     assert sizes == [BATCH, BATCH]  # two receives of three claimed; both batches sent
 
 
-class SecondReceiveHangs(InMemoryMessagingService):
+class SecondReceiveHangs(SecondReceiveFails):
     """The memory provider whose second receive never answers (a stalled backend)."""
 
-    receives = 0
-
-    async def receive_messages(
-        self, queue: str, limit: int, visibility_timeout: float
-    ) -> list[QueuedMessage]:
-        self.receives += 1
-        if self.receives == 2:
-            await asyncio.Event().wait()
-        return await super().receive_messages(queue, limit, visibility_timeout)
+    async def second_receive(self, queue: str) -> None:
+        await asyncio.Event().wait()
 
 
 async def test_a_batch_is_sent_as_soon_as_claimed_not_after_a_hanging_receive(
