@@ -82,6 +82,34 @@ async def test_concurrent_receivers_split_the_queue_without_overlap(
             await other.close()
 
 
+async def test_a_receive_in_progress_elsewhere_locks_only_the_rows_it_takes(
+    harness: SqlHarness, service: SqlQueueService, queue: str
+) -> None:
+    """Another session runs this provider's own claim scan and keeps its transaction
+    open (a receiver between its SELECT and its COMMIT): this receive gets the next rows
+    in order, not nothing. A scan sorted after the fact locked every visible row."""
+    if not isinstance(service.store, MariaDbStore):
+        pytest.skip("MariaDB's plan")
+    ids = await service.send_batch(queue, [b"m%d" % i for i in range(60)])
+    store = service.store
+    my: Any = await aiomysql.connect(
+        autocommit=True, init_command=SESSION_SETUP, **connect_kwargs(harness.config.url)
+    )
+    try:
+        async with my.cursor() as cur:
+            await cur.execute(store._sql.queue_id, (queue,))
+            (queue_id,) = await cur.fetchone()
+            await cur.execute("BEGIN")
+            await cur.execute(store._sql.pick(False), (queue_id, 3))
+            assert [row[0] for row in await cur.fetchall()] == ids[:3]
+            async with asyncio.timeout(2):
+                got = await service.receive_messages(queue, 3, 60)
+            await cur.execute("ROLLBACK")
+    finally:
+        my.close()
+    assert [m.msg_id for m in got] == ids[3:6]
+
+
 async def test_mariadb_sessions_read_committed_in_autocommit_on_utc(
     harness: SqlHarness, service: SqlQueueService
 ) -> None:
