@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from mqcontract.capabilities import Capabilities
 from mqcontract.clock import VirtualClock
 from mqcontract.errors import BackendUnavailable
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
-from mqcontract.events.commands import Intake, ProcessClaimed, command_channel
+from mqcontract.events.commands import CommandSender, Intake, ProcessClaimed, command_channel
 from mqcontract.events.poller import FallbackPoller, drain_queue
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import QueuedMessage
@@ -187,6 +188,21 @@ async def test_each_idle_worker_gets_a_batch_of_its_own_claimed_at_once(
     assert len({c.claimed_at for c in commands if isinstance(c, ProcessClaimed)}) == 1
 
 
+def _drain(
+    service: InMemoryMessagingService, sender: CommandSender, clock: VirtualClock
+) -> Coroutine[Any, Any, int]:
+    """``drain_queue`` over the backlog, as the poller runs it."""
+    return drain_queue(
+        service,
+        "jobs",
+        sender,
+        batch_size=BATCH,
+        visibility_timeout=30,
+        path=Intake.POLL,
+        clock=clock,
+    )
+
+
 class SecondReceiveFails(InMemoryMessagingService):
     """The memory provider whose second receive fails (a backend error mid-drain)."""
 
@@ -216,15 +232,7 @@ async def test_a_failed_claim_beside_others_still_sends_what_they_claimed(
         await asyncio.sleep(0)
         try:
             with pytest.raises(BackendUnavailable, match="injected"):
-                await drain_queue(
-                    service,
-                    "jobs",
-                    sender,
-                    batch_size=BATCH,
-                    visibility_timeout=30,
-                    path=Intake.POLL,
-                    clock=clock,
-                )
+                await _drain(service, sender, clock)
             await asyncio.sleep(0)
             commands = [task.result() for task in idle if task.done()]
         finally:
@@ -253,17 +261,7 @@ async def test_a_batch_is_sent_as_soon_as_claimed_not_after_a_hanging_receive(
         sender, receiver = command_channel(BACKLOG * 2)
         idle = [asyncio.create_task(receiver.receive()) for _ in range(4)]
         await asyncio.sleep(0)
-        draining = asyncio.create_task(
-            drain_queue(
-                service,
-                "jobs",
-                sender,
-                batch_size=BATCH,
-                visibility_timeout=30,
-                path=Intake.POLL,
-                clock=clock,
-            )
-        )
+        draining = asyncio.create_task(_drain(service, sender, clock))
         try:
             async with asyncio.timeout(10):
                 while sum(task.done() for task in idle) < 3:  # noqa: ASYNC110 (no event)

@@ -41,6 +41,18 @@ async def drain_queue(
     one batch of only as many messages as workers are idle is claimed and shared among
     them, so the same messages are not claimed and released over and over.
     """
+
+    async def claim_and_send() -> int:
+        """Claim one batch and send it on at once, as one command with its claim time.
+
+        Sent as soon as it is back, not once every receive of the round is: a slow
+        receive beside it would age it, and a stop while that receive hangs would strand
+        it (never sent, never released: back only after its visibility timeout).
+        """
+        claimed_at = clock.now()
+        batch = await service.receive_messages(queue, batch_size, visibility_timeout)
+        return await _send_shares(sender, batch, 1, path, claimed_at)
+
     total = 0
     seen = released()
     while True:
@@ -55,11 +67,7 @@ async def drain_queue(
                 return total
             continue
         sent = await asyncio.gather(
-            *(
-                _claim_and_send(service, queue, sender, batch_size, visibility_timeout, path, clock)
-                for _ in range(idle)
-            ),
-            return_exceptions=True,
+            *(claim_and_send() for _ in range(idle)), return_exceptions=True
         )
         failure: BaseException | None = None
         exhausted = False
@@ -73,26 +81,6 @@ async def drain_queue(
             raise failure  # what the others claimed went to the workers already
         if exhausted:
             return total
-
-
-async def _claim_and_send(
-    service: MessagingService,
-    queue: str,
-    sender: CommandSender,
-    batch_size: int,
-    visibility_timeout: float,
-    path: Intake,
-    clock: Clock,
-) -> int:
-    """Claim one batch and send it on at once, as one command with its own claim time.
-
-    Sent as soon as it is back, not once every receive of the round is: a slow receive
-    beside it would age it, and a stop while that receive hangs would strand it (never
-    sent, never released: back only after its visibility timeout).
-    """
-    claimed_at = clock.now()
-    batch = await service.receive_messages(queue, batch_size, visibility_timeout)
-    return await _send_shares(sender, batch, 1, path, claimed_at)
 
 
 async def _send_shares(
