@@ -12,8 +12,9 @@ What MariaDB 10.11 needs that PostgreSQL does not (each checked on the server):
   locks every visible row of the queue until its transaction ends, so concurrent
   receivers find the queue empty, or skip ahead of rows they get later. Scanning the
   ``(queue_id, id)`` index (``FORCE INDEX``) stops after ``n`` rows; rows not yet visible
-  that it passes are unlocked at once (READ COMMITTED, below). ``(queue_id, vt, id)``
-  stays for the delayed-message queries.
+  that it passes are unlocked at once (READ COMMITTED, below). No statement needs
+  ``(queue_id, vt, id)`` any more; it stays so that tables made before keep their
+  schema but for one added index.
 * **No ``UPDATE … RETURNING``.** A claim is ``SELECT … FOR UPDATE SKIP LOCKED`` then an
   ``UPDATE`` of the rows it locked, in one transaction; the new ``receive_count`` is the
   one read plus one (the row stays locked in between). ``INSERT``/``DELETE … RETURNING``
