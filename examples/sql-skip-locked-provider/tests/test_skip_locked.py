@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiomysql  # type: ignore[import-untyped]
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import QueuedMessage
 
 from mqcontract_sql_skip_locked import POSTGRES, SqlQueueService
@@ -139,3 +141,98 @@ async def test_a_sub_second_delay_and_timeout_are_kept_to_the_millisecond(
     (again,) = await eventually(due, 5, "claim lapsed")
     assert again.receive_count == 2
     assert again.enqueued_at == got.enqueued_at
+
+
+@contextlib.asynccontextmanager
+async def holder(harness: SqlHarness, queue: str, msg_id: int) -> AsyncIterator[Holder]:
+    """Another session, in an open transaction, holds ``msg_id``'s row lock meanwhile;
+    it commits when the block ends."""
+    table = f"{harness.config.table_prefix}_messages"
+    lock = f"SELECT id FROM {table} WHERE id = {int(msg_id)} FOR UPDATE"
+    if harness.name == POSTGRES:
+        conn: Any = await asyncpg.connect(harness.config.url)
+        try:
+            async with conn.transaction():
+                await conn.execute(lock)
+                me = await conn.fetchval("SELECT pg_backend_pid()")
+
+                async def blocking() -> bool:
+                    count = await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE $1::int = ANY(pg_blocking_pids(pid))",
+                        me,
+                    )
+                    return bool(count)
+
+                async def release() -> None:
+                    await conn.execute(
+                        f"UPDATE {table} SET vt = clock_timestamp() WHERE id = {int(msg_id)}"
+                    )
+
+                yield Holder(blocking, release)
+        finally:
+            await conn.close()
+        return
+    my: Any = await aiomysql.connect(
+        autocommit=True, init_command=SESSION_SETUP, **connect_kwargs(harness.config.url)
+    )
+    try:
+        async with my.cursor() as cur:
+            await cur.execute("BEGIN")
+            await cur.execute(lock)
+
+            async def blocking_mariadb() -> bool:
+                # InnoDB lists no lock wait for an autocommitted statement that has not
+                # written yet; the process list shows the statement (its NOW(6) already
+                # set) and this session holds the lock it needs.
+                await cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                    " WHERE id <> CONNECTION_ID() AND command = 'Query' AND info LIKE %s",
+                    (f"%{table}%{queue}%",),
+                )
+                (count,) = await cur.fetchone()
+                return bool(count)
+
+            async def release_mariadb() -> None:
+                await cur.execute(f"UPDATE {table} SET vt = NOW(6) WHERE id = {int(msg_id)}")
+
+            yield Holder(blocking_mariadb, release_mariadb)
+            await cur.execute("COMMIT")
+    finally:
+        my.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """What the session holding a row lock can say and do."""
+
+    #: Whether the settlement's statement has started (it then waits for this lock).
+    blocking: Callable[[], Awaitable[bool]]
+    #: Release the claim on the row the way a nack does (``vt`` = now), not yet committed.
+    release: Callable[[], Awaitable[None]]
+
+
+@pytest.mark.parametrize("settle", ["nack", "ack"])
+async def test_a_settlement_that_waited_for_a_lock_sees_the_claim_released_meanwhile(
+    harness: SqlHarness, service: SqlQueueService, queue: str, settle: str
+) -> None:
+    """The settlement's statement starts, then waits for the row lock of a session that
+    releases the claim (as a nack does) and commits. The claim has lapsed by the time the
+    row is free: the settlement must say so and change nothing. Checking ``vt`` against
+    the time the statement started (MariaDB's ``NOW(6)``) called it still held, so two
+    settlements of one claim both took effect (CLAIM-9)."""
+    sent = await service.send_message(queue, b"x")
+    (got,) = await service.receive_messages(queue, 1, 60)
+    assert got.claim is not None
+    settle_claim = service.nack_claim if settle == "nack" else service.ack_claim
+    async with asyncio.timeout(10):
+        async with holder(harness, queue, sent) as session:
+            waiting = asyncio.create_task(settle_claim(queue, got.claim))
+            await eventually(session.blocking, 5, f"the {settle} waits for the row lock")
+            await session.release()
+        with pytest.raises(StaleClaim) as info:
+            await waiting
+    assert info.value.reason is StaleReason.LAPSED
+    assert await service.stored_ids(queue) == [sent]
+    (again,) = await service.receive_messages(queue, 1, 60)
+    assert (again.msg_id, again.receive_count) == (sent, 2)

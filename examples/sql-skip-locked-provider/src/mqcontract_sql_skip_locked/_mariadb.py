@@ -19,7 +19,8 @@ What MariaDB 10.11 needs that PostgreSQL does not (each checked on the server):
   ``UPDATE`` of the rows it locked, in one transaction; the new ``receive_count`` is the
   one read plus one (the row stays locked in between). ``INSERT``/``DELETE … RETURNING``
   exist and are used.
-* **``NOW(6)``, never ``NOW()``**, which is whole seconds; ``DATETIME(6)`` keeps
+* **``NOW(6)``, never ``NOW()``**, which is whole seconds (and ``SYSDATE(6)`` where a
+  statement re-checks a row another session changed, see ``_Sql._held``); ``DATETIME(6)`` keeps
   microseconds (fractions beyond are truncated). The session's ``time_zone`` is UTC, so
   ``UNIX_TIMESTAMP`` of a stored ``DATETIME`` is the epoch.
 * **Autocommit on.** Both drivers start with it off; a poller on a connection left in a
@@ -153,10 +154,15 @@ class _Sql:
         )
 
     def _held(self, n: int) -> str:
+        """The rows still held by these claims. ``SYSDATE(6)``, not ``NOW(6)``: a settlement
+        that waited for another's row lock re-checks the row as that session left it, and
+        ``NOW(6)`` is frozen when the statement began; a nack committed meanwhile sets
+        ``vt`` to its own, later ``NOW(6)``, which the frozen clock would still call held
+        (two nacks, or a nack and an ack, of one claim would both take effect)."""
         pairs = _marks(n, "(%s, %s)")
         return (
             f" WHERE queue_id = (SELECT id FROM {self.p}_queues WHERE name = %s)"
-            f" AND id IN ({_marks(n)}) AND (id, receive_count) IN ({pairs}) AND vt > NOW(6)"
+            f" AND id IN ({_marks(n)}) AND (id, receive_count) IN ({pairs}) AND vt > SYSDATE(6)"
         )
 
     def ack(self, n: int) -> str:
