@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from mqcontract.capabilities import PushKind
 from mqcontract.errors import (
@@ -23,6 +24,8 @@ from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
 from mqcontract_conformance.registry import rule
+
+T = TypeVar("T")
 
 
 @rule(
@@ -520,3 +523,73 @@ async def sends_hold_across_a_sever_right_after(ctx: CaseContext) -> None:
         if m.msg_id in sent and not same_payload(fidelity, sent[m.msg_id], m.payload)
     ]
     ctx.check(not changed, f"payload changed across the sever: {changed}")
+
+
+#: ERR-11: calls made at once, more than a client's connection pool is usually sized for
+#: (redis-py's default pool holds 100, asyncpg's 10, aiomysql's 10).
+_BURST = 256
+
+
+@rule(
+    "ERR-11",
+    f"A burst of {_BURST} calls at once (sends, then receives, then acks) all complete: a "
+    "call beyond the provider's connections waits for one, within its operation bound; "
+    "none fails as an outage, every message is received once and every ack takes.",
+    why="A producer that fans out, or a consumer acking a batch one claim at a time, makes "
+    "such bursts as a matter of course. A client pool that raises when it is exhausted "
+    "(redis-py's default pool: 'Too many connections') turns the burst into a spurious "
+    "outage, and the caller retries a send that may or may not have happened.",
+    provisional=True,
+)
+async def a_burst_of_calls_waits_for_connections(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sent = await _burst(
+        ctx, "send_message", [ctx.service.send_message(q, body(i)) for i in range(_BURST)]
+    )
+    ctx.check(len(set(sent)) == _BURST, f"{_BURST} sends at once returned repeated ids")
+    limit = min(4, ctx.caps.max_receive_limit)
+    batches = await _burst(
+        ctx,
+        "receive_messages",
+        [ctx.receive(q, limit) for _ in range(-(-_BURST // limit))],
+    )
+    got = [m for batch in batches for m in batch]
+    if len(got) < _BURST:  # a receive may return fewer than were there; the rest follow
+        got += await ctx.receive_exactly(q, _BURST - len(got))
+    ids = [m.msg_id for m in got]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    ctx.check(not twice, f"received twice within one burst of receives: {twice}")
+    ctx.check(
+        sorted(ids) == sorted(sent),
+        f"sent {len(sent)} at once, received {len(ids)} of them; "
+        f"missing {sorted(set(sent) - set(ids))[:10]}, unknown {sorted(set(ids) - set(sent))[:10]}",
+    )
+    claims = []
+    for message in got:
+        ctx.check(message.claim is not None, f"message {message.msg_id} carries no claim")
+        assert message.claim is not None
+        claims.append(message.claim)
+    await _burst(ctx, "ack_claim", [ctx.service.ack_claim(q, claim) for claim in claims])
+
+    async def back() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(back, ctx.timing.margin, "a message acked within a burst of acks came back")
+
+
+async def _burst(ctx: CaseContext, what: str, calls: list[Awaitable[T]]) -> list[T]:
+    """Run ``calls`` at once; fail naming the first that raised and how many did."""
+    bound = ctx.timing.operation * 4 + ctx.timing.slack
+    try:
+        async with asyncio.timeout(bound):
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    except TimeoutError:
+        ctx.fail(f"{len(calls)} {what} calls made at once were not all done within {bound:g} s")
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        first = failed[0]
+        ctx.fail(
+            f"{len(failed)} of {len(calls)} {what} calls made at once raised; the first: "
+            f"{type(first).__name__}: {first}"
+        )
+    return [o for o in outcomes if not isinstance(o, BaseException)]

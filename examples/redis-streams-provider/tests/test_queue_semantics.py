@@ -8,7 +8,7 @@ import pytest
 from mqcontract.errors import MessageNotFound, StaleClaim, StaleReason
 
 from mqcontract_redis_streams import RedisStreamsMessagingService
-from support import claims_visible, eventually, open_service, queue_name
+from support import claims_visible, drop_run_keys, eventually, open_service, queue_name
 
 
 async def test_an_expired_claim_behind_many_held_ones_is_found(
@@ -150,3 +150,20 @@ async def test_cancelling_a_caller_is_never_lost(
         except asyncio.CancelledError:
             continue
         raise AssertionError(f"cancellation {i} was swallowed: {outcome}")
+
+
+async def test_calls_beyond_the_connection_pool_wait_for_a_connection() -> None:
+    """Twenty calls at once on a pool of two all complete: the ones beyond the pool wait
+    for a connection. redis-py's default pool raised "Too many connections" instead, which
+    the provider reported as the backend being unavailable."""
+    service = await open_service(max_connections=2)
+    try:
+        name = queue_name()
+        await service.create_queue(name)
+        async with asyncio.timeout(10):
+            ids = await asyncio.gather(*(service.send_message(name, b"%d" % i) for i in range(20)))
+        assert len(set(ids)) == 20
+        assert service.client.connection_pool.max_connections == 2
+    finally:
+        await drop_run_keys(service)
+        await service.close()

@@ -35,6 +35,8 @@ class RedisStreamsConfig:
     push_poll_interval_seconds: float = 0.5
     #: Bound on connecting; every other operation uses ``operation_timeout_seconds``.
     connect_timeout_seconds: float = 5.0
+    #: Connections one client opens at most; a call beyond them waits for one to be free.
+    max_connections: int = 50
 
 
 def load_settings(config: MessagingConfig) -> RedisStreamsConfig:
@@ -47,6 +49,7 @@ def load_settings(config: MessagingConfig) -> RedisStreamsConfig:
         "push_visibility_timeout_seconds": settings.push_visibility_timeout_seconds > 0,
         "push_poll_interval_seconds": settings.push_poll_interval_seconds > 0,
         "connect_timeout_seconds": settings.connect_timeout_seconds > 0,
+        "max_connections": settings.max_connections >= 1,
     }
     for key, ok in checks.items():
         if not ok:

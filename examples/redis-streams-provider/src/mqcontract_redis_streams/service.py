@@ -25,7 +25,10 @@ How the contract maps onto Redis (the scripts in :mod:`._scripts` hold the detai
 * **Push.** Full, claimed messages from a claim loop per subscription (:mod:`._push`).
 * **Not offered.** Fetch by id: a consumer group can only hand out unread entries in
   order, so one specific unread message cannot be claimed without breaking that order.
-* **Connections.** redis-py's pool; a broken connection is replaced on next use. A
+* **Connections.** redis-py's blocking pool of at most ``max_connections``: a call
+  beyond it waits for a free connection within its operation bound (the default pool
+  raised ``Too many connections`` at once, a spurious outage under a burst of calls).
+  A broken connection is replaced on next use. A
   command that fails with the connection is not retried (a send might enqueue twice):
   it raises ``ConnectionLost`` and the next call works again.
 * **Checks and errors.** ``BaseMessagingService`` checks every argument and the closed
@@ -55,7 +58,7 @@ from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import check_queue_name
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -81,8 +84,10 @@ def make_client(settings: RedisStreamsConfig, name: str) -> Redis:
     stopped would keep running.
     """
     try:
-        return Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             settings.url,
+            max_connections=settings.max_connections,
+            timeout=None,  # the caller's operation bound ends the wait
             client_name=name,
             socket_timeout=None,
             socket_connect_timeout=settings.connect_timeout_seconds,
@@ -91,6 +96,7 @@ def make_client(settings: RedisStreamsConfig, name: str) -> Redis:
         )
     except ValueError as exc:
         raise ConfigurationError(f"providers.{PROVIDER_NAME}.url", "(hidden)", str(exc)) from None
+    return Redis.from_pool(pool)
 
 
 def _may_be_stored(msg_id: object) -> bool:
