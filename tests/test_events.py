@@ -598,3 +598,74 @@ async def test_a_release_cut_short_at_stop_releases_each_message_once_and_counts
     assert max(service.nack_calls.values()) == 1, service.nack_calls
     assert consumer.stats.released_on_stop == service.nacked
     await service.close()
+
+
+class _FirstClaimFails(_QueueSignals):
+    """Its first receive (the catch-up a signal started) fails with the connection."""
+
+    failed = False
+
+    async def _receive(self, queue: str, limit: int, vt: float) -> list[QueuedMessage]:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionLost("memory", "(test)", "dropped")
+        return await super()._receive(queue, limit, vt)
+
+
+class _FirstFetchFails(_UnclaimedCopies):
+    """Its first claim by id (for an unclaimed pushed copy) fails with the connection."""
+
+    failed = False
+
+    async def _fetch(self, queue: str, msg_id: int, vt: float) -> QueuedMessage | None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionLost("memory", "(test)", "dropped")
+        return await super()._fetch(queue, msg_id, vt)
+
+
+@pytest.mark.parametrize("provider", [_FirstClaimFails, _FirstFetchFails])
+async def test_a_hint_whose_claim_failed_is_caught_up_on_without_a_poller(
+    provider: type[_FirstClaimFails] | type[_FirstFetchFails],
+) -> None:
+    """EventDrivenOnly on push that needs no poller: the one notification of a message
+    is a hint whose claim fails. The consumer catches up on its queue an interval
+    later; dropping the hint left the message in the queue until the next one."""
+    clock = VirtualClock()
+    service = provider(clock=clock)
+    await service.create_queue("jobs")
+    assert not service.capabilities.requires_fallback_polling
+    settings = ConsumerSettings(mode=DeploymentMode.EVENT_DRIVEN_ONLY, poll_interval=3)
+    consumer = QueueConsumer(service, ["jobs"], lambda _: asyncio.sleep(0), settings, clock=clock)
+    await consumer.start()
+    try:
+        assert not consumer.mode.polls
+        sent = await service.send_message("jobs", b"only")
+        await _until(lambda: consumer.stats.hint_retries == 1)
+        assert service.failed
+        assert consumer.stats.processed == 0
+        await clock.advance(2.9)
+        assert consumer.stats.processed == 0  # not before the interval
+        await clock.advance(0.2)
+        await _until(lambda: consumer.stats.processed == 1)
+    finally:
+        await consumer.stop()
+    assert consumer.stats.invocations[("jobs", sent)] == 1
+    assert any("dropped" in error for error in consumer.stats.errors)
+    await service.close()
+
+
+async def test_a_hint_for_a_deleted_queue_is_not_retried() -> None:
+    service = _FirstClaimFails()
+    await service.create_queue("jobs")
+    settings = ConsumerSettings(mode=DeploymentMode.EVENT_DRIVEN_ONLY, poll_interval=0.01)
+    consumer = QueueConsumer(service, ["jobs"], lambda _: asyncio.sleep(0), settings)
+    await consumer.start()
+    try:
+        service.failed = True  # claims work; the queue is gone by the time one is tried
+        await consumer._sender.send(ProcessFromMessageEvent("gone", None))
+        await _until(lambda: any("gone" in error for error in consumer.stats.errors))
+    finally:
+        await consumer.stop()
+    assert consumer.stats.hint_retries == 0
+    await service.close()

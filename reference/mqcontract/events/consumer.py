@@ -20,6 +20,7 @@ Unclaimed copies arrive one notification per message. While more commands are wa
 a worker claims in batches (``receive_messages``) instead of one ``fetch_message`` round
 trip per copy, and copies of messages this consumer claimed recently are dropped without
 a round trip (a nack or a lapsed claim forgets the message, so its next copy counts).
+A hint whose claim failed is caught up on one poll interval later where no poller runs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqcontract.clock import Clock, SystemClock
-from mqcontract.errors import MessageNotFound, MessagingError
+from mqcontract.errors import MessageNotFound, MessagingError, QueueNotFound
 from mqcontract.events.commands import (
     Command,
     Intake,
@@ -130,6 +131,9 @@ class QueueConsumer:
         self._sender, self._receiver = command_channel(self.settings.channel_capacity)
         self._listener: QueueListener | None = None
         self._intake: list[asyncio.Task[None]] = []
+        #: Catch-ups scheduled after a failed hint (``_retry_hint``), and their queues.
+        self._retries: set[asyncio.Task[None]] = set()
+        self._retrying: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._in_flight: set[tuple[str, int]] = set()
         #: Oldest first; evicted from the front in constant time (see ``stats``).
@@ -191,7 +195,7 @@ class QueueConsumer:
         # Intake stops first, but the subscription stays open until every settlement is
         # done: pushed claims live on it (RabbitMQ: on its channel), so closing it first
         # would void the acks still being confirmed and requeue work already done.
-        await _cancel_and_wait(self._intake)
+        await _cancel_and_wait([*self._intake, *self._retries])
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
@@ -220,11 +224,45 @@ class QueueConsumer:
                 await self._dispatch(command)
             except MessagingError as exc:
                 self.stats.record_error(f"worker: {exc}")
+                self._retry_hint(command, exc)
             except Exception as exc:  # a provider bug must not silently kill the worker
                 log.exception("worker: unexpected error")
                 self.stats.record_error(f"worker: {type(exc).__name__}: {exc}")
+                self._retry_hint(command, exc)
             finally:
                 self._receiver.done()
+
+    def _retry_hint(self, command: Command, error: Exception) -> None:
+        """Catch up on the queue of a hint whose claim failed, one poll interval later.
+
+        A signal or unclaimed copy is the only word that its queue has work (and those
+        folded into a catch-up went with it): where no poller runs, dropping it leaves
+        the message until the next notification, which may never come. A poller polls
+        the queue within an interval anyway; a deleted queue has nothing to recover.
+        """
+        match command:
+            case ProcessFromMessageEvent(queue_name=queue) | ProcessFromMessage(
+                message=QueuedMessage(queue_name=queue), claimed=False
+            ):
+                pass
+            case _:
+                return
+        if not self._running or self.mode.polls or isinstance(error, QueueNotFound):
+            return
+        if queue in self._retrying:
+            return
+        self._retrying.add(queue)
+        self.stats.hint_retries += 1
+        task = asyncio.create_task(self._catch_up_later(queue), name="mq-retry")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _catch_up_later(self, queue: str) -> None:
+        try:
+            await self._clock.sleep(self.poll_interval)
+        finally:
+            self._retrying.discard(queue)  # a failure of this catch-up retries again
+        await self._sender.send(ProcessFromMessageEvent(queue, None))
 
     async def _dispatch(self, command: Command) -> None:
         match command:

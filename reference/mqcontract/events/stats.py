@@ -41,6 +41,8 @@ class ConsumerStats:
     #: Unclaimed pushed copies and signals folded into a catch-up already waiting for a
     #: worker.
     coalesced: int = 0
+    #: Catch-ups scheduled because a hint's claim failed and no poller runs.
+    hint_retries: int = 0
     duplicate_claims: int = 0
     late_acks: int = 0
     #: Acks that failed with a connection error or timeout: their outcome is unknown.
