@@ -241,8 +241,9 @@ class QueueConsumer:
         the queue within an interval anyway; a deleted queue has nothing to recover.
         """
         match command:
-            case ProcessFromMessageEvent(queue_name=queue) | ProcessFromMessage(
-                message=QueuedMessage(queue_name=queue), claimed=False
+            case (
+                ProcessFromMessageEvent(queue_name=queue)
+                | ProcessFromMessage(message=QueuedMessage(queue_name=queue), claimed=False)
             ):
                 pass
             case _:
