@@ -366,6 +366,48 @@ async def test_ack_many_with_one_channel_cut_off_voids_only_that_channel(
     assert push.frames == [("ack", 1), ("ack", 2)]
 
 
+async def test_ack_many_with_one_channel_late_voids_only_that_channel() -> None:
+    """One channel's read-back is not back within the bound: its acks are unknown and
+    the call raises, but the acks the other channel confirmed in time stand. A bound
+    on the whole call voided both channels and closed the one that had answered."""
+    tasks = Background()
+    holds = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=0.2)
+    try:
+        rx, push = FakeChannel(), FakeChannel()
+        a = _claim(holds.hold("q", rx, _delivery(1, tag=1), 60))
+        b = _claim(holds.hold("q", push, _delivery(2, tag=1), 60, owner="consumer"))
+        unrelated = _claim(holds.hold("q", push, _delivery(3, tag=2), 60, owner="consumer"))
+        rx.read_back_gate = asyncio.Event()  # never set: the broker does not answer
+        with pytest.raises(TimeoutError):
+            await holds.ack_many("q", [a, b])
+        await asyncio.wait_for(rx.closed.wait(), WITHIN)
+        assert await _stale(holds, a) is StaleReason.NOT_HELD  # may come back
+        assert await _stale(holds, b) is StaleReason.SETTLED  # confirmed in time: it stands
+        assert not push.is_closed
+        await holds.settle("q", unrelated, ack=True)
+        assert push.frames == [("ack", 1), ("ack", 2)]
+    finally:
+        holds.clear()
+        await tasks.cancel_all()
+
+
+async def test_ack_many_cancelled_stops_every_read_back_and_voids_its_claims(
+    holds: Holds,
+) -> None:
+    rx, push = FakeChannel(), FakeChannel()
+    a = _claim(holds.hold("q", rx, _delivery(1, tag=1), 60))
+    b = _claim(holds.hold("q", push, _delivery(2, tag=1), 60))
+    rx.read_back_gate, push.read_back_gate = asyncio.Event(), asyncio.Event()
+    call = asyncio.ensure_future(holds.ack_many("q", [a, b]))
+    await asyncio.wait_for(push.read_back_started.wait(), WITHIN)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(asyncio.gather(rx.closed.wait(), push.closed.wait()), WITHIN)
+    assert await _stale(holds, a) is StaleReason.NOT_HELD
+    assert await _stale(holds, b) is StaleReason.NOT_HELD
+
+
 # -- receive counts --------------------------------------------------------------------
 
 

@@ -317,10 +317,10 @@ class Holds:
     async def ack_many(self, queue: str, claims: list[Claim]) -> list[bool]:
         """Ack every live claim with one read-back per channel; False for stale ones.
 
-        A read-back the connection cut off raises, as :meth:`settle` does, once the
-        rest is accounted: claims on a channel whose read-back failed are voided and
-        that channel closed; acks other channels confirmed stand (their channels, and
-        the pushed deliveries they carry, stay open).
+        A read-back the connection cut off, or one not back within the operation bound,
+        raises, as :meth:`settle` does, once the rest is accounted: claims on a channel
+        whose read-back failed are voided and that channel closed; acks other channels
+        confirmed stand (their channels, and the pushed deliveries they carry, stay open).
         """
         taken: list[tuple[int, Held]] = []
         for index, claim in enumerate(claims):
@@ -329,11 +329,12 @@ class Holds:
         settled = [False] * len(claims)
         if not taken:
             return settled
-        try:
-            async with asyncio.timeout(self._timeout):
-                sent = await send_acks(
-                    [(held.channel, held.tag) for _, held in taken], read_backs=self._read_backs
-                )
+        try:  # each channel's read-back has its own bound: the ones back in time stand
+            sent = await send_acks(
+                [(held.channel, held.tag) for _, held in taken],
+                read_backs=self._read_backs,
+                timeout=self._timeout,
+            )
         except BaseException:
             for _, held in taken:
                 self._void(held)

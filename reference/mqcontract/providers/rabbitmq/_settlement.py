@@ -175,7 +175,10 @@ async def send_settlement(
 
 
 async def send_acks(
-    deliveries: Sequence[tuple[SettlingChannel, int]], *, read_backs: ReadBacks
+    deliveries: Sequence[tuple[SettlingChannel, int]],
+    *,
+    read_backs: ReadBacks,
+    timeout: float | None = None,
 ) -> list[bool | Exception]:
     """Ack every (channel, tag), then confirm them with one read-back per channel.
 
@@ -183,8 +186,9 @@ async def send_acks(
     some get its read-back, all awaited together: many acks cost one round trip, not one
     each. Per delivery: True once confirmed; False when its channel closed before its
     frame was written (the claim went with the channel); the error of its channel's
-    read-back when that failed (the outcome of those acks is unknown), while the acks
-    other channels confirmed stand. With a single channel to confirm, its failure
+    read-back when that failed, or a ``TimeoutError`` when it was not back within
+    ``timeout`` (the outcome of those acks is unknown), while the acks other channels
+    confirmed in time stand. With a single channel to confirm, its failure or timeout
     raises, as for one ack.
     """
     tags: dict[SettlingChannel, list[int]] = {}
@@ -196,19 +200,41 @@ async def send_acks(
             written[channel] = await write_acks(channel, channel_tags)
     confirm = [channel for channel, ok in written.items() if ok is True]
     if len(confirm) == 1:
-        await read_backs.wait(confirm[0])
+        async with asyncio.timeout(timeout):
+            await read_backs.wait(confirm[0])
     elif confirm:
-        outcomes = await asyncio.gather(
-            *(read_backs.wait(channel) for channel in confirm), return_exceptions=True
-        )
-        cancelled = asyncio.current_task()
-        for channel, outcome in zip(confirm, outcomes, strict=True):
-            if isinstance(outcome, asyncio.CancelledError) and not (
-                cancelled is not None and cancelled.cancelling()
-            ):  # that channel's read-back was cancelled (it closed), not this call
-                outcome = ConnectionError(f"read-back on channel {channel.number} cancelled")
-            if isinstance(outcome, Exception):
-                written[channel] = outcome
-            elif isinstance(outcome, BaseException):  # this call is cancelled
-                raise outcome
+        written.update(await _confirm_each(confirm, read_backs, timeout))
     return [written.get(channel, False) for channel, _ in deliveries]
+
+
+async def _confirm_each(
+    channels: list[SettlingChannel], read_backs: ReadBacks, timeout: float | None
+) -> dict[SettlingChannel, bool | Exception]:
+    """Each channel's read-back, awaited together: True, or why it is unknown. A channel
+    not back within ``timeout`` is that channel's ``TimeoutError``, not the whole call's,
+    so the channels that answered keep their acks (and stay open)."""
+    waits = {channel: asyncio.ensure_future(read_backs.wait(channel)) for channel in channels}
+    late: list[asyncio.Future[None]] = []
+    try:
+        await asyncio.wait(waits.values(), timeout=timeout)
+    finally:  # late, or this call is cancelled: stop waiting for the rest
+        late = [wait for wait in waits.values() if not wait.done()]
+        for wait in late:
+            wait.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
+    outcomes: dict[SettlingChannel, bool | Exception] = {}
+    for channel, wait in waits.items():
+        if wait in late:
+            outcomes[channel] = TimeoutError(
+                f"read-back on channel {channel.number} not back within {timeout:g} s"
+            )
+        elif wait.cancelled():  # that channel's read-back was cancelled (it closed)
+            outcomes[channel] = ConnectionError(f"read-back on channel {channel.number} cancelled")
+        elif (error := wait.exception()) is not None:
+            if not isinstance(error, Exception):
+                raise error
+            outcomes[channel] = error
+        else:
+            outcomes[channel] = True
+    return outcomes
