@@ -22,11 +22,12 @@ from mqcontract_conformance.timing import TimingProfile
 
 pytest_plugins = ["pytester"]
 
-#: Parts of the ids of tests that crash a private server and time its recovery. Under
-#: xdist (``--dist loadgroup``) they run one after another on one worker: with four
+#: Tests that crash a private server and time its recovery (``crashes_private_servers``)
+#: run one after another on one worker under xdist (``--dist loadgroup``): with four
 #: servers booting at once on two cores, a classic queue was still not routable 12 s
 #: after its node was up again (``rabbitmq::DUR-4``, about once in fifteen runs).
-CRASH_TESTS = ("::DUR-", "test_durability.py", "test_stress_restart.py")
+PRIVATE_BACKEND_HOOK = "private_backend"
+PRIVATE_FIXTURES = "mqcontract_fixtures.private"
 #: Parts of the ids of other tests that take many seconds each, most of it waiting (a
 #: bound waited out, a README run): started first, so that they overlap the short ones
 #: instead of trailing the run on one worker.
@@ -43,6 +44,21 @@ LONG_TESTS = (
 )
 
 
+def crashes_private_servers(item: pytest.Item) -> bool:
+    """A contract case of a rule that needs the ``private_backend`` hook, or a test in a
+    module that uses the private server fixtures (``mqcontract_fixtures.private``): by
+    what the test needs, not by its name, so a new one joins the group on its own."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "mq_case" in callspec.params:
+        _provider, rule = callspec.params["mq_case"]
+        return PRIVATE_BACKEND_HOOK in rule.hooks
+    module = getattr(item, "module", None)
+    return module is not None and any(
+        str(getattr(value, "__module__", "")).startswith(PRIVATE_FIXTURES)
+        for value in vars(module).values()
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Crash tests in one xdist group; long tests first (a stable sort keeps the rest).
@@ -50,7 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     Runs before xdist's own hook, which names each grouped test's group in its id.
     """
     for item in items:
-        if any(part in item.nodeid for part in CRASH_TESTS):
+        if crashes_private_servers(item):
             item.add_marker(pytest.mark.xdist_group("private-server-crashes"))
     items.sort(key=lambda item: not any(part in item.nodeid for part in LONG_TESTS))
 
