@@ -243,6 +243,39 @@ async def test_a_failed_claim_beside_others_still_sends_what_they_claimed(
     assert sizes == [BATCH, BATCH]  # two receives of three claimed; both batches sent
 
 
+async def test_a_failed_poll_counts_the_messages_it_sent_on(clock: VirtualClock) -> None:
+    """The poller's count of polled messages includes the batches a poll sent on before
+    one of its receives failed (they reach the workers and are run)."""
+    async with SecondReceiveFails(clock=clock) as service:
+        await _with_backlog(service)
+        sender, receiver = command_channel(BACKLOG * 2)
+        idle = [asyncio.create_task(receiver.receive()) for _ in range(3)]
+        stats = ConsumerStats()
+        poller = FallbackPoller(
+            service,
+            ["jobs"],
+            sender,
+            stats,
+            interval=60,
+            batch_size=BATCH,
+            visibility_timeout=30,
+            clock=clock,
+        )
+        polling = asyncio.create_task(poller.run())
+        try:
+            async with asyncio.timeout(5):
+                while not stats.errors:  # noqa: ASYNC110 (no event to wait on)
+                    await asyncio.sleep(0)
+        finally:
+            for task in (polling, *idle):
+                task.cancel()
+            await asyncio.gather(polling, *idle, return_exceptions=True)
+    assert stats.errors[0].startswith("poller: ")
+    assert "injected" in stats.errors[0]
+    assert stats.polls == 0  # the poll did not complete
+    assert stats.polled_messages == 2 * BATCH  # but two batches were sent on
+
+
 class SecondReceiveHangs(SecondReceiveFails):
     """The memory provider whose second receive never answers (a stalled backend)."""
 

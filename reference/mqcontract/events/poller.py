@@ -28,8 +28,12 @@ async def drain_queue(
     path: Intake,
     clock: Clock,
     released: Callable[[], int] = lambda: 0,
+    sent: Callable[[int], None] = lambda count: None,
 ) -> int:
     """Claim everything visible on ``queue`` and send it on; returns the count.
+
+    ``sent`` is told each batch's size as soon as the batch is sent on, so what a drain
+    that fails later sent is counted too.
 
     A batch is claimed only for a worker free to start on it (claims made while every
     worker is busy would age in the channel): with k workers idle, k batches are claimed
@@ -51,7 +55,9 @@ async def drain_queue(
         """
         claimed_at = clock.now()
         batch = await service.receive_messages(queue, batch_size, visibility_timeout)
-        return await _send_shares(sender, batch, 1, path, claimed_at)
+        count = await _send_shares(sender, batch, 1, path, claimed_at)
+        sent(count)
+        return count
 
     total = 0
     seen = released()
@@ -62,16 +68,18 @@ async def drain_queue(
         if narrow:
             claimed_at = clock.now()
             batch = await service.receive_messages(queue, idle, visibility_timeout)
-            total += await _send_shares(sender, batch, idle, path, claimed_at)
+            count = await _send_shares(sender, batch, idle, path, claimed_at)
+            sent(count)
+            total += count
             if len(batch) < idle:
                 return total
             continue
-        sent = await asyncio.gather(
+        rounds = await asyncio.gather(
             *(claim_and_send() for _ in range(idle)), return_exceptions=True
         )
         failure: BaseException | None = None
         exhausted = False
-        for got in sent:
+        for got in rounds:
             if isinstance(got, BaseException):
                 failure = failure or got
                 continue
@@ -134,7 +142,7 @@ class FallbackPoller:
         while True:
             for queue in self._queues:
                 try:
-                    found = await drain_queue(
+                    await drain_queue(
                         self._service,
                         queue,
                         self._sender,
@@ -143,11 +151,14 @@ class FallbackPoller:
                         path=Intake.POLL,
                         clock=self._clock,
                         released=lambda: self._stats.released_unstarted,
+                        sent=self._count_polled,
                     )
                 except MessagingError as exc:
                     self._stats.record_error(f"poller: {exc}")
                     log.warning("fallback poll of %s failed: %s", queue, exc)
                     continue
                 self._stats.polls += 1
-                self._stats.polled_messages += found
             await self._clock.sleep(self._interval)
+
+    def _count_polled(self, count: int) -> None:
+        self._stats.polled_messages += count
