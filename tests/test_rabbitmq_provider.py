@@ -640,6 +640,30 @@ async def test_unreachable_broker_raises_backend_unavailable_without_the_passwor
     assert "127.0.0.1:1" in str(info.value)
 
 
+async def test_a_channel_close_its_caller_cancels_finishes_and_the_connection_lives(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    """A cancelled caller must not cut a channel's close short: aiormq answers that by
+    sending a second ``channel.close``, which the broker (having freed the channel on
+    the first) calls a connection error, ending every channel and claim on it."""
+    await service.send_message(queue, b"held")
+    held = await _receive_one(service, queue, 5)
+    assert held.claim is not None
+    channels = service._channels
+    for passes in range(24):  # cancelled at points from before the write to after
+        channel = await channels.open(confirms=False)
+        closing = asyncio.ensure_future(channels.close_channel(channel))
+        for _ in range(passes):
+            await asyncio.sleep(0)
+        if passes >= 12:  # and while the reply is on its way
+            await asyncio.sleep(0.00005 * (passes - 11))
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        assert await service.queue_exists(queue)  # a new channel, often the same number
+    await service.ack_claim(queue, held.claim)  # the connection, and the claim, lived
+
+
 async def test_close_requeues_held_messages_and_later_calls_raise(
     service: RabbitMqMessagingService, queue: str, config: MessagingConfig
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -593,3 +594,86 @@ async def _burst(ctx: CaseContext, what: str, calls: list[Awaitable[T]]) -> list
             f"{type(first).__name__}: {first}"
         )
     return [o for o in outcomes if not isinstance(o, BaseException)]
+
+
+#: ERR-12: calls cancelled, each at another point of its round trip.
+_CANCELLED = 48
+
+
+@rule(
+    "ERR-12",
+    "A call its caller cancels (as asyncio.timeout or a stopping consumer does) leaves "
+    "nothing behind: the calls after it get their own answers, never the cancelled "
+    "call's reply, and the messages a cancelled receive claimed come back once the "
+    "visibility timeout it asked for has passed.",
+    why="A client that leaves a cancelled request's reply unread on a pooled connection "
+    "hands it to the next request on that connection (redis-py before 4.5.3, "
+    "CVE-2023-28858: one user's data in another's reply). A provider that drops what a "
+    "cancelled receive claimed, with no timer of its own behind it, strands the "
+    "messages for good.",
+    provisional=True,
+)
+async def a_cancelled_call_leaves_nothing_behind(ctx: CaseContext) -> None:
+    cancelled_on, asked = await ctx.queue(), await ctx.queue()
+    missing = ctx.queue_name()  # never created
+    mine = {p: i for i, p in enumerate(body(i, "cancelled") for i in range(_CANCELLED))}
+    theirs = [body(i, "asked") for i in range(_CANCELLED)]
+    sent = await ctx.service.send_batch(cancelled_on, list(mine))
+    await ctx.service.send_batch(asked, theirs)
+    vt = ctx.timing.unit
+    took = await _round_trip(ctx, asked)
+    for n in range(_CANCELLED):
+        call: asyncio.Future[object]
+        if n % 3 == 2:
+            call = asyncio.ensure_future(ctx.service.queue_exists(cancelled_on))
+        else:
+            call = asyncio.ensure_future(ctx.service.receive_messages(cancelled_on, 2, vt))
+        if n % 2 == 0:  # after some passes of the event loop
+            for _ in range(n // 2 % 12):
+                await asyncio.sleep(0)
+        else:  # after a share of one round trip
+            await asyncio.sleep(took * ((n // 2) % 8 + 0.5) / 8)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError, MessagingError):
+            await call
+        where = f"right after call {n + 1} was cancelled"
+        exists = await ctx.service.queue_exists(missing)
+        ctx.check(exists is False, f"queue_exists of a missing queue returned {exists!r} {where}")
+        got = await ctx.service.receive_messages(asked, 1, ctx.timing.long)
+        for message in got:
+            ctx.check(
+                message.queue_name == asked and message.payload in theirs,
+                f"receive_messages({asked!r}) returned {message.payload!r} from "
+                f"{message.queue_name!r} {where}: the cancelled call's reply?",
+            )
+            assert message.claim is not None
+            await ctx.service.ack_claim(asked, message.claim)
+    back: dict[int, bytes] = {}
+
+    async def all_back() -> bool:
+        for message in await ctx.receive(cancelled_on, min(10, ctx.caps.max_receive_limit)):
+            ctx.check(
+                message.payload in mine,
+                f"{cancelled_on!r} returned {message.payload!r}, which was never sent to it",
+            )
+            back[message.msg_id] = message.payload
+        return len(back) >= len(sent)
+
+    try:
+        await ctx.eventually(all_back, vt + ctx.timing.slack, "messages of cancelled receives")
+    except ContractViolation:
+        lost = sorted(set(sent) - set(back))
+        ctx.fail(
+            f"{len(lost)} of {len(sent)} messages were not back {vt + ctx.timing.slack:g} s "
+            f"after receives that claimed them with a {vt:g} s timeout were cancelled: {lost}"
+        )
+
+
+async def _round_trip(ctx: CaseContext, queue: str) -> float:
+    """The shortest of three ``queue_exists`` calls, in real seconds."""
+    took = []
+    for _ in range(3):
+        start = time.perf_counter()
+        await ctx.service.queue_exists(queue)
+        took.append(time.perf_counter() - start)
+    return min(took)

@@ -53,6 +53,7 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_holders",
     "mqcontract_conformance.selftest.broken_durability",
     "mqcontract_conformance.selftest.broken_pool",
+    "mqcontract_conformance.selftest.broken_cancel",
 )
 
 

@@ -91,6 +91,8 @@ KNOWN_BROKEN: Mapping[str, str] = {
     "MODEL-1": f"the model's nack and expiry make messages visible again: {_NO_REDELIVERY}",
     "CAP-1": f"receive_count cannot be measured over nacks and an expiry: {_NO_REDELIVERY}",
     "CAP-2": f"a message held for 0.3 s never comes back: {_NO_REDELIVERY}",
+    "ERR-12": "what a receive claimed just before its caller cancelled it (the call had "
+    f"returned) never comes back: {_NO_REDELIVERY}",
     # A message belongs to the consumer it was pushed to.
     "CLAIM-3": f"the second consumer never gets the message: {_PUSHED_AWAY}",
     "ERR-6": "after a network cut the broker sends the unacked message again, but only to "

@@ -200,6 +200,8 @@ class Channels:
         self._pub: Channel | None = None
         self._pub_lock = asyncio.Lock()
         self.on_channel_closed: list[Callable[[Channel], None]] = []
+        #: Channel closes under way (``close_channel``), kept until done.
+        self._closing: set[asyncio.Future[None]] = set()
 
     # -- connections -------------------------------------------------------------------
 
@@ -268,6 +270,8 @@ class Channels:
 
     async def close(self) -> None:
         """Close both connections (the broker requeues everything still unacked)."""
+        if self._closing:  # bounded by the operation timeout each
+            await asyncio.gather(*self._closing, return_exceptions=True)
         for connection in self.connections:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -295,11 +299,25 @@ class Channels:
             callback(channel)
 
     async def close_channel(self, channel: Channel) -> None:
-        """Close ``channel`` if open, bounded; failures do not matter (it is going away)."""
-        if not channel.is_closed:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout):
-                    await channel.close()
+        """Close ``channel`` if open, bounded; failures do not matter (it is going away).
+
+        A cancellation of the caller (a stopping consumer, the caller's own timeout)
+        does not cut the close short: it finishes in the background. aiormq answers a
+        cancelled ``channel.close`` by sending a second one; the broker, which freed the
+        channel on the first, calls that a connection error (``CHANNEL_ERROR - expected
+        'channel.open'``) and closes the connection with every channel and claim on it.
+        """
+        if channel.is_closed:
+            return
+        closing = asyncio.ensure_future(self._close(channel))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
+
+    async def _close(self, channel: Channel) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._timeout):
+                await channel.close()
 
     @contextlib.asynccontextmanager
     async def scratch(self) -> AsyncIterator[Channel]:
