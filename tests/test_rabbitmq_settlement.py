@@ -38,6 +38,8 @@ class _Writes(asyncio.Queue[Any]):
         self._channel = channel
 
     async def put(self, item: Any) -> None:
+        if self._channel.write_gate is not None:  # a full write buffer (flow control)
+            await self._channel.write_gate.wait()
         if self._channel.fail_frames is not None:
             raise self._channel.fail_frames
         self._channel.writes += 1
@@ -65,6 +67,8 @@ class FakeChannel:
         self.read_back_started = asyncio.Event()
         #: While set and not yet fired, a read-back waits for it (one in flight).
         self.read_back_gate: asyncio.Event | None = None
+        #: While set and not yet fired, a write waits for it.
+        self.write_gate: asyncio.Event | None = None
         self.fail_frames: BaseException | None = None
         self.fail_read_back: BaseException | None = None
         self.nacked = asyncio.Event()
@@ -386,6 +390,24 @@ async def test_ack_many_with_one_channel_late_voids_only_that_channel() -> None:
         assert not push.is_closed
         await holds.settle("q", unrelated, ack=True)
         assert push.frames == [("ack", 1), ("ack", 2)]
+    finally:
+        holds.clear()
+        await tasks.cancel_all()
+
+
+async def test_ack_many_whose_write_waits_on_a_full_buffer_is_bounded() -> None:
+    tasks = Background()
+    holds = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=0.2)
+    try:
+        channel = FakeChannel()
+        a = _claim(holds.hold("q", channel, _delivery(1, tag=1), 60))
+        channel.write_gate = asyncio.Event()  # never set: flow control never lifts
+        call = asyncio.ensure_future(holds.ack_many("q", [a]))
+        await asyncio.wait([call], timeout=WITHIN)
+        assert call.done()  # ended by its own bound, not waiting for ever
+        assert isinstance(call.exception(), TimeoutError)
+        await asyncio.wait_for(channel.closed.wait(), WITHIN)
+        assert await _stale(holds, a) is StaleReason.NOT_HELD  # which frames went is unknown
     finally:
         holds.clear()
         await tasks.cancel_all()

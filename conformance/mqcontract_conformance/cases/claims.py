@@ -375,11 +375,12 @@ async def overlapping_settlements_take_effect_once(ctx: CaseContext) -> None:
     queues = [await ctx.queue() for _ in range(_ROUNDS)]
     for round_no, q in enumerate(queues, 1):
         await _race_settlements(ctx, q, f"round {round_no} of {_ROUNDS}")
-    await asyncio.gather(
-        *(
-            _nothing_left(ctx, q, "a message whose ack won (or that was acked since) came back")
-            for q in queues
-        )
+
+    async def back() -> list[tuple[str, int]]:
+        return [(q, m.msg_id) for q in queues for m in await ctx.receive(q)]
+
+    await ctx.never(
+        back, ctx.timing.margin, "a message whose ack won (or that was acked since) came back"
     )
 
 

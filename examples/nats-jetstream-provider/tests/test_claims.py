@@ -286,3 +286,34 @@ async def test_a_full_record_cache_forgets_lapsed_records_then_the_oldest_tenth(
     service._keep_grant(claims[10], (Record(HELD, 11, now + 60, 11), "k"))
     # Claim 4 lapsed; then the oldest live ones went, down to five; then the new one.
     assert [c.msg_id for c in service._granted] == [6, 7, 8, 9, 10, 11]
+
+
+async def test_a_receive_cancelled_while_it_claims_gives_the_messages_back_at_once(
+    service: NatsJetStreamMessagingService, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller is cancelled after the pull, while its claims are being written: they
+    finish and are released, so the messages are back long before the fetch's ack wait
+    (``fetch_grace_seconds``, 10 s), which was all that brought them back before."""
+    sent = await service.send_batch(queue, [b"a", b"b"])
+    claiming = asyncio.Event()
+    grant = NatsJetStreamMessagingService._grant
+
+    async def slow_grant(self: NatsJetStreamMessagingService, *args: Any) -> Any:
+        claiming.set()
+        await asyncio.sleep(0.05)  # a ledger round trip, long enough to be cancelled in
+        return await grant(self, *args)
+
+    monkeypatch.setattr(NatsJetStreamMessagingService, "_grant", slow_grant)
+    receiving = asyncio.ensure_future(service.receive_messages(queue, 2, 60))
+    await asyncio.wait_for(claiming.wait(), 5)
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+    monkeypatch.undo()
+    assert service.settings.fetch_grace_seconds >= 10
+    got: list[QueuedMessage] = []
+    async with asyncio.timeout(3):  # well within the ack wait
+        while len(got) < 2:
+            got += await service.receive_messages(queue, 2, 60)
+            await asyncio.sleep(0.02)
+    assert sorted(m.msg_id for m in got) == sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from mqcontract_sql_skip_locked import (
     open_sql_mariadb,
     open_sql_postgres,
 )
-from mqcontract_sql_skip_locked.harness import MariaDbHarness, PostgresHarness
+from mqcontract_sql_skip_locked._config import MARIADB
+from mqcontract_sql_skip_locked._mariadb import MariaDbStore
+from mqcontract_sql_skip_locked.harness import MariaDbHarness, PostgresHarness, SqlHarness
 
 
 def test_both_providers_and_their_harnesses_are_registered_by_name() -> None:
@@ -82,3 +85,27 @@ async def test_a_url_of_the_wrong_kind_is_a_configuration_error() -> None:
         await connect_sql_mariadb(SqlQueueConfig(url="http://user:s3cret@host/"))
     assert info.value.key == "providers.sql-mariadb.url"
     assert "s3cret" not in str(info.value)
+
+
+async def test_a_mariadb_whose_sysdate_is_frozen_is_refused(
+    harness: SqlHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settlements check claims against ``SYSDATE(6)``; a server started with
+    ``--sysdate-is-now`` freezes it like ``NOW(6)``, and the provider refuses it."""
+    if harness.name != MARIADB:
+        pytest.skip("MariaDB only")
+    settings = dataclasses.replace(harness.config, connect_timeout_seconds=5.0)
+    service = await connect_sql_mariadb(settings, operation_timeout=5.0)
+    try:
+        assert isinstance(service.store, MariaDbStore)
+        assert await service.store.sysdate_moves()  # this machine's server: it moves
+    finally:
+        await service.close()
+
+    async def frozen(self: MariaDbStore) -> bool:
+        return False
+
+    monkeypatch.setattr(MariaDbStore, "sysdate_moves", frozen)
+    with pytest.raises(ConfigurationError, match="sysdate-is-now") as info:
+        await connect_sql_mariadb(settings, operation_timeout=5.0)
+    assert info.value.key == "providers.sql-mariadb.url"

@@ -33,7 +33,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqcontract.clock import Clock, SystemClock
-from mqcontract.errors import MessageNotFound, MessagingError, QueueNotFound
+from mqcontract.errors import (
+    BackendUnavailable,
+    MessageNotFound,
+    MessagingError,
+    OperationTimeout,
+)
 from mqcontract.events.commands import (
     Command,
     Intake,
@@ -228,17 +233,18 @@ class QueueConsumer:
             except Exception as exc:  # a provider bug must not silently kill the worker
                 log.exception("worker: unexpected error")
                 self.stats.record_error(f"worker: {type(exc).__name__}: {exc}")
-                self._retry_hint(command, exc)
             finally:
                 self._receiver.done()
 
-    def _retry_hint(self, command: Command, error: Exception) -> None:
+    def _retry_hint(self, command: Command, error: MessagingError) -> None:
         """Catch up on the queue of a hint whose claim failed, one poll interval later.
 
         A signal or unclaimed copy is the only word that its queue has work (and those
         folded into a catch-up went with it): where no poller runs, dropping it leaves
         the message until the next notification, which may never come. A poller polls
-        the queue within an interval anyway; a deleted queue has nothing to recover.
+        the queue within an interval anyway. Only a failure that passes (the backend
+        unavailable, an operation out of time) is retried: a refusal (a deleted queue, a
+        batch size over the provider's limit) would fail the same way every interval.
         """
         match command:
             case (
@@ -248,7 +254,8 @@ class QueueConsumer:
                 pass
             case _:
                 return
-        if not self._running or self.mode.polls or isinstance(error, QueueNotFound):
+        transient = isinstance(error, BackendUnavailable | OperationTimeout)
+        if not self._running or self.mode.polls or not transient:
             return
         if queue in self._retrying:
             return
@@ -263,7 +270,11 @@ class QueueConsumer:
             await self._clock.sleep(self.poll_interval)
         finally:
             self._retrying.discard(queue)  # a failure of this catch-up retries again
-        await self._sender.send(ProcessFromMessageEvent(queue, None))
+        try:
+            await self._sender.send(ProcessFromMessageEvent(queue, None))
+        except Exception as exc:  # nobody awaits this task: say what went wrong here
+            log.exception("retry of %s: unexpected error", queue)
+            self.stats.record_error(f"retry: {type(exc).__name__}: {exc}")
 
     async def _dispatch(self, command: Command) -> None:
         match command:

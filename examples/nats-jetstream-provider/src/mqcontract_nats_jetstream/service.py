@@ -144,6 +144,8 @@ class NatsJetStreamMessagingService(BaseMessagingService):
             collections.OrderedDict()
         )
         self._loops: dict[QueueSubscription, PushLoop] = {}
+        #: Releases of claims granted for callers cancelled meanwhile (``grant``).
+        self._giving_up: set[asyncio.Future[None]] = set()
         self._pushed: dict[Claim, PushLoop] = {}
         self.forgetting = Forgetting(
             self._gone, self._forget, delay=settings.ledger_retention_seconds
@@ -357,9 +359,31 @@ class NatsJetStreamMessagingService(BaseMessagingService):
     ) -> list[QueuedMessage]:
         """Claim ``deliveries`` for ``vt`` seconds; oldest first. All or nothing: if one
         claim fails, the claims made are released and the rest handed back before the
-        error is raised, so none of them waits out a timeout nobody was given."""
+        error is raised, so none of them waits out a timeout nobody was given.
+
+        A caller cancelled meanwhile does not cut the claims short (a ledger write in
+        flight may or may not land): they finish in the background and are given back
+        at once, instead of waiting out the fetch's ack wait (``fetch_grace_seconds``)."""
         if not deliveries:
             return []
+        granting = asyncio.ensure_future(self._grant_all(link, queue, deliveries, vt))
+        try:
+            return await asyncio.shield(granting)
+        except asyncio.CancelledError:
+            giving_up = asyncio.ensure_future(self._give_up(link, granting))
+            self._giving_up.add(giving_up)
+            giving_up.add_done_callback(self._giving_up.discard)
+            raise
+
+    async def _give_up(self, link: Link, granting: asyncio.Future[list[QueuedMessage]]) -> None:
+        """Release what a cancelled caller's claims granted (a failed grant undid itself)."""
+        with contextlib.suppress(Exception):
+            granted = await granting
+            await self._undo(link, granted, [])
+
+    async def _grant_all(
+        self, link: Link, queue: str, deliveries: list[Msg], vt: float
+    ) -> list[QueuedMessage]:
         names = self.names(queue)
         outcomes = await asyncio.gather(
             *(self._bounded(self._grant(link, names, d, vt)) for d in deliveries),
@@ -676,6 +700,8 @@ class NatsJetStreamMessagingService(BaseMessagingService):
         for subscription in list(self._loops):
             await subscription.aclose()
         self._closed = True
+        if self._giving_up:  # each bounded by the operation timeout
+            await asyncio.gather(*self._giving_up, return_exceptions=True)
         await self.forgetting.close()
         await self.link.close()
         await super().close()

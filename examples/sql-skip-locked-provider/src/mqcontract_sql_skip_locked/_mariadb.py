@@ -330,6 +330,14 @@ class MariaDbStore:
                 counts = {int(r[0]): int(r[1]) for r in await cur.fetchall()}
         return [Outcome(key in done, counts.get(key[0])) for key in keys]
 
+    async def sysdate_moves(self) -> bool:
+        """Whether ``SYSDATE(6)`` is the time it is read, as the settlements need (see
+        ``_Sql._held``); a server started with ``--sysdate-is-now`` makes it ``NOW(6)``."""
+        async with self._cursor() as cur:
+            await cur.execute("SELECT NOW(6) < SYSDATE(6) FROM (SELECT SLEEP(0.002)) AS pause")
+            (moves,) = await cur.fetchone()
+        return bool(moves)
+
     async def stored_ids(self, queue: str) -> list[int]:
         async with self._cursor() as cur:
             await cur.execute(self._sql.stored_ids, (queue,))

@@ -77,6 +77,21 @@ async def connect_sql_mariadb(
             )
     except Exception as exc:
         raise BackendUnavailable(MARIADB, settings.url, f"{type(exc).__name__}: {exc}") from exc
+    try:
+        async with asyncio.timeout(bound):
+            sysdate_moves = await store.sysdate_moves()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await store.close()
+        raise BackendUnavailable(MARIADB, settings.url, f"{type(exc).__name__}: {exc}") from exc
+    if not sysdate_moves:
+        await store.close()
+        raise ConfigurationError(
+            f"providers.{MARIADB}.url",
+            "(hidden)",
+            "the server runs with --sysdate-is-now: SYSDATE() is frozen like NOW(), and a "
+            "settlement that waited for a row lock would settle a claim released meanwhile",
+        )
     await _installed(MARIADB, settings, store, max(bound, operation_timeout))
     return MariaDbQueueService(
         store, settings, operation_timeout=operation_timeout, session_name=""

@@ -187,23 +187,29 @@ async def send_acks(
     each. Per delivery: True once confirmed; False when its channel closed before its
     frame was written (the claim went with the channel); the error of its channel's
     read-back when that failed, or a ``TimeoutError`` when it was not back within
-    ``timeout`` (the outcome of those acks is unknown), while the acks other channels
-    confirmed in time stand. With a single channel to confirm, its failure or timeout
-    raises, as for one ack.
+    ``timeout`` of the call's start (the outcome of those acks is unknown), while the
+    acks other channels confirmed in time stand. With a single channel to confirm, its
+    failure or timeout raises, as for one ack; so does a write not done in time.
     """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
     tags: dict[SettlingChannel, list[int]] = {}
     for channel, tag in deliveries:
         tags.setdefault(channel, []).append(tag)
     written: dict[SettlingChannel, bool | Exception] = {}
-    for channel, channel_tags in tags.items():
-        with contextlib.suppress(ChannelInvalidStateError):
-            written[channel] = await write_acks(channel, channel_tags)
+    # A write waits while the channel's write buffer is full (flow control): bounded,
+    # and a write cut short raises (which frames went out is unknown).
+    async with asyncio.timeout_at(deadline):
+        for channel, channel_tags in tags.items():
+            with contextlib.suppress(ChannelInvalidStateError):
+                written[channel] = await write_acks(channel, channel_tags)
     confirm = [channel for channel, ok in written.items() if ok is True]
     if len(confirm) == 1:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             await read_backs.wait(confirm[0])
     elif confirm:
-        written.update(await _confirm_each(confirm, read_backs, timeout))
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        written.update(await _confirm_each(confirm, read_backs, left))
     return [written.get(channel, False) for channel, _ in deliveries]
 
 
