@@ -24,28 +24,8 @@ from support import eventually
 @contextlib.asynccontextmanager
 async def row_locked(harness: SqlHarness, msg_id: int) -> AsyncIterator[None]:
     """Another session holds ``msg_id``'s row lock (an open transaction) meanwhile."""
-    table = f"{harness.config.table_prefix}_messages"
-    lock = f"SELECT id FROM {table} WHERE id = {int(msg_id)} FOR UPDATE"
-    if harness.name == POSTGRES:
-        conn: Any = await asyncpg.connect(harness.config.url)
-        try:
-            async with conn.transaction():
-                await conn.execute(lock)
-                yield
-        finally:
-            await conn.close()
-        return
-    my: Any = await aiomysql.connect(
-        autocommit=True, init_command=SESSION_SETUP, **connect_kwargs(harness.config.url)
-    )
-    try:
-        async with my.cursor() as cur:
-            await cur.execute("BEGIN")
-            await cur.execute(lock)
-            yield
-            await cur.execute("ROLLBACK")
-    finally:
-        my.close()
+    async with holder(harness, "", msg_id):
+        yield
 
 
 async def test_a_row_locked_elsewhere_is_skipped_not_waited_for(
