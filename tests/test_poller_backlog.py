@@ -110,17 +110,7 @@ async def test_a_deferred_poller_still_drains_within_one_interval(
     """Push dead from the start (no listener): the backlog waits one interval, no more."""
     sender, receiver = command_channel(BACKLOG * 2)
     stats = ConsumerStats()
-    poller = FallbackPoller(
-        service,
-        ["jobs"],
-        sender,
-        stats,
-        interval=INTERVAL,
-        batch_size=BATCH,
-        visibility_timeout=30,
-        clock=clock,
-        defer_first=True,
-    )
+    poller = _poller(service, sender, stats, clock, INTERVAL, defer_first=True)
     taken = 0
     all_taken = asyncio.Event()
 
@@ -157,17 +147,7 @@ async def test_each_idle_worker_gets_a_batch_of_its_own_claimed_at_once(
     idle = [asyncio.create_task(receiver.receive()) for _ in range(4)]
     await asyncio.sleep(0)  # the four receivers wait: the poller sees them idle
     stats = ConsumerStats()
-    poller = FallbackPoller(
-        service,
-        ["jobs"],
-        sender,
-        stats,
-        interval=INTERVAL,
-        batch_size=BATCH,
-        visibility_timeout=30,
-        clock=clock,
-    )
-    polling = asyncio.create_task(poller.run())
+    polling = asyncio.create_task(_poller(service, sender, stats, clock, INTERVAL).run())
     try:
         async with asyncio.timeout(10):
             while stats.polls == 0 or receiver.waiting():  # noqa: ASYNC110 (polled, all taken)
@@ -186,6 +166,29 @@ async def test_each_idle_worker_gets_a_batch_of_its_own_claimed_at_once(
     assert ids == list(range(1, BACKLOG + 1))
     assert all([m.msg_id for m in share] == sorted(m.msg_id for m in share) for share in shares)
     assert len({c.claimed_at for c in commands if isinstance(c, ProcessClaimed)}) == 1
+
+
+def _poller(
+    service: InMemoryMessagingService,
+    sender: CommandSender,
+    stats: ConsumerStats,
+    clock: VirtualClock,
+    interval: float,
+    *,
+    defer_first: bool = False,
+) -> FallbackPoller:
+    """The fallback poller over the backlog's queue, as the consumer builds it."""
+    return FallbackPoller(
+        service,
+        ["jobs"],
+        sender,
+        stats,
+        interval=interval,
+        batch_size=BATCH,
+        visibility_timeout=30,
+        clock=clock,
+        defer_first=defer_first,
+    )
 
 
 def _drain(
@@ -251,17 +254,7 @@ async def test_a_failed_poll_counts_the_messages_it_sent_on(clock: VirtualClock)
         sender, receiver = command_channel(BACKLOG * 2)
         idle = [asyncio.create_task(receiver.receive()) for _ in range(3)]
         stats = ConsumerStats()
-        poller = FallbackPoller(
-            service,
-            ["jobs"],
-            sender,
-            stats,
-            interval=60,
-            batch_size=BATCH,
-            visibility_timeout=30,
-            clock=clock,
-        )
-        polling = asyncio.create_task(poller.run())
+        polling = asyncio.create_task(_poller(service, sender, stats, clock, 60).run())
         try:
             async with asyncio.timeout(5):
                 while not stats.errors:  # noqa: ASYNC110 (no event to wait on)
