@@ -138,14 +138,13 @@ async def test_a_deferred_poller_still_drains_within_one_interval(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_each_idle_worker_gets_a_batch_of_its_own_claimed_at_once(
-    service: InMemoryMessagingService, clock: VirtualClock
-) -> None:
-    """Four idle workers, batches of ten, 25 waiting: three batches claimed together
-    (one per worker, the fourth finds the queue empty), in claim order, one command each."""
+async def _first_poll(
+    service: InMemoryMessagingService, clock: VirtualClock, workers: int
+) -> list[ProcessClaimed]:
+    """The commands ``workers`` idle receivers get from the poller's first poll."""
     sender, receiver = command_channel(BACKLOG * 2)
-    idle = [asyncio.create_task(receiver.receive()) for _ in range(4)]
-    await asyncio.sleep(0)  # the four receivers wait: the poller sees them idle
+    idle = [asyncio.create_task(receiver.receive()) for _ in range(workers)]
+    await asyncio.sleep(0)  # the receivers wait: the poller sees them idle
     stats = ConsumerStats()
     polling = asyncio.create_task(_poller(service, sender, stats, clock, INTERVAL).run())
     try:
@@ -160,12 +159,55 @@ async def test_each_idle_worker_gets_a_batch_of_its_own_claimed_at_once(
             task.cancel()
         await asyncio.gather(polling, *idle, return_exceptions=True)
     assert all(isinstance(c, ProcessClaimed) for c in commands)
-    shares = [c.messages for c in commands if isinstance(c, ProcessClaimed)]
-    assert sorted(len(s) for s in shares) == [5, 10, 10]
+    return [c for c in commands if isinstance(c, ProcessClaimed)]
+
+
+class CountsReceives(InMemoryMessagingService):
+    """The memory provider, noting the limit of every receive."""
+
+    def __init__(self, *, clock: VirtualClock, max_receive_limit: int | None = None) -> None:
+        super().__init__(clock=clock)
+        self.limits: list[int] = []
+        self._max_receive_limit = max_receive_limit
+
+    @property
+    def capabilities(self) -> Capabilities:
+        declared = super().capabilities
+        if self._max_receive_limit is None:
+            return declared
+        return dataclasses.replace(declared, max_receive_limit=self._max_receive_limit)
+
+    async def receive_messages(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self.limits.append(limit)
+        return await super().receive_messages(queue, limit, visibility_timeout)
+
+
+async def test_idle_workers_share_one_receive_of_a_batch_each(clock: VirtualClock) -> None:
+    """Four idle workers, batches of ten, 25 waiting: one receive claims for all four
+    (not four receives contending for the same rows), and the 25 are shared out evenly,
+    in claim order, one command per worker with the one claim time."""
+    async with CountsReceives(clock=clock) as service:
+        commands = await _first_poll(await _with_backlog(service), clock, workers=4)
+    assert service.limits[0] == 4 * BATCH
+    shares = [c.messages for c in commands]
+    assert sorted(len(s) for s in shares) == [4, 7, 7, 7]
     ids = sorted(m.msg_id for share in shares for m in share)
     assert ids == list(range(1, BACKLOG + 1))
     assert all([m.msg_id for m in share] == sorted(m.msg_id for m in share) for share in shares)
-    assert len({c.claimed_at for c in commands if isinstance(c, ProcessClaimed)}) == 1
+    assert len({c.claimed_at for c in commands}) == 1
+
+
+async def test_a_receive_limit_under_the_idle_workers_batches_splits_the_claim(
+    clock: VirtualClock,
+) -> None:
+    """Where the provider receives at most 15 at once, four idle workers' 40 are claimed
+    as receives of 15, 15 and 10 at once, each shared among the workers it claimed for."""
+    async with CountsReceives(clock=clock, max_receive_limit=15) as service:
+        commands = await _first_poll(await _with_backlog(service), clock, workers=4)
+    assert sorted(service.limits[:3]) == [10, 15, 15]
+    assert sum(len(c.messages) for c in commands) == BACKLOG
 
 
 def _poller(
@@ -207,7 +249,12 @@ def _drain(
 
 
 class SecondReceiveFails(InMemoryMessagingService):
-    """The memory provider whose second receive fails (a backend error mid-drain)."""
+    """The memory provider whose second receive fails (a backend error mid-drain); it
+    receives one batch at a time, so a poll for several idle workers makes several."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, max_receive_limit=BATCH)
 
     receives = 0
 
