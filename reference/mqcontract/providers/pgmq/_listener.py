@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mqcontract.messages import Available, Message, MessageNotification, QueuedMessage
+from mqcontract._builders import build_message, build_push
+from mqcontract.messages import Available, MessageNotification
 from mqcontract.providers.pgmq._errors import is_connection_error
 from mqcontract.providers.pgmq._payload import decode
 from mqcontract.providers.pgmq._sql import CHANNEL_PREFIX, channel
@@ -76,15 +77,11 @@ def parse_notification(payload: str) -> tuple[MessageNotification, float]:
         return Available(queue, msg_id), delay
     if read_ct is None or enqueued_at is None:
         raise KeyError("read_ct and enqueued_at come with a message")
-    message = QueuedMessage(
-        msg_id=msg_id,
-        queue_name=queue,
-        payload=decode(tail[:-1]),
-        # An unclaimed copy shows the count a claim would give it now.
-        receive_count=int(read_ct) + 1,
-        enqueued_at=float(enqueued_at),
+    # An unclaimed copy shows the count a claim would give it now.
+    message = build_message(
+        msg_id, queue, decode(tail[:-1]), int(read_ct) + 1, float(enqueued_at), None
     )
-    return Message(message, claimed=False), delay
+    return build_push(message, False), delay
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 from asyncpg import exceptions as pgerr
 
+from mqcontract._builders import build_claim, build_message
 from mqcontract.capabilities import Capabilities, PayloadFidelity, PushKind, RequeuePosition
 from mqcontract.config import PgmqConfig
 from mqcontract.errors import QueueNotFound, StaleClaim, StaleReason
@@ -265,13 +266,13 @@ class PgmqMessagingService(BaseMessagingService):
     def _message(queue: str, row: Any, visibility_timeout: float) -> QueuedMessage:
         msg_id = int(row["msg_id"])
         read_ct = int(row["read_ct"])
-        return QueuedMessage(
-            msg_id=msg_id,
-            queue_name=queue,
-            payload=decode(row["message"]),
-            receive_count=read_ct,
-            enqueued_at=float(row["enqueued_at"]),
-            claim=Claim(queue, msg_id, read_ct, visibility_timeout),
+        return build_message(
+            msg_id,
+            queue,
+            decode(row["message"]),
+            read_ct,
+            float(row["enqueued_at"]),
+            build_claim(queue, msg_id, read_ct, visibility_timeout),
         )
 
     async def _receive(
