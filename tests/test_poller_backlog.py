@@ -149,7 +149,9 @@ async def _first_poll(
     polling = asyncio.create_task(_poller(service, sender, stats, clock, INTERVAL).run())
     try:
         async with asyncio.timeout(10):
-            while stats.polls == 0 or receiver.waiting():  # noqa: ASYNC110 (polled, all taken)
+            # The poll is over, or every receiver has a command (the poll then waits
+            # for one to be idle again); either way nothing is left in the channel.
+            while not (stats.polls or all(t.done() for t in idle)) or receiver.waiting():  # noqa: ASYNC110
                 await asyncio.sleep(0)
             await asyncio.sleep(0)  # the receivers that took a command run
         commands = [task.result() for task in idle if task.done()]
@@ -199,15 +201,23 @@ async def test_idle_workers_share_one_receive_of_a_batch_each(clock: VirtualCloc
     assert len({c.claimed_at for c in commands}) == 1
 
 
+@pytest.mark.parametrize(
+    ("max_receive_limit", "receives"),
+    [(25, [20, 20]), (15, [10, 10, 10, 10]), (4, [4, 4, 4, 4])],
+)
 async def test_a_receive_limit_under_the_idle_workers_batches_splits_the_claim(
-    clock: VirtualClock,
+    clock: VirtualClock, max_receive_limit: int, receives: list[int]
 ) -> None:
-    """Where the provider receives at most 15 at once, four idle workers' 40 are claimed
-    as receives of 15, 15 and 10 at once, each shared among the workers it claimed for."""
-    async with CountsReceives(clock=clock, max_receive_limit=15) as service:
+    """Where the provider receives fewer at once than four idle workers' batches of ten,
+    the claim is split into receives of whole batches (two per receive under 25; one
+    under 15), or of what one receive may claim when a batch alone is over it, all at
+    once: never over the limit, and never more shares than workers are idle (a share
+    with no worker would wait in the channel, its claim ageing)."""
+    async with CountsReceives(clock=clock, max_receive_limit=max_receive_limit) as service:
         commands = await _first_poll(await _with_backlog(service), clock, workers=4)
-    assert sorted(service.limits[:3]) == [10, 15, 15]
-    assert sum(len(c.messages) for c in commands) == BACKLOG
+    assert sorted(service.limits[: len(receives)]) == receives
+    assert len(commands) <= 4
+    assert sum(len(c.messages) for c in commands) == min(BACKLOG, sum(receives))
 
 
 def _poller(

@@ -51,23 +51,27 @@ async def drain_queue(
     released over and over.
     """
 
-    async def claim_and_send(wanted: int) -> int:
-        """Claim up to ``wanted`` messages (one receive, for ``wanted / batch_size`` idle
-        workers) and send them on at once, a share per worker, with their claim time.
+    async def claim_and_send(workers: int) -> int:
+        """Claim ``workers`` idle workers' batches (one receive) and send them on at once,
+        a share per worker, with their claim time.
 
         Sent as soon as it is back, not once every receive of the round is: a slow
         receive beside it would age it, and a stop while that receive hangs would strand
         it (never sent, never released: back only after its visibility timeout).
         """
         claimed_at = clock.now()
-        batch = await service.receive_messages(queue, wanted, visibility_timeout)
-        count = await _send_shares(sender, batch, -(-wanted // batch_size), path, claimed_at)
+        batch = await service.receive_messages(queue, workers * per_worker, visibility_timeout)
+        count = await _send_shares(sender, batch, workers, path, claimed_at)
         sent(count)
         return count
 
     total = 0
     seen = released()
-    limit = max(batch_size, service.capabilities.max_receive_limit)
+    # A receive serves whole workers, never more than the provider takes at once: as many
+    # as fit, each one batch (one worker per receive where a batch alone is over it, each
+    # then getting what one receive may claim), so no share waits for a worker.
+    per_worker = min(batch_size, service.capabilities.max_receive_limit)
+    per_receive = max(1, service.capabilities.max_receive_limit // per_worker)
     while True:
         idle = await sender.demand(batch_size)
         narrow = released() != seen
@@ -81,19 +85,18 @@ async def drain_queue(
             if len(batch) < idle:
                 return total
             continue
-        wanted = idle * batch_size
-        sizes = [min(limit, wanted - start) for start in range(0, wanted, limit)]
+        groups = [min(per_receive, idle - start) for start in range(0, idle, per_receive)]
         rounds = await asyncio.gather(
-            *(claim_and_send(size) for size in sizes), return_exceptions=True
+            *(claim_and_send(workers) for workers in groups), return_exceptions=True
         )
         failure: BaseException | None = None
         exhausted = False
-        for size, got in zip(sizes, rounds, strict=True):
+        for workers, got in zip(groups, rounds, strict=True):
             if isinstance(got, BaseException):
                 failure = failure or got
                 continue
             total += got
-            exhausted = exhausted or got < size
+            exhausted = exhausted or got < workers * per_worker
         if failure is not None:
             raise failure  # what the others claimed went to the workers already
         if exhausted:
