@@ -90,6 +90,23 @@ def test_back_position_means_a_nacked_message_comes_last() -> None:
         m2.received(2.0, 2.1, 2, 5.0, [_msg(1, 2), _msg(2)])
 
 
+def test_a_claim_lapsing_during_a_receive_may_come_after_younger_messages() -> None:
+    """Message 1's claim lapses (6.0 +- 0.1) while a receive that began at 5.5 runs: a
+    provider claiming one message after another may have passed its place by then. A
+    receive that began after the band must put it first (original requeue position)."""
+    for start, accepted in ((5.5, True), (6.2, False)):
+        m = _model(tolerance=0.1)
+        m.sent(0.0, 0.0, 1, b"p")
+        m.sent(0.0, 0.0, 2, b"p")
+        m.received(1.0, 1.0, 1, 5.0, [_msg(1)])
+        got = [_msg(2), _msg(1, 2)]
+        if accepted:
+            m.received(start, 6.3, 2, 5.0, got)
+        else:
+            with pytest.raises(ModelMismatch, match="out of order"):
+                m.received(start, 6.3, 2, 5.0, got)
+
+
 def test_receive_counts_are_exact_or_a_declared_lower_bound() -> None:
     m = _model()
     m.sent(0.0, 0.0, 1, b"p")
