@@ -258,15 +258,13 @@ def _drain(
     )
 
 
-class SecondReceiveFails(InMemoryMessagingService):
+class SecondReceiveFails(CountsReceives):
     """The memory provider whose second receive fails (a backend error mid-drain); it
     receives one batch at a time, so a poll for several idle workers makes several."""
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(super().capabilities, max_receive_limit=BATCH)
-
-    receives = 0
+    def __init__(self, *, clock: VirtualClock) -> None:
+        super().__init__(clock=clock, max_receive_limit=BATCH)
+        self.receives = 0
 
     async def receive_messages(
         self, queue: str, limit: int, visibility_timeout: float

@@ -259,10 +259,9 @@ class QueueModel:
         position when it appears there.
         """
         keyed = [(m, self._key(m)) for m in returned]
+        ordered = [(m, k if self.surely_visible(m, t0) else None) for m, k in keyed]
         for i, (a, ka) in enumerate(keyed):
-            for b, kb in keyed[i + 1 :]:
-                if not self.surely_visible(b, t0):
-                    continue
+            for b, kb in ordered[i + 1 :]:
                 if ka is not None and kb is not None and ka[0] > kb[1]:
                     raise ModelMismatch(
                         f"out of order: {a.msg_id} returned before {b.msg_id} "
