@@ -19,7 +19,13 @@ from mqcontract.capabilities import Capabilities
 from mqcontract.clock import VirtualClock
 from mqcontract.errors import BackendUnavailable
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
-from mqcontract.events.commands import CommandSender, Intake, ProcessClaimed, command_channel
+from mqcontract.events.commands import (
+    Command,
+    CommandSender,
+    Intake,
+    ProcessClaimed,
+    command_channel,
+)
 from mqcontract.events.poller import FallbackPoller, drain_queue
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import QueuedMessage
@@ -358,3 +364,64 @@ async def test_a_batch_is_sent_as_soon_as_claimed_not_after_a_hanging_receive(
             await asyncio.gather(draining, *idle, return_exceptions=True)
     sizes = sorted(len(c.messages) for c in commands if isinstance(c, ProcessClaimed))
     assert sizes == [5, BATCH, BATCH]  # all but the hanging receive's: 10, 10, the last 5
+
+
+class TakesOneCommand(CommandSender):
+    """A channel with ``idle`` workers waiting that takes one command, then stays full
+    (every worker got busy meanwhile: a listener's commands filled it)."""
+
+    def __init__(self, idle: int) -> None:  # a stub: no asyncio.Queue behind it
+        self.commands: list[ProcessClaimed] = []
+        self.blocked = asyncio.Event()
+        self._idle = idle
+
+    async def demand(self, limit: int) -> int:
+        return min(self._idle, limit)
+
+    async def send(self, command: Command) -> None:
+        if self.commands:
+            self.blocked.set()
+            await asyncio.Event().wait()
+        assert isinstance(command, ProcessClaimed)
+        self.commands.append(command)
+
+
+@pytest.mark.parametrize("limit", [None, BATCH], ids=["one-receive", "a-receive-per-worker"])
+async def test_a_drain_cancelled_on_a_full_channel_hands_over_what_it_did_not_send(
+    clock: VirtualClock, limit: int | None
+) -> None:
+    """A stop while a share waits for room in the channel: the shares not sent are given
+    to ``stranded`` (its consumer releases them) instead of waiting out their visibility
+    timeout with nobody knowing of them; each claimed message is sent or stranded, never
+    both, and what was sent is counted."""
+    async with CountsReceives(clock=clock, max_receive_limit=limit) as service:
+        await service.create_queue("jobs")
+        ids = set(await service.send_batch("jobs", [b"{}"] * BACKLOG))
+        sender = TakesOneCommand(idle=3)
+        stranded: list[QueuedMessage] = []
+        counted: list[int] = []
+        draining = asyncio.create_task(
+            drain_queue(
+                service,
+                "jobs",
+                sender,
+                batch_size=BATCH,
+                visibility_timeout=30,
+                path=Intake.POLL,
+                clock=clock,
+                sent=counted.append,
+                stranded=stranded.extend,
+            )
+        )
+        async with asyncio.timeout(5):
+            await sender.blocked.wait()
+            await asyncio.sleep(0)  # every receive of the poll is back and sending
+        draining.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await draining
+    assert service.limits == ([3 * BATCH] if limit is None else [BATCH] * 3)
+    sent = [m.msg_id for c in sender.commands for m in c.messages]
+    assert stranded, "the poll claimed more than the one share the channel took"
+    assert counted == [len(sent)]
+    assert not set(sent) & {m.msg_id for m in stranded}
+    assert sorted(sent + [m.msg_id for m in stranded]) == sorted(ids)

@@ -145,6 +145,8 @@ class QueueConsumer:
         self._claimed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         #: The unstarted rest of each claimed batch a worker is running.
         self._unstarted: dict[int, collections.deque[QueuedMessage]] = {}  # by id()
+        #: Claimed by a poll that was stopped before it could send them on.
+        self._stranded: list[QueuedMessage] = []
         self._settler = Settler(
             service,
             self._acked,
@@ -183,6 +185,7 @@ class QueueConsumer:
                 visibility_timeout=self.settings.visibility_timeout,
                 clock=self._clock,
                 defer_first=not self.polls_at_start,
+                stranded=self._stranded.extend,
             )
             self._intake.append(asyncio.create_task(poller.run(), name="mq-poller"))
         self._settler.start()
@@ -492,6 +495,8 @@ class QueueConsumer:
         self._claimed.pop(key, None)
 
     async def _release_unstarted(self) -> None:
+        stranded, self._stranded = self._stranded, []
+        await self._release(stranded, on_stop=True)  # a poll stopped on a full channel
         running, self._unstarted = self._unstarted, {}
         for pending in running.values():  # its worker was cancelled: nothing else runs it
             await self._release(pending, on_stop=True)

@@ -29,11 +29,15 @@ async def drain_queue(
     clock: Clock,
     released: Callable[[], int] = lambda: 0,
     sent: Callable[[int], None] = lambda count: None,
+    stranded: Callable[[Sequence[QueuedMessage]], None] = lambda messages: None,
 ) -> int:
     """Claim everything visible on ``queue`` and send it on; returns the count.
 
-    ``sent`` is told each batch's size as soon as the batch is sent on, so what a drain
-    that fails later sent is counted too.
+    ``sent`` is told each share's size as soon as the share is sent on, so what a drain
+    that fails (or is cancelled) later sent is counted too. ``stranded`` is given the
+    claimed messages a drain could not send on because it was cancelled (or failed) while
+    waiting on a full channel: nobody else knows of them, and the caller releases them
+    (a consumer at stop), instead of their waiting out the visibility timeout.
 
     A batch is claimed only for a worker free to start on it (claims made while every
     worker is busy would age in the channel): with k workers idle, k batches are claimed
@@ -61,9 +65,7 @@ async def drain_queue(
         """
         claimed_at = clock.now()
         batch = await service.receive_messages(queue, workers * per_worker, visibility_timeout)
-        count = await _send_shares(sender, batch, workers, path, claimed_at)
-        sent(count)
-        return count
+        return await _send_shares(sender, batch, workers, path, claimed_at, sent, stranded)
 
     total = 0
     seen = released()
@@ -79,9 +81,7 @@ async def drain_queue(
         if narrow:
             claimed_at = clock.now()
             batch = await service.receive_messages(queue, idle, visibility_timeout)
-            count = await _send_shares(sender, batch, idle, path, claimed_at)
-            sent(count)
-            total += count
+            total += await _send_shares(sender, batch, idle, path, claimed_at, sent, stranded)
             if len(batch) < idle:
                 return total
             continue
@@ -104,17 +104,43 @@ async def drain_queue(
 
 
 async def _send_shares(
-    sender: CommandSender, batch: list[QueuedMessage], workers: int, path: Intake, at: float
+    sender: CommandSender,
+    batch: list[QueuedMessage],
+    workers: int,
+    path: Intake,
+    at: float,
+    sent: Callable[[int], None],
+    stranded: Callable[[Sequence[QueuedMessage]], None],
 ) -> int:
-    """Send ``batch`` as one command per worker (at most ``workers``), in order."""
-    share = -(-len(batch) // max(1, min(workers, len(batch))))
-    for start in range(0, len(batch), max(share, 1)):
-        await sender.send(ProcessClaimed(tuple(batch[start : start + share]), path, at))
+    """Send ``batch`` as one command per worker (at most ``workers``), in order; each
+    share counted in ``sent`` once sent, and the shares not sent when this is cancelled
+    (or fails) while the channel is full given to ``stranded``.
+
+    A send cancelled while it waits has put nothing in the channel (``asyncio.Queue.put``
+    puts only once there is room, with no wait after), so the share it carried is among
+    those stranded, and no share is both sent and stranded.
+    """
+    share = max(1, -(-len(batch) // max(1, min(workers, len(batch)))))
+    start = 0
+    try:
+        while start < len(batch):
+            command = ProcessClaimed(tuple(batch[start : start + share]), path, at)
+            await sender.send(command)
+            start += len(command.messages)
+            sent(len(command.messages))
+    except BaseException:
+        if start < len(batch):
+            stranded(batch[start:])
+        raise
     return len(batch)
 
 
 class FallbackPoller:
-    """Every ``interval`` seconds, drains each queue; stopped by cancelling :meth:`run`."""
+    """Every ``interval`` seconds, drains each queue; stopped by cancelling :meth:`run`.
+
+    ``stranded``: see :func:`drain_queue` (what a cancelled poll claimed and could not
+    send on goes there, for its owner to release).
+    """
 
     def __init__(
         self,
@@ -128,6 +154,7 @@ class FallbackPoller:
         visibility_timeout: float,
         clock: Clock,
         defer_first: bool = False,
+        stranded: Callable[[Sequence[QueuedMessage]], None] = lambda messages: None,
     ) -> None:
         self._service = service
         self._queues = list(queues)
@@ -138,6 +165,7 @@ class FallbackPoller:
         self._visibility_timeout = visibility_timeout
         self._clock = clock
         self._defer_first = defer_first
+        self._stranded = stranded
 
     async def run(self) -> None:
         """Poll until cancelled; errors are counted and the next tick tries again.
@@ -164,6 +192,7 @@ class FallbackPoller:
                         clock=self._clock,
                         released=lambda: self._stats.released_unstarted,
                         sent=self._count_polled,
+                        stranded=self._stranded,
                     )
                 except MessagingError as exc:
                     self._stats.record_error(f"poller: {exc}")
