@@ -143,14 +143,32 @@ class CaseContext:
                 self.fail(f"{what}: not observed within {within:g} s")
             await self.pause(self.timing.step)
 
-    async def never(self, probe: Callable[[], Awaitable[Any]], during: float, what: str) -> None:
-        """Poll ``probe`` for ``during`` seconds; fail as soon as it returns a truthy value."""
+    async def never(
+        self,
+        probe: Callable[[], Awaitable[T | None]],
+        during: float,
+        what: str,
+        *,
+        until_due: bool = False,
+    ) -> T | None:
+        """Poll ``probe`` for ``during`` seconds; fail as soon as it returns a truthy value.
+
+        ``until_due``: the window ends where what is probed becomes due (a claim's
+        timeout runs out), so a probe still running at its end may see it rightly: a
+        truthy result fails only if the probe returned before the end (the backend
+        answered before it, surely too early); one returned after the end is returned
+        to the caller, who may need what the probe took (a claim). Returns None when no
+        probe saw anything.
+        """
         deadline = self.now() + during
         while self.now() < deadline:
             result = await probe()
             if result:
+                if until_due and self.now() >= deadline:
+                    return result
                 self.fail(f"{what}: observed {result!r} before {during:g} s passed")
             await self.pause(self.timing.step)
+        return None
 
     # -- receiving ---------------------------------------------------------------------
 

@@ -131,7 +131,9 @@ async def deadline_from_claim(ctx: CaseContext) -> None:
         return [m.msg_id for m in await ctx.receive(q)]
 
     hold = vt - ctx.caps.visibility_precision_seconds - ctx.timing.step * 2
-    await ctx.never(leaked, max(hold - (ctx.now() - claimed), 0.0), f"message {sent} leaked")
+    await ctx.never(
+        leaked, max(hold - (ctx.now() - claimed), 0.0), f"message {sent} leaked", until_due=True
+    )
 
 
 @rule(

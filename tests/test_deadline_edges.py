@@ -1,0 +1,108 @@
+"""A look that is still running when a claim's timeout ends may see the message rightly.
+
+``CaseContext.never(..., until_due=True)`` watches for something that must not happen
+*before* a deadline (a claim leaking early): only an answer given before the deadline
+fails; a probe that started before it and was answered after it returns what it saw. CI
+failed ``pgmq::DUR-3`` once without this: the last look of the watch began 1 ms before the
+claim ended and was answered after it, on a machine busy with six test workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mqcontract.clock import VirtualClock
+from mqcontract.messages import QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract_conformance.context import CaseContext, ContractViolation
+from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.rules import get_rule
+from mqcontract_conformance.runner import run_case
+from mqcontract_conformance.selftest.broken_durability import RestartHarness
+from mqcontract_conformance.selftest.references import RestartableMemory
+from mqcontract_conformance.timing import TimingProfile
+from tests.conftest import ClassHarness
+
+#: How long a slow look takes (virtual seconds): more than one polling step.
+SLOW = 0.3
+
+
+async def _watch(*, answer_at: float, until_due: bool) -> list[int] | None:
+    """``never`` over a 1 s window whose probe, started at its last step, is answered
+    ``answer_at`` seconds after the window began (the answer is truthy from then on)."""
+    clock = VirtualClock()
+    async with InMemoryMessagingService(clock=clock) as service:
+        ctx = CaseContext(
+            rule_id="T-1",
+            service=service,
+            harness=ClassHarness(InMemoryMessagingService),
+            timing=TimingProfile(),
+            clock=clock,
+            run_id="t",
+        )
+        start = clock.now()
+
+        async def probe() -> list[int]:
+            if clock.now() - start >= 1 - ctx.timing.step:  # the last look: a slow one
+                await clock.advance(SLOW)
+            return [7] if clock.now() - start >= answer_at else []
+
+        return await ctx.never(probe, 1.0, "seen", until_due=until_due)
+
+
+def test_an_answer_given_after_the_deadline_is_returned_not_failed() -> None:
+    assert asyncio.run(_watch(answer_at=1.0, until_due=True)) == [7]
+
+
+def test_an_answer_given_after_the_deadline_fails_a_watch_that_is_not_until_due() -> None:
+    """For "never again" watches the window's end means nothing: anything seen fails."""
+    with pytest.raises(ContractViolation, match="seen: observed"):
+        asyncio.run(_watch(answer_at=1.0, until_due=False))
+
+
+def test_an_answer_given_before_the_deadline_still_fails() -> None:
+    with pytest.raises(ContractViolation, match="seen: observed"):
+        asyncio.run(_watch(answer_at=0.5, until_due=True))
+
+
+def test_nothing_seen_returns_none() -> None:
+    assert asyncio.run(_watch(answer_at=5.0, until_due=True)) is None
+
+
+class SlowWatcher(RestartableMemory):
+    """Correct, but a look begun less than :data:`SLOW` seconds before a held message's
+    claim ends is answered just after it ends (a machine busy after the restart), except
+    a service's first look (the holder's one receive is quick)."""
+
+    #: Whether a look straddled a claim's end (the case met the edge it is about).
+    straddled = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.receives = 0
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        self.receives += 1
+        clock, now = self.clock, self.clock.now()
+        ends = [e.visible_at for e in self._queue(queue).entries.values() if e.visible_at > now]
+        if self.receives > 1 and isinstance(clock, VirtualClock) and min(ends, default=0) > 0:
+            end = min(ends)
+            if end - now < SLOW:
+                type(self).straddled = True
+                await clock.advance(end - now + 0.001)
+        return await super()._receive(queue, limit, visibility_timeout)
+
+
+def test_dur_3_takes_a_claim_back_from_a_look_answered_as_it_ended() -> None:
+    """The watcher's last look before the claim ends is answered after it, with the
+    message: DUR-3 counts it as back (not as back too early, not as never back)."""
+    SlowWatcher.straddled = False
+    outcome = asyncio.run(
+        run_case(RestartHarness(SlowWatcher), get_rule("DUR-3"), TimingProfile(), "edge")
+    )
+    assert SlowWatcher.straddled
+    assert outcome.outcome is Outcome.PASSED, outcome.reason
