@@ -26,9 +26,10 @@ pytest_plugins = ["pytester"]
 #: run one after another under xdist (``--dist loadgroup``), in two groups: with four
 #: servers booting at once on two cores, a classic queue was still not routable 12 s
 #: after its node was up again (``rabbitmq::DUR-4``, about once in fifteen runs). The
-#: contract cases of the providers in ``WAITING_CRASHES`` are a group of their own: they
-#: are known broken and wait out their whole recovery bound (about 50 s each), which made
-#: a single group the run's longest worker; two groups boot at most two servers at once.
+#: crash cases of the providers in ``WAITING_CRASHES`` are a group of their own: they
+#: wait out their whole recovery bound (the DUR cases of a single-node quorum queue are
+#: known broken: about 50 s each), which made a single group the run's longest worker;
+#: two groups boot at most two servers at once.
 PRIVATE_BACKEND_HOOK = "private_backend"
 CRASH_GROUP = "private-server-crashes"
 WAITING_CRASHES = ("rabbitmq-quorum",)

@@ -1,8 +1,8 @@
 """A look that is still running when a claim's timeout ends may see the message rightly.
 
-``CaseContext.never(..., until_due=True)`` watches for something that must not happen
-*before* a deadline (a claim leaking early): only an answer given before the deadline
-fails; a probe that started before it and was answered after it returns what it saw. CI
+``CaseContext.never(..., due=...)`` watches for something that must not happen before
+``due`` (a claim leaking early): only an answer returned before ``due`` fails; a probe
+that started before it and returned after it returns what it saw. CI
 failed ``pgmq::DUR-3`` once without this: the last look of the watch began 1 ms before the
 claim ended and was answered after it, on a machine busy with six test workers.
 """
@@ -29,9 +29,10 @@ from tests.conftest import ClassHarness
 SLOW = 0.3
 
 
-async def _watch(*, answer_at: float, until_due: bool) -> list[int] | None:
-    """``never`` over a 1 s window whose probe, started at its last step, is answered
-    ``answer_at`` seconds after the window began (the answer is truthy from then on)."""
+async def _watch(*, answer_at: float, due: float | None = 1.0) -> list[int] | None:
+    """``never`` over a 1 s window whose probe, started at its last step, returns
+    :data:`SLOW` seconds later, seeing something if ``answer_at`` seconds have passed since
+    the window began; ``due``: when what it sees may rightly be seen (None: never)."""
     clock = VirtualClock()
     async with InMemoryMessagingService(clock=clock) as service:
         ctx = CaseContext(
@@ -49,26 +50,32 @@ async def _watch(*, answer_at: float, until_due: bool) -> list[int] | None:
                 await clock.advance(SLOW)
             return [7] if clock.now() - start >= answer_at else []
 
-        return await ctx.never(probe, 1.0, "seen", until_due=until_due)
+        return await ctx.never(probe, 1.0, "seen", due=None if due is None else start + due)
 
 
-def test_an_answer_given_after_the_deadline_is_returned_not_failed() -> None:
-    assert asyncio.run(_watch(answer_at=1.0, until_due=True)) == [7]
+def test_an_answer_given_once_due_is_returned_not_failed() -> None:
+    assert asyncio.run(_watch(answer_at=1.0)) == [7]
 
 
-def test_an_answer_given_after_the_deadline_fails_a_watch_that_is_not_until_due() -> None:
+def test_an_answer_given_after_the_window_but_before_due_still_fails() -> None:
+    """A window that ends a margin before ``due``: an answer inside the margin is early."""
+    with pytest.raises(ContractViolation, match="seen: observed"):
+        asyncio.run(_watch(answer_at=1.0, due=1.0 + SLOW + 0.1))
+
+
+def test_an_answer_after_the_window_fails_a_watch_with_nothing_due() -> None:
     """For "never again" watches the window's end means nothing: anything seen fails."""
     with pytest.raises(ContractViolation, match="seen: observed"):
-        asyncio.run(_watch(answer_at=1.0, until_due=False))
+        asyncio.run(_watch(answer_at=1.0, due=None))
 
 
 def test_an_answer_given_before_the_deadline_still_fails() -> None:
     with pytest.raises(ContractViolation, match="seen: observed"):
-        asyncio.run(_watch(answer_at=0.5, until_due=True))
+        asyncio.run(_watch(answer_at=0.5))
 
 
 def test_nothing_seen_returns_none() -> None:
-    assert asyncio.run(_watch(answer_at=5.0, until_due=True)) is None
+    assert asyncio.run(_watch(answer_at=5.0)) is None
 
 
 class SlowWatcher(RestartableMemory):

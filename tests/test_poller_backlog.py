@@ -425,3 +425,38 @@ async def test_a_drain_cancelled_on_a_full_channel_hands_over_what_it_did_not_se
     assert counted == [len(sent)]
     assert not set(sent) & {m.msg_id for m in stranded}
     assert sorted(sent + [m.msg_id for m in stranded]) == sorted(ids)
+
+
+async def test_a_consumer_releases_at_stop_what_its_poll_stranded(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a stopped poll could not send on is released when the consumer stops: visible
+    again at once, not after its visibility timeout (the virtual clock does not move)."""
+    polled = asyncio.Event()
+
+    class StrandingPoller(FallbackPoller):
+        """Claims three messages, strands them (its channel full), then waits."""
+
+        async def run(self) -> None:
+            claimed = await self._service.receive_messages("jobs", 3, 30)
+            self._stranded(claimed)
+            polled.set()
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr("mqcontract.events.consumer.FallbackPoller", StrandingPoller)
+    async with InMemoryMessagingService(clock=clock) as service:
+        await _with_backlog(service)
+
+        async def handler(_: QueuedMessage) -> None:
+            raise AssertionError("nothing was sent to the workers")
+
+        settings = ConsumerSettings(mode=DeploymentMode.POLLING_ONLY, visibility_timeout=30)
+        consumer = QueueConsumer(service, ["jobs"], handler, settings, clock=clock)
+        await consumer.start()
+        async with asyncio.timeout(5):
+            await polled.wait()
+        await consumer.stop()
+        assert consumer.stats.released_on_stop == 3
+        back = await service.receive_messages("jobs", BACKLOG, 30)
+    assert len(back) == BACKLOG
+    assert sorted(m.receive_count for m in back)[-3:] == [2, 2, 2]

@@ -149,22 +149,24 @@ class CaseContext:
         during: float,
         what: str,
         *,
-        until_due: bool = False,
+        due: float | None = None,
     ) -> T | None:
         """Poll ``probe`` for ``during`` seconds; fail as soon as it returns a truthy value.
 
-        ``until_due``: the window ends where what is probed becomes due (a claim's
-        timeout runs out), so a probe still running at its end may see it rightly: a
-        truthy result fails only if the probe returned before the end (the backend
-        answered before it, surely too early); one returned after the end is returned
-        to the caller, who may need what the probe took (a claim). Returns None when no
-        probe saw anything.
+        ``due``: the instant (a ``now()`` value, at or after the window's end) from which
+        what is probed may rightly be seen (a claim's timeout has run out), so that a
+        look begun before it may see it rightly too: a truthy result returned before
+        ``due`` fails (the backend answered before it: surely too early); one returned
+        at or after it is returned to the caller, who may need what the probe took (a
+        claim). The price: an early answer whose look returned after ``due`` passes, so
+        a probe must return as soon as it sees something. Returns None when no probe saw
+        anything.
         """
         deadline = self.now() + during
         while self.now() < deadline:
             result = await probe()
             if result:
-                if until_due and self.now() >= deadline:
+                if due is not None and self.now() >= due:
                     return result
                 self.fail(f"{what}: observed {result!r} before {during:g} s passed")
             await self.pause(self.timing.step)

@@ -271,7 +271,7 @@ async def claims_survive_a_crash(ctx: CaseContext) -> None:
                     came_back,
                     early,
                     f"claimed for {vt:g} s, back before that after the restart",
-                    until_due=True,
+                    due=ctx.now() + early,
                 )
         # A server slow to start again (a busy machine) may be back only after the claim
         # ended: the message is due then within what any recovery gets (DUR-2). Back

@@ -123,6 +123,7 @@ async def deadline_from_claim(ctx: CaseContext) -> None:
     sent = await ctx.service.send_message(q, body(1))
     vt = ctx.timing.unit * 2
     await ctx.wait_past(ctx.now() + vt * 1.5)  # it waits, visible, longer than vt
+    claimed_from = ctx.now()
     (held,) = await ctx.receive_exactly(q, 1, vt=vt)
     claimed = ctx.now()
     ctx.check(held.msg_id == sent, f"received {held.msg_id}, sent {sent}")
@@ -132,7 +133,10 @@ async def deadline_from_claim(ctx: CaseContext) -> None:
 
     hold = vt - ctx.caps.visibility_precision_seconds - ctx.timing.step * 2
     await ctx.never(
-        leaked, max(hold - (ctx.now() - claimed), 0.0), f"message {sent} leaked", until_due=True
+        leaked,
+        max(hold - (ctx.now() - claimed), 0.0),
+        f"message {sent} leaked",
+        due=claimed_from + vt - ctx.caps.visibility_precision_seconds,
     )
 
 
