@@ -204,6 +204,7 @@ class QueueConsumer:
         # done: pushed claims live on it (RabbitMQ: on its channel), so closing it first
         # would void the acks still being confirmed and requeue work already done.
         await _cancel_and_wait([*self._intake, *self._retries])
+        await self._release_stranded()  # nobody will run them: back to the queue at once
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
@@ -494,9 +495,12 @@ class QueueConsumer:
             self.stats.record_error(f"ack {key[0]}/{key[1]}: {outcome}")
         self._claimed.pop(key, None)
 
-    async def _release_unstarted(self) -> None:
+    async def _release_stranded(self) -> None:
+        """Release what a poll claimed and could not send on before it was stopped."""
         stranded, self._stranded = self._stranded, []
-        await self._release(stranded, on_stop=True)  # a poll stopped on a full channel
+        await self._release(stranded, on_stop=True)
+
+    async def _release_unstarted(self) -> None:
         running, self._unstarted = self._unstarted, {}
         for pending in running.values():  # its worker was cancelled: nothing else runs it
             await self._release(pending, on_stop=True)
