@@ -254,16 +254,19 @@ def test_the_providers_are_given_every_node_only_with_clients_all(clients: str) 
     config = MessagingConfig()
     rabbit = RabbitCluster(3, netns=False, vhost="v", clients=clients)
     nats = NatsCluster(3, netns=False, clients=clients)
-    amqp = [n.amqp_url for n in rabbit.cluster.nodes]
-    servers = [str(s.url) for s in nats.cluster.servers]
-    wanted = 3 if clients == "all" else 1
-    assert rabbit.configure(config).rabbitmq.urls == tuple(amqp[:wanted])
-    assert rabbit.environment()["RABBITMQ_URL"] == ",".join(amqp[:wanted])
-    management = rabbit.cluster.nodes[0].management_url
-    assert rabbit.configure(config).rabbitmq.management_url == management
-    assert rabbit.environment()["RABBITMQ_MANAGEMENT_URL"] == management
-    nats_table = nats.configure(config).providers["nats-jetstream"]
-    assert nats_table["url"] == nats.environment()["NATS_URL"] == ",".join(servers[:wanted])
+    try:
+        amqp = [n.amqp_url for n in rabbit.cluster.nodes]
+        servers = [str(s.url) for s in nats.cluster.servers]
+        wanted = 3 if clients == "all" else 1
+        assert rabbit.configure(config).rabbitmq.urls == tuple(amqp[:wanted])
+        assert rabbit.environment()["RABBITMQ_URL"] == ",".join(amqp[:wanted])
+        management = rabbit.cluster.nodes[0].management_url
+        assert rabbit.configure(config).rabbitmq.management_url == management
+        assert rabbit.environment()["RABBITMQ_MANAGEMENT_URL"] == management
+        nats_table = nats.configure(config).providers["nats-jetstream"]
+        assert nats_table["url"] == nats.environment()["NATS_URL"] == ",".join(servers[:wanted])
+    finally:
+        asyncio.run(nats.cluster.close())  # never started: removes its directory
 
 
 class OneUrlHarness:
@@ -436,8 +439,11 @@ def test_an_account_names_the_server_release_it_holds_for() -> None:
     version = asyncio.run(nats_module.nats_server_version())
     assert version.startswith("nats-server: v"), version
     cluster = NatsCluster(3, netns=False)
-    cluster.server = version
-    assert cluster.describe()["server"] == version
+    try:
+        cluster.server = version
+        assert cluster.describe()["server"] == version
+    finally:
+        asyncio.run(cluster.cluster.close())  # never started: removes its directory
     script = "import mqcontract_fixtures.private.nats as n; print(n.NATS_SERVER)"
     env = {**os.environ, "MQCONTRACT_NATS_SERVER": "/opt/other/nats-server"}
     chosen = subprocess.run(
