@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -250,7 +250,12 @@ def _poller(
 
 
 def _drain(
-    service: InMemoryMessagingService, sender: CommandSender, clock: VirtualClock
+    service: InMemoryMessagingService,
+    sender: CommandSender,
+    clock: VirtualClock,
+    *,
+    sent: Callable[[int], None] = lambda count: None,
+    stranded: Callable[[Sequence[QueuedMessage]], None] = lambda messages: None,
 ) -> Coroutine[Any, Any, int]:
     """``drain_queue`` over the backlog, as the poller runs it."""
     return drain_queue(
@@ -261,6 +266,8 @@ def _drain(
         visibility_timeout=30,
         path=Intake.POLL,
         clock=clock,
+        sent=sent,
+        stranded=stranded,
     )
 
 
@@ -401,17 +408,7 @@ async def test_a_drain_cancelled_on_a_full_channel_hands_over_what_it_did_not_se
         stranded: list[QueuedMessage] = []
         counted: list[int] = []
         draining = asyncio.create_task(
-            drain_queue(
-                service,
-                "jobs",
-                sender,
-                batch_size=BATCH,
-                visibility_timeout=30,
-                path=Intake.POLL,
-                clock=clock,
-                sent=counted.append,
-                stranded=stranded.extend,
-            )
+            _drain(service, sender, clock, sent=counted.append, stranded=stranded.extend)
         )
         async with asyncio.timeout(5):
             await sender.blocked.wait()
