@@ -1,10 +1,11 @@
 """A look that is still running when a claim's timeout ends may see the message rightly.
 
 ``CaseContext.never(..., due=...)`` watches for something that must not happen before
-``due`` (a claim leaking early): only an answer returned before ``due`` fails; a probe
-that started before it and returned after it returns what it saw. CI
-failed ``pgmq::DUR-3`` once without this: the last look of the watch began 1 ms before the
-claim ended and was answered after it, on a machine busy with six test workers.
+``due`` (a claim leaking early): only an answer returned before ``due`` fails; what a
+look that returned at or after ``due`` saw is handed back to the caller. CI failed
+``pgmq::DUR-3`` once without this: the watch ended 1 ms before the claim did, and its
+last look, begun inside the watch, was answered after the claim had ended, on a machine
+busy with six test workers.
 """
 
 from __future__ import annotations
@@ -95,12 +96,12 @@ class SlowWatcher(RestartableMemory):
     ) -> list[QueuedMessage]:
         self.receives += 1
         clock, now = self.clock, self.clock.now()
-        ends = [e.visible_at for e in self._queue(queue).entries.values() if e.visible_at > now]
-        if self.receives > 1 and isinstance(clock, VirtualClock) and min(ends, default=0) > 0:
-            end = min(ends)
-            if end - now < SLOW:
-                type(self).straddled = True
-                await clock.advance(end - now + 0.001)
+        entries = self._queue(queue).entries.values()
+        end = min((e.visible_at for e in entries if e.visible_at > now), default=None)
+        first = self.receives == 1
+        if not first and isinstance(clock, VirtualClock) and end is not None and end - now < SLOW:
+            type(self).straddled = True
+            await clock.advance(end - now + 0.001)
         return await super()._receive(queue, limit, visibility_timeout)
 
 
