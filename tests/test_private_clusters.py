@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -46,18 +47,32 @@ async def _publish_confirmed(url: str, queue: str, body: bytes) -> None:
         await connection.close()
 
 
-async def _get(url: str, queue: str) -> bytes | None:
+async def _get(url: str, queue: str) -> bytes | str:
+    """The body of the first message on ``queue``, or what was there instead (passive
+    declare: a lost queue is not mistaken for a lost message)."""
     connection = await aio_pika.connect(url, timeout=10)
     try:
         channel = await connection.channel()
-        declared = await channel.declare_queue(queue, durable=True)
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return f"no queue {queue}"
         message = await declared.get(fail=False, timeout=10)
         if message is None:
-            return None
+            return f"queue {queue} is there, without its message"
         await message.ack()
         return bytes(message.body)
     finally:
         await connection.close()
+
+
+def _logs(root: Path) -> str:
+    """The tail of each log of a private node (read before its directory is removed)."""
+    tails = []
+    for log in sorted((root / "log").glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-40:]
+        tails.append(f"--- {log.name}\n" + "\n".join(lines))
+    return "\n".join(tails)
 
 
 async def _add_stream(urls: list[str], config: StreamConfig) -> None:
@@ -100,7 +115,8 @@ async def test_a_private_rabbitmq_node_keeps_a_confirmed_message_through_a_crash
             await node.restart(crash=True)
             assert node.pid != first_pid
             await node.restart(crash=False)
-            assert await _get(node.amqp_url, "kept") == b"hello"
+            got = await _get(node.amqp_url, "kept")
+            assert got == b"hello", f"{got!r} after {node.timings}\n{_logs(node.root)}"
             assert set(node.timings) == {"start", "kill", "stop"}
             root = node.root
         assert not root.exists()
