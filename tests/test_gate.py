@@ -75,6 +75,24 @@ def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Pat
     assert "(not claimed)" not in run.stdout
 
 
+def test_a_narrowed_run_is_never_plain_passing(tmp_path: Path) -> None:
+    """A gate narrowed by ``--rules`` (or ``-k``) by mistake must not read as certified:
+    every rule it left out is recorded as not selected, and so unverified."""
+    out = tmp_path / "r.json"
+    run = run_cli(
+        "verify", "--provider", "memory", "--rules", "CAP-2", "--json", str(out), cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    (memory,) = json.loads(out.read_text())["providers"]
+    assert memory["status"] == "passing, unverified"
+    assert memory["summary"]["passed"] == 1
+    assert memory["summary"]["not-selected"] == len(all_rules()) - 1
+    assert len(memory["results"]) == len(all_rules())
+    left_out = len(all_rules()) - 1
+    assert f"not verified: {left_out} rules not selected in this run" in run.stdout
+    assert "memory: passing:" not in run.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [

@@ -14,9 +14,10 @@ from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.service import MessagingService
-from mqcontract.testing import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings, HookUnavailable
 from mqcontract_conformance.cases import _model_machine
 from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.selftest.broken_core import (
@@ -104,6 +105,31 @@ def test_model_2_is_skipped_without_a_sever_hook(run_rule: RunRule) -> None:
     outcome = run_rule(InMemoryMessagingService, "MODEL-2")
     assert outcome.skip_reason is not None
     assert "sever_connection" in outcome.skip_reason
+
+
+class DecliningSever(Harness):
+    """Overrides ``sever_connection`` only to decline it, as the provider guide says to."""
+
+    def __init__(self) -> None:
+        super().__init__("declines", HarnessSettings(config=MessagingConfig(), run_id="ds"))
+
+    def new_clock(self) -> VirtualClock | None:
+        return VirtualClock()
+
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
+        return InMemoryMessagingService(clock=clock)
+
+    async def sever_connection(self, service: MessagingService) -> None:
+        raise HookUnavailable("in-process store: no connection to sever")
+
+
+def test_model_2_is_skipped_when_the_harness_declines_the_sever_hook() -> None:
+    """Declined while the programs run (in their thread, under Hypothesis): a needs-hook
+    skip naming the harness's reason, not a failure of the provider."""
+    outcome = asyncio.run(run_case(DecliningSever(), get_rule("MODEL-2"), TimingProfile(), "ds"))
+    assert outcome.outcome is Outcome.NEEDS_HOOK
+    assert outcome.skip_reason is not None
+    assert "no connection to sever" in outcome.skip_reason
 
 
 def test_profiles_are_chosen_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:

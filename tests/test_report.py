@@ -224,7 +224,8 @@ def test_report_from_a_real_verify_run(pytester: pytest.Pytester, tmp_path: Path
     )
     assert status == 0
     md = (out / "compatibility.md").read_text()
-    assert "| **memory** | 🕰️ stale | 10 |" in md  # only LIFE ran: the other rules are missing
+    # Only LIFE ran: the run recorded the other rules as not selected.
+    assert "| **memory** | ☑️ passing, unverified | 10 |" in md
     assert "| **pgmq** | ❔ missing |" in md
     assert (out / "badges" / "memory.svg").exists()
 

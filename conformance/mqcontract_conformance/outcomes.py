@@ -5,8 +5,10 @@ its label. Nothing downstream reads a reason to find out what happened: reasons 
 people. The kinds of skip mean different things to whoever reads a gate: *not claimed*
 (the provider declared it lacks the capability: the rule does not apply), *needs a
 harness hook* (the rule applies, but the harness cannot inject the fault or read the
-backdoor it needs: unverified), *backend unavailable* (nothing was verified) and any
-other skip (unverified too).
+backdoor it needs: unverified), *backend unavailable* (nothing was verified), any
+other skip (unverified too), and *not selected* (the run was narrowed, with ``--rules``
+or ``-k``, and left the rule out: unverified, so a narrowed gate never reads as a full
+certification).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class Outcome(enum.StrEnum):
     BACKEND_UNAVAILABLE = "backend-unavailable"
     #: Skipped for a reason the kit did not decide (a ``pytest.skip`` of someone else's).
     SKIPPED = "skipped"
+    #: Left out of a narrowed run (``--rules``, ``-k``): recorded for every rule of the
+    #: suite the run did not select for a provider it verified.
+    NOT_SELECTED = "not-selected"
     #: Report only: the provider's results say nothing about this rule.
     MISSING = "missing"
 
@@ -63,7 +68,13 @@ class Outcome(enum.StrEnum):
 
 
 _SKIPS = frozenset(
-    {Outcome.NOT_CLAIMED, Outcome.NEEDS_HOOK, Outcome.BACKEND_UNAVAILABLE, Outcome.SKIPPED}
+    {
+        Outcome.NOT_CLAIMED,
+        Outcome.NEEDS_HOOK,
+        Outcome.BACKEND_UNAVAILABLE,
+        Outcome.SKIPPED,
+        Outcome.NOT_SELECTED,
+    }
 )
 _LABELS = {
     Outcome.PASSED: "passed",
@@ -73,5 +84,6 @@ _LABELS = {
     Outcome.NEEDS_HOOK: "needs a harness hook",
     Outcome.BACKEND_UNAVAILABLE: "backend unavailable",
     Outcome.SKIPPED: "skipped for another reason",
+    Outcome.NOT_SELECTED: "not selected in this run",
     Outcome.MISSING: "missing",
 }

@@ -81,6 +81,13 @@ class ProviderResult:
         """:meth:`counts` for the JSON, keyed by outcome value."""
         return {outcome.value: n for outcome, n in self.counts().items()}
 
+    def mark_unselected(self) -> None:
+        """Record every rule of the suite this run left out as ``not-selected``."""
+        for rule_id in _rules():
+            if rule_id not in self.results:
+                reason = "not selected in this run (--rules or -k)"
+                self.results[rule_id] = RuleResult(rule_id, Outcome.NOT_SELECTED, reason)
+
     def ran(self) -> int:
         """Rules that really ran (passed, failed or failed as known)."""
         return sum(n for outcome, n in self.counts().items() if outcome.ran)
@@ -93,10 +100,13 @@ class ProviderResult:
                 out.setdefault(r.outcome, []).append(r.rule)
         return {kind: sorted(out[kind], key=_order_of) for kind in Outcome if kind in out}
 
-    def unverified_groups(self) -> dict[str, str]:
-        """Rule group -> why some of its rules were not verified, in document order."""
+    def unverified_groups(self, *, without: Outcome | None = None) -> dict[str, str]:
+        """Rule group -> why some of its rules were not verified, in document order
+        (``without``: leaving out that kind of skip)."""
         reasons: dict[str, list[str]] = {}
         for kind, ids in self.unverified().items():
+            if kind is without:
+                continue
             for rule_id in ids:
                 group = rule_id.split("-", 1)[0]
                 why = kind.label

@@ -388,6 +388,8 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
     )
     if error is None:
         return
+    if isinstance(error, BaseException) and (declined := _hook_declined(error)) is not None:
+        raise declined  # the harness said no to sever_connection: needs a hook, no failure
     scale = f"{ctx.timing.scale:g}"
 
     def replay(index: int | None) -> str:
@@ -420,6 +422,24 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
     if isinstance(error, Stopped):
         raise asyncio.CancelledError
     ctx.fail(f"the model run raised {type(error).__name__}: {error}\n{replay(index)}")
+
+
+def _hook_declined(error: BaseException) -> HookUnavailable | None:
+    """The ``HookUnavailable`` a hook raised during the programs (the documented way to
+    decline one), however the run wrapped it (a group, a cause or a context)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, HookUnavailable):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+    return None
 
 
 def _run_pairs(

@@ -108,6 +108,9 @@ class ResultRecorder:
                 state.empty_providers.append(name)
         if state.empty_providers and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        for result in state.results.values():
+            if result.ran():  # a narrowed run is never a full verification
+                result.mark_unselected()
         if state.options.json:
             write_results(
                 state.options.json,

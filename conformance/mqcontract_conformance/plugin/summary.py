@@ -99,7 +99,14 @@ def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
     if list(unverified) == [Outcome.BACKEND_UNAVAILABLE] and not result.ran():
         tr.write_line("  not verified: every rule: backend unavailable", yellow=True)
         return
-    for group, why in result.unverified_groups().items():
+    unselected = unverified.pop(Outcome.NOT_SELECTED, [])
+    if unselected:
+        tr.write_line(
+            f"  not verified: {len(unselected)} rules not selected in this run "
+            "(--rules or -k): only a full run verifies a provider",
+            yellow=True,
+        )
+    for group, why in result.unverified_groups(without=Outcome.NOT_SELECTED).items():
         ids = [r for ids in unverified.values() for r in ids if r.startswith(f"{group}-")]
         tr.write_line(
             f"  not verified: {group} ({GROUPS.get(group, group)}): {', '.join(ids)}: {why}",

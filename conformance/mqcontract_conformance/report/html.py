@@ -29,12 +29,13 @@ _MARKS = {
     Outcome.NEEDS_HOOK: "h",
     Outcome.BACKEND_UNAVAILABLE: "»",
     Outcome.SKIPPED: "»",
+    Outcome.NOT_SELECTED: "·",
     Outcome.MISSING: "?",
 }
 
 _CSS = """
 :root{--passed:#1f883d;--failed:#cf222e;--known-broken:#bf8700;--not-claimed:#8c959f;
---needs-hook:#8250df;--backend-unavailable:#8250df;--skipped:#8250df;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
+--needs-hook:#8250df;--backend-unavailable:#8250df;--skipped:#8250df;--not-selected:#d0d7de;--missing:#d0d7de;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Helvetica,Arial,sans-serif;
 color:var(--ink);background:#fff}

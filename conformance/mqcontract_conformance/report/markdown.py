@@ -26,6 +26,7 @@ SYMBOLS: dict[Outcome, str] = {
     Outcome.NEEDS_HOOK: "🪝",
     Outcome.BACKEND_UNAVAILABLE: "🔌",
     Outcome.SKIPPED: "⏭️",
+    Outcome.NOT_SELECTED: "✂️",
     Outcome.MISSING: "❔",
 }
 _STATUS = {
