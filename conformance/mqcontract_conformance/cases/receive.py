@@ -100,3 +100,34 @@ async def fields_are_right(ctx: CaseContext) -> None:
         abs(msg.enqueued_at - wall) < 120,
         f"enqueued_at {msg.enqueued_at} is far from the send time {wall}",
     )
+
+
+#: The most messages RECV-6 puts on a queue to take at once (a provider declaring a higher
+#: ``max_receive_limit`` is checked up to here).
+FULL_RECEIVE_CAP = 2000
+
+
+@rule(
+    "RECV-6",
+    "With at least max_receive_limit messages visible (up to 2000), one receive_messages "
+    "with that limit returns that many, all distinct.",
+    why="The limits are claims too: a provider that quietly caps a receive below the limit "
+    "it declares passes every rule that asks for a few, and its consumers size batches "
+    "it never fills.",
+    provisional=True,
+)
+async def declared_limit_filled(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    limit = min(ctx.caps.max_receive_limit, FULL_RECEIVE_CAP)
+    sent: list[int] = []
+    for start in range(0, limit + 1, 100):
+        count = min(100, limit + 1 - start)
+        sent += await ctx.service.send_batch(q, [body(start + i) for i in range(count)])
+    got = await ctx.receive(q, limit=limit)
+    ids = [m.msg_id for m in got]
+    ctx.check(
+        len(got) == limit,
+        f"limit {limit} with {limit + 1} visible returned {len(got)} messages",
+    )
+    ctx.check(len(set(ids)) == len(ids), "one receive returned a message twice")
+    ctx.check(set(ids) <= set(sent), "one receive returned messages never sent here")

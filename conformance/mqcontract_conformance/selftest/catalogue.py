@@ -50,6 +50,7 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_redelivery",
     "mqcontract_conformance.selftest.broken_model",
     "mqcontract_conformance.selftest.broken_declared",
+    "mqcontract_conformance.selftest.broken_overclaimed",
     "mqcontract_conformance.selftest.broken_holders",
     "mqcontract_conformance.selftest.broken_durability",
     "mqcontract_conformance.selftest.broken_pool",

