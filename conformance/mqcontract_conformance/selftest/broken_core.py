@@ -82,6 +82,22 @@ class NackDeletes(InMemoryMessagingService):
         await super().ack_message(queue, msg_id)
 
 
+class SecondNackDeletes(InMemoryMessagingService):
+    """Requeues a message's first nack, then deletes it on the second: work that fails
+    twice is lost."""
+
+    _nacked: set[tuple[str, int]] | None = None
+
+    async def nack_message(self, queue: str, msg_id: int) -> None:
+        if self._nacked is None:
+            self._nacked = set()
+        if (queue, msg_id) in self._nacked:
+            await super().ack_message(queue, msg_id)
+            return
+        self._nacked.add((queue, msg_id))
+        await super().nack_message(queue, msg_id)
+
+
 class VisibilityNeverExpires(InMemoryMessagingService):
     """Receive claims the messages it finds but returns none of them."""
 
@@ -531,6 +547,7 @@ class DeadHoldersKeepClaims(InMemoryMessagingService):
 CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     NoopAck: "ACK-1",
     NackDeletes: "ACK-2",
+    SecondNackDeletes: "ACK-2",
     VisibilityNeverExpires: "VT-2",
     ReversedReceive: "ORD-2",
     LimitIgnored: "RECV-1",
