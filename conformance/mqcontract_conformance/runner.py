@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract.testing import Harness, HookUnavailable
@@ -87,6 +90,8 @@ async def run_case(
             outcome.reason = f"{rule.id} needs a harness hook: {exc}"
         except TimeoutError:
             deadline_hit = True
+        except MessagingError as exc:
+            raise ContractViolation(_unexpected(rule.id, exc, run_id)) from exc
         # Checked separately: code under test that swallows cancellation would otherwise
         # let a case that hit its bound finish as if it had passed.
         if deadline_hit or deadline.expired():
@@ -104,6 +109,22 @@ async def run_case(
             with contextlib.suppress(Exception):
                 await other.close()
         await _cleanup(harness, service, ctx.queues, clock)
+
+
+def _unexpected(rule_id: str, exc: MessagingError, run_id: str) -> str:
+    """A failure's text for an error the provider raised where the rule expected none
+    (the rule's own expected errors are checked with ``ctx.raises``): the rule, the
+    error, and the line of the rule's check that made the call."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if f"{os.sep}mqcontract_conformance{os.sep}cases{os.sep}" in frame.filename:
+            call = (frame.line or "").strip()
+            where = f" at {Path(frame.filename).name}:{frame.lineno} `{call}`"
+            break
+    return (
+        f"[{rule_id}] the provider raised {type(exc).__name__} where the rule expects the "
+        f"call to succeed{where}: {exc} (run id {run_id})"
+    )
 
 
 async def _cleanup(harness: Harness, service: object, queues: list[str], clock: object) -> None:
