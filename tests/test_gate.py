@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.results import ProviderResult, RuleResult
 from mqcontract_conformance.rules import SUITE_VERSION, all_rules
 
 CLOSED_POSTGRES = "postgresql://127.0.0.1:9/test"  # the discard port: nothing listens
@@ -109,12 +110,19 @@ def test_a_narrowed_run_is_never_plain_passing(tmp_path: Path) -> None:
             id="json",
         ),
         pytest.param((), {"MQCONTRACT_CONFIG": "typo.toml"}, "unknown key", id="toml"),
+        pytest.param(
+            ("--provider", "factories:takes_nothing"),
+            {"PYTHONPATH": "."},
+            "must be an async provider factory (taking the config) or a harness factory",
+            id="factory-signature",
+        ),
     ],
 )
 def test_a_mistake_is_one_line_naming_the_flag_typed_before_any_rule_runs(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], says: str
 ) -> None:
     (tmp_path / "typo.toml").write_text("[pgmq]\nvisibilty_timeout_seconds = 5\n")
+    (tmp_path / "factories.py").write_text("def takes_nothing():\n    return None\n")
     run = run_cli("verify", "--provider", "memory", *args, cwd=tmp_path, env=env)
     assert run.returncode != 0
     output = run.stdout + run.stderr
@@ -166,3 +174,13 @@ def test_version_names_the_package_and_the_suite(tmp_path: Path) -> None:
     )
     verify = run_cli("verify", "--rules", "LIFE-1", cwd=tmp_path)
     assert f"mqcontract {mqcontract.__version__}, suite {SUITE_VERSION}" in verify.stdout
+
+
+def test_a_rule_without_named_hooks_says_why_it_needed_one() -> None:
+    """CLAIM-3 names no hook method (it needs a second service on the same backend): the
+    summary gives the reason the run recorded, not a question mark."""
+    result = ProviderResult("dictq")
+    reason = "CLAIM-3 needs a harness hook: dictq: services opened by the harness do not share"
+    result.results["CLAIM-3"] = RuleResult("CLAIM-3", Outcome.NEEDS_HOOK, reason)
+    why = result.unverified_groups()["CLAIM"]
+    assert why == "needs a harness hook (dictq: services opened by the harness do not share)"

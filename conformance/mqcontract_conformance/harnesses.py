@@ -28,6 +28,15 @@ def load_harness(spec: str, settings: HarnessSettings) -> Harness:
             return Harness(spec, settings, target)
         if not callable(target):
             raise ConfigurationError("provider", spec, "is not callable")
+        try:
+            inspect.signature(target).bind(settings)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                "provider",
+                spec,
+                "must be an async provider factory (taking the config) or a harness factory "
+                "(taking the HarnessSettings, returning a Harness)",
+            ) from None
         made = target(settings)
         if not isinstance(made, Harness):
             raise ConfigurationError(

@@ -112,7 +112,8 @@ class ProviderResult:
                 why = kind.label
                 if kind is Outcome.NEEDS_HOOK:
                     hooks = _rules()[rule_id].hooks if rule_id in _rules() else ()
-                    why = f"needs a harness hook ({', '.join(hooks) or '?'})"
+                    said = self.results[rule_id].reason.partition("needs a harness hook: ")[2]
+                    why = f"needs a harness hook ({', '.join(hooks) or said or 'unnamed'})"
                 reasons.setdefault(group, [])
                 if why not in reasons[group]:
                     reasons[group].append(why)

@@ -200,3 +200,27 @@ async def longest_name_works(ctx: CaseContext) -> None:
 async def unclaimed_list_is_explicit(ctx: CaseContext) -> None:
     await ctx.queue()
     await ctx.raises(UnsupportedOperation, ctx.service.list_queues(), "list_queues")
+
+
+@rule(
+    "LIFE-12",
+    "Two services opened the same way share the backend: a queue created through one "
+    "exists for the other, and a message sent through the second is received through "
+    "the first.",
+    why="Consumers in other processes (or on other connections) compete for one queue's "
+    "work; a provider whose services each see a store of their own shares nothing, and "
+    "the rules with a second consumer (CLAIM-3, ERR-6) could only be skipped for it.",
+    provisional=True,
+)
+async def services_share_the_backend(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    other = await ctx.harness.open(ctx.clock)
+    ctx.others.append(other)
+    ctx.check(
+        await other.queue_exists(q),
+        f"queue {q}, created through one service, does not exist for a second service "
+        "opened the same way: the services do not share a backend",
+    )
+    sent = await other.send_message(q, body(1))
+    (got,) = await ctx.receive_exactly(q, 1)
+    ctx.check(got.msg_id == sent, f"sent {sent} through the second service, received {got}")

@@ -15,9 +15,11 @@ import itertools
 import weakref
 from collections.abc import Sequence
 
+from mqcontract.clock import Clock
+from mqcontract.config import MemoryConfig
 from mqcontract.errors import MessageNotFound
 from mqcontract.messages import Claim, ClaimRef, QueuedMessage
-from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
+from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import check_queue_name
 from mqcontract_conformance.selftest._pushed import PushedClaims
@@ -80,6 +82,20 @@ class NackDeletes(InMemoryMessagingService):
 
     async def nack_message(self, queue: str, msg_id: int) -> None:
         await super().ack_message(queue, msg_id)
+
+
+class StorePerService(InMemoryMessagingService):
+    """Keeps its queues in a store of its own, whatever store it is opened on: two services
+    (two consumers, two processes) never see each other's queues."""
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        store: MemoryStore | None = None,
+    ) -> None:
+        super().__init__(config, clock=clock)
 
 
 class SecondNackDeletes(InMemoryMessagingService):
@@ -548,6 +564,7 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     NoopAck: "ACK-1",
     NackDeletes: "ACK-2",
     SecondNackDeletes: "ACK-2",
+    StorePerService: "LIFE-12",
     VisibilityNeverExpires: "VT-2",
     ReversedReceive: "ORD-2",
     LimitIgnored: "RECV-1",
