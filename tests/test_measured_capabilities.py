@@ -70,6 +70,7 @@ def test_the_correct_provider_measures_as_declared(scale: float) -> None:
         "pushed_messages_claimed",
         "exact_receive_count",
         "requeue_position",
+        "shared_backend",
         "visibility_precision_seconds",
     }
     assert {m.capability: m.verdict for m in found.values()} == dict.fromkeys(found, Verdict.AGREES)

@@ -86,6 +86,9 @@ class Capabilities:
     #: what is sent afterwards). The event system then leaves a Hybrid consumer's backlog
     #: to push: its first fallback poll comes one interval after start.
     push_delivers_backlog: bool = False
+    #: Services opened the same way (another connection, another process) share queues.
+    #: False: each service is a backend of its own (an in-process store made per service).
+    shared_backend: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (enum members become their values)."""

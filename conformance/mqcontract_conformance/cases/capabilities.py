@@ -251,9 +251,10 @@ async def _measure_requeue_position(ctx: CaseContext) -> Measurement:
 @rule(
     "CAP-1",
     "A provider declares at least what it measurably does: its push kind, whether pushed "
-    "messages are claimed and whether receive counts are exact are probed whatever it "
-    "declares, and a declaration below the measurement, which skips the rules that would "
-    "check the rest, fails; the requeue position is measured and reported.",
+    "messages are claimed, whether receive counts are exact and whether its services "
+    "share the backend are probed whatever it declares, and a declaration below the "
+    "measurement, which skips the rules that would check the rest, fails; the requeue "
+    "position is measured and reported.",
     why="Rules are chosen by the declaration: a provider that declares no push, or "
     "inexact counts, is never checked on them, and its users are told less than it does.",
     provisional=True,
@@ -262,7 +263,25 @@ async def declares_what_it_does(ctx: CaseContext) -> None:
     ctx.measured.extend(await _measure_push(ctx))
     ctx.measured.append(await _measure_receive_count(ctx))
     ctx.measured.append(await _measure_requeue_position(ctx))
+    ctx.measured.append(await _measure_shared_backend(ctx))
     _fail_under_declared(ctx, "skipped")
+
+
+async def _measure_shared_backend(ctx: CaseContext) -> Measurement:
+    """Whether a second service opened the same way sees a queue made through this one."""
+    q = await ctx.queue()
+    other = await ctx.harness.open(ctx.clock)
+    ctx.others.append(other)
+    measured = await other.queue_exists(q)
+    declared = ctx.caps.shared_backend
+    note = "a queue made through one service, looked up through a second opened the same way"
+    verdict = Verdict.AGREES
+    rules: tuple[str, ...] = ()
+    if measured and not declared:
+        verdict, rules = Verdict.UNDER_DECLARED, ("LIFE-12", "CLAIM-3")
+    elif declared and not measured:
+        verdict = Verdict.OVER_DECLARED  # LIFE-12 fails it
+    return Measurement("shared_backend", declared, measured, verdict, rules, note)
 
 
 # -- visibility precision --------------------------------------------------------------

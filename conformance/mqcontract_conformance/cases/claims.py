@@ -133,6 +133,7 @@ async def lapsed_claim_is_stale(ctx: CaseContext) -> None:
     "leave B's claim intact; B's ack then succeeds.",
     why="Otherwise a slow consumer settles someone else's work: its ack deletes a message B "
     "is still processing (lost if B fails), its nack hands B's message to a third consumer.",
+    applies_when=Applies.flag("shared_backend"),
     provisional=True,
 )
 async def superseded_claim_is_stale(ctx: CaseContext) -> None:

@@ -15,6 +15,7 @@ import itertools
 import weakref
 from collections.abc import Sequence
 
+from mqcontract.capabilities import Capabilities
 from mqcontract.clock import Clock
 from mqcontract.config import MemoryConfig
 from mqcontract.errors import MessageNotFound
@@ -85,8 +86,9 @@ class NackDeletes(InMemoryMessagingService):
 
 
 class StorePerService(InMemoryMessagingService):
-    """Keeps its queues in a store of its own, whatever store it is opened on: two services
-    (two consumers, two processes) never see each other's queues."""
+    """Keeps its queues in a store of its own, whatever store it is opened on, and still
+    declares a shared backend: two services (two consumers, two processes) never see each
+    other's queues."""
 
     def __init__(
         self,
@@ -96,6 +98,10 @@ class StorePerService(InMemoryMessagingService):
         store: MemoryStore | None = None,
     ) -> None:
         super().__init__(config, clock=clock)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, shared_backend=True)
 
 
 class SecondNackDeletes(InMemoryMessagingService):

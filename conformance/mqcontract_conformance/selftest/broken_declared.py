@@ -19,6 +19,7 @@ __all__ = [
     "InexactCountsDeclared",
     "PushHiddenBehindNone",
     "PushShownAsSignal",
+    "SharedBackendHidden",
 ]
 
 
@@ -55,9 +56,19 @@ class CoarsePrecisionDeclared(InMemoryMessagingService):
         return dataclasses.replace(super().capabilities, visibility_precision_seconds=1.0)
 
 
+class SharedBackendHidden(InMemoryMessagingService):
+    """Declares that its services share nothing (so no competing-consumer rule runs)
+    though they share one store."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, shared_backend=False)
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(PushHiddenBehindNone, "CAP-1"),
     Specimen(PushShownAsSignal, "CAP-1"),
     Specimen(InexactCountsDeclared, "CAP-1"),
     Specimen(CoarsePrecisionDeclared, "CAP-2"),
+    Specimen(SharedBackendHidden, "CAP-1"),
 )

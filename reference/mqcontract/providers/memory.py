@@ -137,6 +137,8 @@ class InMemoryMessagingService(BaseMessagingService):
             # The store lives in this process: a restart of it is a restart of the store.
             survives_restart=False,
             push_delivers_backlog=True,  # a new subscriber is dispatched what is visible
+            # Built without a store, a service keeps one of its own: nothing is shared.
+            shared_backend=store is not None,
         )
 
     @property
