@@ -97,6 +97,7 @@ def _replayed(
     """Run MODEL-1 again with the settings the failure's replay hint names."""
     hint = _HINT.search(found)
     assert hint is not None, found
+    assert f"mqcontract verify --provider {cls.__name__} --rules MODEL-1" in found, found
     settings = dict(item.split("=", 1) for item in hint.group(1).split())
     assert set(settings) == {
         _model_machine.PROFILE_ENV,

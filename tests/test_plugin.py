@@ -95,6 +95,9 @@ def make(settings):
         "ack is a no-op",
     )
     assert by_rule["LIFE-1"]["outcome"] == "failed"
+    result.stdout.fnmatch_lines(
+        ["*LIFE-1 passed though the harness lists it as known broken: remove it from known_b*"]
+    )
 
 
 def test_unknown_provider_is_a_usage_error(pytester: pytest.Pytester) -> None:

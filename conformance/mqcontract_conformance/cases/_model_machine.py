@@ -396,7 +396,8 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
         program = f" {PROGRAM_ENV}={index}" if index is not None else ""
         return (
             f"replay: {PROFILE_ENV}={profile.name} {SEED_ENV}={run_seed}{program} "
-            f"{SCALE_ENV}={scale}"
+            f"{SCALE_ENV}={scale} mqcontract verify --provider {ctx.harness.name} "
+            f"--rules {ctx.rule_id}"
         )
 
     if isinstance(error, PairFailure):

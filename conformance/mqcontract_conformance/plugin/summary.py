@@ -95,6 +95,13 @@ def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
         red=status == "failing",
     )
     _write_measured(tr, result)
+    for rule_id, r in result.results.items():
+        if r.outcome is Outcome.FAILED and r.reason.startswith("[XPASS(strict)]"):
+            tr.write_line(
+                f"  {rule_id} passed though the harness lists it as known broken: remove it "
+                "from known_broken (a known-broken rule must fail, or it hides a change)",
+                red=True,
+            )
     unverified = result.unverified()
     if list(unverified) == [Outcome.BACKEND_UNAVAILABLE] and not result.ran():
         tr.write_line("  not verified: every rule: backend unavailable", yellow=True)
