@@ -40,8 +40,9 @@ PRECISION_READERS = ("VT-2", "VT-6", "ACK-1", "ACK-4", "ORD-4", "CLAIM-2", "CLAI
 #: the measured imprecision (headroom for a loaded machine) and this many seconds.
 _PRECISION_HEADROOM = 4.0
 _PRECISION_FLOOR = 0.25
-#: A declared precision is an over-declaration once a timeout has surely ended (see
-#: ``_Lateness.certain``) this much past it and the message is still not receivable.
+#: A declared precision is an over-declaration once every timeout has surely ended (see
+#: ``_Lateness.certain``) this much (times the timing scale) past it and the message is
+#: still not receivable.
 _LATENESS_ALLOWANCE = 0.1
 
 
@@ -338,15 +339,18 @@ async def _lateness(ctx: CaseContext, q: str, vt: float) -> _Lateness:
 )
 async def precision_as_measured(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    worst, late, late_vt = 0.0, -math.inf, 0.0
+    # Late is what every timeout showed: a timeout the test's own process ended late (a
+    # holder's timer, starved on a loaded machine) is late once, a provider that ends
+    # them late (rounding up, a coarse timer) every time.
+    worst, late, late_vt = 0.0, math.inf, 0.0
     for vt in (ctx.timing.unit / 2, ctx.timing.unit):
         found = await _lateness(ctx, q, vt)
         worst = max(worst, abs(found.observed))
-        if found.certain > late:
+        if found.certain < late:
             late, late_vt = found.certain, vt
     measured = round(worst, 3)
     ctx.metrics["visibility_lateness_s"] = measured
-    if math.isfinite(late):  # else the first look found it back: nothing was surely late
+    if math.isfinite(late):  # else a first look found it back: nothing was surely late
         ctx.metrics["visibility_surely_late_s"] = round(late, 3)
     declared = ctx.caps.visibility_precision_seconds
     note = (
@@ -357,7 +361,7 @@ async def precision_as_measured(ctx: CaseContext) -> None:
     verdict = Verdict.AGREES
     if declared > max(_PRECISION_HEADROOM * measured, _PRECISION_FLOOR):
         verdict, rules = Verdict.UNDER_DECLARED, PRECISION_READERS
-    elif late > declared + _LATENESS_ALLOWANCE:
+    elif late > declared + _LATENESS_ALLOWANCE * ctx.timing.scale:
         verdict = Verdict.OVER_DECLARED
     ctx.measured.append(
         Measurement("visibility_precision_seconds", declared, measured, verdict, rules, note)
@@ -365,9 +369,10 @@ async def precision_as_measured(ctx: CaseContext) -> None:
     _fail_under_declared(ctx, f"checked only to within {declared:g} s")
     ctx.check(
         verdict is not Verdict.OVER_DECLARED,
-        f"over-declared: a message held for {late_vt:g} s was still not receivable "
-        f"{late:.3f} s after its timeout had surely ended, past the declared precision "
-        f"visibility_precision_seconds={declared:g} (and {_LATENESS_ALLOWANCE:g} s of "
-        "allowance): timeouts end late, so every timing rule's tolerance is too tight a "
+        f"over-declared: messages held for {ctx.timing.unit / 2:g} s and {ctx.timing.unit:g} s "
+        f"were each still not receivable at least {late:.3f} s (held {late_vt:g} s) after "
+        "their timeouts had surely ended, past the declared precision "
+        f"visibility_precision_seconds={declared:g} (and "
+        f"{_LATENESS_ALLOWANCE * ctx.timing.scale:g} s of allowance): timeouts end late, so every timing rule's tolerance is too tight a "
         "promise",
     )
