@@ -373,6 +373,6 @@ async def precision_as_measured(ctx: CaseContext) -> None:
         f"were each still not receivable at least {late:.3f} s (held {late_vt:g} s) after "
         "their timeouts had surely ended, past the declared precision "
         f"visibility_precision_seconds={declared:g} (and "
-        f"{_LATENESS_ALLOWANCE * ctx.timing.scale:g} s of allowance): timeouts end late, so every timing rule's tolerance is too tight a "
-        "promise",
+        f"{_LATENESS_ALLOWANCE * ctx.timing.scale:g} s of allowance): timeouts end late, "
+        "so every timing rule's tolerance is too tight a promise",
     )
