@@ -95,6 +95,8 @@ def make(settings):
         "ack is a no-op",
     )
     assert by_rule["LIFE-1"]["outcome"] == "failed"
+    assert by_rule["LIFE-1"]["known_broken_passed"] is True
+    assert "known_broken_passed" not in by_rule["ACK-1"]
     result.stdout.fnmatch_lines(
         ["*LIFE-1 passed though the harness lists it as known broken: remove it from known_b*"]
     )

@@ -44,6 +44,8 @@ class RuleResult:
     reason: str = ""
     duration: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    #: Failed by passing: the harness lists it as known broken (a strict xfail).
+    known_broken_passed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         r = _rules().get(self.rule)
@@ -56,6 +58,7 @@ class RuleResult:
             "reason": self.reason,
             "duration": round(self.duration, 4),
             **({"metrics": self.metrics} if self.metrics else {}),
+            **({"known_broken_passed": True} if self.known_broken_passed else {}),
         }
 
 

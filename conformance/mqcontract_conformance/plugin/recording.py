@@ -86,6 +86,9 @@ class ResultRecorder:
                 result_set.measured[found.capability] = found
         if report.failed or (report.skipped and current.outcome is not Outcome.FAILED):
             current.outcome, current.reason = _outcome(report, props)
+            # A known-broken rule is a strict xfail: failing its call means it passed.
+            if report.failed and report.when == "call" and Property.KNOWN_BROKEN in props:
+                current.known_broken_passed = True
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         state = self.state
