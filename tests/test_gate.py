@@ -57,7 +57,7 @@ def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Pat
     run = run_cli("verify", "--provider", "memory", "--json", str(out), cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-2000:]
     document = json.loads(out.read_text())
-    assert document["format"] == "mqcontract-results/2"
+    assert document["format"] == "mqcontract-results/3"
     (memory,) = document["providers"]
     summary = memory["summary"]
     assert list(summary) == [o.value for o in Outcome.of_run()]

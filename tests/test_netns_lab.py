@@ -20,6 +20,7 @@ from mqcontract_fixtures.private import netns
 from mqcontract_fixtures.private.netns import NetnsLab, netns_available
 
 pytestmark = [
+    pytest.mark.cluster,
     pytest.mark.skipif(not netns_available(), reason="needs root, ip and nft"),
     pytest.mark.xdist_group("netns-labs"),  # one worker: neither sees the other's labs
 ]

@@ -30,7 +30,9 @@ def load_harness(spec: str, settings: HarnessSettings) -> Harness:
             raise ConfigurationError("provider", spec, "is not callable")
         try:
             inspect.signature(target).bind(settings)
-        except (TypeError, ValueError):
+        except ValueError:
+            pass  # no signature to read (a C callable): calling it tells
+        except TypeError:
             raise ConfigurationError(
                 "provider",
                 spec,

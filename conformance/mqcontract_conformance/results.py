@@ -31,8 +31,9 @@ __all__ = [
     "write_results",
 ]
 
-#: The ``format`` of the document :func:`write_results` writes.
-RESULTS_FORMAT = "mqcontract-results/2"
+#: The ``format`` of the document :func:`write_results` writes (3: the ``not-selected``
+#: outcome, which a reader of 2 does not know).
+RESULTS_FORMAT = "mqcontract-results/3"
 
 
 @dataclass
@@ -88,7 +89,7 @@ class ProviderResult:
         """Record every rule of the suite this run left out as ``not-selected``."""
         for rule_id in _rules():
             if rule_id not in self.results:
-                reason = "not selected in this run (--rules or -k)"
+                reason = "not selected in this run (--rules, -k or another selection)"
                 self.results[rule_id] = RuleResult(rule_id, Outcome.NOT_SELECTED, reason)
 
     def ran(self) -> int:

@@ -18,7 +18,16 @@ from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import Rule
 from mqcontract_conformance.timing import TimingProfile
 
-__all__ = ["CaseOutcome", "run_case"]
+__all__ = ["CaseOutcome", "ProviderErrorInRule", "run_case"]
+
+
+class ProviderErrorInRule(Exception):
+    """The provider raised where the rule expects the call to succeed.
+
+    A failure of the run, but not a rule's verdict (not a ``ContractViolation``): a
+    known-broken rule (a strict xfail for ``AssertionError``) is not excused by it, and
+    the selftest does not count it as a catch. Its text names the rule and the call.
+    """
 
 
 @dataclass
@@ -91,7 +100,11 @@ async def run_case(
         except TimeoutError:
             deadline_hit = True
         except MessagingError as exc:
-            raise ContractViolation(_unexpected(rule.id, exc, run_id)) from exc
+            if deadline.expired():  # the bound cut the call short: not the provider's error
+                raise ContractViolation(
+                    f"[{rule.id}] the case did not finish within {bound:g} s (run {run_id})"
+                ) from exc
+            raise ProviderErrorInRule(_unexpected(rule.id, exc, run_id)) from exc
         # Checked separately: code under test that swallows cancellation would otherwise
         # let a case that hit its bound finish as if it had passed.
         if deadline_hit or deadline.expired():
@@ -112,7 +125,8 @@ async def run_case(
 
 
 def _unexpected(rule_id: str, exc: MessagingError, run_id: str) -> str:
-    """A failure's text for an error the provider raised where the rule expected none
+    """A failure's text for an error raised (by the provider, or a harness hook) where the
+    rule expected none
     (the rule's own expected errors are checked with ``ctx.raises``): the rule, the
     error, and the line of the rule's check that made the call."""
     where = ""
@@ -122,8 +136,8 @@ def _unexpected(rule_id: str, exc: MessagingError, run_id: str) -> str:
             where = f" at {Path(frame.filename).name}:{frame.lineno} `{call}`"
             break
     return (
-        f"[{rule_id}] the provider raised {type(exc).__name__} where the rule expects the "
-        f"call to succeed{where}: {exc} (run id {run_id})"
+        f"[{rule_id}] {type(exc).__name__} raised where the rule expects the call to "
+        f"succeed{where}: {exc} (run id {run_id})"
     )
 
 

@@ -427,20 +427,24 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
 
 def _hook_declined(error: BaseException) -> HookUnavailable | None:
     """The ``HookUnavailable`` a hook raised during the programs (the documented way to
-    decline one), however the run wrapped it (a group, a cause or a context)."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [error]
-    while pending:
-        exc = pending.pop()
-        if id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        if isinstance(exc, HookUnavailable):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+    decline one): the run's error itself, or a group of nothing else. A group with any
+    other failure in it is a failure, not a skip."""
+    if isinstance(error, HookUnavailable):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        leaves = _leaves(error)
+        if leaves and all(isinstance(leaf, HookUnavailable) for leaf in leaves):
+            first = leaves[0]
+            assert isinstance(first, HookUnavailable)
+            return first
     return None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _run_pairs(

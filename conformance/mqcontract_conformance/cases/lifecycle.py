@@ -209,7 +209,7 @@ async def unclaimed_list_is_explicit(ctx: CaseContext) -> None:
     "the first.",
     why="Consumers in other processes (or on other connections) compete for one queue's "
     "work; a provider whose services each see a store of their own shares nothing, and "
-    "the rules with a second consumer (CLAIM-3, ERR-6) could only be skipped for it.",
+    "the rules with a second consumer (CLAIM-3) could only be skipped for it.",
     applies_when=Applies.flag("shared_backend"),
     provisional=True,
 )

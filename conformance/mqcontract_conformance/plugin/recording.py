@@ -86,8 +86,14 @@ class ResultRecorder:
                 result_set.measured[found.capability] = found
         if report.failed or (report.skipped and current.outcome is not Outcome.FAILED):
             current.outcome, current.reason = _outcome(report, props)
-            # A known-broken rule is a strict xfail: failing its call means it passed.
-            if report.failed and report.when == "call" and Property.KNOWN_BROKEN in props:
+            # A known-broken rule is a strict xfail: a call that failed without an
+            # exception (pytest's text in place of a traceback) is one that passed.
+            if (
+                report.failed
+                and report.when == "call"
+                and Property.KNOWN_BROKEN in props
+                and isinstance(report.longrepr, str)
+            ):
                 current.known_broken_passed = True
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -111,8 +117,15 @@ class ResultRecorder:
                 state.empty_providers.append(name)
         if state.empty_providers and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        # A narrowed run is never a full verification: the rules it left out are recorded
+        # as not selected. Not for a run cut short (-x, an interrupt): its missing rules
+        # were selected and never reported, and show as missing.
+        cut_short = bool(session.shouldstop or session.shouldfail) or session.exitstatus in (
+            pytest.ExitCode.INTERRUPTED,
+            pytest.ExitCode.INTERNAL_ERROR,
+        )
         for result in state.results.values():
-            if result.ran():  # a narrowed run is never a full verification
+            if result.ran() and not cut_short:
                 result.mark_unselected()
         if state.options.json:
             write_results(

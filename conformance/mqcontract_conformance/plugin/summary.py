@@ -110,7 +110,7 @@ def _write_provider_summary(tr: Any, result: ProviderResult) -> None:
     if unselected:
         tr.write_line(
             f"  not verified: {len(unselected)} rules not selected in this run "
-            "(--rules or -k): only a full run verifies a provider",
+            "(--rules, -k or another selection): only a full run verifies a provider",
             yellow=True,
         )
     for group, why in result.unverified_groups(without=Outcome.NOT_SELECTED).items():

@@ -50,6 +50,8 @@ STATUSES: dict[str, str] = {
 #: Results files written before outcomes were typed: their four outcomes, and nothing
 #: else (a skip of theirs is an other skip; its reason is not read for a kind).
 _LEGACY_FORMAT = "mqcontract-results/1"
+#: Results files before the ``not-selected`` outcome: read as they are.
+_PREVIOUS_FORMAT = "mqcontract-results/2"
 _LEGACY_OUTCOMES = {
     "passed": Outcome.PASSED,
     "failed": Outcome.FAILED,
@@ -254,7 +256,7 @@ def load_results(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
     A directory that does not exist holds no results (its providers show as missing);
     a named file that does not exist is an error.
     """
-    formats = {RESULTS_FORMAT, _LEGACY_FORMAT}
+    formats = {RESULTS_FORMAT, _PREVIOUS_FORMAT, _LEGACY_FORMAT}
     # The selftest's selftest.json lives beside the results (the teeth section reads it).
     return read_documents(paths, formats, "an mqcontract results file", skip={SELFTEST_FORMAT})
 
