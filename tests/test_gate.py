@@ -52,9 +52,28 @@ def test_a_named_provider_whose_backend_is_unreachable_fails_the_gate(tmp_path: 
     assert "SKIPPED: provider 'pgmq' not verified" in allowed.stdout
 
 
+#: A memory harness without the push-connection fault: the EVT rules that need it cannot run.
+_NO_KILL_LISTENER = """
+from mqcontract.testing import HookUnavailable
+from mqcontract_fixtures.memory import MemoryHarness
+
+
+class NoKillListener(MemoryHarness):
+    async def kill_listener(self, service):
+        raise HookUnavailable("no-kill-listener: no kill_listener hook")
+
+
+def make_harness(settings):
+    return NoKillListener("no-kill-listener", settings)
+"""
+
+
 def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    run = run_cli("verify", "--provider", "memory", "--json", str(out), cwd=tmp_path)
+    (tmp_path / "no_kill_listener.py").write_text(_NO_KILL_LISTENER)
+    provider = "no_kill_listener:make_harness"
+    env = {"PYTHONPATH": str(tmp_path)}
+    run = run_cli("verify", "--provider", provider, "--json", str(out), cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stdout[-2000:]
     document = json.loads(out.read_text())
     assert document["format"] == "mqcontract-results/3"
@@ -66,11 +85,11 @@ def test_skips_are_counted_by_kind_and_unverified_groups_are_named(tmp_path: Pat
         counted = [r for r in memory["results"] if r["outcome"] == outcome.value]
         assert len(counted) == summary[outcome.value]
     hooked = {r["rule"] for r in memory["results"] if r["outcome"] == "needs-hook"}
-    assert hooked, "the in-memory harness has no sever hook: some rules must be unverified"
+    assert hooked, "a harness without kill_listener: some rules must be unverified"
     assert memory["status"] == "passing, unverified"
     groups = {entry["group"] for entry in memory["unverified"]}
     assert groups == {rule_id.split("-")[0] for rule_id in hooked}
-    assert f"memory: passing, unverified: {summary['passed']} passed" in run.stdout
+    assert f"{provider}: passing, unverified: {summary['passed']} passed" in run.stdout
     assert f"needs a harness hook: {summary['needs-hook']}" in run.stdout
     assert "not verified: EVT (Event system and fallback recovery)" in run.stdout
     assert "(not claimed)" not in run.stdout

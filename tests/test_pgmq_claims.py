@@ -1,8 +1,9 @@
 """Settling by claim on PGMQ, next to foreign PGMQ clients, against a real PostgreSQL.
 
-A claim's token is the row's ``read_ct``: a foreign ``pgmq.read`` supersedes our older
-claim, a foreign ``pgmq.set_vt(q, id, 0)`` makes it lapse, and a stale settlement
-leaves the row exactly as it was.
+A claim's token is the row's ``read_ct`` and ``enqueued_at``: a foreign ``pgmq.read``
+supersedes our older claim, a foreign ``pgmq.set_vt(q, id, 0)`` makes it lapse, a claim
+made before its queue was deleted settles nothing in the queue created again, and a stale
+settlement leaves the row exactly as it was.
 """
 
 from __future__ import annotations
@@ -20,12 +21,27 @@ import pytest
 from mqcontract.errors import MessageNotFound, QueueNotFound, StaleClaim, StaleReason
 from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.providers.pgmq import PgmqMessagingService, open_pgmq
+from mqcontract.providers.pgmq._settle import claim_key, claim_token
 from tests import pgmq_support
 from tests.pgmq_support import config, sql
 
 # The shared fixtures, under the names these tests ask for.
 service = pgmq_support.service
 queue = pgmq_support.queue
+
+
+async def _enqueued_us(url: str, queue: str, msg_id: int) -> int:
+    """The row's ``enqueued_at`` in microseconds since the epoch."""
+    query = f"SELECT (extract(epoch FROM enqueued_at) * 1000000)::bigint FROM pgmq.q_{queue}"
+    return int((await sql(url, query + " WHERE msg_id = $1", msg_id))[0][0])
+
+
+def _read_ct(message: QueuedMessage) -> int:
+    """The ``read_ct`` a message's claim carries."""
+    assert message.claim is not None
+    key = claim_key(message.claim)
+    assert key is not None
+    return key[1]
 
 
 async def _row(url: str, queue: str, msg_id: int) -> tuple[int, Any] | None:
@@ -57,17 +73,21 @@ async def _claim_one(service: PgmqMessagingService, queue: str, vt: float) -> Qu
 # -- what a claim carries ------------------------------------------------------------------
 
 
-async def test_receive_and_fetch_carry_the_read_count_as_their_token(
+async def test_receive_and_fetch_carry_the_read_count_and_enqueued_at_as_their_token(
     service: PgmqMessagingService, queue: str, pgmq_db_url: str
 ) -> None:
     msg_id = await service.send_message(queue, b"[1]")
+    enqueued = await _enqueued_us(pgmq_db_url, queue, msg_id)
     first = await _claim_one(service, queue, 0.2)
-    assert first.claim == Claim(queue, msg_id, 1, 0.2)
+    assert first.claim == Claim(queue, msg_id, claim_token(1, enqueued), 0.2)
+    assert claim_key(first.claim) == (msg_id, 1, enqueued)
+    assert first.enqueued_at == enqueued / 1_000_000
     await _lapse(pgmq_db_url, queue, msg_id)
     fetched = await service.fetch_message(queue, msg_id, 30)
     assert fetched is not None
-    assert fetched.claim == Claim(queue, msg_id, 2, 30)
+    assert fetched.claim == Claim(queue, msg_id, claim_token(2, enqueued), 30)
     assert fetched.receive_count == 2
+    assert fetched.enqueued_at == first.enqueued_at
     assert await _stale(service.ack_claim(queue, first)) is StaleReason.SUPERSEDED
     await service.ack_claim(queue, fetched)
     assert await _row(pgmq_db_url, queue, msg_id) is None
@@ -113,8 +133,7 @@ async def test_a_foreign_set_vt_zero_makes_our_claim_lapse_and_nothing_changes(
     assert await _row(pgmq_db_url, queue, msg_id) == before
 
     again = await _claim_one(service, queue, 30)
-    assert again.claim is not None
-    assert again.claim.token == 2
+    assert _read_ct(again) == 2
     await service.ack_claim(queue, again)
 
 
@@ -173,12 +192,20 @@ async def test_forged_tokens_hold_nothing(
     msg_id = await service.send_message(queue, b"[6]")
     ours = await _claim_one(service, queue, 30)
     assert ours.claim is not None
+    real = ours.claim.token
+    assert isinstance(real, int)
     before = await _row(pgmq_db_url, queue, msg_id)
-    tokens: list[int | str] = [5, 0, -1, 2**40, "1", True]
+    # A later read count or enqueued_at than the row's, or no read count, or not an int.
+    tokens: list[int | str] = [real + 4, real + 2**31, real - 1, 0, 2**40, "1", True]
     for token in tokens:
         forged = dataclasses.replace(ours.claim, token=token)
         assert await _stale(service.ack_claim(queue, forged)) is StaleReason.NOT_HELD
         assert await _stale(service.nack_claim(queue, forged)) is StaleReason.NOT_HELD
+    # An earlier enqueued_at than the row's: taken for a claim on a message gone since.
+    for token in [5, -1, real - 2**31]:
+        forged = dataclasses.replace(ours.claim, token=token)
+        assert await _stale(service.ack_claim(queue, forged)) is StaleReason.SETTLED
+        assert await _stale(service.nack_claim(queue, forged)) is StaleReason.SETTLED
     for missing in [10**9, 2**70]:
         gone = dataclasses.replace(ours.claim, msg_id=missing)
         assert await _stale(service.ack_claim(queue, gone)) is StaleReason.SETTLED
@@ -204,6 +231,38 @@ async def test_settling_on_a_dropped_queue_raises_queue_not_found(
         with pytest.raises(QueueNotFound):
             await call
     await service.create_queue(queue)  # for the fixture's teardown
+
+
+async def test_a_claim_from_before_the_queue_was_deleted_settles_nothing_in_the_new_one(
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
+) -> None:
+    # CLAIM-10: ids restart at 1 in the re-created table, and the new message 1, claimed
+    # once, has read_ct 1 like the old claim's; read_ct alone let the old claim's ack
+    # delete it while another consumer held it.
+    other = await open_pgmq(config(pgmq_db_url))
+    try:
+        await service.send_message(queue, b'"old"')
+        old = await _claim_one(service, queue, 30)
+        assert old.claim is not None
+        await service.delete_queue(queue)
+        await service.create_queue(queue)
+        msg_id = await service.send_message(queue, b'"new"')
+        assert msg_id == old.msg_id
+        new = await _claim_one(other, queue, 30)
+        assert (new.msg_id, _read_ct(new), _read_ct(old)) == (msg_id, 1, 1)
+        assert new.claim != old.claim
+        before = await _row(pgmq_db_url, queue, msg_id)
+
+        assert await _stale(service.ack_claim(queue, old)) is StaleReason.SETTLED
+        assert await _stale(service.nack_claim(queue, old)) is StaleReason.SETTLED
+        assert await service.ack_claims(queue, [old]) == [False]
+        # In one batch with the live claim on the same id, only the live one settles.
+        assert await _row(pgmq_db_url, queue, msg_id) == before
+        assert await service.receive_messages(queue, 1, 30) == []  # still held by `other`
+        assert await other.ack_claims(queue, [old, new, old]) == [False, True, False]
+        assert await _row(pgmq_db_url, queue, msg_id) is None
+    finally:
+        await other.close()
 
 
 # -- many at once ----------------------------------------------------------------------------

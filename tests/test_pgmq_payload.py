@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mqcontract.messages import Available, Message
-from mqcontract.providers.pgmq._listener import parse_notification
+from mqcontract.providers.pgmq._listener import MAX_DELAY, parse_notification
 from mqcontract.providers.pgmq._payload import ENVELOPE_KEY, decode, encode, native_json
 
 
@@ -105,7 +105,7 @@ def _reference_parse(payload: str) -> tuple[object, float]:
     """What a notification means, read with ``json`` alone (the fast path must agree)."""
     head, marker, tail = payload.partition(',"message":')
     fields = json.loads(head + "}" if marker else payload)
-    delay = max(float(fields.get("delay", 0.0)), 0.0)
+    delay = min(max(float(fields.get("delay", 0.0)), 0.0), MAX_DELAY)
     if not marker:
         return Available(fields["queue"], int(fields["msg_id"])), delay
     message = (
@@ -171,3 +171,71 @@ def test_a_malformed_notification_is_refused_not_misread(payload: str) -> None:
     refuses it (the listener counts it as malformed and goes on)."""
     with pytest.raises((ValueError, KeyError, TypeError)):
         parse_notification(payload)
+
+
+#: A valid notification's head, and one with a message, with ``{field}`` to replace.
+_SIGNAL = '{{"queue":"q","msg_id":{msg_id},"delay":{delay}}}'
+_FULL = '{{"queue":"q","msg_id":1,"read_ct":{read_ct},"enqueued_at":{enqueued_at},"message":"x"}}'
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # delay: NaN scheduled call_later(nan) and froze the event loop; the infinities
+        # (written or overflowing) held a timer for ever; a negative one is not ours.
+        *(
+            _SIGNAL.format(msg_id=1, delay=d)
+            for d in ("NaN", "Infinity", "-Infinity", "1e400", "-1", '"5"', "true", "null")
+        ),
+        '{"delay":NaN,"queue":"q","msg_id":1}',  # another key order: read as JSON
+        # msg_id: a bigint, and not a bool, a float or a string that converts to one.
+        *(
+            _SIGNAL.format(msg_id=m, delay=0)
+            for m in ("true", "1.5", "1.0", '"7"', "null", str(2**63), str(-(2**63) - 1))
+        ),
+        '{"queue":"q","msg_id":' + "9" * 5000 + "}",
+        # queue: a queue name, as a string.
+        '{"queue":"Q","msg_id":1}',
+        '{"queue":"q-1","msg_id":1}',
+        '{"queue":5,"msg_id":1}',
+        '{"queue":["q"],"msg_id":1}',
+        '{"queue":"' + "q" * 48 + '","msg_id":1}',
+        '{"msg_id":1}',
+        # read_ct an integer of 0 or more, enqueued_at a finite time.
+        *(_FULL.format(read_ct=r, enqueued_at=1) for r in ("-1", str(2**31), "1.5", "true")),
+        *(_FULL.format(read_ct=0, enqueued_at=e) for e in ("NaN", "1e400", '"1"', "1e20")),
+        '{"queue":"q","msg_id":1,"message":"x"}',  # a message without its count and time
+        '{"queue":"q","msg_id":1,"read_ct":0,"enqueued_at":1,"message":"cut',  # cut short
+        # not an object at all
+        '["q", 1]',
+        "[" * 5000 + "]" * 5000,
+        "",
+    ],
+)
+def test_a_notification_field_out_of_its_type_or_range_is_refused(payload: str) -> None:
+    """Any role may NOTIFY on a queue's channel: every field is checked, whichever way
+    the head was read (the regular expression, or JSON for any other key order)."""
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        parse_notification(payload)
+
+
+@pytest.mark.parametrize("delay", ["1e300", str(10**12), f"{MAX_DELAY + 1:.6f}"])
+def test_a_delay_longer_than_a_send_may_ask_for_is_cut_to_that(delay: str) -> None:
+    for payload in (
+        _SIGNAL.format(msg_id=1, delay=delay),
+        '{"delay":' + delay + ',"msg_id":1,"queue":"q"}',
+    ):
+        assert parse_notification(payload) == (Available("q", 1), MAX_DELAY)
+    assert parse_notification(_SIGNAL.format(msg_id=1, delay=delay), max_delay=60.0)[1] == 60.0
+
+
+def test_the_limits_of_each_field_are_accepted() -> None:
+    for msg_id in (0, 2**63 - 1, -(2**63)):
+        assert parse_notification(_SIGNAL.format(msg_id=msg_id, delay=0)) == (
+            Available("q", msg_id),
+            0.0,
+        )
+    note, _ = parse_notification(_FULL.format(read_ct=2**31 - 1, enqueued_at=-1.5))
+    assert isinstance(note, Message)
+    assert (note.message.receive_count, note.message.enqueued_at) == (2**31, -1.5)
+    assert parse_notification('{"queue":"' + "q" * 47 + '","msg_id":1,"delay":0}')[1] == 0.0

@@ -1,12 +1,14 @@
 """PGMQ push under hostile conditions: a notify trigger disabled or dropped from outside is
-restored by ``subscribe`` (or refused loudly), and the listener's health is visible."""
+restored by ``subscribe`` (or refused loudly) and, under an open subscription, by the
+listener's health check, which also keeps a subscription across its queue being dropped
+and created again; and the listener's health is visible."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -167,5 +169,94 @@ async def test_listener_health_shows_a_killed_connection_and_its_recovery(
         assert back.connected_at is not None
         assert back.connected_at >= up.connected_at
         await _pushed(service, sub, queue)
+    finally:
+        await sub.aclose()
+
+
+# -- a subscription outlives its queue ---------------------------------------------------
+
+#: The listener's health check runs every fallback polling interval (at least 1 s):
+#: a broken trigger is seen at the next one and restored then.
+HEALTH_INTERVAL = 1.0
+RECOVERY = 2 * HEALTH_INTERVAL + DELIVERY
+
+
+@pytest.fixture
+async def watched(pgmq_db_url: str) -> AsyncIterator[PgmqMessagingService]:
+    svc = await open_pgmq(config(pgmq_db_url, fallback_polling_interval_seconds=HEALTH_INTERVAL))
+    yield svc
+    await svc.close()
+
+
+async def _until(
+    sub: QueueSubscription, wanted: Callable[[MessageNotification], bool], within: float
+) -> MessageNotification:
+    """The first notification ``wanted`` accepts (others are skipped) within ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        note = await _next(sub, max(deadline - time.monotonic(), 0.001))
+        if wanted(note):
+            return note
+
+
+def _pushed_id(msg_id: int) -> Callable[[MessageNotification], bool]:
+    return lambda note: isinstance(note, Message) and note.message.msg_id == msg_id
+
+
+async def _foreign_send(url: str, queue: str, body: str) -> int:
+    return int((await sql(url, "SELECT pgmq.send($1::text, $2::jsonb)", queue, body))[0][0])
+
+
+async def test_a_subscription_outlives_its_queue_dropped_and_created_again_from_outside(
+    watched: PgmqMessagingService, pgmq_db_url: str
+) -> None:
+    """Another PGMQ client drops the queue and creates it again (``pgmq.create`` installs
+    no notify trigger): the subscription stays open, its messages are announced within
+    the recovery bound, and push works again. It once stayed silent for good."""
+    queue = f"t_redo_{uuid.uuid4().hex[:10]}"
+    await watched.create_queue(queue)
+    sub = await watched.subscribe(queue)
+    try:
+        await sql(pgmq_db_url, "SELECT pgmq.drop_queue($1::text)", queue)
+        await sql(pgmq_db_url, "SELECT pgmq.create($1::text)", queue)
+        sent = await _foreign_send(pgmq_db_url, queue, '"while unannounced"')
+        await _until(sub, lambda note: note == Available(queue, None), RECOVERY)
+        assert not sub.closed
+        assert await _trigger(pgmq_db_url, queue) == (_ARGS, "O")
+        assert [m.msg_id for m in await watched.receive_messages(queue, 10, 30)] == [sent]
+        again = await _foreign_send(pgmq_db_url, queue, '"pushed"')
+        await _until(sub, _pushed_id(again), DELIVERY)
+    finally:
+        await sub.aclose()
+        await watched.delete_queue(queue)
+
+
+async def test_a_trigger_disabled_under_a_subscription_is_enabled_again(
+    watched: PgmqMessagingService, queue: str, pgmq_db_url: str
+) -> None:
+    sub = await watched.subscribe(queue)
+    try:
+        await sql(pgmq_db_url, f"ALTER TABLE pgmq.q_{queue} DISABLE TRIGGER {TRIGGER_NAME}")
+        sent = await _foreign_send(pgmq_db_url, queue, '"unannounced"')
+        await _until(sub, lambda note: note == Available(queue, None), RECOVERY)
+        assert await _trigger(pgmq_db_url, queue) == (_ARGS, "O")
+        assert [m.msg_id for m in await watched.receive_messages(queue, 10, 30)] == [sent]
+        again = await _foreign_send(pgmq_db_url, queue, '"pushed"')
+        await _until(sub, _pushed_id(again), DELIVERY)
+    finally:
+        await sub.aclose()
+
+
+async def test_a_trigger_that_cannot_be_restored_is_caught_up_at_every_health_check(
+    watched: PgmqMessagingService, queue: str, pgmq_db_url: str
+) -> None:
+    watched.listener.repair_trigger = None  # as for a role that does not own the table
+    sub = await watched.subscribe(queue)
+    try:
+        await sql(pgmq_db_url, f"DROP TRIGGER {TRIGGER_NAME} ON pgmq.q_{queue}")
+        for _ in range(2):
+            assert await _next(sub, RECOVERY) == Available(queue, None)
+        assert await _trigger(pgmq_db_url, queue) is None
+        assert not sub.closed
     finally:
         await sub.aclose()

@@ -31,7 +31,8 @@ class NackWithoutAnnouncement(PgmqMessagingService):
         key = claim_key(claim)
         statement = (
             f"UPDATE pgmq.q_{queue} SET vt = clock_timestamp() WHERE msg_id = $1::bigint"
-            " AND read_ct = $2::int AND vt > clock_timestamp() RETURNING msg_id"
+            " AND read_ct = $2::int AND (extract(epoch FROM enqueued_at) * 1000000)::bigint"
+            " = $3::bigint AND vt > clock_timestamp() RETURNING msg_id"
         )
 
         async def work(conn: Any) -> object:

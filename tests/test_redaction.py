@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -238,3 +239,88 @@ def test_verify_json_and_output_never_show_a_typed_password(tmp_path: Path) -> N
     assert proc.returncode != 0  # the backend is unreachable: the gate fails
     for where, text in (("output", proc.stdout + proc.stderr), ("JSON", out.read_text())):
         assert not _pieces_leaked(password, text), f"{where}: {text[-2000:]}"
+
+
+#: Strings holding several URLs, and what redaction shows of them: their passwords, and
+#: nothing else, go. A URL's userinfo ends within its own authority; it once ran from a
+#: URL without a password to the next one's ``@`` ("postgresql://db:***@h/").
+MIXED = [
+    (
+        "failed postgresql://db:5432/x; then amqp://u:secret@h/",
+        "failed postgresql://db:5432/x; then amqp://u:***@h/",
+    ),
+    (
+        "postgresql://db:5432/x then amqp://u:secret@h:5672/%2F",
+        "postgresql://db:5432/x then amqp://u:***@h:5672/%2F",
+    ),
+    (
+        "PgmqConfig(database_url='postgresql://127.0.0.1:5432/test', batch_size=100),"
+        " rabbitmq=RabbitMqConfig(url='amqp://guest:s3cret@127.0.0.1:5672/%2F')",
+        "PgmqConfig(database_url='postgresql://127.0.0.1:5432/test', batch_size=100),"
+        " rabbitmq=RabbitMqConfig(url='amqp://guest:***@127.0.0.1:5672/%2F')",
+    ),
+    # passwords holding '@', ':' and '/' percent-encoded
+    (
+        "amqp://u:p%40ss%3Aw0rd@h:5672/%2F and postgresql://v:x%2Fy%40z@db/app",
+        "amqp://u:***@h:5672/%2F and postgresql://v:***@db/app",
+    ),
+    # several with passwords, of several schemes
+    (
+        "a=postgresql://a:pw1@h1/db b=amqp://b:pw2@h2/ c=http://c:pw3@h3:15672 d=redis://:pw4@h4",
+        "a=postgresql://a:***@h1/db b=amqp://b:***@h2/ c=http://c:***@h3:15672 d=redis://:***@h4",
+    ),
+    # broker lists as RABBITMQ_URL takes them
+    (
+        "amqp://u:pw1@n1:5672/%2F,amqp://u:pw2@n2:5672/%2F",
+        "amqp://u:***@n1:5672/%2F,amqp://u:***@n2:5672/%2F",
+    ),
+    (
+        "amqp://u:pw1@n1:5672/%2F, amqp://u:pw2@n2:5672/%2F",
+        "amqp://u:***@n1:5672/%2F, amqp://u:***@n2:5672/%2F",
+    ),
+    ("amqp://n1:5672/%2F,amqp://u:pw2@n2:5672/%2F", "amqp://n1:5672/%2F,amqp://u:***@n2:5672/%2F"),
+    ("amqp://n1:5672,amqp://u:pw2@n2:5672", "amqp://n1:5672,amqp://u:***@n2:5672"),
+    ("amqp://u:pw1@n1:5672,amqp://n2:5672", "amqp://u:***@n1:5672,amqp://n2:5672"),
+    # a typed (unencoded) password beside another URL: both hidden, the rest kept
+    (
+        "postgresql://u:w1th/sl4sh@db:5432/app; amqp://g:pw2@h/",
+        "postgresql://u:***@db:5432/app; amqp://g:***@h/",
+    ),
+    (
+        "postgresql://u:w1th sp4ce@db:5432/app and amqp://db:5432/x",
+        "postgresql://u:***@db:5432/app and amqp://db:5432/x",
+    ),
+    # no password, then an address that is no URL's
+    ("postgresql://db:5432/x; mail admin@example.com", None),
+    ("postgresql://db:5432/x (owner admin@example.com)", None),
+    ("postgresql://db:5432/x, admin@example.com:22/", None),
+]
+
+
+@pytest.mark.parametrize(("text", "shown"), MIXED)
+def test_a_urls_userinfo_never_runs_into_what_follows_it(text: str, shown: str | None) -> None:
+    assert redact(text) == (text if shown is None else shown)
+
+
+def test_a_config_repr_shows_every_field_beside_a_url_with_a_password() -> None:
+    """The outside tester's case: a DSN without a password, then an AMQP URL with one."""
+    config = MessagingConfig(
+        pgmq=PgmqConfig(database_url="postgresql://127.0.0.1:5432/test"),
+        rabbitmq=RabbitMqConfig(url=f"amqp://guest:{SECRET}@127.0.0.1:5672/%2F"),
+    )
+    shown = repr(config)
+    assert SECRET not in shown
+    assert "database_url='postgresql://127.0.0.1:5432/test'" in shown
+    assert "batch_size=100" in shown
+    assert "rabbitmq=RabbitMqConfig(url='amqp://guest:***@127.0.0.1:5672/%2F'" in shown
+
+
+def test_remembering_the_passwords_of_several_urls_remembers_only_passwords() -> None:
+    from mqcontract._redact import remember_secrets
+
+    tag = uuid.uuid4().hex[:8]
+    host, database, secret = f"dbhost{tag}", f"dbname{tag}", f"pw{tag}secret"
+    remember_secrets(f"postgresql://{host}:6543/{database}; then amqp://u:{secret}@h:5672/")
+    remember_secrets(f"amqp://{host}:6543/%2F,amqp://u:{secret}@{host}:5672/%2F")
+    text = f"{host} port 6543 database {database}, amqp and {secret}"
+    assert redact(text) == f"{host} port 6543 database {database}, amqp and ***"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from mqcontract_conformance.cases import (  # noqa: F401  (each registers its rules)
     ack,
     capabilities,
+    capabilities_maxima,
     claims,
     delay,
     durability,
@@ -21,6 +22,7 @@ from mqcontract_conformance.cases import (  # noqa: F401  (each registers its ru
     model,
     ordering,
     push,
+    push_scope,
     receive,
     send,
     visibility,

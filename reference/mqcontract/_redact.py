@@ -27,11 +27,19 @@ __all__ = [
 #: text, too short to be worth much).
 MIN_SECRET_PIECE = 4
 
-# The userinfo of a URL ends at the last ``@`` that is followed by a host, so a password
-# may contain ``/``, ``#``, ``@`` or spaces; the match stays within one line.
+# The userinfo of a URL, in two tries. First within the URL's own authority (RFC 3986:
+# up to the first ``/``, ``?``, ``#`` or whitespace; ``;`` too), up to the ``@`` that
+# is followed by a host, so ``:`` and ``@`` typed into a password are covered. Then, for
+# a password typed with what ends an authority (``/``, ``#``, ``?``, a space), a
+# password running past that, still within its own URL: on one line, no quote (a repr's
+# boundary), no ``//`` (the next URL's ``scheme://``), no ``, `` or ``; `` (a list's or a
+# sentence's separator), and only up to an ``@`` whose host has a port or a path after
+# it. Without those bounds "postgresql://db:5432/x; then amqp://u:secret@h/" lost
+# everything from the first URL's port to the second's host.
 _USERINFO = re.compile(
-    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)(?::[^\n]*?)?@"
-    r"(?=[^\s@/?#]*(?:[/\s?#'\"),;\]]|$))"
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)"
+    r"(?:(?::[^\s/?#;]*?)?@(?=[^\s@/?#]*(?:[/\s?#'\"),;\]]|$))"
+    r"|:(?:(?!//|[,;]\s)[^\n'\"])*?@(?=[^\s@/?#'\"]+(?::[0-9]|/)))"
 )
 _PASSWORD_KV = re.compile(r"(?i)(password\s*=\s*)('[^']*'|\S+)")
 # A scheme starts where no scheme character precedes it: tried from every letter of a long
@@ -61,8 +69,11 @@ def remember_secrets(text: str | None) -> None:
     """Remember the password of every URL in ``text``, so :func:`redact` hides it anywhere."""
     if not text:
         return
-    for start in _URL_START.finditer(text):
-        rest = text[start.end() :].split("\n", 1)[0]
+    starts = list(_URL_START.finditer(text))
+    for i, start in enumerate(starts):
+        # This URL ends at the line's end or where the next one starts, whichever first.
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        rest = text[start.end() : end].split("\n", 1)[0]
         userinfo, at, _ = rest.rpartition("@")
         if not at or ":" not in userinfo:
             continue

@@ -18,10 +18,44 @@ def same_payload(fidelity: PayloadFidelity, sent: bytes, received: bytes) -> boo
         return True
     if fidelity is PayloadFidelity.JSON_VALUE:
         try:
-            return bool(json.loads(sent) == json.loads(received))
-        except ValueError:
+            return same_json(json.loads(sent), json.loads(received))
+        except (ValueError, RecursionError):
             return False
     return False
+
+
+def same_json(a: object, b: object) -> bool:
+    """Equal JSON values, by JSON's types: ``true`` is not ``1`` and ``[]`` is not ``{}``
+    (Python's ``==`` says ``True == 1 == 1.0``); numbers compare by value, so ``1e2`` and
+    ``100`` are one number, as a store that normalizes numbers (jsonb) makes them.
+    Iterative: nesting is as deep as a hostile payload makes it."""
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if _kind(x) != _kind(y):
+            return False
+        if isinstance(x, dict):
+            assert isinstance(y, dict)
+            if x.keys() != y.keys():
+                return False
+            pending.extend((x[k], y[k]) for k in x)
+        elif isinstance(x, list):
+            assert isinstance(y, list)
+            if len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif x != y:
+            return False
+    return True
+
+
+def _kind(value: object) -> str:
+    """A JSON value's type; ints and floats are one kind, numbers."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
 
 
 #: Names every provider must reject; SQL and AMQP metacharacters, unicode, length.

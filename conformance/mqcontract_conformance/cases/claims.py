@@ -429,3 +429,77 @@ async def _race_settlements(ctx: CaseContext, q: str, which: str) -> None:
     )
     for message in back:
         await _settles(ctx, q, _claim_of(ctx, message, "receive_messages"), "a released message")
+
+
+#: CLAIM-10: messages sent to the queue once it is created again (where ids restart, the
+#: first of them has the old claim's id).
+_AGAIN = 3
+
+
+@rule(
+    "CLAIM-10",
+    "A claim made before its queue was deleted settles nothing in a queue created again "
+    "under that name: ack_claim and nack_claim of it raise MessageNotFound, ack_claims "
+    "reports False, and the new queue's messages stay held by their own claims, which "
+    "settle them.",
+    why="Ids may restart when a queue is created again (PGMQ's do), and a token that "
+    "counts deliveries repeats too: the old claim then names the new queue's first "
+    "message on its first delivery, and acking it deleted work another consumer held.",
+    provisional=True,
+)
+async def claim_from_a_deleted_queue_is_stale(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    await ctx.service.send_message(q, body(1, "before"))
+    (held,) = await ctx.receive_exactly(q, 1)
+    old = _claim_of(ctx, held, "receive_messages")
+    await ctx.service.delete_queue(q)
+    await ctx.service.create_queue(q)
+    sent = await ctx.service.send_batch(q, [body(i, "again") for i in range(_AGAIN)])
+    other = await ctx.other_consumer(q) if ctx.caps.shared_backend else ctx.service
+    got: list[QueuedMessage] = []
+
+    async def all_of_them() -> bool:
+        got.extend(await other.receive_messages(q, 10, ctx.timing.long))
+        return len(got) >= len(sent)
+
+    await ctx.eventually(all_of_them, ctx.timing.delivery, f"{len(sent)} messages to claim")
+    ctx.check(
+        sorted(m.msg_id for m in got) == sorted(sent),
+        f"sent {sorted(sent)} to the queue created again, received {[m.msg_id for m in got]}",
+    )
+    theirs = [_claim_of(ctx, m, "receive_messages") for m in got]
+    twin = [c for c in theirs if c.msg_id == old.msg_id]
+    stale = f"a claim made before {q} was deleted ({old}), once the queue was created again " + (
+        f"and its own message {old.msg_id} is held by {twin[0]}"
+        if twin
+        else f"(which reused none of its ids: {sorted(sent)})"
+    )
+    await ctx.raises(
+        MessageNotFound, ctx.service.ack_claim(q, old), f"ack_claim of {stale}, must settle nothing"
+    )
+    await ctx.raises(
+        MessageNotFound,
+        ctx.service.nack_claim(q, old),
+        f"nack_claim of {stale}, must settle nothing",
+    )
+    outcome = await ctx.service.ack_claims(q, [old])
+    ctx.check(outcome == [False], f"ack_claims of {stale} reported {outcome}, expected [False]")
+
+    async def released() -> list[int]:
+        return [m.msg_id for m in await ctx.receive(q)]
+
+    await ctx.never(
+        released,
+        ctx.timing.margin / 2,
+        "messages of the queue created again, held by their own claims, were released by "
+        "settling a claim made before it was deleted",
+    )
+    for claim in theirs:
+        try:
+            await other.ack_claim(q, claim)
+        except MessageNotFound as exc:
+            ctx.fail(
+                f"the live claim {claim} on the queue created again could not be settled "
+                f"after a claim made before its deletion was acked and nacked: {exc}"
+            )
+    await _nothing_left(ctx, q, "a message of the queue created again came back after its ack")

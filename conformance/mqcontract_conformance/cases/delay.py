@@ -107,3 +107,34 @@ async def delay_unsupported(ctx: CaseContext) -> None:
         UnsupportedOperation, ctx.service.send_message_with_delay(q, body(1), 1.0), "delay"
     )
     ctx.check(await ctx.receive(q) == [], "an unsupported delayed send enqueued something")
+
+
+@rule(
+    "DLY-7",
+    "A delayed message's enqueued_at is when it was sent, not when its delay ended: it "
+    "differs from that of an immediate message sent just before it by about the time "
+    "between the two sends, never by the delay.",
+    why="enqueued_at is how a consumer tells a message's age (timeouts, staleness, "
+    "metrics); a provider that stamps a delayed message when it becomes visible (a "
+    "scheduler that sends it then) makes every retry look fresh.",
+    applies_when=Applies.flag("delay"),
+    provisional=True,
+)
+async def delayed_enqueued_at_is_send_time(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    # Long enough that a stamp of whole seconds cannot hide it (compared below with half).
+    delay = ctx.timing.slack
+    before = ctx.now()
+    now = await ctx.service.send_message(q, body(0, "immediate"))
+    later = await ctx.service.send_message_with_delay(q, body(1, "delayed"), delay)
+    between = ctx.now() - before
+    got = await ctx.receive_exactly(q, 2, within=delay + ctx.timing.slack)
+    stamped = {m.msg_id: m.enqueued_at for m in got}
+    ctx.check(set(stamped) == {now, later}, f"sent {now} and {later}, received {sorted(stamped)}")
+    gap = stamped[later] - stamped[now]
+    ctx.check(
+        gap <= between + delay / 2,
+        f"the message delayed by {delay:g} s was stamped {gap:.3f} s after the immediate "
+        f"one sent just before it ({between:.3f} s between the sends): enqueued_at is "
+        "when its delay ended, not when it was sent",
+    )

@@ -253,12 +253,15 @@ async def claims_survive_a_crash(ctx: CaseContext) -> None:
         up = ctx.now()
         watcher = await private.open()
         back: list[QueuedMessage] = []
+        looks: list[str] = []  # what each look after the restart got: for the failure
 
         async def came_back() -> list[int]:
             try:
                 batch = await watcher.receive_messages(q, 10, ctx.timing.long)
-            except MessagingError:
+            except MessagingError as exc:
+                looks.append(f"{ctx.now() - up:.2f} s: {type(exc).__name__}: {exc}")
                 return []
+            looks.append(f"{ctx.now() - up:.2f} s: {[m.msg_id for m in batch]}")
             back.extend(batch)
             return [m.msg_id for m in batch]
 
@@ -288,7 +291,9 @@ async def claims_survive_a_crash(ctx: CaseContext) -> None:
             ctx.fail(
                 f"claimed for {vt:g} s before the crash: message {held.msg_id} not back "
                 f"within its visibility timeout plus {ctx.timing.slack:g} s, nor within "
-                f"{_recovery(ctx):g} s of the server being back"
+                f"{_recovery(ctx):g} s of the server being back (back "
+                f"{up - claimed_by:.2f} s after the claim; {len(looks)} looks since, "
+                f"first and last: {looks[:2] + looks[-3:]})"
             )
         ctx.metrics["back_after_claim_seconds"] = round(ctx.now() - claimed_by, 3)
         await ctx.never(came_back, ctx.timing.margin, "delivered again while the watcher holds it")

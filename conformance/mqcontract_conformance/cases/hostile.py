@@ -134,8 +134,9 @@ async def hostile_names(ctx: CaseContext) -> None:
 @rule(
     "HOST-2",
     "Hostile payloads (empty, NUL, invalid UTF-8, UTF-16, JSON a database refuses, "
-    "5,000-digit numbers, 20,000-deep nesting, envelope look-alikes, SQL text, bytearray, "
-    "memoryview) are stored under their own ids and come back as declared.",
+    "5,000-digit numbers, 20,000-deep nesting, JSON booleans beside numbers, decomposed "
+    "text, envelope look-alikes, SQL text, bytearray, memoryview) are stored under their "
+    "own ids and come back as declared.",
     why="Text-first backends (jsonb, NOTIFY) mangle what they cannot represent unless "
     "the provider envelopes it; a payload must never be parsed into something else.",
     provisional=True,

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from mqcontract.errors import InvalidQueueName, QueueNotFound, UnsupportedOperation
 from mqcontract.messages import Claim
 from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._kin import first_receive, kin_queues
 from mqcontract_conformance.cases._payloads import INVALID_NAMES, body
 from mqcontract_conformance.context import CaseContext
 from mqcontract_conformance.registry import rule
@@ -158,15 +159,24 @@ async def operations_reject_invalid_names(ctx: CaseContext) -> None:
 
 @rule(
     "LIFE-9",
-    "Queues are isolated: a message sent to one queue is never received from another.",
-    why="Namespaces route work to different workers.",
+    "Queues are isolated: a message sent to one queue is never received from another, "
+    "including queues whose names extend one another (q, q_dlq) and two names of the "
+    "longest valid length that differ only in their last character.",
+    why="Namespaces route work to different workers; a provider that matches names by "
+    "prefix or keys its storage on a truncated name merges queues whose names are close, "
+    "which one short name at a time never shows.",
 )
 async def queues_are_isolated(ctx: CaseContext) -> None:
-    a, b = await ctx.queue(), await ctx.queue()
-    sent = await ctx.service.send_message(a, body(1))
-    ctx.check(await ctx.receive(b) == [], f"message {sent} sent to {a} came out of {b}")
-    got = await ctx.receive(a)
-    ctx.check([m.msg_id for m in got] == [sent], f"{a} lost {sent}")
+    kin = await kin_queues(ctx)
+    sent = {q: await ctx.service.send_message(q, kin.tag(q)) for q in kin.all}
+    for q in kin.all:
+        got = await first_receive(ctx, q, "the message sent to it is lost")
+        strays = [m.payload.decode(errors="replace") for m in got if m.payload != kin.tag(q)]
+        ctx.check(not strays, f"received from {q} what was {strays}")
+        ctx.check(
+            [m.msg_id for m in got] == [sent[q]],
+            f"{q}: received {[m.msg_id for m in got]}, sent {sent[q]}",
+        )
 
 
 @rule(
@@ -225,3 +235,33 @@ async def services_share_the_backend(ctx: CaseContext) -> None:
     sent = await other.send_message(q, body(1))
     (got,) = await ctx.receive_exactly(q, 1)
     ctx.check(got.msg_id == sent, f"sent {sent} through the second service, received {got}")
+
+
+@rule(
+    "LIFE-13",
+    "delete_queue removes only the queue it names: queues whose names extend it, or that "
+    "it extends, and a longest-length name differing from another only in its last "
+    "character, keep existing with their messages.",
+    why="A delete by pattern (a Redis SCAN MATCH name*, a LIKE 'name%') or by a truncated "
+    "key takes the dead-letter queue, or another team's queue, with it; LIFE-2 only "
+    "looks at the queue deleted.",
+    provisional=True,
+)
+async def delete_spares_kin(ctx: CaseContext) -> None:
+    kin = await kin_queues(ctx)
+    sent = {q: await ctx.service.send_message(q, kin.tag(q)) for q in kin.all}
+    deleted = (kin.base, kin.longest[0])
+    for q in deleted:
+        await ctx.service.delete_queue(q)
+    gone = [q for q in deleted if await ctx.service.queue_exists(q)]
+    ctx.check(not gone, f"still exist after delete_queue: {gone}")
+    spared = [q for q in kin.all if q not in deleted]
+    missing = [q for q in spared if not await ctx.service.queue_exists(q)]
+    ctx.check(not missing, f"deleting {list(deleted)} also deleted {missing}")
+    for q in spared:
+        got = await first_receive(ctx, q, f"its message went with {list(deleted)}")
+        ctx.check(
+            [(m.msg_id, m.payload) for m in got] == [(sent[q], kin.tag(q))],
+            f"{q} after deleting {list(deleted)}: received "
+            f"{[(m.msg_id, m.payload) for m in got]}, sent {sent[q]} ({kin.tag(q)!r})",
+        )

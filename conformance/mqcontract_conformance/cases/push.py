@@ -310,7 +310,9 @@ async def pushed_copy_claimable(ctx: CaseContext) -> None:
 
 @rule(
     "PUSH-9",
-    "Subscribing to a missing queue raises QueueNotFound; to an invalid name, InvalidQueueName.",
+    "Subscribing to a missing queue raises QueueNotFound; to an invalid name, "
+    "InvalidQueueName; subscribe_many with one queue missing raises QueueNotFound naming "
+    "that queue.",
     why="A subscription to nothing would wait forever.",
     applies_when=ANY_PUSH,
 )
@@ -319,10 +321,15 @@ async def subscribe_bad_queue(ctx: CaseContext) -> None:
     await ctx.raises(QueueNotFound, ctx.service.subscribe(missing), "subscribe to missing")
     await ctx.raises(InvalidQueueName, ctx.service.subscribe("Bad;Name"), "subscribe invalid")
     good = await ctx.queue()
-    await ctx.raises(
+    exc = await ctx.raises(
         QueueNotFound,
         ctx.service.subscribe_many([good, missing]),
         "subscribe_many with one missing",
+    )
+    ctx.check(
+        exc.queue == missing and missing in str(exc),
+        f"subscribe_many([{good}, {missing}]) raised QueueNotFound naming "
+        f"{exc.queue!r} ({exc}), not the missing {missing}",
     )
 
 

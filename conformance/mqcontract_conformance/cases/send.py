@@ -40,19 +40,28 @@ async def ids_increase(ctx: CaseContext) -> None:
 @rule(
     "SEND-2",
     "A JSON payload comes back as declared: the same bytes (bytes fidelity) or an equal "
-    "JSON value (json-value fidelity, which may normalize key order and whitespace).",
+    "JSON value (json-value fidelity, which may normalize key order, whitespace and how a "
+    "number is written, never a type: true is not 1, [] is not {}).",
     why="PGMQ stores jsonb, which normalizes JSON text; that must be a declared "
     "capability, never an accident.",
 )
 async def json_fidelity(ctx: CaseContext) -> None:
-    payload = b'{"z": 1,   "a": [1, 2.5, "x"], "n": null, "s": "\xc3\xa9\\u00e9"}'
+    payload = (
+        b'{"z": 1,   "a": [1, 2.5, "x"], "n": null, "s": "\xc3\xa9\\u00e9", "t": true, '
+        b'"f": false, "zero": 0, "one": 1, "big": 12345678901234567890, "tenth": 0.1, '
+        b'"empty": [], "none": {}, "nested": [[], {}, [true, 1, "1"]]}'
+    )
     q = await ctx.queue()
     await ctx.service.send_message(q, payload)
     got = (await ctx.receive_exactly(q, 1))[0].payload
     if ctx.caps.payload_fidelity is PayloadFidelity.BYTES:
         ctx.check(got == payload, f"bytes fidelity: sent {payload!r}, got {got!r}")
     else:
-        ctx.check(json.loads(got) == json.loads(payload), f"json value changed: {got!r}")
+        ctx.check(
+            same_payload(ctx.caps.payload_fidelity, payload, got),
+            f"json value changed (booleans stay booleans, numbers keep their value): "
+            f"sent {payload!r}, got {got!r}",
+        )
 
 
 @rule(
@@ -75,11 +84,26 @@ async def binary_payload(ctx: CaseContext) -> None:
 
 @rule(
     "SEND-5",
-    "Multibyte UTF-8 text (accents, CJK, emoji) round-trips exactly.",
+    "Multibyte UTF-8 text (accents, CJK, emoji) round-trips exactly, as text and inside "
+    "JSON: never normalized (decomposed accents, compatibility characters), never "
+    "stripped of a leading BOM or trailing blanks, line endings as sent.",
     why="Byte/character confusion is where the original's size checks broke.",
 )
 async def unicode_payload(ctx: CaseContext) -> None:
     await _round_trip(ctx, "h\u00e9llo \u2713 \u65e5\u672c \U0001f389".encode(), "unicode text")
+    for text, what in UNNORMALIZED_TEXT:
+        await _round_trip(ctx, text.encode(), what)
+        as_json = json.dumps({"t": text}, ensure_ascii=False).encode()
+        await _round_trip(ctx, as_json, f"JSON of {what}")
+
+
+#: Text a Unicode normalization (NFC, NFKC), a BOM-stripping decoder or a text-mode
+#: newline translation changes; every one is valid UTF-8 and must come back as sent.
+UNNORMALIZED_TEXT: tuple[tuple[str, str], ...] = (
+    ("e\u0301 A\u030a \u1100\u1161 \u212b \ufb01 x\u00a0y \u2460 \uff21", "decomposed text"),
+    ("\ufeffstarts with a byte order mark", "text with a leading BOM"),
+    ("line\r\nline\rline\n\t trailing \t", "line endings and trailing blanks"),
+)
 
 
 @rule(

@@ -14,7 +14,13 @@ from mqcontract.messages import QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.selftest.catalogue import Specimen
 
-__all__ = ["SPECIMENS", "LateTimeoutsDeclaredExact", "ReceiveCappedBelowDeclared"]
+__all__ = [
+    "SPECIMENS",
+    "ClaimsCappedBelowDeclared",
+    "DelaysCappedBelowDeclared",
+    "LateTimeoutsDeclaredExact",
+    "ReceiveCappedBelowDeclared",
+]
 
 
 class LateTimeoutsDeclaredExact(InMemoryMessagingService):
@@ -37,7 +43,27 @@ class ReceiveCappedBelowDeclared(InMemoryMessagingService):
         return await super()._receive(queue, min(limit, 100), visibility_timeout)
 
 
+class DelaysCappedBelowDeclared(InMemoryMessagingService):
+    """Declares a maximum delay of seven days and keeps at most fifteen minutes (SQS's
+    cap): a week's back-off is over in a quarter of an hour."""
+
+    async def _send_delayed(self, queue: str, payload: bytes, delay_seconds: float) -> int:
+        return await super()._send_delayed(queue, payload, min(delay_seconds, 900.0))
+
+
+class ClaimsCappedBelowDeclared(InMemoryMessagingService):
+    """Declares a maximum visibility timeout of twelve hours and ends every claim after
+    thirty minutes at most (a broker's consumer timeout)."""
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        return await super()._receive(queue, limit, min(visibility_timeout, 1800.0))
+
+
 SPECIMENS: tuple[Specimen, ...] = (
+    Specimen(DelaysCappedBelowDeclared, "CAP-3"),
+    Specimen(ClaimsCappedBelowDeclared, "CAP-4"),
     Specimen(LateTimeoutsDeclaredExact, "CAP-2"),
     Specimen(ReceiveCappedBelowDeclared, "RECV-6"),
 )

@@ -55,6 +55,9 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_durability",
     "mqcontract_conformance.selftest.broken_pool",
     "mqcontract_conformance.selftest.broken_cancel",
+    "mqcontract_conformance.selftest.broken_incarnation",
+    "mqcontract_conformance.selftest.broken_scope",
+    "mqcontract_conformance.selftest.broken_fidelity",
 )
 
 

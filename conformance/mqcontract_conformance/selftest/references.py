@@ -24,6 +24,12 @@ from mqcontract.subscription import QueueSubscription
 __all__ = ["ForeignIdsMemory", "RestartableMemory", "RestartableStore", "SignalMemory", "Unlisted"]
 
 
+#: The open signal subscriptions of each store (what the store's services share).
+_SIGNAL_SUBS: weakref.WeakKeyDictionary[MemoryStore, list[QueueSubscription]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class SignalMemory(InMemoryMessagingService):
     """A correct signal-only provider (Available + fetch by id), to exercise SIGNAL rules."""
 
@@ -35,18 +41,25 @@ class SignalMemory(InMemoryMessagingService):
     def capabilities(self) -> Capabilities:
         return dataclasses.replace(super().capabilities, push=PushKind.SIGNAL)
 
+    @property
+    def _signal_subs(self) -> list[QueueSubscription]:
+        """Every open signal subscription of the store's services: a send through one
+        service is announced to the subscriptions of all, as a server announces it."""
+        return _SIGNAL_SUBS.setdefault(self.store, [])
+
     async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
         for name in names:
             self._existing(name)
         sub = QueueSubscription(names, on_close=self._drop_signal_sub)
-        self._signal_subs = [*getattr(self, "_signal_subs", []), sub]
+        self._signal_subs.append(sub)
+        self._own_subs = [*getattr(self, "_own_subs", []), sub]
         return sub
 
     async def _drop_signal_sub(self, sub: QueueSubscription) -> None:
         self._signal_subs.remove(sub)
 
     async def close(self) -> None:
-        for sub in list(getattr(self, "_signal_subs", [])):
+        for sub in list(getattr(self, "_own_subs", [])):
             await sub.aclose()
         await super().close()
 
@@ -60,7 +73,7 @@ class SignalMemory(InMemoryMessagingService):
         self._announce(queue, claim.msg_id)  # visible again: announced, as PGMQ's nack does
 
     def _announce(self, queue: str, msg_id: int) -> None:
-        for sub in getattr(self, "_signal_subs", []):
+        for sub in list(self._signal_subs):
             if queue in sub.queues:
                 sub.put(Available(queue, msg_id + self.announce_offset))
 

@@ -42,7 +42,15 @@ async def test_every_received_message_carries_its_claim(
 ) -> None:
     ids = await service.send_batch(queue, [b"a", b"b"])
     got = await service.receive_messages(queue, 2, 30)
-    assert [_claim(m) for m in got] == [Claim(queue, i, 1, 30.0) for i in ids]
+    claims = [_claim(m) for m in got]
+    assert [(c.queue_name, c.msg_id, c.visibility_timeout) for c in claims] == [
+        (queue, i, 30.0) for i in ids
+    ]
+    # The delivery count, above it the message's timestamp (ns; enqueued_at is a float).
+    for c, m in zip(claims, got, strict=True):
+        assert isinstance(c.token, int)
+        assert c.token & 0xFFFFFFFF == 1
+        assert abs((c.token >> 32) - m.enqueued_at * 1e9) < 1_000
     assert ids == [1, 2]  # stream sequences
 
 
@@ -88,7 +96,8 @@ async def test_settled_and_forged_claims_name_their_reason(
     sent = await service.send_message(queue, b"x")
     (got,) = await service.receive_messages(queue, 1, 60)
     claim = _claim(got)
-    for token in ("1", 7, True):  # not this message's delivery count
+    assert isinstance(claim.token, int)
+    for token in ("1", claim.token + 6, True):  # not a delivery this message had
         forged = dataclasses.replace(claim, token=token)
         await _stale(service.ack_claim(queue, forged), StaleReason.NOT_HELD)
     await _stale(
@@ -188,14 +197,15 @@ async def test_a_delivery_count_that_went_back_still_gets_the_message(
     names = service.names(queue)
     held = await _ledger.read(service.link, names, sent)
     assert held is not None
-    assert held.token == 1
+    assert held.token == _claim(first).token
+    assert held.token & 0xFFFFFFFF == 1  # the delivery count, under the message's timestamp
     # The claims of deliveries 2..5 were made and lapsed under a leader since replaced.
-    lapsed = Record(HELD, 5, time.time() - 1, held.delivery_seq)
+    lapsed = Record(HELD, held.token + 4, time.time() - 1, held.delivery_seq)
     assert await _ledger.write(service.link, names, sent, lapsed, after=held)
     await _stale(service.ack_claim(queue, first), StaleReason.SUPERSEDED)
     again = await _back(service, queue, 60)  # delivery 2, within its 0.2 s + a little
     assert (again.msg_id, again.receive_count) == (sent, 2)
-    assert _claim(again).token == 6
+    assert _claim(again).token == held.token + 5
     await service.ack_claim(queue, again)
     assert await service.stored_ids(queue) == []
 
@@ -244,7 +254,7 @@ async def test_a_long_chain_is_read_in_a_bounded_number_of_requests(
     monkeypatch.setattr(service.link, "api", counted)
     record = await _ledger.read(service.link, service.names(queue), sent)
     assert record is not None
-    assert (record.state, record.token) == ("r", 12)
+    assert (record.state, record.token & 0xFFFFFFFF) == ("r", 12)
     assert len(asked) <= _ledger.HOPS_BEFORE_JUMP + 3, asked
 
 
@@ -262,9 +272,18 @@ async def test_a_claim_from_before_the_queue_was_made_again_settles_nothing(
     await _stale(service.nack_claim(queue, _claim(old)), StaleReason.SETTLED)
     new_id = await service.send_message(queue, b"new")
     assert new_id == old_id
-    (new,) = await service.receive_messages(queue, 1, 60)
-    assert new.payload == b"new"
-    await service.ack_claim(queue, new)
+    other = await open_service()
+    try:
+        # CLAIM-10: the new message, on its first delivery, under another consumer's claim.
+        (new,) = await other.receive_messages(queue, 1, 60)
+        assert (new.payload, new.receive_count) == (b"new", 1)
+        await _stale(service.ack_claim(queue, _claim(old)), StaleReason.SUPERSEDED)
+        await _stale(service.nack_claim(queue, _claim(old)), StaleReason.SUPERSEDED)
+        assert await service.ack_claims(queue, [_claim(old)]) == [False]
+        assert await service.receive_messages(queue, 1, 60) == []  # still held by other
+        await other.ack_claim(queue, new)
+    finally:
+        await other.close()
     assert await service.stored_ids(queue) == []
 
 

@@ -92,6 +92,9 @@ class MemoryStore:
     """The queues and the claim counter that services on one in-process "broker" share."""
 
     queues: dict[str, _Queue] = field(default_factory=dict)
+    #: The open subscribers of deleted queues, by name: a queue created again under that
+    #: name is pushed to them (a subscription outlives its queue's deletion, PUSH-18).
+    orphaned: dict[str, list[_Subscriber]] = field(default_factory=dict)
     tokens: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -233,13 +236,19 @@ class InMemoryMessagingService(BaseMessagingService):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def _create_queue(self, name: str) -> None:
-        self._queues.setdefault(name, _Queue(name))
+        if name in self._queues:
+            return
+        queue = self._queues[name] = _Queue(name)
+        waiting = self.store.orphaned.pop(name, [])
+        queue.subscribers = [s for s in waiting if not s.subscription.closed]
 
     async def _delete_queue(self, name: str) -> None:
         queue = self._queues.pop(name, None)
         if queue is not None:
             for subscriber in queue.subscribers:
                 subscriber.in_flight = {k for k in subscriber.in_flight if k[0] != name}
+            if queue.subscribers:
+                self.store.orphaned.setdefault(name, []).extend(queue.subscribers)
 
     async def _queue_exists(self, name: str) -> bool:
         return name in self._queues
@@ -330,6 +339,9 @@ class InMemoryMessagingService(BaseMessagingService):
             q = self._queues.get(name)
             if q is not None and subscriber in q.subscribers:
                 q.subscribers.remove(subscriber)
+            waiting = self.store.orphaned.get(name, [])
+            if subscriber in waiting:
+                waiting.remove(subscriber)
         # Claimed messages never handed to the consumer go straight back.
         for notification in subscription.pending():
             if isinstance(notification, Message):

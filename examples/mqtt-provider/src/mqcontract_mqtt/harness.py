@@ -95,6 +95,8 @@ KNOWN_BROKEN: Mapping[str, str] = {
     f"returned) never comes back: {_NO_REDELIVERY}",
     # A message belongs to the consumer it was pushed to.
     "CLAIM-3": f"the second consumer never gets the message: {_PUSHED_AWAY}",
+    "CLAIM-10": "the second consumer never gets the messages of the queue created again "
+    f"(they go to the first, still subscribed): {_PUSHED_AWAY}",
     "ERR-6": "after a network cut the broker sends the unacked message again, but only to "
     f"the session that had it, never to another consumer: {_PUSHED_AWAY}",
     # Work cannot move to a new or a surviving process.
@@ -102,6 +104,8 @@ KNOWN_BROKEN: Mapping[str, str] = {
     "consumer holds when it dies stays in its session until that expires, then is dropped",
     "HOLD-1": "nothing bounds how long a frozen consumer keeps its messages: MQTT gives "
     "them to nobody else while its session lives, and drops them when it expires",
+    "PUSH-17": "a service that closes ends its session, and the broker drops what it had "
+    f"pushed to that service and never saw acknowledged: {_PUSHED_AWAY}",
 }
 
 

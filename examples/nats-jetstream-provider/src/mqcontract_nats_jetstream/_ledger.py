@@ -21,9 +21,10 @@ message both be acked.
 
 A record is ``<state> <token> <deadline> <delivery seq>``: state ``h`` (held until the
 deadline, Unix seconds), ``r`` (released by a nack) or ``s`` (settled by an ack); the
-token is the delivery count of the delivery that made the claim, or one past the last
-claim's if JetStream's count went back (tokens only grow along a chain, so every key is
-written once). A message's current
+token is the delivery count of the delivery that made the claim (above it, in the bits
+from 32 up, the message's stream timestamp in ns, the same for every delivery of it), or
+one past the last claim's if JetStream's count went back (tokens only grow along a
+chain, so every key is written once). A message's current
 state is the end of its chain, found by reading forward from the start (or from a record
 already known: records never change). The records of an acked message are purged later,
 once the stream no longer holds it (:mod:`._forgetting`).

@@ -19,9 +19,12 @@ How the contract maps onto JetStream (details in the README):
   consumer. The consumer's ack wait (``fetch_grace_seconds``) only covers the moment
   between the pull and that nak.
 * **receive_count.** JetStream's delivery count (``num_delivered``): exact per consumer.
-* **Claims.** Token = the delivery count of the delivery that made the claim; the ledger
-  decides every settle, each change of state by one create the server checks on every
-  replica (JetStream's own ack names the message only).
+* **Claims.** Token = the delivery count of the delivery that made the claim, above the
+  message's stream timestamp (``ns << 32 | count``): a stream made again numbers its
+  messages from 1, and the timestamp keeps a claim made before the queue was deleted
+  from matching the new message with its id (CLAIM-10). The ledger decides every
+  settle, each change of state by one create the server checks on every replica
+  (JetStream's own ack names the message only).
 * **Push.** Full, claimed: a long-poll pull loop per subscribed queue, on a connection of
   the subscription's own (:mod:`._push`).
 * **Not offered.** Delay (nats-server 2.9 has no scheduled delivery: a ``Nats-Schedule``
@@ -94,6 +97,9 @@ _KEPT_AFTER_SWEEP = _REMEMBERED * 9 // 10
 STORE_ATTEMPTS = 4
 #: How long a pull may go unanswered before the queue's existence is checked.
 _SILENCE = 0.25
+#: How long past its expiry a pull of an existing queue may go unanswered before it is
+#: given up: its consumer went with a deletion of the queue, which exists again.
+_UNANSWERED = 2.0
 #: Bound on one look at the stream before an acked message's records are purged, and on
 #: the purge (:mod:`._forgetting`), apart from the operation's own.
 _GONE_BOUND = 5.0
@@ -103,13 +109,18 @@ _GONE_BOUND = 5.0
 _PEER_SEEN = 3_000_000_000
 
 
-def _delivery(msg: Msg) -> tuple[int, int, int, float]:
-    """(stream seq, delivery count, consumer seq, enqueued at) from a delivery's reply
+#: A token's low bits: the delivery count (the bits above: the message's timestamp).
+_COUNT_BITS = 32
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
+
+
+def _delivery(msg: Msg) -> tuple[int, int, int, int]:
+    """(stream seq, delivery count, consumer seq, enqueued at in ns) from a delivery's reply
     subject ``$JS.ACK.<stream>.<consumer>.<count>.<seq>.<consumer seq>.<ns>.<pending>``."""
     tokens = msg.reply.split(".")
     if len(tokens) > 9:  # with a domain and account hash: drop them
         tokens = tokens[:2] + tokens[4:]
-    return int(tokens[5]), int(tokens[4]), int(tokens[6]), int(tokens[7]) / 1e9
+    return int(tokens[5]), int(tokens[4]), int(tokens[6]), int(tokens[7])
 
 
 def _is_id(value: object) -> bool:
@@ -421,8 +432,11 @@ class NatsJetStreamMessagingService(BaseMessagingService):
     ) -> list[Msg]:
         """The deliveries of one pull. The server's API ignores a pull for a consumer that
         does not exist (it answers nothing), so a pull that hears nothing for a while
-        asks whether the queue still exists."""
+        asks whether the queue still exists; one that hears nothing for longer is given up
+        (``[]``): the queue may have been deleted and created again, with a new consumer
+        the next pull reaches."""
         pull = asyncio.ensure_future(link.pull(names.stream, CONSUMER, limit, expires=expires))
+        give_up = time.monotonic() + (expires or 0) + _UNANSWERED
         try:
             while True:
                 done, _ = await asyncio.wait({pull}, timeout=(expires or 0) + _SILENCE)
@@ -430,6 +444,9 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                     return pull.result()
                 if not await self._queue_exists(names.queue):
                     raise QueueNotFound(names.queue)
+                if time.monotonic() >= give_up:
+                    await link.abandon(pull)
+                    return []
         except BaseException:  # nothing pulled stays with a caller that is gone
             await link.abandon(pull)
             raise
@@ -439,7 +456,10 @@ class NatsJetStreamMessagingService(BaseMessagingService):
     ) -> QueuedMessage | None:
         """Claim one delivery in the ledger and set its deadline; ``None`` if the ledger
         says it is not this delivery's to hand out (settled, or still someone's claim)."""
-        seq, count, delivery_seq, enqueued_at = _delivery(msg)
+        seq, count, delivery_seq, enqueued_ns = _delivery(msg)
+        # Above the count, the message's timestamp: the same for every delivery of it,
+        # and later for a message of the queue made again under the same id.
+        counted = (enqueued_ns << _COUNT_BITS) | count
         record = await _ledger.read(link, names, seq)
         while True:
             now = time.time()
@@ -455,7 +475,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                     return None
             # The token: this delivery's count, or one past the last claim's if the count
             # went back (a consumer leader elected with an older replica of the counts).
-            token = count if record is None else max(count, record.token + 1)
+            token = counted if record is None else max(counted, record.token + 1)
             claim = Record(HELD, token, now + vt, delivery_seq)
             key = _ledger.key_after(record)
             if key is None or not await _ledger.write(link, names, seq, claim, after=record):
@@ -469,7 +489,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                 queue_name=names.queue,
                 payload=bytes(msg.data),
                 receive_count=count,
-                enqueued_at=enqueued_at,
+                enqueued_at=enqueued_ns / 1e9,
                 claim=claimed,
             )
 
@@ -531,7 +551,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                     if not await _ledger.write(link, names, seq, done, after=record):
                         record = await _ledger.read(link, names, seq, known=record)
                         continue
-                    subject = names.ack_subject(token, seq, record.delivery_seq)
+                    subject = names.ack_subject(token & _COUNT_MASK, seq, record.delivery_seq)
                     if mode == "ack":
                         await link.request(subject, b"", None)  # the server confirms it
                         # Its records are purged later, once the stream no longer holds

@@ -24,10 +24,12 @@ Partitioned queues (``pgmq.create_partitioned``, pg_partman's range partitions b
 Payloads: valid JSON is stored as ``jsonb`` (normalized), any other bytes as
 ``{"$mqcontract_b64": "<base64>"}``; see ``_payload``.
 
-Claims: a claim's token is the row's ``read_ct`` when it was claimed, so other PGMQ
-clients on the same queues keep working: their ``pgmq.read`` of a message whose claim
-lapsed supersedes that claim, and ``pgmq.set_vt(queue, id, 0)`` makes it lapse; either
-way settling the old claim raises ``StaleClaim`` and leaves the row alone. See
+Claims: a claim's token is the row's ``read_ct`` when it was claimed together with the
+row's ``enqueued_at``, so other PGMQ clients on the same queues keep working: their
+``pgmq.read`` of a message whose claim lapsed supersedes that claim, and
+``pgmq.set_vt(queue, id, 0)`` makes it lapse; either way settling the old claim raises
+``StaleClaim`` and leaves the row alone. ``enqueued_at`` keeps a claim from settling a
+message of the queue created again under its name (whose ids restart at 1). See
 ``_settle``.
 """
 

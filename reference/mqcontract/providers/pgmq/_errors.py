@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg  # type: ignore[import-untyped]
 from asyncpg import exceptions as pgerr
 
@@ -14,6 +16,7 @@ from mqcontract.errors import (
     QueueError,
     QueueNotFound,
 )
+from mqcontract.providers.pgmq._lane import usable
 from mqcontract.translation import ErrorTable, Failure, Translation
 
 __all__ = [
@@ -135,11 +138,29 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or is_connection_lost(exc)
 
 
-def never_executed(exc: BaseException) -> bool:
-    """Whether the failed statement certainly did not take effect (so a retry is safe)."""
+def never_executed(exc: BaseException, conn: Any = None) -> bool:
+    """Whether the failed statement certainly did not take effect (so a retry is safe).
+
+    ``conn``: the connection it was tried on. Read from the exception's type and
+    attributes and the connection's state, never its words:
+
+    * the server ended the session (``AdminShutdownError`` and kin), raised as such or as
+      the cause asyncpg gives the ``ConnectionDoesNotExistError`` it raises when the
+      server's FATAL answered the statement and the connection then closed: whatever
+      was running was rolled back;
+    * asyncpg refused the call before sending anything (a plain ``InterfaceError``, its
+      type for a misused API) because ``conn`` was unusable: closed, or a pool proxy
+      released back to its pool (asyncpg does that on its own when the connection
+      dies). The same type for any other misuse is not a lost connection: not retried.
+    """
     if isinstance(exc, _SESSION_ENDED):
-        return True  # the backend died: any uncommitted work was rolled back
+        return True
+    if isinstance(exc, pgerr.ConnectionDoesNotExistError) and isinstance(
+        exc.__cause__, _SESSION_ENDED
+    ):
+        return True
     if _broken_protocol(exc):
         return True
-    # asyncpg checks the connection before sending: nothing reached the server.
-    return type(exc) is pgerr.InterfaceError and "closed" in str(exc)
+    if type(exc) is pgerr.InterfaceError:
+        return conn is not None and not usable(conn)
+    return False

@@ -9,14 +9,33 @@ callers get ordinary pool connections, so concurrency is still bounded by the po
 Anything that escapes the borrower (a broken connection, a cancelled statement, a
 statement error) hands the connection back to the pool, which checks and recycles it as
 it always does; the next operation borrows a fresh one.
+
+A kept connection can also die while nobody borrows it (the server terminated it): asyncpg
+then releases it back to the pool on its own, and every later call on what the lane kept
+fails with "connection has been released back to the pool" before anything is sent. So
+the lane lends the kept connection only while :func:`usable`, and otherwise gives it up
+and takes a fresh one from the pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 from types import TracebackType
 from typing import Any
 
-__all__ = ["PoolLane"]
+from asyncpg import exceptions as pgerr  # type: ignore[import-untyped]
+
+__all__ = ["PoolLane", "usable"]
+
+
+def usable(conn: Any) -> bool:
+    """Whether ``conn`` (a connection, or a pool's proxy of one) can still run a statement:
+    not closed and, for a proxy, not released back to its pool (asyncpg refuses every
+    call on a released proxy with ``InterfaceError``, ``is_closed`` too)."""
+    try:
+        return not conn.is_closed()
+    except pgerr.InterfaceError:
+        return False
 
 
 class _Borrow:
@@ -36,13 +55,20 @@ class _Borrow:
             return await self._pooled.__aenter__()
         lane.busy = True
         try:
-            if lane.kept is None:
-                lane.kept = await lane.pool.acquire()
+            kept = lane.kept
+            if kept is not None and not usable(kept):
+                lane.kept = None
+                # Released already (a no-op) or closed: the pool finishes its cleanup.
+                with contextlib.suppress(Exception):
+                    await lane.pool.release(kept)
+                kept = None
+            if kept is None:
+                lane.kept = kept = await lane.pool.acquire()
         except BaseException:
             lane.busy = False
             raise
-        self._conn = lane.kept
-        return self._conn
+        self._conn = kept
+        return kept
 
     async def __aexit__(
         self,
@@ -73,8 +99,10 @@ class PoolLane:
 
     @property
     def ready(self) -> bool:
-        """Whether the kept connection is there and free (borrowing it will not wait)."""
-        return self.kept is not None and not self.busy and not self.closed
+        """Whether the kept connection is there, free and usable (borrowing it will not
+        wait)."""
+        kept = self.kept
+        return kept is not None and not self.busy and not self.closed and usable(kept)
 
     def connection(self) -> _Borrow:
         """A connection for one operation (use with ``async with``)."""

@@ -2,9 +2,14 @@
 
 After a lost connection every pool connection is expired (a server restart or a mass
 termination kills them all) and the work is tried again on a fresh one if it certainly
-did not run or is idempotent; otherwise the driver's exception propagates, for the
-provider's edge to translate (``ConnectionLost``). Either way the pool replaces dead
-connections, so the next operation works.
+did not run (no connection was got for it, or ``never_executed`` says so from the
+exception and the connection's state) or is idempotent; otherwise the driver's exception
+propagates, for the provider's edge to translate (``ConnectionLost``). Either way the
+pool replaces dead connections, so the next operation works.
+
+``work`` may run a second statement only after a first one that changed nothing (a
+``jsonb`` refusal, a settlement that matched no row): what ``never_executed`` says of
+the statement that failed then holds for the whole of it.
 """
 
 from __future__ import annotations
@@ -46,19 +51,29 @@ class StatementRunner:
         attempt = 0
         while True:
             attempt += 1
+            conn: Any = None  # stays None until ``work`` has a connection
+            finished = False  # ``work`` returned (a failure after it is no retry's cue)
             try:
                 if single and self.lane.ready:
                     async with self.lane.connection() as conn:
-                        return await work(conn)
-                async with asyncio.timeout(self._timeout):
-                    async with self.lane.connection() as conn:
-                        return await work(conn)
+                        result = await work(conn)
+                        finished = True
+                else:
+                    async with asyncio.timeout(self._timeout):
+                        async with self.lane.connection() as conn:
+                            result = await work(conn)
+                            finished = True
             except Exception as exc:
-                if self._is_closed() or not is_connection_lost(exc):
+                if finished or self._is_closed() or not is_connection_lost(exc):
                     raise
                 await self.pool.expire_connections()
-                if attempt >= MAX_ATTEMPTS or not (idempotent or never_executed(exc)):
+                if attempt >= MAX_ATTEMPTS:
                     raise
+                # Failing to get a connection, ``work`` never started.
+                if not (idempotent or conn is None or never_executed(exc, conn)):
+                    raise
+                continue
+            return result
 
     async def close(self, timeout: float) -> None:
         """Give the kept connection back and close the pool (terminated if it hangs)."""

@@ -10,11 +10,14 @@ values: ``vt`` the send time or the delay's end, ``headers`` NULL), prepared per
 PGMQ's functions build it with ``format`` and ``EXECUTE`` it, so the server parses and
 plans it again on every call.
 
-A claim is identified by the row's ``read_ct`` right after it was claimed: every claim
-(ours, or a foreign client's ``pgmq.read``) adds one, so a claim still holds its message
-exactly while ``read_ct`` equals its token and ``vt`` is in the future. Ack and nack
-check that in the statement that changes the row; only when no row matched does
-``claim_state`` tell why.
+A claim is identified by the row's ``read_ct`` right after it was claimed and by its
+``enqueued_at`` (in whole microseconds, :func:`enqueued_us`): every claim (ours, or a
+foreign client's ``pgmq.read``) adds one to ``read_ct``, and nothing changes
+``enqueued_at``, so a claim still holds its message exactly while the row has both and
+``vt`` is in the future. ``read_ct`` alone is not enough: a queue deleted and created
+again numbers its rows from 1 again, and its message 1, claimed once, has the ``read_ct``
+a claim on the old queue's message 1 had (CLAIM-10). Ack and nack check all of it in the
+statement that changes the row; only when no row matched does ``claim_state`` tell why.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "channel",
     "create_trigger",
     "effective_threshold",
+    "enqueued_us",
     "queue_sql",
     "restore_trigger",
     "trigger_args",
@@ -71,8 +75,17 @@ SELECT to_regclass('pgmq.meta') IS NOT NULL AS pgmq,
        obj_description(to_regnamespace('pgmq'), 'pg_namespace') AS schema_comment
 """
 
+
+def enqueued_us(column: str) -> str:
+    """``column`` (a ``timestamptz``) as whole microseconds since the epoch, a ``bigint``:
+    exact (``extract`` is ``numeric`` since PostgreSQL 14; before, the ``float8`` it gives
+    still rounds back to the microsecond). Claims carry it, and settling compares the
+    same expression, so what a claim was given is what it is checked against."""
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
 _RETURNING = (
-    "RETURNING m.msg_id, m.read_ct, extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at,"
+    f"RETURNING m.msg_id, m.read_ct, {enqueued_us('m.enqueued_at')} AS enqueued_us,"
     " m.message::text AS message"
 )
 
@@ -146,7 +159,11 @@ WHERE m.msg_id = (
 )
 {_RETURNING}
 """
-        held = "msg_id = $1::bigint AND read_ct = $2::int AND vt > clock_timestamp()"
+        enqueued = enqueued_us("enqueued_at")
+        held = (
+            f"msg_id = $1::bigint AND read_ct = $2::int AND {enqueued} = $3::bigint"
+            " AND vt > clock_timestamp()"
+        )
         self.ack_delete = f"DELETE FROM {table} WHERE {held} RETURNING msg_id"
         self.ack_archive = _archiving(table, archive, held, "msg_id")
         # Many claims in one statement: a row matches once however often the arrays
@@ -157,11 +174,13 @@ WHERE m.msg_id = (
         # rows, 0.3 ms by index; the generic plan that follows happened to use the index).
         held_many = (
             "msg_id = ANY(ARRAY(SELECT unnest($1::bigint[])))"
-            " AND (msg_id, read_ct) IN (SELECT * FROM unnest($1::bigint[], $2::int[]))"
+            f" AND (msg_id, read_ct, {enqueued}) IN"
+            " (SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[]))"
             " AND vt > clock_timestamp()"
         )
-        self.ack_many_delete = f"DELETE FROM {table} WHERE {held_many} RETURNING msg_id, read_ct"
-        self.ack_many_archive = _archiving(table, archive, held_many, "msg_id, read_ct")
+        settled = f"msg_id, read_ct, {enqueued}"
+        self.ack_many_delete = f"DELETE FROM {table} WHERE {held_many} RETURNING {settled}"
+        self.ack_many_archive = _archiving(table, archive, held_many, settled)
         # A released message is announced again, like a new one (any producer's nack
         # through this provider; PGMQ itself has no nack).
         self.nack = f"""
@@ -173,12 +192,12 @@ WITH released AS (
 SELECT msg_id, pg_notify(
     '{channel(queue)}',
     mqcontract.pgmq_notify_payload(
-        '{queue}', msg_id, read_ct, enqueued_at, vt, message, $3::int)) IS NULL AS notified
+        '{queue}', msg_id, read_ct, enqueued_at, vt, message, $4::int)) IS NULL AS notified
 FROM released
 """
         #: Why a settlement matched no row (the failure path only): no row, or its
-        #: current ``read_ct``.
-        self.claim_state = f"SELECT read_ct FROM {table} WHERE msg_id = $1::bigint"
+        #: current ``read_ct`` and its ``enqueued_at`` in microseconds.
+        self.claim_state = f"SELECT read_ct, {enqueued} FROM {table} WHERE msg_id = $1::bigint"
         self.empty_check = f"SELECT 1 FROM {table} LIMIT 0"
         self.stored_ids = f"SELECT msg_id FROM {table} ORDER BY msg_id"
 

@@ -6,9 +6,10 @@
   ``AFTER INSERT`` trigger that NOTIFYs ``mqcontract_<queue>``, so every producer (``psql``,
   other PGMQ clients) is announced.
 * Claims (receive, fetch), ack and nack are our own SQL (``_sql``): sub-second visibility.
-  A claim's token is the row's ``read_ct`` at claim time; ack and nack succeed only while
-  the row still has that ``read_ct`` and is invisible, checked in the statement that
-  changes it, so a lapsed claim, or one superseded by any PGMQ client's read, settles
+  A claim's token carries the row's ``read_ct`` at claim time and its ``enqueued_at``;
+  ack and nack succeed only while the row still has both and is invisible, checked in
+  the statement that changes it, so a lapsed claim, one superseded by any PGMQ client's
+  read, or one made before its queue was deleted and created again (ids restart) settles
   nothing (``_settle``).
 * Payloads follow ``_payload`` (JSON stored natively, other bytes in a base64 envelope).
 * Connection failures: a statement that certainly did not run, or an idempotent one, is
@@ -55,7 +56,13 @@ from mqcontract.providers.pgmq._errors import (
 from mqcontract.providers.pgmq._listener import ListenerHealth, PgmqListener
 from mqcontract.providers.pgmq._payload import decode, encode, envelope
 from mqcontract.providers.pgmq._runner import StatementRunner
-from mqcontract.providers.pgmq._settle import claim_key, settled_flags, stale_reason, storable_id
+from mqcontract.providers.pgmq._settle import (
+    READ_BITS,
+    claim_key,
+    settled_flags,
+    stale_reason,
+    storable_id,
+)
 from mqcontract.service import BaseMessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.validation import check_queue_name
@@ -101,6 +108,9 @@ class PgmqMessagingService(BaseMessagingService):
             self._connect_listener,
             health_interval=max(config.fallback_polling_interval_seconds, 1.0),
             health_timeout=min(operation_timeout, CONNECT_TIMEOUT),
+            # The health check restores a subscribed queue's notify trigger that went
+            # missing (the queue deleted and created again by another PGMQ client).
+            repair_trigger=self.install_notify_trigger,
         )
         threshold = _sql.effective_threshold(config.push_threshold_bytes)
         self._capabilities = Capabilities(
@@ -266,13 +276,15 @@ class PgmqMessagingService(BaseMessagingService):
     def _message(queue: str, row: Any, visibility_timeout: float) -> QueuedMessage:
         msg_id = int(row["msg_id"])
         read_ct = int(row["read_ct"])
+        enqueued_us: int = row["enqueued_us"]  # a bigint: asyncpg gives an int
         return build_message(
             msg_id,
             queue,
             decode(row["message"]),
             read_ct,
-            float(row["enqueued_at"]),
-            build_claim(queue, msg_id, read_ct, visibility_timeout),
+            enqueued_us / 1_000_000,
+            # claim_token(read_ct, enqueued_us), inlined: this runs per received message.
+            build_claim(queue, msg_id, (enqueued_us << READ_BITS) | read_ct, visibility_timeout),
         )
 
     async def _receive(
@@ -338,13 +350,14 @@ class PgmqMessagingService(BaseMessagingService):
         sql = sqls.ack_many_archive if self._config.archive_on_ack else sqls.ack_many_delete
         keys = [claim_key(c) for c in claims]
         ids = [k[0] for k in keys if k is not None]
-        tokens = [k[1] for k in keys if k is not None]
+        reads = [k[1] for k in keys if k is not None]
+        enqueued = [k[2] for k in keys if k is not None]
 
         async def work(conn: Any) -> list[Any]:
             if not ids:
                 await conn.execute(sqls.empty_check)  # QueueNotFound for a missing queue
                 return []
-            return list(await conn.fetch(sql, ids, tokens))
+            return list(await conn.fetch(sql, ids, reads, enqueued))
 
         # One statement for the whole batch; retried like a single ack.
         return settled_flags(keys, await self._run(work, idempotent=True, single=True))

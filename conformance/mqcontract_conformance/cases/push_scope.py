@@ -1,0 +1,274 @@
+"""PUSH: what a subscription may touch.
+
+Only the queues it lists; a claimed message, only while no other subscription holds it;
+nothing once its service has closed. The rules in :mod:`.push` look at one subscription
+on one queue, where none of these can go wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from mqcontract.errors import QueueNotFound
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.service import MessagingService, Subscription
+from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._conditions import ANY_PUSH, CLAIMED_PUSH
+from mqcontract_conformance.cases._kin import first_receive, kin_queues
+from mqcontract_conformance.cases._payloads import body, same_payload
+from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
+from mqcontract_conformance.registry import rule
+
+SHARED = Applies.flag("shared_backend")
+
+
+async def _notes_until(
+    ctx: CaseContext, sub: Subscription, wanted: set[tuple[str, int]]
+) -> list[MessageNotification]:
+    """Every notification up to the one completing ``wanted`` (catch-up signals too)."""
+    notes: list[MessageNotification] = []
+    missing = set(wanted)
+    deadline = ctx.now() + ctx.timing.delivery
+    while missing:
+        try:
+            note = await ctx.next_notification(sub, max(deadline - ctx.now(), ctx.timing.step))
+        except ContractViolation:
+            ctx.fail(
+                f"not notified within {ctx.timing.delivery:g} s: {sorted(missing)}; "
+                f"notified: {[_shown(n) for n in notes]}"
+            )
+        notes.append(note)
+        msg_id = notification_id(note)
+        if msg_id is not None:
+            missing.discard((note.queue_name, msg_id))
+    return notes
+
+
+async def _notes_during(
+    ctx: CaseContext, sub: Subscription, during: float
+) -> list[MessageNotification]:
+    """Whatever ``sub`` yields in the next ``during`` seconds."""
+    notes: list[MessageNotification] = []
+    end = ctx.now() + during
+    while ctx.now() < end:
+        try:
+            notes.append(await ctx.next_notification(sub, max(end - ctx.now(), ctx.timing.step)))
+        except ContractViolation:
+            break
+    return notes
+
+
+def _shown(note: MessageNotification) -> str:
+    return f"{type(note).__name__}({note.queue_name}, {notification_id(note)})"
+
+
+async def _settle(ctx: CaseContext, service: MessagingService, note: MessageNotification) -> None:
+    """Ack what a claimed push handed over, so nothing is left held."""
+    if isinstance(note, Message) and note.claimed and note.message.claim is not None:
+        with contextlib.suppress(Exception):
+            await service.ack_claim(note.queue_name, note.message.claim)
+
+
+@rule(
+    "PUSH-15",
+    "A subscription announces only the queues it lists: messages sent to queues whose "
+    "names extend a listed one or that it extends, and to a longest-length name differing "
+    "from a listed one only in its last character, are never announced to it nor held by "
+    "it, and stay receivable from their own queues.",
+    why="A pattern subscription (PSUBSCRIBE name*, a wildcard routing key) or a truncated "
+    "key hands a worker another queue's work (a dead-letter queue's poison messages, "
+    "another tenant's jobs) and, where push claims, hides it from that queue's consumers.",
+    applies_when=ANY_PUSH,
+    provisional=True,
+)
+async def subscription_stays_on_its_queues(ctx: CaseContext) -> None:
+    kin = await kin_queues(ctx)
+    listed = (kin.base, kin.longest[0])
+    others = [q for q in kin.all if q not in listed]
+    sub = await ctx.subscribe(*listed)
+    strays = {q: await ctx.service.send_message(q, kin.tag(q)) for q in others}
+    wanted = {q: await ctx.service.send_message(q, kin.tag(q)) for q in listed}
+    notes = await _notes_until(ctx, sub, set(wanted.items()))
+    notes += await _notes_during(ctx, sub, ctx.timing.margin)
+    foreign = [_shown(n) for n in notes if n.queue_name not in listed]
+    ctx.check(not foreign, f"subscribed to {list(listed)}, notified of {foreign}")
+    mislabelled = [
+        f"{n.queue_name}: {n.message.payload!r}"
+        for n in notes
+        if isinstance(n, Message)
+        and not same_payload(ctx.caps.payload_fidelity, kin.tag(n.queue_name), n.message.payload)
+    ]
+    ctx.check(not mislabelled, f"notifications carry another queue's message: {mislabelled}")
+    for note in notes:
+        await _settle(ctx, ctx.service, note)
+    for q in others:
+        what = f"held by the subscription to {list(listed)}?"
+        got = await first_receive(ctx, q, what)
+        ctx.check(
+            [m.msg_id for m in got] == [strays[q]],
+            f"{q}: received {[m.msg_id for m in got]}, sent {strays[q]}",
+        )
+
+
+@dataclass(frozen=True)
+class _Handed:
+    """One claimed push: who got it, when, and the claim."""
+
+    who: int
+    at: float
+    message: QueuedMessage
+
+
+@rule(
+    "PUSH-16",
+    "A claimed pushed message is handed to one subscription at a time: of two services "
+    "subscribed to one queue, never both are handed a message while the first claim of it "
+    "holds, and together they are handed every message sent.",
+    why="Competing workers subscribe rather than poll; a provider that fans a claimed push "
+    "out to every subscription (a broadcast exchange, a pub/sub topic) runs each job once "
+    "per worker, and VT-3 only looks at receive.",
+    applies_when=CLAIMED_PUSH & SHARED,
+    provisional=True,
+)
+async def claimed_push_goes_to_one(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    services = [ctx.service, await ctx.other_consumer(q)]
+    subs = [await service.subscribe(q) for service in services]
+    ctx.subscriptions.extend(subs)
+    ids = [await ctx.service.send_message(q, body(i)) for i in range(8)]
+    handed: list[_Handed] = []
+
+    async def pump(who: int) -> None:
+        async for note in subs[who]:
+            if isinstance(note, Message) and note.claimed:
+                handed.append(_Handed(who, ctx.now(), note.message))
+
+    pumps = [asyncio.ensure_future(pump(who)) for who in range(len(subs))]
+    try:
+
+        async def covered() -> bool:
+            return {h.message.msg_id for h in handed} >= set(ids)
+
+        try:
+            await ctx.eventually(covered, ctx.timing.delivery, "every message handed out")
+        except ContractViolation:
+            ctx.fail(
+                f"sent {ids}, handed to the two subscriptions within "
+                f"{ctx.timing.delivery:g} s: {sorted({h.message.msg_id for h in handed})}"
+            )
+
+        async def twice() -> list[int]:
+            return _handed_twice(ctx, handed)
+
+        await ctx.never(twice, ctx.timing.margin, "handed to both subscriptions at once")
+    finally:
+        for task in pumps:
+            task.cancel()
+        for task in pumps:
+            with contextlib.suppress(BaseException):
+                await task
+    for h in handed:
+        if h.message.claim is not None:
+            with contextlib.suppress(Exception):
+                await services[h.who].ack_claim(q, h.message.claim)
+
+
+def _handed_twice(ctx: CaseContext, handed: list[_Handed]) -> list[int]:
+    """Ids handed out again while an earlier claim of them still held."""
+    precision = ctx.caps.visibility_precision_seconds
+    last: dict[int, _Handed] = {}
+    twice: list[int] = []
+    for h in sorted(handed, key=lambda h: h.at):
+        before = last.get(h.message.msg_id)
+        held = before.message.claim.visibility_timeout if before and before.message.claim else 0.0
+        if before is not None and h.at < before.at + held - precision:
+            twice.append(h.message.msg_id)
+        last[h.message.msg_id] = h
+    return twice
+
+
+@rule(
+    "PUSH-17",
+    "Closing a service releases what its open subscriptions took but never handed out: "
+    "with no subscription closed first, every message a subscription had not yielded is "
+    "receivable by another service within the delivery bound.",
+    why="A worker process stops by closing its service; a provider whose close ends the "
+    "subscriptions but keeps what they prefetched strands that work for a whole push "
+    "timeout, and PUSH-6 only closes a subscription.",
+    applies_when=ANY_PUSH & SHARED,
+    provisional=True,
+)
+async def service_close_releases(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    closing = await ctx.other_consumer(q)
+    sub = await closing.subscribe(q)
+    ids = [await ctx.service.send_message(q, body(i)) for i in range(5)]
+    first = await ctx.next_notification(sub)
+    await closing.close()
+    handed_out = first.message.msg_id if isinstance(first, Message) and first.claimed else None
+    expected = set(ids) - {handed_out}
+    got: list[QueuedMessage] = []
+
+    async def released() -> bool:
+        got.extend(await ctx.receive(q))
+        return {m.msg_id for m in got} >= expected
+
+    try:
+        await ctx.eventually(released, ctx.timing.delivery, "released")
+    except ContractViolation:
+        ctx.fail(
+            f"after closing the service whose subscription had yielded only "
+            f"{_shown(first)}, receivable within {ctx.timing.delivery:g} s: "
+            f"{sorted(m.msg_id for m in got)}, expected {sorted(expected)}"
+        )
+    for m in got:
+        await ctx.service.ack_claim(q, m)
+
+
+@rule(
+    "PUSH-18",
+    "A subscription outlives its queue's deletion: once the queue is deleted and created "
+    "again (by another service where services share a backend), a message sent to it is "
+    "announced to the open subscription within the recovery bound (three times the "
+    "slack), unless the subscription ended by raising QueueNotFound naming the queue; "
+    "it never goes silent.",
+    why="A broker cancels the consumers of a deleted queue; a provider that does not "
+    "notice keeps an open subscription that never yields again, and a push-only worker "
+    "waits forever while the re-created queue fills.",
+    applies_when=ANY_PUSH,
+    provisional=True,
+)
+async def subscription_outlives_its_queue(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    before = await ctx.service.send_message(q, body(0, "before"))
+    for note in await _notes_until(ctx, sub, {(q, before)}):
+        await _settle(ctx, ctx.service, note)
+    deleter = await ctx.other_consumer(q) if ctx.caps.shared_backend else ctx.service
+    await deleter.delete_queue(q)
+    await deleter.create_queue(q)
+    after = await deleter.send_message(q, body(1, "after"))
+    bound = ctx.timing.slack * 3
+    deadline = ctx.now() + bound
+    while True:
+        try:
+            note = await ctx.next_notification(sub, max(deadline - ctx.now(), ctx.timing.step))
+        except QueueNotFound as exc:
+            ctx.check(
+                exc.queue == q,
+                f"the subscription to {q} ended with QueueNotFound naming {exc.queue!r}",
+            )
+            return
+        except ContractViolation:
+            ctx.fail(
+                f"{q} deleted and created again: message {after} sent to it was not "
+                f"announced to the open subscription within {bound:g} s, which neither "
+                "ended nor raised"
+            )
+        except StopAsyncIteration:
+            ctx.fail(f"the subscription to {q} ended silently when its queue was deleted")
+        await _settle(ctx, ctx.service, note)
+        if (note.queue_name, notification_id(note)) == (q, after):
+            return
