@@ -25,7 +25,7 @@ import pytest
 
 from mqcontract.errors import MessageNotFound, QueueNotFound, StaleClaim, StaleReason
 from mqcontract.messages import Message, QueuedMessage
-from mqcontract.providers.rabbitmq import RabbitMqMessagingService
+from mqcontract.providers.rabbitmq import RabbitMqMessagingService, _settlement
 from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract.testing import Harness
@@ -222,9 +222,11 @@ def _acks_in(payload: bytes) -> int:
 
 @pytest.fixture
 def frames(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Counts ack frames written and read-backs (passive declares of ``amq.direct``)."""
+    """Counts ack frames written and read-backs (:func:`_settlement._read_back`: a
+    passive declare of ``amq.direct`` on a push channel, of its queue on a ``basic.get``
+    one)."""
     counts = {"ack": 0, "read_back": 0}
-    init, declare = aiormq.abc.ChannelFrame.__init__, aiormq.Channel.exchange_declare
+    init, read_back = aiormq.abc.ChannelFrame.__init__, _settlement._read_back
 
     def counted_init(
         self: aiormq.abc.ChannelFrame, payload: bytes, *args: Any, **kwargs: Any
@@ -232,13 +234,12 @@ def frames(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["ack"] += _acks_in(payload)
         init(self, payload, *args, **kwargs)
 
-    async def counted_declare(self: aiormq.Channel, *args: Any, **kwargs: Any) -> Any:
-        if args[:1] == ("amq.direct",) and kwargs.get("passive"):
-            counts["read_back"] += 1
-        return await declare(self, *args, **kwargs)
+    async def counted_read_back(*args: Any) -> None:
+        counts["read_back"] += 1
+        await read_back(*args)
 
     monkeypatch.setattr(aiormq.abc.ChannelFrame, "__init__", counted_init)
-    monkeypatch.setattr(aiormq.Channel, "exchange_declare", counted_declare)
+    monkeypatch.setattr(_settlement, "_read_back", counted_read_back)
     return counts
 
 

@@ -16,14 +16,13 @@ from typing import Any
 import pamqp.frame
 import pytest
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import ChannelInvalidStateError
+from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
 from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import Claim, Message, QueuedMessage
 from mqcontract.providers.rabbitmq._holds import ENQUEUED_AT_HEADER, Holds
-from mqcontract.providers.rabbitmq._ids import MessageIdGenerator
 from mqcontract.providers.rabbitmq._settlement import SettlingChannel, ack_frames
 from mqcontract.providers.rabbitmq._tasks import Background
 
@@ -71,6 +70,10 @@ class FakeChannel:
         self.write_gate: asyncio.Event | None = None
         self.fail_frames: BaseException | None = None
         self.fail_read_back: BaseException | None = None
+        #: What each read-back declared: ``amq.direct``, or the queue it names.
+        self.declared: list[str] = []
+        #: Queues another client deleted: a passive declare of one is a 404.
+        self.missing_queues: set[str] = set()
         self.nacked = asyncio.Event()
         self.closed = asyncio.Event()
         self.write_queue: asyncio.Queue[Any] = _Writes(self)
@@ -86,6 +89,18 @@ class FakeChannel:
 
     async def exchange_declare(self, exchange: str = "", *, passive: bool = False) -> Any:
         assert (exchange, passive) == ("amq.direct", True)
+        self.declared.append(exchange)
+        await self._read_back()
+
+    async def queue_declare(self, queue: str = "", *, passive: bool = False) -> Any:
+        assert passive
+        self.declared.append(queue)
+        if queue in self.missing_queues:  # the broker's 404 closes the channel
+            await self.close()
+            raise ChannelNotFoundEntity(f"NOT_FOUND - no queue {queue!r}")
+        await self._read_back()
+
+    async def _read_back(self) -> None:
         self.read_backs_started += 1
         self.read_back_started.set()
         if self.read_back_gate is not None:
@@ -127,7 +142,7 @@ async def _stale(holds: Holds, claim: Claim, *, ack: bool = True) -> StaleReason
 @pytest.fixture
 async def holds() -> AsyncIterator[Holds]:
     tasks = Background()
-    yield Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
+    yield Holds(quorum=False, tasks=tasks, timeout=5.0)
     await tasks.cancel_all()
 
 
@@ -159,17 +174,17 @@ async def test_an_ack_sends_one_frame_and_waits_until_the_broker_has_read_it(
     assert channel.frames == [("ack", 1)]
 
 
-async def test_a_nack_of_a_received_message_needs_no_read_back_but_a_pushed_one_does(
-    holds: Holds,
-) -> None:
-    channel = FakeChannel()
-    received = holds.hold("q", channel, _delivery(1, tag=1), 60)
-    pushed = holds.hold("q", channel, _delivery(2, tag=2), 60, owner="consumer")
+async def test_a_nack_waits_for_a_read_back_like_an_ack(holds: Holds) -> None:
+    """A nack that returned is requeued (visible to every channel), and a received one's
+    read-back also checks its queue exists (what LIFE-6 asks of a deleted one)."""
+    rx, push = FakeChannel(), FakeChannel()
+    received = holds.hold("q", rx, _delivery(1, tag=1), 60)
+    pushed = holds.hold("q", push, _delivery(2, tag=2), 60, owner="consumer")
     await holds.settle("q", _claim(received), ack=False)
-    assert channel.read_backs == 0
     await holds.settle("q", _claim(pushed), ack=False)
-    assert channel.frames == [("nack", 1), ("nack", 2)]
-    assert channel.read_backs == 1
+    assert (rx.frames, push.frames) == ([("nack", 1)], [("nack", 2)])
+    assert (rx.read_backs, push.read_backs) == (1, 1)
+    assert (rx.declared, push.declared) == (["q"], ["amq.direct"])
     assert await _stale(holds, _claim(received)) is StaleReason.LAPSED  # released
 
 
@@ -286,8 +301,8 @@ async def test_two_deliveries_with_one_id_are_two_independent_holds(holds: Holds
 
 async def test_tokens_are_unique_per_service_and_foreign_claims_are_not_held() -> None:
     tasks = Background()
-    mine = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
-    other = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
+    mine = Holds(quorum=False, tasks=tasks, timeout=5.0)
+    other = Holds(quorum=False, tasks=tasks, timeout=5.0)
     channel = FakeChannel()
     try:
         a = _claim(mine.hold("q", channel, _delivery(1, tag=1), 60))
@@ -375,7 +390,7 @@ async def test_ack_many_with_one_channel_late_voids_only_that_channel() -> None:
     the call raises, but the acks the other channel confirmed in time stand. A bound
     on the whole call voided both channels and closed the one that had answered."""
     tasks = Background()
-    holds = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=0.2)
+    holds = Holds(quorum=False, tasks=tasks, timeout=0.2)
     try:
         rx, push = FakeChannel(), FakeChannel()
         a = _claim(holds.hold("q", rx, _delivery(1, tag=1), 60))
@@ -397,7 +412,7 @@ async def test_ack_many_with_one_channel_late_voids_only_that_channel() -> None:
 
 async def test_ack_many_whose_write_waits_on_a_full_buffer_is_bounded() -> None:
     tasks = Background()
-    holds = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=0.2)
+    holds = Holds(quorum=False, tasks=tasks, timeout=0.2)
     try:
         channel = FakeChannel()
         a = _claim(holds.hold("q", channel, _delivery(1, tag=1), 60))
@@ -435,8 +450,8 @@ async def test_ack_many_cancelled_stops_every_read_back_and_voids_its_claims(
 
 async def test_receive_counts_classic_lower_bound_and_quorum_delivery_count() -> None:
     tasks = Background()
-    classic = Holds(quorum=False, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
-    quorum = Holds(quorum=True, ids=MessageIdGenerator(node=1), tasks=tasks, timeout=5.0)
+    classic = Holds(quorum=False, tasks=tasks, timeout=5.0)
+    quorum = Holds(quorum=True, tasks=tasks, timeout=5.0)
     channel = FakeChannel()
     try:
         counts = [

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from mqcontract.config import MessagingConfig
 
+from ._errors import QueueLocked
 from .service import RabbitMqMessagingService, connect_rabbitmq
 
 __all__ = [
+    "QueueLocked",
     "RabbitMqMessagingService",
     "connect_rabbitmq",
     "open_rabbitmq",

@@ -10,6 +10,10 @@ next URL in turn, so a client on a node that died moves to one that lives.
 Every channel is a plain aiormq channel opened here and re-opened lazily, so aio-pika never
 re-declares anything on reconnect (which could re-create a deleted queue).
 
+Frames are decoded tolerantly (:mod:`._decoding`): a foreign message carrying a value
+pamqp cannot decode (a timestamp past the year 9999) is delivered, not fatal to the
+connection.
+
 Channels: one with publisher confirms for sending; one per queue for ``basic.get`` (so a
 404 for one queue never releases messages held from another), kept in a small LRU cache;
 throwaway ones for passive declares, whose 404 kills only them. (The id lease,
@@ -39,7 +43,12 @@ from mqcontract._redact import redact, scrubbed
 from mqcontract.config import RabbitMqConfig
 from mqcontract.errors import BackendUnavailable, ConfigurationError, ConnectionLost, ProviderClosed
 
+from . import _decoding
 from ._tasks import Background
+
+# Before any connection reads a frame: a value pamqp cannot decode must not end the
+# connection it arrives on (:mod:`._decoding`).
+_decoding.install()
 
 __all__ = [
     "MISSED_HEARTBEATS",

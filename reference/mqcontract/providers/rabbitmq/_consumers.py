@@ -3,10 +3,34 @@
 A subscription gets its own channel on the push connection, with ``prefetch_count``. Each
 delivery is held exactly like a received message, under its own claim (:mod:`._holds`),
 with ``push_visibility_timeout_seconds`` as its visibility timeout, and handed to the
-subscription; until the caller takes it, no settlement reaches it (PUSH-12). A
-supervisor re-subscribes after the channel dies (reconnect, broker-side close). Closing a
+subscription; until the caller takes it, no settlement reaches it (PUSH-12). Closing a
 subscription cancels its consumers and requeues deliveries never handed out; its channel
 closes once nothing handed out is still held.
+
+A supervisor keeps every queue of a subscription consumed for as long as it is open:
+
+* after the channel dies (reconnect, broker-side close) it opens another and consumes
+  again every queue that exists;
+* when the broker cancels one consumer (``basic.cancel``: its queue was deleted, by
+  anyone), the claims delivered through it are void (settling one raises
+  ``QueueNotFound`` while the queue is missing) and the queue is looked for again, a
+  passive declare on a throwaway channel at growing intervals (``RECHECK_FIRST`` up to
+  ``RECONNECT_INTERVAL``); once a queue of that name exists again, whoever created it,
+  it is consumed on the same channel, so its messages are pushed within about a
+  second. The subscription's other queues, and the claims held on them, are untouched.
+
+A subscription whose queues are all gone stays open and waits for them; it ends only
+when closed.
+
+One case the broker does not report: RabbitMQ 3.10 sends its cancel some 30 ms after
+it deleted a quorum queue, and never when a queue of that name was declared again
+within that window; the consumer then stays attached to nothing (the broker even counts
+it) and the new queue's messages are checked out to it unseen until its channel closes.
+A deletion through this service cancels its own consumers of the queue at once
+(:meth:`Consumers.queue_deleted`), and, when other clients consume it, returns only
+once the broker has surely cancelled theirs (``service.QUORUM_CANCEL_GRACE``); only a
+foreign client deleting and re-declaring a quorum queue within those 30 ms leaves a
+subscription deaf to it (until its channel closes: a reconnect, or closing it).
 """
 
 from __future__ import annotations
@@ -20,6 +44,7 @@ from functools import partial
 
 import aiormq.abc
 from aiormq.exceptions import ChannelNotFoundEntity
+from pamqp import commands as spec
 
 from mqcontract.config import RabbitMqConfig
 from mqcontract.errors import QueueNotFound, StaleReason
@@ -34,6 +59,10 @@ __all__ = ["Consumers"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds before a queue whose consumer the broker cancelled is first looked for again;
+#: the interval doubles up to ``RECONNECT_INTERVAL`` while it is missing.
+RECHECK_FIRST = 0.25
+
 
 @dataclass(eq=False)
 class Consumer:
@@ -42,9 +71,17 @@ class Consumer:
     subscription: QueueSubscription
     queues: tuple[str, ...]
     channel: Channel | None = None
-    tags: list[str] = field(default_factory=list)
+    #: Queue → consumer tag, for each queue consumed on ``channel`` now.
+    tags: dict[str, str] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     closing: bool = False
+    #: Set when the broker cancels one of the consumers: wakes the supervisor.
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def missing(self) -> list[str]:
+        """The queues not consumed now (deleted, or not yet consumed again)."""
+        return [queue for queue in self.queues if queue not in self.tags]
 
 
 class Consumers:
@@ -85,9 +122,8 @@ class Consumers:
         return subscription
 
     async def _start(self, consumer: Consumer, queues: Sequence[str]) -> None:
+        """The first consume of every queue: ``QueueNotFound`` if one is missing."""
         channel = await self._channels.open(confirms=False, push=True)
-        # Current before the first consume: deliveries may arrive before the last consume-ok.
-        consumer.channel = channel
         try:
             async with asyncio.timeout(self._timeout):
                 if len(queues) > 1:
@@ -97,21 +133,43 @@ class Consumers:
                     for queue in queues:
                         if not await exists(channel, queue):
                             raise QueueNotFound(queue)
-                await channel.basic_qos(prefetch_count=self._config.prefetch_count)
-                tags = []
+                await self._prepare(consumer, channel)
                 for queue in queues:
                     try:
-                        ok = await channel.basic_consume(
-                            queue, partial(self._on_delivery, consumer, channel, queue)
-                        )
+                        await self._consume(consumer, channel, queue)
                     except ChannelNotFoundEntity as exc:
                         raise QueueNotFound(queue) from exc
-                    tags.append(str(ok.consumer_tag))
         except BaseException:
-            consumer.channel = None
+            consumer.channel, consumer.tags = None, {}
             await self._channels.close_channel(channel)
             raise
-        consumer.tags = tags
+
+    async def _prepare(self, consumer: Consumer, channel: Channel) -> None:
+        """Make ``channel`` the consumer's (prefetch, and the broker's cancels heard)."""
+        # Current before the first consume: deliveries may arrive before the last consume-ok.
+        consumer.channel, consumer.tags = channel, {}
+        channel.on_consumer_cancel_callbacks.add(partial(self._on_cancel, consumer, channel))
+        await channel.basic_qos(prefetch_count=self._config.prefetch_count)
+
+    async def _consume(self, consumer: Consumer, channel: Channel, queue: str) -> None:
+        ok = await channel.basic_consume(
+            queue, partial(self._on_delivery, consumer, channel, queue)
+        )
+        if consumer.channel is channel:
+            consumer.tags[queue] = str(ok.consumer_tag)
+
+    def _on_cancel(self, consumer: Consumer, channel: Channel, frame: spec.Basic.Cancel) -> None:
+        """The broker cancelled a consumer (its queue was deleted): what it delivered is
+        void, and the supervisor looks for the queue again."""
+        if consumer.channel is not channel:
+            return
+        for queue, tag in list(consumer.tags.items()):
+            if tag == frame.consumer_tag:
+                del consumer.tags[queue]
+                log.info("the broker cancelled the consumer of %r; waiting for it", queue)
+                self._holds.forget_consumed(channel, queue)
+                self._drop_void(consumer)
+                consumer.cancelled.set()
 
     async def _on_delivery(
         self,
@@ -134,24 +192,72 @@ class Consumers:
                 self._holds.release(held)
 
     async def _supervise(self, consumer: Consumer) -> None:
-        """Re-subscribe after the consumer channel dies (reconnect, broker-side close)."""
+        """Keep every queue consumed: a new channel after the channel dies, a new
+        consume once a queue whose consumer the broker cancelled exists again."""
+        interval = RECHECK_FIRST
         while not consumer.closing and not self._is_closed():
+            consumer.cancelled.clear()  # a cancel from here on wakes the wait below
             channel = consumer.channel
-            if channel is not None and not channel.is_closed:
-                await asyncio.wait([channel.closing])
-                continue
-            consumer.channel = None
             try:
-                async with self._channels.scratch() as scratch:
-                    alive = [q for q in consumer.queues if await exists(scratch, q)]
-                if alive and not consumer.closing:
-                    await self._start(consumer, alive)
-                    log.info("re-subscribed to %s", ", ".join(alive))
-                elif not alive:
-                    return  # every queue was deleted: nothing left to consume
+                if channel is None or channel.is_closed:
+                    consumer.channel, consumer.tags = None, {}
+                    channel = await self._channels.open(confirms=False, push=True)
+                    try:
+                        async with asyncio.timeout(self._timeout):
+                            await self._prepare(consumer, channel)
+                    except BaseException:
+                        consumer.channel = None
+                        await self._channels.close_channel(channel)
+                        raise
+                    interval = RECHECK_FIRST
+                if consumer.missing:
+                    await self._resume(consumer, channel, consumer.missing)
             except Exception as exc:  # keep trying until closed, whatever went wrong
                 log.debug("re-subscribe failed, retrying: %r", exc)
                 await asyncio.sleep(RECONNECT_INTERVAL / 2)
+                continue
+            if not consumer.missing:
+                interval = RECHECK_FIRST
+                await self._wait(consumer, channel, None)
+            else:  # look again later, sooner if another consumer is cancelled meanwhile
+                await self._wait(consumer, channel, interval)
+                interval = min(interval * 2, RECONNECT_INTERVAL)
+
+    async def _resume(self, consumer: Consumer, channel: Channel, queues: list[str]) -> None:
+        """Consume, on ``channel``, each of ``queues`` that exists."""
+        for queue in await self._existing(queues):
+            if consumer.closing or consumer.channel is not channel:
+                return
+            # Deleted again since the declare: the 404 closes the channel, and the
+            # supervisor opens another (the claims on this one go with it).
+            async with asyncio.timeout(self._timeout):
+                await self._consume(consumer, channel, queue)
+            log.info("re-subscribed to %s", queue)
+
+    async def _existing(self, queues: list[str]) -> list[str]:
+        """Those of ``queues`` that exist: passive declares on throwaway channels (one
+        while every queue exists; a 404 closes it, and the next one opens another)."""
+        found: list[str] = []
+        pending = list(queues)
+        while pending:
+            async with self._channels.scratch() as scratch:
+                while pending and not scratch.is_closed:
+                    queue = pending.pop(0)
+                    if await exists(scratch, queue):
+                        found.append(queue)
+        return found
+
+    async def _wait(self, consumer: Consumer, channel: Channel, timeout: float | None) -> None:
+        """Until ``channel`` closes, a consumer is cancelled, or ``timeout`` passes."""
+        cancelled = asyncio.ensure_future(consumer.cancelled.wait())
+        try:
+            await asyncio.wait(
+                [channel.closing, cancelled],
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            cancelled.cancel()
 
     async def _unsubscribe(self, subscription: QueueSubscription) -> None:
         consumer = self._consumers.pop(subscription, None)
@@ -164,7 +270,7 @@ class Consumers:
                 await consumer.task
         channel = consumer.channel
         if channel is not None and not channel.is_closed:
-            for tag in consumer.tags:
+            for tag in list(consumer.tags.values()):
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self._timeout):
                         await channel.basic_cancel(tag)
@@ -176,6 +282,26 @@ class Consumers:
                     self._holds.drop(held, StaleReason.NOT_HELD)
                     self._holds.release(held)
         self.maybe_retire(consumer)
+
+    async def queue_deleted(self, queue: str) -> int:
+        """This service deleted ``queue``: stop consuming it now, as the broker's cancel
+        would (see the module docstring for when that never comes), and look for it.
+        Returns how many of its consumers were cancelled so."""
+        cancelled = 0
+        for consumer in list(self._consumers.values()):
+            channel = consumer.channel
+            tag = consumer.tags.pop(queue, None)
+            if channel is None or tag is None:
+                continue
+            cancelled += 1
+            self._holds.forget_consumed(channel, queue)
+            self._drop_void(consumer)
+            consumer.cancelled.set()
+            if not channel.is_closed:  # the broker answers cancel-ok for a gone consumer
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._timeout):
+                        await channel.basic_cancel(tag)
+        return cancelled
 
     def maybe_retire(self, owner: object | None) -> None:
         """Close a closed subscription's channel once nothing handed out is still held."""
@@ -193,11 +319,19 @@ class Consumers:
         """
         for consumer in self._consumers.values():
             if consumer.channel is channel:
-                for note in consumer.subscription.pending():
-                    if not isinstance(note, Message):
-                        continue
-                    if self._holds.get(note.message.claim) is not None:
-                        consumer.subscription.put(note)
+                self._drop_void(consumer)
+
+    def _drop_void(self, consumer: Consumer) -> None:
+        """Drop the deliveries waiting in ``consumer``'s subscription that are no longer
+        held (their channel closed, or their consumer was cancelled). A closing
+        subscription is left alone: closing it requeues what waits there."""
+        if consumer.subscription.closed:
+            return
+        for note in consumer.subscription.pending():
+            if not isinstance(note, Message):
+                continue
+            if self._holds.get(note.message.claim) is not None:
+                consumer.subscription.put(note)
 
     async def close(self) -> None:
         """Close every subscription."""

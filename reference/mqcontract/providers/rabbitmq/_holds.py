@@ -17,6 +17,14 @@ Keyed by claim, two messages with one id (a foreign publisher, colliding produce
 two independent holds: both delivered, both settleable, and holding one never releases
 the other.
 
+What a delivery says of itself is checked, since any publisher can set it: its id is
+its ``message_id`` only when that is an id's canonical form (:func:`._ids.parse_id`),
+else the hash of its content (:func:`._ids.content_id`), the same on every redelivery;
+its send time is mqcontract's header only when that is a time (an ``int``, not a
+``bool``, from 1 µs after the epoch to before the year 10000), else the AMQP
+``timestamp``, else the time in a parsed id, else, for a hashed id, when this process
+first saw the message (kept, bounded, so redeliveries here show the same time).
+
 Everything here talks to channels through :class:`~._settlement.SettlingChannel`, so it
 runs against a fake channel as well as against aiormq's.
 """
@@ -25,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import itertools
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +50,7 @@ from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessa
 from mqcontract.validation import is_message_id
 
 from ._counts import ReceiveCounts
-from ._ids import MessageIdGenerator, id_time
+from ._ids import content_id, id_time, parse_id
 from ._settlement import ReadBacks, SettlingChannel, send_acks, send_settlement
 from ._tasks import Background
 
@@ -51,6 +61,13 @@ __all__ = ["ENDED_CAPACITY", "ENQUEUED_AT_HEADER", "Held", "Holds"]
 ENQUEUED_AT_HEADER = "mqcontract-enqueued-at-us"
 #: How many ended claims are remembered to say why they are stale (older: ``not held``).
 ENDED_CAPACITY = 100_000
+#: How many first-seen times of messages without a send time are remembered.
+SEEN_AT_CAPACITY = 100_000
+#: Send stamps from this on (microseconds since the epoch: the year 10000) are no time.
+_STAMP_LIMIT_US = 253_402_300_800 * 1_000_000
+#: Properties left out of a content id: the broker drops ``expiration`` when it
+#: dead-letters a message; headers are taken without the broker's ``x-`` ones.
+_NOT_IDENTITY = frozenset({"expiration", "headers"})
 
 
 @dataclass(eq=False)
@@ -75,15 +92,26 @@ def _nobody(owner: object | None) -> None:
     pass
 
 
-def _enqueued_at(stamp: object, timestamp: object, msg_id: int) -> float:
-    """The send time: mqcontract's header, else a foreign publisher's AMQP timestamp,
-    else the time in the id (meaningful only for ids made by :mod:`._ids`)."""
-    if isinstance(stamp, int):
-        return stamp / 1e6
-    seconds = getattr(timestamp, "timestamp", None)
-    if callable(seconds):
-        return float(seconds())
-    return id_time(msg_id)
+def send_stamp(value: object) -> int | None:
+    """mqcontract's enqueued-at header as microseconds since the epoch, if it is a time
+    (an ``int``, not a ``bool``, in ``1.._STAMP_LIMIT_US - 1``); else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 < value < _STAMP_LIMIT_US else None
+
+
+def _identity(props: spec.Basic.Properties, headers: Mapping[str, Any]) -> bytes:
+    """What a publisher set on a message and the broker keeps: what a content id hashes."""
+    fields = [
+        (name, getattr(props, name, None)) for name in props.__slots__ if name not in _NOT_IDENTITY
+    ]
+    own = sorted((str(k), v) for k, v in headers.items() if not str(k).startswith("x-"))
+    return repr((fields, own)).encode("utf-8", "backslashreplace")
+
+
+def _headers(props: spec.Basic.Properties) -> Mapping[str, Any]:
+    headers = props.headers
+    return headers if isinstance(headers, Mapping) else {}
 
 
 class Holds:
@@ -93,12 +121,10 @@ class Holds:
         self,
         *,
         quorum: bool,
-        ids: MessageIdGenerator,
         tasks: Background,
         timeout: float,
         nonce: str | None = None,
     ) -> None:
-        self._ids = ids
         self._tasks = tasks
         self._timeout = timeout
         self._nonce = nonce or secrets.token_hex(8)
@@ -109,6 +135,8 @@ class Holds:
         #: collector stops tracking, and there are up to ``ENDED_CAPACITY`` of them.
         self._ended: OrderedDict[str, tuple[str, int, str]] = OrderedDict()
         self._counts = ReceiveCounts(quorum=quorum)
+        #: (queue, content id) → when this process first saw it (no send time known).
+        self._seen_at: OrderedDict[tuple[str, int], float] = OrderedDict()
         self._read_backs = ReadBacks(tasks)
         #: Called with a held delivery's owner once it is no longer held (settled,
         #: expired, released), so a closed subscription can retire its channel.
@@ -150,14 +178,14 @@ class Holds:
         owner: object | None,
     ) -> tuple[Held, QueuedMessage]:
         props = delivered.header.properties
-        headers: Mapping[str, Any] = props.headers or {}
-        try:
-            msg_id = int(props.message_id or "")
-        except ValueError:  # not published through mqcontract: give it a local id
-            msg_id = self._ids.next_id()
+        headers = _headers(props)
+        msg_id = parse_id(props.message_id)
+        hashed = msg_id is None
+        if msg_id is None:  # no id of ours (a foreign publisher's): one from its content
+            msg_id = content_id(_identity(props, headers), delivered.body)
         delivery = delivered.delivery
         assert isinstance(delivery, spec.Basic.GetOk | spec.Basic.Deliver)
-        stamp = headers.get(ENQUEUED_AT_HEADER)
+        stamp = send_stamp(headers.get(ENQUEUED_AT_HEADER))
         count = self._counts.count(
             queue,
             msg_id,
@@ -172,8 +200,28 @@ class Holds:
         held.timer = asyncio.get_running_loop().call_later(visibility_timeout, self._expire, held)
         self._held[token] = held
         claim = Claim(queue, msg_id, token, visibility_timeout)
-        enqueued_at = _enqueued_at(stamp, props.timestamp, msg_id)
+        enqueued_at = self._enqueued_at(queue, msg_id, stamp, props.timestamp, hashed=hashed)
         return held, QueuedMessage(msg_id, queue, delivered.body, count, enqueued_at, claim)
+
+    def _enqueued_at(
+        self, queue: str, msg_id: int, stamp: int | None, timestamp: object, *, hashed: bool
+    ) -> float:
+        """The send time: mqcontract's header, else the AMQP timestamp, else the time in
+        the id, else (a content id holds none) when this process first saw it."""
+        if stamp is not None:
+            return stamp / 1e6
+        if isinstance(timestamp, datetime.datetime):
+            return timestamp.timestamp()
+        if not hashed:
+            return id_time(msg_id)
+        key = (queue, msg_id)
+        seen = self._seen_at.pop(key, None)
+        if seen is None:
+            seen = time.time()
+        self._seen_at[key] = seen
+        while len(self._seen_at) > SEEN_AT_CAPACITY:
+            self._seen_at.popitem(last=False)
+        return seen
 
     def get(self, claim: Claim | None) -> Held | None:
         """The live hold ``claim`` names (its token, on its queue and id), if any."""
@@ -232,6 +280,13 @@ class Holds:
         """Tags held on a closed channel are void: the broker has requeued those messages."""
         for held in [h for h in self._held.values() if h.channel is channel]:
             self._end(held, StaleReason.NOT_HELD)
+
+    def forget_consumed(self, channel: SettlingChannel, queue: str) -> None:
+        """The broker cancelled the consumer of ``queue`` on ``channel`` (the queue was
+        deleted, or its node left): nothing delivered from there can be settled."""
+        for held in [h for h in self._held.values() if h.channel is channel and h.queue == queue]:
+            self._end(held, StaleReason.NOT_HELD)
+            self.on_released(held.owner)
 
     def forget_queue(self, queue: str) -> None:
         """The queue was deleted: nothing on it is held any more."""
@@ -293,7 +348,9 @@ class Holds:
         confirmed ack may return. The channel is then closed if still open: the frame may
         be stuck unsent (a full write buffer under flow control) with the timer already
         cancelled, and closing makes the broker requeue whatever it did not settle,
-        instead of a claim held forever.
+        instead of a claim held forever. Both frames are confirmed by a read-back, which
+        for a received delivery also checks its queue still exists
+        (``ChannelNotFoundEntity`` when another client deleted it: :mod:`._settlement`).
         """
         held = self.take(queue, claim, ack=ack)
         try:
@@ -302,8 +359,9 @@ class Holds:
                     held.channel,
                     held.tag,
                     ack=ack,
-                    confirm=ack or held.owner is not None,
+                    confirm=True,
                     read_backs=self._read_backs,
+                    queue=_served(held),
                 )
             if not sent:
                 raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
@@ -334,6 +392,7 @@ class Holds:
                 [(held.channel, held.tag) for _, held in taken],
                 read_backs=self._read_backs,
                 timeout=self._timeout,
+                queues={held.channel: q for _, held in taken if (q := _served(held)) is not None},
             )
         except BaseException:
             for _, held in taken:
@@ -366,6 +425,12 @@ class Holds:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await channel.close()
+
+
+def _served(held: Held) -> str | None:
+    """The one queue ``held``'s channel serves: a received delivery's (``basic.get``
+    channels are per queue), None for a pushed one (a consumer may have several)."""
+    return held.queue if held.owner is None else None
 
 
 def _same_id(held: Held, msg_id: object) -> bool:

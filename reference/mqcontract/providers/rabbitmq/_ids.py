@@ -26,24 +26,49 @@ An id is a 63-bit integer laid out like a Snowflake id::
   holds; only ``ack_message(queue, id)`` has to pick, and it settles the newest claim
   this service holds for that id.
 * Fits a signed 64-bit integer (PostgreSQL ``bigint``, JSON numbers in most decoders)
-  until 2093. A wider id (a UUID) would make random node bits safe without a lease, but
-  every provider's ids are 64-bit integers that applications store in ``bigint``
-  columns; it would cost that, and the time order.
+  until 2093: every id is in ``1..MAX_ID``. A wider id (a UUID) would make random node
+  bits safe without a lease, but every provider's ids are 64-bit integers that
+  applications store in ``bigint`` columns; it would cost that, and the time order.
+* **Read back strictly** (:func:`parse_id`): a ``message_id`` names an id only when it is
+  the canonical decimal form of one in that range (ASCII digits, no sign, space,
+  underscore or leading zero), so each id has exactly one ``message_id`` and a foreign
+  ``" 12 "``, ``"1_000"``, ``"١٢٣"``, ``"-5"``, ``"0"`` or ``str(2**70)`` names none.
+* **Messages without one** (a foreign publisher's, or one whose ``message_id`` names no
+  id) get :func:`content_id`: a hash of what the publisher wrote, which the broker keeps
+  unchanged on every redelivery, so such a message keeps its id (across processes too).
+  Messages alike in body and properties share it, as two messages a foreign publisher
+  gave one ``message_id`` do; settlement by claim keeps them apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import re
 import threading
 import time
 
-__all__ = ["EPOCH_MS", "NODES", "NODE_BITS", "MessageIdGenerator", "id_time", "random_node"]
+__all__ = [
+    "EPOCH_MS",
+    "MAX_ID",
+    "NODES",
+    "NODE_BITS",
+    "MessageIdGenerator",
+    "content_id",
+    "id_time",
+    "parse_id",
+    "random_node",
+]
 
 EPOCH_MS = 1_704_067_200_000  #: 2024-01-01T00:00:00Z
 _SEQ_BITS = 8
 NODE_BITS = 14
 NODES = 1 << NODE_BITS  #: how many producers can hold a node at once
 _SEQ_MAX = (1 << _SEQ_BITS) - 1
+#: The largest id (a signed 64-bit integer); the smallest is 1.
+MAX_ID = (1 << 63) - 1
+#: A canonical decimal of at most 19 digits; ``[0-9]`` is ASCII only (``\d`` is not).
+_CANONICAL = re.compile(r"[1-9][0-9]{0,18}")
 
 
 def random_node() -> int:
@@ -86,3 +111,21 @@ class MessageIdGenerator:
 def id_time(msg_id: int) -> float:
     """The wall-clock second (since the epoch) embedded in ``msg_id``."""
     return ((msg_id >> (_SEQ_BITS + NODE_BITS)) + EPOCH_MS) / 1000.0
+
+
+def parse_id(message_id: object) -> int | None:
+    """The id ``message_id`` names, if it is one's canonical decimal form; else None."""
+    if not isinstance(message_id, str) or _CANONICAL.fullmatch(message_id) is None:
+        return None
+    value = int(message_id)
+    return value if value <= MAX_ID else None
+
+
+def content_id(identity: bytes, body: bytes) -> int:
+    """The id of a message without one: a 63-bit hash of its ``identity`` (what its
+    publisher set, encoded by the caller) and ``body``, in ``1..MAX_ID``."""
+    digest = hashlib.blake2b(digest_size=8, person=b"mqcontract-rmq")
+    digest.update(len(identity).to_bytes(8, "big"))
+    digest.update(identity)
+    digest.update(body)
+    return (int.from_bytes(digest.digest(), "big") & MAX_ID) or 1

@@ -6,6 +6,14 @@ This is the provider's seam to AMQP for settlement: everything here needs only
 Ack frames are written without waiting for them to leave the socket (the read-back
 after them says more than that), and the acks of one batch go out in one write: one
 syscall for the batch, not one per message.
+
+A read-back is a passive declare. On a channel that serves one queue (``basic.get``
+channels, :mod:`._channels`) it declares that queue: the same round trip then also says
+whether the queue still exists (another client may have deleted it under the claims;
+a 404 that closes the channel, which held deliveries from that queue only, whose
+messages went with it). A push channel may consume several queues, so its read-back
+declares ``amq.direct``, which always exists; the broker's ``basic.cancel`` tells it of
+a deleted queue instead (:mod:`._consumers`).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +55,8 @@ class SettlingChannel(Protocol):
     ) -> Awaitable[Any]: ...
 
     async def exchange_declare(self, exchange: str = "", *, passive: bool = False) -> Any: ...
+
+    async def queue_declare(self, queue: str = "", *, passive: bool = False) -> Any: ...
 
     async def close(self) -> Any: ...
 
@@ -89,12 +99,19 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 class _Rounds:
     """A channel's read-back in flight, and the next one frames sent meanwhile wait for."""
 
+    #: The queue the channel serves alone (its read-back declares it), or None.
+    queue: str | None = None
     next: asyncio.Future[None] | None = None
 
 
-async def _read_back(channel: SettlingChannel) -> None:
-    """One synchronous method: its reply means every earlier frame has been read."""
-    await channel.exchange_declare("amq.direct", passive=True)
+async def _read_back(channel: SettlingChannel, queue: str | None) -> None:
+    """One synchronous method: its reply means every earlier frame has been read. With
+    ``queue`` (the one queue ``channel`` serves), a passive declare of it, which raises
+    ``ChannelNotFoundEntity`` (and closes the channel) once it is deleted."""
+    if queue is None:
+        await channel.exchange_declare("amq.direct", passive=True)
+    else:
+        await channel.queue_declare(queue, passive=True)
 
 
 class ReadBacks:
@@ -112,8 +129,9 @@ class ReadBacks:
         self._tasks = tasks
         self._rounds: dict[SettlingChannel, _Rounds] = {}
 
-    async def wait(self, channel: SettlingChannel) -> None:
-        """Return once the broker has read every frame sent on ``channel`` so far."""
+    async def wait(self, channel: SettlingChannel, queue: str | None = None) -> None:
+        """Return once the broker has read every frame sent on ``channel`` so far;
+        ``queue``: the one queue ``channel`` serves, whose deletion then raises."""
         rounds = self._rounds.get(channel)
         if rounds is not None:  # one is in flight: frames sent now need the next one
             if rounds.next is None:
@@ -121,9 +139,9 @@ class ReadBacks:
                 rounds.next.add_done_callback(_retrieve)
             await asyncio.shield(rounds.next)
             return
-        rounds = self._rounds[channel] = _Rounds()
+        rounds = self._rounds[channel] = _Rounds(queue)
         try:
-            await _read_back(channel)
+            await _read_back(channel, queue)
         finally:
             if rounds.next is None:
                 del self._rounds[channel]
@@ -136,7 +154,7 @@ class ReadBacks:
             while rounds.next is not None:
                 sync, rounds.next = rounds.next, None
                 try:
-                    await _read_back(channel)
+                    await _read_back(channel, rounds.queue)
                 except asyncio.CancelledError:
                     sync.cancel()
                     raise
@@ -152,14 +170,21 @@ class ReadBacks:
 
 
 async def send_settlement(
-    channel: SettlingChannel, tag: int, *, ack: bool, confirm: bool, read_backs: ReadBacks
+    channel: SettlingChannel,
+    tag: int,
+    *,
+    ack: bool,
+    confirm: bool,
+    read_backs: ReadBacks,
+    queue: str | None = None,
 ) -> bool:
     """Ack, or nack with requeue, delivery ``tag``; False if no frame could be sent.
 
     False: the channel closed before the frame was written, so nothing reached the
     broker and the claim went with the channel. ``confirm``: wait until the broker has
     read the frame (neither frame has a reply): an ack that returned must not come back,
-    and a pushed message nacked here must be visible before another channel asks.
+    and a message nacked here must be visible before another channel asks. ``queue``:
+    the one queue ``channel`` serves (see :meth:`ReadBacks.wait`).
     """
     try:
         if ack:
@@ -170,7 +195,7 @@ async def send_settlement(
     except ChannelInvalidStateError:
         return False
     if confirm:
-        await read_backs.wait(channel)
+        await read_backs.wait(channel, queue)
     return True
 
 
@@ -179,6 +204,7 @@ async def send_acks(
     *,
     read_backs: ReadBacks,
     timeout: float | None = None,
+    queues: Mapping[SettlingChannel, str] | None = None,
 ) -> list[bool | Exception]:
     """Ack every (channel, tag), then confirm them with one read-back per channel.
 
@@ -190,7 +216,9 @@ async def send_acks(
     ``timeout`` of the call's start (the outcome of those acks is unknown), while the
     acks other channels confirmed in time stand. With a single channel to confirm, its
     failure or timeout raises, as for one ack; so does a write not done in time.
+    ``queues``: the channels that serve one queue, and which (see :meth:`ReadBacks.wait`).
     """
+    queues = queues or {}
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     tags: dict[SettlingChannel, list[int]] = {}
@@ -206,20 +234,26 @@ async def send_acks(
     confirm = [channel for channel, ok in written.items() if ok is True]
     if len(confirm) == 1:
         async with asyncio.timeout_at(deadline):
-            await read_backs.wait(confirm[0])
+            await read_backs.wait(confirm[0], queues.get(confirm[0]))
     elif confirm:
         left = None if deadline is None else max(0.0, deadline - loop.time())
-        written.update(await _confirm_each(confirm, read_backs, left))
+        written.update(await _confirm_each(confirm, read_backs, left, queues))
     return [written.get(channel, False) for channel, _ in deliveries]
 
 
 async def _confirm_each(
-    channels: list[SettlingChannel], read_backs: ReadBacks, timeout: float | None
+    channels: list[SettlingChannel],
+    read_backs: ReadBacks,
+    timeout: float | None,
+    queues: Mapping[SettlingChannel, str],
 ) -> dict[SettlingChannel, bool | Exception]:
     """Each channel's read-back, awaited together: True, or why it is unknown. A channel
     not back within ``timeout`` is that channel's ``TimeoutError``, not the whole call's,
     so the channels that answered keep their acks (and stay open)."""
-    waits = {channel: asyncio.ensure_future(read_backs.wait(channel)) for channel in channels}
+    waits = {
+        channel: asyncio.ensure_future(read_backs.wait(channel, queues.get(channel)))
+        for channel in channels
+    }
     late: list[asyncio.Future[None]] = []
     try:
         await asyncio.wait(waits.values(), timeout=timeout)

@@ -9,6 +9,18 @@ How the contract maps onto RabbitMQ (each seam has its module):
   the broker (:mod:`._lease`), so live producers never share them; producers choose ids
   (``producer_assigned_ids``), so a foreign publisher can still put two messages with one
   id on a queue, and settlement by claim keeps those apart.
+* **Foreign messages** (published by other clients): a ``message_id`` is an id only in
+  its canonical form (ASCII digits, ``1..2**63 - 1``); a message without one gets a hash
+  of its body and properties as its id, the same on every redelivery and in every
+  process (messages alike in both share it). Its ``enqueued_at`` is mqcontract's header
+  when that holds a time, else the AMQP ``timestamp``, else the time in a parsed id;
+  with none of these (a hashed id holds no time) it is when this process first saw the
+  message. *Limitation:* that last one is kept per process (bounded, 100,000 messages):
+  another process, or this one after a restart or after forgetting it, reports a later
+  time for the same message; no broker-side time exists (RabbitMQ keeps none for classic
+  or quorum queues) to do better. Values pamqp cannot decode (a timestamp past the year
+  9999, a string that is not UTF-8) are decoded tolerantly, never fatal to the
+  connection (:mod:`._decoding`).
 * **Send.** Publisher confirms plus ``mandatory=True`` on the default exchange: a message
   to a missing queue comes back (``Basic.Return``) and raises ``QueueNotFound``; nothing
   is silently dropped and nothing is created.
@@ -24,7 +36,10 @@ How the contract maps onto RabbitMQ (each seam has its module):
   connection cut off raises ``ConnectionLost`` or ``OperationTimeout``: its outcome is
   unknown, and the channel is closed if it is still open, so the message is requeued
   rather than left held without a timer. ``ack_claims`` writes each channel's ack frames
-  at once, then one read-back per channel confirms them all (:mod:`._settlement`).
+  at once, then one read-back per channel confirms them all (:mod:`._settlement`). A
+  ``basic.get`` channel's read-back is a passive declare of its queue, so a settlement
+  of a received claim on a queue another client deleted raises ``QueueNotFound`` at no
+  extra cost; a pushed claim's queue deleted is known from the broker's cancel.
 * **Receive count.** Quorum queues: ``x-delivery-count`` + 1, exact (checked on 3.10;
   RabbitMQ 4 adds a default delivery limit of 20 after which a quorum queue drops the
   message), per message even when messages share an id. Classic queues keep no count: 1
@@ -34,13 +49,23 @@ How the contract maps onto RabbitMQ (each seam has its module):
 * **Delay** (:mod:`._delay`): wait queues with per-queue TTL dead-lettering into the target.
 * **Push** (:mod:`._consumers`): ``basic.consume`` per subscription; each delivery is a
   claimed ``Message`` held like a received one. A missing queue fails the subscription
-  before anything is consumed.
+  before anything is consumed. A subscription outlives the deletion of its queues (the
+  broker cancels their consumers): once a queue of that name exists again, it is
+  consumed again within about a second, while its other queues go on. *Limitation*
+  (RabbitMQ 3.10, quorum queues): the broker cancels a deleted quorum queue's consumers
+  ~30 ms after the delete and never if the name is declared again within that time;
+  such a consumer stays attached to the new queue and swallows its messages unseen. So
+  ``delete_queue`` of a quorum queue other clients consume returns only after
+  ``QUORUM_CANCEL_GRACE`` (0.25 s); a foreign client that deletes and re-declares a
+  quorum queue faster than that still leaves this provider's subscriptions to it deaf
+  until their channel is closed (a reconnect, or closing the subscription).
 * **Listing.** Only through the management HTTP API: ``management_url``, else the URL
   derived from the AMQP URL when it answers at connect (:func:`._management.find_management`);
   without it ``list_queues`` is not claimed. Queues are marked with the declare argument
   ``x-mqcontract`` and only marked ones are listed.
 * **Errors** (:mod:`._errors`): one table; arguments and the closed state are checked by
-  ``BaseMessagingService`` before any of this runs.
+  ``BaseMessagingService`` before any of this runs. A queue exclusive to another
+  connection is ``QueueLocked`` (a ``QueueError``), not a lost connection.
 """
 
 from __future__ import annotations
@@ -53,7 +78,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aio_pika import RobustConnection
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 from pamqp import commands as spec
 
 from mqcontract.capabilities import (
@@ -103,6 +128,11 @@ T = TypeVar("T")
 #: Declare argument marking queues created through mqcontract (RabbitMQ ignores unknown
 #: ``x-`` arguments and does not compare them on re-declare).
 MARKER_ARGUMENT = "x-mqcontract"
+#: Seconds ``delete_queue`` waits after deleting a quorum queue that other clients
+#: consume, for the broker to cancel their consumers (it does ~30 ms after the delete,
+#: measured on RabbitMQ 3.10, and never once the name is declared again): many times
+#: that, so a re-create right after the delete cannot beat it.
+QUORUM_CANCEL_GRACE = 0.25
 
 
 class RabbitMqMessagingService(BaseMessagingService):
@@ -135,9 +165,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         self._management = management
         self._wait_queues: dict[str, set[str]] = {}
         self._tasks = Background()
-        self._holds = Holds(
-            quorum=quorum, ids=self._ids, tasks=self._tasks, timeout=operation_timeout
-        )
+        self._holds = Holds(quorum=quorum, tasks=self._tasks, timeout=operation_timeout)
         self._channels = Channels(
             config,
             connection,
@@ -228,12 +256,29 @@ class RabbitMqMessagingService(BaseMessagingService):
                 log.warning("cannot list wait queues of %r: %s", name, exc)
                 listed = []
             waits |= {q["name"] for q in listed if str(q.get("name", "")).startswith(prefix)}
+        # Other clients' consumers of a quorum queue are cancelled by the broker some
+        # 30 ms after the delete, and never if the name is declared again before that:
+        # they would stay attached to the new queue and silently swallow its messages
+        # (RabbitMQ 3.10). Deleting one that others consume waits that out.
+        others = await self._consumer_count(name) if self._quorum else 0
         async with self._channels.scratch() as channel:
             await channel.queue_delete(name)
             for wait in sorted(waits):
                 await channel.queue_delete(wait)
         self._holds.forget_queue(name)
         self._channels.drop_receiver(name)
+        others -= await self._consumers.queue_deleted(name)
+        if others > 0:
+            await asyncio.sleep(QUORUM_CANCEL_GRACE)
+
+    async def _consumer_count(self, name: str) -> int:
+        """How many consumers ``name`` has (0 if it does not exist)."""
+        async with self._channels.scratch() as channel:
+            try:
+                ok = await channel.queue_declare(name, passive=True)
+            except ChannelNotFoundEntity:
+                return 0
+        return int(getattr(ok, "consumer_count", 0) or 0)
 
     async def _queue_exists(self, name: str) -> bool:
         async with self._channels.scratch() as channel:

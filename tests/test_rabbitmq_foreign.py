@@ -1,0 +1,661 @@
+"""Foreign clients sharing the provider's queues on a real broker: what they may do to it.
+
+Another application publishes whatever AMQP allows, deletes queues, declares them
+exclusive. Each test here is a defect an outside tester found, reproduced the way they
+did (a raw aiormq client), and what the provider does now:
+
+* a property value pamqp cannot decode (a timestamp past the year 9999, a string that
+  is not UTF-8) ended the connection on every receive of that message, and cost the
+  claims held for other queues on it (D2);
+* a subscription whose queue was deleted went silent for good, even once the queue was
+  back (D3);
+* an ack or nack on a queue another client deleted returned as if it had worked (D4);
+* a queue exclusive to another connection was reported as a lost connection (D6);
+* a foreign ``message_id`` was parsed leniently (``" 12 "`` was 12), a message without
+  one got a new id on every delivery, and the send-time header was trusted whatever
+  it held (D5).
+
+Needs RabbitMQ (through the kit's provisioning: skipped when it is unreachable, failed
+when backends are required). Nothing sleeps to synchronize: every wait polls a condition
+against a deadline from the timing profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import aiormq
+import aiormq.abc
+import pytest
+from pamqp import commands as spec
+from pamqp.common import FieldValue
+
+from mqcontract.errors import BackendUnavailable, QueueError, QueueNotFound
+from mqcontract.messages import Message, QueuedMessage
+from mqcontract.providers.rabbitmq import RabbitMqMessagingService
+from mqcontract.providers.rabbitmq import _consumers as consumers_module
+from mqcontract.providers.rabbitmq._channels import exists as channels_exists
+from mqcontract.subscription import QueueSubscription
+from mqcontract.testing import Harness
+from mqcontract_conformance.timing import TimingProfile
+from mqcontract_fixtures.rabbitmq import RabbitMqHarness
+
+T = TypeVar("T")
+
+TIMING = TimingProfile.from_scale()
+#: The largest message id (ids are signed 64-bit integers, 1 and up).
+MAX_ID = (1 << 63) - 1
+#: mqcontract's send-time header (integer microseconds since the epoch).
+STAMP_HEADER = "mqcontract-enqueued-at-us"
+
+
+@pytest.fixture(params=["rabbitmq", "rabbitmq-quorum"])
+def harness(
+    request: pytest.FixtureRequest, provisioned: Callable[[str], Harness]
+) -> RabbitMqHarness:
+    harness = provisioned(request.param)
+    assert isinstance(harness, RabbitMqHarness)
+    return harness
+
+
+@pytest.fixture
+async def service(harness: RabbitMqHarness) -> AsyncIterator[RabbitMqMessagingService]:
+    service = await harness.open()
+    assert isinstance(service, RabbitMqMessagingService)
+    yield service
+    await service.close()
+
+
+def _name(tag: str) -> str:
+    return f"t_rmq_foreign_{tag}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def queues(service: RabbitMqMessagingService) -> AsyncIterator[Callable[[], str]]:
+    """Makes uniquely named queues through the service; deletes them afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(_name("q"))
+        return made[-1]
+
+    yield make
+    for name in made:
+        with contextlib.suppress(Exception):
+            await service.delete_queue(name)
+
+
+@pytest.fixture
+async def foreign(harness: RabbitMqHarness) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+    """A channel (publisher confirms) of a client that knows nothing of mqcontract."""
+    connection = await aiormq.connect(harness.url)
+    try:
+        yield await connection.channel(publisher_confirms=True)
+    finally:
+        await connection.close()
+
+
+async def _eventually(
+    probe: Callable[[], Awaitable[T | None]], what: str, within: float = TIMING.slack
+) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: not observed within {within:g} s")
+        await asyncio.sleep(TIMING.step)
+
+
+async def _receive(
+    service: RabbitMqMessagingService, queue: str, count: int = 1, vt: float = TIMING.long
+) -> list[QueuedMessage]:
+    got: list[QueuedMessage] = []
+
+    async def enough() -> bool:
+        got.extend(await service.receive_messages(queue, count - len(got), vt))
+        return len(got) >= count
+
+    await _eventually(enough, f"{count} message(s) on {queue}")
+    return got
+
+
+async def _pushed(sub: QueueSubscription, within: float = TIMING.slack) -> QueuedMessage:
+    try:
+        async with asyncio.timeout(within):
+            note = await sub.__anext__()
+    except TimeoutError:
+        pytest.fail(f"nothing pushed within {within:g} s")
+    assert isinstance(note, Message)
+    return note.message
+
+
+# -- a publisher writing raw properties ------------------------------------------------
+
+
+def _short(raw: bytes) -> bytes:
+    return bytes([len(raw)]) + raw
+
+
+def _table(*entries: tuple[bytes, bytes]) -> bytes:
+    """A field table of (key, tagged value) entries, keys as raw bytes."""
+    data = b"".join(_short(key) + value for key, value in entries)
+    return struct.pack(">I", len(data)) + data
+
+
+def _u64(value: int) -> bytes:
+    return struct.pack(">Q", value)
+
+
+def _properties(**fields: bytes) -> bytes:
+    """Basic properties on the wire: the flags, then each field's bytes as given."""
+    flags, parts = 0, []
+    for name in spec.Basic.Properties.__slots__:
+        if name in fields:
+            flags |= spec.Basic.Properties.flags[name]
+            parts.append(fields.pop(name))
+    assert not fields, f"not a property: {fields}"
+    return struct.pack(">H", flags) + b"".join(parts)
+
+
+class _RawProperties:
+    """Stands in for ``Basic.Properties`` in aiormq's ``basic_publish``: its bytes go on
+    the wire as they are (any value AMQP allows, even ones pamqp cannot decode)."""
+
+    #: What aiormq reads before publishing (it would otherwise set a random one); never
+    #: sent: the wire carries only :attr:`wire`.
+    message_id = "raw"
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+
+    def marshal(self) -> bytes:
+        return self.wire
+
+
+async def _publish_raw(
+    channel: aiormq.abc.AbstractChannel, queue: str, body: bytes, wire: bytes
+) -> None:
+    properties = cast(spec.Basic.Properties, _RawProperties(wire))
+    confirm = await channel.basic_publish(
+        body, routing_key=queue, properties=properties, mandatory=True
+    )
+    assert isinstance(confirm, spec.Basic.Ack)
+
+
+# -- D2: values pamqp cannot decode ----------------------------------------------------
+
+POISONS = {
+    # The tester's case: pamqp reads it as milliseconds and finds no such year.
+    "timestamp 2**63": (_properties(timestamp=_u64(2**63)), None),
+    "timestamp header 2**64-1": (
+        _properties(headers=_table((b"sent", b"T" + _u64(2**64 - 1)))),
+        None,
+    ),
+    "message_id not UTF-8": (_properties(message_id=_short(b"\xff\xfe12")), None),
+    "content_type not UTF-8": (
+        _properties(content_type=_short(b"\xc3"), message_id=_short(b"4242")),
+        4242,
+    ),
+    # Decoded property by property: the id after the undecodable table survives.
+    "header key not UTF-8": (
+        _properties(
+            headers=_table((b"k\xff", b"I" + struct.pack(">i", 5))),
+            message_id=_short(b"4243"),
+        ),
+        4243,
+    ),
+}
+
+
+@pytest.mark.parametrize("poison", sorted(POISONS))
+async def test_a_foreign_value_pamqp_cannot_decode_is_delivered_and_ends_no_connection(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+    poison: str,
+) -> None:
+    wire, msg_id = POISONS[poison]
+    target, other = queues(), queues()
+    await service.create_queue(target)
+    await service.create_queue(other)
+    await service.send_message(other, b"work on another queue")
+    (held,) = await _receive(service, other)
+    start = time.time()
+    await _publish_raw(foreign, target, b"poison", wire)
+
+    (got,) = await _receive(service, target)  # before: ConnectionLost, every time
+    assert got.payload == b"poison"
+    if msg_id is not None:
+        assert got.msg_id == msg_id
+    else:  # no usable id, no usable time: a content id, first seen now
+        assert 1 <= got.msg_id <= MAX_ID
+        assert start - 1 <= got.enqueued_at <= time.time() + 1
+    # The claim held for another queue on the same connection was not lost with it.
+    await service.ack_claim(other, held)
+    await service.nack_claim(target, got)
+
+    sub = await service.subscribe(target)
+    try:
+        pushed = await _pushed(sub)
+        assert (pushed.payload, pushed.msg_id) == (b"poison", got.msg_id)
+        await service.ack_claim(target, pushed)
+    finally:
+        await sub.aclose()
+    assert await service.receive_messages(target, 10, TIMING.long) == []
+
+
+# -- D3: a subscription outlives its queue ---------------------------------------------
+
+
+def _consumer_of(service: RabbitMqMessagingService, sub: QueueSubscription) -> Any:
+    return service._consumers._consumers[sub]
+
+
+def _queue_arguments(service: RabbitMqMessagingService) -> dict[str, Any]:
+    kind = "quorum" if service.provider_name == "rabbitmq-quorum" else "classic"
+    return {"x-queue-type": kind}
+
+
+async def test_a_subscription_outlives_its_queue_deleted_and_recreated_by_another_client(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    queue = queues()
+    await service.create_queue(queue)
+    sub = await service.subscribe(queue)
+    try:
+        await service.send_message(queue, b"held when deleted")
+        await _pushed(sub)
+        await foreign.queue_delete(queue)
+        assert not await service.queue_exists(queue)
+        consumer = _consumer_of(service, sub)
+
+        async def cancel_seen() -> bool:
+            return queue not in consumer.tags
+
+        # RabbitMQ 3.10 cancels the consumer of a deleted quorum queue ~30 ms later, and
+        # never if the queue is declared again meanwhile (a limitation the provider
+        # documents): the other client re-creates it once the cancel has come.
+        await _eventually(cancel_seen, "the broker's cancel of the consumer")
+        # Re-created by the other client, not through the kit: pushed again, within
+        # the recovery bound (the provider looks for it at most a second apart).
+        await foreign.queue_declare(queue, durable=True, arguments=_queue_arguments(service))
+        sent = await service.send_message(queue, b"after the re-create")
+        again = await _pushed(sub)
+        assert (again.msg_id, again.payload) == (sent, b"after the re-create")
+        await service.ack_claim(queue, again)
+        assert not sub.closed
+    finally:
+        await sub.aclose()
+
+
+async def test_a_subscription_outlives_its_queue_deleted_and_at_once_recreated_by_the_kit(
+    service: RabbitMqMessagingService, queues: Callable[[], str]
+) -> None:
+    """Back to back: no time for the broker's cancel, which a quorum queue re-declared
+    within ~30 ms of its deletion never sends."""
+    queue = queues()
+    await service.create_queue(queue)
+    sub = await service.subscribe(queue)
+    try:
+        for round_ in range(3):
+            await service.delete_queue(queue)
+            await service.create_queue(queue)
+            sent = await service.send_message(queue, b"round %d" % round_)
+            again = await _pushed(sub)
+            assert (again.msg_id, again.payload) == (sent, b"round %d" % round_)
+            await service.ack_claim(queue, again)
+    finally:
+        await sub.aclose()
+
+
+async def test_a_subscription_outlives_its_queue_deleted_and_at_once_recreated_elsewhere(
+    harness: RabbitMqHarness, service: RabbitMqMessagingService, queues: Callable[[], str]
+) -> None:
+    """Another service deletes and re-creates the queue back to back: its delete waits
+    until the broker has cancelled this subscription's consumer (a quorum queue declared
+    again before that keeps the old consumer attached, deaf)."""
+    queue = queues()
+    await service.create_queue(queue)
+    sub = await service.subscribe(queue)
+    other = await harness.open()
+    try:
+        for round_ in range(2):
+            await other.delete_queue(queue)
+            await other.create_queue(queue)
+            sent = await other.send_message(queue, b"round %d" % round_)
+            again = await _pushed(sub)
+            assert (again.msg_id, again.payload) == (sent, b"round %d" % round_)
+            await service.ack_claim(queue, again)
+    finally:
+        await sub.aclose()
+        await other.close()
+
+
+async def test_settling_a_pushed_claim_on_a_queue_another_client_deleted_is_queue_not_found(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    queue = queues()
+    await service.create_queue(queue)
+    sub = await service.subscribe(queue)
+    try:
+        await service.send_batch(queue, [b"a", b"b"])
+        a, b = await _pushed(sub), await _pushed(sub)
+        await foreign.queue_delete(queue)
+        consumer = _consumer_of(service, sub)
+
+        async def cancel_seen() -> bool:
+            return queue not in consumer.tags
+
+        # The broker's cancel says the queue is gone (the claims' read-back cannot: a
+        # push channel may consume other queues, and a 404 would close it).
+        await _eventually(cancel_seen, "the broker's cancel of the consumer")
+        with pytest.raises(QueueNotFound):
+            await service.ack_claim(queue, a)
+        with pytest.raises(QueueNotFound):
+            await service.nack_claim(queue, b)
+        assert not await service.queue_exists(queue)
+    finally:
+        await sub.aclose()
+
+
+def _channels_open(service: RabbitMqMessagingService) -> int:
+    total = 0
+    for robust in service.robust_connections:
+        transport = robust.transport
+        if transport is not None:
+            channels = transport.connection.channels.values()
+            total += sum(c is not None and not c.is_closed for c in channels)
+    return total
+
+
+async def test_subscribe_many_keeps_its_other_queues_while_one_is_deleted_and_leaks_nothing(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gone, kept = queues(), queues()
+    await service.create_queue(gone)
+    await service.create_queue(kept)
+    looks: list[str] = []
+
+    async def counted(channel: Any, name: str) -> bool:
+        looks.append(name)
+        return await channels_exists(channel, name)
+
+    monkeypatch.setattr(consumers_module, "exists", counted)
+    sub = await service.subscribe_many([gone, kept])
+    consumer = _consumer_of(service, sub)
+    try:
+        await service.send_message(kept, b"before")
+        await service.ack_claim(kept, await _pushed(sub))
+        baseline = _channels_open(service)
+        await service.delete_queue(gone)  # the kit's own delete: the broker cancels too
+        # The other queue is pushed throughout.
+        sent = await service.send_message(kept, b"while the other is missing")
+        pushed = await _pushed(sub)
+        assert (pushed.msg_id, pushed.queue_name) == (sent, kept)
+        await service.ack_claim(kept, pushed)
+
+        async def looked_three_times() -> bool:
+            return looks.count(gone) >= 3
+
+        # Looking for the missing queue again and again leaves no channel open.
+        await _eventually(looked_three_times, "three looks for the deleted queue")
+
+        async def back_to_baseline() -> bool:
+            return _channels_open(service) == baseline
+
+        await _eventually(back_to_baseline, f"{baseline} channels open")
+
+        await service.create_queue(gone)
+        sent = await service.send_message(gone, b"after the re-create")
+        again = await _pushed(sub)
+        assert (again.msg_id, again.queue_name) == (sent, gone)
+        await service.ack_claim(gone, again)
+    finally:
+        await sub.aclose()
+    # Closed cleanly: the supervisor has stopped and its channel goes.
+    assert consumer.task is not None
+    assert consumer.task.done()
+    name = f"mqcontract-{service.provider_name}-consumer"
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+
+    async def channel_closed() -> bool:
+        return _channels_open(service) < baseline
+
+    await _eventually(channel_closed, "the subscription's channel closed")
+
+
+# -- D4: settling on a queue another client deleted ------------------------------------
+
+
+async def test_settling_received_claims_on_a_queue_another_client_deleted_is_queue_not_found(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    queue = queues()
+    await service.create_queue(queue)
+    await service.send_batch(queue, [b"a", b"b", b"c", b"d"])
+    a, b, c, d = await _receive(service, queue, 4)
+    await foreign.queue_delete(queue)
+    with pytest.raises(QueueNotFound):
+        await service.ack_claim(queue, a)
+    with pytest.raises(QueueNotFound):
+        await service.nack_claim(queue, b)
+    with pytest.raises(QueueNotFound):
+        await service.ack_claims(queue, [c, d])
+    assert not await service.queue_exists(queue)  # and nothing re-created it
+
+
+async def test_an_ack_costs_one_round_trip_that_also_checks_the_queue(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hot path stays one round trip per ack (the read-back the ack needs anyway)."""
+    queue = queues()
+    await service.create_queue(queue)
+    await service.send_batch(queue, [b"a", b"b", b"c"])
+    got = await _receive(service, queue, 3)
+    calls: list[str] = []
+    rpc = aiormq.Channel.rpc
+
+    async def counted(self: aiormq.Channel, frame: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(type(frame).__name__)
+        return await rpc(self, frame, *args, **kwargs)
+
+    monkeypatch.setattr(aiormq.Channel, "rpc", counted)
+    await service.ack_claim(queue, got[0])
+    assert len(calls) == 1, calls
+    assert await service.ack_claims(queue, got[1:]) == [True, True]
+    assert len(calls) == 2, calls
+
+
+# -- D6: a queue exclusive to another connection ---------------------------------------
+
+
+async def test_a_queue_exclusive_to_another_connection_is_a_queue_error_naming_it(
+    service: RabbitMqMessagingService, foreign: aiormq.abc.AbstractChannel
+) -> None:
+    queue = _name("excl")
+    await foreign.queue_declare(queue, exclusive=True)  # gone with that connection
+    operations: dict[str, Callable[[], Awaitable[object]]] = {
+        "queue_exists": lambda: service.queue_exists(queue),
+        "receive_messages": lambda: service.receive_messages(queue, 1, 5),
+        "subscribe": lambda: service.subscribe(queue),
+        "create_queue": lambda: service.create_queue(queue),
+        "delete_queue": lambda: service.delete_queue(queue),
+    }
+    for operation, call in operations.items():
+        with pytest.raises(QueueError) as info:
+            await call()
+        error = info.value
+        assert type(error).__name__ == "QueueLocked", (operation, error)
+        assert not isinstance(error, BackendUnavailable | QueueNotFound), operation
+        assert error.queue == queue, operation
+        assert "exclusive" in str(error), operation
+    # Publishing to it is allowed; and the service goes on working.
+    await service.send_message(queue, b"allowed")
+    other = _name("after")
+    await service.create_queue(other)
+    try:
+        sent = await service.send_message(other, b"still working")
+        (got,) = await _receive(service, other)
+        assert got.msg_id == sent
+    finally:
+        await service.delete_queue(other)
+
+
+# -- D5: ids and send times of foreign messages ----------------------------------------
+
+#: message_id → what lenient parsing (``int()``) made of it: none of these is an id.
+NOT_IDS = {
+    " 12 ": 12,
+    "1_000": 1000,
+    "\u0661\u0662\u0663": 123,  # Arabic-Indic digits
+    "-5": -5,
+    "0": 0,
+    str(2**70): 2**70,
+    str(MAX_ID + 1): MAX_ID + 1,
+    "007": 7,
+    "+8": 8,
+    "9\n": 9,
+}
+
+
+async def test_a_foreign_message_id_is_an_id_only_in_its_canonical_form(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    queue = queues()
+    await service.create_queue(queue)
+    ids: dict[str, int | None] = {**dict.fromkeys(NOT_IDS), "4242": 4242, str(MAX_ID): MAX_ID}
+    for index, text in enumerate(ids):
+        properties = spec.Basic.Properties(message_id=text, headers={"n": index})
+        await foreign.basic_publish(b"%d" % index, routing_key=queue, properties=properties)
+    got = await _receive(service, queue, len(ids))
+    for (text, expected), message in zip(ids.items(), got, strict=True):
+        assert message.payload == b"%d" % list(ids).index(text)
+        if expected is not None:
+            assert message.msg_id == expected, text
+        else:  # treated like a message without an id: a content id, in range
+            assert message.msg_id != NOT_IDS[text], text
+            assert 1 <= message.msg_id <= MAX_ID, text
+    assert await service.ack_claims(queue, got) == [True] * len(got)
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        _properties(delivery_mode=b"\x02"),  # no message_id at all
+        _properties(message_id=_short(b"order-17"), delivery_mode=b"\x02"),
+    ],
+    ids=["no message_id", "message_id not a number"],
+)
+async def test_a_foreign_message_without_an_id_keeps_one_on_every_redelivery(
+    harness: RabbitMqHarness,
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+    wire: bytes,
+) -> None:
+    """Its id is a hash of its content, so it is the same on every delivery, in every
+    process; its enqueued_at (the message holds no time) is when this process first saw
+    it: the same on every redelivery here, but another process sees it later (the
+    documented limitation, pinned by the last check)."""
+    queue = queues()
+    await service.create_queue(queue)
+    await _publish_raw(foreign, queue, b"no id of ours", wire)
+    (first,) = await _receive(service, queue)
+    await service.nack_claim(queue, first)
+    (nacked,) = await _receive(service, queue, vt=TIMING.unit)  # let this one lapse
+    (lapsed,) = await _receive(service, queue)
+    await service.nack_claim(queue, lapsed)
+    sub = await service.subscribe(queue)
+    try:
+        pushed = await _pushed(sub)
+        await service.nack_claim(queue, pushed)
+    finally:
+        await sub.aclose()
+    deliveries = [first, nacked, lapsed, pushed]
+    assert {m.msg_id for m in deliveries} == {first.msg_id}
+    assert {m.enqueued_at for m in deliveries} == {first.enqueued_at}
+    assert {m.payload for m in deliveries} == {b"no id of ours"}
+    counts = [m.receive_count for m in deliveries]
+    assert counts[0] == 1
+    assert all(b > a for a, b in itertools.pairwise(counts)), counts
+
+    other = await harness.open()
+    try:
+        assert isinstance(other, RabbitMqMessagingService)
+        (elsewhere,) = await _receive(other, queue)
+        assert elsewhere.msg_id == first.msg_id  # the same id in another process
+        assert elsewhere.enqueued_at >= first.enqueued_at  # its own first sight
+        await other.ack_claim(queue, elsewhere)
+    finally:
+        await other.close()
+
+
+async def test_two_alike_foreign_messages_without_ids_share_one_and_settle_apart(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    queue = queues()
+    await service.create_queue(queue)
+    for _ in range(2):
+        await _publish_raw(foreign, queue, b"twin", _properties(delivery_mode=b"\x02"))
+    a, b = await _receive(service, queue, 2)
+    assert a.msg_id == b.msg_id
+    assert a.claim != b.claim
+    await service.ack_claim(queue, a)
+    await service.nack_claim(queue, b)
+    (again,) = await _receive(service, queue)
+    assert again.msg_id == a.msg_id
+    await service.ack_claim(queue, again)
+    assert await service.receive_messages(queue, 10, TIMING.long) == []
+
+
+#: Values of mqcontract's send-time header that are no time.
+NOT_STAMPS: list[FieldValue] = [True, False, -1, 0, 2**62, "yesterday", 1.5]
+
+
+async def test_a_send_time_header_that_is_no_time_is_ignored(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    queue = queues()
+    await service.create_queue(queue)
+    sent_at = datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC)
+    for stamp in NOT_STAMPS:
+        properties = spec.Basic.Properties(
+            message_id="4242", timestamp=sent_at, headers={STAMP_HEADER: stamp}
+        )
+        await foreign.basic_publish(b"%r" % (stamp,), routing_key=queue, properties=properties)
+    good = 1_700_000_000_123_456
+    properties = spec.Basic.Properties(
+        message_id="4242", timestamp=sent_at, headers={STAMP_HEADER: good}
+    )
+    await foreign.basic_publish(b"good", routing_key=queue, properties=properties)
+    got = await _receive(service, queue, len(NOT_STAMPS) + 1)
+    # Each falls back to the AMQP timestamp, as a message without the header does.
+    assert [m.enqueued_at for m in got[:-1]] == [sent_at.timestamp()] * len(NOT_STAMPS)
+    assert got[-1].enqueued_at == good / 1e6
+    assert await service.ack_claims(queue, got) == [True] * len(got)
