@@ -153,11 +153,29 @@ def run(
     result.assert_outcomes(passed=passed)
 
 
+#: The in-memory harness without its push-connection fault.
+NO_KILL_LISTENER = """
+from mqcontract.testing import HookUnavailable
+from mqcontract_fixtures.memory import MemoryHarness
+
+
+class NoKillListener(MemoryHarness):
+    async def kill_listener(self, service):
+        raise HookUnavailable("no-kill-listener: no kill_listener hook")
+
+
+def make_harness(settings):
+    return NoKillListener("no-kill-listener", settings)
+"""
+
+
 def test_faults_the_harness_cannot_inject_skip_with_the_reason(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(HEADER.format(provider="memory") + MEMORY)
+    pytester.makepyfile(no_kill_listener=NO_KILL_LISTENER)
+    pytester.syspathinsert()
+    pytester.makepyfile(HEADER.format(provider="no_kill_listener:make_harness") + MEMORY)
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*fault not available: memory: no kill_listener hook*"])
+    result.stdout.fnmatch_lines(["*fault not available: no-kill-listener: no kill_listener hook*"])
 
 
 def test_pgmq_trigger_and_listener_faults(
