@@ -355,3 +355,21 @@ async def test_ack_claims_of_only_stale_or_forged_claims_settles_nothing(
     assert await service.ack_claims(queue, []) == []
     assert (await _row(pgmq_db_url, queue, msg_id) or (0,))[0] == 1
     assert await service.ack_claims(queue, [ours, *forged]) == [True, False, False, False]
+
+
+async def test_a_foreign_row_stamped_infinity_stops_no_receive(
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str
+) -> None:
+    """A foreign client may insert ``enqueued_at = 'infinity'``, which no ``bigint`` of
+    microseconds holds: that row once made every receive of its queue fail. It is received
+    and settled like any other."""
+    await sql(
+        pgmq_db_url,
+        f"INSERT INTO pgmq.q_{queue} (vt, enqueued_at, message)"
+        " VALUES (clock_timestamp(), 'infinity', '\"forever\"')",
+    )
+    normal = await service.send_message(queue, b'"normal"')
+    got = await service.receive_messages(queue, 10, 30)
+    assert len(got) == 2
+    assert normal in {m.msg_id for m in got}
+    assert await service.ack_claims(queue, got) == [True, True]

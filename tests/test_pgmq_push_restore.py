@@ -260,3 +260,29 @@ async def test_a_trigger_that_cannot_be_restored_is_caught_up_at_every_health_ch
         assert not sub.closed
     finally:
         await sub.aclose()
+
+
+async def test_a_queue_table_dropped_under_its_meta_row_ends_no_health_check(
+    pgmq_db_url: str,
+) -> None:
+    """``DROP TABLE pgmq.q_x`` leaves x listed in ``pgmq.meta`` with no table: the health
+    check once died on it for good (no more repairs, no dead-connection checks) and made
+    ``close()`` raise, leaving the pool open."""
+    svc = await open_pgmq(config(pgmq_db_url, fallback_polling_interval_seconds=HEALTH_INTERVAL))
+    gone, kept = (f"t_gone_{uuid.uuid4().hex[:10]}", f"t_kept_{uuid.uuid4().hex[:10]}")
+    for queue in (gone, kept):
+        await svc.create_queue(queue)
+    sub = await svc.subscribe_many([gone, kept])
+    try:
+        await sql(pgmq_db_url, f"DROP TABLE pgmq.q_{gone}")
+        await sql(pgmq_db_url, "SELECT pgmq.drop_queue($1::text)", kept)
+        await sql(pgmq_db_url, "SELECT pgmq.create($1::text)", kept)
+        await _until(sub, lambda note: note == Available(kept, None), RECOVERY)
+        assert await _trigger(pgmq_db_url, kept) == (_ARGS, "O")
+        health = svc.listener._health_task
+        assert health is not None
+        assert not health.done()
+    finally:
+        await sub.aclose()
+        await svc.close()  # raised the health check's TypeError once
+        await sql(pgmq_db_url, "DELETE FROM pgmq.meta WHERE queue_name = $1::text", gone)

@@ -166,3 +166,32 @@ async def test_a_send_after_the_kept_connection_was_terminated_idle_runs_once(
             pgmq_db_url, f"SELECT msg_id FROM pgmq.q_{queue} WHERE message = $1", f"{n}"
         )
         assert [r[0] for r in rows] == [sent]
+
+
+async def test_a_send_that_ran_is_reported_done_when_only_the_release_fails() -> None:
+    """The statement committed and returned; giving its connection back then failed. An
+    error here once told the caller the send failed, and its retry sent it twice."""
+
+    class _Acquired:
+        async def __aenter__(self) -> _Conn:
+            return _Conn()
+
+        async def __aexit__(self, *exc: object) -> None:
+            raise pgerr.ConnectionDoesNotExistError("connection was closed")
+
+    class _ReleaseFails(_Pool):
+        def acquire(self) -> _Acquired:  # type: ignore[override]
+            self.acquired += 1
+            return _Acquired()
+
+    ran: list[Any] = []
+
+    async def work(conn: Any) -> int:
+        ran.append(conn)
+        return 9
+
+    pool = _ReleaseFails([])
+    runner = StatementRunner(pool, timeout=DELIVERY, is_closed=lambda: False)
+    runner.lane.busy = True  # someone holds the kept connection: this one is the pool's
+    assert await runner.run(work, idempotent=False, single=True) == 9
+    assert (len(ran), pool.acquired) == (1, 1)

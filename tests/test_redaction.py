@@ -187,10 +187,13 @@ def test_the_url_pattern_hides_any_typed_password(password: str) -> None:
         f"postgresql://user:{password}@db.example:5432/app",
         f"amqp://user:{password}@broker:5672/%2F",
         f"redis://:{password}@cache:6379/0",
+        f"amqp://user:{password}@broker",  # a bare host: no port, no path
     ):
         shown = redact(f"cannot reach {url} (refused)")
         assert password not in shown, shown
         assert shown.endswith("(refused)"), shown  # the text after the URL survives
+        for quoted in (f"dsn='{url}'", f'url="{url}"', url, f"{url}, retrying"):
+            assert password not in redact(quoted), redact(quoted)
 
 
 @pytest.mark.parametrize("password", TYPED_PASSWORDS)

@@ -39,7 +39,7 @@ MIN_SECRET_PIECE = 4
 _USERINFO = re.compile(
     r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)"
     r"(?:(?::[^\s/?#;]*?)?@(?=[^\s@/?#]*(?:[/\s?#'\"),;\]]|$))"
-    r"|:(?:(?!//|[,;]\s)[^\n'\"])*?@(?=[^\s@/?#'\"]+(?::[0-9]|/)))"
+    r"|:(?:(?!//|[,;]\s)[^\n'\"])*?@(?=[^\s@/?#'\"()]+(?::[0-9]|/|$|[\s'\",;\]])))"
 )
 _PASSWORD_KV = re.compile(r"(?i)(password\s*=\s*)('[^']*'|\S+)")
 # A scheme starts where no scheme character precedes it: tried from every letter of a long

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 
 from mqcontract.capabilities import PayloadFidelity
@@ -18,17 +19,24 @@ def same_payload(fidelity: PayloadFidelity, sent: bytes, received: bytes) -> boo
         return True
     if fidelity is PayloadFidelity.JSON_VALUE:
         try:
-            return same_json(json.loads(sent), json.loads(received))
+            return same_json(_exact(sent), _exact(received))
         except (ValueError, RecursionError):
             return False
     return False
 
 
+def _exact(document: bytes) -> object:
+    """A JSON document with its numbers as decimals: ``1e23`` and the 24 digits jsonb
+    writes for it are one number, which as a float and an int they are not."""
+    return json.loads(document, parse_float=decimal.Decimal, parse_int=decimal.Decimal)
+
+
 def same_json(a: object, b: object) -> bool:
     """Equal JSON values, by JSON's types: ``true`` is not ``1`` and ``[]`` is not ``{}``
-    (Python's ``==`` says ``True == 1 == 1.0``); numbers compare by value, so ``1e2`` and
-    ``100`` are one number, as a store that normalizes numbers (jsonb) makes them.
-    Iterative: nesting is as deep as a hostile payload makes it."""
+    (Python's ``==`` says ``True == 1 == 1.0``); numbers compare by value, exactly, so
+    ``1e2`` and ``100`` are one number, as a store that normalizes numbers (jsonb) makes
+    them, and a 20-digit integer rounded to a double is another. Iterative: nesting is as
+    deep as a hostile payload makes it."""
     pending = [(a, b)]
     while pending:
         x, y = pending.pop()
@@ -53,7 +61,7 @@ def _kind(value: object) -> str:
     """A JSON value's type; ints and floats are one kind, numbers."""
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | decimal.Decimal):
         return "number"
     return type(value).__name__
 

@@ -41,7 +41,8 @@ async def ids_increase(ctx: CaseContext) -> None:
     "SEND-2",
     "A JSON payload comes back as declared: the same bytes (bytes fidelity) or an equal "
     "JSON value (json-value fidelity, which may normalize key order, whitespace and how a "
-    "number is written, never a type: true is not 1, [] is not {}).",
+    "number is written, never a type nor a number's value: true is not 1, [] is not {}, "
+    "a 20-digit integer stays exact).",
     why="PGMQ stores jsonb, which normalizes JSON text; that must be a declared "
     "capability, never an accident.",
 )

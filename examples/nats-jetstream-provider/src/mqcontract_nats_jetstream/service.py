@@ -98,8 +98,11 @@ STORE_ATTEMPTS = 4
 #: How long a pull may go unanswered before the queue's existence is checked.
 _SILENCE = 0.25
 #: How long past its expiry a pull of an existing queue may go unanswered before it is
-#: given up: its consumer went with a deletion of the queue, which exists again.
-_UNANSWERED = 2.0
+#: given up: its consumer went with a deletion of the queue, which exists again. A live
+#: consumer answers a pull by its expiry, so only a link slower than this (one way) is
+#: taken for a dead consumer: the pull is given up, its late deliveries go back (nak),
+#: and the next pull asks again.
+_UNANSWERED = 5.0
 #: Bound on one look at the stream before an acked message's records are purged, and on
 #: the purge (:mod:`._forgetting`), apart from the operation's own.
 _GONE_BOUND = 5.0
@@ -444,7 +447,7 @@ class NatsJetStreamMessagingService(BaseMessagingService):
                     return pull.result()
                 if not await self._queue_exists(names.queue):
                     raise QueueNotFound(names.queue)
-                if time.monotonic() >= give_up:
+                if time.monotonic() >= give_up and not pull.done():
                     await link.abandon(pull)
                     return []
         except BaseException:  # nothing pulled stays with a caller that is gone

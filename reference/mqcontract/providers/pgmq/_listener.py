@@ -492,7 +492,10 @@ class PgmqListener:
                 else:  # the server answered: the connection is fine, the catalogs are not
                     log.warning("pgmq listener could not check its queues: %r", exc)
                 continue
-            await self._check_queues(queues, {str(r["queue"]): r for r in rows})
+            try:
+                await self._check_queues(queues, {str(r["queue"]): r for r in rows})
+            except Exception as exc:  # never the end of the health check
+                log.warning("pgmq listener could not check its queues: %r", exc)
 
     async def _check_queues(self, queues: list[str], rows: dict[str, Any]) -> None:
         """Restore the trigger of a queue that has none that fires, and tell the
@@ -501,7 +504,7 @@ class PgmqListener:
             if queue not in self._subs:
                 continue  # unsubscribed meanwhile
             row = rows.get(queue)
-            if row is None:
+            if row is None or row["relid"] is None:  # listed in pgmq.meta, table gone
                 if self._tables.get(queue, 0) is not None:
                     log.info("pgmq queue %s is gone; its subscriptions stay open", queue)
                 self._tables[queue] = None
@@ -553,8 +556,8 @@ class PgmqListener:
         for task in (self._reconnect_task, self._health_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # a task that failed must not stop the close
         self._reconnect_task = self._health_task = None
         conn, self._conn = self._conn, None
         if conn is not None:

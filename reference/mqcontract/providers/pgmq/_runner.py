@@ -15,6 +15,7 @@ the statement that failed then holds for the whole of it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,8 @@ from mqcontract.providers.pgmq._errors import is_connection_lost, never_executed
 from mqcontract.providers.pgmq._lane import PoolLane
 
 __all__ = ["StatementRunner"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -64,7 +67,10 @@ class StatementRunner:
                             result = await work(conn)
                             finished = True
             except Exception as exc:
-                if finished or self._is_closed() or not is_connection_lost(exc):
+                if finished:  # done on the server; only giving the connection back failed
+                    log.warning("pgmq: a connection could not be released: %r", exc)
+                    return result
+                if self._is_closed() or not is_connection_lost(exc):
                     raise
                 await self.pool.expire_connections()
                 if attempt >= MAX_ATTEMPTS:

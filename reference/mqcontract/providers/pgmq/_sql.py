@@ -80,8 +80,13 @@ def enqueued_us(column: str) -> str:
     """``column`` (a ``timestamptz``) as whole microseconds since the epoch, a ``bigint``:
     exact (``extract`` is ``numeric`` since PostgreSQL 14; before, the ``float8`` it gives
     still rounds back to the microsecond). Claims carry it, and settling compares the
-    same expression, so what a claim was given is what it is checked against."""
-    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+    same expression, so what a claim was given is what it is checked against. A foreign
+    client's ``infinity`` is 0 (no ``bigint`` holds it, and one such row must not stop
+    every receive of its queue)."""
+    return (
+        f"(CASE WHEN isfinite({column}) THEN extract(epoch FROM {column}) * 1000000"
+        " ELSE 0 END)::bigint"
+    )
 
 
 _RETURNING = (
