@@ -342,6 +342,8 @@ class InMemoryMessagingService(BaseMessagingService):
             waiting = self.store.orphaned.get(name, [])
             if subscriber in waiting:
                 waiting.remove(subscriber)
+                if not waiting:
+                    del self.store.orphaned[name]
         # Claimed messages never handed to the consumer go straight back.
         for notification in subscription.pending():
             if isinstance(notification, Message):
