@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -122,6 +123,12 @@ def _seconds(name: str, value: object, low: float, high: float) -> float:
     return seconds
 
 
+@functools.lru_cache(maxsize=1024)
+def _queue_ok(name: str) -> bool:
+    """Whether ``name`` (a string) is a queue name; the few a listener hears, remembered."""
+    return len(name) <= MAX_QUEUE_NAME_LENGTH and QUEUE_NAME_PATTERN.fullmatch(name) is not None
+
+
 def _queue_name(value: object) -> str:
     if (
         type(value) is not str
@@ -157,6 +164,22 @@ def parse_notification(
     enqueued_at: object
     if known is not None:
         queue, msg_id_text, delay_text, read_ct_text, enqueued_text = known.groups()
+        if marker and delay_text is None and read_ct_text is not None:
+            # What our trigger sends for nearly every message, checked in line (the
+            # expression already took the number forms): the general path below costs
+            # a microsecond more per pushed message.
+            msg_id_int, read_ct_int = int(msg_id_text), int(read_ct_text)
+            stamp = float(enqueued_text)
+            if (
+                msg_id_int <= _BIGINT_MAX
+                and read_ct_int < _READ_CT_MAX
+                and _EPOCH_MIN <= stamp <= _EPOCH_MAX
+                and _queue_ok(queue)
+            ):
+                copy = build_message(
+                    msg_id_int, queue, decode(tail[:-1]), read_ct_int + 1, stamp, None
+                )
+                return build_push(copy, False), 0.0
         msg_id: object = int(msg_id_text)
         delay: object = float(delay_text) if delay_text is not None else 0.0
         read_ct = None if read_ct_text is None else int(read_ct_text)
