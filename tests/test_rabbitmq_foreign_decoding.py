@@ -90,9 +90,10 @@ def test_a_short_string_that_is_not_utf8_keeps_its_bytes() -> None:
     assert decode.by_type(_short("été".encode()), "shortstr") == (6, "été")
 
 
-def test_a_header_the_table_decoder_refuses_leaves_the_other_properties() -> None:
+def test_a_header_key_that_is_not_utf8_keeps_the_table_and_the_other_properties() -> None:
     key = b"k\xff"  # not UTF-8: pamqp's table decoder raises
-    entries = _short(key) + b"I" + struct.pack(">i", 5)
+    entries = _short(key) + b"I" + struct.pack(">i", 5) + _short(b"x-delivery-count")
+    entries += b"I" + struct.pack(">i", 2)
     wire = _properties(
         content_type=_short(b"text/plain"),
         headers=struct.pack(">I", len(entries)) + entries,
@@ -104,9 +105,26 @@ def test_a_header_the_table_decoder_refuses_leaves_the_other_properties() -> Non
     assert isinstance(frame, ContentHeader)
     assert frame.body_size == 6
     properties = frame.properties
-    assert properties.headers is None
+    # The table survives (dropping it dropped x-delivery-count, and exact counts with it).
+    assert properties.headers == {"k\udcff": 5, "x-delivery-count": 2}
     assert (properties.content_type, properties.message_id) == ("text/plain", "4243")
     assert properties.timestamp is None
+
+
+def test_a_header_table_nested_past_the_recursion_limit_leaves_the_other_properties() -> None:
+    table = b""
+    for _ in range(5000):  # RabbitMQ passes it on; pamqp recurses once per level
+        entries = _short(b"n") + b"F" + struct.pack(">I", len(table)) + table
+        table = entries
+    wire = _properties(
+        content_type=_short(b"text/plain"),
+        headers=struct.pack(">I", len(table)) + table,
+        message_id=_short(b"4243"),
+    )
+    _, _, frame = pamqp.frame.unmarshal(_header_frame(wire, body_size=6))
+    assert isinstance(frame, ContentHeader)
+    assert frame.properties.headers is None
+    assert (frame.properties.content_type, frame.properties.message_id) == ("text/plain", "4243")
 
 
 def test_a_broken_content_header_still_raises() -> None:

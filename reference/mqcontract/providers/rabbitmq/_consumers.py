@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -152,11 +153,20 @@ class Consumers:
         await channel.basic_qos(prefetch_count=self._config.prefetch_count)
 
     async def _consume(self, consumer: Consumer, channel: Channel, queue: str) -> None:
-        ok = await channel.basic_consume(
-            queue, partial(self._on_delivery, consumer, channel, queue)
-        )
+        # The tag is ours and known before the consume: aiormq hands the consume-ok to
+        # this task and reads on, so a cancel right behind it (the queue deleted at once)
+        # reaches ``_on_cancel`` first, which must know the tag or the queue goes deaf.
+        tag = f"mqcontract.{uuid.uuid4().hex}"
         if consumer.channel is channel:
-            consumer.tags[queue] = str(ok.consumer_tag)
+            consumer.tags[queue] = tag
+        try:
+            await channel.basic_consume(
+                queue, partial(self._on_delivery, consumer, channel, queue), consumer_tag=tag
+            )
+        except BaseException:
+            if consumer.tags.get(queue) == tag:
+                del consumer.tags[queue]
+            raise
 
     def _on_cancel(self, consumer: Consumer, channel: Channel, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled a consumer (its queue was deleted): what it delivered is
@@ -264,16 +274,20 @@ class Consumers:
         if consumer is None:
             return
         consumer.closing = True
+        consumer.cancelled.set()  # wakes the supervisor's wait: it sees closing and ends
         if consumer.task is not None:
-            consumer.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Not cancelled mid-RPC: aiormq closes a channel whose RPC is cancelled, and
+            # that would requeue every claim already handed out on it.
+            done, _ = await asyncio.wait({consumer.task}, timeout=self._timeout)
+            if not done:
+                consumer.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await consumer.task
         channel = consumer.channel
         if channel is not None and not channel.is_closed:
             for tag in list(consumer.tags.values()):
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._timeout):
-                        await channel.basic_cancel(tag)
+                    await channel.basic_cancel(tag, nowait=True)
         # Deliveries never handed to the consumer go straight back to their queues.
         for notification in subscription.pending():
             if isinstance(notification, Message):
@@ -297,10 +311,9 @@ class Consumers:
             self._holds.forget_consumed(channel, queue)
             self._drop_void(consumer)
             consumer.cancelled.set()
-            if not channel.is_closed:  # the broker answers cancel-ok for a gone consumer
+            if not channel.is_closed:  # no RPC: a cancelled one would close the channel
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._timeout):
-                        await channel.basic_cancel(tag)
+                    await channel.basic_cancel(tag, nowait=True)
         return cancelled
 
     def maybe_retire(self, owner: object | None) -> None:

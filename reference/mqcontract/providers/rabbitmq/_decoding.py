@@ -17,7 +17,9 @@ untouched, and that pamqp 4 raises on (found by publishing raw properties):
   properties, and a delivery's ``routing_key`` or ``exchange``): decoded with
   ``surrogateescape``, a ``str`` that keeps every byte (pamqp's own long strings come
   back as ``bytes`` in that case).
-* anything else in a content header (a header table key that is not UTF-8, say): each
+* a **header table key** that is not UTF-8: kept with ``surrogateescape`` too, so the
+  table and every other header in it survive.
+* anything else in a content header (a table nested past Python's recursion limit, say): each
   property is then decoded on its own, and one that still fails is left unset, its
   bytes skipped (every property type has a length it can be skipped by); the message is
   delivered with the rest of its properties.
@@ -46,6 +48,7 @@ _Decoder = Callable[[bytes], tuple[int, Any]]
 #: pamqp's own decoders, wrapped below.
 _TIMESTAMP: _Decoder = decode.timestamp
 _SHORT_STR: _Decoder = decode.short_str
+_FIELD_TABLE: _Decoder = decode.field_table
 _UNMARSHAL_HEADER = header.ContentHeader.unmarshal
 
 
@@ -67,6 +70,26 @@ def short_str(value: bytes) -> tuple[int, str]:
     except UnicodeDecodeError:
         length = value[0]
         return length + 1, value[1 : length + 1].decode("utf-8", "surrogateescape")
+
+
+def field_table(value: bytes) -> tuple[int, Any]:
+    """pamqp's field table; one whose keys are not UTF-8 keeps their bytes as surrogates
+    (dropping the table would drop every header with it, ``x-delivery-count`` too)."""
+    try:
+        return _FIELD_TABLE(value)
+    except UnicodeDecodeError:
+        pass
+    length = int(common.Struct.integer.unpack(value[0:4])[0])
+    end, offset, table = 4 + length, 4, {}
+    if end > len(value):
+        raise ValueError("Field table length exceeds available data")
+    while offset < end:
+        size = value[offset]
+        key = value[offset + 1 : offset + 1 + size].decode("utf-8", "surrogateescape")
+        offset += 1 + size
+        consumed, table[key] = decode.embedded_value(value[offset:])
+        offset += consumed
+    return end, table
 
 
 def _u64(value: bytes) -> int:
@@ -92,7 +115,7 @@ def properties_each(flags: int, data: bytes) -> commands.Basic.Properties:
         kind: str = getattr(commands.Basic.Properties, "_" + name)
         try:
             consumed, value = decode.by_type(data, kind)
-        except (ValueError, struct.error) as exc:
+        except (ValueError, struct.error, RecursionError) as exc:
             sizer = _SIZES.get(kind)
             if sizer is None:  # no way to find the next property: leave the rest unset
                 log.warning("undecodable %s property %r; the rest left unset", kind, name)
@@ -109,7 +132,7 @@ def _unmarshal_header(self: header.ContentHeader, data: bytes) -> None:
     one (:func:`properties_each`). A broken frame (too short) still raises."""
     try:
         _UNMARSHAL_HEADER(self, data)
-    except ValueError:
+    except (ValueError, RecursionError):  # a table nested past Python's limit, too
         if len(data) < 12:
             raise
         offset, flags = self._get_flags(data[12:])  # truncated flags raise again
@@ -121,6 +144,8 @@ def install() -> None:
     decode.METHODS["timestamp"] = timestamp
     decode.TABLE_MAPPING[b"T"] = timestamp
     decode.METHODS["shortstr"] = short_str
+    decode.METHODS["table"] = field_table
+    decode.TABLE_MAPPING[b"F"] = field_table
     # A method is replaced through setattr: mypy forbids assigning to one.
     setattr(header.ContentHeader, "unmarshal", _unmarshal_header)  # noqa: B010
 
@@ -131,5 +156,6 @@ def installed() -> bool:
         decode.METHODS.get("timestamp") is timestamp
         and decode.TABLE_MAPPING.get(b"T") is timestamp
         and decode.METHODS.get("shortstr") is short_str
+        and decode.METHODS.get("table") is field_table
         and header.ContentHeader.unmarshal is _unmarshal_header
     )
