@@ -141,11 +141,15 @@ class ClusterFaultInjector:
         if node is None:
             return
         event["ended_at"] = self._at()
-        async with asyncio.timeout(RESTORE_TIMEOUT):
-            if self.kind == "leader-kill":
-                event["restart_seconds"] = round(await self.cluster.start_node(node), 3)
-            else:
-                await self.cluster.heal(node)
+        try:
+            async with asyncio.timeout(RESTORE_TIMEOUT):
+                if self.kind == "leader-kill":
+                    event["restart_seconds"] = round(await self.cluster.start_node(node), 3)
+                else:
+                    await self.cluster.heal(node)
+        except Exception as exc:  # the timeline says why the node is not back
+            event["restore_error"] = _short(exc)
+            raise
         # The node is back; a cluster that does not get in sync again is reported, and the
         # run goes on (the promise's check on the timeline shows it).
         self._faulted = None
