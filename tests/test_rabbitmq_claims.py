@@ -28,8 +28,8 @@ from mqcontract.messages import Message, QueuedMessage
 from mqcontract.providers.rabbitmq import RabbitMqMessagingService, _settlement
 from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
-from mqcontract.testing import Harness
 from mqcontract_fixtures.rabbitmq import RabbitMqHarness
+from tests import rabbitmq_support
 
 T = TypeVar("T")
 
@@ -40,21 +40,9 @@ QUIET_WINDOW = 1.0
 FOREIGN_ID = 4242
 
 
-@pytest.fixture(params=["rabbitmq", "rabbitmq-quorum"])
-def harness(
-    request: pytest.FixtureRequest, provisioned: Callable[[str], Harness]
-) -> RabbitMqHarness:
-    harness = provisioned(request.param)
-    assert isinstance(harness, RabbitMqHarness)
-    return harness
-
-
-@pytest.fixture
-async def service(harness: RabbitMqHarness) -> AsyncIterator[RabbitMqMessagingService]:
-    service = await harness.open()
-    assert isinstance(service, RabbitMqMessagingService)
-    yield service
-    await service.close()
+# The shared fixtures, under the names these tests ask for.
+harness = rabbitmq_support.harness
+service = rabbitmq_support.service
 
 
 @pytest.fixture

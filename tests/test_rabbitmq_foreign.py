@@ -44,9 +44,9 @@ from mqcontract.providers.rabbitmq import RabbitMqMessagingService
 from mqcontract.providers.rabbitmq import _consumers as consumers_module
 from mqcontract.providers.rabbitmq._channels import exists as channels_exists
 from mqcontract.subscription import QueueSubscription
-from mqcontract.testing import Harness
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.rabbitmq import RabbitMqHarness
+from tests import rabbitmq_support
 
 T = TypeVar("T")
 
@@ -57,21 +57,9 @@ MAX_ID = (1 << 63) - 1
 STAMP_HEADER = "mqcontract-enqueued-at-us"
 
 
-@pytest.fixture(params=["rabbitmq", "rabbitmq-quorum"])
-def harness(
-    request: pytest.FixtureRequest, provisioned: Callable[[str], Harness]
-) -> RabbitMqHarness:
-    harness = provisioned(request.param)
-    assert isinstance(harness, RabbitMqHarness)
-    return harness
-
-
-@pytest.fixture
-async def service(harness: RabbitMqHarness) -> AsyncIterator[RabbitMqMessagingService]:
-    service = await harness.open()
-    assert isinstance(service, RabbitMqMessagingService)
-    yield service
-    await service.close()
+# The shared fixtures, under the names these tests ask for.
+harness = rabbitmq_support.harness
+service = rabbitmq_support.service
 
 
 def _name(tag: str) -> str:
@@ -300,47 +288,31 @@ async def test_a_subscription_outlives_its_queue_deleted_and_recreated_by_anothe
         await sub.aclose()
 
 
-async def test_a_subscription_outlives_its_queue_deleted_and_at_once_recreated_by_the_kit(
-    service: RabbitMqMessagingService, queues: Callable[[], str]
+@pytest.mark.parametrize("by", ["this service", "another service"])
+async def test_a_subscription_outlives_its_queue_deleted_and_at_once_recreated(
+    by: str, harness: RabbitMqHarness, service: RabbitMqMessagingService, queues: Callable[[], str]
 ) -> None:
-    """Back to back: no time for the broker's cancel, which a quorum queue re-declared
-    within ~30 ms of its deletion never sends."""
+    """Back to back, no time for the broker's cancel, which a quorum queue re-declared
+    within ~30 ms of its deletion never sends: this service's own delete cancels its
+    consumer at once; another service's waits until the broker has cancelled it (a queue
+    declared again before that keeps the old consumer attached, deaf)."""
     queue = queues()
     await service.create_queue(queue)
     sub = await service.subscribe(queue)
+    other = await harness.open() if by == "another service" else None
+    deleter = other or service
     try:
         for round_ in range(3):
-            await service.delete_queue(queue)
-            await service.create_queue(queue)
-            sent = await service.send_message(queue, b"round %d" % round_)
+            await deleter.delete_queue(queue)
+            await deleter.create_queue(queue)
+            sent = await deleter.send_message(queue, b"round %d" % round_)
             again = await _pushed(sub)
             assert (again.msg_id, again.payload) == (sent, b"round %d" % round_)
             await service.ack_claim(queue, again)
     finally:
         await sub.aclose()
-
-
-async def test_a_subscription_outlives_its_queue_deleted_and_at_once_recreated_elsewhere(
-    harness: RabbitMqHarness, service: RabbitMqMessagingService, queues: Callable[[], str]
-) -> None:
-    """Another service deletes and re-creates the queue back to back: its delete waits
-    until the broker has cancelled this subscription's consumer (a quorum queue declared
-    again before that keeps the old consumer attached, deaf)."""
-    queue = queues()
-    await service.create_queue(queue)
-    sub = await service.subscribe(queue)
-    other = await harness.open()
-    try:
-        for round_ in range(2):
-            await other.delete_queue(queue)
-            await other.create_queue(queue)
-            sent = await other.send_message(queue, b"round %d" % round_)
-            again = await _pushed(sub)
-            assert (again.msg_id, again.payload) == (sent, b"round %d" % round_)
-            await service.ack_claim(queue, again)
-    finally:
-        await sub.aclose()
-        await other.close()
+        if other is not None:
+            await other.close()
 
 
 async def test_settling_a_pushed_claim_on_a_queue_another_client_deleted_is_queue_not_found(
