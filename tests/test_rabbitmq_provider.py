@@ -45,7 +45,7 @@ from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import run_case
 from mqcontract_conformance.timing import TimingProfile
-from mqcontract_fixtures.rabbitmq import RabbitMqHarness, abort_sockets
+from mqcontract_fixtures.rabbitmq import RabbitMqHarness, abort_sockets, push_reading_paused
 
 T = TypeVar("T")
 
@@ -410,6 +410,39 @@ async def test_closing_a_subscription_requeues_what_it_never_handed_out(
     await _eventually(rest, 3.0, "unhanded messages back")
     assert sorted(got) == ids[1:]
     await service.ack_message(queue, handed.message.msg_id)  # still held after close
+
+
+async def test_deliveries_in_flight_when_a_subscription_closes_go_back_at_once(
+    service: RabbitMqMessagingService, queue: str
+) -> None:
+    """The broker may push after this client sent its cancel (it had not taken it yet):
+    those deliveries must be requeued, not left checked out to a channel that stays open
+    while a handed-out claim is held (until that claim's push timeout)."""
+    sub = await service.subscribe(queue)
+    await service.send_message(queue, b"held")
+    (handed,) = await _notifications(sub, 1, 3.0)
+    with push_reading_paused(service):  # what the broker pushes now waits in the socket
+        late = await service.send_batch(queue, [b"1", b"2", b"3"])
+        await _eventually(
+            lambda: _ready_is_zero(service, queue), 3.0, "the batch pushed to the subscription"
+        )
+        await sub.aclose()  # its cancel is sent before the batch's deliveries are read
+    got: list[int] = []
+
+    async def back() -> bool:
+        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+        return len(got) >= len(late)
+
+    await _eventually(back, 3.0, "the deliveries in flight back in the queue")
+    assert sorted(got) == late
+    await service.ack_message(queue, handed.message.msg_id)
+
+
+async def _ready_is_zero(service: RabbitMqMessagingService, queue: str) -> bool:
+    """Nothing in ``queue`` is ready (all checked out), by a passive declare."""
+    async with service._channels.scratch() as channel:
+        ok = await channel.queue_declare(queue, passive=True)
+    return not ok.message_count
 
 
 # -- connection loss -------------------------------------------------------------------

@@ -4,8 +4,9 @@ A subscription gets its own channel on the push connection, with ``prefetch_coun
 delivery is held exactly like a received message, under its own claim (:mod:`._holds`),
 with ``push_visibility_timeout_seconds`` as its visibility timeout, and handed to the
 subscription; until the caller takes it, no settlement reaches it (PUSH-12). Closing a
-subscription cancels its consumers and requeues deliveries never handed out; its channel
-closes once nothing handed out is still held.
+subscription cancels its consumers and requeues deliveries never handed out, including
+those the broker sent before it took the cancel; its channel closes once nothing handed
+out is still held.
 
 A supervisor keeps every queue of a subscription consumed for as long as it is open:
 
@@ -78,6 +79,9 @@ class Consumer:
     closing: bool = False
     #: Set when the broker cancels one of the consumers: wakes the supervisor.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Tags this service cancelled on ``channel`` whose callbacks still requeue late
+    #: deliveries (see :func:`_cancel_consumer`); forgotten after the next consume-ok.
+    retired: list[str] = field(default_factory=list)
 
     @property
     def missing(self) -> list[str]:
@@ -148,7 +152,7 @@ class Consumers:
     async def _prepare(self, consumer: Consumer, channel: Channel) -> None:
         """Make ``channel`` the consumer's (prefetch, and the broker's cancels heard)."""
         # Current before the first consume: deliveries may arrive before the last consume-ok.
-        consumer.channel, consumer.tags = channel, {}
+        consumer.channel, consumer.tags, consumer.retired = channel, {}, []
         channel.on_consumer_cancel_callbacks.add(partial(self._on_cancel, consumer, channel))
         await channel.basic_qos(prefetch_count=self._config.prefetch_count)
 
@@ -167,6 +171,12 @@ class Consumers:
             if consumer.tags.get(queue) == tag:
                 del consumer.tags[queue]
             raise
+        if consumer.channel is channel:
+            # The broker answers in order: every delivery it sent before taking an earlier
+            # cancel was read before this consume-ok, so those callbacks are done with.
+            for retired in consumer.retired:
+                channel.consumers.pop(retired, None)
+            consumer.retired.clear()
 
     def _on_cancel(self, consumer: Consumer, channel: Channel, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled a consumer (its queue was deleted): what it delivered is
@@ -189,7 +199,10 @@ class Consumers:
         delivered: aiormq.abc.DeliveredMessage,
     ) -> None:
         # No await before the message is recorded and queued: deliveries keep their order.
-        if consumer.closing or self._is_closed() or consumer.channel is not channel:
+        # A delivery for a consumer no longer current (cancelled by us, still in flight
+        # when the broker took the cancel) goes back to its queue at once.
+        current = consumer.tags.get(queue) == getattr(delivered.delivery, "consumer_tag", None)
+        if consumer.closing or self._is_closed() or consumer.channel is not channel or not current:
             tag = getattr(delivered.delivery, "delivery_tag", None)
             if tag is not None and not channel.is_closed:
                 await self._holds.nack_quietly(channel, int(tag))
@@ -286,8 +299,8 @@ class Consumers:
         channel = consumer.channel
         if channel is not None and not channel.is_closed:
             for tag in list(consumer.tags.values()):
-                with contextlib.suppress(Exception):
-                    await channel.basic_cancel(tag, nowait=True)
+                await _cancel_consumer(channel, tag)
+            consumer.tags = {}
         # Deliveries never handed to the consumer go straight back to their queues.
         for notification in subscription.pending():
             if isinstance(notification, Message):
@@ -311,9 +324,9 @@ class Consumers:
             self._holds.forget_consumed(channel, queue)
             self._drop_void(consumer)
             consumer.cancelled.set()
-            if not channel.is_closed:  # no RPC: a cancelled one would close the channel
-                with contextlib.suppress(Exception):
-                    await channel.basic_cancel(tag, nowait=True)
+            if not channel.is_closed:
+                consumer.retired.append(tag)
+                await _cancel_consumer(channel, tag)
         return cancelled
 
     def maybe_retire(self, owner: object | None) -> None:
@@ -351,3 +364,17 @@ class Consumers:
         for subscription in list(self._consumers):
             with contextlib.suppress(Exception):
                 await subscription.aclose()
+
+
+async def _cancel_consumer(channel: Channel, tag: str) -> None:
+    """Cancel consumer ``tag`` without waiting for the broker's cancel-ok.
+
+    No RPC: aiormq closes a channel whose RPC is cancelled or times out, which would
+    requeue every claim handed out on it. Nor ``basic_cancel(nowait=True)``: it forgets
+    the consumer's callback at once, and aiormq silently drops the deliveries the broker
+    sent before it took the cancel, leaving them checked out to this channel, invisible
+    to every other consumer, until the channel closes. The callback stays, so each such
+    delivery reaches ``_on_delivery``, which requeues it.
+    """
+    with contextlib.suppress(Exception):
+        await channel.rpc(spec.Basic.Cancel(consumer_tag=tag, nowait=True))
