@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -436,6 +436,67 @@ async def test_deliveries_in_flight_when_a_subscription_closes_go_back_at_once(
     await _eventually(back, 3.0, "the deliveries in flight back in the queue")
     assert sorted(got) == late
     await service.ack_message(queue, handed.message.msg_id)
+
+
+async def test_deliveries_read_after_the_broker_closed_their_channel_cost_nothing(
+    service: RabbitMqMessagingService, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery read after this client began closing its channel must not be nacked on
+    it: once the broker has answered the close it has freed the channel, calls a frame on
+    it a connection error (``CHANNEL_ERROR - expected 'channel.open'``) and closes the
+    push connection with every subscription on it.
+
+    The deliveries wait in the socket until the broker has answered the close; then they
+    are read one frame at a time, each handled before the next is read (as when they
+    trickle in), so they are all handled before the close-ok behind them."""
+    sub = await service.subscribe(queue)
+    underlay = service.robust_connections[1].transport
+    assert underlay is not None
+    connection = underlay.connection  # the AMQP connection (its robust one reconnects)
+    channel = service._consumers._consumers[sub].channel
+    assert channel is not None
+    with push_reading_paused(service) as socket:
+        late = await service.send_batch(queue, [b"1", b"2", b"3"])
+        await _eventually(
+            lambda: _ready_is_zero(service, queue), 3.0, "the batch pushed to the subscription"
+        )
+        before = socket.unread()
+        await sub.aclose()  # nothing held: its channel closes at once
+
+        async def answered() -> bool:
+            return socket.unread() >= before + CLOSE_OK_BYTES
+
+        await _eventually(answered, 3.0, "the broker's close-ok in the socket")
+        _handle_each_frame_before_the_next(channel, monkeypatch)
+    got: list[int] = []
+
+    async def back() -> bool:
+        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+        return len(got) >= len(late)
+
+    await _eventually(back, 3.0, "the deliveries back in the queue")
+    assert sorted(got) == late
+    assert not connection.is_closed, f"the push connection was lost: {connection.closing}"
+    await (await service.subscribe(queue)).aclose()  # and it serves a new subscription
+
+
+#: A method frame without arguments: header (7), class and method (4), frame end (1).
+CLOSE_OK_BYTES = 12
+
+
+def _handle_each_frame_before_the_next(channel: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiormq's connection hands each frame to its channel's queue; from now on it waits
+    until the channel took it and what that started (a consumer callback) ran."""
+    frames = channel.frames
+    put = frames.put
+
+    async def put_and_handle(item: Any) -> None:
+        await put(item)
+        await frames.join()  # the channel's reader took it (it marks each frame done)
+        for _ in range(3):  # the callback task the frame started, and its first write
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(frames, "put", put_and_handle)
 
 
 async def _ready_is_zero(service: RabbitMqMessagingService, queue: str) -> bool:

@@ -44,6 +44,7 @@ from mqcontract.config import RabbitMqConfig
 from mqcontract.errors import BackendUnavailable, ConfigurationError, ConnectionLost, ProviderClosed
 
 from . import _decoding
+from ._closing import begin_close
 from ._tasks import Background
 
 # Before any connection reads a frame: a value pamqp cannot decode must not end the
@@ -318,6 +319,7 @@ class Channels:
         """
         if channel.is_closed:
             return
+        begin_close(channel)
         closing = asyncio.ensure_future(self._close(channel))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)

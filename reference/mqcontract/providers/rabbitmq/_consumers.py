@@ -54,6 +54,7 @@ from mqcontract.messages import Message
 from mqcontract.subscription import QueueSubscription
 
 from ._channels import RECONNECT_INTERVAL, Channel, Channels, exists
+from ._closing import writable
 from ._holds import Holds
 from ._tasks import Background
 
@@ -204,7 +205,7 @@ class Consumers:
         current = consumer.tags.get(queue) == getattr(delivered.delivery, "consumer_tag", None)
         if consumer.closing or self._is_closed() or consumer.channel is not channel or not current:
             tag = getattr(delivered.delivery, "delivery_tag", None)
-            if tag is not None and not channel.is_closed:
+            if tag is not None and writable(channel):  # else it goes back with the channel
                 await self._holds.nack_quietly(channel, int(tag))
             return
         vt = self._config.push_visibility_timeout_seconds

@@ -49,6 +49,7 @@ from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
 from mqcontract.validation import is_message_id
 
+from ._closing import begin_close, writable
 from ._counts import ReceiveCounts
 from ._ids import content_id, id_time, parse_id
 from ._settlement import ReadBacks, SettlingChannel, send_acks, send_settlement
@@ -272,6 +273,8 @@ class Holds:
 
     async def nack_quietly(self, channel: SettlingChannel, tag: int) -> None:
         """Requeue ``tag``; a failure means the channel is going away, which requeues it."""
+        if not writable(channel):
+            return  # closing: the broker requeues it with the channel
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout):
                 await channel.basic_nack(tag, requeue=True)
@@ -418,7 +421,8 @@ class Holds:
         return settled
 
     def _close_soon(self, channel: SettlingChannel) -> None:
-        if not channel.is_closed:
+        if writable(channel):
+            begin_close(channel)
             self._tasks.spawn(self._close(channel))
 
     async def _close(self, channel: SettlingChannel) -> None:

@@ -29,6 +29,7 @@ from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands as spec
 
+from ._closing import writable
 from ._tasks import Background
 
 __all__ = [
@@ -82,7 +83,7 @@ async def write_acks(channel: SettlingChannel, tags: Iterable[int]) -> bool:
     a read-back sent after this confirms it. aiormq's ``basic_ack`` writes the same
     frame, one write per ack, and waits for each to be flushed.
     """
-    if channel.is_closed:
+    if not writable(channel):
         return False
     payload = ack_frames(channel.number, tags)
     await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
@@ -190,8 +191,10 @@ async def send_settlement(
         if ack:
             if not await write_acks(channel, (tag,)):
                 return False
-        else:
+        elif writable(channel):
             await channel.basic_nack(tag, requeue=True)
+        else:
+            return False
     except ChannelInvalidStateError:
         return False
     if confirm:
