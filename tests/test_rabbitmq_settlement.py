@@ -36,9 +36,12 @@ class _Writes(asyncio.Queue[Any]):
         super().__init__()
         self._channel = channel
 
-    async def put(self, item: Any) -> None:
-        if self._channel.write_gate is not None:  # a full write buffer (flow control)
-            await self._channel.write_gate.wait()
+    def full(self) -> bool:
+        gate = self._channel.write_gate  # a full write buffer (flow control) until fired
+        return gate is not None and not gate.is_set()
+
+    def put_nowait(self, item: Any) -> None:
+        assert not self.full()
         if self._channel.fail_frames is not None:
             raise self._channel.fail_frames
         self._channel.writes += 1
@@ -46,9 +49,14 @@ class _Writes(asyncio.Queue[Any]):
         while data:
             used, number, frame = pamqp.frame.unmarshal(data)
             assert number == self._channel.number
-            assert isinstance(frame, spec.Basic.Ack)
+            assert isinstance(frame, spec.Basic.Ack | spec.Basic.Nack)
             assert not frame.multiple
-            self._channel.frames.append(("ack", frame.delivery_tag))
+            if isinstance(frame, spec.Basic.Nack):
+                assert frame.requeue
+                self._channel.frames.append(("nack", frame.delivery_tag))
+                self._channel.nacked.set()
+            else:
+                self._channel.frames.append(("ack", frame.delivery_tag))
             data = data[used:]
 
 
@@ -77,15 +85,6 @@ class FakeChannel:
         self.nacked = asyncio.Event()
         self.closed = asyncio.Event()
         self.write_queue: asyncio.Queue[Any] = _Writes(self)
-
-    async def basic_nack(
-        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
-    ) -> None:
-        if self.fail_frames is not None:
-            raise self.fail_frames
-        assert requeue
-        self.frames.append(("nack", delivery_tag))
-        self.nacked.set()
 
     async def exchange_declare(self, exchange: str = "", *, passive: bool = False) -> Any:
         assert (exchange, passive) == ("amq.direct", True)

@@ -80,9 +80,6 @@ class Consumer:
     closing: bool = False
     #: Set when the broker cancels one of the consumers: wakes the supervisor.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Tags this service cancelled on ``channel`` whose callbacks still requeue late
-    #: deliveries (see :func:`_cancel_consumer`); forgotten after the next consume-ok.
-    retired: list[str] = field(default_factory=list)
 
     @property
     def missing(self) -> list[str]:
@@ -153,7 +150,7 @@ class Consumers:
     async def _prepare(self, consumer: Consumer, channel: Channel) -> None:
         """Make ``channel`` the consumer's (prefetch, and the broker's cancels heard)."""
         # Current before the first consume: deliveries may arrive before the last consume-ok.
-        consumer.channel, consumer.tags, consumer.retired = channel, {}, []
+        consumer.channel, consumer.tags = channel, {}
         channel.on_consumer_cancel_callbacks.add(partial(self._on_cancel, consumer, channel))
         await channel.basic_qos(prefetch_count=self._config.prefetch_count)
 
@@ -172,12 +169,6 @@ class Consumers:
             if consumer.tags.get(queue) == tag:
                 del consumer.tags[queue]
             raise
-        if consumer.channel is channel:
-            # The broker answers in order: every delivery it sent before taking an earlier
-            # cancel was read before this consume-ok, so those callbacks are done with.
-            for retired in consumer.retired:
-                channel.consumers.pop(retired, None)
-            consumer.retired.clear()
 
     def _on_cancel(self, consumer: Consumer, channel: Channel, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled a consumer (its queue was deleted): what it delivered is
@@ -201,9 +192,11 @@ class Consumers:
     ) -> None:
         # No await before the message is recorded and queued: deliveries keep their order.
         # A delivery for a consumer no longer current (cancelled by us, still in flight
-        # when the broker took the cancel) goes back to its queue at once.
+        # when the broker took the cancel) goes back to its queue at once; one on a
+        # channel that is closing goes back with it.
         current = consumer.tags.get(queue) == getattr(delivered.delivery, "consumer_tag", None)
-        if consumer.closing or self._is_closed() or consumer.channel is not channel or not current:
+        void = consumer.closing or self._is_closed() or consumer.channel is not channel
+        if void or not current or not writable(channel):
             tag = getattr(delivered.delivery, "delivery_tag", None)
             if tag is not None and writable(channel):  # else it goes back with the channel
                 await self._holds.nack_quietly(channel, int(tag))
@@ -298,7 +291,7 @@ class Consumers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await consumer.task
         channel = consumer.channel
-        if channel is not None and not channel.is_closed:
+        if channel is not None and writable(channel):
             for tag in list(consumer.tags.values()):
                 await _cancel_consumer(channel, tag)
             consumer.tags = {}
@@ -325,8 +318,7 @@ class Consumers:
             self._holds.forget_consumed(channel, queue)
             self._drop_void(consumer)
             consumer.cancelled.set()
-            if not channel.is_closed:
-                consumer.retired.append(tag)
+            if writable(channel):
                 await _cancel_consumer(channel, tag)
         return cancelled
 
@@ -370,12 +362,13 @@ class Consumers:
 async def _cancel_consumer(channel: Channel, tag: str) -> None:
     """Cancel consumer ``tag`` without waiting for the broker's cancel-ok.
 
-    No RPC: aiormq closes a channel whose RPC is cancelled or times out, which would
-    requeue every claim handed out on it. Nor ``basic_cancel(nowait=True)``: it forgets
-    the consumer's callback at once, and aiormq silently drops the deliveries the broker
-    sent before it took the cancel, leaving them checked out to this channel, invisible
-    to every other consumer, until the channel closes. The callback stays, so each such
-    delivery reaches ``_on_delivery``, which requeues it.
+    A ``nowait`` cancel, so nothing waits for an answer; shielded, because aiormq closes a
+    channel whose call is cancelled (waiting for its lock, say), which would requeue every
+    claim handed out on it. Not ``basic_cancel(nowait=True)``: it forgets the consumer's
+    callback at once, and aiormq silently drops the deliveries the broker sent before it
+    took the cancel, leaving them checked out to this channel, invisible to every other
+    consumer, until the channel closes. The callback stays (until the channel closes), so
+    each such delivery reaches ``_on_delivery``, which requeues it.
     """
     with contextlib.suppress(Exception):
-        await channel.rpc(spec.Basic.Cancel(consumer_tag=tag, nowait=True))
+        await asyncio.shield(channel.rpc(spec.Basic.Cancel(consumer_tag=tag, nowait=True)))

@@ -49,7 +49,7 @@ from mqcontract.errors import StaleClaim, StaleReason
 from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
 from mqcontract.validation import is_message_id
 
-from ._closing import begin_close, writable
+from ._closing import begin_close, nack_frame, writable, write_frame
 from ._counts import ReceiveCounts
 from ._ids import content_id, id_time, parse_id
 from ._settlement import ReadBacks, SettlingChannel, send_acks, send_settlement
@@ -267,17 +267,15 @@ class Holds:
         """Requeue a delivery in the background (its hold has already ended)."""
         if held.timer is not None:
             held.timer.cancel()
-        if not held.channel.is_closed:
+        if writable(held.channel):
             self._tasks.spawn(self.nack_quietly(held.channel, held.tag))
         self.on_released(held.owner)
 
     async def nack_quietly(self, channel: SettlingChannel, tag: int) -> None:
         """Requeue ``tag``; a failure means the channel is going away, which requeues it."""
-        if not writable(channel):
-            return  # closing: the broker requeues it with the channel
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # not written: it goes back with the channel
             async with asyncio.timeout(self._timeout):
-                await channel.basic_nack(tag, requeue=True)
+                await write_frame(channel, nack_frame(channel, tag))
 
     def forget_channel(self, channel: SettlingChannel) -> None:
         """Tags held on a closed channel are void: the broker has requeued those messages."""
@@ -326,7 +324,7 @@ class Holds:
             raise StaleClaim(queue, claim.msg_id, self._why(claim))
         if held.waiting is not None:
             raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
-        if held.channel.is_closed:
+        if not writable(held.channel):  # closed or closing: the claim goes with it
             self._end(held, StaleReason.NOT_HELD)
             raise StaleClaim(queue, claim.msg_id, StaleReason.NOT_HELD)
         self._end(held, StaleReason.SETTLED if ack else StaleReason.LAPSED)

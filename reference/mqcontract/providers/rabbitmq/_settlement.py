@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands as spec
 
-from ._closing import writable
+from ._closing import nack_frame, write_frame
 from ._tasks import Background
 
 __all__ = [
@@ -50,10 +50,6 @@ class SettlingChannel(Protocol):
 
     @property
     def is_closed(self) -> bool: ...
-
-    def basic_nack(
-        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
-    ) -> Awaitable[Any]: ...
 
     async def exchange_declare(self, exchange: str = "", *, passive: bool = False) -> Any: ...
 
@@ -83,11 +79,8 @@ async def write_acks(channel: SettlingChannel, tags: Iterable[int]) -> bool:
     a read-back sent after this confirms it. aiormq's ``basic_ack`` writes the same
     frame, one write per ack, and waits for each to be flushed.
     """
-    if not writable(channel):
-        return False
     payload = ack_frames(channel.number, tags)
-    await channel.write_queue.put(ChannelFrame(payload=payload, should_close=False))
-    return True
+    return await write_frame(channel, ChannelFrame(payload=payload, should_close=False))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -191,9 +184,7 @@ async def send_settlement(
         if ack:
             if not await write_acks(channel, (tag,)):
                 return False
-        elif writable(channel):
-            await channel.basic_nack(tag, requeue=True)
-        else:
+        elif not await write_frame(channel, nack_frame(channel, tag)):
             return False
     except ChannelInvalidStateError:
         return False
