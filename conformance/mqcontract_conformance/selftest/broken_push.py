@@ -1,8 +1,9 @@
 """Broken providers: pushed claims that are not held as declared, and nacks push forgets.
 
 Each breaks one promise about what a claimed push holds (PUSH-7), about redelivering a
-nacked message to an open subscription (PUSH-13), or about pushing the backlog a new
-subscription finds (PUSH-14); everything else is the in-memory
+nacked message to an open subscription (PUSH-13), about pushing the backlog a new
+subscription finds (PUSH-14), or about releasing deliveries on their way to a closing
+subscription (PUSH-6); everything else is the in-memory
 provider's, so only that rule fails.
 """
 
@@ -16,7 +17,7 @@ from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
 from mqcontract_conformance.selftest._pushed import PushedClaims
 from mqcontract_conformance.selftest.catalogue import Specimen
-from mqcontract_conformance.selftest.references import SignalMemory
+from mqcontract_conformance.selftest.references import DeliveriesInFlight, SignalMemory
 
 __all__ = ["SPECIMENS"]
 
@@ -149,6 +150,15 @@ class BacklogNotPushed(InMemoryMessagingService):
                 heapq.heappush(queue.ready, msg_id)
 
 
+class StrandsDeliveriesInFlight(DeliveriesInFlight):
+    """Drops a pushed delivery that reaches its subscription after the close without
+    releasing its claim (a cancel that forgets its consumer at once), so the message is
+    invisible to everyone until its push timeout."""
+
+    def _arrived_after_close(self, note: Message) -> None:
+        pass
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(AcksOnHandOff, "PUSH-7"),
     Specimen(HalvedPushTimeout, "PUSH-7"),
@@ -159,4 +169,5 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(NackRepushesOldCount, "PUSH-13"),
     Specimen(SignalsOnlyInserts, "PUSH-13", reference=SignalMemory),
     Specimen(BacklogNotPushed, "PUSH-14"),
+    Specimen(StrandsDeliveriesInFlight, "PUSH-6", reference=DeliveriesInFlight),
 )

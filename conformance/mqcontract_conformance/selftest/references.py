@@ -8,6 +8,7 @@ specimen derived from it breaks just one promise.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import weakref
 from collections.abc import Callable
@@ -17,11 +18,18 @@ from typing import Any
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.clock import Clock
 from mqcontract.config import MemoryConfig
-from mqcontract.messages import Available, Claim, QueuedMessage
+from mqcontract.messages import Available, Claim, Message, MessageNotification, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _Entry, _Queue
 from mqcontract.subscription import QueueSubscription
 
-__all__ = ["ForeignIdsMemory", "RestartableMemory", "RestartableStore", "SignalMemory", "Unlisted"]
+__all__ = [
+    "DeliveriesInFlight",
+    "ForeignIdsMemory",
+    "RestartableMemory",
+    "RestartableStore",
+    "SignalMemory",
+    "Unlisted",
+]
 
 
 #: The open signal subscriptions of each store (what the store's services share).
@@ -204,3 +212,41 @@ class RestartableMemory(InMemoryMessagingService):
                     q.subscribers.append(subscriber)
                     self._dispatch(q)
         self._wake.set()
+
+
+class DeliveriesInFlight(InMemoryMessagingService):
+    """Pushes travel, as a broker's do: a message is claimed when it is pushed and reaches
+    its subscription one loop step later, so some are on their way when the subscription
+    closes. One that arrives after the close goes straight back to its queue."""
+
+    async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
+        subscription = await super()._subscribe(names)
+        arrive = subscription.put
+        loop = asyncio.get_running_loop()
+
+        def travel(note: MessageNotification) -> bool:
+            loop.call_soon(self._arrive, arrive, note)
+            return True
+
+        subscription.put = travel  # type: ignore[method-assign, assignment]
+        return subscription
+
+    def _arrive(
+        self, arrive: Callable[[MessageNotification], bool], note: MessageNotification
+    ) -> None:
+        if not arrive(note) and isinstance(note, Message):
+            self._arrived_after_close(note)
+
+    def _arrived_after_close(self, note: Message) -> None:
+        """Correct: the claim it carries is released at once."""
+        q = self._queues.get(note.queue_name)
+        entry = q.entries.get(note.message.msg_id) if q is not None else None
+        if q is None or entry is None or entry.waiting is not note or not entry.held:
+            return
+        entry.held = False
+        entry.waiting = None
+        entry.receive_count -= 1
+        entry.visible_at = self.clock.now()
+        self._detach(q, entry)
+        self._schedule(q, entry)
+        self._dispatch(q)
