@@ -215,9 +215,15 @@ class RestartableMemory(InMemoryMessagingService):
 
 
 class DeliveriesInFlight(InMemoryMessagingService):
-    """Pushes travel, as a broker's do: a message is claimed when it is pushed and reaches
-    its subscription one loop step later, so some are on their way when the subscription
-    closes. One that arrives after the close goes straight back to its queue."""
+    """Pushes travel, as a broker's do: a message pushed once the subscription exists is
+    claimed when it is pushed and reaches its subscription one loop step later, so some
+    are on their way when the subscription closes. One that arrives after the close goes
+    straight back to its queue; one voided on its way (``sever``) is dropped."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Pushed claims on their way to a subscription, by ``id`` of the notification.
+        self._travelling: dict[int, Message] = {}
 
     async def _subscribe(self, names: tuple[str, ...]) -> QueueSubscription:
         subscription = await super()._subscribe(names)
@@ -225,6 +231,8 @@ class DeliveriesInFlight(InMemoryMessagingService):
         loop = asyncio.get_running_loop()
 
         def travel(note: MessageNotification) -> bool:
+            if isinstance(note, Message):
+                self._travelling[id(note)] = note
             loop.call_soon(self._arrive, arrive, note)
             return True
 
@@ -234,14 +242,29 @@ class DeliveriesInFlight(InMemoryMessagingService):
     def _arrive(
         self, arrive: Callable[[MessageNotification], bool], note: MessageNotification
     ) -> None:
-        if not arrive(note) and isinstance(note, Message):
+        if not isinstance(note, Message):
+            arrive(note)
+            return
+        self._travelling.pop(id(note), None)
+        entry = self._entry_waiting(note)
+        if entry is None:
+            return  # voided on its way (the claim was released by a sever)
+        if not arrive(note):
             self._arrived_after_close(note)
+
+    def _entry_waiting(self, note: Message) -> _Entry | None:
+        """The entry whose pushed claim ``note`` still is, if any."""
+        q = self._queues.get(note.queue_name)
+        entry = q.entries.get(note.message.msg_id) if q is not None else None
+        if entry is None or entry.waiting is not note or not entry.held:
+            return None
+        return entry
 
     def _arrived_after_close(self, note: Message) -> None:
         """Correct: the claim it carries is released at once."""
         q = self._queues.get(note.queue_name)
-        entry = q.entries.get(note.message.msg_id) if q is not None else None
-        if q is None or entry is None or entry.waiting is not note or not entry.held:
+        entry = self._entry_waiting(note)
+        if q is None or entry is None:
             return
         entry.held = False
         entry.waiting = None
@@ -250,3 +273,13 @@ class DeliveriesInFlight(InMemoryMessagingService):
         self._detach(q, entry)
         self._schedule(q, entry)
         self._dispatch(q)
+
+    def sever(self) -> None:
+        """As the memory provider's: a push still on its way was never a delivery."""
+        for note in self._travelling.values():
+            entry = self._entry_waiting(note)
+            if entry is not None:
+                entry.receive_count -= 1
+                entry.waiting = None
+        self._travelling.clear()
+        super().sever()
