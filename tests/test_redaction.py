@@ -293,6 +293,12 @@ MIXED = [
         "postgresql://u:w1th sp4ce@db:5432/app and amqp://db:5432/x",
         "postgresql://u:***@db:5432/app and amqp://db:5432/x",
     ),
+    # a typed password with a ``/`` or ``#``, the URL in parentheses with a bare host
+    ("connect failed (amqp://u:pw/x@rabbit)", "connect failed (amqp://u:***@rabbit)"),
+    (
+        "(amqp://u:p#w?x@rabbit) and (amqp://v:s3cret@h2)",
+        "(amqp://u:***@rabbit) and (amqp://v:***@h2)",
+    ),
     # no password, then an address that is no URL's
     ("postgresql://db:5432/x; mail admin@example.com", None),
     ("postgresql://db:5432/x (owner admin@example.com)", None),
