@@ -466,10 +466,13 @@ async def test_a_queue_exclusive_to_another_connection_is_a_queue_error_naming_i
 ) -> None:
     queue = _name("excl")
     await foreign.queue_declare(queue, exclusive=True)  # gone with that connection
+    assert await service.queue_exists(queue)  # it exists, only not for this connection
+    other = _name("beside")
+    await service.create_queue(other)
     operations: dict[str, Callable[[], Awaitable[object]]] = {
-        "queue_exists": lambda: service.queue_exists(queue),
         "receive_messages": lambda: service.receive_messages(queue, 1, 5),
         "subscribe": lambda: service.subscribe(queue),
+        "subscribe_many": lambda: service.subscribe_many([other, queue]),
         "create_queue": lambda: service.create_queue(queue),
         "delete_queue": lambda: service.delete_queue(queue),
     }
@@ -483,8 +486,6 @@ async def test_a_queue_exclusive_to_another_connection_is_a_queue_error_naming_i
         assert "exclusive" in str(error), operation
     # Publishing to it is allowed; and the service goes on working.
     await service.send_message(queue, b"allowed")
-    other = _name("after")
-    await service.create_queue(other)
     try:
         sent = await service.send_message(other, b"still working")
         (got,) = await _receive(service, other)

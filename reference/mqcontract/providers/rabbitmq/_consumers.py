@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import aiormq.abc
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 from pamqp import commands as spec
 
 from mqcontract.config import RabbitMqConfig
@@ -55,6 +55,7 @@ from mqcontract.subscription import QueueSubscription
 
 from ._channels import RECONNECT_INTERVAL, Channel, Channels, exists
 from ._closing import writable
+from ._errors import QueueLocked
 from ._holds import Holds
 from ._tasks import Background
 
@@ -134,14 +135,19 @@ class Consumers:
                     # fails the subscription before anything was delivered (one queue:
                     # its consume is the check).
                     for queue in queues:
-                        if not await exists(channel, queue):
-                            raise QueueNotFound(queue)
+                        try:
+                            if not await exists(channel, queue):
+                                raise QueueNotFound(queue)
+                        except ChannelLockedResource as exc:
+                            raise QueueLocked(queue) from exc
                 await self._prepare(consumer, channel)
                 for queue in queues:
                     try:
                         await self._consume(consumer, channel, queue)
                     except ChannelNotFoundEntity as exc:
                         raise QueueNotFound(queue) from exc
+                    except ChannelLockedResource as exc:
+                        raise QueueLocked(queue) from exc
         except BaseException:
             consumer.channel, consumer.tags = None, {}
             await self._channels.close_channel(channel)

@@ -65,7 +65,9 @@ How the contract maps onto RabbitMQ (each seam has its module):
   ``x-mqcontract`` and only marked ones are listed.
 * **Errors** (:mod:`._errors`): one table; arguments and the closed state are checked by
   ``BaseMessagingService`` before any of this runs. A queue exclusive to another
-  connection is ``QueueLocked`` (a ``QueueError``), not a lost connection.
+  connection is ``QueueLocked`` (a ``QueueError``), not a lost connection, for every
+  operation on it (in ``subscribe_many`` too, naming it); ``queue_exists`` says it
+  exists.
 """
 
 from __future__ import annotations
@@ -78,7 +80,11 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aio_pika import RobustConnection
-from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aiormq.exceptions import (
+    ChannelLockedResource,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
 from pamqp import commands as spec
 
 from mqcontract.capabilities import (
@@ -282,7 +288,10 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     async def _queue_exists(self, name: str) -> bool:
         async with self._channels.scratch() as channel:
-            return await exists(channel, name)
+            try:
+                return await exists(channel, name)
+            except ChannelLockedResource:
+                return True  # exclusive to another connection, but it exists
 
     def _unsupported(self, operation: str) -> str:
         if operation == "list_queues":
