@@ -93,6 +93,8 @@ class FakeChannel:
 
     async def queue_declare(self, queue: str = "", *, passive: bool = False) -> Any:
         assert passive
+        if self.is_closed:  # as aiormq: a call on a closed channel sends nothing
+            raise ChannelInvalidStateError("closed")
         self.declared.append(queue)
         if queue in self.missing_queues:  # the broker's 404 closes the channel
             await self.close()
@@ -203,6 +205,27 @@ async def test_acks_sent_during_a_read_back_share_the_next_one(holds: Holds) -> 
     await asyncio.wait_for(asyncio.gather(first, rest), WITHIN)
     assert sorted(channel.frames) == [("ack", n) for n in range(1, 5)]
     assert channel.read_backs == 2  # the three acks sent meanwhile shared the second
+
+
+async def test_acks_waiting_on_a_read_back_that_found_the_queue_gone_are_told_so(
+    holds: Holds,
+) -> None:
+    """The read-back's 404 closes the channel: the acks that waited for the next round on
+    it are on the same (deleted) queue, not on a lost connection."""
+    channel = FakeChannel()
+    channel.read_back_gate = asyncio.Event()
+    got = [holds.hold("q", channel, _delivery(n, tag=n), 60) for n in range(1, 4)]
+    first = asyncio.ensure_future(holds.settle("q", _claim(got[0]), ack=True))
+    await asyncio.wait_for(channel.read_back_started.wait(), WITHIN)
+    rest = [asyncio.ensure_future(holds.settle("q", _claim(m), ack=True)) for m in got[1:]]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not any(task.done() for task in rest)  # they wait for the next round
+    channel.fail_read_back = ChannelNotFoundEntity("NOT_FOUND - no queue 'q'")
+    channel.is_closed = True  # the broker's 404 closes the channel
+    channel.read_back_gate.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), WITHIN)
+    assert [type(outcome) for outcome in outcomes] == [ChannelNotFoundEntity] * 3, outcomes
 
 
 async def test_a_channel_closed_before_the_frame_is_a_stale_claim(holds: Holds) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiormq.abc import ChannelFrame
-from aiormq.exceptions import ChannelInvalidStateError
+from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from pamqp import commands as spec
 
 from ._closing import nack_frame, write_frame
@@ -96,6 +96,9 @@ class _Rounds:
     #: The queue the channel serves alone (its read-back declares it), or None.
     queue: str | None = None
     next: asyncio.Future[None] | None = None
+    #: The 404 a read-back met: the queue is gone (and the channel with it), which is the
+    #: answer for every settlement that waited on the same channel too.
+    gone: ChannelNotFoundEntity | None = None
 
 
 async def _read_back(channel: SettlingChannel, queue: str | None) -> None:
@@ -136,6 +139,9 @@ class ReadBacks:
         rounds = self._rounds[channel] = _Rounds(queue)
         try:
             await _read_back(channel, queue)
+        except ChannelNotFoundEntity as exc:
+            rounds.gone = exc
+            raise
         finally:
             if rounds.next is None:
                 del self._rounds[channel]
@@ -147,11 +153,17 @@ class ReadBacks:
         try:
             while rounds.next is not None:
                 sync, rounds.next = rounds.next, None
+                if rounds.gone is not None:  # not a lost channel: its queue was deleted
+                    sync.set_exception(ChannelNotFoundEntity(*rounds.gone.args))
+                    continue
                 try:
                     await _read_back(channel, rounds.queue)
                 except asyncio.CancelledError:
                     sync.cancel()
                     raise
+                except ChannelNotFoundEntity as exc:
+                    rounds.gone = exc
+                    sync.set_exception(exc)
                 except BaseException as exc:
                     sync.set_exception(exc)
                 else:
