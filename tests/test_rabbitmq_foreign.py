@@ -288,6 +288,37 @@ async def test_a_subscription_outlives_its_queue_deleted_and_recreated_by_anothe
         await sub.aclose()
 
 
+async def test_a_subscription_goes_on_with_its_queues_while_one_is_exclusive_to_another(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    """Both queues deleted; one re-created, the other declared exclusive by another
+    connection: the re-created one is consumed again (the locked one used to stop the
+    subscription from looking for any of them)."""
+    kept, locked = queues(), queues()
+    for queue in (kept, locked):
+        await service.create_queue(queue)
+    sub = await service.subscribe_many([kept, locked])
+    try:
+        consumer = _consumer_of(service, sub)
+        for queue in (kept, locked):
+            await foreign.queue_delete(queue)
+
+        async def cancels_seen() -> bool:
+            return not consumer.tags
+
+        await _eventually(cancels_seen, "the broker's cancels of both consumers")
+        await foreign.queue_declare(locked, exclusive=True)  # gone with that connection
+        await foreign.queue_declare(kept, durable=True, arguments=_queue_arguments(service))
+        sent = await service.send_message(kept, b"after the re-create")
+        again = await _pushed(sub)
+        assert (again.msg_id, again.payload) == (sent, b"after the re-create")
+        await service.ack_claim(kept, again)
+    finally:
+        await sub.aclose()
+
+
 @pytest.mark.parametrize("by", ["this service", "another service"])
 async def test_a_subscription_outlives_its_queue_deleted_and_at_once_recreated(
     by: str, harness: RabbitMqHarness, service: RabbitMqMessagingService, queues: Callable[[], str]

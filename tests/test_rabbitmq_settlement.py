@@ -88,6 +88,8 @@ class FakeChannel:
 
     async def exchange_declare(self, exchange: str = "", *, passive: bool = False) -> Any:
         assert (exchange, passive) == ("amq.direct", True)
+        if self.is_closed:
+            raise ChannelInvalidStateError("closed")
         self.declared.append(exchange)
         await self._read_back()
 
@@ -226,6 +228,30 @@ async def test_acks_waiting_on_a_read_back_that_found_the_queue_gone_are_told_so
     channel.read_back_gate.set()
     outcomes = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), WITHIN)
     assert [type(outcome) for outcome in outcomes] == [ChannelNotFoundEntity] * 3, outcomes
+
+
+async def test_a_404_on_a_push_channel_is_not_passed_on_to_the_acks_behind_it(
+    holds: Holds,
+) -> None:
+    """A push channel serves several queues: a 404 there may be about another queue (a
+    consume of one deleted meanwhile), so the acks that waited behind it learn only that
+    the channel is gone."""
+    channel = FakeChannel()
+    channel.read_back_gate = asyncio.Event()
+    got = [holds.hold("q", channel, _delivery(n, tag=n), 60, owner="c") for n in range(1, 3)]
+    first = asyncio.ensure_future(holds.settle("q", _claim(got[0]), ack=True))
+    await asyncio.wait_for(channel.read_back_started.wait(), WITHIN)
+    behind = asyncio.ensure_future(holds.settle("q", _claim(got[1]), ack=True))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    channel.fail_read_back = ChannelNotFoundEntity("NOT_FOUND - no queue 'other'")
+    channel.is_closed = True
+    channel.read_back_gate.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(first, behind, return_exceptions=True), WITHIN)
+    assert [type(outcome) for outcome in outcomes] == [
+        ChannelNotFoundEntity,
+        ChannelInvalidStateError,
+    ], outcomes
 
 
 async def test_a_channel_closed_before_the_frame_is_a_stale_claim(holds: Holds) -> None:

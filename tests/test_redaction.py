@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -299,6 +300,10 @@ MIXED = [
         "(amqp://u:p#w?x@rabbit) and (amqp://v:s3cret@h2)",
         "(amqp://u:***@rabbit) and (amqp://v:***@h2)",
     ),
+    # no password, a port and a path, then an ``@`` before a ``)``: nothing to hide
+    ("(http://rabbit:15672/api/queues?owner=admin@corp)", None),
+    ("[a](amqp://rabbit:5672/)[b](mailto:ops@corp)", None),
+    ("urls=(amqp://a:5672/v,amqp://u:p@h)", "urls=(amqp://a:5672/v,amqp://u:***@h)"),
     # no password, then an address that is no URL's
     ("postgresql://db:5432/x; mail admin@example.com", None),
     ("postgresql://db:5432/x (owner admin@example.com)", None),
@@ -333,3 +338,20 @@ def test_remembering_the_passwords_of_several_urls_remembers_only_passwords() ->
     remember_secrets(f"amqp://{host}:6543/%2F,amqp://u:{secret}@{host}:5672/%2F")
     text = f"{host} port 6543 database {database}, amqp and {secret}"
     assert redact(text) == f"{host} port 6543 database {database}, amqp and ***"
+
+
+#: Texts on which a pattern that scans past the next URL takes time quadratic in their
+#: length (seconds at this size: 10 s for the first, 7 s for the second, once).
+ADVERSARIAL = {
+    "schemes back to back": "amqp://u:" * 10_000,
+    "a long URL list": ",".join(f"amqp://r{i}:5672/" for i in range(5_000)),
+    "unclosed userinfo": "x" + "a://b:" * 20_000 + ")",
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_redaction_time_grows_linearly_with_the_text(name: str) -> None:
+    text = ADVERSARIAL[name]
+    started = time.monotonic()
+    redact(text)
+    assert time.monotonic() - started < 1.0, name

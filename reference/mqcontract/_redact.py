@@ -36,13 +36,15 @@ MIN_SECRET_PIECE = 4
 # sentence's separator), and only up to an ``@`` whose host has a port or a path after
 # it. Without those bounds "postgresql://db:5432/x; then amqp://u:secret@h/" lost
 # everything from the first URL's port to the second's host. A bare host closed by ``)``
-# ends such a password only if it holds no whitespace: "(amqp://u:pw/x@host)" is a URL in
-# parentheses, "postgresql://db:5432/x (owner admin@example.com)" is not one.
+# ends such a password only if it holds no whitespace, no ``//`` (the next URL) and does
+# not start as a port and path: "(amqp://u:pw/x@host)" is a URL in parentheses;
+# "postgresql://db:5432/x (owner admin@example.com)" and
+# "(http://rabbit:15672/api/queues?owner=admin@corp)" are not passwords.
 _USERINFO = re.compile(
     r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*)"
     r"(?:(?::[^\s/?#;]*?)?@(?=[^\s@/?#]*(?:[/\s?#'\"),;\]]|$))"
     r"|:(?:(?!//|[,;]\s)[^\n'\"])*?@(?=[^\s@/?#'\"()]+(?::[0-9]|/|$|[\s'\",;\]]))"
-    r"|:[^\s'\"]*?@(?=[^\s@/?#'\"()]+\)))"
+    r"|:(?![0-9]+/)(?:(?!//)[^\s'\"])*?@(?=[^\s@/?#'\"()]+\)))"
 )
 _PASSWORD_KV = re.compile(r"(?i)(password\s*=\s*)('[^']*'|\S+)")
 # A scheme starts where no scheme character precedes it: tried from every letter of a long

@@ -266,8 +266,13 @@ class Consumers:
             async with self._channels.scratch() as scratch:
                 while pending and not scratch.is_closed:
                     queue = pending.pop(0)
-                    if await exists(scratch, queue):
-                        found.append(queue)
+                    try:
+                        if await exists(scratch, queue):
+                            found.append(queue)
+                    except ChannelLockedResource:
+                        # Exclusive to another connection now: looked for again later,
+                        # while the others are consumed.
+                        log.info("queue %r is exclusive to another connection", queue)
         return found
 
     async def _wait(self, consumer: Consumer, channel: Channel, timeout: float | None) -> None:

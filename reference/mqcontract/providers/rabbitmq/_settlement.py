@@ -96,8 +96,9 @@ class _Rounds:
     #: The queue the channel serves alone (its read-back declares it), or None.
     queue: str | None = None
     next: asyncio.Future[None] | None = None
-    #: The 404 a read-back met: the queue is gone (and the channel with it), which is the
-    #: answer for every settlement that waited on the same channel too.
+    #: The 404 a read-back of ``queue`` met: the queue is gone (and the channel with it),
+    #: the answer for every settlement that waited on the same channel too. Not kept for
+    #: a channel serving several queues: its 404 may be about another one.
     gone: ChannelNotFoundEntity | None = None
 
 
@@ -140,7 +141,8 @@ class ReadBacks:
         try:
             await _read_back(channel, queue)
         except ChannelNotFoundEntity as exc:
-            rounds.gone = exc
+            if queue is not None:  # the queue it serves alone is gone
+                rounds.gone = exc
             raise
         finally:
             if rounds.next is None:
@@ -154,7 +156,9 @@ class ReadBacks:
             while rounds.next is not None:
                 sync, rounds.next = rounds.next, None
                 if rounds.gone is not None:  # not a lost channel: its queue was deleted
-                    sync.set_exception(ChannelNotFoundEntity(*rounds.gone.args))
+                    gone = ChannelNotFoundEntity(*rounds.gone.args)
+                    gone.__cause__ = rounds.gone
+                    sync.set_exception(gone)
                     continue
                 try:
                     await _read_back(channel, rounds.queue)
@@ -162,7 +166,8 @@ class ReadBacks:
                     sync.cancel()
                     raise
                 except ChannelNotFoundEntity as exc:
-                    rounds.gone = exc
+                    if rounds.queue is not None:
+                        rounds.gone = exc
                     sync.set_exception(exc)
                 except BaseException as exc:
                     sync.set_exception(exc)

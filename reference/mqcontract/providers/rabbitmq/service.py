@@ -65,9 +65,11 @@ How the contract maps onto RabbitMQ (each seam has its module):
   ``x-mqcontract`` and only marked ones are listed.
 * **Errors** (:mod:`._errors`): one table; arguments and the closed state are checked by
   ``BaseMessagingService`` before any of this runs. A queue exclusive to another
-  connection is ``QueueLocked`` (a ``QueueError``), not a lost connection, for every
-  operation on it (in ``subscribe_many`` too, naming it); ``queue_exists`` says it
-  exists.
+  connection is ``QueueLocked`` (a ``QueueError``), not a lost connection, for the
+  operations that use the queue itself (receive, subscribe, ``subscribe_many`` naming it,
+  create, delete, a delayed send); publishing to it is allowed, and ``queue_exists``
+  says it exists. A subscription whose queue becomes exclusive to another connection
+  goes on consuming its other queues and looks for that one again.
 """
 
 from __future__ import annotations
