@@ -264,15 +264,8 @@ class DeliveriesInFlight(InMemoryMessagingService):
         """Correct: the claim it carries is released at once."""
         q = self._queues.get(note.queue_name)
         entry = self._entry_waiting(note)
-        if q is None or entry is None:
-            return
-        entry.held = False
-        entry.waiting = None
-        entry.receive_count -= 1
-        entry.visible_at = self.clock.now()
-        self._detach(q, entry)
-        self._schedule(q, entry)
-        self._dispatch(q)
+        if q is not None and entry is not None:
+            self._give_back(q, entry)
 
     def sever(self) -> None:
         """As the memory provider's: a push still on its way was never a delivery."""

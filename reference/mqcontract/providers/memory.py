@@ -350,18 +350,24 @@ class InMemoryMessagingService(BaseMessagingService):
                 q = self._queues.get(notification.queue_name)
                 entry = q.entries.get(notification.message.msg_id) if q else None
                 if q is not None and entry is not None and entry.holder is subscriber:
-                    entry.held = False
-                    entry.receive_count -= 1
-                    entry.visible_at = self.clock.now()
-                    self._detach(q, entry)
-                    self._schedule(q, entry)
-                    self._dispatch(q)
+                    self._give_back(q, entry)
         for key in list(subscriber.in_flight):
             q = self._queues.get(key[0])
             entry = q.entries.get(key[1]) if q else None
             if entry is not None and entry.holder is subscriber:
                 entry.holder = None
         subscriber.in_flight.clear()
+
+    def _give_back(self, q: _Queue, entry: _Entry) -> None:
+        """A pushed claim never handed out goes straight back: visible now, pushed again,
+        and not counted as a delivery."""
+        entry.held = False
+        entry.waiting = None
+        entry.receive_count -= 1
+        entry.visible_at = self.clock.now()
+        self._detach(q, entry)
+        self._schedule(q, entry)
+        self._dispatch(q)
 
     def sever(self) -> None:
         """Fault hook: this service's connection to its store drops and comes back at once.
