@@ -515,8 +515,10 @@ async def test_a_queue_exclusive_to_another_connection_is_a_queue_error_naming_i
         assert not isinstance(error, BackendUnavailable | QueueNotFound), operation
         assert error.queue == queue, operation
         assert "exclusive" in str(error), operation
-    # Publishing to it is allowed; and the service goes on working.
+    # Sending to it is allowed, however it is sent; and the service goes on working.
     await service.send_message(queue, b"allowed")
+    await service.send_message_with_delay(queue, b"allowed later", 0.5)
+    assert await service.send_batch(queue, []) == []
     try:
         sent = await service.send_message(other, b"still working")
         (got,) = await _receive(service, other)

@@ -67,9 +67,9 @@ How the contract maps onto RabbitMQ (each seam has its module):
   ``BaseMessagingService`` before any of this runs. A queue exclusive to another
   connection is ``QueueLocked`` (a ``QueueError``), not a lost connection, for the
   operations that use the queue itself (receive, subscribe, ``subscribe_many`` naming it,
-  create, delete, a delayed send); publishing to it is allowed, and ``queue_exists``
-  says it exists. A subscription whose queue becomes exclusive to another connection
-  goes on consuming its other queues and looks for that one again.
+  create, delete); sending to it is allowed (delayed or not, a batch or an empty one),
+  and ``queue_exists`` says it exists. A subscription whose queue becomes exclusive to
+  another connection goes on consuming its other queues and looks for that one again.
 """
 
 from __future__ import annotations
@@ -241,9 +241,10 @@ class RabbitMqMessagingService(BaseMessagingService):
         return {"x-queue-type": kind, MARKER_ARGUMENT: kind}
 
     async def _require_queue(self, name: str) -> None:
-        async with self._channels.scratch() as channel:
-            if not await exists(channel, name):
-                raise QueueNotFound(name)
+        """``QueueNotFound`` unless ``name`` exists (exclusive to another connection or
+        not: publishing to it is allowed, and a stale claim on it is still stale)."""
+        if not await self._queue_exists(name):
+            raise QueueNotFound(name)
 
     async def _create_queue(self, name: str) -> None:
         async with self._channels.scratch() as channel:
@@ -355,9 +356,8 @@ class RabbitMqMessagingService(BaseMessagingService):
             return await self._send(queue, payload)
         ms = _delay.delay_ms(delay_seconds)
         wait = _delay.wait_queue_name(queue, ms)
+        await self._require_queue(queue)
         async with self._channels.scratch() as channel:
-            if not await exists(channel, queue):
-                raise QueueNotFound(queue)
             # Re-declaring renews the wait queue's x-expires lease.
             await channel.queue_declare(
                 wait, durable=True, arguments=_delay.wait_queue_arguments(queue, ms)
