@@ -139,6 +139,21 @@ async def _receive_one(
     return await _eventually(probe, within, f"a message on {queue}")
 
 
+async def _received_ids(
+    service: RabbitMqMessagingService, queue: str, count: int, what: str
+) -> list[int]:
+    """The ids of the first ``count`` messages received from ``queue``, sorted (each
+    claimed for a minute, so none comes back meanwhile)."""
+    got: list[int] = []
+
+    async def enough() -> bool:
+        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
+        return len(got) >= count
+
+    await _eventually(enough, 3.0, what)
+    return sorted(got)
+
+
 async def _notifications(sub: QueueSubscription, count: int, within: float) -> list[Message]:
     got: list[Message] = []
     async with asyncio.timeout(within):
@@ -406,14 +421,7 @@ async def test_closing_a_subscription_requeues_what_it_never_handed_out(
     (handed,) = await _notifications(sub, 1, 3.0)
     await sub.aclose()
 
-    got: list[int] = []
-
-    async def rest() -> bool:
-        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
-        return len(got) >= 2
-
-    await _eventually(rest, 3.0, "unhanded messages back")
-    assert sorted(got) == ids[1:]
+    assert await _received_ids(service, queue, 2, "unhanded messages back") == ids[1:]
     await service.ack_message(queue, handed.message.msg_id)  # still held after close
 
 
@@ -432,14 +440,8 @@ async def test_deliveries_in_flight_when_a_subscription_closes_go_back_at_once(
             lambda: _ready_is_zero(service, queue), 3.0, "the batch pushed to the subscription"
         )
         await sub.aclose()  # its cancel is sent before the batch's deliveries are read
-    got: list[int] = []
-
-    async def back() -> bool:
-        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
-        return len(got) >= len(late)
-
-    await _eventually(back, 3.0, "the deliveries in flight back in the queue")
-    assert sorted(got) == late
+    what = "the deliveries in flight back in the queue"
+    assert await _received_ids(service, queue, len(late), what) == late
     await service.ack_message(queue, handed.message.msg_id)
 
 
@@ -473,14 +475,8 @@ async def test_deliveries_read_after_the_broker_closed_their_channel_cost_nothin
 
         await _eventually(answered, 3.0, "the broker's close-ok in the socket")
         _handle_each_frame_before_the_next(channel, monkeypatch)
-    got: list[int] = []
-
-    async def back() -> bool:
-        got.extend(m.msg_id for m in await service.receive_messages(queue, 10, 60))
-        return len(got) >= len(late)
-
-    await _eventually(back, 3.0, "the deliveries back in the queue")
-    assert sorted(got) == late
+    what = "the deliveries back in the queue"
+    assert await _received_ids(service, queue, len(late), what) == late
     # One round trip on the push connection: a connection error the late frames caused
     # has been read by then (the broker had requeued them at its close already).
     with contextlib.suppress(Exception):
