@@ -266,13 +266,14 @@ def test_the_private_backend_is_started_once_and_removed_at_teardown() -> None:
 
 
 class _ForgetfulRedis(PrivateRedis):
-    """Redis as it runs by default without a config file's persistence: nothing on disk."""
+    """Redis with snapshots only (no append-only file): a clean stop writes everything
+    down, a crash loses every write since the last snapshot."""
 
     def settings(self) -> dict[str, str]:
-        return {"appendonly": "no", "save": ""}
+        return {"appendonly": "no", "save": "3600 1"}
 
 
-def test_dur_1_fails_a_redis_that_keeps_its_data_only_in_memory() -> None:
+def test_dur_1_fails_a_redis_that_writes_only_snapshots() -> None:
     _needs(PrivateRedis)
     harness = _redis_harness(_ForgetfulRedis)
     try:
