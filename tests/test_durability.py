@@ -362,6 +362,19 @@ def test_dur_rules_judge_what_they_are_about_not_a_queue_created_a_moment_before
     assert outcome.outcome is Outcome.PASSED, outcome.reason
 
 
+@pytest.mark.parametrize("rule_id", ["DUR-2", "DUR-3"])
+def test_what_a_rule_waits_for_before_the_crash_may_take_a_replay_after_the_setup_restart(
+    rule_id: str,
+) -> None:
+    """A server that answers nothing for a while after starting (replaying its log) is
+    correct: after the setup restart too, what comes before the crash gets the recovery
+    bound, not the delivery bound."""
+    timing = TimingProfile()
+    harness = RestartHarness(RestartableMemory, replay_seconds=timing.delivery + 0.5)
+    outcome = _run(harness, rule_id)
+    assert outcome.outcome is Outcome.PASSED, outcome.reason
+
+
 def test_dur_1_fails_a_server_that_never_writes_its_queues_down() -> None:
     with pytest.raises(ContractViolation, match="created before a clean restart"):
         _run(_ForgetsYoungQueues(ever=True).harness(), "DUR-1")
