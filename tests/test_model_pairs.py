@@ -147,7 +147,10 @@ def test_the_replay_hint_reproduces_a_random_program_failure(
     assert found is not None
     assert "(random, shrunk by Hypothesis)" in found, found
     monkeypatch.delenv(_model_machine.SEED_ENV)
-    assert _finding(_replayed(monkeypatch, DeadlineFromSend, found)) == _finding(found)
+    # The same program fails again; the step that shows it may differ, for this bug is
+    # one of timing (a loaded machine stretches the time between the send and a receive).
+    program, _step = _finding(found)
+    assert _finding(_replayed(monkeypatch, DeadlineFromSend, found))[0] == program
 
 
 class HangsAfterNack(InMemoryMessagingService):

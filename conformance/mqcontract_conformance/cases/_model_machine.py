@@ -290,6 +290,11 @@ class PairFailure:
     mismatch: ModelMismatch
 
 
+#: The share of the case's bound that programs may start in (the rest is for the one under
+#: way when it runs out, and for a shrink).
+PROGRAMS_SHARE = 0.5
+
+
 def program_budget(ctx: CaseContext, steps: int, waiting: float) -> float:
     """Real seconds a program of about ``steps`` operations may take (waiting included):
     two operation bounds, a fiftieth of one per step, and its planned waiting."""
@@ -328,7 +333,7 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
         backdoor_every_step=virtual or profile.backdoor_every_step,
         faults=faults,
         # Half the case's bound (60 s in virtual time) for programs, the rest for a shrink.
-        budget=(60.0 if virtual else ctx.timing.case) * 0.5,
+        budget=(60.0 if virtual else ctx.timing.case) * PROGRAMS_SHARE,
     )
     pairs = [] if faults else pair_programs(kinds_for(ctx.caps))
     shrinking = virtual or profile.shrink_real_time
