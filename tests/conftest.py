@@ -26,13 +26,13 @@ pytest_plugins = ["pytester"]
 #: run one after another under xdist (``--dist loadgroup``), in two groups: with four
 #: servers booting at once on two cores, a classic queue was still not routable 12 s
 #: after its node was up again (``rabbitmq::DUR-4``, about once in fifteen runs). The
-#: crash cases of the providers in ``WAITING_CRASHES`` are a group of their own: they
-#: wait out their whole recovery bound (the DUR cases of a single-node quorum queue are
-#: known broken: about 50 s each), which made a single group the run's longest worker;
-#: two groups boot at most two servers at once.
+#: crash cases of the providers in ``SEPARATE_CRASHES`` are a group of their own: a
+#: RabbitMQ node restarts twice in every DUR case (cleanly after the queue is created, then
+#: the crash: about 25 s a case), and both RabbitMQ providers in one group made it the
+#: run's longest worker; two groups boot at most two servers at once.
 PRIVATE_BACKEND_HOOK = "private_backend"
 CRASH_GROUP = "private-server-crashes"
-WAITING_CRASHES = ("rabbitmq-quorum",)
+SEPARATE_CRASHES = ("rabbitmq-quorum",)
 PRIVATE_FIXTURES = "mqcontract_fixtures.private"
 #: Parts of the ids of other tests that take many seconds each, most of it waiting (a
 #: bound waited out, a README run): started first, so that they overlap the short ones
@@ -84,7 +84,7 @@ def crash_group(item: pytest.Item) -> str | None:
         return None
     callspec = getattr(item, "callspec", None)
     case = callspec.params.get("mq_case") if callspec is not None else None
-    if case is not None and case[0] in WAITING_CRASHES:
+    if case is not None and case[0] in SEPARATE_CRASHES:
         return f"{CRASH_GROUP}-waiting"
     return CRASH_GROUP
 

@@ -303,8 +303,8 @@ def _slow_restart(cls: type[InMemoryMessagingService]) -> Harness:
     from mqcontract_conformance.selftest.broken_durability import RestartHarness
 
     timing = TimingProfile()
-    # Back, it replays its log for a while first (receives find nothing), as a quorum
-    # queue does: a rule that allowed no time after the server is back fails here.
+    # Back, it replays its log for a while first (receives find nothing), as a server
+    # recovering from a crash may: a rule that allowed no time after it is back fails here.
     return RestartHarness(
         cls, restart_seconds=3 * (2 * timing.slack + timing.slack), replay_seconds=timing.slack
     )

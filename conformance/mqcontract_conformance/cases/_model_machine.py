@@ -332,7 +332,8 @@ async def run_model(ctx: CaseContext, *, faults: bool) -> None:
         backdoor=await _backdoor_available(ctx),
         backdoor_every_step=virtual or profile.backdoor_every_step,
         faults=faults,
-        # Half the case's bound (60 s in virtual time) for programs, the rest for a shrink.
+        # A share of the case's bound (60 s in virtual time) for programs, the rest for a
+        # shrink.
         budget=(60.0 if virtual else ctx.timing.case) * PROGRAMS_SHARE,
     )
     pairs = [] if faults else pair_programs(kinds_for(ctx.caps))

@@ -144,9 +144,11 @@ async def _receive_until(
     within: float,
     what: str,
     vt: float | None = None,
+    started: list[float] | None = None,
 ) -> list[QueuedMessage]:
     """Receive (retrying connection errors: the provider may still be reconnecting)
-    until every id in ``wanted`` came; every message received is returned, in order."""
+    until every id in ``wanted`` came; every message received is returned, in order.
+    ``started``, when given, gets the time each look began."""
     missing = set(wanted)
     got: list[QueuedMessage] = []
     limit = min(100, ctx.caps.max_receive_limit)
@@ -154,6 +156,8 @@ async def _receive_until(
 
     async def all_came() -> bool:
         try:
+            if started is not None:
+                started.append(ctx.now())  # when each look began: a claim starts after it
             batch = await service.receive_messages(queue, limit, vt or ctx.timing.long)
         except MessagingError as exc:
             errors.append(exc)
@@ -294,10 +298,11 @@ async def claims_survive_a_crash(ctx: CaseContext) -> None:
         q = await private.queue()
         holder = await private.open()
         sent = await holder.send_message(q, body(1, "held"))
-        claimed_from = ctx.now()
+        looks_began: list[float] = []
         got = await _receive_until(
-            ctx, holder, q, [sent], _recovery(ctx), "the message to hold", vt=vt
+            ctx, holder, q, [sent], _recovery(ctx), "the message to hold", vt, looks_began
         )
+        claimed_from = looks_began[-1]  # the look that claimed it (the server may replay)
         claimed_by = ctx.now()
         ctx.check(len(got) == 1, f"one message sent, received {[m.msg_id for m in got]}")
         held = got[0]
