@@ -665,3 +665,28 @@ async def test_a_send_time_header_that_is_no_time_is_ignored(
     assert [m.enqueued_at for m in got[:-1]] == [sent_at.timestamp()] * len(NOT_STAMPS)
     assert got[-1].enqueued_at == good / 1e6
     assert await service.ack_claims(queue, got) == [True] * len(got)
+
+
+async def test_a_delivery_count_header_a_publisher_set_is_no_count(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    """A publisher may put ``x-delivery-count`` in its headers. A quorum queue replaces
+    it with its own on every delivery (0 on the first: RabbitMQ 3.10.8), which is what
+    the count is made of; a classic queue's count never reads it. A first delivery's
+    count is 1 whatever the publisher wrote, a redelivery's one more."""
+    queue = queues()
+    await service.create_queue(queue)
+    for forged in (5, -1, 0):
+        properties = spec.Basic.Properties(
+            message_id=str(4300 + forged + 1), headers={"x-delivery-count": forged}
+        )
+        await foreign.basic_publish(b"counted", routing_key=queue, properties=properties)
+    first = await _receive(service, queue, 3)
+    assert [m.receive_count for m in first] == [1, 1, 1]
+    for message in first:
+        await service.nack_claim(queue, message)
+    again = await _receive(service, queue, 3)
+    assert [m.receive_count for m in again] == [2, 2, 2]
+    assert await service.ack_claims(queue, again) == [True] * 3
