@@ -378,3 +378,25 @@ def test_what_a_rule_waits_for_before_the_crash_may_take_a_replay_after_the_setu
 def test_dur_1_fails_a_server_that_never_writes_its_queues_down() -> None:
     with pytest.raises(ContractViolation, match="created before a clean restart"):
         _run(_ForgetsYoungQueues(ever=True).harness(), "DUR-1")
+
+
+def test_a_clean_stop_of_postgres_does_not_wait_for_its_clients() -> None:
+    """A clean restart is what each DUR rule's setup asks for: a stop that waits for a
+    client to leave ends as a SIGKILL after 30 s, a crash where a clean stop was due."""
+    _needs(PrivatePostgres)
+    server = PrivatePostgres()
+
+    async def stop_with_a_client_connected() -> None:
+        conn = await server.connect()
+        try:
+            await server.stop()
+        finally:
+            conn.terminate()
+
+    try:
+        asyncio.run(server.start())
+        asyncio.run(stop_with_a_client_connected())
+        assert "kill" not in server.timings, server.timings
+        assert server.timings["stop"][0] < 10, server.timings
+    finally:
+        asyncio.run(server.close())
