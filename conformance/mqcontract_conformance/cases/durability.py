@@ -67,8 +67,8 @@ class _Private:
         The restart makes the queue as old, to the server, as any production queue: a
         server may answer a create before it has written the queue down (RabbitMQ 3.10.8
         killed a few milliseconds after a durable declare-ok can come back without the
-        queue, and with it the messages it confirmed: 3 times in some 200 crashes on a
-        loaded machine), and a rule about sends, acks, claims or push must not fail for
+        queue, and with it the messages it confirmed: 4 of 233 crashes on a loaded
+        machine), and a rule about sends, acks, claims or push must not fail for
         what is the queue's creation. A queue gone after a clean restart fails the rule:
         nothing sent to it could survive a crash either. The server may still be
         replaying its log when the queue is found: what the rule first waits for before
