@@ -23,16 +23,16 @@ from mqcontract_conformance.timing import TimingProfile
 pytest_plugins = ["pytester"]
 
 #: Tests that crash a private server and time its recovery (``crashes_private_servers``)
-#: run one after another under xdist (``--dist loadgroup``), in two groups: with four
-#: servers booting at once on two cores, a classic queue was still not routable 12 s
-#: after its node was up again (``rabbitmq::DUR-4``, about once in fifteen runs). The
-#: crash cases of the providers in ``SEPARATE_CRASHES`` are a group of their own: a
-#: RabbitMQ node restarts twice in every DUR case (cleanly after the queue is created, then
-#: the crash: about 25 s a case), and both RabbitMQ providers in one group made it the
-#: run's longest worker; two groups boot at most two servers at once.
+#: run one after another under xdist (``--dist loadgroup``), in groups: with four servers
+#: booting at once on two cores, a classic queue was still not routable 12 s after its
+#: node was up again (``rabbitmq::DUR-4``, about once in fifteen runs). The crash cases of
+#: each provider in ``SEPARATE_CRASHES`` are a group of their own: a RabbitMQ node
+#: restarts twice in every DUR case (cleanly after the queue is created, then the crash:
+#: about 25 s a case), and one group for both, or for one of them and every other crash
+#: test, made it the run's longest worker. At most two RabbitMQ nodes boot at once.
 PRIVATE_BACKEND_HOOK = "private_backend"
 CRASH_GROUP = "private-server-crashes"
-SEPARATE_CRASHES = ("rabbitmq-quorum",)
+SEPARATE_CRASHES = ("rabbitmq", "rabbitmq-quorum")
 PRIVATE_FIXTURES = "mqcontract_fixtures.private"
 #: Parts of the ids of other tests that take many seconds each, most of it waiting (a
 #: bound waited out, a README run): started first, so that they overlap the short ones
@@ -85,7 +85,7 @@ def crash_group(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     case = callspec.params.get("mq_case") if callspec is not None else None
     if case is not None and case[0] in SEPARATE_CRASHES:
-        return f"{CRASH_GROUP}-waiting"
+        return f"{CRASH_GROUP}-{case[0]}"
     return CRASH_GROUP
 
 
