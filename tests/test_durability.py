@@ -300,8 +300,6 @@ def test_a_private_mosquitto_starts_and_restarts_on_its_own_port() -> None:
 
 def _slow_restart(cls: type[InMemoryMessagingService]) -> Harness:
     """The in-process server, down for longer than DUR-3's claim and its slack."""
-    from mqcontract_conformance.selftest.broken_durability import RestartHarness
-
     timing = TimingProfile()
     # Back, it replays its log for a while first (receives find nothing), as a server
     # recovering from a crash may: a rule that allowed no time after it is back fails here.
@@ -313,8 +311,6 @@ def _slow_restart(cls: type[InMemoryMessagingService]) -> Harness:
 def test_dur_3_waits_for_a_server_that_is_back_after_the_claim_ended() -> None:
     """A slow start on a busy machine is not a lost claim: the message is due within
     the recovery bound of the server being back (CI once failed RabbitMQ here)."""
-    from mqcontract_conformance.selftest.references import RestartableMemory
-
     outcome = _run(_slow_restart(RestartableMemory), "DUR-3")
     assert outcome.outcome is Outcome.PASSED, outcome.reason
     assert outcome.metrics["server_back_after_claim_seconds"] > 9
@@ -335,14 +331,16 @@ class _ForgetsYoungQueues(InProcessServer):
     def __init__(self, *, ever: bool = False) -> None:
         super().__init__(RestartableMemory)
         self.ever = ever
-        self.written: set[str] = set()
+        #: Each store's queues written down (one store per clock).
+        self.written: dict[int, set[str]] = {}
 
     async def restart(self, *, crash: bool = True) -> None:
-        for store, _ in self._stores.values():
+        for key, (store, _) in self._stores.items():
+            written = self.written.get(key, set())
             if crash or self.ever:
-                for name in set(store.queues) - self.written:
+                for name in set(store.queues) - written:
                     del store.queues[name]
-            self.written = set() if self.ever else set(store.queues)
+            self.written[key] = set() if self.ever else set(store.queues)
         await super().restart(crash=crash)
 
     def harness(self) -> Harness:
