@@ -21,7 +21,9 @@ from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.leftovers import at_teardown, clean_up
 from mqcontract_conformance.outcomes import Outcome
+from mqcontract_conformance.provisioning import Provisioner, Readiness
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.selftest.broken_durability import InProcessServer, RestartHarness
@@ -333,8 +335,11 @@ class _ForgetsYoungQueues(InProcessServer):
         self.ever = ever
         #: Each store's queues written down (one store per clock).
         self.written: dict[int, set[str]] = {}
+        #: Each restart's ``crash``, in order.
+        self.restarts: list[bool] = []
 
     async def restart(self, *, crash: bool = True) -> None:
+        self.restarts.append(crash)
         for key, (store, _) in self._stores.items():
             written = self.written.get(key, set())
             if crash or self.ever:
@@ -343,10 +348,23 @@ class _ForgetsYoungQueues(InProcessServer):
             self.written[key] = set() if self.ever else set(store.queues)
         await super().restart(crash=crash)
 
-    def harness(self) -> Harness:
-        harness = RestartHarness(RestartableMemory)
+    def harness(self, *, real_time: bool = False) -> Harness:
+        cls = _RealTimeRestartHarness if real_time else RestartHarness
+        harness = cls(RestartableMemory)
         harness._server = self
         return harness
+
+    def queues(self) -> set[str]:
+        """Every queue on the server, in any store."""
+        return {name for store, _ in self._stores.values() for name in store.queues}
+
+
+class _RealTimeRestartHarness(RestartHarness):
+    """Cases in real time: the in-process server is one store for all of them, as a
+    real server is (on a virtual clock each case has a store of its own)."""
+
+    def new_clock(self) -> VirtualClock | None:
+        return None
 
 
 @pytest.mark.parametrize("rule_id", ["DUR-1", "DUR-2", "DUR-3", "DUR-4"])
@@ -371,6 +389,63 @@ def test_what_a_rule_waits_for_before_the_crash_may_take_a_replay_after_the_setu
     harness = RestartHarness(RestartableMemory, replay_seconds=timing.delivery + 0.5)
     outcome = _run(harness, rule_id)
     assert outcome.outcome is Outcome.PASSED, outcome.reason
+
+
+def _run_in_one_loop(
+    harness: Harness, *rule_ids: str, timing: TimingProfile | None = None
+) -> list[CaseOutcome | ContractViolation]:
+    """Run rules one after another in real time (a failure is its violation), then tear
+    the kit's leftovers down, as the provisioner does."""
+
+    async def run_all() -> list[CaseOutcome | ContractViolation]:
+        results: list[CaseOutcome | ContractViolation] = []
+        try:
+            for rule_id in rule_ids:
+                try:
+                    results.append(
+                        await run_case(harness, get_rule(rule_id), timing or TimingProfile(), "dur")
+                    )
+                except ContractViolation as exc:
+                    results.append(exc)
+            return results
+        finally:
+            await clean_up(harness)
+
+    return asyncio.run(run_all())
+
+
+def test_in_real_time_one_clean_restart_ages_the_queues_of_every_dur_rule() -> None:
+    """A clean restart per case made CI's RabbitMQ DUR cases twice as long (a node takes
+    15 s to stop cleanly and start): one ages the queues of every DUR rule, the cases
+    then crash the server once each, and the queues no case took are dropped at
+    teardown."""
+    server = _ForgetsYoungQueues()
+    results = _run_in_one_loop(server.harness(real_time=True), "DUR-1", "DUR-2", "DUR-4")
+    outcomes = [r for r in results if isinstance(r, CaseOutcome)]
+    assert [o.outcome for o in outcomes] == [Outcome.PASSED] * 3, results
+    assert server.restarts == [False, True, True, True]
+    assert ["setup_restart_seconds" in o.metrics for o in outcomes] == [True, False, False]
+    assert not {name for name in server.queues() if "_dur_" in name}, server.queues()
+
+
+class _CrashLosesQueues(_ForgetsYoungQueues):
+    """Writes its queues down at a clean stop, and loses all of them in a crash."""
+
+    async def restart(self, *, crash: bool = True) -> None:
+        if crash:
+            self.written.clear()
+        await super().restart(crash=crash)
+
+
+def test_a_queue_lost_in_an_earlier_rules_crash_fails_the_rule_that_takes_it() -> None:
+    """An aged queue is checked when its case takes it: one that the crash of an earlier
+    case lost fails the rule of the case taking it, saying how many crashes it has been
+    through."""
+    server = _CrashLosesQueues()
+    quick = TimingProfile.from_scale(0.2)  # each rule fails after its recovery bound
+    results = _run_in_one_loop(server.harness(real_time=True), "DUR-2", "DUR-1", timing=quick)
+    assert all(isinstance(r, ContractViolation) for r in results), results
+    assert "1 crash(es) of it since" in str(results[1]), results[1]
 
 
 def test_dur_1_fails_a_server_that_never_writes_its_queues_down() -> None:
@@ -398,3 +473,35 @@ def test_a_clean_stop_of_postgres_does_not_wait_for_its_clients() -> None:
         assert server.timings["stop"][0] < 10, server.timings
     finally:
         asyncio.run(server.close())
+
+
+def test_the_kits_leftovers_go_before_the_harness_is_torn_down() -> None:
+    """What the kit left on a harness's servers for later cases (the untaken aged
+    queues) is removed while the server is still there: before the harness's teardown,
+    which may stop it; a cleanup that fails does not keep the teardown from running."""
+    events: list[str] = []
+
+    class Recording(MemoryHarness):
+        async def teardown(self) -> None:
+            events.append("harness teardown")
+            await super().teardown()
+
+    harness = Recording("memory", HarnessSettings(config=MessagingConfig(), run_id="t"))
+    provisioner = Provisioner(harness, required=False)
+    assert provisioner.provision().readiness is Readiness.READY
+
+    async def first() -> None:
+        events.append("first left")
+
+    async def failing() -> None:
+        events.append("failing left")
+        raise RuntimeError("the server went away")
+
+    at_teardown(harness, first)
+    at_teardown(harness, failing)
+    provisioner.teardown()
+    assert events == ["failing left", "first left", "harness teardown"]
+    events.clear()
+    provisioner.provision()
+    provisioner.teardown()
+    assert events == ["harness teardown"]  # each cleanup runs once

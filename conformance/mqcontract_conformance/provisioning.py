@@ -24,6 +24,7 @@ from mqcontract.config import MessagingConfig, load_config
 from mqcontract.errors import BackendUnavailable, MessagingError
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
+from mqcontract_conformance.leftovers import clean_up
 
 __all__ = [
     "REQUIRE_ENV",
@@ -142,7 +143,13 @@ class Provisioner:
         """Tear down what setup made, if it was made; the next provision sets up again."""
         verdict, self._verdict = self._verdict, None
         if verdict is not None and verdict.readiness is Readiness.READY:
-            asyncio.run(self.harness.teardown())
+            asyncio.run(self._teardown())
+
+    async def _teardown(self) -> None:
+        try:
+            await clean_up(self.harness)  # what the kit left for later cases, first
+        finally:
+            await self.harness.teardown()
 
     def _setup(self) -> Verdict:
         try:

@@ -10,7 +10,9 @@ recovery (push resumes), the others read with a fresh service so that a lost mes
 cannot hide behind a provider that has not reconnected yet.
 
 Each rule's queue is created before a clean restart of the server (:meth:`_Private.queue`),
-so that the crash judges what the rule is about and not a queue created a moment before.
+so that the crash judges what the rule is about and not a queue created a moment before;
+in real time one clean restart ages the queues of every DUR rule, and a queue may then
+have been through the crashes of the rules run before its own.
 
 "Up again" is when :meth:`~mqcontract.testing.PrivateBackend.restart` returned (the
 server answers requests); the recovery bound (three times the slack, as after severed
@@ -26,29 +28,50 @@ soon as the server is up, but no later than its deadline.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 
 from mqcontract.capabilities import VisibilityEnforcer
+from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Available, Message, QueuedMessage
 from mqcontract.service import MessagingService, Subscription
-from mqcontract.testing import PrivateBackend
+from mqcontract.testing import Harness, PrivateBackend
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import ANY_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.cases._redelivery import check_redelivered, count_ok
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
-from mqcontract_conformance.registry import rule
+from mqcontract_conformance.leftovers import at_teardown
+from mqcontract_conformance.registry import registered, rule
 
 #: Providers that promise their messages outlive a crash of the server.
 DURABLE = Applies.flag("survives_restart")
 HOOK = ("private_backend",)
 
 
+@dataclass
+class _AgedQueues:
+    """Queues on one private server, created before its last clean restart and not yet
+    taken by a case; ``crashes``: how many crashes they have been through since."""
+
+    backend: PrivateBackend
+    names: list[str]
+    crashes: int = 0
+
+
+#: Per harness: the aged queues its DUR cases take, one each.
+_AGED: weakref.WeakKeyDictionary[Harness, _AgedQueues] = weakref.WeakKeyDictionary()
+_SERIAL = itertools.count(1)
+
+
 class _Private:
     """The private server for one case: what the rule opened there is closed after the
-    case (the runner closes ``ctx.others``), and its queues are deleted."""
+    case (the runner closes ``ctx.others``), and its queue is deleted."""
 
     def __init__(self, ctx: CaseContext, backend: PrivateBackend) -> None:
         self.ctx = ctx
@@ -62,30 +85,23 @@ class _Private:
         return service
 
     async def queue(self) -> str:
-        """A fresh queue on the private server, created before a clean restart of it.
+        """A queue on the private server that was created before a clean restart of it.
 
         The restart makes the queue as old, to the server, as any production queue: a
         server may answer a create before it has written the queue down (RabbitMQ 3.10.8
         killed a few milliseconds after a durable declare-ok can come back without the
         queue, and with it the messages it confirmed: 4 of 233 crashes on a loaded
         machine), and a rule about sends, acks, claims or push must not fail for
-        what is the queue's creation. A queue gone after a clean restart fails the rule:
-        nothing sent to it could survive a crash either. The server may still be
-        replaying its log when the queue is found: what the rule first waits for before
-        the crash is given the recovery bound too.
+        what is the queue's creation. One clean restart ages a queue for each DUR rule
+        (:meth:`_aged`); a queue gone when its case takes it fails the rule: nothing
+        sent to it could survive a crash either. The server may still be replaying its
+        log when the queue is found: what the rule first waits for before the crash is
+        given the recovery bound too.
         """
         ctx = self.ctx
-        name = ctx.queue_name()
-        creator = await self.backend.open(ctx.clock)
-        self.queues.append(name)  # dropped after the case, even if the create failed
-        try:
-            await creator.create_queue(name)
-        finally:
-            with contextlib.suppress(MessagingError):
-                await creator.close()  # not reconnecting in the background meanwhile
-        started = time.monotonic()
-        await self.backend.restart(crash=False)
-        ctx.metrics["setup_restart_seconds"] = round(time.monotonic() - started, 3)
+        aged = await self._aged()
+        name = aged.names.pop(0)
+        self.queues.append(name)  # dropped after the case
         checker = await self.backend.open(ctx.clock)
         errors: list[MessagingError] = []
 
@@ -99,17 +115,54 @@ class _Private:
         try:
             await ctx.eventually(found, _recovery(ctx), "the queue after a clean restart")
         except ContractViolation:
+            since = f" and {aged.crashes} crash(es) of it since" if aged.crashes else ""
             ctx.fail(
-                f"queue {name!r}, created before a clean restart of the server, does not "
-                f"exist within {_recovery(ctx):g} s after it{_last_error(errors, 'looks')}"
+                f"queue {name!r}, created before a clean restart of the server{since}, "
+                f"does not exist within {_recovery(ctx):g} s of looking for it"
+                f"{_last_error(errors, 'looks')}"
             )
         finally:
             with contextlib.suppress(MessagingError):
                 await checker.close()
         return name
 
+    async def _aged(self) -> _AgedQueues:
+        """The harness's aged queues, made now (created, then one clean restart) when
+        none are left.
+
+        In real time one restart serves every DUR rule (a RabbitMQ node takes 15 s to
+        stop cleanly and start); the queues left untaken are dropped at the harness's
+        teardown. On a virtual clock each case has a server world of its own (its own
+        clock), so the case ages just its own queue, at no cost in real time.
+        """
+        ctx = self.ctx
+        aged = _AGED.get(ctx.harness)
+        if aged is not None and aged.backend is self.backend and aged.names:
+            return aged
+        count = 1 if ctx.clock is not None else _rules_aging_queues(ctx)
+        names = [f"mq_{ctx.run_id}_dur_{next(_SERIAL)}" for _ in range(count)]
+        self.queues.extend(names)  # dropped after the case if anything below fails
+        creator = await self.backend.open(ctx.clock)
+        try:
+            for name in names:
+                await creator.create_queue(name)
+        finally:
+            with contextlib.suppress(MessagingError):
+                await creator.close()  # not reconnecting in the background meanwhile
+        started = time.monotonic()
+        await self.backend.restart(crash=False)
+        ctx.metrics["setup_restart_seconds"] = round(time.monotonic() - started, 3)
+        del self.queues[-count:]  # the pool's now, until a case takes one
+        aged = _AGED[ctx.harness] = _AgedQueues(self.backend, names)
+        if count > 1:
+            at_teardown(ctx.harness, functools.partial(_drop_untaken, ctx.harness, aged))
+        return aged
+
     async def restart(self) -> None:
         """Crash the server and start it again; the time it took is reported."""
+        aged = _AGED.get(self.ctx.harness)
+        if aged is not None and aged.backend is self.backend:
+            aged.crashes += 1
         started = time.monotonic()
         await self.backend.restart(crash=True)
         took = round(time.monotonic() - started, 3)
@@ -117,13 +170,44 @@ class _Private:
         self.ctx.metrics["restarts"] = self.ctx.metrics.get("restarts", 0.0) + 1
 
     async def drop_queues(self) -> None:
-        if not self.queues:
-            return
-        with contextlib.suppress(MessagingError):
-            service = await self.open()
-            for name in self.queues:
-                with contextlib.suppress(MessagingError):
-                    await service.delete_queue(name)
+        if self.queues:
+            await _drop(self.backend, self.queues, self.ctx.clock, self.ctx.others)
+
+
+def _rules_aging_queues(ctx: CaseContext) -> int:
+    """How many rules take an aged queue: every DUR rule the provider claims."""
+    return sum(1 for r in registered() if r.group == "DUR" and r.applies_when.applies(ctx.caps))
+
+
+async def _drop_untaken(harness: Harness, aged: _AgedQueues) -> None:
+    """At the harness's teardown: drop the aged queues no case took."""
+    if _AGED.get(harness) is aged:
+        del _AGED[harness]
+    if not aged.names:
+        return
+    opened: list[MessagingService] = []
+    try:
+        await _drop(aged.backend, aged.names, None, opened)
+    finally:
+        for service in opened:
+            with contextlib.suppress(MessagingError):
+                await service.close()
+
+
+async def _drop(
+    backend: PrivateBackend,
+    names: list[str],
+    clock: VirtualClock | None,
+    opened: list[MessagingService],
+) -> None:
+    """Delete ``names`` on ``backend`` through a fresh service (added to ``opened``, for
+    the caller to close); errors are ignored: this is cleanup."""
+    with contextlib.suppress(MessagingError):
+        service = await backend.open(clock)
+        opened.append(service)
+        for name in names:
+            with contextlib.suppress(MessagingError):
+                await service.delete_queue(name)
 
 
 @contextlib.asynccontextmanager
