@@ -27,8 +27,8 @@ pytest_plugins = ["pytester"]
 #: booting at once on two cores, a classic queue was still not routable 12 s after its
 #: node was up again (``rabbitmq::DUR-4``, about once in fifteen runs). The crash cases of
 #: each provider in ``SEPARATE_CRASHES`` are a group of their own: a RabbitMQ node boots
-#: in 7 s alone but in 30 s beside the rest of the suite, and it boots five times for a
-#: provider's DUR cases (once cleanly to age their queues, then once per case); one group
+#: in 7 s alone but in 30 s beside the rest of the suite, and it restarts five times for
+#: a provider's DUR cases (once cleanly to age their queues, then once per case); one group
 #: for both, or for one of them and every other crash test, made it the run's longest
 #: worker. At most two RabbitMQ nodes boot at once.
 PRIVATE_BACKEND_HOOK = "private_backend"

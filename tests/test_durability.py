@@ -19,11 +19,11 @@ from mqcontract.clock import VirtualClock
 from mqcontract.config import MessagingConfig
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.service import MessagingService
-from mqcontract.testing import Harness, HarnessSettings
+from mqcontract.testing import Harness, HarnessSettings, PrivateBackend
 from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.leftovers import at_teardown, clean_up
 from mqcontract_conformance.outcomes import Outcome
-from mqcontract_conformance.provisioning import Provisioner, Readiness
+from mqcontract_conformance.provisioning import Provisioner, Readiness, backends_required
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.selftest.broken_durability import InProcessServer, RestartHarness
@@ -394,8 +394,9 @@ def test_what_a_rule_waits_for_before_the_crash_may_take_a_replay_after_the_setu
 def _run_in_one_loop(
     harness: Harness, *rule_ids: str, timing: TimingProfile | None = None
 ) -> list[CaseOutcome | ContractViolation]:
-    """Run rules one after another in real time (a failure is its violation), then tear
-    the kit's leftovers down, as the provisioner does."""
+    """Run rules one after another in real time and in one event loop (a failure is its
+    violation), then remove the kit's leftovers, as the provisioner's teardown does
+    (tests/test_contract.py runs each case in a loop of its own on real servers)."""
 
     async def run_all() -> list[CaseOutcome | ContractViolation]:
         results: list[CaseOutcome | ContractViolation] = []
@@ -445,7 +446,35 @@ def test_a_queue_lost_in_an_earlier_rules_crash_fails_the_rule_that_takes_it() -
     quick = TimingProfile.from_scale(0.2)  # each rule fails after its recovery bound
     results = _run_in_one_loop(server.harness(real_time=True), "DUR-2", "DUR-1", timing=quick)
     assert all(isinstance(r, ContractViolation) for r in results), results
-    assert "1 crash(es) of it since" in str(results[1]), results[1]
+    failure = str(results[1])
+    assert failure.startswith("[DUR-1]"), failure
+    assert "the crashes of the cases of DUR-2 since (run DUR-1 alone" in failure, failure
+
+
+class _Unhashable(_RealTimeRestartHarness):
+    """Compares by name, so it cannot be hashed: the kit keeps its state per harness
+    by identity."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Harness) and other.name == self.name
+
+
+def test_aged_queues_belong_to_the_private_backend_they_were_made_on() -> None:
+    """A harness whose ``private_backend`` is another server for the next case (a fresh
+    world, where the first pool's queues never existed) gets a pool made there; and a
+    harness that cannot be hashed is no obstacle."""
+    first, second = _ForgetsYoungQueues(), _ForgetsYoungQueues()
+    harness = _Unhashable(RestartableMemory)
+    servers = iter([first, second])
+
+    async def next_server() -> PrivateBackend:
+        return next(servers)
+
+    harness.private_backend = next_server  # type: ignore[method-assign]
+    results = _run_in_one_loop(harness, "DUR-1", "DUR-2")
+    assert all(isinstance(r, CaseOutcome) for r in results), results
+    assert first.restarts == [False, True]
+    assert second.restarts == [False, True]
 
 
 def test_dur_1_fails_a_server_that_never_writes_its_queues_down() -> None:
@@ -505,3 +534,28 @@ def test_the_kits_leftovers_go_before_the_harness_is_torn_down() -> None:
     provisioner.provision()
     provisioner.teardown()
     assert events == ["harness teardown"]  # each cleanup runs once
+
+
+def test_untaken_aged_queues_are_dropped_while_the_private_server_is_up() -> None:
+    """On a real private server, each case in an event loop of its own as in a run:
+    DUR-1 alone takes one of the queues aged for PGMQ's four DUR rules, and the
+    provisioner's teardown drops the other three before it stops the server."""
+    _needs(PrivatePostgres)
+    provisioner = Provisioner.for_provider("pgmq", required=backends_required())
+    harness = provisioner.ready()
+
+    async def aged_on_the_server() -> set[str]:
+        backend = await harness.private_backend()
+        service = await backend.open()
+        try:
+            return {name for name in await service.list_queues() if "_dur_" in name}
+        finally:
+            await service.close()
+
+    try:
+        assert _run(harness, "DUR-1").outcome is Outcome.PASSED
+        assert len(asyncio.run(aged_on_the_server())) == 3
+        asyncio.run(clean_up(harness))  # what the provisioner's teardown does first
+        assert asyncio.run(aged_on_the_server()) == set()
+    finally:
+        provisioner.teardown()

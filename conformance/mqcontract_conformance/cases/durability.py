@@ -31,22 +31,21 @@ import contextlib
 import functools
 import itertools
 import time
-import weakref
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mqcontract.capabilities import VisibilityEnforcer
 from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Available, Message, QueuedMessage
 from mqcontract.service import MessagingService, Subscription
-from mqcontract.testing import Harness, PrivateBackend
+from mqcontract.testing import PrivateBackend
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import ANY_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
 from mqcontract_conformance.cases._redelivery import check_redelivered, count_ok
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
-from mqcontract_conformance.leftovers import at_teardown
+from mqcontract_conformance.leftovers import PerHarness, at_teardown
 from mqcontract_conformance.registry import registered, rule
 
 #: Providers that promise their messages outlive a crash of the server.
@@ -57,15 +56,15 @@ HOOK = ("private_backend",)
 @dataclass
 class _AgedQueues:
     """Queues on one private server, created before its last clean restart and not yet
-    taken by a case; ``crashes``: how many crashes they have been through since."""
+    taken by a case; ``crashed_in``: the rules whose cases crashed the server since."""
 
     backend: PrivateBackend
     names: list[str]
-    crashes: int = 0
+    crashed_in: list[str] = field(default_factory=list)
 
 
 #: Per harness: the aged queues its DUR cases take, one each.
-_AGED: weakref.WeakKeyDictionary[Harness, _AgedQueues] = weakref.WeakKeyDictionary()
+_AGED: PerHarness[_AgedQueues] = PerHarness()
 _SERIAL = itertools.count(1)
 
 
@@ -115,7 +114,12 @@ class _Private:
         try:
             await ctx.eventually(found, _recovery(ctx), "the queue after a clean restart")
         except ContractViolation:
-            since = f" and {aged.crashes} crash(es) of it since" if aged.crashes else ""
+            since = ""
+            if aged.crashed_in:  # the loss may be theirs: say so, and how to tell
+                since = (
+                    f" and the crashes of the cases of {', '.join(aged.crashed_in)} since "
+                    f"(run {ctx.rule_id} alone to judge it on its own)"
+                )
             ctx.fail(
                 f"queue {name!r}, created before a clean restart of the server{since}, "
                 f"does not exist within {_recovery(ctx):g} s of looking for it"
@@ -130,16 +134,19 @@ class _Private:
         """The harness's aged queues, made now (created, then one clean restart) when
         none are left.
 
-        In real time one restart serves every DUR rule (a RabbitMQ node takes 15 s to
-        stop cleanly and start); the queues left untaken are dropped at the harness's
-        teardown. On a virtual clock each case has a server world of its own (its own
-        clock), so the case ages just its own queue, at no cost in real time.
+        In real time one restart serves every DUR rule the provider claims (a RabbitMQ
+        node takes 15 s to stop cleanly and start); the queues left untaken are dropped
+        at the harness's teardown (:mod:`~mqcontract_conformance.leftovers`). On a
+        virtual clock a private server may keep a world per clock, that is per case (the
+        in-process ones do), so each case ages just its own queue, at no cost in real
+        time. The pool belongs to the harness's private backend: one that returns
+        another object gets a pool of its own.
         """
         ctx = self.ctx
         aged = _AGED.get(ctx.harness)
         if aged is not None and aged.backend is self.backend and aged.names:
             return aged
-        count = 1 if ctx.clock is not None else _rules_aging_queues(ctx)
+        count = 1 if ctx.clock is not None else max(1, _rules_aging_queues(ctx))
         names = [f"mq_{ctx.run_id}_dur_{next(_SERIAL)}" for _ in range(count)]
         self.queues.extend(names)  # dropped after the case if anything below fails
         creator = await self.backend.open(ctx.clock)
@@ -153,16 +160,17 @@ class _Private:
         await self.backend.restart(crash=False)
         ctx.metrics["setup_restart_seconds"] = round(time.monotonic() - started, 3)
         del self.queues[-count:]  # the pool's now, until a case takes one
-        aged = _AGED[ctx.harness] = _AgedQueues(self.backend, names)
+        aged = _AgedQueues(self.backend, names)
+        _AGED.set(ctx.harness, aged)
         if count > 1:
-            at_teardown(ctx.harness, functools.partial(_drop_untaken, ctx.harness, aged))
+            at_teardown(ctx.harness, functools.partial(_drop_untaken, aged))
         return aged
 
     async def restart(self) -> None:
         """Crash the server and start it again; the time it took is reported."""
         aged = _AGED.get(self.ctx.harness)
         if aged is not None and aged.backend is self.backend:
-            aged.crashes += 1
+            aged.crashed_in.append(self.ctx.rule_id)
         started = time.monotonic()
         await self.backend.restart(crash=True)
         took = round(time.monotonic() - started, 3)
@@ -176,18 +184,22 @@ class _Private:
 
 def _rules_aging_queues(ctx: CaseContext) -> int:
     """How many rules take an aged queue: every DUR rule the provider claims."""
-    return sum(1 for r in registered() if r.group == "DUR" and r.applies_when.applies(ctx.caps))
+    return sum(
+        1
+        for r in registered()
+        if r.group == "DUR" and HOOK[0] in r.hooks and r.applies_when.applies(ctx.caps)
+    )
 
 
-async def _drop_untaken(harness: Harness, aged: _AgedQueues) -> None:
-    """At the harness's teardown: drop the aged queues no case took."""
-    if _AGED.get(harness) is aged:
-        del _AGED[harness]
-    if not aged.names:
+async def _drop_untaken(aged: _AgedQueues) -> None:
+    """At the harness's teardown: drop the aged queues no case took (an emptied pool is
+    never handed out again)."""
+    names, aged.names = aged.names, []
+    if not names:
         return
     opened: list[MessagingService] = []
     try:
-        await _drop(aged.backend, aged.names, None, opened)
+        await _drop(aged.backend, names, None, opened)
     finally:
         for service in opened:
             with contextlib.suppress(MessagingError):
