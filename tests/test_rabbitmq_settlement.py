@@ -20,11 +20,13 @@ from aiormq.exceptions import ChannelInvalidStateError, ChannelNotFoundEntity
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
-from mqcontract.errors import StaleClaim, StaleReason
+from mqcontract.errors import ConnectionLost, StaleClaim, StaleReason
 from mqcontract.messages import Claim, Message, QueuedMessage
+from mqcontract.providers.rabbitmq._errors import ERRORS
 from mqcontract.providers.rabbitmq._holds import ENQUEUED_AT_HEADER, Holds
-from mqcontract.providers.rabbitmq._settlement import SettlingChannel, ack_frames
+from mqcontract.providers.rabbitmq._settlement import ChannelGone, SettlingChannel, ack_frames
 from mqcontract.providers.rabbitmq._tasks import Background
+from mqcontract.translation import Failure
 
 WITHIN = 2.0  # seconds any background frame may take to be sent
 
@@ -234,8 +236,8 @@ async def test_a_404_on_a_push_channel_is_not_passed_on_to_the_acks_behind_it(
     holds: Holds,
 ) -> None:
     """A push channel serves several queues: a 404 there may be about another queue (a
-    consume of one deleted meanwhile), so the acks that waited behind it learn only that
-    the channel is gone."""
+    consume of one deleted meanwhile), so neither the ack whose read-back met it nor the
+    acks that waited behind it are told their queue is gone: only that the channel is."""
     channel = FakeChannel()
     channel.read_back_gate = asyncio.Event()
     got = [holds.hold("q", channel, _delivery(n, tag=n), 60, owner="c") for n in range(1, 3)]
@@ -248,10 +250,10 @@ async def test_a_404_on_a_push_channel_is_not_passed_on_to_the_acks_behind_it(
     channel.is_closed = True
     channel.read_back_gate.set()
     outcomes = await asyncio.wait_for(asyncio.gather(first, behind, return_exceptions=True), WITHIN)
-    assert [type(outcome) for outcome in outcomes] == [
-        ChannelNotFoundEntity,
-        ChannelInvalidStateError,
-    ], outcomes
+    assert [type(outcome) for outcome in outcomes] == [ChannelGone, ChannelInvalidStateError]
+    assert isinstance(outcomes[0], ChannelGone)
+    translated = ERRORS.translate(outcomes[0], Failure("rabbitmq", "amqp://h", "ack_message", "q"))
+    assert isinstance(translated, ConnectionLost), translated
 
 
 async def test_a_channel_closed_before_the_frame_is_a_stale_claim(holds: Holds) -> None:

@@ -102,6 +102,22 @@ class _Rounds:
     gone: ChannelNotFoundEntity | None = None
 
 
+class ChannelGone(ConnectionError):
+    """A read-back on a channel serving several queues met a 404: about one of them, not
+    necessarily the settling one's (a consume of a queue deleted meanwhile). The channel
+    is gone, and whether the broker read the frames before it closed is unknown."""
+
+
+def _about(exc: ChannelNotFoundEntity, queue: str | None) -> Exception:
+    """What a read-back's 404 tells its settlements: their queue is gone when the
+    channel serves that queue alone; else only that the channel is."""
+    if queue is not None:
+        return exc
+    gone = ChannelGone(f"channel closed by the broker: {exc}")
+    gone.__cause__ = exc
+    return gone
+
+
 async def _read_back(channel: SettlingChannel, queue: str | None) -> None:
     """One synchronous method: its reply means every earlier frame has been read. With
     ``queue`` (the one queue ``channel`` serves), a passive declare of it, which raises
@@ -143,7 +159,8 @@ class ReadBacks:
         except ChannelNotFoundEntity as exc:
             if queue is not None:  # the queue it serves alone is gone
                 rounds.gone = exc
-            raise
+                raise
+            raise _about(exc, queue) from exc
         finally:
             if rounds.next is None:
                 del self._rounds[channel]
@@ -168,7 +185,7 @@ class ReadBacks:
                 except ChannelNotFoundEntity as exc:
                     if rounds.queue is not None:
                         rounds.gone = exc
-                    sync.set_exception(exc)
+                    sync.set_exception(_about(exc, rounds.queue))
                 except BaseException as exc:
                     sync.set_exception(exc)
                 else:
