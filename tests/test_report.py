@@ -216,7 +216,7 @@ def test_report_from_a_real_verify_run(pytester: pytest.Pytester, tmp_path: Path
     args = ["-p", "no:asyncio", "-p", "no:cacheprovider", "--pyargs"]
     args += ["mqcontract_conformance.contract", "--mq-provider", "memory"]
     pytester.runpytest(*args, "--mq-rules", "LIFE", "--mq-json", str(results)).assert_outcomes(
-        passed=12, skipped=1
+        passed=14, skipped=1
     )
     out = tmp_path / "out"
     status = main(
@@ -225,7 +225,7 @@ def test_report_from_a_real_verify_run(pytester: pytest.Pytester, tmp_path: Path
     assert status == 0
     md = (out / "compatibility.md").read_text()
     # Only LIFE ran: the run recorded the other rules as not selected.
-    assert "| **memory** | ☑️ passing, unverified | 12 |" in md
+    assert "| **memory** | ☑️ passing, unverified | 14 |" in md
     assert "| **pgmq** | ❔ missing |" in md
     assert (out / "badges" / "memory.svg").exists()
 

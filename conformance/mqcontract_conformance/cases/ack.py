@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from mqcontract.errors import MessageNotFound
 from mqcontract.messages import QueuedMessage
 from mqcontract_conformance.cases._payloads import body
@@ -165,17 +167,68 @@ async def ack_unreceived(ctx: CaseContext) -> None:
 
 @rule(
     "ACK-8",
-    "Acking one message of a batch affects only that message; the others expire and come back.",
-    why="Per-message acks are what make batch receive safe.",
+    "Acking or nacking one held message affects only that message: the others the consumer "
+    "holds, of the same receive or another, are neither settled, released nor renewed. One "
+    "left unsettled while the consumer keeps acking (or nacking) others comes back when "
+    "its own timeout runs out: not before, and no later than that plus the slack.",
+    why="Per-message settlement is what makes batch receive safe. An ack or nack with a "
+    "'multiple' flag settles or releases what was delivered before it; one that doubles as "
+    "a heartbeat renews every lease the consumer holds, so a message whose handler hung "
+    "never lapses while the consumer keeps working, which a settle made at once never shows.",
 )
-async def ack_is_per_message(ctx: CaseContext) -> None:
+async def settle_is_per_message(ctx: CaseContext) -> None:
+    await _others_keep_their_deadline(ctx, "ack")
+    await _others_keep_their_deadline(ctx, "nack")
+
+
+async def _others_keep_their_deadline(ctx: CaseContext, settle: str) -> None:
+    """Hold a pair for one short timeout and a pool of others for long; settle the pair's
+    second and then the pool, one every third of the timeout, until the first is back."""
     q = await ctx.queue()
-    ids = await ctx.service.send_batch(q, [body(i) for i in range(3)])
-    got = await ctx.receive_exactly(q, 3, vt=ctx.timing.unit)
-    await ctx.service.ack_message(q, ids[1])
-    back = await ctx.receive_exactly(q, 2, within=ctx.timing.unit + ctx.timing.slack)
-    ctx.check(
-        sorted(m.msg_id for m in back) == [ids[0], ids[2]],
-        f"after acking {ids[1]} of {[m.msg_id for m in got]}, "
-        f"came back: {[m.msg_id for m in back]}",
+    vt, precision = ctx.timing.unit, ctx.caps.visibility_precision_seconds
+    interval = vt / 3  # settles come faster than the timeout: a renewal would never lapse
+    count = math.ceil((vt + precision + ctx.timing.slack) / interval) + 2
+    await ctx.service.send_batch(q, [body(i, "pool") for i in range(count)])
+    pool = [m.msg_id for m in await ctx.receive_exactly(q, count)]
+    await ctx.service.send_batch(q, [body(0, "kept"), body(1, "settled")])
+    claimed_from = ctx.now()
+    pair = await ctx.receive_exactly(q, 2, vt=vt)
+    claimed = ctx.now()
+    kept, first = pair[0].msg_id, pair[1].msg_id
+    pending = [first, *pool]
+    settled: list[int] = []
+    next_settle = claimed_from + interval
+    do = ctx.service.ack_message if settle == "ack" else ctx.service.nack_message
+
+    async def kept_back() -> list[int]:
+        nonlocal next_settle
+        if pending and ctx.now() >= next_settle:
+            settled.append(pending.pop(0))
+            try:
+                await do(q, settled[-1])
+            except MessageNotFound:
+                ctx.fail(
+                    f"{settle} of message {settled[-1]} on {q}, held since it was received, "
+                    f"raised MessageNotFound: settling {settled[:-1][-4:]} had settled or "
+                    "released it"
+                )
+            next_settle = ctx.now() + interval
+        got = [m.msg_id for m in await ctx.receive(q)]
+        pending.extend(i for i in got if i != kept)  # nacked: held again, nacked again
+        return [i for i in got if i == kept]
+
+    what = (
+        f"message {kept} on {q} (held for {vt:g} s by the receive that returned {first}; "
+        f"the consumer {settle}ed {first}, then others, one every {interval:g} s)"
+    )
+    due = claimed_from + vt - precision
+    hold = vt - precision - ctx.timing.step * 2
+    early = max(hold - (ctx.now() - claimed), 0.0)
+    if await ctx.never(kept_back, early, f"{what} back before its timeout ran out", due=due):
+        return  # a slow receive made the claim late: back after its deadline
+    latest = claimed + vt + precision + ctx.timing.slack
+    await ctx.eventually(
+        kept_back,
+        max(latest - ctx.now(), ctx.timing.step),
+        f"{what} back by its timeout plus the slack (did another {settle} renew or settle it?)",
     )

@@ -8,6 +8,9 @@ settling only a live one (SQS receipt handles, Pub/Sub ack ids, Service Bus lock
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
+from dataclasses import dataclass, field
 
 from mqcontract.errors import InvalidArgument, MessageNotFound
 from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
@@ -70,36 +73,113 @@ async def _nothing_left(ctx: CaseContext, q: str, what: str) -> None:
     await ctx.never(back, ctx.timing.margin, what)
 
 
+#: CLAIM-1: the timeouts asked for on receive, fetch and the receive after a nack, as shares
+#: of the long bound: distinct and not whole seconds, so a claim that states a default,
+#: another delivery's timeout or a truncated one shows.
+_ASKED_SHARES = (0.9875, 0.975, 0.9625)
+
+
+def _asked_timeouts(ctx: CaseContext) -> list[float]:
+    top = min(ctx.timing.long, ctx.caps.max_visibility_timeout_seconds)
+    return [top * share for share in _ASKED_SHARES]
+
+
+def _claim_for(ctx: CaseContext, message: QueuedMessage, how: str, asked: float) -> Claim:
+    """The claim of ``message``, which must state the timeout ``how`` asked for."""
+    claim = _claim_of(ctx, message, how)
+    stated = claim.visibility_timeout
+    precision = ctx.caps.visibility_precision_seconds
+    ctx.check(
+        _is_seconds(stated) and math.isclose(stated, asked, rel_tol=1e-9, abs_tol=precision),
+        f"the claim from {how} on {claim.queue_name}/{claim.msg_id} states a visibility "
+        f"timeout of {stated!r} s; {asked:g} s was asked for",
+    )
+    return claim
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @rule(
     "CLAIM-1",
     "Every claimed message carries a claim naming its queue and id, a new one on every "
-    "delivery (receive, fetch, claimed push); acking the latest claim removes the message.",
+    "delivery (receive, fetch, claimed push), and stating the seconds it holds the "
+    "message: on receive and fetch the visibility timeout asked for (within the declared "
+    "visibility precision); on a claimed push, whose timeout is configured and cannot be "
+    "compared with anything asked, a finite value above 0 and at most "
+    "max_visibility_timeout_seconds, during which the message is not delivered again "
+    "(watched for the margin, or the whole of it if shorter; PUSH-7 waits it out). "
+    "Acking the latest claim removes the message.",
     why="Settling names the claim; a delivery without one, or one that repeats an earlier "
-    "delivery's claim, cannot be told apart from the work another consumer is doing.",
+    "delivery's claim, cannot be told apart from the work another consumer is doing. A "
+    "handler plans by the timeout its claim states (whether work is still worth "
+    "starting): one stated in milliseconds promises a thousand times the hold it has.",
     provisional=True,
 )
 async def every_delivery_is_a_claim(ctx: CaseContext) -> None:
     q = await ctx.queue()
     sent = await ctx.service.send_message(q, body(1))
-    (first,) = await ctx.receive_exactly(q, 1)
-    claims = [_claim_of(ctx, first, "receive_messages")]
+    on_receive, on_fetch, on_receive_again = _asked_timeouts(ctx)
+    (first,) = await ctx.receive_exactly(q, 1, vt=on_receive)
+    claims = [_claim_for(ctx, first, "receive_messages", on_receive)]
     await ctx.service.nack_claim(q, claims[0])
     if ctx.caps.fetch_by_id:
         fetched = await ctx.eventually(
-            lambda: ctx.service.fetch_message(q, sent, ctx.timing.long),
+            lambda: ctx.service.fetch_message(q, sent, on_fetch),
             ctx.timing.delivery,
             f"message {sent} fetchable after nack",
         )
-        claims.append(_claim_of(ctx, fetched, "fetch_message"))
+        claims.append(_claim_for(ctx, fetched, "fetch_message", on_fetch))
         await ctx.service.nack_claim(q, claims[-1])
-    (again,) = await ctx.receive_exactly(q, 1)
-    claims.append(_claim_of(ctx, again, "receive_messages after nack"))
+    (again,) = await ctx.receive_exactly(q, 1, vt=on_receive_again)
+    claims.append(_claim_for(ctx, again, "receive_messages after nack", on_receive_again))
+    tokens = [c.token for c in claims]  # the claims differ anyway, in the timeouts asked
     ctx.check(
-        len(set(claims)) == len(claims),
+        len(set(tokens)) == len(tokens),
         f"deliveries of message {sent} repeat a claim: {claims}",
     )
     await ctx.service.ack_claim(q, claims[-1])
     await _nothing_left(ctx, q, f"message {sent}, acked by its latest claim, came back")
+    if CLAIMED_PUSH.applies(ctx.caps):
+        await _pushed_claim_states_its_hold(ctx)
+
+
+async def _pushed_claim_states_its_hold(ctx: CaseContext) -> None:
+    """A pushed claim states a push timeout a provider may have, and holds for it."""
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    sent = await ctx.service.send_message(q, body(2))
+    pushed_from = ctx.now()  # the claim starts no earlier
+    note = await ctx.next_claimed(sub)
+    claim = _claim_of(ctx, note.message, "a claimed push")
+    stated = claim.visibility_timeout
+    longest = ctx.caps.max_visibility_timeout_seconds
+    ctx.check(
+        _is_seconds(stated) and math.isfinite(stated) and 0 < stated <= longest,
+        f"the claim of message {sent} pushed on {q} states a visibility timeout of "
+        f"{stated!r} s; expected a finite value above 0 and at most the declared "
+        f"max_visibility_timeout_seconds ({longest:g} s)",
+    )
+
+    async def delivered_again() -> list[str]:
+        seen = [f"received {m.msg_id}" for m in await ctx.receive(q)]
+        try:
+            more = await ctx.next_notification(sub, ctx.timing.step)
+        except ContractViolation:
+            return seen
+        return [*seen, f"pushed {more!r}"]
+
+    ends = pushed_from + stated - ctx.caps.visibility_precision_seconds
+    watch = min(ends - ctx.timing.step * 2, ctx.now() + ctx.timing.margin) - ctx.now()
+    await ctx.never(
+        delivered_again,
+        max(watch, 0.0),
+        f"message {sent} on {q}, whose pushed claim states {stated:g} s, delivered again "
+        "within them",
+    )
+    await ctx.service.ack_claim(q, claim)
+    await _nothing_left(ctx, q, f"pushed message {sent}, acked by its claim, came back")
 
 
 @rule(
@@ -189,51 +269,141 @@ async def settled_claim_is_stale(ctx: CaseContext) -> None:
     await ctx.service.ack_claim(elsewhere, _claim_of(ctx, theirs, "receive_messages"))
 
 
+#: CLAIM-5: stale claims sit last and first in a chunk of 10, 16, 32, 64 or 100 claims (backend
+#: batch limits a provider may settle a batch in), and last in the batch, so results mapped
+#: by their place in a chunk, or a chunk settled short, show. The live claims are no
+#: multiple of those sizes, so a last chunk left out shows too.
+_CHUNK_EDGES = (9, 10, 15, 16, 31, 32, 63, 64, 99, 100)
+#: What makes each of them stale, in turn.
+_RELEASED, _SETTLED, _REPEATED = "released claim", "settled claim", "repeated claim"
+_SUPERSEDED = "claim superseded in the batch"
+_OUTDATED = "claim superseded outside the batch"
+_STALE_KINDS = (_RELEASED, _SETTLED, _SUPERSEDED, _REPEATED, _OUTDATED)
+
+
+@dataclass
+class _Batch:
+    """The claims CLAIM-5 hands ack_claims, what each must report, and what to expect after."""
+
+    claims: list[Claim] = field(default_factory=list)
+    expected: list[bool] = field(default_factory=list)
+    #: What each entry is (for failure messages).
+    roles: list[str] = field(default_factory=list)
+    #: Messages whose stale claim in the batch was released: they must be receivable.
+    released: list[int] = field(default_factory=list)
+    #: Live claims outside the batch, whose stale predecessors are in it: they must still hold.
+    kept: list[Claim] = field(default_factory=list)
+
+    @property
+    def live_at(self) -> list[int]:
+        return [i for i, live in enumerate(self.expected) if live]
+
+    def add(self, claim: Claim, live: bool, role: str) -> None:
+        self.claims.append(claim)
+        self.expected.append(live)
+        self.roles.append(f"{role}, message {claim.msg_id}")
+
+
 @rule(
     "CLAIM-5",
-    "ack_claims settles several claims at once and reports each: True for a live claim "
-    "(now acked), False for a stale one (released, settled, repeated, of another queue, "
-    "superseded by a live claim in the same batch), which it leaves alone; an empty batch "
-    "settles nothing.",
+    "ack_claims settles several claims at once and reports each, in order: True for a "
+    "live claim (now acked: it settles nothing when acked again), False for a stale one "
+    "(released, settled, repeated, of another queue, superseded by a newer claim in the "
+    "same batch or outside it), which it leaves alone (a released message stays "
+    "receivable, a newer claim still settles); an empty batch settles nothing. Checked "
+    "with 130 claims (70 where max_receive_limit is below 100), stale ones where chunks "
+    "of 10, 16, 32, 64 and 100 end and start, and last.",
     why="Batch settlement is how consumers keep up; one stale claim in a batch must neither "
-    "fail the others nor be acked on their coattails.",
+    "fail the others nor be acked on their coattails. A provider that settles a long batch "
+    "in chunks (a backend's batch limit) and maps each chunk's failures by their place in "
+    "the chunk reports a stale claim past the first chunk acked.",
     provisional=True,
 )
 async def batch_settlement(ctx: CaseContext) -> None:
     q, elsewhere = await ctx.queue(), await ctx.queue()
-    ids = await ctx.service.send_batch(q, [body(i) for i in range(5)])
-    got = await ctx.receive_exactly(q, 5)
-    claims = {m.msg_id: _claim_of(ctx, m, "receive_messages") for m in got}
-    # One message under a live claim and its superseded one, both in the batch.
-    superseded = claims[ids[4]]
-    await ctx.service.nack_claim(q, superseded)
-    (again,) = await ctx.receive_exactly(q, 1)
-    ctx.check(again.msg_id == ids[4], f"received {again.msg_id} again, not {ids[4]}")
-    live = _claim_of(ctx, again, "receive_messages")
+    length = 130 if ctx.caps.max_receive_limit >= 100 else 70
+    batch = await _stale_and_live(ctx, q, length)
     await ctx.service.send_message(elsewhere, body(9))
     (foreign,) = await ctx.receive_exactly(elsewhere, 1)
-    released, settled = claims[ids[1]], claims[ids[2]]
-    await ctx.service.nack_claim(q, released)
-    await ctx.service.ack_claim(q, settled)
-    batch: list[Claim | QueuedMessage] = [
-        claims[ids[0]],
-        released,
-        settled,
-        claims[ids[3]],
-        claims[ids[0]],
-        _claim_of(ctx, foreign, "receive_messages"),
-        live,
-        superseded,
+    # Last: the base class sets it aside, so _ack_many sees the chunk edges where they are.
+    batch.add(_claim_of(ctx, foreign, "receive_messages"), False, f"a claim on {elsewhere}")
+    outcome = await ctx.service.ack_claims(q, batch.claims)
+    mismatched = [
+        (i, role, got, want)
+        for i, (role, got, want) in enumerate(
+            itertools.zip_longest(batch.roles, outcome, batch.expected)
+        )
+        if got != want
     ]
-    outcome = await ctx.service.ack_claims(q, batch)
-    expected = [True, False, False, True, False, False, True, False]
-    ctx.check(outcome == expected, f"ack_claims reported {outcome}, expected {expected}")
-    (back,) = await ctx.receive_exactly(q, 1)
-    ctx.check(back.msg_id == ids[1], f"after the batch, received {back.msg_id}, not {ids[1]}")
+    mismatched.sort(key=lambda m: m[3] is not False)  # stale claims reported acked first
+    wrong = [f"#{i} ({role}): {got}, expected {want}" for i, role, got, want in mismatched]
+    ctx.check(
+        not wrong,
+        f"ack_claims of {len(batch.claims)} claims on {q} reported {len(outcome)} values, "
+        f"{len(wrong)} wrong: " + "; ".join(wrong[:12]),
+    )
+    back = await ctx.receive_exactly(q, len(batch.released))
+    ctx.check(
+        sorted(m.msg_id for m in back) == sorted(batch.released),
+        f"after the batch on {q}, received {sorted(m.msg_id for m in back)}; expected the "
+        f"messages whose released claims were in it, {sorted(batch.released)}",
+    )
+    acked = [c for c, live in zip(batch.claims, batch.expected, strict=True) if live]
+    again = await ctx.service.ack_claims(q, acked)
+    unsettled = [c.msg_id for c, settled in zip(acked, again, strict=False) if settled]
+    ctx.check(
+        again == [False] * len(acked),
+        f"claims ack_claims reported acked on {q} were not: acking them again settled "
+        f"messages {unsettled} (reported {len(again)} values for {len(acked)} claims)",
+    )
+    for claim in batch.kept:
+        await _settles(ctx, q, claim, f"message {claim.msg_id}, whose older claim was batched")
     ctx.check(await ctx.service.ack_claims(q, []) == [], "ack_claims([]) did not return []")
     await ctx.check_still_held(elsewhere, foreign, "after its claim was in another queue's batch")
-    await ctx.service.ack_claim(q, back)
+    await ctx.service.ack_claims(q, back)
     await _nothing_left(ctx, q, "a message acked in the batch came back")
+    await ctx.service.ack_claim(elsewhere, foreign)
+
+
+async def _stale_and_live(ctx: CaseContext, q: str, length: int) -> _Batch:
+    """``length`` claims on ``q``: stale ones at the chunk edges below ``length`` and last,
+    of each kind in turn, live ones everywhere else (a superseded claim's newer one among
+    them)."""
+    edges = [i for i in _CHUNK_EDGES if i < length - 1] + [length - 1]
+    kinds = {edge: _STALE_KINDS[k % len(_STALE_KINDS)] for k, edge in enumerate(edges)}
+    stale_kinds = [kind for kind in kinds.values() if kind != _REPEATED]
+    fresh = length - len(edges) - stale_kinds.count(_SUPERSEDED)
+    ids = await ctx.service.send_batch(q, [body(i) for i in range(fresh + len(stale_kinds))])
+    got = await ctx.receive_exactly(q, len(ids), ctx.timing.long)
+    first = {m.msg_id: _claim_of(ctx, m, "receive_messages") for m in got}
+    stale = list(zip(ids[fresh:], stale_kinds, strict=True))
+    renewed = sorted(i for i, kind in stale if kind in (_SUPERSEDED, _OUTDATED))
+    for msg_id in renewed:
+        await ctx.service.nack_claim(q, first[msg_id])
+    again = await ctx.receive_exactly(q, len(renewed))
+    newer = {m.msg_id: _claim_of(ctx, m, "receive_messages after nack") for m in again}
+    ctx.check(sorted(newer) == renewed, f"received {sorted(newer)} again on {q}, not {renewed}")
+    batch = _Batch()
+    for msg_id, kind in stale:
+        if kind == _RELEASED:
+            await ctx.service.nack_claim(q, first[msg_id])
+            batch.released.append(msg_id)
+        elif kind == _SETTLED:
+            await ctx.service.ack_claim(q, first[msg_id])
+        elif kind == _OUTDATED:
+            batch.kept.append(newer[msg_id])
+    live = [first[i] for i in ids[:fresh]]
+    live += [newer[i] for i, kind in stale if kind == _SUPERSEDED]
+    stale_claims = iter(first[i] for i, _ in stale)
+    for position in range(length):
+        role = kinds.get(position)
+        if role is None:
+            batch.add(live.pop(0), True, "live claim")
+        elif role == _REPEATED:  # the latest live claim before it, a second time
+            batch.add(batch.claims[max(batch.live_at)], False, role)
+        else:
+            batch.add(next(stale_claims), False, role)
+    return batch
 
 
 @rule(

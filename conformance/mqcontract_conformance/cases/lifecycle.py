@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
+from mqcontract.capabilities import PushKind
 from mqcontract.errors import InvalidQueueName, QueueNotFound, UnsupportedOperation
-from mqcontract.messages import Claim
+from mqcontract.messages import Claim, QueuedMessage
+from mqcontract.service import MessagingService
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._kin import first_receive, kin_queues
-from mqcontract_conformance.cases._payloads import INVALID_NAMES, body
-from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.cases._payloads import INVALID_NAMES, body, same_payload
+from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.registry import rule
 
 
@@ -71,8 +74,12 @@ async def exists_tracks_lifecycle(ctx: CaseContext) -> None:
 
 @rule(
     "LIFE-5",
-    "list_queues includes every created queue and no deleted or never-created one.",
-    why="Operators and the fallback poller enumerate queues.",
+    "list_queues includes every created queue and no deleted or never-created one, a "
+    "queue deleted while a subscription to it is still open included (where push is "
+    "claimed): it agrees with queue_exists.",
+    why="Operators and the fallback poller enumerate queues; a list built from what is "
+    "bound or subscribed (a broker's bindings, a registry of listeners) keeps showing a "
+    "deleted queue for as long as anybody listens to it.",
     applies_when=Applies.flag("list_queues"),
 )
 async def list_tracks_lifecycle(ctx: CaseContext) -> None:
@@ -82,6 +89,21 @@ async def list_tracks_lifecycle(ctx: CaseContext) -> None:
     ctx.check(kept in listed, f"{kept} not listed: {sorted(listed)}")
     ctx.check(dropped not in listed, f"deleted {dropped} still listed")
     ctx.check(never not in listed, f"never-created {never} listed")
+    if ctx.caps.push is PushKind.NONE:
+        return
+    watched = await ctx.queue()
+    await ctx.subscribe(watched)
+    await ctx.subscribe(kept, watched)
+    await ctx.service.delete_queue(watched)
+    listed = set(await ctx.service.list_queues())
+    for q, created in ((kept, True), (watched, False)):
+        exists = await ctx.service.queue_exists(q)
+        ctx.check(
+            exists is created and (q in listed) is created,
+            f"{q}, {'created' if created else 'deleted'} while subscriptions to it are "
+            f"open: queue_exists says {exists}, list_queues "
+            f"{'includes' if q in listed else 'leaves out'} it",
+        )
 
 
 @rule(
@@ -264,4 +286,129 @@ async def delete_spares_kin(ctx: CaseContext) -> None:
             [(m.msg_id, m.payload) for m in got] == [(sent[q], kin.tag(q))],
             f"{q} after deleting {list(deleted)}: received "
             f"{[(m.msg_id, m.payload) for m in got]}, sent {sent[q]} ({kin.tag(q)!r})",
+        )
+
+
+@rule(
+    "LIFE-14",
+    "A queue's deletion and re-creation through another service hold at once for this "
+    "one: once the other deleted it, this service's queue_exists says False, its send "
+    "and receive raise QueueNotFound naming it, and list_queues (where claimed) leaves it "
+    "out; once the other created it again, queue_exists says True, it is listed, a "
+    "message this service sends is received through the other, and this service "
+    "receives the other's send, never a message from before the deletion.",
+    why="Another process deletes and re-creates queues (a redeploy, an operator's purge); "
+    "a provider that caches queue handles, existence or the list per service, and "
+    "forgets them only on its own delete, keeps sending into the deleted queue: send "
+    "returns an id and the message is gone.",
+    applies_when=Applies.flag("shared_backend"),
+    provisional=True,
+)
+async def deletion_seen_by_every_service(ctx: CaseContext) -> None:
+    svc = ctx.service
+    q = await ctx.queue()
+    other = await ctx.other_consumer(q)
+    # This service uses the queue first, so whatever it caches about it is cached.
+    await svc.send_batch(q, [body(1, "before"), body(2, "before")])
+    for m in await ctx.receive(q, 1):
+        await svc.ack_claim(q, m)
+    await _seen(ctx, q, exists=True, when="created")
+    await other.delete_queue(q)
+    await _seen(ctx, q, exists=False, when="deleted through another service")
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "send_message": lambda: svc.send_message(q, body(3, "deleted")),
+        "receive_messages": lambda: svc.receive_messages(q, 10, ctx.timing.long),
+    }
+    for name, call in calls.items():
+        what = f"{name} on {q}, deleted through another service"
+        exc = await ctx.raises(QueueNotFound, call(), what)
+        ctx.check(exc.queue == q, f"{what}: QueueNotFound names {exc.queue!r}")
+    await other.create_queue(q)
+    await _seen(ctx, q, exists=True, when="created again through another service")
+    again = f"on {q}, created again through another service"
+    mine = await ctx.accepts(svc.send_message(q, body(4, "after")), f"send_message {again}")
+    await _received_once(ctx, other, q, (mine, body(4, "after")), "sent through this service")
+    theirs = await ctx.accepts(other.send_message(q, body(5, "after")), "the other's send")
+    await _received_once(ctx, svc, q, (theirs, body(5, "after")), "sent through the other")
+
+
+async def _seen(ctx: CaseContext, q: str, *, exists: bool, when: str) -> None:
+    """This service's queue_exists and list_queues (where claimed) both tell ``exists``."""
+    said = await ctx.service.queue_exists(q)
+    ctx.check(said is exists, f"{q} {when}: queue_exists says {said}")
+    if ctx.caps.list_queues:
+        listed = q in await ctx.service.list_queues()
+        ctx.check(listed is exists, f"{q} {when}: list_queues {'has' if listed else 'lacks'} it")
+
+
+async def _received_once(
+    ctx: CaseContext, receiver: MessagingService, q: str, sent: tuple[int, bytes], what: str
+) -> None:
+    """``receiver`` gets exactly the message ``sent`` (id, payload) from ``q``, and acks it."""
+    msg_id, payload = sent
+    got: list[QueuedMessage] = []
+
+    async def arrived() -> bool:
+        receive = receiver.receive_messages(q, 10, ctx.timing.long)
+        got.extend(await ctx.accepts(receive, f"receive_messages on {q}, created again"))
+        return bool(got)
+
+    with contextlib.suppress(ContractViolation):  # reported below, with what arrived
+        await ctx.eventually(arrived, ctx.timing.delivery, what)
+    ctx.check(
+        [m.msg_id for m in got] == [msg_id]
+        and same_payload(ctx.caps.payload_fidelity, payload, got[0].payload),
+        f"{q}, deleted and created again through another service: message {msg_id} "
+        f"{what} ({payload!r}) was received as {[(m.msg_id, m.payload) for m in got]} "
+        f"within {ctx.timing.delivery:g} s",
+    )
+    await receiver.ack_claim(q, got[0])
+
+
+@rule(
+    "LIFE-15",
+    "Closing a service leaves the queues it created, and their messages, to the others: "
+    "queues it alone created, empty or not, one another service created too, and (where "
+    "push is claimed) ones it subscribed to, with the subscription open or closed, still "
+    "exist for another service throughout the margin after the close, and what was sent "
+    "to them is received there.",
+    why="Workers come and go while their queues stay; a provider that declares queues "
+    "auto-delete or exclusive (a tutorial's flags), or cleans up the queues it declared, "
+    "or the empty ones, on close deletes queues other processes use, with their work.",
+    applies_when=Applies.flag("shared_backend"),
+    provisional=True,
+)
+async def close_leaves_queues(ctx: CaseContext) -> None:
+    both = await ctx.queue()
+    closing = await ctx.other_consumer(both)
+    full, empty, listened, left = (ctx.queue_name() for _ in range(4))
+    queues = {
+        full: "created by it alone, with a message",
+        empty: "created by it alone, empty",
+        both: "created by it and by another service, with a message",
+    }
+    push = ctx.caps.push is not PushKind.NONE
+    if push:
+        queues |= {listened: "subscribed to by it, open", left: "subscribed to by it, closed"}
+    for q in queues:
+        await closing.create_queue(q)
+    sent = {q: await closing.send_message(q, body(1, q)) for q in (full, both)}
+    if push:
+        await closing.subscribe(listened)  # left open: the close ends it
+        await (await closing.subscribe(left)).aclose()
+    await closing.close()
+
+    async def gone() -> list[str]:
+        return [
+            f"{q} ({kind})" for q, kind in queues.items() if not await ctx.service.queue_exists(q)
+        ]
+
+    await ctx.never(gone, ctx.timing.margin, "closing a service deleted queues it created")
+    for q, msg_id in sent.items():
+        (got,) = await ctx.receive_exactly(q, 1)
+        ctx.check(
+            got.msg_id == msg_id
+            and same_payload(ctx.caps.payload_fidelity, body(1, q), got.payload),
+            f"{q} ({queues[q]}), after the service that sent {msg_id} to it closed: "
+            f"received {got.msg_id} ({got.payload!r})",
         )

@@ -132,22 +132,32 @@ async def mixed_threshold(ctx: CaseContext) -> None:
     )
 
 
+#: PUSH-5's queues: past the 16 or 32 streams, channels or consumers one blocking read,
+#: LISTEN batch or channel may be capped at.
+MANY_QUEUES = 33
+
+
 @rule(
     "PUSH-5",
-    "subscribe_many delivers notifications for every listed queue, each naming its queue.",
-    why="Orchestration listens on several queues through one stream.",
+    "subscribe_many delivers notifications for every listed queue, each naming its queue: "
+    f"checked with {MANY_QUEUES} queues, each sent one message.",
+    why="Orchestration listens on several queues through one stream; a provider that "
+    "reads them in one call capped at 16 or 32 names, and drops the rest, never delivers "
+    "their messages, and nothing says so.",
     applies_when=ANY_PUSH,
 )
 async def subscribe_many_names_queue(ctx: CaseContext) -> None:
-    queues = [await ctx.queue() for _ in range(3)]
+    queues = [await ctx.queue() for _ in range(MANY_QUEUES)]
     sub = await ctx.subscribe(*queues)
-    sent = [(q, await ctx.service.send_message(q, body(i))) for i, q in enumerate(queues)]
+    payloads = {q: body(i, q) for i, q in enumerate(queues)}
+    sent = [(q, await ctx.service.send_message(q, payloads[q])) for q in queues]
     seen = await ctx.collect_notifications(sub, sent)
     for (queue, msg_id), note in seen.items():
-        if isinstance(note, Message):
+        if isinstance(note, Message) and queue in payloads:  # ids may repeat across queues
             ctx.check(
-                note.message.queue_name == queue,
-                f"message {msg_id} of {queue} carries queue {note.message.queue_name}",
+                same_payload(ctx.caps.payload_fidelity, payloads[queue], note.message.payload),
+                f"message {msg_id} announced for {queue} carries {note.message.payload!r}, "
+                f"sent to it {payloads[queue]!r}",
             )
         await _settle_held(ctx, queue, note)
     ctx.check(set(seen) == set(sent), f"announced {sorted(seen)}, sent {sorted(sent)}")

@@ -1,8 +1,9 @@
 """PUSH: what a subscription may touch.
 
 Only the queues it lists; a claimed message, only while no other subscription holds it;
-nothing once its service has closed. The rules in :mod:`.push` look at one subscription
-on one queue, where none of these can go wrong.
+nothing once its service has closed; never another subscription on the same queues. The
+rules in :mod:`.push` look at one subscription on one queue, where none of these can go
+wrong.
 """
 
 from __future__ import annotations
@@ -289,3 +290,109 @@ async def _announced_is_there(ctx: CaseContext, q: str, msg_id: int) -> bool:
     for m in got:
         await ctx.service.ack_claim(q, m)
     return msg_id in {m.msg_id for m in got}
+
+
+@dataclass(frozen=True)
+class _Siblings:
+    """Two subscriptions on the same queues: the queues each lists (indexes into the
+    round's queues) and whether the second is another service's."""
+
+    what: str
+    first: tuple[int, ...]
+    second: tuple[int, ...]
+    across: bool = False
+
+
+#: PUSH-19's pairs; each is checked twice, closing the first, then the second.
+SIBLINGS = (
+    _Siblings("one service, one queue", (0,), (0,)),
+    _Siblings("one service, two queues listed in opposite orders", (0, 1), (1, 0)),
+    _Siblings("two services, one queue", (0,), (0,), across=True),
+)
+#: Messages sent to each queue of the subscription left open.
+SIBLING_SENDS = 3
+
+
+@rule(
+    "PUSH-19",
+    "Closing a subscription leaves every other one open: of two subscriptions to the same "
+    "queues (one service's, listing them in the same or another order, and two services' "
+    "where services share a backend), whichever is closed, the other is still notified of "
+    "every message sent to its queues afterwards, within the delivery bound.",
+    why="A provider that finds a subscription's consumer by its queue names (a consumer "
+    "tag or registry entry per name or per list of names, one LISTEN per queue dropped by "
+    "the first to leave, a durable consumer named after the queue) tears down the wrong "
+    "one: the worker that stays silently stops receiving, and PUSH-6 closes the only "
+    "subscription there is.",
+    applies_when=ANY_PUSH,
+    provisional=True,
+)
+async def closing_spares_siblings(ctx: CaseContext) -> None:
+    for pair in SIBLINGS:
+        if pair.across and not ctx.caps.shared_backend:
+            continue  # each service has a backend of its own
+        for closed in (0, 1):
+            queues = [await ctx.queue() for _ in set(pair.first) | set(pair.second)]
+            second = await ctx.other_consumer(queues[0]) if pair.across else ctx.service
+            await _sibling_round(ctx, pair, closed, queues, (ctx.service, second))
+
+
+async def _sibling_round(
+    ctx: CaseContext,
+    pair: _Siblings,
+    closed: int,
+    queues: list[str],
+    owners: tuple[MessagingService, MessagingService],
+) -> None:
+    """Open both subscriptions, close one, and check the other gets every later send."""
+    subs = [
+        await owner.subscribe_many([queues[i] for i in listed])
+        for owner, listed in zip(owners, (pair.first, pair.second), strict=True)
+    ]
+    ctx.subscriptions.extend(subs)
+    await subs[closed].aclose()
+    survivor, owner = subs[1 - closed], owners[1 - closed]
+    sent = {
+        (q, await ctx.service.send_message(q, body(i, q)))
+        for q in survivor.queues
+        for i in range(SIBLING_SENDS)
+    }
+    notes, ended = await _notes_within(ctx, survivor, sent)
+    for note in notes:
+        await _settle(ctx, owner, note)
+    seen = {(n.queue_name, notification_id(n)) for n in notes}
+    missing = sorted(sent - seen)
+    which = ("first", "second")
+    where = (
+        f"{pair.what}: subscriptions to {[queues[i] for i in pair.first]} and "
+        f"{[queues[i] for i in pair.second]}, the {which[closed]} closed"
+    )
+    ctx.check(not ended, f"{where}: the {which[1 - closed]} ended too")
+    ctx.check(
+        not missing,
+        f"{where}: the {which[1 - closed]} was not notified within "
+        f"{ctx.timing.delivery:g} s of {missing} sent afterwards (notified of "
+        f"{[_shown(n) for n in notes]})",
+    )
+
+
+async def _notes_within(
+    ctx: CaseContext, sub: Subscription, wanted: set[tuple[str, int]]
+) -> tuple[list[MessageNotification], bool]:
+    """What ``sub`` yields until ``wanted`` were all announced or the delivery bound
+    passed, and whether it ended meanwhile."""
+    notes: list[MessageNotification] = []
+    missing = set(wanted)
+    deadline = ctx.now() + ctx.timing.delivery
+    while missing and ctx.now() < deadline:
+        try:
+            note = await ctx.next_notification(sub, max(deadline - ctx.now(), ctx.timing.step))
+        except ContractViolation:
+            break
+        except StopAsyncIteration:
+            return notes, True
+        notes.append(note)
+        msg_id = notification_id(note)
+        if msg_id is not None:
+            missing.discard((note.queue_name, msg_id))
+    return notes, False

@@ -10,23 +10,59 @@ from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext
 from mqcontract_conformance.registry import rule
 
+#: The limits RECV-1 asks for (those up to ``max_receive_limit``, which is asked too):
+#: 1 and primes, so that for every page size from 2 to 100 one of them is larger than
+#: the page and no multiple of it. A provider that reads in pages and drops or rounds up the
+#: remainder of a limit returns the wrong count for that one.
+ODD_LIMITS = (1, 7, 13, 37, 101)
+#: How many messages RECV-1 leaves visible for a receive with a larger limit (more than
+#: one small page, and no round number).
+FEWER_VISIBLE = 23
+
+
+def _odd_limits(most: int) -> list[int]:
+    """The limits to ask for, ascending, none above ``most`` (which is asked when below 101)."""
+    return sorted({limit for limit in ODD_LIMITS if limit <= most} | {min(most, ODD_LIMITS[-1])})
+
 
 @rule(
     "RECV-1",
     "receive_messages returns exactly min(limit, visible) messages: never more than "
-    "`limit`, and never fewer while that many are visible; the rest stay receivable.",
+    "`limit`, and never fewer while that many are visible; the rest stay receivable. "
+    "This holds for any limit up to max_receive_limit, round or not.",
     why="Consumers size their work by the limit; a provider that returns one message per "
-    "call whatever the limit passes 'at most' and starves batch consumers.",
+    "call whatever the limit passes 'at most' and starves batch consumers. A backend read "
+    "in pages tempts a provider to drop (or round up) the remainder of a limit that is not "
+    "a multiple of the page, which round limits never show.",
 )
 async def limit_honoured(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    ids = await ctx.service.send_batch(q, [body(i) for i in range(5)])
-    first = await ctx.receive(q, limit=3)
-    ctx.check(len(first) == 3, f"limit 3 with 5 visible returned {len(first)} messages")
-    rest = await ctx.receive(q, limit=10)
-    ctx.check(len(rest) == 2, f"limit 10 with 2 visible returned {len(rest)} messages")
-    got = sorted(m.msg_id for m in first + rest)
-    ctx.check(got == sorted(ids), f"sent {ids}, received {got}")
+    limits = _odd_limits(ctx.caps.max_receive_limit)
+    fewer = min(FEWER_VISIBLE, limits[-1] - 1)
+    payloads = [body(i) for i in range(sum(limits) + fewer)]
+    sent: list[int] = []
+    for start in range(0, len(payloads), 100):
+        sent += await ctx.service.send_batch(q, payloads[start : start + 100])
+    received: list[int] = []
+    # Ascending, each with more visible than its limit; then one with fewer visible.
+    for limit in [*limits, limits[-1]]:
+        visible = len(sent) - len(received)
+        expected = min(limit, visible)
+        got = [m.msg_id for m in await ctx.receive(q, limit=limit)]
+        ctx.check(
+            len(got) == expected,
+            f"receive with limit {limit} on {q} with {visible} visible returned "
+            f"{len(got)} messages, expected {expected}",
+        )
+        again = sorted({i for i in got if i in received or got.count(i) > 1})
+        ctx.check(not again, f"limit {limit} on {q} returned held messages again: {again}")
+        received += got
+    ctx.check(
+        sorted(received) == sorted(sent),
+        f"sent {len(sent)} messages to {q}, received {len(received)}; never received: "
+        f"{sorted(set(sent) - set(received))[:20]}, not sent: "
+        f"{sorted(set(received) - set(sent))[:20]}",
+    )
 
 
 @rule(

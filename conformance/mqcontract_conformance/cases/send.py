@@ -24,17 +24,69 @@ async def _round_trip(ctx: CaseContext, payload: bytes, what: str) -> None:
     )
 
 
+#: SEND-1: rounds in which each producer sends once, alternating single sends and batches.
+ID_TURNS = 6
+#: SEND-1: payloads per batch.
+ID_BATCH = 3
+
+
 @rule(
     "SEND-1",
-    "Ids returned by send are unique within the queue and strictly increasing for one producer.",
-    why="Ids are how consumers ack and how order is diagnosed.",
+    "Ids returned by send are unique within the queue, whichever producer sent: two "
+    "services taking turns on one queue (single sends and batches) never get the same id, "
+    "and every message is received once, under its id, with its payload (the second "
+    "producer where services share a backend). For one producer ids are strictly "
+    "increasing.",
+    why="Ids are how consumers ack and how order is diagnosed. Ids counted per connection "
+    "look unique to a lone producer and collide as soon as a second one sends; a backend "
+    "keyed by id then overwrites one message with the other.",
 )
 async def ids_increase(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    ids = [await ctx.service.send_message(q, body(i)) for i in range(20)]
-    ctx.check(all(isinstance(i, int) for i in ids), f"ids are not ints: {ids}")
-    ctx.check(len(set(ids)) == len(ids), f"duplicate ids: {ids}")
-    ctx.check(ids == sorted(ids), f"ids not increasing: {ids}")
+    producers = [ctx.service]
+    if ctx.caps.shared_backend:
+        producers.append(await ctx.other_consumer(q))
+    sent: dict[int, tuple[str, bytes]] = {}  # id -> (which send returned it, payload)
+    issued: list[list[int]] = [[] for _ in producers]
+    for turn in range(ID_TURNS):
+        for p, producer in enumerate(producers):
+            batch = (turn + p) % 2 == 1
+            payloads = [body(len(sent) + i, f"p{p + 1}") for i in range(ID_BATCH if batch else 1)]
+            if batch:
+                how = f"producer {p + 1}'s send_batch (turn {turn + 1})"
+                ids = await producer.send_batch(q, payloads)
+            else:
+                how = f"producer {p + 1}'s send_message (turn {turn + 1})"
+                ids = [await producer.send_message(q, payloads[0])]
+            ctx.check(
+                len(ids) == len(payloads) and all(type(i) is int for i in ids),
+                f"{how} on {q} returned {ids!r} for {len(payloads)} payloads",
+            )
+            for msg_id, payload in zip(ids, payloads, strict=True):
+                if msg_id in sent:
+                    ctx.fail(
+                        f"{how} on {q} returned id {msg_id}, which {sent[msg_id][0]} "
+                        f"returned before; ids per producer so far: {issued}"
+                    )
+                sent[msg_id] = (how, payload)
+            issued[p] += ids
+    for p, ids in enumerate(issued):
+        ctx.check(
+            ids == sorted(set(ids)),
+            f"producer {p + 1}'s ids on {q} are not strictly increasing: {ids}",
+        )
+    got = await ctx.receive_exactly(q, len(sent))
+    by_id = {m.msg_id: m.payload for m in got}
+    ctx.check(
+        len(by_id) == len(got) and by_id.keys() == sent.keys(),
+        f"sent {sorted(sent)} to {q}, received {sorted(m.msg_id for m in got)}",
+    )
+    for msg_id, (how, payload) in sent.items():
+        ctx.check(
+            same_payload(ctx.caps.payload_fidelity, payload, by_id[msg_id]),
+            f"message {msg_id} on {q} (from {how}) came back as {by_id[msg_id]!r}, "
+            f"sent {payload!r}",
+        )
 
 
 @rule(

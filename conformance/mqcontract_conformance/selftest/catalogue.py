@@ -58,6 +58,9 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_incarnation",
     "mqcontract_conformance.selftest.broken_scope",
     "mqcontract_conformance.selftest.broken_fidelity",
+    "mqcontract_conformance.selftest.broken_volume",
+    "mqcontract_conformance.selftest.broken_sharing",
+    "mqcontract_conformance.selftest.broken_claim_paths",
 )
 
 

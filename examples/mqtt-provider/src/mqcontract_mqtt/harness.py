@@ -106,6 +106,13 @@ KNOWN_BROKEN: Mapping[str, str] = {
     "them to nobody else while its session lives, and drops them when it expires",
     "PUSH-17": "a service that closes ends its session, and the broker drops what it had "
     f"pushed to that service and never saw acknowledged: {_PUSHED_AWAY}",
+    "PUSH-19": "a service whose subscription closed is still a member of the queue's shared "
+    f"subscription, and the broker keeps handing it messages: {_PUSHED_AWAY}",
+    "LIFE-14": "a service that used a queue stays a member of its shared subscription after "
+    "the queue is deleted and created again: its own send goes to itself, and the other "
+    f"service receives nothing: {_PUSHED_AWAY}",
+    "LIFE-15": "the queues outlive the service that closes, but their messages do not: the "
+    f"broker had handed them to its session, which ends with it: {_PUSHED_AWAY}",
 }
 
 
