@@ -11,16 +11,19 @@ busy with six test workers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from mqcontract.clock import VirtualClock
-from mqcontract.messages import QueuedMessage
+from mqcontract.config import MemoryConfig
+from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.rules import get_rule
-from mqcontract_conformance.runner import run_case
+from mqcontract_conformance.runner import CaseOutcome, run_case
 from mqcontract_conformance.selftest.broken_durability import RestartHarness
 from mqcontract_conformance.selftest.references import RestartableMemory
 from mqcontract_conformance.timing import TimingProfile
@@ -113,4 +116,45 @@ def test_dur_3_takes_a_claim_back_from_a_look_answered_as_it_ended() -> None:
         run_case(RestartHarness(SlowWatcher), get_rule("DUR-3"), TimingProfile(), "edge")
     )
     assert SlowWatcher.straddled
+    assert outcome.outcome is Outcome.PASSED, outcome.reason
+
+
+class _SlowAcks(InMemoryMessagingService):
+    """Correct, on a backend where an ack takes 0.4 s to arrive (a loaded server)."""
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        assert isinstance(self.clock, VirtualClock)  # the case's time passes in the call
+        await self.clock.advance(0.4)
+        await super()._ack(queue, claim)
+
+
+def test_ack_8_does_not_fail_an_ack_that_arrives_after_a_short_claim_ended(
+    run_rule: Callable[[type[InMemoryMessagingService], str], CaseOutcome],
+) -> None:
+    """ACK-8 holds a pair for a short unscaled timeout and settles one of the pair: an ack
+    that reaches the backend after the claim ended says nothing about the others."""
+    outcome = run_rule(_SlowAcks, "ACK-8")
+    assert outcome.outcome is Outcome.PASSED, outcome.reason
+
+
+def _prefetching(count: int) -> type[InMemoryMessagingService]:
+    class SmallPrefetch(InMemoryMessagingService):
+        """Correct, configured to hold at most ``count`` claimed pushes at once."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(MemoryConfig(prefetch_count=count), *args[1:], **kwargs)
+
+    return SmallPrefetch
+
+
+@pytest.mark.parametrize(("rule_id", "prefetch"), [("PUSH-5", 5), ("PUSH-19", 2)])
+def test_push_rules_that_send_many_settle_as_they_go_under_a_small_prefetch(
+    run_rule: Callable[[type[InMemoryMessagingService], str], CaseOutcome],
+    rule_id: str,
+    prefetch: int,
+) -> None:
+    """The prefetch is the user's configuration, not a capability: a rule that collected
+    every notification before settling any stopped a claimed push at the prefetch, and
+    failed a correct provider as if it capped its queues."""
+    outcome = run_rule(_prefetching(prefetch), rule_id)
     assert outcome.outcome is Outcome.PASSED, outcome.reason

@@ -262,9 +262,16 @@ class CaseContext:
         return note
 
     async def collect_notifications(
-        self, sub: Subscription, expected: Iterable[tuple[str, int]], within: float | None = None
+        self,
+        sub: Subscription,
+        expected: Iterable[tuple[str, int]],
+        within: float | None = None,
+        *,
+        each: Callable[[MessageNotification], Awaitable[None]] | None = None,
     ) -> dict[tuple[str, int], MessageNotification]:
-        """Notifications until every expected (queue, id) was announced; diagnostic on failure."""
+        """Notifications until every expected (queue, id) was announced; diagnostic on
+        failure. ``each`` sees every notification as it comes (to settle it: a claimed
+        push may stop at the configured prefetch while its claims are held)."""
         missing = set(expected)
         seen: dict[tuple[str, int], MessageNotification] = {}
         bound = self.timing.delivery if within is None else within
@@ -277,6 +284,8 @@ class CaseContext:
                 self.fail(
                     f"not notified within {bound:g} s: {sorted(missing)}; notified: {sorted(seen)}"
                 )
+            if each is not None:
+                await each(note)
             msg_id = notification_id(note)
             if msg_id is not None:
                 seen[(note.queue_name, msg_id)] = note

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from mqcontract.errors import InvalidArgument, MessageNotFound
 from mqcontract.messages import Claim, Message, MessageNotification, QueuedMessage
-from mqcontract.service import MessagingService
+from mqcontract.service import MessagingService, Subscription
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body
@@ -66,9 +66,21 @@ async def _settles(ctx: CaseContext, q: str, claim: Claim, what: str) -> None:
         ctx.fail(f"the live claim of {what} could not be settled: {exc}")
 
 
-async def _nothing_left(ctx: CaseContext, q: str, what: str) -> None:
-    async def back() -> list[int]:
-        return [m.msg_id for m in await ctx.receive(q)]
+async def _nothing_left(
+    ctx: CaseContext, q: str, what: str, sub: Subscription | None = None
+) -> None:
+    """Nothing is received from ``q`` for the margin, nor pushed to ``sub`` when given (a
+    message an ack failed to remove would be pushed straight back to it, not received)."""
+
+    async def back() -> list[str]:
+        seen = [f"received {m.msg_id}" for m in await ctx.receive(q)]
+        if sub is not None:
+            try:
+                note = await ctx.next_notification(sub, ctx.timing.step)
+            except ContractViolation:  # nothing pushed meanwhile
+                return seen
+            seen.append(f"pushed {note!r}")
+        return seen
 
     await ctx.never(back, ctx.timing.margin, what)
 
@@ -149,8 +161,8 @@ async def _pushed_claim_states_its_hold(ctx: CaseContext) -> None:
     """A pushed claim states a push timeout a provider may have, and holds for it."""
     q = await ctx.queue()
     sub = await ctx.subscribe(q)
+    pushed_from = ctx.now()  # the claim starts no earlier (maybe before the send returns)
     sent = await ctx.service.send_message(q, body(2))
-    pushed_from = ctx.now()  # the claim starts no earlier
     note = await ctx.next_claimed(sub)
     claim = _claim_of(ctx, note.message, "a claimed push")
     stated = claim.visibility_timeout
@@ -179,7 +191,7 @@ async def _pushed_claim_states_its_hold(ctx: CaseContext) -> None:
         "within them",
     )
     await ctx.service.ack_claim(q, claim)
-    await _nothing_left(ctx, q, f"pushed message {sent}, acked by its claim, came back")
+    await _nothing_left(ctx, q, f"pushed message {sent}, acked by its claim, came back", sub)
 
 
 @rule(
@@ -432,7 +444,7 @@ async def pushed_claims(ctx: CaseContext) -> None:
     ctx.check(second != first, f"the second push repeats the first claim: {first}")
     await ctx.service.ack_claim(q, second)
     await ctx.raises(MessageNotFound, ctx.service.ack_claim(q, second), "second ack of a push")
-    await _nothing_left(ctx, q, f"pushed message {sent} came back after it was acked")
+    await _nothing_left(ctx, q, f"pushed message {sent} came back after it was acked", sub)
 
 
 @rule(
@@ -487,7 +499,7 @@ async def _duplicate_ids_pushed(ctx: CaseContext) -> None:
     await ctx.never(more, ctx.timing.margin, "a held message with a shared id pushed again")
     for message in pushed:
         await _settles(ctx, q, _claim_of(ctx, message, "push"), "a pushed message with a shared id")
-    await _nothing_left(ctx, q, f"a pushed message with id {_FOREIGN_ID} came back")
+    await _nothing_left(ctx, q, f"a pushed message with id {_FOREIGN_ID} came back", sub)
 
 
 @rule(

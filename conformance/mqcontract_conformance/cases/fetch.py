@@ -82,6 +82,7 @@ async def _fetched_claim_holds(ctx: CaseContext) -> None:
     vt = _short_timeout(ctx)
     start = ctx.now()  # the claim starts no earlier
     got = await ctx.service.fetch_message(q, sent, vt)
+    claimed = ctx.now()  # and no later
     ctx.check(got is not None and got.msg_id == sent, f"fetch {sent} on {q} returned {got!r}")
     ends = start + vt - ctx.caps.visibility_precision_seconds
 
@@ -94,7 +95,8 @@ async def _fetched_claim_holds(ctx: CaseContext) -> None:
         f"message {sent} on {q}, fetched for {vt:g} s, received again within them",
         due=ends,
     )
-    within = max(start + vt - ctx.now(), 0.0) + ctx.timing.slack
+    latest = claimed + vt + ctx.caps.visibility_precision_seconds + ctx.timing.slack
+    within = max(latest - ctx.now(), ctx.timing.step)
     if back is None:
         back = await ctx.eventually(
             received, within, f"message {sent} on {q}, fetched for {vt:g} s, back once they passed"
@@ -206,6 +208,7 @@ async def _held_to_the_end(ctx: CaseContext, other: MessagingService, q: str) ->
     vt = _short_timeout(ctx)
     start = ctx.now()  # the claim starts no earlier
     (held,) = await ctx.receive_exactly(q, 1, vt=vt)
+    claimed = ctx.now()  # and no later
     ends = start + vt - ctx.caps.visibility_precision_seconds
 
     async def taken() -> QueuedMessage | None:
@@ -219,9 +222,10 @@ async def _held_to_the_end(ctx: CaseContext, other: MessagingService, q: str) ->
         due=ends,
     )
     if theirs is None:
+        latest = claimed + vt + ctx.caps.visibility_precision_seconds + ctx.timing.slack
         theirs = await ctx.eventually(
             taken,
-            max(start + vt - ctx.now(), 0.0) + ctx.timing.slack,
+            max(latest - ctx.now(), ctx.timing.step),
             f"message {sent} on {q} fetched by another consumer once its {vt:g} s claim ended",
         )
     await ctx.raises(

@@ -76,7 +76,7 @@ async def exists_tracks_lifecycle(ctx: CaseContext) -> None:
     "LIFE-5",
     "list_queues includes every created queue and no deleted or never-created one, a "
     "queue deleted while a subscription to it is still open included (where push is "
-    "claimed): it agrees with queue_exists.",
+    "supported): it agrees with queue_exists.",
     why="Operators and the fallback poller enumerate queues; a list built from what is "
     "bound or subscribed (a broker's bindings, a registry of listeners) keeps showing a "
     "deleted queue for as long as anybody listens to it.",
@@ -369,7 +369,7 @@ async def _received_once(
     "LIFE-15",
     "Closing a service leaves the queues it created, and their messages, to the others: "
     "queues it alone created, empty or not, one another service created too, and (where "
-    "push is claimed) ones it subscribed to, with the subscription open or closed, still "
+    "push is supported) ones it subscribed to, with the subscription open or closed, still "
     "exist for another service throughout the margin after the close, and what was sent "
     "to them is received there.",
     why="Workers come and go while their queues stay; a provider that declares queues "

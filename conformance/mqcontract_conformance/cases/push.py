@@ -151,7 +151,11 @@ async def subscribe_many_names_queue(ctx: CaseContext) -> None:
     sub = await ctx.subscribe(*queues)
     payloads = {q: body(i, q) for i, q in enumerate(queues)}
     sent = [(q, await ctx.service.send_message(q, payloads[q])) for q in queues]
-    seen = await ctx.collect_notifications(sub, sent)
+
+    async def settle(note: MessageNotification) -> None:  # not held past the prefetch
+        await _settle_held(ctx, note.queue_name, note)
+
+    seen = await ctx.collect_notifications(sub, sent, each=settle)
     for (queue, msg_id), note in seen.items():
         if isinstance(note, Message) and queue in payloads:  # ids may repeat across queues
             ctx.check(
@@ -159,7 +163,6 @@ async def subscribe_many_names_queue(ctx: CaseContext) -> None:
                 f"message {msg_id} announced for {queue} carries {note.message.payload!r}, "
                 f"sent to it {payloads[queue]!r}",
             )
-        await _settle_held(ctx, queue, note)
     ctx.check(set(seen) == set(sent), f"announced {sorted(seen)}, sent {sorted(sent)}")
 
 

@@ -357,9 +357,7 @@ async def _sibling_round(
         for q in survivor.queues
         for i in range(SIBLING_SENDS)
     }
-    notes, ended = await _notes_within(ctx, survivor, sent)
-    for note in notes:
-        await _settle(ctx, owner, note)
+    notes, ended = await _notes_within(ctx, survivor, sent, owner)
     seen = {(n.queue_name, notification_id(n)) for n in notes}
     missing = sorted(sent - seen)
     which = ("first", "second")
@@ -377,10 +375,11 @@ async def _sibling_round(
 
 
 async def _notes_within(
-    ctx: CaseContext, sub: Subscription, wanted: set[tuple[str, int]]
+    ctx: CaseContext, sub: Subscription, wanted: set[tuple[str, int]], owner: MessagingService
 ) -> tuple[list[MessageNotification], bool]:
     """What ``sub`` yields until ``wanted`` were all announced or the delivery bound
-    passed, and whether it ended meanwhile."""
+    passed, and whether it ended meanwhile; each is settled through ``owner`` as it comes
+    (a claimed push may stop at the configured prefetch while its claims are held)."""
     notes: list[MessageNotification] = []
     missing = set(wanted)
     deadline = ctx.now() + ctx.timing.delivery
@@ -392,6 +391,7 @@ async def _notes_within(
         except StopAsyncIteration:
             return notes, True
         notes.append(note)
+        await _settle(ctx, owner, note)
         msg_id = notification_id(note)
         if msg_id is not None:
             missing.discard((note.queue_name, msg_id))

@@ -23,6 +23,7 @@ __all__ = [
     "FetchTakesOverHeldClaims",
     "FetchTakesOverIdleClaims",
     "PolledLeaseInMillis",
+    "PushedAckRequeues",
     "PushedLeaseArmedInMillis",
     "PushedLeaseInMillis",
 ]
@@ -164,6 +165,19 @@ class FetchTakesOverIdleClaims(_TakesOver):
     min_idle = 1.0
 
 
+class PushedAckRequeues(InMemoryMessagingService):
+    """An ack of a pushed claim goes out as a reject with requeue (the push path's flag
+    mixed up): the message is pushed straight back to the subscription, where a check
+    that only receives never sees it."""
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        q = self._existing(queue)
+        if self._held_entry(q, claim).holder is not None:  # a pushed claim
+            await self._nack(queue, claim)
+            return
+        await super()._ack(queue, claim)
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(PolledLeaseInMillis, "CLAIM-1"),
     Specimen(PushedLeaseInMillis, "CLAIM-1"),
@@ -173,4 +187,5 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(FetchLeaseInMillis, "FETCH-1"),
     Specimen(FetchTakesOverHeldClaims, "FETCH-3"),
     Specimen(FetchTakesOverIdleClaims, "FETCH-3"),
+    Specimen(PushedAckRequeues, "CLAIM-6"),
 )

@@ -129,8 +129,9 @@ class MissingQueuesRemembered(InMemoryMessagingService):
 
 
 class CloseDeletesDeclaredQueues(InMemoryMessagingService):
-    """Declares its queues auto-delete: close deletes every queue this service created,
-    those other services created too and still use included, with their messages."""
+    """Deletes the queues it declared when it closes (tidying up after itself): every
+    queue this service created goes, those other services created too and still use
+    included, with their messages."""
 
     async def _create_queue(self, name: str) -> None:
         self.__dict__.setdefault("_declared", set()).add(name)

@@ -8,6 +8,7 @@ so the rule that fails is the rule about the slip.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from mqcontract.messages import Claim, QueuedMessage
 from mqcontract.providers.memory import InMemoryMessagingService, _Entry, _Queue
@@ -15,6 +16,7 @@ from mqcontract_conformance.selftest.catalogue import Specimen
 
 __all__ = [
     "SPECIMENS",
+    "AckRecoversEarlierReceives",
     "BatchIdsCountedLocally",
     "IdsPerProducer",
     "NackRenewsSessionLeases",
@@ -175,16 +177,53 @@ class NackRequeuesEarlierDeliveries(InMemoryMessagingService):
 
     async def _nack(self, queue: str, claim: Claim) -> None:
         await super()._nack(queue, claim)
+        _release_earlier(self, queue, claim)
+
+
+class AckRecoversEarlierReceives(InMemoryMessagingService):
+    """An ack of a message from one receive hands back what the service still holds from
+    its earlier receives on the queue (taken as abandoned: the consumer has moved on to a
+    newer batch): those messages come back at once, long before their timeouts run out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._receives: list[tuple[str, set[int]]] = []  # each receive: queue, ids
+
+    async def _receive(
+        self, queue: str, limit: int, visibility_timeout: float
+    ) -> list[QueuedMessage]:
+        got = await super()._receive(queue, limit, visibility_timeout)
+        self._receives.append((queue, {m.msg_id for m in got}))
+        return got
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        await super()._ack(queue, claim)
+        batches = [ids for name, ids in self._receives if name == queue]
+        index = next((i for i, ids in enumerate(batches) if claim.msg_id in ids), 0)
+        earlier = set().union(*batches[:index])
         q = self._existing(queue)
-        delivered = claim.token if isinstance(claim.token, int) else 0  # tokens count up
         for entry in list(q.entries.values()):
             mine = entry.held and entry.connection is self._connection
-            if mine and entry.waiting is None and entry.claim_token < delivered:
+            if mine and entry.waiting is None and entry.msg_id in earlier:
                 entry.held = False
                 entry.visible_at = self.clock.now()
                 self._detach(q, entry)
                 self._schedule(q, entry)
         self._dispatch(q)
+
+
+def _release_earlier(service: InMemoryMessagingService, queue: str, claim: Claim) -> None:
+    """Make visible every message ``service`` holds on ``queue`` from before ``claim``."""
+    q = service._existing(queue)
+    delivered = claim.token if isinstance(claim.token, int) else 0  # tokens count up
+    for entry in list(q.entries.values()):
+        mine = entry.held and entry.connection is service._connection
+        if mine and entry.waiting is None and entry.claim_token < delivered:
+            entry.held = False
+            entry.visible_at = service.clock.now()
+            service._detach(q, entry)
+            service._schedule(q, entry)
+    service._dispatch(q)
 
 
 SPECIMENS: tuple[Specimen, ...] = (
@@ -196,4 +235,5 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(SettleRenewsSessionLeases, "ACK-8"),
     Specimen(NackRenewsSessionLeases, "ACK-8"),
     Specimen(NackRequeuesEarlierDeliveries, "ACK-8"),
+    Specimen(AckRecoversEarlierReceives, "ACK-8"),
 )

@@ -413,6 +413,19 @@ class InMemoryMessagingService(BaseMessagingService):
         self._dispatch(q)
 
     def _dispatch(self, queue: _Queue) -> None:
+        """Push ``queue``'s visible messages to its subscribers with room; a subscriber's
+        room is one prefetch for all its queues, so room left (a settle gave some back)
+        serves its other queues too."""
+        self._dispatch_one(queue)
+        for subscriber in list(queue.subscribers):
+            if len(subscriber.in_flight) >= subscriber.capacity:
+                continue
+            for name in subscriber.subscription.queues:
+                other = self._queues.get(name)
+                if other is not None and other is not queue:
+                    self._dispatch_one(other)
+
+    def _dispatch_one(self, queue: _Queue) -> None:
         if not queue.subscribers or queue.push_paused:
             return
         vt = self._config.push_visibility_timeout_seconds
