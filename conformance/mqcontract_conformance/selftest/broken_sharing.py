@@ -128,37 +128,38 @@ class MissingQueuesRemembered(InMemoryMessagingService):
         await super()._create_queue(name)
 
 
-class CloseDeletesDeclaredQueues(InMemoryMessagingService):
+class _TidiesOnClose(InMemoryMessagingService):
+    """Remembers the queues it created and, when it closes, deletes those
+    :meth:`_doomed` picks."""
+
+    async def _create_queue(self, name: str) -> None:
+        self.__dict__.setdefault("_declared", set()).add(name)
+        await super()._create_queue(name)
+
+    def _doomed(self, name: str) -> bool:
+        return True
+
+    async def close(self) -> None:
+        if not self._closed:
+            for name in sorted(self.__dict__.get("_declared", ())):
+                if self._doomed(name):
+                    await self._delete_queue(name)
+        await super().close()
+
+
+class CloseDeletesDeclaredQueues(_TidiesOnClose):
     """Deletes the queues it declared when it closes (tidying up after itself): every
     queue this service created goes, those other services created too and still use
     included, with their messages."""
 
-    async def _create_queue(self, name: str) -> None:
-        self.__dict__.setdefault("_declared", set()).add(name)
-        await super()._create_queue(name)
 
-    async def close(self) -> None:
-        if not self._closed:
-            for name in sorted(self.__dict__.get("_declared", ())):
-                await self._delete_queue(name)
-        await super().close()
-
-
-class CloseDeletesEmptyQueues(InMemoryMessagingService):
+class CloseDeletesEmptyQueues(_TidiesOnClose):
     """Tidies up on close: deletes the queues it created that hold no message, taken
     for temporary ones, though other services still use them."""
 
-    async def _create_queue(self, name: str) -> None:
-        self.__dict__.setdefault("_declared", set()).add(name)
-        await super()._create_queue(name)
-
-    async def close(self) -> None:
-        if not self._closed:
-            for name in sorted(self.__dict__.get("_declared", ())):
-                queue = self._queues.get(name)
-                if queue is not None and not queue.entries:
-                    await self._delete_queue(name)
-        await super().close()
+    def _doomed(self, name: str) -> bool:
+        queue = self._queues.get(name)
+        return queue is not None and not queue.entries
 
 
 class QueuesDeletedWithLastConsumer(InMemoryMessagingService):
