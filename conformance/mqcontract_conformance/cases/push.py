@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 
 from mqcontract.capabilities import PushKind
 from mqcontract.errors import (
@@ -36,6 +36,23 @@ async def _settle_held(ctx: CaseContext, q: str, note: Message | Available) -> N
         await ctx.service.ack_message(q, note.message.msg_id)
 
 
+def _settled_as_they_come(
+    ctx: CaseContext, expected: Iterable[tuple[str, int]]
+) -> Callable[[MessageNotification], Awaitable[None]]:
+    """For ``collect_notifications(each=...)``: settle each expected message's claimed
+    push once, as it comes (a claimed push stops at the configured prefetch, the user's
+    choice, while its claims are held); anything else is left for the rule to judge."""
+    due = set(expected)
+
+    async def settle(note: MessageNotification) -> None:
+        key = (note.queue_name, notification_id(note))
+        if key in due:
+            due.discard(key)
+            await _settle_held(ctx, note.queue_name, note)
+
+    return settle
+
+
 @rule(
     "PUSH-1",
     "A subscriber is notified of every message sent after it subscribed, within the "
@@ -47,10 +64,9 @@ async def every_message_notified(ctx: CaseContext) -> None:
     q = await ctx.queue()
     sub = await ctx.subscribe(q)
     ids = [(q, await ctx.service.send_message(q, body(i))) for i in range(10)]
-    seen = await ctx.collect_notifications(sub, ids)
+    seen = await ctx.collect_notifications(sub, ids, each=_settled_as_they_come(ctx, ids))
     for note in seen.values():
         ctx.check(note.queue_name == q, f"notification names {note.queue_name}, not {q}")
-        await _settle_held(ctx, q, note)
 
 
 @rule(
@@ -152,10 +168,7 @@ async def subscribe_many_names_queue(ctx: CaseContext) -> None:
     payloads = {q: body(i, q) for i, q in enumerate(queues)}
     sent = [(q, await ctx.service.send_message(q, payloads[q])) for q in queues]
 
-    async def settle(note: MessageNotification) -> None:  # not held past the prefetch
-        await _settle_held(ctx, note.queue_name, note)
-
-    seen = await ctx.collect_notifications(sub, sent, each=settle)
+    seen = await ctx.collect_notifications(sub, sent, each=_settled_as_they_come(ctx, sent))
     for (queue, msg_id), note in seen.items():
         if isinstance(note, Message) and queue in payloads:  # ids may repeat across queues
             ctx.check(
@@ -516,9 +529,7 @@ async def backlog_pushed(ctx: CaseContext) -> None:
     q = await ctx.queue()
     ids = [(q, await ctx.service.send_message(q, body(i))) for i in range(5)]
     sub = await ctx.subscribe(q)
-    seen = await ctx.collect_notifications(sub, ids)
-    for note in seen.values():
-        await _settle_held(ctx, q, note)
+    await ctx.collect_notifications(sub, ids, each=_settled_as_they_come(ctx, ids))
 
 
 async def _claim_notified(ctx: CaseContext, q: str, note: MessageNotification) -> QueuedMessage:

@@ -247,6 +247,9 @@ class InMemoryMessagingService(BaseMessagingService):
         if queue is not None:
             for subscriber in queue.subscribers:
                 subscriber.in_flight = {k for k in subscriber.in_flight if k[0] != name}
+                for other in subscriber.subscription.queues:  # the room it got back
+                    if (kept := self._queues.get(other)) is not None:
+                        self._dispatch(kept)
             if queue.subscribers:
                 self.store.orphaned.setdefault(name, []).extend(queue.subscribers)
 

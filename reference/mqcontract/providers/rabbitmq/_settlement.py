@@ -33,6 +33,7 @@ from ._closing import nack_frame, write_frame
 from ._tasks import Background
 
 __all__ = [
+    "ChannelGone",
     "ReadBacks",
     "SettlingChannel",
     "ack_frames",
