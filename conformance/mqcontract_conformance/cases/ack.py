@@ -188,10 +188,10 @@ async def _others_keep_their_deadline(ctx: CaseContext, settle: str) -> None:
     q = await ctx.queue()
     vt, precision = ctx.timing.unit, ctx.caps.visibility_precision_seconds
     interval = vt / 3  # settles come faster than the timeout: a renewal would never lapse
-    count = math.ceil((vt + precision + ctx.timing.slack) / interval) + 2
+    window = vt + precision + ctx.timing.slack  # the whole watch
+    count = math.ceil(window / interval) + 2
     await ctx.service.send_batch(q, [body(i, "pool") for i in range(count)])
     # Held past the whole watch even where claims may end a precision early.
-    window = vt + precision + ctx.timing.slack
     held_for = min(
         max(ctx.timing.long, window + 2 * precision), ctx.caps.max_visibility_timeout_seconds
     )
