@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -158,3 +159,36 @@ async def test_an_unreachable_server_is_backend_unavailable_without_the_password
         await connect_nats_jetstream(settings, operation_timeout=2.0)
     assert "s3cret" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
+
+
+async def test_an_unanswered_jetstream_info_at_connect_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A just-formed cluster can leave one ``$JS.API.INFO`` unanswered: connect asks
+    again within its bound instead of failing (seen in CI)."""
+    from mqcontract_nats_jetstream._link import Link
+
+    api = Link.api
+    asked: list[str] = []
+
+    async def first_unanswered(
+        self: Link, what: str, body: dict[str, object] | None = None
+    ) -> dict[str, object]:
+        asked.append(what)
+        if what == "INFO" and asked.count("INFO") == 1:
+            await asyncio.Event().wait()  # never answered
+        return await api(self, what, body)
+
+    url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
+    settings = NatsJetStreamConfig(url=url, connect_timeout_seconds=2.0)
+    try:  # reachable at all (else skipped, or failed when backends are required)
+        await (await connect_nats_jetstream(settings, operation_timeout=5.0)).close()
+    except BackendUnavailable as exc:
+        unavailable(f"NATS not reachable: {exc}", required=backends_required()).enforce()
+        raise
+    monkeypatch.setattr(Link, "api", first_unanswered)
+    service = await connect_nats_jetstream(settings, operation_timeout=5.0)
+    try:
+        assert asked.count("INFO") == 2
+    finally:
+        await service.close()

@@ -110,6 +110,8 @@ _GONE_BOUND = 5.0
 #: leader's word that a message is gone to count (an idle replica is heard from about
 #: every 1.5 s; measured on nats-server 2.9.10 and 2.15.1).
 _PEER_SEEN = 3_000_000_000
+#: How long one ``$JS.API.INFO`` at connect may go unanswered before it is asked again.
+_INFO_SILENCE = 1.0
 
 
 #: A token's low bits: the delivery count (the bits above: the message's timestamp).
@@ -760,6 +762,23 @@ def _nak_delay(seconds: float) -> bytes:
     return b'-NAK {"delay": %d}' % max(1, int(seconds * 1e9))
 
 
+async def _jetstream_answers(link: Link) -> None:
+    """Ask ``$JS.API.INFO`` until it is answered (the caller bounds the whole wait).
+
+    A cluster that has just elected its meta leader can leave a JetStream API request
+    unanswered (seen in CI: one silent ``INFO`` on a new 3-node cluster); asking once and
+    waiting for the whole connect timeout failed a connect that a second ask would have
+    made. An error reply (no JetStream: no responders) is final at once.
+    """
+    while True:
+        try:
+            async with asyncio.timeout(_INFO_SILENCE):
+                await link.api("INFO")
+            return
+        except TimeoutError:
+            continue  # unanswered: asked again, within the caller's bound
+
+
 async def connect_nats_jetstream(
     settings: NatsJetStreamConfig,
     *,
@@ -774,7 +793,7 @@ async def connect_nats_jetstream(
                 settings.servers, name, timeout=settings.connect_timeout_seconds
             )
             try:
-                await link.api("INFO")
+                await _jetstream_answers(link)
             except BaseException:
                 await link.close()
                 raise
