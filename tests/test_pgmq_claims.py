@@ -357,16 +357,26 @@ async def test_ack_claims_of_only_stale_or_forged_claims_settles_nothing(
     assert await service.ack_claims(queue, [ours, *forged]) == [True, False, False, False]
 
 
-async def test_a_foreign_row_stamped_infinity_stops_no_receive(
-    service: PgmqMessagingService, queue: str, pgmq_db_url: str
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "infinity",
+        "-infinity",
+        "294247-01-10 04:00:54.775808+00",  # the first microsecond no bigint holds
+        "294276-12-31 23:59:59+00",  # the last day PostgreSQL takes
+        "4713-11-24 00:00:00+00 BC",  # the first
+    ],
+)
+async def test_a_foreign_row_stamped_past_a_bigint_stops_no_receive(
+    service: PgmqMessagingService, queue: str, pgmq_db_url: str, stamp: str
 ) -> None:
-    """A foreign client may insert ``enqueued_at = 'infinity'``, which no ``bigint`` of
-    microseconds holds: that row once made every receive of its queue fail. It is received
-    and settled like any other."""
+    """A foreign client may insert an ``enqueued_at`` whose microseconds since the epoch
+    no ``bigint`` holds (``infinity``, or a finite time after 294247): such a row once
+    made every receive of its queue fail. It is received and settled like any other."""
     await sql(
         pgmq_db_url,
         f"INSERT INTO pgmq.q_{queue} (vt, enqueued_at, message)"
-        " VALUES (clock_timestamp(), 'infinity', '\"forever\"')",
+        f" VALUES (clock_timestamp(), '{stamp}', '\"forever\"')",
     )
     normal = await service.send_message(queue, b'"normal"')
     got = await service.receive_messages(queue, 10, 30)

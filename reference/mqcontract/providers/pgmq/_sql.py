@@ -81,12 +81,18 @@ def enqueued_us(column: str) -> str:
     exact (``extract`` is ``numeric`` since PostgreSQL 14; before, the ``float8`` it gives
     still rounds back to the microsecond). Claims carry it, and settling compares the
     same expression, so what a claim was given is what it is checked against. A foreign
-    client's ``infinity`` is 0 (no ``bigint`` holds it, and one such row must not stop
-    every receive of its queue)."""
+    client's time that no ``bigint`` of microseconds holds (``infinity``, or a finite time
+    after January 294247, which ``timestamptz`` takes up to 294276) is 0: one such row
+    must not stop every receive of its queue."""
     return (
-        f"(CASE WHEN isfinite({column}) THEN extract(epoch FROM {column}) * 1000000"
-        " ELSE 0 END)::bigint"
+        f"(CASE WHEN isfinite({column}) AND {column} < {_BIGINT_US_END}"
+        f" THEN extract(epoch FROM {column}) * 1000000 ELSE 0 END)::bigint"
     )
+
+
+#: The first time whose microseconds since the epoch no ``bigint`` holds is in January
+#: 294247 (2**63 µs after 1970); times from this one on read as 0.
+_BIGINT_US_END = "'294247-01-01 00:00:00+00'::timestamptz"
 
 
 _RETURNING = (
