@@ -669,3 +669,36 @@ async def test_a_hint_for_a_deleted_queue_is_not_retried() -> None:
         await consumer.stop()
     assert consumer.stats.hint_retries == 0
     await service.close()
+
+
+async def test_a_claim_waiting_behind_a_running_handler_of_its_id_is_released_at_stop() -> None:
+    """The slow handler's claim lapses and a poll claims its message again: that claim
+    waits behind the running handler (one consumer never runs two handlers for one id
+    at once) without a worker, and is released, not left held, when the consumer stops."""
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    gate = asyncio.Event()
+
+    async def handler(message: QueuedMessage) -> None:
+        await gate.wait()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY,
+        workers=2,
+        visibility_timeout=1.0,
+        poll_interval=0.05,
+        stop_grace=0.1,
+    )
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    try:
+        [msg_id] = await service.send_batch("jobs", [b"slow"])
+        await _until(lambda: consumer.stats.duplicate_claims >= 1)
+    finally:
+        await consumer.stop()
+    assert consumer.stats.released_on_stop >= 1
+    assert consumer.stats.invocations[("jobs", msg_id)] == 1  # never two at once
+    # Released: receivable now, not once the latest claim's second has passed.
+    [again] = await service.receive_messages("jobs", 1, 30)
+    assert again.msg_id == msg_id
+    await service.close()

@@ -140,9 +140,15 @@ class QueueConsumer:
         self._retries: set[asyncio.Task[None]] = set()
         self._retrying: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
+        #: Ids whose handler runs, and the claims of each id waiting behind it, with
+        #: their intake and when they began to wait (see ``_process``).
         self._in_flight: set[tuple[str, int]] = set()
-        #: Oldest first; evicted from the front in constant time (see ``stats``).
-        self._claimed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._behind: dict[
+            tuple[str, int], collections.deque[tuple[QueuedMessage, Intake, float]]
+        ] = {}
+        #: Recent claims by id, with their message's ``enqueued_at``; oldest first,
+        #: evicted from the front in constant time (see ``stats``).
+        self._claimed: collections.OrderedDict[tuple[str, int], float] = collections.OrderedDict()
         #: The unstarted rest of each claimed batch a worker is running.
         self._unstarted: dict[int, collections.deque[QueuedMessage]] = {}  # by id()
         #: Claimed by a poll that was stopped before it could send them on.
@@ -291,7 +297,9 @@ class QueueConsumer:
             case ProcessClaimed(messages=messages, path=path, claimed_at=at):
                 await self._run_claimed(collections.deque(messages), path, at, fresh=False)
             case ProcessFromMessage(message=message, claimed=False, path=path):
-                await self._claim_and_process(message.queue_name, message.msg_id, path)
+                await self._claim_and_process(
+                    message.queue_name, message.msg_id, path, message.enqueued_at
+                )
             case ProcessFromMessageEvent(queue_name=queue, msg_id=msg_id, path=path):
                 if msg_id is None and self._listener is not None:
                     self._listener.catch_up_started(queue)
@@ -300,11 +308,22 @@ class QueueConsumer:
                 else:
                     await self._catch_up(queue, path)
 
-    async def _claim_and_process(self, queue: str, msg_id: int, path: Intake) -> None:
+    async def _claim_and_process(
+        self, queue: str, msg_id: int, path: Intake, enqueued_at: float | None = None
+    ) -> None:
+        """Claim one hinted message by id and run it.
+
+        A copy of a message this consumer claimed recently is dropped without a round
+        trip. "The same message" is the same id and, when the hint says (a pushed copy
+        does; a signal does not), the same ``enqueued_at``: a queue deleted and created
+        again (by anyone) numbers its messages from 1 again, and its new message 1 is
+        not the old one this consumer acked.
+        """
         if not self.service.supports_fetch_by_message_id:
             await self._catch_up(queue, path)
             return
-        if (queue, msg_id) in self._claimed:
+        seen = self._claimed.get((queue, msg_id))
+        if seen is not None and (enqueued_at is None or enqueued_at == seen):
             self.stats.already_claimed += 1  # claimed here already: no round trip
             return
         if self._receiver.waiting():
@@ -442,41 +461,70 @@ class QueueConsumer:
 
     def _remember(self, message: QueuedMessage) -> None:
         """Note a claim, so pushed copies of the message are dropped without a fetch."""
-        self._claimed[(message.queue_name, message.msg_id)] = None
+        key = (message.queue_name, message.msg_id)
+        self._claimed[key] = message.enqueued_at
+        self._claimed.move_to_end(key)  # a new claim of an id is the newest
         if len(self._claimed) > RECENT_CLAIMS:
             self._claimed.popitem(last=False)
 
     async def _process(self, message: QueuedMessage, path: Intake) -> None:
+        """Run ``message``, then whatever was claimed with its id while it ran.
+
+        A second claim of an id whose handler still runs is either the same message
+        claimed again (its first claim lapsed behind a slow handler) or, where producers
+        choose ids (RabbitMQ), another message with the same id, which the contract
+        delivers and settles on its own (CLAIM-7). Dropping it held its claim unsettled
+        until its timeout, and such messages ran a timeout apart. It waits behind the
+        running one instead, without a worker: one consumer never runs two handlers for
+        one id at once, and the worker that ran the first runs the next once it is done,
+        unless its claim has aged meanwhile (then it is released, as is everything left
+        waiting when the consumer stops).
+        """
         key = (message.queue_name, message.msg_id)
         if key in self._in_flight:
-            self.stats.duplicate_claims += 1  # its first handler is still running
+            self.stats.duplicate_claims += 1
+            behind = self._behind.setdefault(key, collections.deque())
+            behind.append((message, path, self._clock.now()))
             return
         self._in_flight.add(key)
+        try:
+            await self._run_one(message, path, key)
+            while waiting := self._behind.get(key):
+                message, path, since = waiting.popleft()
+                if not waiting:
+                    del self._behind[key]
+                if not self._running:
+                    await self._release([message], on_stop=True)
+                elif self._aged(since, _timeout_of(message)):
+                    self.stats.released_unstarted += 1
+                    await self._release([message])
+                else:
+                    await self._run_one(message, path, key)
+        finally:
+            self._in_flight.discard(key)
+
+    async def _run_one(self, message: QueuedMessage, path: Intake, key: tuple[str, int]) -> None:
         # ``_value_``: the member's value without ``value``'s Python-level descriptor.
         self.stats.started(key, path._value_, message.receive_count)
         try:
-            try:
-                await self.handler(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stats.handler_failed(key)
-                log.info("handler failed for %s/%s: %s", *key, exc)
-                if self.settings.nack_on_failure:
-                    # Released before the nack: the redelivery it triggers may arrive
-                    # before the nack returns, and must not look like a duplicate.
-                    self._in_flight.discard(key)
-                    self._claimed.pop(key, None)
-                    try:
-                        await self.service.nack_claim(message.queue_name, message)
-                    except MessageNotFound:
-                        pass  # the claim is gone already: it comes back anyway
-                    except MessagingError as exc:  # outcome unknown; the timeout retries
-                        self.stats.record_error(f"nack {key[0]}/{key[1]}: {exc}")
-                return
-            await self._settler.ack(message)  # counted once the ack is confirmed
-        finally:
-            self._in_flight.discard(key)
+            await self.handler(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.handler_failed(key)
+            log.info("handler failed for %s/%s: %s", *key, exc)
+            if self.settings.nack_on_failure:
+                # A redelivery the nack triggers may arrive before the nack returns: it
+                # waits behind this one (``_process``), and runs once this returns.
+                self._claimed.pop(key, None)
+                try:
+                    await self.service.nack_claim(message.queue_name, message)
+                except MessageNotFound:
+                    pass  # the claim is gone already: it comes back anyway
+                except MessagingError as exc:  # outcome unknown; the timeout retries
+                    self.stats.record_error(f"nack {key[0]}/{key[1]}: {exc}")
+            return
+        await self._settler.ack(message)  # counted once the ack is confirmed
 
     def _acked(self, message: QueuedMessage, outcome: bool | MessagingError) -> None:
         """The outcome of a handed-over ack: only a settled one counts as succeeded.
@@ -501,6 +549,9 @@ class QueueConsumer:
         await self._release(stranded, on_stop=True)
 
     async def _release_unstarted(self) -> None:
+        behind, self._behind = self._behind, {}
+        for waiting in behind.values():  # their worker was cancelled: nobody runs them
+            await self._release([message for message, _, _ in waiting], on_stop=True)
         running, self._unstarted = self._unstarted, {}
         for pending in running.values():  # its worker was cancelled: nothing else runs it
             await self._release(pending, on_stop=True)

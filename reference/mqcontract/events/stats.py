@@ -26,7 +26,11 @@ Key = tuple[str, int]
 
 @dataclass
 class ConsumerStats:
-    """Counters; keys are ``(queue, msg_id)``; see the module docstring."""
+    """Counters; keys are ``(queue, msg_id)``; see the module docstring.
+
+    Messages that share an id (RabbitMQ: producers choose ids) share their per-message
+    records, and ``processed`` counts them once; the handler-run totals count each.
+    """
 
     invocations: Counter[Key] = field(default_factory=Counter)
     succeeded: Counter[Key] = field(default_factory=Counter)
