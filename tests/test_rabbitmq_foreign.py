@@ -13,7 +13,12 @@ did (a raw aiormq client), and what the provider does now:
 * a queue exclusive to another connection was reported as a lost connection (D6);
 * a foreign ``message_id`` was parsed leniently (``" 12 "`` was 12), a message without
   one got a new id on every delivery, and the send-time header was trusted whatever
-  it held (D5).
+  it held (D5);
+* a delayed send whose wait queue another client had declared with other arguments was
+  a lost connection (the broker's PRECONDITION_FAILED), which callers retry in vain;
+* a batch the broker took only part of (a queue another client bounded with
+  ``x-overflow=reject-publish``) said only "refused": which messages were enqueued,
+  and so which to send again, was not told.
 
 Needs RabbitMQ (through the kit's provisioning: skipped when it is unreachable, failed
 when backends are required). Nothing sleeps to synchronize: every wait polls a condition
@@ -40,9 +45,14 @@ from pamqp.common import FieldValue
 
 from mqcontract.errors import BackendUnavailable, QueueError, QueueNotFound
 from mqcontract.messages import Message, QueuedMessage
-from mqcontract.providers.rabbitmq import RabbitMqMessagingService
+from mqcontract.providers.rabbitmq import (
+    BatchRefused,
+    RabbitMqMessagingService,
+    WaitQueueConflict,
+)
 from mqcontract.providers.rabbitmq import _consumers as consumers_module
 from mqcontract.providers.rabbitmq._channels import exists as channels_exists
+from mqcontract.providers.rabbitmq._delay import delay_ms, wait_queue_name
 from mqcontract.subscription import QueueSubscription
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.rabbitmq import RabbitMqHarness
@@ -690,3 +700,101 @@ async def test_a_delivery_count_header_a_publisher_set_is_no_count(
     again = await _receive(service, queue, 3)
     assert [m.receive_count for m in again] == [2, 2, 2]
     assert await service.ack_claims(queue, again) == [True] * 3
+
+
+# -- a wait queue declared by another client -------------------------------------------
+
+
+async def test_a_wait_queue_declared_with_other_arguments_is_a_queue_error_naming_it(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    """Another client (or another version, with another expiry) declared the wait queue a
+    delayed send needs: RabbitMQ refuses the re-declare for as long as that queue lives
+    (PRECONDITION_FAILED), which was reported as a lost connection, for callers to retry."""
+    queue = queues()
+    await service.create_queue(queue)
+    wait = wait_queue_name(queue, delay_ms(0.5))
+    await foreign.queue_declare(wait, durable=True, arguments={"x-message-ttl": 500})
+    try:
+        for _ in range(2):  # the same answer again: the conflict lasts
+            with pytest.raises(QueueError) as info:
+                await service.send_message_with_delay(queue, b"later", 0.5)
+            error = info.value
+            assert not isinstance(error, BackendUnavailable), error
+            assert isinstance(error, WaitQueueConflict), error
+            assert (error.queue, error.wait_queue) == (queue, wait)
+            assert repr(wait) in str(error), error
+            assert "x-expires" in str(error), error  # the broker's words name the argument
+        # Only the declare's throwaway channel closed: the service goes on working.
+        sent = [await service.send_message(queue, b"now")]
+        sent += await service.send_batch(queue, [b"and", b"more"])
+        sent.append(await service.send_message_with_delay(queue, b"other delay", 0.25))
+        got = await _receive(service, queue, 4)
+        assert sorted(m.msg_id for m in got) == sorted(sent)
+        assert await service.ack_claims(queue, got) == [True] * 4
+    finally:
+        await foreign.queue_delete(wait)
+
+
+# -- a batch the broker takes only part of ---------------------------------------------
+
+#: A foreign classic queue's bounds past which RabbitMQ refuses publishes (``Basic.Nack``)
+#: rather than drop old messages: a batch then gets some messages in and others not.
+#: (Classic: RabbitMQ 3.10's quorum queues enforce the bound late, not per message.)
+BOUNDED = {"x-queue-type": "classic", "x-overflow": "reject-publish"}
+
+
+async def _drain(service: RabbitMqMessagingService, queue: str) -> list[tuple[int, bytes]]:
+    """Every message on ``queue`` (acked), as (id, payload) in queue order."""
+    got = await service.receive_messages(queue, 100, TIMING.long)
+    assert await service.ack_claims(queue, got) == [True] * len(got)
+    return [(m.msg_id, m.payload) for m in got]
+
+
+async def test_a_batch_the_broker_takes_only_part_of_says_which_ids_were_enqueued(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    """A queue another client declared with ``x-max-length=2``: the broker takes two of a
+    batch of four and refuses the rest. The error said only "refused": the caller could
+    not tell that two were enqueued, nor which, so a retry duplicated them."""
+    queue = queues()
+    arguments: dict[str, FieldValue] = {**BOUNDED, "x-max-length": 2}
+    await foreign.queue_declare(queue, durable=True, arguments=arguments)
+    await service.create_queue(queue)  # keeps it as it is
+    batch = [b"b0", b"b1", b"b2", b"b3"]
+    with pytest.raises(QueueError) as info:
+        await service.send_batch(queue, batch)
+    error = info.value
+    assert isinstance(error, BatchRefused), error
+    assert (error.queue, error.size) == (queue, 4)
+    assert "2 of the 4" in str(error), error
+    assert "2 were enqueued" in str(error), error
+    assert len(error.sent_ids) == 2
+    assert await _drain(service, queue) == list(zip(error.sent_ids, batch[:2], strict=True))
+    # The others, sent again, are all there is: nothing duplicated.
+    again = await service.send_batch(queue, batch[2:])
+    assert await _drain(service, queue) == list(zip(again, batch[2:], strict=True))
+
+
+async def test_a_partly_refused_batch_names_exactly_the_messages_taken_not_a_prefix(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    """``x-max-length-bytes=10``: the broker takes 8 bytes, refuses 12 (they would not
+    fit), takes 2 more and refuses the last byte. What was taken is told message by
+    message, in batch order: the second and fourth were refused, the third enqueued."""
+    queue = queues()
+    arguments: dict[str, FieldValue] = {**BOUNDED, "x-max-length-bytes": 10}
+    await foreign.queue_declare(queue, durable=True, arguments=arguments)
+    batch = [b"8 bytes.", b"twelve bytes", b"2b", b"1"]
+    with pytest.raises(BatchRefused) as info:
+        await service.send_batch(queue, batch)
+    error = info.value
+    assert "2 of the 4" in str(error), error
+    taken = [batch[0], batch[2]]
+    assert await _drain(service, queue) == list(zip(error.sent_ids, taken, strict=True))

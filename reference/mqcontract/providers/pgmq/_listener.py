@@ -527,7 +527,8 @@ class PgmqListener:
             if queue not in self._subs:
                 continue  # unsubscribed meanwhile
             row = rows.get(queue)
-            if row is None or row["relid"] is None:  # listed in pgmq.meta, table gone
+            # Gone, as queue_exists says: not listed in pgmq.meta, or its table dropped.
+            if row is None or row["relid"] is None:
                 if self._tables.get(queue, 0) is not None:
                     log.info("pgmq queue %s is gone; its subscriptions stay open", queue)
                 self._tables[queue] = None

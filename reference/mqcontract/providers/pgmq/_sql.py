@@ -44,22 +44,33 @@ PROBE_JSONB = "SELECT $1::text::jsonb IS NOT NULL"
 CREATE = "SELECT pgmq.create($1::text)"
 #: The advisory lock PGMQ's own create/drop take for a queue (``pgmq.acquire_queue_lock``).
 QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pgmq.queue_' || $1::text))"
+#: PGMQ's drop: false (no error, nothing removed) when the queue's table is missing.
 DROP = "SELECT pgmq.drop_queue($1::text)"
-EXISTS = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1::text)"
-LIST = "SELECT queue_name::text FROM pgmq.meta"
-#: Which of the named queues exist, whether each is partitioned, and the args and
-#: ``tgenabled`` of our trigger on each (both NULL: no trigger). On a partitioned queue
-#: the trigger is cloned onto every partition; a clone that does not fire counts as the
-#: trigger not firing (``D``), and ``ALTER TABLE <parent> ENABLE TRIGGER`` re-enables the
-#: clones too.
+#: Whether ``pgmq.meta`` lists the queue, whatever became of its table.
+LISTED = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1::text)"
+#: A queue exists while ``pgmq.meta`` lists it (as ``m``) AND its table is there (named
+#: as ``pgmq.format_table_name`` does): ``DROP TABLE pgmq.q_<queue>`` from outside leaves
+#: the row, and every operation on the queue then finds no table (``QueueNotFound``).
+#: By name in ``pg_class``, not ``to_regclass``: a foreign row's name may not parse.
+_HAS_TABLE = (
+    "EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = to_regnamespace('pgmq')"
+    " AND c.relname = lower('q_' || m.queue_name))"
+)
+LIST = f"SELECT m.queue_name::text FROM pgmq.meta m WHERE {_HAS_TABLE}"
+EXISTS = f"SELECT EXISTS ({LIST} AND m.queue_name = $1::text)"
+#: Which of the named queues exist (listed and with a table, as in ``EXISTS``), whether
+#: each is partitioned, and the args and ``tgenabled`` of our trigger on each (both NULL:
+#: no trigger). On a partitioned queue the trigger is cloned onto every partition; a
+#: clone that does not fire counts as the trigger not firing (``D``), and ``ALTER TABLE
+#: <parent> ENABLE TRIGGER`` re-enables the clones too.
 QUEUE_TRIGGERS = f"""
 SELECT m.queue_name::text AS queue, t.tgargs AS args,
        CASE WHEN EXISTS (
            SELECT 1 FROM pg_trigger p WHERE p.tgparentid = t.oid AND p.tgenabled NOT IN ('O', 'A')
        ) THEN 'D' ELSE t.tgenabled::text END AS enabled,
-       coalesce(c.relkind = 'p', false) AS partitioned
+       c.relkind = 'p' AS partitioned
 FROM pgmq.meta m
-LEFT JOIN pg_class c ON c.oid = to_regclass('pgmq.q_' || m.queue_name)
+JOIN pg_class c ON c.oid = to_regclass('pgmq.q_' || m.queue_name)
 LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER_NAME}'
 WHERE m.queue_name = ANY($1::text[])
 """

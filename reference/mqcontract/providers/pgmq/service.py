@@ -4,7 +4,9 @@
   one at a time (``_lane``); one dedicated connection for LISTEN (``_listener``).
 * Queues are PGMQ queues (``pgmq.create``/``pgmq.drop_queue``/``pgmq.meta``) plus our
   ``AFTER INSERT`` trigger that NOTIFYs ``mqcontract_<queue>``, so every producer (``psql``,
-  other PGMQ clients) is announced.
+  other PGMQ clients) is announced. A queue exists while ``pgmq.meta`` lists it and its
+  table is there: one whose table was dropped from outside is missing to every operation,
+  ``queue_exists`` and ``list_queues`` too; ``delete_queue`` removes what is left of it.
 * Claims (receive, fetch), ack and nack are our own SQL (``_sql``): sub-second visibility.
   A claim's token carries the row's ``read_ct`` at claim time and its ``enqueued_at``;
   ack and nack succeed only while the row still has both and is invisible, checked in
@@ -209,7 +211,17 @@ class PgmqMessagingService(BaseMessagingService):
 
     async def _delete_queue(self, name: str) -> None:
         async def work(conn: Any) -> None:
-            await conn.execute(_sql.DROP, name)  # false (no error) when it is missing
+            async with conn.transaction():
+                if await conn.fetchval(_sql.DROP, name) or not await conn.fetchval(
+                    _sql.LISTED, name
+                ):
+                    return  # dropped, or missing altogether
+                # Listed with its table dropped from outside: pgmq.drop_queue removes
+                # nothing then, and the queue would stay listed for good. Given its table
+                # back, it removes everything it knows of (archive, meta row, partman
+                # configuration) as for any queue.
+                await conn.execute(_sql.CREATE, name)
+                await conn.execute(_sql.DROP, name)
 
         await self._run(work, idempotent=True)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from mqcontract.config import MessagingConfig
 
-from ._errors import QueueLocked
+from ._errors import BatchRefused, QueueLocked, WaitQueueConflict
 from .service import RabbitMqMessagingService, connect_rabbitmq
 
 __all__ = [
+    "BatchRefused",
     "QueueLocked",
     "RabbitMqMessagingService",
+    "WaitQueueConflict",
     "connect_rabbitmq",
     "open_rabbitmq",
     "open_rabbitmq_quorum",

@@ -2,7 +2,11 @@
 
 * ``Basic.Return`` (NO_ROUTE: mandatory publish to a missing queue) and a 404 channel
   error → :class:`QueueNotFound`: nothing was enqueued or created.
-* ``Basic.Nack`` from the broker → :class:`QueueError` (the broker refused it).
+* ``Basic.Nack`` from the broker → :class:`QueueError` (the broker refused it); for a
+  batch, :class:`BatchRefused`, which says which of it the broker took.
+* PRECONDITION_FAILED (406) where the provider declares a queue: ``create_queue`` keeps
+  the queue it finds; a delayed send whose wait queue exists with other arguments raises
+  :class:`WaitQueueConflict`: a lasting conflict, not an outage to retry.
 * RESOURCE_LOCKED (405: the queue is exclusive to another connection) →
   :class:`QueueLocked`, a :class:`QueueError` naming the queue: it exists, only that
   connection may use it, and retrying does not help while that connection lives.
@@ -35,7 +39,7 @@ from mqcontract.errors import (
 )
 from mqcontract.translation import ErrorTable, Failure
 
-__all__ = ["ERRORS", "QueueLocked"]
+__all__ = ["ERRORS", "BatchRefused", "QueueLocked", "WaitQueueConflict"]
 
 
 class QueueLocked(QueueError):
@@ -45,6 +49,43 @@ class QueueLocked(QueueError):
     def __init__(self, queue: str) -> None:
         super().__init__(
             queue, f"queue {queue!r} is exclusive to another connection (RESOURCE_LOCKED)"
+        )
+
+
+class WaitQueueConflict(QueueError):
+    """A delayed send to ``queue`` needs its wait queue ``wait_queue``, and that exists with
+    other arguments than this provider declares (another client's, or another version's
+    with another expiry): RabbitMQ refuses the declare (PRECONDITION_FAILED) until that
+    queue is deleted, so retrying does not help. ``reply`` is the broker's reply text,
+    which names the argument that differs."""
+
+    def __init__(self, queue: str, wait_queue: str, reply: str) -> None:
+        self.wait_queue = wait_queue
+        self.reply = reply
+        super().__init__(
+            queue,
+            f"a delayed send to queue {queue!r} needs its wait queue {wait_queue!r}, which"
+            f" exists with other arguments ({reply}); delete it to let it be declared again",
+        )
+
+
+class BatchRefused(QueueError):
+    """The broker refused messages of a ``send_batch`` (``Basic.Nack``: say a queue
+    declared with ``x-max-length`` and ``x-overflow=reject-publish``), and took the others.
+
+    ``sent_ids``: the ids of the messages it confirmed, which are enqueued, in batch order
+    (not always a prefix: one refused may be followed by one taken); every other message
+    of the batch was refused, not enqueued. Sending those again duplicates nothing.
+    ``size``: how many messages the batch had."""
+
+    def __init__(self, queue: str, sent_ids: list[int], size: int) -> None:
+        self.sent_ids = sent_ids
+        self.size = size
+        super().__init__(
+            queue,
+            f"the broker refused {size - len(sent_ids)} of the {size} messages of a batch"
+            f" for queue {queue!r}; {len(sent_ids)} were enqueued (their ids, in batch order:"
+            " sent_ids), and only the others may be sent again",
         )
 
 

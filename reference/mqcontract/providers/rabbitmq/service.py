@@ -23,7 +23,10 @@ How the contract maps onto RabbitMQ (each seam has its module):
   connection (:mod:`._decoding`).
 * **Send.** Publisher confirms plus ``mandatory=True`` on the default exchange: a message
   to a missing queue comes back (``Basic.Return``) and raises ``QueueNotFound``; nothing
-  is silently dropped and nothing is created.
+  is silently dropped and nothing is created. A batch's messages are confirmed one by
+  one: when the broker refuses some (``Basic.Nack``, say a foreign queue's
+  ``x-overflow=reject-publish``) and takes the rest, ``BatchRefused.sent_ids`` says which
+  it took.
 * **Receive.** ``basic.get`` on a channel per queue; each message is held
   (:mod:`._holds`) with a client-side visibility timer.
 * **Ack/nack** (:mod:`._holds`, :mod:`._settlement`): every delivery held gets its own
@@ -47,6 +50,8 @@ How the contract maps onto RabbitMQ (each seam has its module):
   saw last time; :mod:`._counts` says how messages sharing an id are told apart) —
   declared as ``exact_receive_count=False``.
 * **Delay** (:mod:`._delay`): wait queues with per-queue TTL dead-lettering into the target.
+  A wait queue that exists with other arguments (declared by another client, or another
+  version) is ``WaitQueueConflict``, a ``QueueError`` naming both queues: not an outage.
 * **Push** (:mod:`._consumers`): ``basic.consume`` per subscription; each delivery is a
   claimed ``Message`` held like a received one. A missing queue fails the subscription
   before anything is consumed. A subscription outlives the deletion of its queues (the
@@ -86,6 +91,7 @@ from aiormq.exceptions import (
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    DeliveryError,
 )
 from pamqp import commands as spec
 
@@ -119,7 +125,7 @@ from ._channels import (
     open_connection,
 )
 from ._consumers import Consumers
-from ._errors import ERRORS
+from ._errors import ERRORS, BatchRefused, WaitQueueConflict
 from ._holds import ENQUEUED_AT_HEADER, Holds
 from ._ids import MessageIdGenerator
 from ._lease import NodeLease
@@ -359,9 +365,15 @@ class RabbitMqMessagingService(BaseMessagingService):
         await self._require_queue(queue)
         async with self._channels.scratch() as channel:
             # Re-declaring renews the wait queue's x-expires lease.
-            await channel.queue_declare(
-                wait, durable=True, arguments=_delay.wait_queue_arguments(queue, ms)
-            )
+            try:
+                await channel.queue_declare(
+                    wait, durable=True, arguments=_delay.wait_queue_arguments(queue, ms)
+                )
+            except ChannelPreconditionFailed as exc:
+                # Declared by someone else with other arguments: lasting, not an outage
+                # (only this throwaway channel is closed).
+                reply = str(exc.args[0] if exc.args else exc)
+                raise WaitQueueConflict(queue, wait, reply) from exc
         self._wait_queues.setdefault(queue, set()).add(wait)
         channel = await self._publisher()
         msg_id = self._ids.next_id()
@@ -383,9 +395,16 @@ class RabbitMqMessagingService(BaseMessagingService):
                 *(self._publish(channel, queue, body, msg_id) for body, msg_id in pairs),
                 return_exceptions=True,
             )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not _refused(failure):
+                raise failure  # not enqueued (returned), or not known to be: as for one send
+        if failures:
+            # Only refusals: each message's own confirm says whether the broker took it,
+            # whatever order the confirms came back in.
+            outcomes = zip(ids, results, strict=True)
+            taken = [msg_id for msg_id, r in outcomes if not isinstance(r, BaseException)]
+            raise BatchRefused(queue, taken, len(ids))
         return ids
 
     # -- receiving and settling --------------------------------------------------------
@@ -464,6 +483,12 @@ class RabbitMqMessagingService(BaseMessagingService):
     def robust_connections(self) -> tuple[RobustConnection, ...]:
         """The open connections, in the order of :attr:`connection_names`."""
         return self._channels.connections
+
+
+def _refused(failure: BaseException) -> bool:
+    """Whether a publish failed by the broker's ``Basic.Nack``: refused, not enqueued (a
+    ``Basic.Return``, also a ``DeliveryError``, is a missing queue)."""
+    return isinstance(failure, DeliveryError) and isinstance(failure.frame, spec.Basic.Nack)
 
 
 async def connect_rabbitmq(config: MessagingConfig, *, quorum: bool) -> RabbitMqMessagingService:
