@@ -281,11 +281,15 @@ async def settled_claim_is_stale(ctx: CaseContext) -> None:
     await ctx.service.ack_claim(elsewhere, _claim_of(ctx, theirs, "receive_messages"))
 
 
-#: CLAIM-5: stale claims sit last and first in a chunk of 10, 16, 32, 64 or 100 claims (backend
-#: batch limits a provider may settle a batch in), and last in the batch, so results mapped
-#: by their place in a chunk, or a chunk settled short, show. The live claims are no
-#: multiple of those sizes, so a last chunk left out shows too.
-_CHUNK_EDGES = (9, 10, 15, 16, 31, 32, 63, 64, 99, 100)
+#: CLAIM-5: stale claims sit last and first in a chunk of 10, 16, 32, 64, 100, 128, 256 or
+#: 500 claims (backend batch limits a provider may settle a batch in), and last in the
+#: batch, so results mapped by their place in a chunk, or a chunk settled short, show. The
+#: live claims are no multiple of those sizes, so a last chunk left out shows too.
+_CHUNK_EDGES = (9, 10, 15, 16, 31, 32, 63, 64, 99, 100, 127, 128, 255, 256, 499, 500)
+#: CLAIM-5: claims in the batch: past every chunk size above and past 512, so a provider
+#: that hands the backend one call of them all (with a cap on its arguments) shows; no
+#: multiple of any of them.
+_BATCH_LENGTH = 521
 #: What makes each of them stale, in turn.
 _RELEASED, _SETTLED, _REPEATED = "released claim", "settled claim", "repeated claim"
 _SUPERSEDED = "claim superseded in the batch"
@@ -323,23 +327,25 @@ class _Batch:
     "(released, settled, repeated, of another queue, superseded by a newer claim in the "
     "same batch or outside it), which it leaves alone (a released message stays "
     "receivable, a newer claim still settles); an empty batch settles nothing. Checked "
-    "with 130 claims (70 where max_receive_limit is below 100), stale ones where chunks "
-    "of 10, 16, 32, 64 and 100 end and start, and last.",
+    "with 521 claims, received in as many receives as max_receive_limit needs, stale ones "
+    "where chunks of 10, 16, 32, 64, 100, 128, 256 and 500 end and start, and last.",
     why="Batch settlement is how consumers keep up; one stale claim in a batch must neither "
     "fail the others nor be acked on their coattails. A provider that settles a long batch "
     "in chunks (a backend's batch limit) and maps each chunk's failures by their place in "
-    "the chunk reports a stale claim past the first chunk acked.",
+    "the chunk reports a stale claim past the first chunk acked; one that forgets to "
+    "chunk fails every batch longer than its backend's cap.",
     provisional=True,
 )
 async def batch_settlement(ctx: CaseContext) -> None:
     q, elsewhere = await ctx.queue(), await ctx.queue()
-    length = 130 if ctx.caps.max_receive_limit >= 100 else 70
-    batch = await _stale_and_live(ctx, q, length)
+    batch = await _stale_and_live(ctx, q, _BATCH_LENGTH)
     await ctx.service.send_message(elsewhere, body(9))
     (foreign,) = await ctx.receive_exactly(elsewhere, 1)
     # Last: the base class sets it aside, so _ack_many sees the chunk edges where they are.
     batch.add(_claim_of(ctx, foreign, "receive_messages"), False, f"a claim on {elsewhere}")
-    outcome = await ctx.service.ack_claims(q, batch.claims)
+    outcome = await ctx.accepts(
+        ctx.service.ack_claims(q, batch.claims), f"ack_claims of {len(batch.claims)} claims"
+    )
     mismatched = [
         (i, role, got, want)
         for i, (role, got, want) in enumerate(
@@ -361,7 +367,9 @@ async def batch_settlement(ctx: CaseContext) -> None:
         f"messages whose released claims were in it, {sorted(batch.released)}",
     )
     acked = [c for c, live in zip(batch.claims, batch.expected, strict=True) if live]
-    again = await ctx.service.ack_claims(q, acked)
+    again = await ctx.accepts(
+        ctx.service.ack_claims(q, acked), f"ack_claims of the {len(acked)} claims acked again"
+    )
     unsettled = [c.msg_id for c, settled in zip(acked, again, strict=False) if settled]
     ctx.check(
         again == [False] * len(acked),

@@ -2,30 +2,109 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 
+from mqcontract.capabilities import PushKind
+from mqcontract.clock import VirtualClock
 from mqcontract.errors import InvalidArgument, UnsupportedOperation
+from mqcontract.messages import Message, MessageNotification
+from mqcontract.service import Subscription
 from mqcontract_conformance.applicability import Applies
+from mqcontract_conformance.cases._horizons import BESIDE, HORIZONS
+from mqcontract_conformance.cases._kin import first_receive
 from mqcontract_conformance.cases._payloads import body
-from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.context import CaseContext, notification_id
 from mqcontract_conformance.registry import rule
 
 
 @rule(
     "DLY-1",
-    "A delayed message is not receivable before its delay has passed.",
-    why="Back-off retries must actually wait.",
+    "A delayed message is not receivable before its delay has passed, nor pushed as a "
+    "claimed Message to a subscription open when it was sent (where push is supported; "
+    "an Available signal or an unclaimed copy may come early, but fetching the message "
+    "by id, where supported, gets nothing then either). Where the case's clock is "
+    "virtual, delays of 1.75, 61.5, 90.75 and 3599.5 s (those up to max_delay_seconds) "
+    "are each checked just before their end less the declared precision "
+    "(visibility_precision_seconds): not receivable, and just after it plus the "
+    "precision: receivable.",
+    why="Back-off retries must actually wait, whether the consumer polls or listens; a "
+    "fast path that hands a new message to a waiting subscriber, or a coarser store for "
+    "long delays, lets them through early.",
     applies_when=Applies.flag("delay"),
 )
 async def not_before_delay(ctx: CaseContext) -> None:
     q = await ctx.queue()
     delay = ctx.timing.unit * 3
+    sub = await ctx.subscribe(q) if ctx.caps.push is not PushKind.NONE else None
+    start = ctx.now()
     sent = await ctx.service.send_message_with_delay(q, body(1), delay)
+    # A notification observed before this instant came before the delay passed.
+    due = start + delay - ctx.caps.visibility_precision_seconds - 0.05
+    notes: list[MessageNotification] = []
 
-    async def early() -> list[int]:
-        return [m.msg_id for m in await ctx.receive(q)]
+    async def listen(sub: Subscription) -> None:
+        async for note in sub:
+            notes.append(note)
 
-    await ctx.never(early, delay * 0.6, f"delayed message {sent} visible early")
+    async def early() -> list[str]:
+        seen = [f"received {m.msg_id}" for m in await ctx.receive(q)]
+        while notes and ctx.now() < due:
+            note = notes.pop(0)
+            if isinstance(note, Message) and note.claimed:
+                seen.append(f"pushed {note.message.msg_id} as a claimed Message")
+            elif ctx.caps.fetch_by_id and notification_id(note) in (sent, None):
+                # An early signal is a hint; claiming what it announces must still fail.
+                got = await ctx.service.fetch_message(q, sent, ctx.timing.long)
+                if got is not None:
+                    seen.append(f"fetched {got.msg_id} after {type(note).__name__} {note!r}")
+        return seen
+
+    listener = asyncio.ensure_future(listen(sub)) if sub is not None else None
+    try:
+        await ctx.never(early, delay * 0.6, f"message {sent} delayed by {delay:g} s, early")
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await listener
+    if ctx.clock is not None:
+        await _long_delays_kept(ctx, ctx.clock)
+
+
+async def _long_delays_kept(ctx: CaseContext, clock: VirtualClock) -> None:
+    """Each of :data:`HORIZONS` (up to the maximum) ends when it should, not a precision
+    sooner nor later: time jumps to just either side of every end."""
+    q = await ctx.queue()
+    precision = ctx.caps.visibility_precision_seconds
+    delays = [d for d in HORIZONS if d <= ctx.caps.max_delay_seconds]
+    start = ctx.now()
+    sent = {
+        d: await ctx.service.send_message_with_delay(q, body(i), d) for i, d in enumerate(delays)
+    }
+    ended = ctx.now()
+    for d in delays:
+        before = start + d - precision - BESIDE
+        if before > ctx.now():
+            await clock.advance(before - ctx.now())
+            early = [m.msg_id for m in await ctx.receive(q)]
+            ctx.check(
+                not early,
+                f"{ctx.now() - start:g} s after the sends (before the {d:g} s delay ended, "
+                f"less the {precision:g} s precision), message(s) {early} received; delays "
+                f"were {sent} (id by delay)",
+            )
+        after = ended + d + precision + BESIDE
+        if after > ctx.now():
+            await clock.advance(after - ctx.now())
+        got = await first_receive(ctx, q, f"delayed by {d:g} s, it was not receivable after it")
+        ctx.check(
+            [m.msg_id for m in got] == [sent[d]],
+            f"{ctx.now() - start:g} s after the sends received {[m.msg_id for m in got]}, "
+            f"expected only {sent[d]} (delayed by {d:g} s); delays were {sent} (id by delay)",
+        )
+        await ctx.service.ack_claim(q, got[0])
 
 
 @rule(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Awaitable, Callable
 
 from mqcontract.capabilities import PushKind
@@ -74,29 +75,59 @@ async def exists_tracks_lifecycle(ctx: CaseContext) -> None:
 
 @rule(
     "LIFE-5",
-    "list_queues includes every created queue and no deleted or never-created one, a "
-    "queue deleted while a subscription to it is still open included (where push is "
-    "supported): it agrees with queue_exists.",
+    "list_queues returns its names sorted, and includes every created queue and no deleted "
+    "or never-created one: a queue deleted while one of its messages is held (claimed), "
+    "one deleted with messages waiting, and one deleted while a subscription to it is "
+    "still open (where push is supported) included: it agrees with queue_exists.",
     why="Operators and the fallback poller enumerate queues; a list built from what is "
-    "bound or subscribed (a broker's bindings, a registry of listeners) keeps showing a "
-    "deleted queue for as long as anybody listens to it.",
+    "bound, subscribed or still draining (a broker's bindings, a registry of listeners, "
+    "storage kept until in-flight claims end) keeps showing a deleted queue for as long "
+    "as anybody listens to it or holds its messages. The order is promised "
+    "(MessagingService.list_queues: sorted) and a hash scan's order is not it.",
     applies_when=Applies.flag("list_queues"),
 )
 async def list_tracks_lifecycle(ctx: CaseContext) -> None:
-    kept, dropped, never = await ctx.queue(), await ctx.queue(), ctx.queue_name()
-    await ctx.service.delete_queue(dropped)
-    listed = set(await ctx.service.list_queues())
-    ctx.check(kept in listed, f"{kept} not listed: {sorted(listed)}")
-    ctx.check(dropped not in listed, f"deleted {dropped} still listed")
+    # Created neither in sorted order nor in its reverse, so an unsorted list shows.
+    stem = ctx.queue_name()
+    kept = [f"{stem}_{c}" for c in "bdac"]
+    ctx.queues.extend(kept)
+    for q in kept:
+        await ctx.service.create_queue(q)
+    dropped, held, waiting = [await ctx.queue() for _ in range(3)]
+    never = ctx.queue_name()
+    await ctx.service.send_batch(held, [body(1), body(2)])
+    await ctx.eventually(
+        lambda: ctx.service.receive_messages(held, 1, ctx.timing.long),
+        ctx.timing.delivery,
+        f"a message of {held} received",
+    )
+    await ctx.service.send_batch(waiting, [body(1), body(2)])
+    deleted = {
+        dropped: "deleted empty",
+        held: "deleted while one of its messages was held",
+        waiting: "deleted with messages waiting",
+    }
+    for q in deleted:
+        await ctx.service.delete_queue(q)
+    listed = await _sorted_list(ctx)
+    for q in kept:
+        ctx.check(q in listed, f"{q} not listed: {listed}")
+    for q, how in deleted.items():
+        exists = await ctx.service.queue_exists(q)
+        ctx.check(
+            not exists and q not in listed,
+            f"{q}, {how}: queue_exists says {exists}, list_queues "
+            f"{'includes' if q in listed else 'leaves out'} it",
+        )
     ctx.check(never not in listed, f"never-created {never} listed")
     if ctx.caps.push is PushKind.NONE:
         return
     watched = await ctx.queue()
     await ctx.subscribe(watched)
-    await ctx.subscribe(kept, watched)
+    await ctx.subscribe(kept[0], watched)
     await ctx.service.delete_queue(watched)
-    listed = set(await ctx.service.list_queues())
-    for q, created in ((kept, True), (watched, False)):
+    listed = await _sorted_list(ctx)
+    for q, created in ((kept[0], True), (watched, False)):
         exists = await ctx.service.queue_exists(q)
         ctx.check(
             exists is created and (q in listed) is created,
@@ -104,6 +135,18 @@ async def list_tracks_lifecycle(ctx: CaseContext) -> None:
             f"open: queue_exists says {exists}, list_queues "
             f"{'includes' if q in listed else 'leaves out'} it",
         )
+
+
+async def _sorted_list(ctx: CaseContext) -> list[str]:
+    """list_queues, which must be sorted."""
+    listed = await ctx.service.list_queues()
+    wrong = [(a, b) for a, b in itertools.pairwise(listed) if a >= b]
+    ctx.check(
+        not wrong,
+        f"list_queues is not sorted (strictly, without repeats): {wrong[:5]} are out of order "
+        f"among {len(listed)} names",
+    )
+    return listed
 
 
 @rule(
@@ -179,19 +222,39 @@ async def operations_reject_invalid_names(ctx: CaseContext) -> None:
             await ctx.raises(InvalidQueueName, call(), f"{op}({name!r})")
 
 
+#: Suffixes making names that differ only in runs of underscores, or by one trailing
+#: or missing one: a backend key that collapses, strips or drops underscores merges them.
+#: (Queue names are lower case only, so case cannot make two names alike.)
+_UNDERSCORED = ("_a_b", "_a__b", "__a_b", "_a___b", "_a_b_", "_a_b__", "_ab")
+
+
+async def _underscored_queues(ctx: CaseContext) -> tuple[str, ...]:
+    """Create queues whose names differ only in underscores (registered for cleanup)."""
+    stem = ctx.queue_name()
+    names = tuple(stem + suffix for suffix in _UNDERSCORED)
+    ctx.queues.extend(names)
+    for name in names:
+        await ctx.service.create_queue(name)
+    return names
+
+
 @rule(
     "LIFE-9",
     "Queues are isolated: a message sent to one queue is never received from another, "
-    "including queues whose names extend one another (q, q_dlq) and two names of the "
-    "longest valid length that differ only in their last character.",
+    "including queues whose names extend one another (q, q_dlq), two names of the "
+    "longest valid length that differ only in their last character, and names that "
+    "differ only in runs of underscores or a trailing one (q_a_b, q_a__b, q__a_b, "
+    "q_a___b, q_a_b_, q_a_b__, q_ab).",
     why="Namespaces route work to different workers; a provider that matches names by "
-    "prefix or keys its storage on a truncated name merges queues whose names are close, "
+    "prefix, keys its storage on a truncated name, or canonicalizes names into a key (runs "
+    "of underscores collapsed, separators stripped) merges queues whose names are close, "
     "which one short name at a time never shows.",
 )
 async def queues_are_isolated(ctx: CaseContext) -> None:
     kin = await kin_queues(ctx)
-    sent = {q: await ctx.service.send_message(q, kin.tag(q)) for q in kin.all}
-    for q in kin.all:
+    names = (*kin.all, *await _underscored_queues(ctx))
+    sent = {q: await ctx.service.send_message(q, kin.tag(q)) for q in names}
+    for q in names:
         got = await first_receive(ctx, q, "the message sent to it is lost")
         strays = [m.payload.decode(errors="replace") for m in got if m.payload != kin.tag(q)]
         ctx.check(not strays, f"received from {q} what was {strays}")
@@ -262,22 +325,25 @@ async def services_share_the_backend(ctx: CaseContext) -> None:
 @rule(
     "LIFE-13",
     "delete_queue removes only the queue it names: queues whose names extend it, or that "
-    "it extends, and a longest-length name differing from another only in its last "
-    "character, keep existing with their messages.",
-    why="A delete by pattern (a Redis SCAN MATCH name*, a LIKE 'name%') or by a truncated "
-    "key takes the dead-letter queue, or another team's queue, with it; LIFE-2 only "
-    "looks at the queue deleted.",
+    "it extends, a longest-length name differing from another only in its last "
+    "character, and names differing from it only in runs of underscores (q_a__b deleted: "
+    "q_a_b, q__a_b, q_a_b_ and the like) keep existing with their messages.",
+    why="A delete by pattern (a Redis SCAN MATCH name*, a LIKE 'name%'), by a truncated "
+    "key or by a canonical key (underscores collapsed) takes the dead-letter queue, or "
+    "another team's queue, with it; LIFE-2 only looks at the queue deleted.",
     provisional=True,
 )
 async def delete_spares_kin(ctx: CaseContext) -> None:
     kin = await kin_queues(ctx)
-    sent = {q: await ctx.service.send_message(q, kin.tag(q)) for q in kin.all}
-    deleted = (kin.base, kin.longest[0])
+    underscored = await _underscored_queues(ctx)
+    names = (*kin.all, *underscored)
+    sent = {q: await ctx.service.send_message(q, kin.tag(q)) for q in names}
+    deleted = (kin.base, kin.longest[0], underscored[1])
     for q in deleted:
         await ctx.service.delete_queue(q)
     gone = [q for q in deleted if await ctx.service.queue_exists(q)]
     ctx.check(not gone, f"still exist after delete_queue: {gone}")
-    spared = [q for q in kin.all if q not in deleted]
+    spared = [q for q in names if q not in deleted]
     missing = [q for q in spared if not await ctx.service.queue_exists(q)]
     ctx.check(not missing, f"deleting {list(deleted)} also deleted {missing}")
     for q in spared:

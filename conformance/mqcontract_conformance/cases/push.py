@@ -179,24 +179,34 @@ async def subscribe_many_names_queue(ctx: CaseContext) -> None:
     ctx.check(set(seen) == set(sent), f"announced {sorted(seen)}, sent {sorted(sent)}")
 
 
-#: PUSH-6's rounds, and the messages each sends just before it closes its subscription:
-#: some may be on their way to it as it closes (a delivery a provider drops then, instead
-#: of releasing it, is stranded until its claim lapses). How many are depends on timing,
+#: PUSH-6's rounds, the queues each round's subscription lists, the messages each round
+#: receives on every queue before subscribing (and nacks with the subscription open:
+#: their first delivery is what they must keep when the close gives them back), and the
+#: burst it sends (spread over its queues) just before it closes its subscription: some
+#: may be on their way to it as it closes (a delivery a provider drops then, instead of
+#: releasing it, is stranded until its claim lapses). How many are depends on timing,
 #: hence several rounds.
 CLOSE_ROUNDS = 3
+CLOSE_QUEUES = 2
+CLOSE_EARLY = 2
 CLOSE_BURST = 50
 
 
 @rule(
     "PUSH-6",
-    "Closing a subscription ends its iteration and releases what it held: messages it never "
-    "handed out, including those on their way to it as it closed, and messages sent "
-    "afterwards, can be received again, each once. Checked in "
-    f"{CLOSE_ROUNDS} rounds, each closing right after a burst of {CLOSE_BURST} sends.",
+    "Closing a subscription ends its iteration and releases what it held on every queue it "
+    "lists: messages it never handed out, including those on their way to it as it "
+    "closed, and messages sent afterwards, can be received again, each once, with the "
+    "payload sent (per the declared fidelity); a message received before it opened and "
+    "nacked while it was open (so it may have held it), when received again, keeps its "
+    "id, payload and enqueued_at. Checked in "
+    f"{CLOSE_ROUNDS} rounds on a subscription to {CLOSE_QUEUES} queues, each round "
+    f"closing right after a burst of {CLOSE_BURST} sends.",
     why="A stopped consumer must not strand messages (the original pushed and auto-acked); "
     "deliveries in flight at the close are where providers strand them (a cancel that "
     "forgets its consumer at once, a loop cancelled mid-pull), in some runs only, hence "
-    "several rounds.",
+    "several rounds; a provider that gives back only its first queue's prefetch strands "
+    "the others', and one that gives back by republishing restamps them.",
     applies_when=ANY_PUSH,
 )
 async def close_releases(ctx: CaseContext) -> None:
@@ -205,12 +215,39 @@ async def close_releases(ctx: CaseContext) -> None:
 
 
 async def _close_round(ctx: CaseContext, round_number: int) -> None:
-    q = await ctx.queue()
-    sub = await ctx.service.subscribe(q)
+    queues = [await ctx.queue() for _ in range(CLOSE_QUEUES)]
+    sent: dict[tuple[str, int], bytes] = {}
+
+    async def send(q: str, payload: bytes) -> tuple[str, int]:
+        key = (q, await ctx.service.send_message(q, payload))
+        sent[key] = payload
+        return key
+
+    # Claimed by receive before the subscription opens, released while it is open: it
+    # may be pushed to the subscription, and its first delivery is what it must keep.
+    for q in queues:
+        for i in range(CLOSE_EARLY):
+            await send(q, body(i, f"early-{q}"))
+    early = {
+        (m.queue_name, m.msg_id): m
+        for q in queues
+        for m in await ctx.receive_exactly(q, CLOSE_EARLY)
+    }
+    sub = await ctx.service.subscribe_many(queues)
     ctx.subscriptions.append(sub)  # closed by the runner if this round fails first
-    ids = [await ctx.service.send_message(q, body(i)) for i in range(3)]
+    for (q, _), m in early.items():
+        await _accepted(ctx, ctx.service.nack_claim(q, m), f"nack of received {m.msg_id}")
+    for i in range(3):
+        for q in queues:
+            await send(q, body(i, q))
     first = await ctx.next_notification(sub)
-    burst = await ctx.service.send_batch(q, [body(10 + i) for i in range(CLOSE_BURST)])
+    await ctx.wait_past(ctx.now() + ctx.timing.unit / 4)  # time passes: a new enqueued_at shows
+    burst: set[tuple[str, int]] = set()
+    for q in queues:
+        payloads = [body(10 + i, q) for i in range(CLOSE_BURST // len(queues))]
+        ids = await ctx.service.send_batch(q, payloads)
+        burst.update((q, i) for i in ids)
+        sent.update(((q, i), p) for i, p in zip(ids, payloads, strict=True))
     await sub.aclose()
     where = f"round {round_number}"
     try:
@@ -220,41 +257,66 @@ async def _close_round(ctx: CaseContext, round_number: int) -> None:
     except AssertionError:
         ctx.fail(f"{where}: a closed subscription blocks instead of ending")
     ctx.check(extra is None, f"{where}: a closed subscription still yields {extra!r}")
-    later = await ctx.service.send_message(q, body(9))
-    held = first.message.msg_id if isinstance(first, Message) and first.claimed else None
-    expected = {i for i in [*ids, *burst] if i != held} | {later}
-    got: list[int] = []
+    for q in queues:
+        await send(q, body(9, q))
+    held = (
+        (first.queue_name, first.message.msg_id)
+        if isinstance(first, Message) and first.claimed
+        else None
+    )
+    # What was received before the subscription opened is checked when it comes back:
+    # that it does after a nack is other rules' business (ACK-2, PUSH-13).
+    expected = set(sent) - {held} - set(early)
+    got: dict[str, list[QueuedMessage]] = {q: [] for q in queues}
     limit = min(100, ctx.caps.max_receive_limit)
 
+    def received() -> set[tuple[str, int]]:
+        return {(q, m.msg_id) for q in queues for m in got[q]}
+
     async def probe() -> bool:
-        while True:  # a full receive may have more behind it: no pause before the next
-            batch = await ctx.receive(q, limit)
-            got.extend(m.msg_id for m in batch)
-            if len(batch) < limit or expected <= set(got):
-                return expected <= set(got)
+        for q in queues:
+            while True:  # a full receive may have more behind it: no pause before the next
+                batch = await ctx.receive(q, limit)
+                got[q].extend(batch)
+                if len(batch) < limit or expected <= received():
+                    break
+        return expected <= received()
 
     timed_out = False
     try:
         await ctx.eventually(probe, ctx.timing.delivery, "every message")
     except ContractViolation:
         timed_out = True  # reported below, with what is missing
-    counts = collections.Counter(got)
+    counts = collections.Counter((q, m.msg_id) for q in queues for m in got[q])
     problems = []
     if timed_out:
-        missing = expected - set(got)
+        missing = expected - set(counts)
         problems.append(
             f"{len(missing)} of {len(expected)} messages not received within "
             f"{ctx.timing.delivery:g} s (of the burst sent just before the close: "
-            f"{sorted(missing & set(burst))}; others: {sorted(missing - set(burst))})"
+            f"{sorted(missing & burst)}; others: {sorted(missing - burst)})"
         )
     if held is not None and held in counts:
         problems.append(f"the claimed push it handed out ({held}) was released by the close")
-    extras = sorted(set(counts) - expected - {held})
+    extras = sorted(set(counts) - expected - {held} - set(early))
     if extras:
         problems.append(f"received messages never sent to it: {extras}")
-    twice = sorted(i for i, n in counts.items() if n > 1)
+    twice = sorted(key for key, n in counts.items() if n > 1)
     if twice:
         problems.append(f"received more than once: {twice}")
+    for q in queues:
+        for m in got[q]:
+            key = (q, m.msg_id)
+            if key in early and key != held:
+                before = early[key]
+                if (m.payload, m.enqueued_at) != (before.payload, before.enqueued_at):
+                    problems.append(
+                        f"{key}, received before the subscription opened with payload "
+                        f"{before.payload!r} and enqueued_at {before.enqueued_at!r}, came "
+                        f"back with {m.payload!r} and {m.enqueued_at!r}"
+                    )
+            elif key in sent and not same_payload(ctx.caps.payload_fidelity, sent[key], m.payload):
+                problems.append(f"{key} carries {m.payload!r}, sent {sent[key]!r}")
     ctx.check(not problems, f"{where}, after the subscription closed: " + "; ".join(problems))
 
 
@@ -486,22 +548,24 @@ async def ack_after_nack_of_pushed(ctx: CaseContext) -> None:
     "With a subscription open, a message released by nack is delivered to it again within "
     "the delivery bound (pushed again, or announced), whether it was claimed by receive "
     "or through the subscription; the redelivery keeps its id, payload and enqueued_at "
-    "and shows receive_count + 1.",
+    "and shows receive_count + 1. Checked on a subscription listing the queue after "
+    "another.",
     why="Decided: nack means 'retry now', for subscribers too. A provider that announces "
     "only inserts leaves a nacked message to the fallback poller (an interval late) or, "
-    "without one, to nobody; PGMQ's nack announces, RabbitMQ's broker redelivers.",
+    "without one, to nobody; PGMQ's nack announces, RabbitMQ's broker redelivers. One "
+    "that wakes a subscription through its first queue misses the others' nacks.",
     applies_when=ANY_PUSH,
     provisional=True,
 )
 async def nacked_delivered_again(ctx: CaseContext) -> None:
-    q = await ctx.queue()
+    side, q = await ctx.queue(), await ctx.queue()  # the subscription lists q second
     # Claimed by receive before anyone subscribed; over a mixed threshold it is announced.
     mixed = ctx.caps.push_payload_threshold_bytes
     payload = _json_payload(mixed + 1) if mixed is not None else body(1)
     first = await ctx.service.send_message(q, payload)
     (received,) = await ctx.receive_exactly(q, 1)
     ctx.check(received.msg_id == first, f"received {received.msg_id}, sent {first}")
-    sub = await ctx.subscribe(q)
+    sub = await ctx.subscribe(side, q)
     # Delivered through the subscription (so it is live), claimed by push or by id.
     second = await ctx.service.send_message(q, body(2))
     note = await ctx.next_notification(sub)
@@ -513,22 +577,44 @@ async def nacked_delivered_again(ctx: CaseContext) -> None:
     await _delivered_again(ctx, q, sub, pushed, "pushed, then nacked")
 
 
+#: PUSH-14's messages waiting on each queue, and the queues of its second subscription:
+#: the first listed is empty, so nothing done for it (a claim, its settlement) pushes the
+#: others' backlog by the way.
+BACKLOG_EACH = 2
+BACKLOG_QUEUES = 3
+
+
 @rule(
     "PUSH-14",
     "A provider that declares push_delivers_backlog delivers, to a new subscription, "
-    "every message already waiting when it opened, within the delivery bound.",
+    "every message already waiting on any queue it lists when it opened, within the "
+    f"delivery bound: checked on a subscription to one queue holding {BACKLOG_EACH} "
+    f"messages, and on one to {BACKLOG_QUEUES} queues, the first empty and the others "
+    f"holding {BACKLOG_EACH} each.",
     why="Decided: the event system trusts the declaration. In Hybrid mode a provider "
     "whose subscription delivers the backlog gets its first fallback poll one interval "
     "after start instead of at once, so push and a serial poll do not both claim the "
     "backlog; a provider that declares it and only pushes new sends leaves a backlog "
-    "waiting an interval.",
+    "waiting an interval; one that dispatches only its first queue's backlog leaves the "
+    "other queues' waiting until something new happens on them.",
     applies_when=FULL_PUSH & Applies.flag("push_delivers_backlog"),
     provisional=True,
 )
 async def backlog_pushed(ctx: CaseContext) -> None:
-    q = await ctx.queue()
-    ids = [(q, await ctx.service.send_message(q, body(i))) for i in range(5)]
-    sub = await ctx.subscribe(q)
+    alone = await ctx.queue()
+    await _backlog_round(ctx, [alone], [alone])
+    queues = [await ctx.queue() for _ in range(BACKLOG_QUEUES)]
+    await _backlog_round(ctx, queues, queues[1:])
+
+
+async def _backlog_round(ctx: CaseContext, listed: list[str], waiting: list[str]) -> None:
+    """Send to each of ``waiting``, then subscribe to ``listed``: all must be pushed."""
+    ids = [
+        (q, await ctx.service.send_message(q, body(i, q)))
+        for q in waiting
+        for i in range(BACKLOG_EACH)
+    ]
+    sub = await ctx.subscribe(*listed)
     await ctx.collect_notifications(sub, ids, each=_settled_as_they_come(ctx, ids))
 
 

@@ -191,97 +191,121 @@ def _handed_twice(ctx: CaseContext, handed: list[_Handed]) -> list[int]:
     return twice
 
 
+#: PUSH-17's closing service subscribes to this many queues, and each is sent this many.
+RELEASE_QUEUES = 2
+RELEASE_EACH = 3
+
+
 @rule(
     "PUSH-17",
     "Closing a service releases what its open subscriptions took but never handed out: "
-    "with no subscription closed first, every message a subscription had not yielded is "
-    "receivable by another service within the delivery bound.",
+    "with no subscription closed first, every message a subscription had not yielded, on "
+    "every queue it lists, is receivable by another service within the delivery bound. "
+    f"Checked on a subscription to {RELEASE_QUEUES} queues.",
     why="A worker process stops by closing its service; a provider whose close ends the "
     "subscriptions but keeps what they prefetched strands that work for a whole push "
-    "timeout, and PUSH-6 only closes a subscription.",
+    "timeout (or keeps only the first queue's), and PUSH-6 only closes a subscription.",
     applies_when=ANY_PUSH & SHARED,
     provisional=True,
 )
 async def service_close_releases(ctx: CaseContext) -> None:
-    q = await ctx.queue()
-    closing = await ctx.other_consumer(q)
-    sub = await closing.subscribe(q)
-    ids = [await ctx.service.send_message(q, body(i)) for i in range(5)]
+    queues = [await ctx.queue() for _ in range(RELEASE_QUEUES)]
+    closing = await ctx.other_consumer(queues[0])
+    sub = await closing.subscribe_many(queues)
+    ids = {
+        (q, await ctx.service.send_message(q, body(i, q)))
+        for i in range(RELEASE_EACH)
+        for q in queues
+    }
     first = await ctx.next_notification(sub)
     await closing.close()
-    handed_out = first.message.msg_id if isinstance(first, Message) and first.claimed else None
-    expected = set(ids) - {handed_out}
+    handed_out = (
+        (first.queue_name, first.message.msg_id)
+        if isinstance(first, Message) and first.claimed
+        else None
+    )
+    expected = ids - {handed_out}
     got: list[QueuedMessage] = []
 
     async def released() -> bool:
-        got.extend(await ctx.receive(q))
-        return {m.msg_id for m in got} >= expected
+        for q in queues:
+            got.extend(await ctx.receive(q))
+        return {(m.queue_name, m.msg_id) for m in got} >= expected
 
     try:
         await ctx.eventually(released, ctx.timing.delivery, "released")
     except ContractViolation:
         ctx.fail(
-            f"after closing the service whose subscription had yielded only "
+            f"after closing the service whose subscription to {queues} had yielded only "
             f"{_shown(first)}, receivable within {ctx.timing.delivery:g} s: "
-            f"{sorted(m.msg_id for m in got)}, expected {sorted(expected)}"
+            f"{sorted((m.queue_name, m.msg_id) for m in got)}, expected {sorted(expected)}"
         )
     for m in got:
-        await ctx.service.ack_claim(q, m)
+        await ctx.service.ack_claim(m.queue_name, m)
 
 
 @rule(
     "PUSH-18",
-    "A subscription outlives its queue's deletion: once the queue is deleted and created "
-    "again (by another service where services share a backend), a message sent to it is "
-    "announced to the open subscription (or a catch-up signal for the queue is, and the "
-    "message is receivable) within the recovery bound (three times the slack), unless "
-    "the subscription ended by raising QueueNotFound naming the queue; it never goes "
-    "silent.",
+    "A subscription outlives the deletion of a queue it lists: once the queue is deleted "
+    "and created again (by another service where services share a backend), a message "
+    "sent to it is announced to the open subscription (or a catch-up signal for the queue "
+    "is, and the message is receivable) within the recovery bound (three times the "
+    "slack), and so is one sent then to each other queue it lists, unless the "
+    "subscription ended by raising QueueNotFound naming the queue; it never goes silent. "
+    "Checked on a subscription to the queue alone and on one listing it after another.",
     why="A broker cancels the consumers of a deleted queue; a provider that does not "
     "notice keeps an open subscription that never yields again, and a push-only worker "
-    "waits forever while the re-created queue fills.",
+    "waits forever while the re-created queue fills; one that files a subscription's "
+    "bookkeeping under its first queue loses the others.",
     applies_when=ANY_PUSH,
     provisional=True,
 )
 async def subscription_outlives_its_queue(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    sub = await ctx.subscribe(q)
-    before = await ctx.service.send_message(q, body(0, "before"))
-    for note in await _notes_until(ctx, sub, {(q, before)}):
+    await _outlives_round(ctx, [q], q)
+    kept, deleted = await ctx.queue(), await ctx.queue()
+    await _outlives_round(ctx, [kept, deleted], deleted)
+
+
+async def _outlives_round(ctx: CaseContext, listed: list[str], q: str) -> None:
+    """Subscribe to ``listed``, delete and re-create ``q``, and wait until a message sent
+    then to each listed queue is announced (or the subscription ends naming ``q``)."""
+    sub = await ctx.subscribe(*listed)
+    before = {p: await ctx.service.send_message(p, body(0, f"before-{p}")) for p in listed}
+    for note in await _notes_until(ctx, sub, set(before.items())):
         await _settle(ctx, ctx.service, note)
     deleter = await ctx.other_consumer(q) if ctx.caps.shared_backend else ctx.service
     await deleter.delete_queue(q)
     await deleter.create_queue(q)
-    after = await deleter.send_message(q, body(1, "after"))
+    payloads = {p: body(1, f"after-{p}") for p in listed}
+    after = {p: await deleter.send_message(p, payloads[p]) for p in listed}
+    where = f"subscription to {listed}, {q} deleted and created again"
     bound = ctx.timing.slack * 3
     deadline = ctx.now() + bound
-    while True:
+    while after:
         try:
             note = await ctx.next_notification(sub, max(deadline - ctx.now(), ctx.timing.step))
         except QueueNotFound as exc:
-            ctx.check(
-                exc.queue == q,
-                f"the subscription to {q} ended with QueueNotFound naming {exc.queue!r}",
-            )
+            ctx.check(exc.queue == q, f"{where}: it ended with QueueNotFound naming {exc.queue!r}")
             return
         except ContractViolation:
             ctx.fail(
-                f"{q} deleted and created again: message {after} sent to it was not "
-                f"announced to the open subscription within {bound:g} s, which neither "
-                "ended nor raised"
+                f"{where}: messages {sorted(after.items())} sent then were not announced to "
+                f"the open subscription within {bound:g} s, which neither ended nor raised"
             )
         except StopAsyncIteration:
-            ctx.fail(f"the subscription to {q} ended silently when its queue was deleted")
+            ctx.fail(f"{where}: the subscription ended silently")
         await _settle(ctx, ctx.service, note)
-        if note.queue_name != q:
+        p = note.queue_name
+        if p not in after:
             continue
         if isinstance(note, Message):  # ids may restart: the payload tells it is the new one
-            if note.message.msg_id == after and same_payload(
-                ctx.caps.payload_fidelity, body(1, "after"), note.message.payload
+            if note.message.msg_id == after[p] and same_payload(
+                ctx.caps.payload_fidelity, payloads[p], note.message.payload
             ):
-                return
-        elif note.msg_id in (after, None) and await _announced_is_there(ctx, q, after):
-            return  # a signal (a catch-up after the re-creation included) and the message
+                del after[p]
+        elif note.msg_id in (after[p], None) and await _announced_is_there(ctx, p, after[p]):
+            del after[p]  # a signal (a catch-up after the re-creation included) and the message
 
 
 async def _announced_is_there(ctx: CaseContext, q: str, msg_id: int) -> bool:
@@ -295,19 +319,30 @@ async def _announced_is_there(ctx: CaseContext, q: str, msg_id: int) -> bool:
 @dataclass(frozen=True)
 class _Siblings:
     """Two subscriptions on the same queues: the queues each lists (indexes into the
-    round's queues) and whether the second is another service's."""
+    round's queues), whether the second is another service's, and whether the second is
+    ended by closing that service (then only the second is closed: the first's service
+    sends)."""
 
     what: str
     first: tuple[int, ...]
     second: tuple[int, ...]
     across: bool = False
+    service_closed: bool = False
 
 
-#: PUSH-19's pairs; each is checked twice, closing the first, then the second.
+#: PUSH-19's pairs; each is checked twice, closing the first, then the second (only the
+#: second where its service is closed).
 SIBLINGS = (
     _Siblings("one service, one queue", (0,), (0,)),
     _Siblings("one service, two queues listed in opposite orders", (0, 1), (1, 0)),
     _Siblings("two services, one queue", (0,), (0,), across=True),
+    _Siblings(
+        "two services, two queues listed in opposite orders, the second service closed",
+        (0, 1),
+        (1, 0),
+        across=True,
+        service_closed=True,
+    ),
 )
 #: Messages sent to each queue of the subscription left open.
 SIBLING_SENDS = 3
@@ -315,15 +350,17 @@ SIBLING_SENDS = 3
 
 @rule(
     "PUSH-19",
-    "Closing a subscription leaves every other one open: of two subscriptions to the same "
-    "queues (one service's, listing them in the same or another order, and two services' "
-    "where services share a backend), whichever is closed, the other is still notified of "
+    "Closing a subscription, or another service, leaves every other subscription open: of "
+    "two subscriptions to the same queues (one service's, listing them in the same or "
+    "another order, and two services' where services share a backend), whichever is "
+    "closed, and when the second's service is closed, the other is still notified of "
     "every message sent to its queues afterwards, within the delivery bound.",
     why="A provider that finds a subscription's consumer by its queue names (a consumer "
     "tag or registry entry per name or per list of names, one LISTEN per queue dropped by "
     "the first to leave, a durable consumer named after the queue) tears down the wrong "
     "one: the worker that stays silently stops receiving, and PUSH-6 closes the only "
-    "subscription there is.",
+    "subscription there is; a service whose close ends the subscriptions it finds on its "
+    "queues ends other services' too.",
     applies_when=ANY_PUSH,
     provisional=True,
 )
@@ -331,7 +368,7 @@ async def closing_spares_siblings(ctx: CaseContext) -> None:
     for pair in SIBLINGS:
         if pair.across and not ctx.caps.shared_backend:
             continue  # each service has a backend of its own
-        for closed in (0, 1):
+        for closed in (1,) if pair.service_closed else (0, 1):
             queues = [await ctx.queue() for _ in set(pair.first) | set(pair.second)]
             second = await ctx.other_consumer(queues[0]) if pair.across else ctx.service
             await _sibling_round(ctx, pair, closed, queues, (ctx.service, second))
@@ -350,7 +387,10 @@ async def _sibling_round(
         for owner, listed in zip(owners, (pair.first, pair.second), strict=True)
     ]
     ctx.subscriptions.extend(subs)
-    await subs[closed].aclose()
+    if pair.service_closed:
+        await owners[closed].close()
+    else:
+        await subs[closed].aclose()
     survivor, owner = subs[1 - closed], owners[1 - closed]
     sent = {
         (q, await ctx.service.send_message(q, body(i, q)))
@@ -363,7 +403,8 @@ async def _sibling_round(
     which = ("first", "second")
     where = (
         f"{pair.what}: subscriptions to {[queues[i] for i in pair.first]} and "
-        f"{[queues[i] for i in pair.second]}, the {which[closed]} closed"
+        f"{[queues[i] for i in pair.second]}, the {which[closed]}"
+        + ("'s service closed" if pair.service_closed else " closed")
     )
     ctx.check(not ended, f"{where}: the {which[1 - closed]} ended too")
     ctx.check(

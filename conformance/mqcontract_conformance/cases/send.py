@@ -133,13 +133,42 @@ async def empty_payload(ctx: CaseContext) -> None:
     await _round_trip(ctx, b"", "empty payload")
 
 
+#: SEND-4: the binary payload (every byte value, invalid UTF-8, NUL).
+BINARY = bytes(range(256)) + b"\xff\xfe\x00\xc3("
+
+
 @rule(
     "SEND-4",
-    "Arbitrary binary payloads (all 256 byte values, invalid UTF-8, NUL) round-trip exactly.",
-    why="Payloads are bytes in the protocol; a text-only backend must envelope them.",
+    "Arbitrary binary payloads (all 256 byte values, invalid UTF-8, NUL) round-trip "
+    "exactly, whichever way they are sent: send_message, send_batch and, where delays are "
+    "supported, send_message_with_delay.",
+    why="Payloads are bytes in the protocol; a text-only backend must envelope them, on "
+    "every path that stores them (a bulk insert, a scheduler holding delayed messages), "
+    "not only the one written first.",
 )
 async def binary_payload(ctx: CaseContext) -> None:
-    await _round_trip(ctx, bytes(range(256)) + b"\xff\xfe\x00\xc3(", "binary payload")
+    await _round_trip(ctx, BINARY, "binary payload")
+    q = await ctx.queue()
+    sent: dict[int, tuple[bytes, str]] = {}
+    batch = [BINARY[::-1], BINARY]
+    ids = await ctx.accepts(ctx.service.send_batch(q, batch), "send_batch of binary payloads")
+    for k, (msg_id, payload) in enumerate(zip(ids, batch, strict=True)):
+        sent[msg_id] = (payload, f"binary payload {k + 1} of send_batch")
+    within = None
+    if ctx.caps.delay:
+        delay = ctx.timing.unit
+        within = delay + ctx.timing.slack
+        what = f"binary payload of send_message_with_delay ({delay:g} s)"
+        msg_id = await ctx.accepts(ctx.service.send_message_with_delay(q, BINARY, delay), what)
+        sent[msg_id] = (BINARY, what)
+    got = {m.msg_id: m.payload for m in await ctx.receive_exactly(q, len(sent), within=within)}
+    ctx.check(got.keys() == sent.keys(), f"sent {sorted(sent)} to {q}, received {sorted(got)}")
+    for msg_id, (payload, what) in sent.items():
+        ctx.check(
+            same_payload(ctx.caps.payload_fidelity, payload, got[msg_id]),
+            f"{what} (message {msg_id}) changed: sent {payload[:40]!r}… ({len(payload)} B), "
+            f"got {got[msg_id][:40]!r}… ({len(got[msg_id])} B)",
+        )
 
 
 @rule(
@@ -166,14 +195,56 @@ UNNORMALIZED_TEXT: tuple[tuple[str, str], ...] = (
 )
 
 
+def _lookalikes(size: int) -> list[tuple[bytes, str]]:
+    """Payloads of ``size`` bytes, alike in length and in their first half: all ``x``, and
+    copies of it differing only in the last byte, only in the byte 1 KiB before the end,
+    or only in one byte in the middle."""
+    base = b"x" * size
+    edits = {size - 1: "the last byte", size - 1025: "a byte 1 KiB before the end"}
+    edits.setdefault(size // 2 + 1, "a byte in the middle")
+    out = [(base, f"payload of exactly {size} bytes")]
+    for at, where in sorted(edits.items(), reverse=True):
+        if 0 <= at < size:
+            changed = base[:at] + b"y" + base[at + 1 :]
+            out.append((changed, f"{size}-byte payload differing in {where}"))
+    return out
+
+
 @rule(
     "SEND-6",
-    "A payload of exactly max_message_size_bytes is accepted and round-trips.",
-    why="The declared limit is inclusive.",
+    "A payload of exactly max_message_size_bytes is accepted and round-trips; so do "
+    "payloads of that size that differ from it, and from each other, only in their last "
+    "byte, only 1 KiB before the end or only in one byte in the middle: each comes back "
+    "as itself, under its own id.",
+    why="The declared limit is inclusive. A large payload is where a provider offloads or "
+    "deduplicates (a blob store, a cache); keyed by its length and a prefix, a hash of "
+    "part of it or its first and last bytes, two different payloads become one.",
 )
 async def max_size_accepted(ctx: CaseContext) -> None:
     size = ctx.caps.max_message_size_bytes
-    await _round_trip(ctx, b"x" * size, f"payload of exactly {size} bytes")
+    q = await ctx.queue()
+    sent: dict[int, tuple[bytes, str]] = {}
+    for payload, what in _lookalikes(size):
+        msg_id = await ctx.accepts(ctx.service.send_message(q, payload), what)
+        sent[msg_id] = (payload, what)
+    got = {m.msg_id: m.payload for m in await ctx.receive_exactly(q, len(sent))}
+    ctx.check(
+        got.keys() == sent.keys(),
+        f"sent {sorted(sent)} to {q}, received {sorted(got)}",
+    )
+    for msg_id, (payload, what) in sent.items():
+        back = got[msg_id]
+        if same_payload(ctx.caps.payload_fidelity, payload, back):
+            continue
+        differs = next(
+            (i for i, (a, b) in enumerate(zip(payload, back, strict=False)) if a != b), None
+        )
+        other = [f"{w} (message {i})" for i, (p, w) in sent.items() if p == back and i != msg_id]
+        ctx.fail(
+            f"{what} (message {msg_id}) came back changed: {len(back)} B"
+            + (f", first difference at byte {differs}" if differs is not None else "")
+            + (f"; those are the bytes sent as {other[0]}" if other else "")
+        )
 
 
 @rule(
@@ -196,37 +267,78 @@ async def oversize_rejected(ctx: CaseContext) -> None:
     ctx.check(await ctx.receive(q) == [], "an oversized message was enqueued")
 
 
+#: SEND-8: payloads in its batch: a prime past chunk sizes a provider may split a batch
+#: into (10, 64, 100, 128, 256), so a chunk enqueued out of turn, or a last one short,
+#: shows.
+BATCH_LENGTH = 257
+
+
 @rule(
     "SEND-8",
-    "send_batch enqueues every payload in order and returns their ids in that order.",
-    why="Batching is where providers win throughput; it must not reorder.",
+    "send_batch enqueues every payload in order and returns their ids in that order, "
+    "strictly increasing; where the provider is FIFO the batch is received in that order. "
+    "Checked with a batch of 257 payloads.",
+    why="Batching is where providers win throughput; it must not reorder. A long batch is "
+    "split into chunks for the backend, and chunks sent at once land in the order they "
+    "complete, which batches of a few never show.",
 )
 async def batch_in_order(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    payloads = [body(i) for i in range(10)]
+    payloads = [body(i) for i in range(BATCH_LENGTH)]
     ids = await ctx.service.send_batch(q, payloads)
-    ctx.check(len(ids) == 10 and ids == sorted(ids), f"batch ids not increasing: {ids}")
-    got = await ctx.receive_exactly(q, 10)
-    by_id = {m.msg_id: m.payload for m in got}
     ctx.check(
-        [by_id.get(i) for i in ids] == payloads,
-        f"batch payloads do not match their ids: {by_id}",
+        len(ids) == len(payloads),
+        f"send_batch of {len(payloads)} payloads to {q} returned {len(ids)} ids",
     )
+    backwards = [(k, ids[k], ids[k + 1]) for k in range(len(ids) - 1) if ids[k] >= ids[k + 1]]
+    ctx.check(
+        not backwards,
+        f"send_batch of {len(payloads)} payloads to {q} returned ids not strictly "
+        "increasing: " + "; ".join(f"#{k} is {a}, #{k + 1} is {b}" for k, a, b in backwards[:8]),
+    )
+    got = await ctx.receive_exactly(q, len(payloads))
+    by_id = {m.msg_id: m.payload for m in got}
+    wrong = [
+        f"#{k} (id {i}): {by_id.get(i)!r}"
+        for k, (i, payload) in enumerate(zip(ids, payloads, strict=True))
+        if by_id.get(i) != payload
+    ]
+    ctx.check(
+        not wrong,
+        f"{len(wrong)} batch payloads on {q} do not match their ids: " + "; ".join(wrong[:8]),
+    )
+    if ctx.caps.fifo:
+        ctx.check_order(ids, [m.msg_id for m in got], f"receive order of the batch on {q}")
+
+
+#: SEND-9: where the oversized payload sits in the long batch: past a first chunk of 100 or
+#: 128 payloads, so a provider that checks and sends chunk by chunk shows.
+OVERSIZED_AT = 130
 
 
 @rule(
     "SEND-9",
     "A batch containing one oversized payload is rejected whole: MessageTooLarge, "
-    "nothing enqueued.",
-    why="A half-sent batch cannot be retried safely.",
+    "nothing enqueued; whether it is the second of three payloads or the 131st of 150.",
+    why="A half-sent batch cannot be retried safely. A provider that sends a long batch in "
+    "chunks, checking each as it goes, has sent the first ones before it meets the "
+    "oversized payload.",
 )
 async def batch_all_or_nothing(ctx: CaseContext) -> None:
     q = await ctx.queue()
     limit = ctx.caps.max_message_size_bytes
+    big = b"x" * (limit + 1)
     await ctx.raises(
         MessageTooLarge,
-        ctx.service.send_batch(q, [body(1), b"x" * (limit + 1), body(2)]),
+        ctx.service.send_batch(q, [body(1), big, body(2)]),
         "batch with an oversized payload",
+    )
+    long = [body(i) for i in range(150)]
+    long[OVERSIZED_AT] = big
+    await ctx.raises(
+        MessageTooLarge,
+        ctx.service.send_batch(q, long),
+        f"batch of {len(long)} with an oversized payload at #{OVERSIZED_AT}",
     )
     ctx.check(await ctx.receive(q) == [], "part of a rejected batch was enqueued")
 
@@ -300,9 +412,11 @@ async def lookalike_payloads(ctx: CaseContext) -> None:
 @rule(
     "SEND-11",
     "After the newest message was acked and the queue emptied, the next send still gets an "
-    "id greater than every id the queue has issued.",
+    "id greater than every id the queue has issued: a send_message after acks by id, and a "
+    "send_batch after an ack by claim.",
     why="A provider that derives the next id from what is stored reuses ids once the queue "
-    "is empty, and an old claim or log line then names new work.",
+    "is empty, and an old claim or log line then names new work. A batch insert that "
+    "numbers its rows itself does so where single sends do not.",
     provisional=True,
 )
 async def ids_after_settlement(ctx: CaseContext) -> None:
@@ -317,3 +431,18 @@ async def ids_after_settlement(ctx: CaseContext) -> None:
     )
     (got,) = await ctx.receive_exactly(q, 1)
     ctx.check(got.msg_id == later, f"received {got.msg_id}, sent {later}")
+    claim = got.claim
+    ctx.check(claim is not None, f"message {later} on {q} carries no claim")
+    assert claim is not None
+    await ctx.service.ack_claim(q, claim)
+    issued.append(later)
+    batch = await ctx.service.send_batch(q, [body(10), body(11)])
+    ctx.check(
+        len(batch) == 2 and min(batch) > max(issued),
+        f"after acking {issued} the next send_batch got ids {batch}, not above {max(issued)}",
+    )
+    back = await ctx.receive_exactly(q, len(batch))
+    ctx.check(
+        sorted(m.msg_id for m in back) == sorted(batch),
+        f"received {sorted(m.msg_id for m in back)}, sent {batch}",
+    )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
 from mqcontract.messages import Message, QueuedMessage
+from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
+from mqcontract_conformance.cases._horizons import BESIDE, HORIZONS
+from mqcontract_conformance.cases._kin import first_receive
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.cases._redelivery import check_redelivered, count_ok
 from mqcontract_conformance.context import CaseContext, ContractViolation
@@ -33,9 +38,14 @@ async def invisible_while_held(ctx: CaseContext) -> None:
 @rule(
     "VT-2",
     "After its visibility timeout a message not acked is received again, not earlier, with "
-    "receive_count + 1 (exactly, or at least 2 where exact counts are not declared).",
+    "receive_count + 1 (exactly, or at least 2 where exact counts are not declared). Where "
+    "the case's clock is virtual, timeouts of 1.75, 61.5, 90.75 and 3599.5 s (those up to "
+    "max_visibility_timeout_seconds) are each checked just before their end less the "
+    "declared precision (visibility_precision_seconds): not received again, and just "
+    "after it plus the precision: received again.",
     why="Expiry is how work held by a crashed consumer is recovered. The original RabbitMQ "
-    "provider ignored the timeout entirely.",
+    "provider ignored the timeout entirely; a provider that keeps long timeouts in whole "
+    "seconds ends them early.",
 )
 async def redelivered_after_expiry(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -49,12 +59,59 @@ async def redelivered_after_expiry(ctx: CaseContext) -> None:
     early = vt - ctx.caps.visibility_precision_seconds - 0.05
     ctx.check(took >= early, f"redelivered after {took:.3f} s, before the {vt:g} s timeout")
     ctx.check(count_ok(ctx, again.receive_count, 2), f"receive_count {again.receive_count}")
+    if ctx.clock is not None:
+        await _long_timeouts_kept(ctx, ctx.clock)
+
+
+async def _long_timeouts_kept(ctx: CaseContext, clock: VirtualClock) -> None:
+    """Each of :data:`HORIZONS` (up to the maximum) ends when it should, not a precision
+    sooner nor later: one message claimed for each, then time jumps to just either side
+    of every end."""
+    q = await ctx.queue()
+    precision = ctx.caps.visibility_precision_seconds
+    timeouts = [t for t in HORIZONS if t <= ctx.caps.max_visibility_timeout_seconds]
+    await ctx.service.send_batch(q, [body(i) for i in range(len(timeouts))])
+    start = ctx.now()
+    held: dict[float, tuple[int, float, float]] = {}  # timeout: id, claim begun, ended
+    for t in timeouts:
+        begun = ctx.now()
+        got = await ctx.service.receive_messages(q, 1, t)
+        ctx.check(len(got) == 1, f"a receive of 1 for {t:g} s from {q} returned {got}")
+        held[t] = (got[0].msg_id, begun, ctx.now())
+    ids = {t: h[0] for t, h in held.items()}
+    for t, (msg_id, begun, ended) in sorted(held.items(), key=lambda h: h[1][1] + h[0]):
+        before = begun + t - precision - BESIDE
+        if before > ctx.now():
+            await clock.advance(before - ctx.now())
+            early = [m.msg_id for m in await ctx.receive(q)]
+            ctx.check(
+                not early,
+                f"{ctx.now() - start:g} s after the claims (before the {t:g} s claim "
+                f"ended, less the {precision:g} s precision), message(s) {early} received "
+                f"again; claims were {ids} (id by timeout)",
+            )
+        after = ended + t + precision + BESIDE
+        if after > ctx.now():
+            await clock.advance(after - ctx.now())
+        got = await first_receive(ctx, q, f"claimed for {t:g} s, it did not come back after")
+        ctx.check(
+            [m.msg_id for m in got] == [msg_id] and count_ok(ctx, got[0].receive_count, 2),
+            f"{ctx.now() - start:g} s after the claims received "
+            f"{[(m.msg_id, m.receive_count) for m in got]}, expected only {msg_id} (claimed "
+            f"for {t:g} s) with receive_count 2; claims were {ids} (id by timeout)",
+        )
+        await ctx.service.ack_claim(q, got[0])
 
 
 @rule(
     "VT-3",
-    "Concurrent receivers never hold the same message at the same time.",
-    why="Competing consumers are the point of a work queue.",
+    "Concurrent receivers never hold the same message at the same time: concurrent "
+    "receives, and (where fetch by id is supported) fetch_message of a visible message "
+    "racing a receive and another fetch of it, through two services on the same backend "
+    "(where services share one).",
+    why="Competing consumers are the point of a work queue; a fetch that checks a message "
+    "is free, then claims it without checking again, hands it to a receive that ran in "
+    "between too.",
 )
 async def concurrent_receivers_disjoint(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -68,6 +125,42 @@ async def concurrent_receivers_disjoint(ctx: CaseContext) -> None:
     dupes = sorted({i for i in held if held.count(i) > 1})
     ctx.check(not dupes, f"messages held twice at once: {dupes}")
     ctx.check(set(held) == ids, f"missing {sorted(ids - set(held))}")
+    if ctx.caps.fetch_by_id:
+        await _fetch_races(ctx)
+
+
+async def _fetch_races(ctx: CaseContext) -> None:
+    """Each round, one service fetches the oldest message still free while the other
+    receives one and fetches the same id: at most one of them may get it."""
+    q = await ctx.queue()
+    one = ctx.service
+    other = one
+    if ctx.caps.shared_backend:
+        with contextlib.suppress(HookUnavailable):  # then one service races itself
+            other = await ctx.other_consumer(q)
+    free = await one.send_batch(q, [body(i) for i in range(12)])
+    holders: dict[int, list[str]] = {}
+    rounds = 0
+    while free and rounds < 12:
+        rounds += 1
+        a, b = (one, other) if rounds % 2 else (other, one)
+        target = free[0]
+        fetched_a, received_b, fetched_b = await asyncio.gather(
+            a.fetch_message(q, target, ctx.timing.long),
+            b.receive_messages(q, 1, ctx.timing.long),
+            b.fetch_message(q, target, ctx.timing.long),
+        )
+        took = [("fetch", fetched_a), ("fetch", fetched_b)] + [("receive", m) for m in received_b]
+        for how, m in took:
+            if m is not None:
+                holders.setdefault(m.msg_id, []).append(f"{how} in round {rounds}")
+                if m.msg_id in free:
+                    free.remove(m.msg_id)
+    twice = {i: hows for i, hows in holders.items() if len(hows) > 1}
+    ctx.check(
+        not twice,
+        f"messages held twice at once (fetch racing receive and fetch, two services): {twice}",
+    )
 
 
 @rule(

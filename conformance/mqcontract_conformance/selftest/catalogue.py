@@ -61,6 +61,9 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_volume",
     "mqcontract_conformance.selftest.broken_sharing",
     "mqcontract_conformance.selftest.broken_claim_paths",
+    "mqcontract_conformance.selftest.broken_multiqueue",
+    "mqcontract_conformance.selftest.broken_sizes",
+    "mqcontract_conformance.selftest.broken_horizons",
 )
 
 
