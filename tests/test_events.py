@@ -14,7 +14,7 @@ from mqcontract.clock import VirtualClock
 from mqcontract.config import MemoryConfig, MessagingConfig
 from mqcontract.errors import ConnectionLost
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
-from mqcontract.events.commands import ProcessFromMessageEvent, command_channel
+from mqcontract.events.commands import Intake, ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import Available, Claim, ClaimRef, Message, QueuedMessage
@@ -701,4 +701,61 @@ async def test_a_claim_waiting_behind_a_running_handler_of_its_id_is_released_at
     # Released: receivable now, not once the latest claim's second has passed.
     [again] = await service.receive_messages("jobs", 1, 30)
     assert again.msg_id == msg_id
+    await service.close()
+
+
+async def test_a_claim_waiting_behind_its_id_ages_from_when_it_was_claimed() -> None:
+    """Two claims of one id in one batch (RabbitMQ producers choose ids): the second
+    waits behind the first's handler, and is released rather than started once its
+    claim, counted from the batch's receive, is past half its timeout."""
+    clock = VirtualClock()
+    service = InMemoryMessagingService(clock=clock)
+    await service.create_queue("q")
+    await service.send_batch("q", [b"a", b"b"])
+    claimed_at = clock.now()
+    first, second = await service.receive_messages("q", 2, 30.0)
+    second = dataclasses.replace(second, msg_id=first.msg_id)  # the same id
+    gate = asyncio.Event()
+    started: list[bytes] = []
+
+    async def handler(message: QueuedMessage) -> None:
+        started.append(message.payload)
+        if message.payload == b"a":
+            await gate.wait()
+
+    settings = ConsumerSettings(mode=DeploymentMode.POLLING_ONLY, visibility_timeout=30.0)
+    consumer = QueueConsumer(service, ["q"], handler, settings, clock=clock)
+    consumer._running = True  # driven by hand: no workers, no poller
+    running = asyncio.create_task(consumer._process(first, Intake.POLL, claimed_at))
+    await asyncio.sleep(0)
+    await clock.advance(14.9)  # the batch's claim is not half through: it may start
+    await consumer._process(second, Intake.POLL, claimed_at)  # waits behind
+    await clock.advance(14.9)  # the first's handler ends at 29.8 s of 30
+    gate.set()
+    await running
+    assert started == [b"a"]
+    assert consumer.stats.released_unstarted == 1
+    await service.close()
+
+
+async def test_a_handlers_own_cancelled_error_is_a_failure_not_the_end_of_its_worker() -> None:
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    handled: list[bytes] = []
+    failed_once = False
+
+    async def handler(message: QueuedMessage) -> None:
+        nonlocal failed_once
+        if message.payload == b"a" and not failed_once:
+            failed_once = True
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled  # something it awaited was cancelled elsewhere
+        handled.append(message.payload)
+
+    settings = ConsumerSettings(mode=DeploymentMode.POLLING_ONLY, workers=1, poll_interval=0.05)
+    async with QueueConsumer(service, ["jobs"], handler, settings) as consumer:
+        await service.send_batch("jobs", [b"a", b"b"])
+        await _until(lambda: sorted(handled) == [b"a", b"b"])  # the one worker lives on
+    assert consumer.stats.handler_failures == 1
     await service.close()

@@ -8,7 +8,7 @@ import math
 
 from mqcontract.capabilities import PushKind
 from mqcontract.clock import VirtualClock
-from mqcontract.errors import InvalidArgument, UnsupportedOperation
+from mqcontract.errors import InvalidArgument, MessagingError, UnsupportedOperation
 from mqcontract.messages import Message, MessageNotification
 from mqcontract.service import Subscription
 from mqcontract_conformance.applicability import Applies
@@ -17,6 +17,9 @@ from mqcontract_conformance.cases._kin import first_receive
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext, notification_id
 from mqcontract_conformance.registry import rule
+
+#: Notifications DLY-1 takes for its one delayed message before it stops listening.
+_FLOOD = 1000
 
 
 @rule(
@@ -43,10 +46,16 @@ async def not_before_delay(ctx: CaseContext) -> None:
     # A notification observed before this instant came before the delay passed.
     due = start + delay - ctx.caps.visibility_precision_seconds - 0.05
     notes: list[MessageNotification] = []
+    ended: list[MessagingError] = []
 
     async def listen(sub: Subscription) -> None:
-        async for note in sub:
-            notes.append(note)
+        try:
+            async for note in sub:
+                notes.append(note)
+                if len(notes) > _FLOOD:  # one delayed message, pushed over and over
+                    return
+        except MessagingError as exc:  # reported below, as this rule's failure
+            ended.append(exc)
 
     async def early() -> list[str]:
         seen = [f"received {m.msg_id}" for m in await ctx.receive(q)]
@@ -69,6 +78,13 @@ async def not_before_delay(ctx: CaseContext) -> None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await listener
+        if sub is not None:
+            await sub.aclose()  # nothing is read from it any more: nothing may pile up
+    ctx.check(not ended, f"the subscription to {q} ended during the delay: {ended!r}")
+    ctx.check(
+        len(notes) <= _FLOOD,
+        f"more than {_FLOOD} notifications on {q} for one delayed message ({sent})",
+    )
     if ctx.clock is not None:
         await _long_delays_kept(ctx, ctx.clock)
 

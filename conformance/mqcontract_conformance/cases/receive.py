@@ -52,7 +52,8 @@ def _odd_limits(most: int) -> list[int]:
     "receive_messages returns exactly min(limit, visible) messages: never more than "
     "`limit`, and never fewer while that many are visible; the rest stay receivable. "
     "This holds for any limit up to max_receive_limit, round or not: checked with 1, 7, "
-    "13, 37, 101 and the largest prime up to 7/10 of max_receive_limit (691 for 1000), "
+    "13, 37, 101 and the largest prime up to 7/10 of max_receive_limit (of at most 2000; "
+    "691 for 1000), "
     "each with more messages visible than it asks for, then the largest with fewer.",
     why="Consumers size their work by the limit; a provider that returns one message per "
     "call whatever the limit passes 'at most' and starves batch consumers. A backend read "

@@ -293,7 +293,7 @@ class QueueConsumer:
                     self.stats.released_unstarted += 1
                     await self._release([message])
                 else:
-                    await self._process(message, path)
+                    await self._process(message, path, at)
             case ProcessClaimed(messages=messages, path=path, claimed_at=at):
                 await self._run_claimed(collections.deque(messages), path, at, fresh=False)
             case ProcessFromMessage(message=message, claimed=False, path=path):
@@ -339,7 +339,7 @@ class QueueConsumer:
             self.stats.released_unstarted += 1
             await self._release([message])
             return
-        await self._process(message, path)
+        await self._process(message, path, claimed_at)
 
     async def _catch_up(self, queue: str, path: Intake) -> None:
         """Drain ``queue`` from this worker in batches (one round trip per batch).
@@ -420,7 +420,7 @@ class QueueConsumer:
                     break
                 pending.popleft()
             started = True
-            await self._process(message, path)
+            await self._process(message, path, claimed_at)
         return True
 
     def _aged(
@@ -467,7 +467,9 @@ class QueueConsumer:
         if len(self._claimed) > RECENT_CLAIMS:
             self._claimed.popitem(last=False)
 
-    async def _process(self, message: QueuedMessage, path: Intake) -> None:
+    async def _process(
+        self, message: QueuedMessage, path: Intake, claimed_at: float | None = None
+    ) -> None:
         """Run ``message``, then whatever was claimed with its id while it ran.
 
         A second claim of an id whose handler still runs is either the same message
@@ -477,14 +479,19 @@ class QueueConsumer:
         until its timeout, and such messages ran a timeout apart. It waits behind the
         running one instead, without a worker: one consumer never runs two handlers for
         one id at once, and the worker that ran the first runs the next once it is done,
-        unless its claim has aged meanwhile (then it is released, as is everything left
-        waiting when the consumer stops).
+        unless its claim (aged from ``claimed_at``, when it was claimed; else from now)
+        is past half its timeout by then: it is released, as is everything left waiting
+        when the consumer stops, and what has aged already whenever another joins.
         """
         key = (message.queue_name, message.msg_id)
         if key in self._in_flight:
             self.stats.duplicate_claims += 1
             behind = self._behind.setdefault(key, collections.deque())
-            behind.append((message, path, self._clock.now()))
+            while behind and self._aged(behind[0][2], _timeout_of(behind[0][0])):
+                self.stats.released_unstarted += 1  # bounded: only young claims wait
+                await self._release([behind.popleft()[0]])
+            since = self._clock.now() if claimed_at is None else claimed_at
+            behind.append((message, path, since))
             return
         self._in_flight.add(key)
         try:
@@ -500,6 +507,12 @@ class QueueConsumer:
                     await self._release([message])
                 else:
                     await self._run_one(message, path, key)
+        except BaseException:
+            if not _stopping():  # the worker lives on: nothing may wait behind in vain
+                stranded = [m for m, _, _ in self._behind.pop(key, ())]
+                with contextlib.suppress(Exception):
+                    await self._release(stranded)
+            raise
         finally:
             self._in_flight.discard(key)
 
@@ -508,9 +521,11 @@ class QueueConsumer:
         self.stats.started(key, path._value_, message.receive_count)
         try:
             await self.handler(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _stopping():
+                raise
+            # A CancelledError of the handler's own (it awaited something cancelled) is
+            # a failure like any other: it must not end the worker.
             self.stats.handler_failed(key)
             log.info("handler failed for %s/%s: %s", *key, exc)
             if self.settings.nack_on_failure:
@@ -560,6 +575,12 @@ class QueueConsumer:
                 await self._release([command.message], on_stop=True)
             elif isinstance(command, ProcessClaimed):
                 await self._release(command.messages, on_stop=True)
+
+
+def _stopping() -> bool:
+    """Whether the running task is being cancelled (the consumer stops its workers)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:

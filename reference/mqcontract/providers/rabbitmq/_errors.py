@@ -75,7 +75,9 @@ class BatchRefused(QueueError):
 
     ``sent_ids``: the ids of the messages it confirmed, which are enqueued, in batch order
     (not always a prefix: one refused may be followed by one taken); every other message
-    of the batch was refused, not enqueued. Sending those again duplicates nothing.
+    of the batch was refused. A refusal for a queue's bound (``reject-publish``) means
+    not enqueued, so sending those again duplicates nothing; AMQP promises less for a
+    nack of the broker's own failure, which may follow a message it did enqueue.
     ``size``: how many messages the batch had."""
 
     def __init__(self, queue: str, sent_ids: list[int], size: int) -> None:
