@@ -200,3 +200,34 @@ async def test_a_delivery_arriving_after_the_close_began_comes_back_at_once(
 
 async def _closed(sub: QueueSubscription) -> bool:
     return sub.closed
+
+
+async def test_a_pull_the_server_leaves_unanswered_is_asked_again_within_the_delivery_bound(
+    service: NatsJetStreamMessagingService, queue: str, monkeypatch: Any
+) -> None:
+    """nats-server 2.9.10 now and then leaves a live consumer's waiting pull unanswered
+    (after another connection's pull on it was abandoned): the push loop gives it up and
+    pulls again soon enough that a message sent meanwhile is pushed within 3 s."""
+    pull = Link.pull
+    lost: list[str] = []
+
+    async def first_unanswered(self: Link, stream: str, *args: Any, **kwargs: Any) -> list[Msg]:
+        if kwargs.get("expires") is not None and not lost:
+            lost.append(stream)
+            await asyncio.Event().wait()  # the server never answers this one
+        return await pull(self, stream, *args, **kwargs)
+
+    monkeypatch.setattr(Link, "pull", first_unanswered)
+    async with await service.subscribe(queue) as sub:
+
+        async def pull_lost() -> bool:
+            return bool(lost)
+
+        await eventually(pull_lost, 5.0, "the lost pull")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent = await service.send_message(queue, b"late")
+        note = await _next(sub, within=3.0)
+        assert note.message.msg_id == sent
+        assert loop.time() - start < 3.0
+        await service.ack_message(queue, sent)
