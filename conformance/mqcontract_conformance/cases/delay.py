@@ -12,7 +12,7 @@ from mqcontract.errors import InvalidArgument, MessagingError, UnsupportedOperat
 from mqcontract.messages import Message, MessageNotification
 from mqcontract.service import Subscription
 from mqcontract_conformance.applicability import Applies
-from mqcontract_conformance.cases._horizons import BESIDE, HORIZONS
+from mqcontract_conformance.cases._horizons import BESIDE, HORIZONS, advance_to, received_early
 from mqcontract_conformance.cases._kin import first_receive
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.context import CaseContext, notification_id
@@ -101,19 +101,14 @@ async def _long_delays_kept(ctx: CaseContext, clock: VirtualClock) -> None:
     }
     ended = ctx.now()
     for d in delays:
-        before = start + d - precision - BESIDE
-        if before > ctx.now():
-            await clock.advance(before - ctx.now())
-            early = [m.msg_id for m in await ctx.receive(q)]
-            ctx.check(
-                not early,
-                f"{ctx.now() - start:g} s after the sends (before the {d:g} s delay ended, "
-                f"less the {precision:g} s precision), message(s) {early} received; delays "
-                f"were {sent} (id by delay)",
-            )
-        after = ended + d + precision + BESIDE
-        if after > ctx.now():
-            await clock.advance(after - ctx.now())
+        early = await received_early(ctx, clock, q, start + d - precision - BESIDE)
+        ctx.check(
+            not early,
+            f"{ctx.now() - start:g} s after the sends (before the {d:g} s delay ended, "
+            f"less the {precision:g} s precision), message(s) {early} received; delays "
+            f"were {sent} (id by delay)",
+        )
+        await advance_to(ctx, clock, ended + d + precision + BESIDE)
         got = await first_receive(ctx, q, f"delayed by {d:g} s, it was not receivable after it")
         ctx.check(
             [m.msg_id for m in got] == [sent[d]],

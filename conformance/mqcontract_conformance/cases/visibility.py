@@ -11,7 +11,7 @@ from mqcontract.messages import Message, QueuedMessage
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
-from mqcontract_conformance.cases._horizons import BESIDE, HORIZONS
+from mqcontract_conformance.cases._horizons import BESIDE, HORIZONS, advance_to, received_early
 from mqcontract_conformance.cases._kin import first_receive
 from mqcontract_conformance.cases._payloads import body
 from mqcontract_conformance.cases._redelivery import check_redelivered, count_ok
@@ -80,19 +80,14 @@ async def _long_timeouts_kept(ctx: CaseContext, clock: VirtualClock) -> None:
         held[t] = (got[0].msg_id, begun, ctx.now())
     ids = {t: h[0] for t, h in held.items()}
     for t, (msg_id, begun, ended) in sorted(held.items(), key=lambda h: h[1][1] + h[0]):
-        before = begun + t - precision - BESIDE
-        if before > ctx.now():
-            await clock.advance(before - ctx.now())
-            early = [m.msg_id for m in await ctx.receive(q)]
-            ctx.check(
-                not early,
-                f"{ctx.now() - start:g} s after the claims (before the {t:g} s claim "
-                f"ended, less the {precision:g} s precision), message(s) {early} received "
-                f"again; claims were {ids} (id by timeout)",
-            )
-        after = ended + t + precision + BESIDE
-        if after > ctx.now():
-            await clock.advance(after - ctx.now())
+        early = await received_early(ctx, clock, q, begun + t - precision - BESIDE)
+        ctx.check(
+            not early,
+            f"{ctx.now() - start:g} s after the claims (before the {t:g} s claim "
+            f"ended, less the {precision:g} s precision), message(s) {early} received "
+            f"again; claims were {ids} (id by timeout)",
+        )
+        await advance_to(ctx, clock, ended + t + precision + BESIDE)
         got = await first_receive(ctx, q, f"claimed for {t:g} s, it did not come back after")
         ctx.check(
             [m.msg_id for m in got] == [msg_id] and count_ok(ctx, got[0].receive_count, 2),
