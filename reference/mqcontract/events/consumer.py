@@ -486,12 +486,12 @@ class QueueConsumer:
         key = (message.queue_name, message.msg_id)
         if key in self._in_flight:
             self.stats.duplicate_claims += 1
+            since = self._clock.now() if claimed_at is None else claimed_at
             behind = self._behind.setdefault(key, collections.deque())
+            behind.append((message, path, since))  # before any await: its runner sees it
             while behind and self._aged(behind[0][2], _timeout_of(behind[0][0])):
                 self.stats.released_unstarted += 1  # bounded: only young claims wait
                 await self._release([behind.popleft()[0]])
-            since = self._clock.now() if claimed_at is None else claimed_at
-            behind.append((message, path, since))
             return
         self._in_flight.add(key)
         try:
