@@ -172,3 +172,52 @@ async def test_forged_notifies_from_another_session_leave_the_loop_working(
     finally:
         await sub.aclose()
         await service.delete_queue(queue)
+
+
+async def test_a_foreign_send_with_an_infinite_visibility_time_is_taken(
+    service: PgmqMessagingService, pgmq_db_url: str
+) -> None:
+    """Plain PGMQ takes ``pgmq.send(q, msg, 'infinity')`` and ``'-infinity'``: the notify
+    trigger once refused both (``cannot subtract infinite timestamps``). ``-infinity`` is
+    visible at once and pushed whole; ``infinity`` is never visible, so never announced."""
+    queue = f"t_infinite_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    await service.create_queue(queue)
+    sub = await service.subscribe(queue)
+    try:
+        never = "SELECT pgmq.send($1::text, '1'::jsonb, 'infinity'::timestamptz)"
+        now = "SELECT pgmq.send($1::text, '2'::jsonb, '-infinity'::timestamptz)"
+        hidden = (await sql(pgmq_db_url, never, queue))[0][0]
+        visible = (await sql(pgmq_db_url, now, queue))[0][0]
+        note = await asyncio.wait_for(sub.__anext__(), DELIVERY)
+        assert isinstance(note, Message)
+        assert note.message.msg_id == visible
+        assert service.listener.malformed == 0
+        got = await service.receive_messages(queue, 30, 10)
+        assert [m.msg_id for m in got] == [visible]
+        assert hidden < visible
+    finally:
+        await sub.aclose()
+        await service.delete_queue(queue)
+
+
+async def test_a_foreign_row_enqueued_at_infinity_is_announced_as_a_signal(
+    service: PgmqMessagingService, pgmq_db_url: str
+) -> None:
+    """JSON has no infinity: such a row is announced without its fields, not as a
+    malformed notification the listener would drop."""
+    queue = f"t_inf_enq_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    await service.create_queue(queue)
+    sub = await service.subscribe(queue)
+    try:
+        insert = (
+            f"INSERT INTO pgmq.q_{queue} (vt, message, enqueued_at)"
+            " VALUES (now(), '3', 'infinity') RETURNING msg_id"
+        )
+        sent = (await sql(pgmq_db_url, insert))[0][0]
+        note = await asyncio.wait_for(sub.__anext__(), DELIVERY)
+        assert isinstance(note, Available)
+        assert note.msg_id == sent
+        assert service.listener.malformed == 0
+    finally:
+        await sub.aclose()
+        await service.delete_queue(queue)

@@ -53,7 +53,7 @@ _VERSION_COMMENT = "PGMQ {version} (SQL install by mqcontract)"
 _VERSION_IN_COMMENT = re.compile(r"PGMQ (\d+\.\d+\.\d+)")
 
 #: Marks the current notify function (its ``COMMENT``): an older one is replaced in place.
-NOTIFY_FUNCTION_REVISION = "mqcontract notify 2: the queue is the partition root"
+NOTIFY_FUNCTION_REVISION = "mqcontract notify 3: infinite times are announced, never refused"
 
 #: Our schema (created once, with the install).
 NOTIFY_SCHEMA_SQL = """
@@ -70,6 +70,10 @@ GRANT USAGE ON SCHEMA mqcontract TO PUBLIC;
 #: on a partitioned queue (``pgmq.create_partitioned``) the trigger made on ``q_<queue>``
 #: is cloned onto, and fires on, partitions such as ``q_<queue>_p0``. A plain table is
 #: no partition (``pg_partition_root`` is NULL) and costs no catalog look-up.
+#: A foreign producer may write infinite times, which plain PGMQ takes, so the trigger
+#: must not refuse them: a ``vt`` of ``infinity`` (never visible) is not announced, one of
+#: ``-infinity`` is visible now (no ``delay``), and a row whose ``enqueued_at`` is not
+#: finite is announced as a signal (JSON has no infinity).
 NOTIFY_FUNCTIONS_SQL = (
     r"""
 CREATE OR REPLACE FUNCTION mqcontract.pgmq_notify_payload(
@@ -78,13 +82,19 @@ CREATE OR REPLACE FUNCTION mqcontract.pgmq_notify_payload(
 ) RETURNS text LANGUAGE plpgsql AS $fn$
 DECLARE
     head text := '{"queue":' || to_json(queue_name)::text || ',"msg_id":' || msg_id;
-    delay numeric := extract(epoch FROM vt - clock_timestamp());
+    delay numeric;
     whole text;
 BEGIN
-    IF delay > 0 THEN
-        head := head || ',"delay":' || delay;
+    IF vt = 'infinity' THEN
+        RETURN NULL;
     END IF;
-    IF message IS NOT NULL THEN
+    IF isfinite(vt) THEN
+        delay := extract(epoch FROM vt - clock_timestamp());
+        IF delay > 0 THEN
+            head := head || ',"delay":' || delay;
+        END IF;
+    END IF;
+    IF message IS NOT NULL AND isfinite(enqueued_at) THEN
         whole := head || ',"read_ct":' || read_ct
             || ',"enqueued_at":' || extract(epoch FROM enqueued_at)
             || ',"message":' || message::text || '}';
@@ -101,15 +111,17 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     root regclass := pg_partition_root(TG_RELID);
     queue_name text := substring(TG_TABLE_NAME FROM 3);
+    payload text;
 BEGIN
     IF root IS NOT NULL AND root <> TG_RELID THEN
         SELECT substring(c.relname FROM 3) INTO queue_name FROM pg_class c WHERE c.oid = root;
     END IF;
-    PERFORM pg_notify(
-        'mqcontract_' || queue_name,
-        mqcontract.pgmq_notify_payload(
-            queue_name, NEW.msg_id, NEW.read_ct, NEW.enqueued_at, NEW.vt, NEW.message,
-            TG_ARGV[0]::integer));
+    payload := mqcontract.pgmq_notify_payload(
+        queue_name, NEW.msg_id, NEW.read_ct, NEW.enqueued_at, NEW.vt, NEW.message,
+        TG_ARGV[0]::integer);
+    IF payload IS NOT NULL THEN
+        PERFORM pg_notify('mqcontract_' || queue_name, payload);
+    END IF;
     RETURN NULL;
 END
 $fn$;
