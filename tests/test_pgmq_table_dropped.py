@@ -1,6 +1,8 @@
 """A PGMQ queue whose table was dropped from outside (``DROP TABLE pgmq.q_<queue>``, not
 ``pgmq.drop_queue``), which leaves its row in ``pgmq.meta``: missing to every operation,
-``queue_exists`` and ``list_queues`` too, and ``delete_queue`` removes what is left."""
+``queue_exists`` and ``list_queues`` too, and ``delete_queue`` removes what is left. Its
+archive table dropped instead is not a missing queue: ``ArchiveMissing`` under
+``archive_on_ack``."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import pytest
 
 from mqcontract.errors import QueueNotFound
 from mqcontract.messages import Claim, Message
-from mqcontract.providers.pgmq import PgmqMessagingService
+from mqcontract.providers.pgmq import ArchiveMissing, PgmqMessagingService, open_pgmq
 from tests import pgmq_support
-from tests.pgmq_support import sql
+from tests.pgmq_support import config, sql
 
 # The shared fixtures, under the names these tests ask for.
 service = pgmq_support.service
@@ -137,3 +139,33 @@ async def test_delete_queue_removes_the_partman_configuration_of_such_a_queue(
         assert (await sql(pgmq_db_url, configured, f"pgmq.%_{queue}"))[0][0] == 0
     finally:
         await service.delete_queue(queue)
+
+
+async def test_an_ack_archiving_into_a_dropped_archive_table_names_the_archive(
+    queue: str, pgmq_db_url: str
+) -> None:
+    """With ``archive_on_ack`` an ack said ``QueueNotFound`` for a queue that exists (and
+    the event system counted every such ack as a lost queue): it is ``ArchiveMissing``,
+    the message stays, and ``pgmq.create`` brings the archive back."""
+    await sql(pgmq_db_url, f"DROP TABLE pgmq.a_{queue}")
+    archiving = await open_pgmq(config(pgmq_db_url, archive_on_ack=True))
+    try:
+        await archiving.send_message(queue, b"1")
+        (got,) = await archiving.receive_messages(queue, 30, 1)
+        for call in [
+            archiving.ack_claim(queue, got),
+            archiving.ack_claims(queue, [got]),
+            archiving.ack_message(queue, got.msg_id),
+        ]:
+            with pytest.raises(ArchiveMissing) as caught:
+                await call
+            assert not isinstance(caught.value, QueueNotFound)
+            assert caught.value.queue == queue
+            assert f"pgmq.a_{queue}" in str(caught.value)
+        assert await archiving.queue_exists(queue)
+        assert await _leftovers(pgmq_db_url, queue) == {"meta": True, "q": True, "a": False}
+        await archiving.create_queue(queue)  # pgmq.create: the archive is made again
+        await archiving.ack_claim(queue, got)
+        assert (await sql(pgmq_db_url, f"SELECT count(*) FROM pgmq.a_{queue}"))[0][0] == 1
+    finally:
+        await archiving.close()

@@ -35,7 +35,7 @@ message of the queue created again under its name (whose ids restart at 1). See
 
 from __future__ import annotations
 
-from mqcontract.providers.pgmq._errors import NotifyTriggerUnavailable
+from mqcontract.providers.pgmq._errors import ArchiveMissing, NotifyTriggerUnavailable
 from mqcontract.providers.pgmq._install import (
     InstallResult,
     embedded_pgmq_version,
@@ -51,6 +51,7 @@ from mqcontract.providers.pgmq.service import PgmqMessagingService
 __all__ = [
     "ENVELOPE_KEY",
     "TESTED_PGMQ_VERSIONS",
+    "ArchiveMissing",
     "InstallResult",
     "ListenerHealth",
     "NotifyTriggerUnavailable",

@@ -22,6 +22,7 @@ from mqcontract.translation import ErrorTable, Failure, Translation
 __all__ = [
     "ERRORS",
     "PROVIDER",
+    "ArchiveMissing",
     "NotifyTriggerUnavailable",
     "is_connection_error",
     "is_connection_lost",
@@ -49,6 +50,22 @@ class NotifyTriggerUnavailable(QueueError):
         )
 
 
+class ArchiveMissing(QueueError):
+    """``archive_on_ack`` is on and the queue's archive table ``pgmq.a_<queue>`` is gone
+    (dropped or renamed by another client) while the queue is there: an ack moves the
+    message into the archive, so it fails and leaves the message in the queue, and so
+    does every retry until the table is back (``pgmq.create`` makes it again) or
+    ``archive_on_ack`` is off."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            queue,
+            f"pgmq: the archive table pgmq.a_{queue} of queue {queue!r} does not exist;"
+            " archive_on_ack cannot settle its messages (the message stays in the queue)."
+            f" Re-create it with SELECT pgmq.create('{queue}') or turn archive_on_ack off",
+        )
+
+
 def _failed(exc: BaseException, failure: Failure) -> MessagingError:
     return MessagingError(
         f"pgmq {failure.operation or 'operation'} failed: {type(exc).__name__}: {exc}"
@@ -65,7 +82,9 @@ def _statement_failed(exc: BaseException, failure: Failure) -> MessagingError:
 
 
 def _missing_table(exc: BaseException, failure: Failure) -> MessagingError:
-    if failure.queue:  # the statement named the queue's table: the queue is gone
+    if failure.queue:  # the statement named the queue's tables: which one is gone?
+        if f'"pgmq.a_{failure.queue}"' in str(exc):
+            return ArchiveMissing(failure.queue)
         return QueueNotFound(failure.queue)
     return _statement_failed(exc, failure)
 
