@@ -12,7 +12,7 @@ import pytest
 from mqcontract.capabilities import Capabilities, PushKind
 from mqcontract.clock import VirtualClock
 from mqcontract.config import MemoryConfig, MessagingConfig
-from mqcontract.errors import ConnectionLost
+from mqcontract.errors import ConnectionLost, OperationTimeout
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.events.commands import Intake, ProcessFromMessageEvent, command_channel
 from mqcontract.events.demo import run_demo
@@ -403,6 +403,55 @@ async def test_stop_never_releases_a_claim_someone_else_holds_now() -> None:
     assert consumer.stats.released_on_stop == 0  # the stale nacks changed nothing
     assert await service.receive_messages("jobs", 10, 5) == []
     assert await service.ack_claims("jobs", taken) == [True] * 5
+    await service.close()
+
+
+class _UnansweredNacks(InMemoryMessagingService):
+    """Every ``nack_claim`` hangs, then times out: a backend that stopped answering (a
+    table locked by ``VACUUM FULL``, a frozen broker) without closing the connection."""
+
+    nacks_asked = 0
+    bound = 30.0
+
+    async def nack_claim(self, queue: str, claim: ClaimRef) -> None:
+        self.nacks_asked += 1
+        await asyncio.sleep(self.bound)
+        raise OperationTimeout("nack_claim", self.bound)
+
+
+@pytest.mark.parametrize("bound", [0.05, 30.0], ids=["timing-out", "hanging"])
+async def test_stop_gives_up_releasing_when_the_backend_stops_answering(bound: float) -> None:
+    """Stop released unstarted claims one nack at a time, each waiting its operation
+    timeout: nine claims took 47 s with a 5 s timeout (close to an hour for a batch of
+    100). The first that times out ends the release, and the whole release is bounded by
+    ``stop_grace``; the rest come back after their visibility timeout (``left_on_stop``)."""
+    service = _UnansweredNacks()
+    service.bound = bound
+    await service.create_queue("jobs")
+    ids = await service.send_batch("jobs", [b"%d" % i for i in range(10)])
+    gate = asyncio.Event()
+
+    async def blocked(_: QueuedMessage) -> None:
+        await gate.wait()
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY,
+        workers=1,
+        batch_size=10,
+        visibility_timeout=30,
+        poll_interval=1,
+        stop_grace=0.2,
+    )
+    consumer = QueueConsumer(service, ["jobs"], blocked, settings)
+    await consumer.start()
+    await _until(lambda: consumer.stats.invocations[("jobs", ids[0])] == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(consumer.stop(), 5)
+    assert loop.time() - started < 3 * settings.stop_grace + 1
+    assert service.nacks_asked == 1  # the first unanswered one ends the release
+    assert consumer.stats.released_on_stop == 0
+    assert consumer.stats.left_on_stop == 9
     await service.close()
 
 

@@ -153,6 +153,11 @@ class QueueConsumer:
         self._unstarted: dict[int, collections.deque[QueuedMessage]] = {}  # by id()
         #: Claimed by a poll that was stopped before it could send them on.
         self._stranded: list[QueuedMessage] = []
+        #: Stop gave up releasing (the backend stopped answering, or ``stop_grace`` ran
+        #: out): what is left comes back after its visibility timeout instead.
+        self._release_given_up = False
+        #: The message whose release is being asked for (counted if stop cuts it short).
+        self._releasing: QueuedMessage | None = None
         self._settler = Settler(
             service,
             self._acked,
@@ -202,15 +207,18 @@ class QueueConsumer:
         self._running = True
 
     async def stop(self) -> None:
-        """Stop intake, finish in-flight work within ``stop_grace``, release the rest."""
+        """Stop intake, finish in-flight work within ``stop_grace``, release the rest
+        (within ``stop_grace`` again, while the backend answers: see ``left_on_stop``)."""
         if not self._running:
             return
         self._running = False
+        self._release_given_up = False
         # Intake stops first, but the subscription stays open until every settlement is
         # done: pushed claims live on it (RabbitMQ: on its channel), so closing it first
         # would void the acks still being confirmed and requeue work already done.
         await _cancel_and_wait([*self._intake, *self._retries])
-        await self._release_stranded()  # nobody will run them: back to the queue at once
+        stranded, self._stranded = self._stranded, []
+        await self._release_at_stop(stranded)  # nobody will run them: back to the queue now
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
@@ -219,7 +227,7 @@ class QueueConsumer:
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._settler.drain()
         await self._settler.close()
-        await self._release_unstarted()
+        await self._release_at_stop(self._take_unstarted())
         if self._listener is not None:
             await self._listener.close()
 
@@ -450,13 +458,24 @@ class QueueConsumer:
             pending = collections.deque(pending)
         nacked = 0
         while pending:
+            if on_stop and self._release_given_up:
+                return nacked  # the rest is left to its timeout (see _release_at_stop)
             message = pending.popleft()
             self._claimed.pop((message.queue_name, message.msg_id), None)
-            with contextlib.suppress(MessagingError):
+            self._releasing = message
+            try:
                 await self.service.nack_claim(message.queue_name, message)
+            except (OperationTimeout, BackendUnavailable):
+                if on_stop:  # not answering: asking for each of the rest costs a timeout
+                    self._release_given_up = True
+                    self.stats.left_on_stop += 1
+            except MessagingError:
+                pass  # stale: it lapsed or was taken; nothing to give back
+            else:
                 nacked += 1
                 if on_stop:
                     self.stats.released_on_stop += 1
+            self._releasing = None  # (still set if cancelled: stop counts it as left)
         return nacked
 
     def _remember(self, message: QueuedMessage) -> None:
@@ -558,23 +577,41 @@ class QueueConsumer:
             self.stats.record_error(f"ack {key[0]}/{key[1]}: {outcome}")
         self._claimed.pop(key, None)
 
-    async def _release_stranded(self) -> None:
-        """Release what a poll claimed and could not send on before it was stopped."""
-        stranded, self._stranded = self._stranded, []
-        await self._release(stranded, on_stop=True)
-
-    async def _release_unstarted(self) -> None:
+    def _take_unstarted(self) -> list[QueuedMessage]:
+        """Every claim no worker will run now that the workers are cancelled."""
+        unstarted: list[QueuedMessage] = []
         behind, self._behind = self._behind, {}
         for waiting in behind.values():  # their worker was cancelled: nobody runs them
-            await self._release([message for message, _, _ in waiting], on_stop=True)
+            unstarted.extend(message for message, _, _ in waiting)
         running, self._unstarted = self._unstarted, {}
         for pending in running.values():  # its worker was cancelled: nothing else runs it
-            await self._release(pending, on_stop=True)
+            unstarted.extend(pending)
         for command in self._receiver.take_pending():
             if isinstance(command, ProcessFromMessage) and command.claimed:
-                await self._release([command.message], on_stop=True)
+                unstarted.append(command.message)
             elif isinstance(command, ProcessClaimed):
-                await self._release(command.messages, on_stop=True)
+                unstarted.extend(command.messages)
+        return unstarted
+
+    async def _release_at_stop(self, messages: list[QueuedMessage]) -> None:
+        """Give back claims nobody will run, within ``stop_grace`` and while the backend
+        answers. A release is a courtesy (a claim left comes back after its visibility
+        timeout), so a backend that stops answering (a table locked, a broker frozen)
+        costs stop one operation timeout or ``stop_grace``, not an operation timeout per
+        claim (a batch of 100 took close to an hour); what is left is ``left_on_stop``."""
+        pending = collections.deque(messages)
+        self._releasing = None
+        if not self._release_given_up:
+            try:
+                async with asyncio.timeout(self.settings.stop_grace):
+                    await self._release(pending, on_stop=True)
+            except TimeoutError:
+                self._release_given_up = True
+                self.stats.left_on_stop += self._releasing is not None
+                self._releasing = None
+        for message in pending:
+            self._claimed.pop((message.queue_name, message.msg_id), None)
+        self.stats.left_on_stop += len(pending)
 
 
 def _stopping() -> bool:

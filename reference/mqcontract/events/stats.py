@@ -52,6 +52,9 @@ class ConsumerStats:
     #: Acks that failed with a connection error or timeout: their outcome is unknown.
     unsettled_acks: int = 0
     released_on_stop: int = 0
+    #: Claims stop left to their visibility timeout instead of giving them back: the
+    #: backend stopped answering, or ``stop_grace`` ran out.
+    left_on_stop: int = 0
     #: Claimed messages of a batch released unstarted because the claim had aged.
     released_unstarted: int = 0
     errors: list[str] = field(default_factory=list)
