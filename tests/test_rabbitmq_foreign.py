@@ -18,7 +18,10 @@ did (a raw aiormq client), and what the provider does now:
   a lost connection (the broker's PRECONDITION_FAILED), which callers retry in vain;
 * a batch the broker took only part of (a queue another client bounded with
   ``x-overflow=reject-publish``) said only "refused": which messages were enqueued,
-  and so which to send again, was not told.
+  and so which to send again, was not told;
+* a queue another client declared as a stream was "kept" by ``create_queue``, and every
+  receive of it closed the whole connection (540 NOT_IMPLEMENTED), reported as an
+  outage to retry, voiding the claims held on other queues each time.
 
 Needs RabbitMQ (through the kit's provisioning: skipped when it is unreachable, failed
 when backends are required). Nothing sleeps to synchronize: every wait polls a condition
@@ -48,6 +51,7 @@ from mqcontract.messages import Message, QueuedMessage
 from mqcontract.providers.rabbitmq import (
     BatchRefused,
     RabbitMqMessagingService,
+    UnsupportedQueueType,
     WaitQueueConflict,
 )
 from mqcontract.providers.rabbitmq import _consumers as consumers_module
@@ -736,6 +740,39 @@ async def test_a_wait_queue_declared_with_other_arguments_is_a_queue_error_namin
         assert await service.ack_claims(queue, got) == [True] * 4
     finally:
         await foreign.queue_delete(wait)
+
+
+# -- a queue of a type the provider cannot serve ---------------------------------------
+
+
+async def test_a_stream_declared_by_another_client_is_refused_by_name(
+    service: RabbitMqMessagingService,
+    queues: Callable[[], str],
+    foreign: aiormq.abc.AbstractChannel,
+) -> None:
+    """``create_queue`` names the type; a receive of it (never created here) costs the
+    connection once, not on every poll: later receives and subscribes are refused
+    without asking the broker, and the service goes on working on its other queues."""
+    stream, other = queues(), queues()
+    await foreign.queue_declare(stream, durable=True, arguments={"x-queue-type": "stream"})
+    try:
+        with pytest.raises(UnsupportedQueueType) as info:
+            await service.create_queue(stream)
+        assert (info.value.queue, info.value.queue_type) == (stream, "stream")
+        assert not isinstance(info.value, BackendUnavailable)
+        await service.create_queue(other)
+        await service.send_message(other, b"work")
+        for _ in range(3):
+            with pytest.raises(UnsupportedQueueType) as info:
+                await service.receive_messages(stream, 1, TIMING.long)
+            assert info.value.queue == stream
+        with pytest.raises(UnsupportedQueueType):
+            await service.subscribe(stream)
+        (held,) = await _receive(service, other)  # the connection came back once
+        await service.ack_claim(other, held)  # and no later receive voided this claim
+        assert await service.receive_messages(other, 1, TIMING.long) == []
+    finally:
+        await foreign.queue_delete(stream)
 
 
 # -- a batch the broker takes only part of ---------------------------------------------

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from mqcontract.config import MessagingConfig
 
-from ._errors import BatchRefused, QueueLocked, WaitQueueConflict
+from ._errors import BatchRefused, QueueLocked, UnsupportedQueueType, WaitQueueConflict
 from .service import RabbitMqMessagingService, connect_rabbitmq
 
 __all__ = [
     "BatchRefused",
     "QueueLocked",
     "RabbitMqMessagingService",
+    "UnsupportedQueueType",
     "WaitQueueConflict",
     "connect_rabbitmq",
     "open_rabbitmq",

@@ -22,6 +22,7 @@ Once the provider is closed, each of these is ``ProviderClosed`` instead.
 from __future__ import annotations
 
 import asyncio
+import re
 
 from aiormq.exceptions import (
     ChannelLockedResource,
@@ -39,7 +40,14 @@ from mqcontract.errors import (
 )
 from mqcontract.translation import ErrorTable, Failure
 
-__all__ = ["ERRORS", "BatchRefused", "QueueLocked", "WaitQueueConflict"]
+__all__ = [
+    "ERRORS",
+    "BatchRefused",
+    "QueueLocked",
+    "UnsupportedQueueType",
+    "WaitQueueConflict",
+    "unsupported_type",
+]
 
 
 class QueueLocked(QueueError):
@@ -50,6 +58,39 @@ class QueueLocked(QueueError):
         super().__init__(
             queue, f"queue {queue!r} is exclusive to another connection (RESOURCE_LOCKED)"
         )
+
+
+#: The queue types whose semantics the provider maps the contract onto.
+SUPPORTED_TYPES = frozenset({"classic", "quorum"})
+_CURRENT_TYPE = re.compile(r"inequivalent arg 'x-queue-type'.* but current is '([^']*)'")
+
+
+class UnsupportedQueueType(QueueError):
+    """``queue`` exists as a RabbitMQ queue type the provider cannot serve (declared by
+    another client: a ``stream``, say). A stream answers ``basic.get`` by closing the
+    whole connection (540 NOT_IMPLEMENTED), which voided every other claim on it and
+    read as an outage to retry: it is refused by name instead, at ``create_queue``
+    (the broker's reply names the type) or after the first such close on a receive
+    (``queue_type`` is then ``None``: the broker did not say)."""
+
+    def __init__(self, queue: str, queue_type: str | None) -> None:
+        self.queue_type = queue_type
+        kind = f"a {queue_type!r} queue" if queue_type else "of a queue type that"
+        does = "" if queue_type else " does not support basic.get (540 NOT_IMPLEMENTED)"
+        super().__init__(
+            queue,
+            f"queue {queue!r} is {kind}{does}; the provider serves classic and quorum"
+            " queues only. Delete it (or use another name) to use it here",
+        )
+
+
+def unsupported_type(reply: str) -> str | None:
+    """The queue type a PRECONDITION_FAILED ``reply`` names, when it is one the provider
+    cannot serve (None: the conflict is about something else, or a type it serves)."""
+    found = _CURRENT_TYPE.search(reply)
+    if found is None or found.group(1) in SUPPORTED_TYPES:
+        return None
+    return found.group(1)
 
 
 class WaitQueueConflict(QueueError):

@@ -91,6 +91,7 @@ from aiormq.exceptions import (
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    ConnectionNotImplemented,
     DeliveryError,
 )
 from pamqp import commands as spec
@@ -125,7 +126,13 @@ from ._channels import (
     open_connection,
 )
 from ._consumers import Consumers
-from ._errors import ERRORS, BatchRefused, WaitQueueConflict
+from ._errors import (
+    ERRORS,
+    BatchRefused,
+    UnsupportedQueueType,
+    WaitQueueConflict,
+    unsupported_type,
+)
 from ._holds import ENQUEUED_AT_HEADER, Holds
 from ._ids import MessageIdGenerator
 from ._lease import NodeLease
@@ -147,6 +154,9 @@ MARKER_ARGUMENT = "x-mqcontract"
 #: measured on RabbitMQ 3.10, and never once the name is declared again): many times
 #: that, so a re-create right after the delete cannot beat it.
 QUORUM_CANCEL_GRACE = 0.25
+#: Seconds a queue found of a type the provider cannot serve is refused without asking
+#: the broker again (it may have been deleted and declared again as a queue it serves).
+UNSUPPORTED_RECHECK = 30.0
 
 
 class RabbitMqMessagingService(BaseMessagingService):
@@ -178,6 +188,10 @@ class RabbitMqMessagingService(BaseMessagingService):
         #: The management API, when :func:`find_management` found one (``list_queues``).
         self._management = management
         self._wait_queues: dict[str, set[str]] = {}
+        #: Queues a ``basic.get`` found of a type the provider cannot serve, and when:
+        #: asking again would close the connection again (and void every claim on it),
+        #: so for ``UNSUPPORTED_RECHECK`` seconds it is refused without asking.
+        self._unservable: dict[str, float] = {}
         self._tasks = Background()
         self._holds = Holds(quorum=quorum, tasks=self._tasks, timeout=operation_timeout)
         self._channels = Channels(
@@ -256,11 +270,16 @@ class RabbitMqMessagingService(BaseMessagingService):
         async with self._channels.scratch() as channel:
             try:
                 await channel.queue_declare(name, durable=True, arguments=self._queue_arguments())
-            except ChannelPreconditionFailed:
+            except ChannelPreconditionFailed as exc:
+                queue_type = unsupported_type(str(exc))
+                if queue_type is not None:
+                    raise UnsupportedQueueType(name, queue_type) from None
                 # It exists with other properties (say, the other queue type): it exists.
                 log.warning("queue %r exists with different arguments; keeping it", name)
+        self._unservable.pop(name, None)
 
     async def _delete_queue(self, name: str) -> None:
+        self._unservable.pop(name, None)
         waits = self._wait_queues.pop(name, set())
         if self._management is not None:
             # Other processes' wait queues too; without the API they expire on their own.
@@ -412,11 +431,18 @@ class RabbitMqMessagingService(BaseMessagingService):
     async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
+        found = self._unservable.get(queue)
+        if found is not None and time.monotonic() - found < UNSUPPORTED_RECHECK:
+            raise UnsupportedQueueType(queue, None)
         channel = await self._channels.receiver(queue)
         claimed: list[QueuedMessage] = []
         async with asyncio.timeout(self._operation_timeout):
             while len(claimed) < limit:
-                delivered = await channel.basic_get(queue, no_ack=False)
+                try:
+                    delivered = await channel.basic_get(queue, no_ack=False)
+                except ConnectionNotImplemented:
+                    self._unservable[queue] = time.monotonic()  # not on every poll
+                    raise UnsupportedQueueType(queue, None) from None
                 if not isinstance(delivered.delivery, spec.Basic.GetOk):
                     break
                 claimed.append(self._holds.hold(queue, channel, delivered, visibility_timeout))
@@ -446,6 +472,10 @@ class RabbitMqMessagingService(BaseMessagingService):
     # -- push --------------------------------------------------------------------------
 
     async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
+        for queue in queues:
+            found = self._unservable.get(queue)
+            if found is not None and time.monotonic() - found < UNSUPPORTED_RECHECK:
+                raise UnsupportedQueueType(queue, None)
         # A missing queue is QueueNotFound before anything is consumed (Consumers).
         return await self._consumers.subscribe(queues)
 
