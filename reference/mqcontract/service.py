@@ -306,7 +306,10 @@ class BaseMessagingService(abc.ABC):
         """Ack several claims at once; for each, whether it was settled (False: stale).
 
         A stale claim is reported, not raised, so one late handler cannot hide the
-        others' outcomes; an empty batch settles nothing and touches no backend.
+        others' outcomes; an empty batch settles nothing. A missing queue is
+        ``QueueNotFound`` (LIFE-6) whatever the batch holds: when no claim is live (an
+        empty batch, every claim stale or of another queue) that costs one round trip,
+        on this path only.
         """
         self._check_open()
         name = check_queue_name(queue)
@@ -321,6 +324,8 @@ class BaseMessagingService(abc.ABC):
                 checked.append(None)
         live = [c for c in checked if c is not None]
         if not live:
+            if not await self._translated("ack_claims", name, self._queue_exists(name)):
+                raise QueueNotFound(name)
             return [False] * len(checked)
         settled = iter(await self._translated("ack_claims", name, self._ack_many(name, live)))
         for claim in live:
