@@ -154,3 +154,24 @@ def test_configuration_reprs_hide_passwords() -> None:
         assert SECRET not in shown
         assert "***" in shown
     assert config.rabbitmq.url == f"amqp://app:{SECRET}@mq/%2F"  # the value itself is intact
+
+
+def test_a_provider_module_in_the_current_directory_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``mqcontract`` command's ``sys.path`` starts at its script's directory, so a
+    provider module beside its author was "No module named" unless installed: the
+    current directory is looked in too, last, and a miss says where it looked."""
+    import sys
+
+    from mqcontract.registry import load_object
+
+    name = f"mq_here_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text("async def open_it(config):\n    return config\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert callable(load_object(f"{name}:open_it"))
+    assert sys.path[-1] == str(tmp_path)  # after everything installed: it shadows nothing
+    with pytest.raises(ConfigurationError, match=r"current directory, .*install it"):
+        load_object("mq_nowhere_to_be_found:open_it")
+    monkeypatch.delitem(sys.modules, name)

@@ -9,6 +9,8 @@ and are found by installing them.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import cast
@@ -24,17 +26,46 @@ ProviderFactory = Callable[[MessagingConfig], Awaitable[MessagingService]]
 
 
 def load_object(spec: str) -> object:
-    """Import ``module:attribute`` (attribute may be dotted)."""
+    """Import ``module:attribute`` (attribute may be dotted).
+
+    A module Python cannot find is looked for in the current directory too, last (as
+    ``python -m`` would find it, without shadowing an installed package): the
+    ``mqcontract`` command's own directory is the script's, so a provider module next to
+    its author was "not found" unless installed or put on ``PYTHONPATH``. Every xdist
+    worker runs in the same directory and finds it the same way.
+    """
     module_name, _, attr_path = spec.partition(":")
     if not module_name or not attr_path:
         raise ConfigurationError("provider", spec, "expected NAME or module:attribute")
     try:
-        target: object = importlib.import_module(module_name)
+        target: object = _import(module_name)
         for part in attr_path.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError("provider", spec, f"cannot import: {exc}") from exc
     return target
+
+
+def _import(module_name: str) -> object:
+    top = module_name.partition(".")[0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != top:
+            raise  # found, and something it imports is missing: that is the error
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != top:
+                raise
+    raise ModuleNotFoundError(
+        f"No module named {top!r} (looked for on sys.path and in the current directory,"
+        f" {here}; install it or run from the directory holding it)",
+        name=top,
+    )
 
 
 def resolve(spec: str) -> ProviderFactory:
