@@ -23,7 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(row.flag(Spelling.VERIFY), dest=row.name, **row.keywords())
     parser.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. 2, auto)")
     parser.add_argument("--alluredir", default=None, help="also write Allure results here")
-    parser.add_argument("-v", "--verbose", action="store_true", help="one line per rule")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="name each case as it finishes (pytest -v) instead of a dot; the summary"
+        " after the run has one line per rule either way",
+    )
     parser.add_argument(
         "--cluster",
         type=int,
