@@ -547,19 +547,29 @@ async def forged_claims(ctx: CaseContext) -> None:
 #: its lock is rare per claim: 4 x 32 claims caught such a provider in nearly every run,
 #: one round of 4 in none of twelve.
 _RACERS, _RACED, _ROUNDS = 6, 32, 4
+#: CLAIM-9: ack_claims batches in each round's race, as the slice of the round's claims
+#: each names and whether it is sent ahead of the single settlements (else after them):
+#: two overlapping batches ahead (a batch read first, then raced by the other batch and
+#: by single acks and nacks of its claims), one after, and claims no batch sent ahead
+#: names, raced by single settlements first.
+_BATCHES = ((0, 16, True), (8, 20, True), (16, 28, False))
 
 
 @rule(
     "CLAIM-9",
-    "Settlements of one claim that overlap (acks and nacks of it sent at once) take "
-    "effect once: exactly one returns and every other raises MessageNotFound; a message "
-    "whose ack won is gone, one whose nack won comes back once.",
+    "Settlements of one claim that overlap (acks and nacks of it, and ack_claims batches "
+    "naming it, some naming other claims of the same batch, sent at once) take effect "
+    "once: exactly one returns (in a batch: reports True) and every other raises "
+    "MessageNotFound (reports False); a message whose ack won is gone, one whose nack won "
+    "comes back once.",
     why="A provider that reads a claim and then settles it, with nothing tying the write "
     "to what it read, lets overlapping settlements all win: a message acked twice, or "
     "acked and handed out again. So does one whose check reads a clock frozen before it "
     "waited for a lock (a nack committed meanwhile still looks held). A replicated "
     "backend whose compare-and-set is checked by its leader alone, before the write is "
-    "replicated, does the same.",
+    "replicated, does the same. A batch ack that checks its claims in one statement and "
+    "deletes them in the next reports a claim acked that a nack released in between, and "
+    "deletes the released message.",
     provisional=True,
 )
 async def overlapping_settlements_take_effect_once(ctx: CaseContext) -> None:
@@ -575,40 +585,66 @@ async def overlapping_settlements_take_effect_once(ctx: CaseContext) -> None:
     )
 
 
+#: What a settlement in CLAIM-9's race took: the messages whose claim it settled, and how.
+_Won = list[tuple[int, str]]
+
+
 async def _race_settlements(ctx: CaseContext, q: str, which: str) -> None:
     """One round of CLAIM-9 on a fresh queue; the messages whose nack won are acked."""
     await ctx.service.send_batch(q, [body(i) for i in range(_RACED)])
     got = await ctx.receive_exactly(q, _RACED, ctx.timing.long)
+    claims = [_claim_of(ctx, message, "receive_messages") for message in got]
     plan = [
-        (_claim_of(ctx, message, "receive_messages"), ("ack", "nack")[(k + i) % 2])
-        for k, message in enumerate(got)
+        (claim, ("ack", "nack")[(k + i) % 2])
+        for k, claim in enumerate(claims)
         for i in range(_RACERS)
     ]
 
-    async def settle(claim: Claim, how: str) -> str | None:
+    async def settle(claim: Claim, how: str) -> _Won:
         call = ctx.service.ack_claim if how == "ack" else ctx.service.nack_claim
         try:
             await call(q, claim)
         except MessageNotFound:
-            return None
-        return how
+            return []
+        return [(claim.msg_id, how)]
 
-    outcomes = await asyncio.gather(*(settle(c, how) for c, how in plan), return_exceptions=True)
+    async def batch(n: int, named: list[Claim]) -> _Won:
+        how = f"ack_claims #{n}"
+        outcome = await ctx.service.ack_claims(q, named)
+        ctx.check(
+            len(outcome) == len(named) and all(isinstance(o, bool) for o in outcome),
+            f"{which}: {how} of {len(named)} claims reported {outcome!r}",
+        )
+        return [(c.msg_id, how) for c, settled in zip(named, outcome, strict=True) if settled]
+
+    batches = [(n, claims[a:b], ahead) for n, (a, b, ahead) in enumerate(_BATCHES, 1)]
+    racers = [
+        *(batch(n, named) for n, named, ahead in batches if ahead),
+        *(settle(c, how) for c, how in plan),
+        *(batch(n, named) for n, named, ahead in batches if not ahead),
+    ]
+    what = [f"ack_claims #{n}" for n, _, ahead in batches if ahead]
+    what += [f"{how} of the claim on {c.msg_id}" for c, how in plan]
+    what += [f"ack_claims #{n}" for n, _, ahead in batches if not ahead]
+    outcomes = await asyncio.gather(*racers, return_exceptions=True)
     won: dict[int, list[str]] = {message.msg_id: [] for message in got}
-    for (claim, how), outcome in zip(plan, outcomes, strict=True):
+    for did, outcome in zip(what, outcomes, strict=True):
+        if isinstance(outcome, ContractViolation):
+            raise outcome
         if isinstance(outcome, BaseException):
             ctx.fail(
-                f"{which}: an overlapping {how} of the claim on {claim.msg_id} raised "
-                f"{type(outcome).__name__}: {outcome} (expected it to return or raise "
-                "MessageNotFound)"
+                f"{which}: an overlapping {did} raised {type(outcome).__name__}: {outcome} "
+                "(expected it to return or raise MessageNotFound)"
             )
-        if outcome is not None:
-            won[claim.msg_id].append(outcome)
+        for msg_id, how in outcome:
+            won[msg_id].append(how)
     wrong = {msg_id: took for msg_id, took in won.items() if len(took) != 1}
     ctx.check(
         not wrong,
-        f"{which}: of {_RACERS} overlapping settlements of one claim, exactly one must take "
-        "effect: " + "; ".join(f"message {m}: {len(t)} did {t}" for m, t in wrong.items()),
+        f"{which}: of the overlapping settlements of one claim ({_RACERS} acks and nacks, "
+        "and the ack_claims naming it), exactly one must take effect: "
+        + "; ".join(f"message {m}: {len(t)} did {t}" for m, t in list(wrong.items())[:12])
+        + ("; ..." if len(wrong) > 12 else ""),
     )
     released = sorted(msg_id for msg_id, took in won.items() if took == ["nack"])
     back = await ctx.receive_exactly(q, len(released)) if released else []

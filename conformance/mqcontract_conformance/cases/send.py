@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Awaitable, Callable
 
 from mqcontract.capabilities import PayloadFidelity
 from mqcontract.errors import MessageTooLarge
+from mqcontract.service import MessagingService
 from mqcontract.testing import HookUnavailable
-from mqcontract_conformance.cases._payloads import body, same_payload
-from mqcontract_conformance.context import CaseContext
+from mqcontract_conformance.cases._payloads import (
+    SNIFFABLE,
+    WHITESPACE,
+    body,
+    fitting,
+    same_payload,
+)
+from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.registry import rule
 
 
@@ -29,18 +39,22 @@ async def _round_trip(ctx: CaseContext, payload: bytes, what: str) -> None:
 ID_TURNS = 6
 #: SEND-1: payloads per batch.
 ID_BATCH = 3
+#: SEND-1: rounds of concurrent sends (each starts its sends in another order).
+RACE_ROUNDS = 3
 
 
 @rule(
     "SEND-1",
     "Ids returned by send are unique within the queue, whichever producer sent: two "
     "services taking turns on one queue (single sends and batches) never get the same id, "
-    "and every message is received once, under its id, with its payload (the second "
-    "producer where services share a backend). For one producer ids are strictly "
-    "increasing.",
+    "nor do send_message, send_batch and send_message_with_delay running at once on one "
+    "queue, from one service and from two; every message is received once, under its "
+    "id, with its payload (the second producer where services share a backend). For one "
+    "producer taking turns ids are strictly increasing.",
     why="Ids are how consumers ack and how order is diagnosed. Ids counted per connection "
-    "look unique to a lone producer and collide as soon as a second one sends; a backend "
-    "keyed by id then overwrites one message with the other.",
+    "look unique to a lone producer and collide as soon as a second one sends; a batch "
+    "that reads the id sequence and writes its rows in a second round trip collides with "
+    "a send in between; a backend keyed by id then overwrites one message with the other.",
 )
 async def ids_increase(ctx: CaseContext) -> None:
     q = await ctx.queue()
@@ -53,6 +67,24 @@ async def ids_increase(ctx: CaseContext) -> None:
             unavailable = exc  # the lone producer is still checked, then the rule says so
     sent: dict[int, tuple[str, bytes]] = {}  # id -> (which send returned it, payload)
     issued: list[list[int]] = [[] for _ in producers]
+
+    def record(how: str, ids: object, payloads: list[bytes]) -> list[int]:
+        ctx.check(
+            isinstance(ids, list)
+            and len(ids) == len(payloads)
+            and all(type(i) is int for i in ids),
+            f"{how} on {q} returned {ids!r} for {len(payloads)} payloads",
+        )
+        assert isinstance(ids, list)
+        for msg_id, payload in zip(ids, payloads, strict=True):
+            if msg_id in sent:
+                ctx.fail(
+                    f"{how} on {q} returned id {msg_id}, which {sent[msg_id][0]} "
+                    f"returned before; ids per producer so far: {issued}"
+                )
+            sent[msg_id] = (how, payload)
+        return ids
+
     for turn in range(ID_TURNS):
         for p, producer in enumerate(producers):
             batch = (turn + p) % 2 == 1
@@ -63,24 +95,14 @@ async def ids_increase(ctx: CaseContext) -> None:
             else:
                 how = f"producer {p + 1}'s send_message (turn {turn + 1})"
                 ids = [await producer.send_message(q, payloads[0])]
-            ctx.check(
-                len(ids) == len(payloads) and all(type(i) is int for i in ids),
-                f"{how} on {q} returned {ids!r} for {len(payloads)} payloads",
-            )
-            for msg_id, payload in zip(ids, payloads, strict=True):
-                if msg_id in sent:
-                    ctx.fail(
-                        f"{how} on {q} returned id {msg_id}, which {sent[msg_id][0]} "
-                        f"returned before; ids per producer so far: {issued}"
-                    )
-                sent[msg_id] = (how, payload)
-            issued[p] += ids
+            issued[p] += record(how, ids, payloads)
     for p, ids in enumerate(issued):
         ctx.check(
             ids == sorted(set(ids)),
             f"producer {p + 1}'s ids on {q} are not strictly increasing: {ids}",
         )
-    got = await ctx.receive_exactly(q, len(sent))
+    within = await _race_sends(ctx, q, producers, sent, record)
+    got = await ctx.receive_exactly(q, len(sent), within=within)
     by_id = {m.msg_id: m.payload for m in got}
     ctx.check(
         len(by_id) == len(got) and by_id.keys() == sent.keys(),
@@ -94,6 +116,47 @@ async def ids_increase(ctx: CaseContext) -> None:
         )
     if unavailable is not None:
         raise unavailable
+
+
+async def _race_sends(
+    ctx: CaseContext,
+    q: str,
+    producers: list[MessagingService],
+    sent: dict[int, tuple[str, bytes]],
+    record: Callable[[str, object, list[bytes]], list[int]],
+) -> float | None:
+    """SEND-1's rounds of concurrent sends: every producer's send_batch, send_message
+    (twice) and, where delays are supported, send_message_with_delay, started at once,
+    in a different order each round. Returns how long their messages may take to be
+    receivable (None: the delivery bound)."""
+    delay = ctx.timing.step if ctx.caps.delay else None
+    for turn in range(RACE_ROUNDS):
+        calls: list[tuple[str, Awaitable[object], list[bytes]]] = []
+        for p, producer in enumerate(producers):
+            tag = f"race{turn + 1}p{p + 1}"
+            batch = [body(i, f"{tag}b") for i in range(ID_BATCH)]
+            calls.append((f"producer {p + 1}'s send_batch", producer.send_batch(q, batch), batch))
+            for k in range(2):
+                one = [body(k, f"{tag}s")]
+                calls.append(
+                    (f"producer {p + 1}'s send_message", producer.send_message(q, one[0]), one)
+                )
+            if delay is not None:
+                late = [body(0, f"{tag}d")]
+                calls.append(
+                    (
+                        f"producer {p + 1}'s send_message_with_delay",
+                        producer.send_message_with_delay(q, late[0], delay),
+                        late,
+                    )
+                )
+        shift = turn * len(calls) // RACE_ROUNDS
+        calls = calls[shift:] + calls[:shift]
+        results = await asyncio.gather(*(call for _, call, _ in calls))
+        for (how, _, payloads), result in zip(calls, results, strict=True):
+            ids = result if isinstance(result, list) else [result]
+            record(f"{how} (concurrent round {turn + 1})", ids, payloads)
+    return None if delay is None else delay + ctx.timing.delivery
 
 
 @rule(
@@ -135,40 +198,111 @@ async def empty_payload(ctx: CaseContext) -> None:
 
 #: SEND-4: the binary payload (every byte value, invalid UTF-8, NUL).
 BINARY = bytes(range(256)) + b"\xff\xfe\x00\xc3("
+#: SEND-4: of the look-alike payloads, every this many is also sent delayed (a round trip
+#: each), so each kind (compressed, byte order mark, encoded, enveloped) is.
+DELAYED_EVERY = 3
 
 
 @rule(
     "SEND-4",
-    "Arbitrary binary payloads (all 256 byte values, invalid UTF-8, NUL) round-trip "
-    "exactly, whichever way they are sent: send_message, send_batch and, where delays are "
-    "supported, send_message_with_delay.",
+    "Arbitrary binary payloads (all 256 byte values, invalid UTF-8, NUL) and payloads "
+    "that look compressed, encoded or enveloped (valid zlib, gzip, zstd, lz4, bzip2 and xz "
+    "streams, byte order marks, JSON and base64 text, envelope markers) round-trip "
+    "exactly (per the declared fidelity), whichever way they are sent: send_message, "
+    "send_batch and, where delays are supported, send_message_with_delay; and whichever "
+    "way they are read: receive, fetch by id where supported, and receive again after a "
+    "nack.",
     why="Payloads are bytes in the protocol; a text-only backend must envelope them, on "
     "every path that stores them (a bulk insert, a scheduler holding delayed messages), "
-    "not only the one written first.",
+    "not only the one written first. A provider that compresses or envelopes payloads and "
+    "decodes on read what looks compressed or enveloped, instead of what it marked so, "
+    "inflates or unwraps a producer's own compressed or encoded payload.",
 )
 async def binary_payload(ctx: CaseContext) -> None:
     await _round_trip(ctx, BINARY, "binary payload")
+    fidelity = ctx.caps.payload_fidelity
+    corpus = [
+        ("binary payload", BINARY),
+        ("reversed binary payload", BINARY[::-1]),
+        *fitting(SNIFFABLE, ctx.caps.max_message_size_bytes),
+    ]
     q = await ctx.queue()
     sent: dict[int, tuple[bytes, str]] = {}
-    batch = [BINARY[::-1], BINARY]
-    ids = await ctx.accepts(ctx.service.send_batch(q, batch), "send_batch of binary payloads")
-    for k, (msg_id, payload) in enumerate(zip(ids, batch, strict=True)):
-        sent[msg_id] = (payload, f"binary payload {k + 1} of send_batch")
+    problems: list[str] = []
+
+    def compare(msg_id: int, back: bytes, path: str) -> None:
+        payload, what = sent[msg_id]
+        if not same_payload(fidelity, payload, back):
+            problems.append(
+                f"{what} (message {msg_id}), {path}: sent {payload[:24]!r}… "
+                f"({len(payload)} B), got {back[:24]!r}… ({len(back)} B)"
+            )
+
+    singles: list[int] = []
+    for what, payload in corpus:
+        msg_id = await ctx.accepts(ctx.service.send_message(q, payload), f"send_message of {what}")
+        sent[msg_id] = (payload, f"{what} sent by send_message")
+        singles.append(msg_id)
+    ids = await ctx.accepts(
+        ctx.service.send_batch(q, [p for _, p in corpus]), "send_batch of binary payloads"
+    )
+    ctx.check(len(ids) == len(corpus), f"send_batch of {len(corpus)} payloads returned {ids}")
+    for msg_id, (what, payload) in zip(ids, corpus, strict=True):
+        sent[msg_id] = (payload, f"{what} sent by send_batch")
     within = None
     if ctx.caps.delay:
         delay = ctx.timing.unit
         within = delay + ctx.timing.slack
-        what = f"binary payload of send_message_with_delay ({delay:g} s)"
-        msg_id = await ctx.accepts(ctx.service.send_message_with_delay(q, BINARY, delay), what)
-        sent[msg_id] = (BINARY, what)
-    got = {m.msg_id: m.payload for m in await ctx.receive_exactly(q, len(sent), within=within)}
-    ctx.check(got.keys() == sent.keys(), f"sent {sorted(sent)} to {q}, received {sorted(got)}")
-    for msg_id, (payload, what) in sent.items():
-        ctx.check(
-            same_payload(ctx.caps.payload_fidelity, payload, got[msg_id]),
-            f"{what} (message {msg_id}) changed: sent {payload[:40]!r}… ({len(payload)} B), "
-            f"got {got[msg_id][:40]!r}… ({len(got[msg_id])} B)",
-        )
+        for what, payload in corpus[:2] + corpus[2::DELAYED_EVERY]:
+            how = f"send_message_with_delay ({delay:g} s)"
+            msg_id = await ctx.accepts(
+                ctx.service.send_message_with_delay(q, payload, delay), f"{how} of {what}"
+            )
+            sent[msg_id] = (payload, f"{what} sent by {how}")
+    fetched: set[int] = set()
+    if ctx.caps.fetch_by_id:
+        for msg_id in ids:  # the batch's, fresh: never claimed before
+            got = await ctx.service.fetch_message(q, msg_id, ctx.timing.long)
+            ctx.check(
+                got is not None and got.msg_id == msg_id,
+                f"fetch of message {msg_id} on {q} returned {got!r}",
+            )
+            assert got is not None
+            compare(msg_id, got.payload, "fetched by id")
+            fetched.add(msg_id)
+    rest = await ctx.receive_exactly(q, len(sent) - len(fetched), within=within)
+    got_ids = sorted(m.msg_id for m in rest)
+    ctx.check(
+        got_ids == sorted(set(sent) - fetched),
+        f"sent {sorted(sent)} to {q}, fetched {sorted(fetched)}, received {got_ids}",
+    )
+    held = {m.msg_id: m for m in rest}
+    for m in rest:
+        compare(m.msg_id, m.payload, "received")
+    for msg_id in singles:
+        await ctx.accepts(ctx.service.nack_claim(q, held[msg_id]), f"nack of {msg_id}")
+    # What comes back is compared; one that does not is ACK-2's to report, not this
+    # rule's (a provider without redelivery declares ACK-2 broken).
+    again: dict[int, bytes] = {}
+    strays: list[int] = []
+
+    async def redelivered() -> bool:
+        for m in await ctx.receive(q, min(100, ctx.caps.max_receive_limit)):
+            if m.msg_id in singles:
+                again[m.msg_id] = m.payload
+            else:
+                strays.append(m.msg_id)
+        return again.keys() >= set(singles)
+
+    with contextlib.suppress(ContractViolation):  # only the wait: strays are checked below
+        await ctx.eventually(redelivered, ctx.timing.delivery, "nacked messages again")
+    ctx.check(not strays, f"nacked {singles} on {q}, received {strays} as well")
+    for msg_id, back in again.items():
+        compare(msg_id, back, "received again after a nack")
+    ctx.check(
+        not problems,
+        f"{len(problems)} payloads changed ({fidelity.value} fidelity): " + "; ".join(problems[:6]),
+    )
 
 
 @rule(
@@ -360,27 +494,7 @@ def _de_bruijn_pairs() -> bytes:
 
 
 #: Payloads that differ from a normalized form only by line endings or whitespace.
-LOOKALIKES: tuple[bytes, ...] = (
-    b"a\r\nb",
-    b"a\nb",
-    b"a\rb",
-    b"a\n\rb",
-    b"line\r\n",
-    b"line\n",
-    b"\r\n",
-    b"\n",
-    b"\r",
-    b"x  ",
-    b"  x",
-    b"x\t",
-    b"a  \t b",
-    b"x\x00",
-    b"x\n\n\n",
-    b" ",
-    b"\t",
-    b"x\x0b\x0c",
-    b"\xef\xbb\xbfbom",
-)
+LOOKALIKES: tuple[bytes, ...] = WHITESPACE
 
 
 @rule(
@@ -413,10 +527,14 @@ async def lookalike_payloads(ctx: CaseContext) -> None:
     "SEND-11",
     "After the newest message was acked and the queue emptied, the next send still gets an "
     "id greater than every id the queue has issued: a send_message after acks by id, and a "
-    "send_batch after an ack by claim.",
+    "send_batch after an ack by claim; so it does after the queue is declared again "
+    "(create_queue of the existing queue, as at a restart, from this service and, where "
+    "services share a backend, from another), whether an older message is still stored "
+    "or the queue is empty.",
     why="A provider that derives the next id from what is stored reuses ids once the queue "
     "is empty, and an old claim or log line then names new work. A batch insert that "
-    "numbers its rows itself does so where single sends do not.",
+    "numbers its rows itself does so where single sends do not, and a re-declare that "
+    "'repairs' the id sequence from the highest stored id does so at every restart.",
     provisional=True,
 )
 async def ids_after_settlement(ctx: CaseContext) -> None:
@@ -446,3 +564,65 @@ async def ids_after_settlement(ctx: CaseContext) -> None:
         sorted(m.msg_id for m in back) == sorted(batch),
         f"received {sorted(m.msg_id for m in back)}, sent {batch}",
     )
+    issued += batch
+    # Declared again with the newest acked and an older one still stored (and held).
+    older, newest = sorted(back, key=lambda m: m.msg_id)
+    await ctx.service.ack_claim(q, newest)
+    await ctx.service.create_queue(q)
+    after = await ctx.service.send_message(q, body(12))
+    ctx.check(
+        after > max(issued),
+        f"after acking {newest.msg_id} (of {issued}, {older.msg_id} still stored) and "
+        f"declaring {q} again, the next send got id {after}, not above {max(issued)}",
+    )
+    issued.append(after)
+    (fresh,) = await ctx.receive_exactly(q, 1)
+    ctx.check(fresh.msg_id == after, f"received {fresh.msg_id}, sent {after}")
+    await ctx.service.ack_claim(q, older)
+    await ctx.service.ack_claim(q, fresh)
+    # Declared again, empty, by another service where one shares the backend.
+    declarer: MessagingService = ctx.service
+    unavailable: HookUnavailable | None = None
+    if ctx.caps.shared_backend:
+        try:
+            declarer = await ctx.other_consumer(q)
+        except HookUnavailable as exc:
+            unavailable = exc  # declared again by this service, then the rule says so
+    await declarer.create_queue(q)
+    who = "another service" if declarer is not ctx.service else "this service"
+    last = await ctx.service.send_batch(q, [body(13), body(14)])
+    ctx.check(
+        len(last) == 2 and min(last) > max(issued),
+        f"after acking every message and {who} declaring {q} again, the next send_batch got "
+        f"ids {last}, not above {max(issued)} (ids issued: {issued})",
+    )
+    one = await declarer.send_message(q, body(15))
+    if declarer is not ctx.service and ctx.caps.producer_assigned_ids:
+        # Ids increase per producer only (SEND-1): another producer's may sort below.
+        ctx.check(
+            one not in issued + last,
+            f"after {who} declared {q} again, its send got id {one}, an id already issued "
+            f"(ids issued: {issued + last})",
+        )
+    else:
+        ctx.check(
+            one > max(issued + last),
+            f"after {who} declared {q} again, its send got id {one}, not above "
+            f"{max(issued + last)} (ids issued: {issued + last})",
+        )
+    # Received by either service: a broker may hand a message to the one that declared.
+    final: list[int] = []
+
+    async def all_back() -> bool:
+        for receiver in dict.fromkeys([ctx.service, declarer]):
+            final.extend(m.msg_id for m in await receiver.receive_messages(q, 10, ctx.timing.long))
+        return len(final) >= 3
+
+    with contextlib.suppress(ContractViolation):
+        await ctx.eventually(all_back, ctx.timing.delivery, "3 messages")
+    ctx.check(
+        sorted(final) == sorted([*last, one]),
+        f"received {sorted(final)} from {q}, sent {[*last, one]}",
+    )
+    if unavailable is not None:
+        raise unavailable

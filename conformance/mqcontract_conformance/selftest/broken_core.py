@@ -38,6 +38,7 @@ __all__ = [
     "DelayIgnored",
     "DeleteAfterClose",
     "DeleteKeepsMessages",
+    "EmptyAckBatchSkipsTheQueue",
     "EnqueuedAtResetOnNack",
     "ForeignIdsHeldById",
     "IdSettlesCurrentClaim",
@@ -210,6 +211,17 @@ class SilentDropOnMissingQueue(InMemoryMessagingService):
         if not await self.queue_exists(queue):
             return 0
         return await super().send_message(queue, payload)
+
+
+class EmptyAckBatchSkipsTheQueue(InMemoryMessagingService):
+    """ack_claims returns at once when no claim in the batch is live (an empty batch, or
+    only stale claims), so a missing queue answers ``[]`` or ``[False]``, not
+    QueueNotFound."""
+
+    async def ack_claims(self, queue: str, claims: Sequence[ClaimRef]) -> list[bool]:
+        if not claims or all(getattr(c, "queue_name", queue) != queue for c in claims):
+            return [False] * len(claims)  # the defect: nothing to settle, nothing asked
+        return await super().ack_claims(queue, claims)
 
 
 class NoNameValidation(InMemoryMessagingService):
@@ -581,6 +593,7 @@ CAUGHT_BY: dict[type[InMemoryMessagingService], str] = {
     OversizeAccepted: "SEND-7",
     SilentAckOfUnknown: "ACK-4",
     SilentDropOnMissingQueue: "LIFE-6",
+    EmptyAckBatchSkipsTheQueue: "LIFE-6",
     NoNameValidation: "LIFE-7",
     StillWorksAfterClose: "ERR-3",
     RawKeyError: "ERR-1",

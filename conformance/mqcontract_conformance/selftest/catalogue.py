@@ -64,6 +64,9 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_multiqueue",
     "mqcontract_conformance.selftest.broken_sizes",
     "mqcontract_conformance.selftest.broken_horizons",
+    "mqcontract_conformance.selftest.broken_payload_paths",
+    "mqcontract_conformance.selftest.broken_recreate",
+    "mqcontract_conformance.selftest.broken_counts",
 )
 
 
