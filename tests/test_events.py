@@ -357,12 +357,18 @@ async def test_a_pushed_claim_that_waited_past_half_its_own_timeout_is_released(
 
 
 async def _blocked_consumer(
-    clock: VirtualClock,
+    clock: VirtualClock | None = None,
+    service: InMemoryMessagingService | None = None,
+    *,
+    count: int = 5,
+    visibility_timeout: float = 10,
+    stop_grace: float = 0.1,
 ) -> tuple[InMemoryMessagingService, QueueConsumer, list[int]]:
-    """A consumer whose one worker is stuck in its first message, four more claimed."""
-    service = InMemoryMessagingService(clock=clock)
+    """A consumer whose one worker is stuck in its first message, ``count - 1`` more
+    claimed (one batch), on ``service`` or a new in-memory one on ``clock``."""
+    service = service or InMemoryMessagingService(clock=clock)
     await service.create_queue("jobs")
-    ids = await service.send_batch("jobs", [b"%d" % i for i in range(5)])
+    ids = await service.send_batch("jobs", [b"%d" % i for i in range(count)])
     gate = asyncio.Event()
 
     async def blocked(_: QueuedMessage) -> None:
@@ -371,10 +377,10 @@ async def _blocked_consumer(
     settings = ConsumerSettings(
         mode=DeploymentMode.POLLING_ONLY,
         workers=1,
-        batch_size=5,
-        visibility_timeout=10,
+        batch_size=count,
+        visibility_timeout=visibility_timeout,
         poll_interval=1,
-        stop_grace=0.1,
+        stop_grace=stop_grace,
     )
     consumer = QueueConsumer(service, ["jobs"], blocked, settings)  # the provider's clock
     await consumer.start()
@@ -425,31 +431,17 @@ async def test_stop_gives_up_releasing_when_the_backend_stops_answering(bound: f
     timeout: nine claims took 47 s with a 5 s timeout (close to an hour for a batch of
     100). The first that times out ends the release, and the whole release is bounded by
     ``stop_grace``; the rest come back after their visibility timeout (``left_on_stop``)."""
-    service = _UnansweredNacks()
-    service.bound = bound
-    await service.create_queue("jobs")
-    ids = await service.send_batch("jobs", [b"%d" % i for i in range(10)])
-    gate = asyncio.Event()
-
-    async def blocked(_: QueuedMessage) -> None:
-        await gate.wait()
-
-    settings = ConsumerSettings(
-        mode=DeploymentMode.POLLING_ONLY,
-        workers=1,
-        batch_size=10,
-        visibility_timeout=30,
-        poll_interval=1,
-        stop_grace=0.2,
+    unanswered = _UnansweredNacks()
+    unanswered.bound = bound
+    grace = 0.2
+    service, consumer, _ = await _blocked_consumer(
+        service=unanswered, count=10, visibility_timeout=30, stop_grace=grace
     )
-    consumer = QueueConsumer(service, ["jobs"], blocked, settings)
-    await consumer.start()
-    await _until(lambda: consumer.stats.invocations[("jobs", ids[0])] == 1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await asyncio.wait_for(consumer.stop(), 5)
-    assert loop.time() - started < 3 * settings.stop_grace + 1
-    assert service.nacks_asked == 1  # the first unanswered one ends the release
+    assert loop.time() - started < 3 * grace + 1
+    assert unanswered.nacks_asked == 1  # the first unanswered one ends the release
     assert consumer.stats.released_on_stop == 0
     assert consumer.stats.left_on_stop == 9
     await service.close()
