@@ -458,10 +458,11 @@ class QueueConsumer:
             pending = collections.deque(pending)
         nacked = 0
         while pending:
-            if on_stop and self._release_given_up:
-                return nacked  # the rest is left to its timeout (see _release_at_stop)
             message = pending.popleft()
             self._claimed.pop((message.queue_name, message.msg_id), None)
+            if on_stop and self._release_given_up:
+                self.stats.left_on_stop += 1  # back after its timeout (_release_at_stop)
+                continue
             self._releasing = message
             try:
                 await self.service.nack_claim(message.queue_name, message)
