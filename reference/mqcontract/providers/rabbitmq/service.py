@@ -431,9 +431,7 @@ class RabbitMqMessagingService(BaseMessagingService):
     async def _receive(
         self, queue: str, limit: int, visibility_timeout: float
     ) -> list[QueuedMessage]:
-        found = self._unservable.get(queue)
-        if found is not None and time.monotonic() - found < UNSUPPORTED_RECHECK:
-            raise UnsupportedQueueType(queue, None)
+        self._refuse_unservable(queue)
         channel = await self._channels.receiver(queue)
         claimed: list[QueuedMessage] = []
         async with asyncio.timeout(self._operation_timeout):
@@ -447,6 +445,12 @@ class RabbitMqMessagingService(BaseMessagingService):
                     break
                 claimed.append(self._holds.hold(queue, channel, delivered, visibility_timeout))
         return claimed
+
+    def _refuse_unservable(self, queue: str) -> None:
+        """``UnsupportedQueueType`` if a ``basic.get`` found ``queue`` of such a type lately."""
+        found = self._unservable.get(queue)
+        if found is not None and time.monotonic() - found < UNSUPPORTED_RECHECK:
+            raise UnsupportedQueueType(queue, None)
 
     async def _ack(self, queue: str, claim: Claim) -> None:
         await self._settle(queue, claim, ack=True)
@@ -473,9 +477,7 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     async def _subscribe(self, queues: tuple[str, ...]) -> QueueSubscription:
         for queue in queues:
-            found = self._unservable.get(queue)
-            if found is not None and time.monotonic() - found < UNSUPPORTED_RECHECK:
-                raise UnsupportedQueueType(queue, None)
+            self._refuse_unservable(queue)
         # A missing queue is QueueNotFound before anything is consumed (Consumers).
         return await self._consumers.subscribe(queues)
 
