@@ -131,6 +131,7 @@ async def _notified_of(
 
     async def take(note: MessageNotification) -> None:
         msg_id = notification_id(note)
+        ctx.check(note.queue_name == q, f"a notification names {note.queue_name!r}, not {q!r}")
         if isinstance(note, Message) and note.claimed:
             # (pushed again after its ack returned: a loop that never lets a virtual
             # clock move, so it fails here rather than at the case's real-time bound)
