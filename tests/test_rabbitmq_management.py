@@ -303,3 +303,30 @@ async def test_a_vhost_creation_that_times_out_fails_setup(
         await harness.setup()
     assert stub.deleted == ["/api/vhosts/mqcontract_vh"]  # it may exist: not left behind
     await harness.teardown()
+
+
+@pytest.fixture
+def silent() -> Iterator[int]:
+    """A port that takes connections and never answers (a hung management API)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+async def test_a_management_api_that_never_answers_does_not_fail_delete_queue(
+    silent: int,
+) -> None:
+    """``delete_queue`` lists other processes' wait queues through the management API; a
+    configured API that accepted the connection and said nothing took the delete's whole
+    bound (OperationTimeout, the queue left behind). The listing is a courtesy (wait
+    queues expire on their own), bounded by a third of the operation's bound."""
+    config = await _broker_config()
+    rabbit = dataclasses.replace(config.rabbitmq, management_url=_url(silent))
+    config = dataclasses.replace(config, rabbitmq=rabbit, operation_timeout_seconds=3.0)
+    name = f"t_mgmt_silent_{time.monotonic_ns()}"
+    async with await open_provider(config, backend="rabbitmq") as provider:
+        await provider.create_queue(name)
+        start = time.monotonic()
+        await provider.delete_queue(name)
+        assert time.monotonic() - start < 2.5
+        assert not await provider.queue_exists(name)

@@ -154,6 +154,10 @@ MARKER_ARGUMENT = "x-mqcontract"
 #: measured on RabbitMQ 3.10, and never once the name is declared again): many times
 #: that, so a re-create right after the delete cannot beat it.
 QUORUM_CANCEL_GRACE = 0.25
+#: Seconds ``delete_queue`` waits for the management API's list of other processes'
+#: wait queues (at most a third of the operation's bound): they expire on their own, so
+#: a management API that does not answer must not cost the delete its whole bound.
+WAIT_LISTING_BOUND = 5.0
 #: Seconds a queue found of a type the provider cannot serve is refused without asking
 #: the broker again (it may have been deleted and declared again as a queue it serves).
 UNSUPPORTED_RECHECK = 30.0
@@ -285,9 +289,11 @@ class RabbitMqMessagingService(BaseMessagingService):
             # Other processes' wait queues too; without the API they expire on their own.
             prefix = _delay.wait_queue_prefix(name)
             try:
-                listed = await self._management.queues(self._vhost)
-            except BackendUnavailable as exc:
-                log.warning("cannot list wait queues of %r: %s", name, exc)
+                async with asyncio.timeout(min(self._operation_timeout / 3, WAIT_LISTING_BOUND)):
+                    listed = await self._management.queues(self._vhost)
+            except (BackendUnavailable, TimeoutError) as exc:
+                why = str(exc) or f"no answer from {self._management.display_url}"
+                log.warning("cannot list wait queues of %r: %s", name, why)
                 listed = []
             waits |= {q["name"] for q in listed if str(q.get("name", "")).startswith(prefix)}
         # Other clients' consumers of a quorum queue are cancelled by the broker some
