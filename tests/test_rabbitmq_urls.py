@@ -365,3 +365,20 @@ async def test_a_connection_the_broker_blocked_counts_as_alive() -> None:
     assert not _blocked(connection)
     unblocked.clear()  # as on a Connection.Blocked frame
     assert _blocked(connection)
+
+
+async def test_a_virtual_host_the_broker_refuses_is_named(broker_url: str) -> None:
+    """The broker closes a connection whose ``Connection.Open`` names an unknown virtual
+    host; aiormq reported that as "InvalidFrameError: Expected one of
+    ['Connection.OpenOk'], got <Connection.Close object at 0x…>"."""
+    vhost = f"mqcontract_missing_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(broker_url)
+    url = urlunsplit(parts._replace(path=f"/{vhost}"))
+    rabbit = dataclasses.replace(
+        load_config(validate_backend=False).rabbitmq, url=url, connection_timeout_seconds=5
+    )
+    with pytest.raises(BackendUnavailable) as caught:
+        await open_connection(rabbit, "rabbitmq", "mqcontract-test-missing-vhost")
+    message = str(caught.value)
+    assert f"virtual host {vhost!r}" in message, message
+    assert "object at 0x" not in message

@@ -45,6 +45,7 @@ from mqcontract.errors import BackendUnavailable, ConfigurationError, Connection
 
 from . import _decoding
 from ._closing import begin_close
+from ._management import vhost_of
 from ._tasks import Background
 
 # Before any connection reads a frame: a value pamqp cannot decode must not end the
@@ -142,12 +143,24 @@ async def open_connection(rabbit: RabbitMqConfig, provider: str, name: str) -> R
         try:
             return await _connect(rabbit, parsed, start, name, kwargs)
         except Exception as exc:  # any failure to connect means unavailable
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            detail = _refusal(exc, url)
             failures.append(detail if len(urls) == 1 else f"{redact(url)} ({detail})")
             error = exc
     assert error is not None  # there is at least one URL
     detail = failures[0] if len(urls) == 1 else f"no URL answered: {'; '.join(failures)}"
     raise BackendUnavailable(provider, rabbit.url, detail) from scrubbed(error)
+
+
+def _refusal(exc: BaseException, url: str) -> str:
+    """What a failed connect says. A broker that closes the connection in answer to
+    ``Connection.Open`` refuses the virtual host (unknown, or not for this user): aiormq
+    reports that as an unexpected frame, without the broker's reply."""
+    if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc):
+        return (
+            f"the broker refused to open virtual host {vhost_of(url)!r}: it does not exist,"
+            " or this user may not use it"
+        )
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _connect(
