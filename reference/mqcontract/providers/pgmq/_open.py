@@ -45,19 +45,22 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
     pg = config.pgmq
     timeout = config.operation_timeout_seconds
     application_name = f"mqcontract-pgmq-{secrets.token_hex(4)}"
+    connect_bound = min(timeout, CONNECT_TIMEOUT)
     try:
-        async with asyncio.timeout(min(timeout, CONNECT_TIMEOUT) + 1.0):
+        async with asyncio.timeout(connect_bound + 1.0):
             pool = await asyncpg.create_pool(
                 pg.database_url,
                 min_size=min(pg.pool_min_size, max(pg.pool_max_size, 1)),
                 max_size=max(pg.pool_max_size, 1),
-                timeout=min(timeout, CONNECT_TIMEOUT),
+                timeout=connect_bound,
                 command_timeout=timeout,
                 server_settings={"application_name": application_name},
                 reset=_keep_session,
             )
     except Exception as exc:
-        connecting = Failure(PROVIDER, pg.database_url, "connect", timeout=timeout, connecting=True)
+        connecting = Failure(
+            PROVIDER, pg.database_url, "connect", timeout=connect_bound, connecting=True
+        )
         error = ERRORS.translate(exc, connecting)
         if not isinstance(error, BackendUnavailable):  # any failure to connect
             error = BackendUnavailable(PROVIDER, pg.database_url, str(error or exc))
