@@ -80,3 +80,27 @@ async def test_the_demo_command_says_so_in_one_line(bare_database: str) -> None:
     assert line.startswith("mqcontract: BackendUnavailable: ")
     assert f"run `mqcontract pgmq install --dsn {bare_database}`" in line
     assert await _schemas(bare_database) == set()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--steps", "-3"], "--steps: -3 is not at least 1"),
+        (["--steps", "0"], "--steps: 0 is not at least 1"),
+        (["--namespaces", " , "], "--namespaces: names no namespace"),
+        (["--timeout", "nan"], "--timeout: nan is not a finite number"),
+    ],
+)
+def test_a_demo_argument_out_of_range_is_one_line_before_anything_runs(
+    args: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--steps -3`` printed "steps sent: -6" and waited out the whole timeout; ``--steps
+    0`` and an empty namespace list waited it out too."""
+    from mqcontract_conformance.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--backend", "memory", *args])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err, err
+    assert "Traceback" not in err, err
