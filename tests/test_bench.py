@@ -113,3 +113,63 @@ def test_serial_acks_are_also_compared_confirmed_when_the_raw_side_does_not_conf
     keys = [w.key for w in both]
     assert keys.index("receive_ack") + 1 == keys.index("receive_ack_confirmed")
     assert "unconfirmed" in both[keys.index("receive_ack")].title
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--latency-samples", "-1"), "argument --latency-samples: must be at least 0"),
+        (("--recovery-poll-interval", "nan"), "argument --recovery-poll-interval: must be a fini"),
+        (("--recovery-poll-interval", "inf"), "argument --recovery-poll-interval: must be a fini"),
+        (("--recovery-poll-interval", "0"), "argument --recovery-poll-interval: must be greater"),
+        (("--messages", "0"), "argument --messages: must be at least 1"),
+        (("scaling", "--latency-seconds", "inf"), "argument --latency-seconds: must be a finite"),
+    ],
+)
+def test_a_value_no_run_can_honour_is_refused_while_parsing(
+    args: tuple[str, ...], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["bench", *args])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--json",), "--json"),
+        (("--markdown",), "--markdown"),
+        (("scaling", "--out"), "--out"),
+    ],
+)
+def test_an_output_that_cannot_be_written_fails_before_anything_is_measured(
+    args: tuple[str, ...],
+    flag: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mqcontract_conformance.bench import _scaling_cli, cli
+
+    def measured(*args: object, **kwargs: object) -> None:
+        pytest.fail("the bench ran before its output was checked")
+
+    monkeypatch.setattr(cli, "run_bench", measured)
+    monkeypatch.setattr(_scaling_cli, "run_scaling", measured)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = blocker / "out"
+    assert main(["bench", *args, str(target), "--provider", "memory", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR: {flag} {target}: cannot write there ("), err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_output_check_leaves_nothing_behind(tmp_path: Path) -> None:
+    from mqcontract._arguments import output_problem
+
+    assert output_problem("--out", tmp_path / "a" / "b", directory=True) is None
+    assert output_problem("--json", tmp_path / "c.json") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert output_problem("--json", "") == "--json names no file (it is empty)"

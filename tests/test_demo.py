@@ -85,10 +85,10 @@ async def test_the_demo_command_says_so_in_one_line(bare_database: str) -> None:
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["--steps", "-3"], "--steps: -3 is not at least 1"),
-        (["--steps", "0"], "--steps: 0 is not at least 1"),
+        (["--steps", "-3"], "--steps: must be at least 1, not -3"),
+        (["--steps", "0"], "--steps: must be at least 1, not 0"),
         (["--namespaces", " , "], "--namespaces: names no namespace"),
-        (["--timeout", "nan"], "--timeout: nan is not a finite number"),
+        (["--timeout", "nan"], "--timeout: must be a finite number"),
     ],
 )
 def test_a_demo_argument_out_of_range_is_one_line_before_anything_runs(

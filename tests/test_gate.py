@@ -129,6 +129,37 @@ def test_a_narrowed_run_is_never_plain_passing(tmp_path: Path) -> None:
             id="json",
         ),
         pytest.param((), {"MQCONTRACT_CONFIG": "typo.toml"}, "unknown key", id="toml"),
+        *(
+            pytest.param(
+                ("--rules", "LIFE-1", "--timing-scale", scale),
+                {},
+                "must be a finite number greater than 0",
+                id=f"timing-scale-{scale}",
+            )
+            for scale in ("0", "inf")  # the rest: test_timing_scale
+        ),
+        *(
+            pytest.param(
+                ("--rules", "LIFE-1"),
+                {"MQCONTRACT_TIMING_SCALE": scale},
+                f"MQCONTRACT_TIMING_SCALE={scale}: ",
+                id=f"timing-scale-env-{scale}",
+            )
+            for scale in ("abc",)
+        ),
+        # `-- --co`: were the empty selection taken for "every rule", nothing would run.
+        *(
+            pytest.param(
+                ("--rules", rules, "--", "--co"),
+                {},
+                "--rules names no rule",
+                id=f"rules-{rules or 'empty'}",
+            )
+            for rules in ("", ",,")
+        ),
+        pytest.param(
+            ("--rules", "LIFE-1", "--json", ""), {}, "--json names no file", id="json-empty"
+        ),
         pytest.param(
             ("--provider", "factories:takes_nothing"),
             {"PYTHONPATH": "."},
@@ -203,3 +234,40 @@ def test_a_rule_without_named_hooks_says_why_it_needed_one() -> None:
     result.results["CLAIM-3"] = RuleResult("CLAIM-3", Outcome.NEEDS_HOOK, reason)
     why = result.unverified_groups()["CLAIM"]
     assert why == "needs a harness hook (dictq: services opened by the harness do not share)"
+
+
+def test_pgmq_install_refuses_an_empty_dsn_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--dsn "$DATABASE_URL"` with the variable unset would install into libpq's default
+    database, which nobody named."""
+    import mqcontract.providers.pgmq as pgmq
+    from mqcontract_conformance.cli import main
+
+    def connected(*args: object, **kwargs: object) -> None:
+        pytest.fail("install_pgmq was called with an empty DSN")
+
+    monkeypatch.setattr(pgmq, "install_pgmq", connected)
+    for dsn in ("", "   "):
+        assert main(["pgmq", "install", "--dsn", dsn]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ERROR: --dsn is empty: name the target database"), err
+        assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("selftest", "--scale", "inf"), "argument --scale: must be a finite number"),
+        (("selftest", "--scale", "0"), "argument --scale: must be greater than 0"),
+    ],
+)
+def test_selftest_scales_must_be_finite_and_positive(
+    args: tuple[str, ...], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mqcontract_conformance.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(list(args))
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err

@@ -108,6 +108,22 @@ def test_unknown_provider_is_a_usage_error(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--mq-timing-scale", "nan"), "ERROR: --mq-timing-scale nan: must be a finite number*"),
+        (("--mq-rules", ",,"), "ERROR: --mq-rules names no rule*"),
+    ],
+)
+def test_a_mistake_in_pytest_spelling_is_a_usage_error_naming_the_option(
+    pytester: pytest.Pytester, args: tuple[str, ...], says: str
+) -> None:
+    result = pytester.runpytest(*ARGS, "--mq-provider", "memory", "--co", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([says])
+    assert "INTERNALERROR" not in str(result.stderr) + str(result.stdout)
+
+
 def test_rules_document_is_generated_from_the_registry() -> None:
     committed = Path(__file__).parent.parent / "conformance" / "RULES.md"
     assert committed.read_text(encoding="utf-8") == render_rules_markdown(), (

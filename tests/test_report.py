@@ -274,8 +274,9 @@ def test_the_allure_single_file_report_is_generated_when_the_tool_exists(
 
 
 def test_without_any_result_every_expected_provider_is_missing(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    status = main(["report", str(tmp_path / "no-results"), "--out", str(out), "--expect", "a,b"])
+    out, empty = tmp_path / "out", tmp_path / "no-results"
+    empty.mkdir()  # a results directory no run wrote into (one that does not exist: an error)
+    status = main(["report", str(empty), "--out", str(out), "--expect", "a,b"])
     assert status == 0
     merged = json.loads((out / "compatibility.json").read_text())
     assert [(p["name"], p["status"]) for p in merged["providers"]] == [
@@ -372,7 +373,8 @@ def test_a_file_in_the_stress_directory_that_is_not_an_account_fails_the_command
     assert main([*args, "--stress", str(stress_dir)]) == 1
     assert "notes.json: not an mqcontract stress account" in capsys.readouterr().err
     missing = tmp_path / "nowhere" / "run.json"
-    assert main([*args, "--stress", str(missing)]) == 1
+    assert main([*args, "--stress", str(missing)]) == 2  # a mistake, found before any work
+    assert "ERROR: --stress" in capsys.readouterr().err
 
 
 def test_the_rule_text_shown_is_the_text_of_the_suite_that_ran(tmp_path: Path) -> None:
@@ -553,3 +555,44 @@ def test_the_published_report_is_what_the_code_makes_of_the_published_results(
         f"reports/ is stale for {stale}: run `.venv/bin/mqcontract report reports/results "
         f"--out reports --no-allure --expect {','.join(expect)}`"
     )
+
+
+@pytest.mark.parametrize(
+    ("flag", "extra"),
+    [
+        ("RESULTS", ()),
+        ("--stress", ("--stress",)),
+        ("--bench", ("--bench",)),
+        ("--allure-results", ("--allure-results",)),
+    ],
+)
+def test_a_named_path_that_does_not_exist_fails_before_any_work(
+    flag: str, extra: tuple[str, ...], results_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """A typo is a mistake, never an empty report or an empty column."""
+    missing = tmp_path / "no_such_path"
+    out = tmp_path / "out"
+    paths = [str(missing)] if flag == "RESULTS" else [str(results_dir), *extra, str(missing)]
+    assert main(["report", *paths, "--out", str(out), "--no-allure"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ERROR: {flag} {missing}: no such file or directory\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_out_that_cannot_be_written_fails_before_any_work(
+    where: str, results_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker if where == "a file" else blocker / "reports"
+    assert main(["report", str(results_dir), "--out", str(out), "--no-allure"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR: --out {out}: cannot write there ("), err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_out_that_does_not_exist_yet_is_made(results_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "reports"
+    assert main(["report", str(results_dir), "--out", str(out), "--no-allure"]) == 0
+    assert (out / "compatibility.md").is_file()

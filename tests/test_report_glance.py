@@ -336,7 +336,8 @@ def test_bench_results_are_read_from_the_command_line(tmp_path: Path, capsys: An
     bench.write_text(json.dumps({"format": "mqcontract-stress/1"}))
     assert main([*args, "--bench", str(bench)]) == 1
     assert "elsewhere.json: not an mqcontract bench result" in capsys.readouterr().err
-    assert main([*args, "--bench", str(tmp_path / "missing.json")]) == 1
+    assert main([*args, "--bench", str(tmp_path / "missing.json")]) == 2  # a usage mistake
+    assert "ERROR: --bench" in capsys.readouterr().err
 
 
 def test_stress_accounts_of_another_consumer_mode_are_told_apart() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -166,3 +167,55 @@ async def test_a_certain_send_failure_ends_the_run_instead_of_counting_as_unknow
         await run.produce(service, 0)
     assert not run.ledger.indeterminate
     await service.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--max-seconds", "inf"), "argument --max-seconds: must be a finite number"),
+        (("--max-seconds", "-1"), "argument --max-seconds: must be greater than 0"),
+        (("--vt", "nan"), "argument --vt: must be a finite number"),
+        (("--poll-interval", "0"), "argument --poll-interval: must be greater than 0"),
+        (("--fail-rate", "1.5"), "argument --fail-rate: must be at least 0 and less than 1"),
+        (("--messages", "0"), "argument --messages: must be at least 1"),
+    ],
+)
+def test_a_value_no_run_can_honour_is_refused_while_parsing(
+    args: tuple[str, ...], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mqcontract_conformance.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["stress", "--provider", "memory", *args])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_settings_with_endless_seconds_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="max_seconds"):
+        dataclasses.replace(SMALL, max_seconds=math.inf).validate()
+    with pytest.raises(ConfigurationError, match="poll_interval"):
+        dataclasses.replace(SMALL, poll_interval=math.nan).validate()
+
+
+@pytest.mark.parametrize("flag", ["--json", "--markdown"])
+def test_an_output_that_cannot_be_written_fails_before_the_load_runs(
+    flag: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mqcontract_conformance.stress import _load
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        pytest.fail("the load ran before its output was checked")
+
+    monkeypatch.setattr(_load, "run_stress", loaded)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = blocker / "account.json"
+    args = ["stress", "--provider", "memory", "--messages", "10", "--quiet", flag, str(target)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ERROR: {flag} {target}: cannot write there ("), err
+    assert len(err.splitlines()) == 1

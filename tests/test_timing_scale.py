@@ -11,6 +11,7 @@ The model rules draw their durations at random, so their table is checked instea
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, ClassVar, cast
@@ -152,3 +153,26 @@ def test_model_programs_use_the_same_durations_at_every_scale() -> None:
     assert min(three.vts) < 1.0
     assert three.tolerance > one.tolerance
     assert three.wait_budget == pytest.approx(one.wait_budget * SCALE)
+
+
+@pytest.mark.parametrize("scale", [0, -2, math.nan, math.inf, -math.inf])
+def test_a_scale_that_is_not_a_finite_positive_number_is_refused(scale: float) -> None:
+    """0 or less leaves no time to wait; inf waits forever (and blames the provider)."""
+    with pytest.raises(ValueError, match=r"must be a finite number greater than 0"):
+        TimingProfile.from_scale(scale)
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-1", "nan", "inf", "1e999"])
+def test_a_bad_scale_in_the_environment_is_refused_naming_the_variable(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MQCONTRACT_TIMING_SCALE", text)
+    with pytest.raises(ValueError, match=rf"^MQCONTRACT_TIMING_SCALE={text}: "):
+        TimingProfile.from_scale()
+
+
+def test_an_unset_or_blank_scale_in_the_environment_is_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQCONTRACT_TIMING_SCALE", " ")
+    assert TimingProfile.from_scale().scale == 1.0
+    monkeypatch.setenv("MQCONTRACT_TIMING_SCALE", "2.5")
+    assert TimingProfile.from_scale().case == 2.5 * TimingProfile().case

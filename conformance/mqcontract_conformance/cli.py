@@ -61,8 +61,15 @@ def _pgmq_install(options: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
+    from mqcontract._arguments import usage_error
     from mqcontract.providers.pgmq import install_pgmq
 
+    if not options.dsn.strip():
+        # `--dsn "$DATABASE_URL"` with the variable unset: libpq would fall back to its
+        # default database (PGDATABASE, the user's name), which nobody named.
+        return usage_error(
+            "--dsn is empty: name the target database (postgresql://USER@HOST:PORT/DATABASE)"
+        )
     scripts = [Path(d) for d in options.upgrade_scripts]
     result = asyncio.run(
         install_pgmq(options.dsn, upgrade=options.upgrade, upgrade_scripts=scripts)

@@ -70,7 +70,8 @@ class Option:
             return [arg for item in value or () for arg in (flag, str(item))]
         if self.kind is _Kind.SWITCH:
             return [flag] if value else []
-        return [] if value is None or value == "" else [flag, str(value)]
+        # An empty value is passed on too: the plugin reports it (``--rules ""``).
+        return [] if value is None else [flag, str(value)]
 
 
 OPTIONS: Sequence[Option] = (

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mqcontract._arguments import check_file
 from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import GROUPS, SUITE_VERSION, Rule
@@ -182,20 +183,9 @@ def _order(r: RuleResult) -> int:
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise ``OSError`` now if the results could not be written to ``path`` later.
-
-    Creates the parent directories (as writing would) and opens the file for appending,
-    removing it again if it did not exist, so nothing is left behind by a check.
-    """
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"{target} is a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    existed = target.exists()
-    with target.open("a", encoding="utf-8"):
-        pass
-    if not existed:
-        target.unlink()
+    """Raise ``OSError`` now if the results could not be written to ``path`` later
+    (:func:`.arguments.check_file`: nothing is left behind by the check)."""
+    check_file(path)
 
 
 def write_results(

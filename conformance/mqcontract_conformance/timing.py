@@ -12,10 +12,26 @@ Waiting is always polling with early exit; nothing sleeps to synchronize.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
-__all__ = ["TimingProfile"]
+__all__ = ["SCALE_ENV", "TimingProfile", "checked_scale"]
+
+#: Gives the scale when no option does.
+SCALE_ENV = "MQCONTRACT_TIMING_SCALE"
+
+
+def checked_scale(value: float | str) -> float:
+    """``value`` as a timing scale; ``ValueError`` saying why unless it is a finite number
+    greater than 0 (0 or less would leave no time to wait; ``inf`` would wait forever)."""
+    try:
+        scale = float(value)
+    except ValueError:
+        raise ValueError("not a number (it must be a finite number greater than 0)") from None
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError("must be a finite number greater than 0")
+    return scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +60,21 @@ class TimingProfile:
     @classmethod
     def from_scale(cls, scale: float | None = None) -> TimingProfile:
         """The default profile, its bounds and margins scaled by ``scale`` (or
-        ``MQCONTRACT_TIMING_SCALE``); the durations under test stay as they are."""
+        ``MQCONTRACT_TIMING_SCALE``); the durations under test stay as they are.
+
+        Raises ``ValueError`` naming the scale (or the variable) unless it is a finite
+        number greater than 0."""
         if scale is None:
-            scale = float(os.environ.get("MQCONTRACT_TIMING_SCALE", "1") or 1)
-        if not scale > 0:
-            raise ValueError(f"timing scale must be > 0, got {scale}")
+            text = os.environ.get(SCALE_ENV, "")
+            try:
+                scale = checked_scale(text) if text.strip() else 1.0
+            except ValueError as exc:
+                raise ValueError(f"{SCALE_ENV}={text}: {exc}") from None
+        else:
+            try:
+                scale = checked_scale(scale)
+            except ValueError as exc:
+                raise ValueError(f"timing scale {scale}: {exc}") from None
         base = cls()
         return cls(
             scale=scale,

@@ -3,7 +3,24 @@
 Precedence, lowest to highest: built-in defaults → TOML file (``MQCONTRACT_CONFIG`` or
 an explicit path) → environment variables. Sections and keys follow the architecture
 document (``[pgmq]``, ``[rabbitmq]``) plus ``[messaging]``, ``[memory]`` and ``[queues]``.
-Unknown keys, malformed values and unknown backends raise ``ConfigurationError``.
+Unknown keys, malformed values, numbers out of their range, a config file that cannot be
+read and unknown backends raise ``ConfigurationError``, when the configuration is loaded.
+
+Numeric ranges (checked by :func:`load_config` and :func:`provider_settings`, not when a
+dataclass is built in code): every ``*_seconds`` timeout and interval is finite, above 0
+and at most a day (86400); ``prefetch_count`` is 1..65535 (AMQP's unsigned short; 0 would
+mean "nothing" on one provider and "unlimited" on another); ``heartbeat_seconds`` 1..65535;
+``batch_size`` 1..2147483647 (PGMQ reads a PostgreSQL ``integer``); ``push_threshold_bytes``
+0..7999 (a NOTIFY payload must stay under 8000 bytes; 0: never inline);
+``max_message_size_bytes`` from 1 to 268435455 on PGMQ (a ``jsonb`` value's limit) and
+536870912 (RabbitMQ's 512 MiB) on RabbitMQ and memory; ``pool_max_size`` 1..262143
+(PostgreSQL's ``max_connections`` limit) and ``pool_min_size`` 0..``pool_max_size``.
+Each field's range is its ``metadata["range"]``; a provider outside this package may give
+its own fields one too.
+
+When the selected backend is ``pgmq`` its ``database_url`` is checked at load
+(:func:`check_postgres_url`), and for ``rabbitmq``/``rabbitmq-quorum`` the broker URLs
+(:func:`check_amqp_urls`); another backend's URL is not, so it cannot stop this one.
 
 Environment variables: ``TASKER_MESSAGING_BACKEND`` (provider name; default ``pgmq``),
 ``DATABASE_URL``, ``RABBITMQ_URL``, ``RABBITMQ_MANAGEMENT_URL``, ``MQCONTRACT_CONFIG``.
@@ -47,6 +64,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "DEFAULT_MANAGEMENT_PORT",
     "DEFAULT_RABBITMQ_URL",
+    "PGMQ_MAX_PUSH_THRESHOLD_BYTES",
     "ManagementEndpoint",
     "MemoryConfig",
     "MessagingConfig",
@@ -55,6 +73,7 @@ __all__ = [
     "RabbitMqConfig",
     "check_amqp_urls",
     "check_management_url",
+    "check_postgres_url",
     "derived_management_url",
     "load_config",
     "provider_settings",
@@ -65,6 +84,48 @@ DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/test"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: Port of the management API derived from an AMQP URL (the plugin's default).
 DEFAULT_MANAGEMENT_PORT = 15672
+#: The largest ``push_threshold_bytes``: a NOTIFY payload must stay under 8000 bytes (the
+#: PGMQ provider's notify function clamps to the same ``MAX_NOTIFY_BYTES``).
+PGMQ_MAX_PUSH_THRESHOLD_BYTES = 7999
+#: The longest timeout or interval a setting may name: one day.
+MAX_SECONDS = 86_400.0
+_AMQP_SHORT = 65_535
+_MIB = 1_048_576
+
+
+@dataclass(frozen=True)
+class _Range:
+    """The values a numeric setting may take: ``low`` (excluded when ``low_open``)..``high``."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def check(self, number: float) -> None:
+        below = number <= self.low if self.low_open else number < self.low
+        if below or not number <= self.high:  # NaN fails both
+            low = f"above {_number(self.low)}" if self.low_open else f"at least {_number(self.low)}"
+            raise ValueError(f"must be {low} and at most {_number(self.high)}")
+
+
+def _number(value: float) -> str:
+    """``value`` as a person writes it: ``86400``, not ``86400.0`` or ``2.14748e+09``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _ranged(default: T, low: float, high: float, *, low_open: bool = False) -> T:
+    """A dataclass field with ``default`` whose loaded values must lie in the range."""
+    return field(default=default, metadata={"range": _Range(low, high, low_open)})
+
+
+def _seconds(default: float) -> float:
+    """A timeout or interval: finite, above 0, at most :data:`MAX_SECONDS`."""
+    return _ranged(default, 0.0, MAX_SECONDS, low_open=True)
+
+
+def _prefetch(default: int) -> int:
+    """A prefetch count: 1..65535 (0 is rejected: "nothing" here, "unlimited" in AMQP)."""
+    return _ranged(default, 1, _AMQP_SHORT)
 
 
 #: A comma that starts another URL: one followed by a scheme, so that a single URL whose
@@ -116,6 +177,52 @@ def check_amqp_urls(value: str, key: str = "rabbitmq.url") -> tuple[str, ...]:
         reason = f"every URL must name the same virtual host (found {shown})"
         raise ConfigurationError(key, redact(value), reason)
     return tuple(urls)
+
+
+_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+#: One host of a PostgreSQL URL's (comma-separated) host list: ``host``, ``[v6]``, with
+#: an optional ``:port``.
+_PG_HOST = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*))(?::(?P<port>.*))?")
+
+
+def check_postgres_url(value: str, key: str = "pgmq.database_url") -> str:
+    """``value`` if it is a well-formed PostgreSQL URL, else ``ConfigurationError`` naming
+    ``key`` (password redacted).
+
+    The scheme is ``postgresql://`` or ``postgres://``; each host of its host list (libpq
+    allows several, comma-separated) is non-empty, with a port, when given, an integer
+    1..65535. A URL naming no host at all (``postgresql:///db``) is libpq's local default
+    (``PGHOST``, else the Unix socket) and is accepted.
+    """
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ConfigurationError(key, redact(value), f"malformed URL: {exc}") from None
+    if parts.scheme not in _POSTGRES_SCHEMES:
+        reason = "expected a postgresql:// or postgres:// URL"
+        raise ConfigurationError(key, redact(value), reason)
+    hosts = parts.netloc.rpartition("@")[2]
+    if not hosts:
+        return value
+    entries = hosts.split(",")
+    for index, entry in enumerate(entries, 1):
+        where = f"host {index} of {len(entries)}: " if len(entries) > 1 else ""
+        match = _PG_HOST.fullmatch(entry)
+        if match is None:
+            raise ConfigurationError(key, redact(value), f"{where}malformed host")
+        if not (match["v6"] or match["host"]):
+            raise ConfigurationError(key, redact(value), f"{where}empty host")
+        port = match["port"]
+        if port is None:
+            continue
+        # The port's text is quoted only when it is digits: in a URL whose password holds
+        # a raw '/' or '#', what parses as the port is a piece of the password.
+        digits = port.isascii() and port.isdigit()
+        if not digits or len(port) > 5 or not 1 <= int(port) <= 65535:
+            shown = f" {port}" if digits and len(port) <= 20 else ""
+            reason = f"{where}port{shown} is not an integer 1..65535"
+            raise ConfigurationError(key, redact(value), reason)
+    return value
 
 
 class _RedactedRepr:
@@ -189,17 +296,23 @@ class ManagementEndpoint:
 class PgmqConfig(_RedactedRepr):
     """``[pgmq]``: PGMQ on PostgreSQL."""
 
+    #: Checked (:func:`check_postgres_url`) at load when ``pgmq`` is the backend.
     database_url: str = DEFAULT_DATABASE_URL
-    visibility_timeout_seconds: float = 60.0
-    max_message_size_bytes: int = 1_048_576
-    batch_size: int = 100
-    #: NOTIFY carries the message when its whole JSON payload is at most this many bytes.
-    push_threshold_bytes: int = 7000
-    fallback_polling_interval_seconds: float = 5.0
+    visibility_timeout_seconds: float = _seconds(60.0)
+    #: 1..268435455 (the largest ``jsonb`` value).
+    max_message_size_bytes: int = _ranged(_MIB, 1, 268_435_455)
+    #: 1..2147483647 (a PostgreSQL ``integer``).
+    batch_size: int = _ranged(100, 1, 2_147_483_647)
+    #: NOTIFY carries the message when its whole JSON payload is at most this many bytes:
+    #: 0..7999 (a NOTIFY payload must stay under 8000 bytes; 0: never, always a signal).
+    push_threshold_bytes: int = _ranged(7000, 0, PGMQ_MAX_PUSH_THRESHOLD_BYTES)
+    fallback_polling_interval_seconds: float = _seconds(5.0)
     #: Ack archives into ``pgmq.a_<queue>`` instead of deleting.
     archive_on_ack: bool = False
-    pool_min_size: int = 1
-    pool_max_size: int = 10
+    #: 0..``pool_max_size`` (0: connections are opened when first needed).
+    pool_min_size: int = _ranged(1, 0, 262_143)
+    #: 1..262143 (PostgreSQL's largest ``max_connections``).
+    pool_max_size: int = _ranged(10, 1, 262_143)
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -214,15 +327,18 @@ class RabbitMqConfig(_RedactedRepr):
     use_management_api: bool = True
     #: Claimed deliveries a subscription may hold unsettled; their visibility timeout
     #: runs while they wait, so about the number of workers behind it is right.
-    prefetch_count: int = 100
-    connection_timeout_seconds: float = 30.0
+    #: 1..65535 (AMQP's unsigned short); 0, AMQP's "unlimited", is rejected.
+    prefetch_count: int = _prefetch(100)
+    connection_timeout_seconds: float = _seconds(30.0)
     #: The longest heartbeat asked for; the provider asks for at most a third of
     #: ``push_visibility_timeout_seconds`` (never below 5 s): the broker drops a frozen
     #: holder's connection, and requeues its claims, after three silent heartbeats.
-    heartbeat_seconds: int = 60
-    max_message_size_bytes: int = 1_048_576
+    #: 1..65535 (AMQP's unsigned short; 0, "no heartbeat", is rejected).
+    heartbeat_seconds: int = _ranged(60, 1, _AMQP_SHORT)
+    #: 1..536870912 (RabbitMQ's largest message, 512 MiB).
+    max_message_size_bytes: int = _ranged(_MIB, 1, 512 * _MIB)
     #: Visibility timeout applied to pushed (consumed) messages.
-    push_visibility_timeout_seconds: float = 60.0
+    push_visibility_timeout_seconds: float = _seconds(60.0)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -247,10 +363,12 @@ class RabbitMqConfig(_RedactedRepr):
 class MemoryConfig(_RedactedRepr):
     """``[memory]``: the in-process provider."""
 
-    max_message_size_bytes: int = 1_048_576
-    push_visibility_timeout_seconds: float = 60.0
-    #: As ``[rabbitmq] prefetch_count``: claimed pushes a subscription holds at once.
-    prefetch_count: int = 100
+    #: 1..536870912 (as RabbitMQ's).
+    max_message_size_bytes: int = _ranged(_MIB, 1, 512 * _MIB)
+    push_visibility_timeout_seconds: float = _seconds(60.0)
+    #: As ``[rabbitmq] prefetch_count``: claimed pushes a subscription holds at once,
+    #: 1..65535 (0, which would push nothing, is rejected).
+    prefetch_count: int = _prefetch(100)
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -269,7 +387,7 @@ class MessagingConfig(_RedactedRepr):
     """Everything a provider, the client and the event system need."""
 
     backend: str = "pgmq"
-    operation_timeout_seconds: float = 30.0
+    operation_timeout_seconds: float = _seconds(30.0)
     pgmq: PgmqConfig = field(default_factory=PgmqConfig)
     rabbitmq: RabbitMqConfig = field(default_factory=RabbitMqConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
@@ -295,8 +413,11 @@ _ENV_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
-def _coerce(key: str, value: object, default: object, annotation: str) -> object:
-    """Check ``value`` against the field's type; strings from the environment are parsed."""
+def _coerce(
+    key: str, value: object, default: object, annotation: str, bounds: _Range | None = None
+) -> object:
+    """Check ``value`` against the field's type and ``bounds``; strings (from the
+    environment) are parsed."""
     wants_optional = "None" in annotation
     if value is None and wants_optional:
         return None
@@ -314,6 +435,8 @@ def _coerce(key: str, value: object, default: object, annotation: str) -> object
             number = int(value)
             if number < 0:
                 raise ValueError("must not be negative")
+            if bounds is not None:
+                bounds.check(number)
             return number
         if base == "float":
             if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -321,6 +444,8 @@ def _coerce(key: str, value: object, default: object, annotation: str) -> object
             seconds = float(value)
             if not seconds >= 0 or seconds == float("inf"):
                 raise ValueError("must be a finite, non-negative number")
+            if bounds is not None:
+                bounds.check(seconds)
             return seconds
         if base == "str":
             if not isinstance(value, str) or not value:
@@ -340,8 +465,13 @@ def _build(section: str, cls: type[Any], values: Mapping[str, object]) -> Any:
             raise ConfigurationError(f"{section}.{key}", value, f"unknown key (known: {known})")
         f = fields[key]
         annotation = f.type.__name__ if isinstance(f.type, type) else str(f.type)
-        kwargs[key] = _coerce(f"{section}.{key}", value, f.default, annotation)
-    return cls(**kwargs)
+        bounds = f.metadata.get("range")
+        kwargs[key] = _coerce(f"{section}.{key}", value, f.default, annotation, bounds)
+    built = cls(**kwargs)
+    if cls is PgmqConfig and built.pool_min_size > built.pool_max_size:
+        reason = f"must be at most pool_max_size ({built.pool_max_size})"
+        raise ConfigurationError(f"{section}.pool_min_size", built.pool_min_size, reason)
+    return built
 
 
 def provider_settings(
@@ -355,9 +485,11 @@ def provider_settings(
     """Settings of a provider outside this package, checked like the built-in sections.
 
     ``cls`` is a dataclass whose fields are ``bool``, ``int``, ``float`` or ``str`` (or
-    ``X | None``) with defaults. Precedence: those defaults, then ``[providers.NAME]`` from
-    the TOML file, then the environment variables named in ``env_keys`` (variable ->
-    field). Unknown keys and malformed values raise ``ConfigurationError``.
+    ``X | None``) with defaults (a numeric field may bound its values with
+    ``metadata={"range": ...}``, as the built-in sections do). Precedence: those defaults,
+    then ``[providers.NAME]`` from the TOML file, then the environment variables named in
+    ``env_keys`` (variable -> field). Unknown keys and malformed values raise
+    ``ConfigurationError``.
     """
     values: dict[str, object] = dict(config.providers.get(name, {}))
     env = os.environ if environ is None else environ
@@ -399,6 +531,16 @@ def load_config(
             raise ConfigurationError(
                 "MQCONTRACT_CONFIG", str(toml_path), "file not found"
             ) from None
+        except IsADirectoryError:
+            raise ConfigurationError(
+                "MQCONTRACT_CONFIG", str(toml_path), "is a directory, not a TOML file"
+            ) from None
+        except OSError as exc:  # permission denied, an I/O error, ...
+            reason = f"cannot be read: {exc.strerror or exc}"
+            raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), reason) from None
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+            raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), reason) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError("MQCONTRACT_CONFIG", str(toml_path), str(exc)) from None
 
@@ -433,15 +575,24 @@ def load_config(
         top["backend"] = env["TASKER_MESSAGING_BACKEND"]
 
     built = {name: _build(name, cls, sections[name]) for name, cls in _SECTIONS.items()}
-    messaging_fields = {"backend": "str", "operation_timeout_seconds": "float"}
+    messaging_fields = {
+        f.name: f for f in dataclasses.fields(MessagingConfig) if f.name not in _SECTIONS
+    }
+    messaging_fields.pop("providers")
     kwargs: dict[str, Any] = {}
     for key, value in top.items():
         if key not in messaging_fields:
             raise ConfigurationError(f"messaging.{key}", value, "unknown key")
-        kwargs[key] = _coerce(f"messaging.{key}", value, None, messaging_fields[key])
+        f = messaging_fields[key]
+        bounds = f.metadata.get("range")
+        kwargs[key] = _coerce(f"messaging.{key}", value, None, str(f.type), bounds)
     config = MessagingConfig(**kwargs, **built, providers=providers)
     if config.rabbitmq.management_url:
         check_management_url(config.rabbitmq.management_url)
+    if config.backend == "pgmq":
+        check_postgres_url(config.pgmq.database_url)
+    elif config.backend in {"rabbitmq", "rabbitmq-quorum"}:
+        check_amqp_urls(config.rabbitmq.url)
     if validate_backend:
         names = provider_names()
         if config.backend not in names and ":" not in config.backend:

@@ -12,6 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mqcontract._arguments import (
+    output_problem,
+    positive_int,
+    positive_number,
+    usage_error,
+)
+
 from ._progress import Progress
 from ._scaling import ScalingSettings, quick_settings, run_scaling
 from ._scaling_report import render_scaling_markdown, render_scaling_text
@@ -72,6 +79,9 @@ def write_outputs(report: dict[str, Any], directory: Path, *, plots: bool = True
 
 
 def _run(options: argparse.Namespace) -> int:
+    problem = output_problem("--out", options.out, directory=True)
+    if problem:  # found now, not after every measurement has run
+        return usage_error(problem)
     settings = _settings(options)
     progress = Progress(0, quiet=options.quiet)
     for name in ("mqcontract", "aiormq", "aio_pika"):
@@ -84,20 +94,6 @@ def _run(options: argparse.Namespace) -> int:
             progress.message(f"wrote {path}")
     failed = any(result["errors"] for result in report["providers"].values())
     return 1 if failed else 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def register_scaling(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -128,30 +124,30 @@ def register_scaling(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     parser.add_argument(
         "--messages",
-        type=_positive,
+        type=positive_int,
         help=f"messages per throughput and capacity run (default {defaults.messages})",
     )
     parser.add_argument(
-        "--rounds", type=_positive, help=f"rounds, median reported (default {defaults.rounds})"
+        "--rounds", type=positive_int, help=f"rounds, median reported (default {defaults.rounds})"
     )
     parser.add_argument(
         "--batch-messages",
-        type=_positive,
+        type=positive_int,
         help=f"messages per batch-cost run (default {defaults.batch_messages})",
     )
     parser.add_argument(
         "--latency-seconds",
-        type=_seconds,
+        type=positive_number,
         help=f"paced sending per load level (default {defaults.latency_seconds:g})",
     )
     parser.add_argument(
         "--payload-bytes",
-        type=_positive,
+        type=positive_int,
         help=f"payload size (default {defaults.payload_bytes})",
     )
     parser.add_argument(
         "--senders",
-        type=_positive,
+        type=positive_int,
         help=f"concurrent senders of push runs (default {defaults.senders})",
     )
     parser.add_argument(

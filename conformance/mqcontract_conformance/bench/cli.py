@@ -10,6 +10,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from mqcontract._arguments import (
+    count,
+    output_problem,
+    positive_int,
+    positive_number,
+    usage_error,
+)
+
 from ._progress import Progress
 from ._report import render_markdown, render_text
 from ._runner import BenchSettings, run_bench
@@ -57,6 +65,10 @@ def _command(settings: BenchSettings, options: argparse.Namespace) -> str:
 
 
 def _run(options: argparse.Namespace) -> int:
+    for flag, path in (("--json", options.json), ("--markdown", options.markdown)):
+        problem = output_problem(flag, path)
+        if problem:  # found now, not after every measurement has run
+            return usage_error(problem)
     settings = _settings(options)
     progress = Progress(0, quiet=options.quiet)
     # Faults are injected on purpose; the providers' warnings about them would only
@@ -80,13 +92,6 @@ def _run(options: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``mqcontract bench``."""
     bench = subparsers.add_parser(
@@ -104,19 +109,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         help="memory, pgmq, rabbitmq, rabbitmq-quorum or any harness name (repeatable)",
     )
-    bench.add_argument("--messages", type=_positive, default=2000, help="messages per timed run")
-    bench.add_argument("--payload-bytes", type=_positive, default=256, help="payload size")
-    bench.add_argument("--batch", type=_positive, default=100, help="batch size (send, receive)")
-    bench.add_argument("--rounds", type=_positive, default=3, help="rounds (median reported)")
+    bench.add_argument("--messages", type=positive_int, default=2000, help="messages per timed run")
+    bench.add_argument("--payload-bytes", type=positive_int, default=256, help="payload size")
+    bench.add_argument("--batch", type=positive_int, default=100, help="batch size (send, receive)")
+    bench.add_argument("--rounds", type=positive_int, default=3, help="rounds (median reported)")
     bench.add_argument(
-        "--slices", type=_positive, default=10, help="send/receive: alternate sides per slice"
+        "--slices", type=positive_int, default=10, help="send/receive: alternate sides per slice"
     )
-    bench.add_argument("--workers", type=_positive, default=4, help="consumer workers")
-    bench.add_argument("--latency-samples", type=int, default=200, help="0: no latency runs")
-    bench.add_argument("--recovery-samples", type=_positive, default=3)
+    bench.add_argument("--workers", type=positive_int, default=4, help="consumer workers")
+    bench.add_argument("--latency-samples", type=count, default=200, help="0: no latency runs")
+    bench.add_argument("--recovery-samples", type=positive_int, default=3)
     bench.add_argument(
         "--recovery-poll-interval",
-        type=float,
+        type=positive_number,
         default=1.0,
         help="fallback poll interval (s) while measuring recovery",
     )

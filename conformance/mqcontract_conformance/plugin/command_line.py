@@ -15,6 +15,7 @@ from mqcontract_conformance.options import OPTIONS, Spelling, option
 from mqcontract_conformance.provisioning import backends_required
 from mqcontract_conformance.registry import GROUPS, Rule
 from mqcontract_conformance.rules import all_rules
+from mqcontract_conformance.timing import SCALE_ENV, checked_scale
 
 __all__ = ["RunOptions", "flag", "pytest_addoption", "selected_rules"]
 
@@ -46,10 +47,12 @@ class RunOptions:
 
     #: The providers named (``--mq-provider``); none means the plugin stays idle.
     named: tuple[str, ...]
-    timing_scale: float | None
+    #: ``--mq-timing-scale``, else ``MQCONTRACT_TIMING_SCALE``, else 1 (checked: finite, > 0).
+    timing_scale: float
     real_time: bool
     require: bool
     allow_unavailable: bool
+    #: ``--mq-json``: None when not given ("" is a mistake :func:`.state.check` reports).
     json: str | None
 
     @property
@@ -62,21 +65,47 @@ class RunOptions:
         allow = os.environ.get(ALLOW_ENV, "").lower() in {"1", "true", "yes"}
         return cls(
             named=tuple(config.getoption("mq_provider") or ()),
-            timing_scale=config.getoption("mq_timing_scale"),
+            timing_scale=_timing_scale(config),
             real_time=bool(config.getoption("mq_real_time")),
             require=backends_required(bool(config.getoption("mq_require_backends"))),
             allow_unavailable=bool(config.getoption("mq_allow_unavailable")) or allow,
-            json=config.getoption("mq_json") or None,
+            json=config.getoption("mq_json"),
         )
 
 
+def _timing_scale(config: pytest.Config) -> float:
+    """The run's timing scale; a usage error naming the option or variable unless it is a
+    finite number greater than 0 (``inf`` would wait forever and blame the provider)."""
+    given = config.getoption("mq_timing_scale")
+    text = str(given) if given is not None else os.environ.get(SCALE_ENV, "")
+    source = flag(config, "timing_scale") if given is not None else SCALE_ENV
+    if given is None and not text.strip():
+        return 1.0
+    try:
+        return checked_scale(text)
+    except ValueError as exc:
+        sep = " " if given is not None else "="
+        raise pytest.UsageError(
+            f"{source}{sep}{text}: {exc} (it multiplies every timing bound)"
+        ) from None
+
+
 def selected_rules(config: pytest.Config) -> list[Rule]:
-    """The rules ``--mq-rules`` names (ids or groups); all of them when it is not given."""
-    text = str(config.getoption("mq_rules") or "")
-    wanted = {w.strip().upper() for w in text.split(",") if w.strip()}
+    """The rules ``--mq-rules`` names (ids or groups); all of them when it is not given.
+
+    Given, it must name at least one: an empty ``--rules "$RULES"`` is a mistake, not
+    a request for the whole suite.
+    """
+    given = config.getoption("mq_rules")
     rules = all_rules()
-    if not wanted:
+    if given is None:
         return rules
+    wanted = {w.strip().upper() for w in str(given).split(",") if w.strip()}
+    if not wanted:
+        raise pytest.UsageError(
+            f"{flag(config, 'rules')} names no rule (got {str(given)!r}; give rule ids or "
+            f"groups, comma-separated, or leave the option out to run every rule)"
+        )
     chosen = [r for r in rules if r.id in wanted or r.group in wanted]
     unknown = sorted(w for w in wanted if not any(w in (r.id, r.group) for r in rules))
     if unknown:

@@ -102,6 +102,8 @@ def check(config: pytest.Config) -> None:
         return
     selected_rules(config)
     path = state.options.json
+    if path is not None and not path.strip():
+        raise pytest.UsageError(f"{flag(config, 'json')} names no file (it is empty)")
     if path and not hasattr(config, "workerinput"):
         try:
             check_writable(path)

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mqcontract._arguments import output_problem, usage_error
+
 __all__ = ["register", "run"]
 
 
@@ -79,12 +81,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+def _path_problem(options: argparse.Namespace) -> str | None:
+    """The first path named that does not exist, or an ``--out`` that cannot be written.
+
+    A typo in a path is a mistake, never an empty column; only the defaults (OUT/stress,
+    the bench results beside the results) may be absent.
+    """
+    named: list[tuple[str, Path]] = [("RESULTS", path) for path in options.results]
+    named += [("--stress", path) for path in options.stress or ()]
+    named += [("--bench", path) for path in options.bench or ()]
+    if options.allure_results is not None:
+        named.append(("--allure-results", options.allure_results))
+    for flag, path in named:
+        if not path.exists():
+            return f"{flag} {path}: no such file or directory"
+    return output_problem("--out", options.out, directory=True)
+
+
 def run(options: argparse.Namespace) -> int:
-    """Build the report; exit 1 when an input cannot be read."""
+    """Build the report; exit 2 on a path named that does not exist or an ``--out`` that
+    cannot be written (before any work), 1 when an input cannot be read."""
     from mqcontract_conformance.outcomes import Outcome
     from mqcontract_conformance.report import ReportError, ReportOptions, build_report
     from mqcontract_conformance.report.model import STATUSES
 
+    problem = _path_problem(options)
+    if problem:
+        return usage_error(problem)
     expect = [name.strip() for item in options.expect for name in item.split(",") if name.strip()]
     report = ReportOptions(
         results=list(options.results),

@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mqcontract._arguments import output_problem, positive_number, usage_error
+
 if TYPE_CHECKING:
     from mqcontract_conformance.selftest.matrix import SelftestResult, SpecimenResult
 
@@ -41,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--scale",
         action="append",
-        type=float,
+        type=positive_number,
         default=None,
         metavar="S",
         help="timing scale to run at (repeatable; default: 1 and 3)",
@@ -76,10 +78,10 @@ def run(options: argparse.Namespace) -> int:
     from mqcontract_conformance.selftest.catalogue import all_specimens
     from mqcontract_conformance.selftest.matrix import DEFAULT_SCALES, run_matrix, scale_key
 
-    scales = tuple(options.scale or DEFAULT_SCALES)
-    if any(not s > 0 for s in scales):
-        print("mqcontract selftest: a timing scale must be > 0", file=sys.stderr)
-        return 2
+    scales = tuple(options.scale or DEFAULT_SCALES)  # each checked: finite, > 0
+    problem = output_problem("--json", options.json)
+    if problem:
+        return usage_error(problem)
     specimens = all_specimens()
     if options.specimen:
         known = {s.name for s in specimens}

@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import random
 import secrets
 import sys
@@ -79,6 +80,19 @@ class InjectedFailure(Exception):
 
 class ClaimOverran(Exception):
     """The handler finished after its visibility timeout: its work does not count."""
+
+
+#: Settings that are numbers of seconds or shares: each must be finite (``inf`` seconds
+#: would never end a run; ``nan`` compares false with every bound).
+_SECONDS_AND_SHARES = (
+    "fail_rate",
+    "slow_rate",
+    "vt",
+    "fault_interval",
+    "max_seconds",
+    "fault_duration",
+    "poll_interval",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +156,12 @@ class StressSettings:
             "fault_duration": self.fault_duration > 0,
             "clients": self.clients in CLIENTS,
         }
+        for key in _SECONDS_AND_SHARES:
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ConfigurationError(f"stress.{key}", value, "must be a finite number")
+        if self.poll_interval is not None and not self.poll_interval > 0:
+            raise ConfigurationError("stress.poll_interval", self.poll_interval, "out of range")
         for key, ok in checks.items():
             if not ok:
                 raise ConfigurationError(f"stress.{key}", getattr(self, key), "out of range")

@@ -11,6 +11,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from mqcontract._arguments import (
+    output_problem,
+    positive_int,
+    positive_number,
+    share,
+    usage_error,
+)
 from mqcontract.events import DeploymentMode
 from mqcontract_conformance.stress._faults import FAULTS
 from mqcontract_conformance.stress.clusters import CLIENTS
@@ -69,6 +76,10 @@ def _run(options: argparse.Namespace) -> int:
 
     if options.clients is not None and not options.cluster:
         raise ConfigurationError("stress.clients", options.clients, "needs --cluster 3")
+    for flag, path in (("--json", options.json), ("--markdown", options.markdown)):
+        problem = output_problem(flag, path)
+        if problem:  # found now, not after the whole load has run
+            return usage_error(problem)
     settings = StressSettings(
         provider=options.provider,
         messages=options.messages,
@@ -155,16 +166,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "lost, duplicated, unexpected, max redelivery) and exits non-zero unless it is clean.",
     )
     p.add_argument("--provider", required=True, help="memory, pgmq, rabbitmq, rabbitmq-quorum…")
-    p.add_argument("--messages", type=int, default=10_000)
-    p.add_argument("--producers", type=int, default=4)
-    p.add_argument("--consumers", type=int, default=4)
-    p.add_argument("--workers", type=int, default=4, help="handler workers per consumer")
-    p.add_argument("--fail-rate", type=float, default=0.05, help="share of handlers that fail")
+    p.add_argument("--messages", type=positive_int, default=10_000)
+    p.add_argument("--producers", type=positive_int, default=4)
+    p.add_argument("--consumers", type=positive_int, default=4)
+    p.add_argument("--workers", type=positive_int, default=4, help="handler workers per consumer")
+    p.add_argument("--fail-rate", type=share, default=0.05, help="share of handlers that fail")
     p.add_argument(
-        "--slow-rate", type=float, default=0.005, help="share of handlers that overrun --vt"
+        "--slow-rate", type=share, default=0.005, help="share of handlers that overrun --vt"
     )
-    p.add_argument("--vt", type=float, default=2.0, help="visibility timeout, seconds")
-    p.add_argument("--batch", type=int, default=10, help="send and receive batch size")
+    p.add_argument("--vt", type=positive_number, default=2.0, help="visibility timeout, seconds")
+    p.add_argument("--batch", type=positive_int, default=10, help="send and receive batch size")
     p.add_argument(
         "--fault",
         choices=FAULTS,
@@ -174,9 +185,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "never a shared one), SIGKILLed and restarted on the same storage and port; "
         "leader-kill, partition: need --cluster",
     )
-    p.add_argument("--fault-interval", type=float, default=3.0, help="seconds between faults")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="bound on the load phase")
-    p.add_argument("--poll-interval", type=float, default=None, help="fallback poll interval")
+    p.add_argument(
+        "--fault-interval", type=positive_number, default=3.0, help="seconds between faults"
+    )
+    p.add_argument(
+        "--max-seconds", type=positive_number, default=600.0, help="bound on the load phase"
+    )
+    p.add_argument(
+        "--poll-interval", type=positive_number, default=None, help="fallback poll interval"
+    )
     p.add_argument(
         "--mode",
         choices=[m.value for m in DeploymentMode],
@@ -200,7 +217,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--fault-duration",
-        type=float,
+        type=positive_number,
         default=5.0,
         help="seconds a cluster fault lasts (node down or cut off)",
     )

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import math
 import secrets
 import time
 from collections import Counter
 
+from mqcontract._arguments import positive_int, positive_number
 from mqcontract.config import MessagingConfig, QueueNamingConfig, load_config
 from mqcontract.events.consumer import ConsumerSettings, QueueConsumer
 from mqcontract.events.modes import DeploymentMode
@@ -140,26 +140,6 @@ def _run(options: argparse.Namespace) -> int:
     return 0 if ok and counts["processed twice"] == 0 else 1
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number of seconds above 0")
-    return value
-
-
 def _namespaces(text: str) -> str:
     if not any(ns.strip() for ns in text.split(",")):
         raise argparse.ArgumentTypeError("names no namespace (a comma-separated list)")
@@ -173,9 +153,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     demo.add_argument("--backend", default=None, help="override TASKER_MESSAGING_BACKEND")
     demo.add_argument("--namespaces", type=_namespaces, default="payments,inventory")
-    demo.add_argument("--steps", type=_at_least_one, default=10, help="steps per namespace")
+    demo.add_argument("--steps", type=positive_int, default=10, help="steps per namespace")
     demo.add_argument(
         "--mode", default=DeploymentMode.HYBRID.value, choices=[m.value for m in DeploymentMode]
     )
-    demo.add_argument("--timeout", type=_seconds, default=60.0)
+    demo.add_argument("--timeout", type=positive_number, default=60.0)
     demo.set_defaults(func=_run)

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from mqcontract._redact import scrubbed
-from mqcontract.config import MessagingConfig
+from mqcontract.config import MessagingConfig, check_postgres_url
 from mqcontract.errors import BackendUnavailable
 from mqcontract.providers.pgmq import _sql
 from mqcontract.providers.pgmq._errors import ERRORS, PROVIDER
@@ -43,6 +43,7 @@ async def open_pgmq(config: MessagingConfig) -> PgmqMessagingService:
     A PGMQ version the provider was not tested with raises ``UnsupportedPgmqVersion``.
     """
     pg = config.pgmq
+    check_postgres_url(pg.database_url)  # also for a configuration built in code
     timeout = config.operation_timeout_seconds
     application_name = f"mqcontract-pgmq-{secrets.token_hex(4)}"
     connect_bound = min(timeout, CONNECT_TIMEOUT)
