@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -799,4 +799,132 @@ async def test_a_handlers_own_cancelled_error_is_a_failure_not_the_end_of_its_wo
         await service.send_batch("jobs", [b"a", b"b"])
         await _until(lambda: sorted(handled) == [b"a", b"b"])  # the one worker lives on
     assert consumer.stats.handler_failures == 1
+    await service.close()
+
+
+# -- handlers that misbehave, and the consumer's own lifecycle --------------------------
+
+
+class _HandlerQuit(BaseException):
+    """Not an Exception: what a handler's library may raise to unwind."""
+
+
+def _once(error: Callable[[], BaseException] | None) -> Callable[[QueuedMessage], Awaitable[None]]:
+    """A handler whose first run raises ``error()`` (None: cancels its own task, then
+    awaits); every later run succeeds."""
+    raised: list[int] = []
+
+    async def handler(message: QueuedMessage) -> None:
+        if not raised:
+            raised.append(message.msg_id)
+            if error is None:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+                await asyncio.sleep(1)  # raises the CancelledError asked for
+            else:
+                raise error()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _HandlerQuit,
+        GeneratorExit,
+        lambda: BaseExceptionGroup("both", [_HandlerQuit(), ValueError()]),
+        None,
+    ],
+    ids=["base-exception", "generator-exit", "base-exception-group", "own-cancel"],
+)
+async def test_whatever_a_handler_raises_is_its_failure_and_the_worker_lives_on(
+    error: Callable[[], BaseException] | None,
+) -> None:
+    """A BaseException that is not an Exception ended the worker silently: its batch was
+    neither run nor released, nothing else was consumed, and stop() re-raised it and left
+    the settler running. A handler cancelling its own task did the same."""
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"%d" % i for i in range(6)])
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY, workers=1, batch_size=3, poll_interval=0.05
+    )
+    consumer = QueueConsumer(service, ["jobs"], _once(error), settings)
+    await consumer.start()
+    await _until(lambda: consumer.stats.processed == 6)
+    await asyncio.wait_for(consumer.stop(), 5)
+    assert consumer.stats.handler_failures == 1
+    assert consumer.stats.handler_runs == 7  # the failed one ran again
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mq-")] == []
+    await service.close()
+
+
+async def test_stop_awaited_from_a_handler_is_refused_and_nothing_is_left_half_stopped() -> None:
+    """stop() waits for the handlers, so a handler awaiting it was cancelled halfway and
+    left the settler and the subscription open, its batch unreleased and uncounted."""
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    await service.send_message("jobs", b"stop please")
+    refused: list[BaseException] = []
+
+    async def handler(_: QueuedMessage) -> None:
+        try:
+            await consumer.stop()
+        except RuntimeError as exc:
+            refused.append(exc)
+            raise
+
+    settings = ConsumerSettings(mode=DeploymentMode.POLLING_ONLY, workers=1, poll_interval=0.05)
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    await _until(lambda: consumer.stats.handler_failures >= 1)
+    assert "asyncio.create_task(consumer.stop())" in str(refused[0])
+    await asyncio.wait_for(consumer.stop(), 5)
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mq-")] == []
+    await service.close()
+
+
+async def test_concurrent_starts_start_one_consumer() -> None:
+    """Two start() calls at once made two listeners, two pollers and twice the workers,
+    and stop() stopped only the second set."""
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+
+    async def handler(_: QueuedMessage) -> None:
+        pass
+
+    settings = ConsumerSettings(mode=DeploymentMode.HYBRID, workers=2, poll_interval=0.05)
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await asyncio.gather(consumer.start(), consumer.start())
+    workers = [t for t in asyncio.all_tasks() if t.get_name().startswith("mq-worker")]
+    assert len(workers) == 2
+    await consumer.stop()
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mq-")] == []
+    await service.close()
+
+
+async def test_a_handler_that_swallows_stops_cancellation_does_not_hold_stop() -> None:
+    """The worker went back for more work after its handler swallowed the cancellation,
+    and stop() never returned (the caller's own timeout was passed into the worker)."""
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    await service.send_batch("jobs", [b"1", b"2"])
+    started = asyncio.Event()
+
+    async def stubborn(_: QueuedMessage) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # cleans up, and returns as if nothing happened
+
+    settings = ConsumerSettings(
+        mode=DeploymentMode.POLLING_ONLY, workers=1, poll_interval=0.05, stop_grace=0.2
+    )
+    consumer = QueueConsumer(service, ["jobs"], stubborn, settings)
+    await consumer.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(consumer.stop(), 5)
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mq-")] == []
     await service.close()

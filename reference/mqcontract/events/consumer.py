@@ -140,6 +140,11 @@ class QueueConsumer:
         self._retries: set[asyncio.Task[None]] = set()
         self._retrying: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
+        #: Set while stop cancels the workers: a CancelledError then is stop's, any other
+        #: is the handler's own (a failure like any other).
+        self._cancelling_workers = False
+        #: start and stop one at a time (two concurrent starts made two of everything).
+        self._lifecycle = asyncio.Lock()
         #: Ids whose handler runs, and the claims of each id waiting behind it, with
         #: their intake and when they began to wait (see ``_process``).
         self._in_flight: set[tuple[str, int]] = set()
@@ -177,6 +182,10 @@ class QueueConsumer:
 
     async def start(self) -> None:
         """Subscribe and/or start polling, then start the workers."""
+        async with self._lifecycle:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._running:
             return
         if self.mode.listens:
@@ -208,7 +217,21 @@ class QueueConsumer:
 
     async def stop(self) -> None:
         """Stop intake, finish in-flight work within ``stop_grace``, release the rest
-        (within ``stop_grace`` again, while the backend answers: see ``left_on_stop``)."""
+        (within ``stop_grace`` again, while the backend answers: see ``left_on_stop``).
+
+        Not from a handler: stop waits for the handlers, so one awaiting it would wait for
+        itself and be cancelled halfway (``RuntimeError``; schedule it instead, with
+        ``asyncio.create_task(consumer.stop())``).
+        """
+        if asyncio.current_task() in self._workers:
+            raise RuntimeError(
+                "QueueConsumer.stop() awaited from a handler would wait for that handler;"
+                " schedule it instead: asyncio.create_task(consumer.stop())"
+            )
+        async with self._lifecycle:
+            await self._stop()
+
+    async def _stop(self) -> None:
         if not self._running:
             return
         self._running = False
@@ -216,17 +239,21 @@ class QueueConsumer:
         # Intake stops first, but the subscription stays open until every settlement is
         # done: pushed claims live on it (RabbitMQ: on its channel), so closing it first
         # would void the acks still being confirmed and requeue work already done.
-        await _cancel_and_wait([*self._intake, *self._retries])
+        await _cancel_and_wait([*self._intake, *self._retries], self.settings.stop_grace)
         stranded, self._stranded = self._stranded, []
         await self._release_at_stop(stranded)  # nobody will run them: back to the queue now
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
-        await _cancel_and_wait(self._workers)
+        self._cancelling_workers = True
+        try:
+            await _cancel_and_wait(self._workers, self.settings.stop_grace)
+        finally:
+            self._cancelling_workers = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._settler.drain()
-        await self._settler.close()
+        await self._settler.close(self.settings.stop_grace)
         await self._release_at_stop(self._take_unstarted())
         if self._listener is not None:
             await self._listener.close()
@@ -241,7 +268,7 @@ class QueueConsumer:
     # -- workers -----------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while True:
+        while not self._cancelling_workers:  # (a handler may swallow stop's cancellation)
             command = await self._receiver.receive()
             try:
                 await self._dispatch(command)
@@ -528,7 +555,7 @@ class QueueConsumer:
                 else:
                     await self._run_one(message, path, key)
         except BaseException:
-            if not _stopping():  # the worker lives on: nothing may wait behind in vain
+            if not self._stop_cancelled():  # the worker lives on: nothing waits in vain
                 stranded = [m for m, _, _ in self._behind.pop(key, ())]
                 with contextlib.suppress(Exception):
                     await self._release(stranded)
@@ -536,16 +563,27 @@ class QueueConsumer:
         finally:
             self._in_flight.discard(key)
 
+    def _stop_cancelled(self) -> bool:
+        """Whether the running task is being cancelled by stop (not by its handler)."""
+        task = asyncio.current_task()
+        return self._cancelling_workers and task is not None and task.cancelling() > 0
+
     async def _run_one(self, message: QueuedMessage, path: Intake, key: tuple[str, int]) -> None:
         # ``_value_``: the member's value without ``value``'s Python-level descriptor.
         self.stats.started(key, path._value_, message.receive_count)
         try:
             await self.handler(message)
-        except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and _stopping():
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the process is ending, not the handler failing
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self._stop_cancelled():
                 raise
-            # A CancelledError of the handler's own (it awaited something cancelled) is
-            # a failure like any other: it must not end the worker.
+            # Anything else the handler raised is its failure and must not end the
+            # worker: a CancelledError of its own (it awaited something cancelled, or
+            # cancelled its own task: that request is withdrawn), a GeneratorExit, a
+            # BaseExceptionGroup, a BaseException subclass.
+            if isinstance(exc, asyncio.CancelledError):
+                _withdraw_cancellation()
             self.stats.handler_failed(key)
             log.info("handler failed for %s/%s: %s", *key, exc)
             if self.settings.nack_on_failure:
@@ -615,20 +653,25 @@ class QueueConsumer:
         self.stats.left_on_stop += len(pending)
 
 
-def _stopping() -> bool:
-    """Whether the running task is being cancelled (the consumer stops its workers)."""
+def _withdraw_cancellation() -> None:
+    """Withdraw the running task's pending cancellation requests (a handler's own)."""
     task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    while task is not None and task.cancelling() > 0:
+        task.uncancel()
 
 
-async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait for them, without swallowing our own cancellation."""
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]], bound: float) -> None:
+    """Cancel ``tasks`` and wait for them, at most ``bound`` seconds (a handler that
+    swallows cancellation must not hold stop for ever). Our own cancellation is ours:
+    waiting with ``asyncio.wait`` does not pass it on into the tasks. What a task
+    raised instead of ending is logged, not raised into stop."""
     for task in tasks:
         task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=bound)
+    for task in pending:
+        log.warning("%s did not end within %g s of being cancelled", task.get_name(), bound)
     for task in tasks:
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("%s ended with an error", task.get_name(), exc_info=task.exception())

@@ -80,8 +80,12 @@ class Settler:
         """Wait until every handed-over ack has its outcome."""
         await self._idle.wait()
 
-    async def close(self) -> None:
-        """Stop settling; acks still waiting are left to their visibility timeout.
+    async def close(self, bound: float | None = None) -> None:
+        """Stop settling; acks still waiting are left to their visibility timeout, and
+        each is reported with an unknown outcome (a ``MessagingError``), as is every ack
+        of a batch cancelled in flight. Waits at most ``bound`` seconds for cancelled
+        batches to end (a backend that stopped answering may take an operation timeout
+        to give a cancelled call up).
 
         The settler is as new afterwards (every slot free, nothing waiting): a consumer
         started again after a stop gets its whole bound back, and ``drain`` returns.
@@ -91,10 +95,12 @@ class Settler:
             tasks = [self._task, *self._batches]
             for task in self._batches:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=bound)
             self._task = None
+        unsent, self._waiting = self._waiting, []
+        for message in unsent:
+            self._on_outcome(message, MessagingError("ack not sent: the consumer stopped"))
         self._batches.clear()
-        self._waiting.clear()
         self._free = self._bound
         self._freed.set()
         self._wake.clear()
@@ -140,6 +146,9 @@ class Settler:
         try:
             settled = await self._service.ack_claims(queue, messages)
         except asyncio.CancelledError:
+            unknown = MessagingError("ack cancelled in flight at stop: outcome unknown")
+            for message in messages:
+                self._on_outcome(message, unknown)
             raise
         except Exception as exc:  # a provider's bug must not stop every later ack
             failure = exc if isinstance(exc, MessagingError) else MessagingError(repr(exc))
