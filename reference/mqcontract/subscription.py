@@ -3,6 +3,9 @@
 Providers push notifications into it with :meth:`QueueSubscription.put`; consumers iterate
 it; ``aclose`` ends the iteration at once and runs the provider's release callback (to
 cancel a consumer, UNLISTEN, or requeue claimed messages that were never handed out).
+
+A consumer that treats unclaimed notifications as hints only (the event system) may ask
+for them to be folded: see :meth:`QueueSubscription.coalesce_hints`.
 """
 
 from __future__ import annotations
@@ -11,11 +14,25 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 
-from mqcontract.messages import MessageNotification
+from mqcontract.messages import Available, Message, MessageNotification
 
 __all__ = ["QueueSubscription"]
 
 _CLOSED = object()
+
+
+class _Hint:
+    """A hint waiting in the buffer; later hints of its queue fold into it."""
+
+    __slots__ = ("notification",)
+
+    def __init__(self, notification: MessageNotification) -> None:
+        self.notification = notification
+
+
+def _is_hint(notification: MessageNotification) -> bool:
+    """A signal or an unclaimed copy: it says the queue has work, it holds no claim."""
+    return not (type(notification) is Message and notification.claimed)
 
 
 class QueueSubscription(AsyncIterator[MessageNotification]):
@@ -35,6 +52,11 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         self._on_take = on_take
         self._observers: list[Callable[[MessageNotification], None]] = []
         self._closed = False
+        self._coalescing = False
+        #: The untaken hint of each queue, while coalescing.
+        self._hints: dict[str, _Hint] = {}
+        #: Hints folded into one already waiting (see :meth:`coalesce_hints`).
+        self.folded = 0
 
     @property
     def closed(self) -> bool:
@@ -46,18 +68,56 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         ``on_take``): the base class records pushed claims this way."""
         self._observers.append(observer)
 
+    def coalesce_hints(self) -> None:
+        """From now on, fold a hint into the one of its queue still waiting here.
+
+        For a consumer to which a signal or an unclaimed copy only says "this queue has
+        work, claim it": a burst of N sends then costs it one catch-up, not N wake-ups.
+        The waiting hint becomes ``Available(queue, None)`` (catch up on the queue), so
+        no folded message is left behind: the catch-up is taken after the last hint
+        folded into it arrived, and claims whatever was visible by then. Claimed
+        pushes are never folded. The contract's own subscriptions deliver every
+        notification; this is an opt-in of the consumer that holds the subscription.
+        """
+        self._coalescing = True
+
+    def hint_waiting(self, queue: str) -> bool:
+        """Whether a hint of ``queue`` waits here to be folded into (while coalescing):
+        a provider may then pass a cheap ``Available(queue, None)`` instead of parsing
+        what it heard."""
+        return queue in self._hints
+
     def put(self, notification: MessageNotification) -> bool:
         """Queue a notification; False (dropped) if the subscription is closed."""
         if self._closed:
             return False
+        if self._coalescing and _is_hint(notification):
+            queue = notification.queue_name
+            waiting = self._hints.get(queue)
+            if waiting is not None:
+                waiting.notification = Available(queue, None)
+                self.folded += 1
+                return True
+            hint = self._hints[queue] = _Hint(notification)
+            self._items.put_nowait(hint)
+            return True
         self._items.put_nowait(notification)
         return True
+
+    def _unwrap(self, item: object) -> object:
+        if type(item) is _Hint:
+            notification = item.notification
+            queue = notification.queue_name
+            if self._hints.get(queue) is item:
+                del self._hints[queue]
+            return notification
+        return item
 
     def pending(self) -> list[MessageNotification]:
         """Remove and return notifications not yet handed to the consumer."""
         drained: list[MessageNotification] = []
         while not self._items.empty():
-            item = self._items.get_nowait()
+            item = self._unwrap(self._items.get_nowait())
             if item is not _CLOSED:
                 drained.append(item)  # type: ignore[arg-type]
         return drained
@@ -68,7 +128,7 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
     async def __anext__(self) -> MessageNotification:
         if self._closed and self._items.empty():
             raise StopAsyncIteration
-        item = await self._items.get()
+        item = self._unwrap(await self._items.get())
         if item is _CLOSED:
             raise StopAsyncIteration
         if self._on_take is not None:

@@ -382,9 +382,10 @@ class QueueConsumer:
         Workers that are idle take the next messages of the batch; the rest run here, in
         order, while the claim is young: once it has aged (say, behind a slow handler)
         the unstarted rest is released instead of run on claims that may have expired,
-        and from then on this worker claims only what it and the idle workers can start.
-        It stops claiming when the consumer stops. Nothing is sent on a full channel: a
-        worker blocked there while every other worker does the same would deadlock.
+        and from then on this worker claims only what it and the idle workers can start
+        (at once: no other hint may come for what it released). It stops claiming when
+        the consumer stops. Nothing is sent on a full channel: a worker blocked there
+        while every other worker does the same would deadlock.
         """
         narrow = False
         while self._running:
@@ -399,7 +400,10 @@ class QueueConsumer:
                 self._remember(message)
             pending = collections.deque(batch)
             if not await self._run_claimed(pending, path, claimed_at, fresh=True):
+                # What it released is visible again, and no hint may come for it (the
+                # hints that announced it may have been folded into this catch-up).
                 narrow = True
+                continue
             if len(batch) < wanted:
                 return
 

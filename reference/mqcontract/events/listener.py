@@ -7,6 +7,11 @@ into it while it waits for a worker (it claims them in batches when it starts: a
 notification that arrived before a catch-up started is on the queue by then). Claimed
 pushes are never folded: each is a claim to run or release, stamped with the time it
 arrived, so a worker does not start it once it has waited past half its timeout.
+
+Hints are folded earlier still where the subscription can (a :class:`QueueSubscription`
+asked to ``coalesce_hints``): a hint that arrives while one of its queue waits in the
+subscription, not yet taken by this listener, never becomes a notification of its own.
+Both kinds of folding count in ``coalesced``, and every hint heard in ``notifications``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from mqcontract.events.commands import (
 from mqcontract.events.stats import ConsumerStats
 from mqcontract.messages import Available, Message
 from mqcontract.service import MessagingService, Subscription
+from mqcontract.subscription import QueueSubscription
 
 __all__ = ["QueueListener"]
 
@@ -51,6 +57,8 @@ class QueueListener:
         #: Queues with a catch-up sent and not started yet (a worker starting one
         #: calls :meth:`catch_up_started`).
         self._pending_catch_ups: set[str] = set()
+        #: Hints the subscription had folded when this listener last took one.
+        self._folded_seen = 0
 
     def catch_up_started(self, queue: str) -> None:
         """A worker starts catching up on ``queue``: later copies need a new one."""
@@ -59,6 +67,8 @@ class QueueListener:
     async def open(self) -> None:
         """Subscribe (raises the provider's error, e.g. QueueNotFound)."""
         self._subscription = await self._service.subscribe_many(self._queues)
+        if isinstance(self._subscription, QueueSubscription):
+            self._subscription.coalesce_hints()
 
     async def run(self) -> None:
         """Route notifications until the subscription ends."""
@@ -68,6 +78,7 @@ class QueueListener:
         try:
             async for note in self._subscription:
                 self._stats.notifications += 1
+                self._count_folded()
                 match note:
                     case Message(message=message, claimed=True):
                         arrived = self._clock.now()
@@ -84,6 +95,14 @@ class QueueListener:
         except MessagingError as exc:
             self._stats.record_error(f"listener: {exc}")
             log.warning("listener stopped: %s", exc)
+
+    def _count_folded(self) -> None:
+        subscription = self._subscription
+        if isinstance(subscription, QueueSubscription) and subscription.folded != self._folded_seen:
+            folded = subscription.folded - self._folded_seen
+            self._folded_seen = subscription.folded
+            self._stats.notifications += folded
+            self._stats.coalesced += folded
 
     async def _folded(self, queue: str) -> bool:
         """Whether a hint for ``queue`` went into a catch-up (sent now, or waiting)."""

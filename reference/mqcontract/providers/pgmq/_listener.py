@@ -139,6 +139,11 @@ def _queue_name(value: object) -> str:
     return value
 
 
+def _undelayed(payload: str) -> bool:
+    """Whether a NOTIFY payload announces no delay (a delayed hint is held, not folded)."""
+    return '"delay"' not in payload.partition(_MESSAGE_MARKER)[0]
+
+
 def parse_notification(
     payload: str, *, max_delay: float = MAX_DELAY
 ) -> tuple[MessageNotification, float]:
@@ -386,6 +391,15 @@ class PgmqListener:
     # -- notifications -----------------------------------------------------------------
 
     def _on_notify(self, conn: Any, pid: int, channel_name: str, payload: str) -> None:
+        queue = channel_name.removeprefix(CHANNEL_PREFIX)
+        subs = self._subs.get(queue)
+        if subs and _undelayed(payload) and all(sub.hint_waiting(queue) for sub in subs):
+            # Every subscriber folds hints and has one of this queue waiting (a burst):
+            # what the payload says changes nothing, so it is not read.
+            hint = Available(queue, None)
+            for sub in subs:
+                sub.put(hint)
+            return
         try:
             notification, delay = parse_notification(payload, max_delay=self._max_delay)
             if notification.queue_name != channel_name.removeprefix(CHANNEL_PREFIX):
