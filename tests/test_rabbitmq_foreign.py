@@ -21,7 +21,8 @@ did (a raw aiormq client), and what the provider does now:
   and so which to send again, was not told;
 * a queue another client declared as a stream was "kept" by ``create_queue``, and every
   receive of it closed the whole connection (540 NOT_IMPLEMENTED), reported as an
-  outage to retry, voiding the claims held on other queues each time.
+  outage to retry, voiding the claims held on other queues each time;
+* a queue the user's permissions do not cover (ACCESS_REFUSED) was a lost connection.
 
 Needs RabbitMQ (through the kit's provisioning: skipped when it is unreachable, failed
 when backends are required). Nothing sleeps to synchronize: every wait polls a condition
@@ -32,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import itertools
 import struct
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -49,14 +52,17 @@ from pamqp.common import FieldValue
 from mqcontract.errors import BackendUnavailable, QueueError, QueueNotFound
 from mqcontract.messages import Message, QueuedMessage
 from mqcontract.providers.rabbitmq import (
+    AccessRefused,
     BatchRefused,
     RabbitMqMessagingService,
     UnsupportedQueueType,
     WaitQueueConflict,
+    connect_rabbitmq,
 )
 from mqcontract.providers.rabbitmq import _consumers as consumers_module
 from mqcontract.providers.rabbitmq._channels import exists as channels_exists
 from mqcontract.providers.rabbitmq._delay import delay_ms, wait_queue_name
+from mqcontract.providers.rabbitmq._management import ManagementClient
 from mqcontract.subscription import QueueSubscription
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.rabbitmq import RabbitMqHarness
@@ -835,3 +841,53 @@ async def test_a_partly_refused_batch_names_exactly_the_messages_taken_not_a_pre
     assert "2 of the 4" in str(error), error
     taken = [batch[0], batch[2]]
     assert await _drain(service, queue) == list(zip(error.sent_ids, taken, strict=True))
+
+
+# -- a queue the broker's user may not use ---------------------------------------------
+
+
+async def test_a_queue_the_user_may_not_use_is_access_refused_naming_it(
+    harness: RabbitMqHarness, service: RabbitMqMessagingService, queues: Callable[[], str]
+) -> None:
+    """A user whose permissions in the virtual host do not cover the queue (configure and
+    read refused, write allowed): ACCESS_REFUSED was a lost connection, which callers
+    and the event system retry for ever. It is a ``QueueError`` naming the queue and
+    quoting the broker, and what the user may do (send) still works."""
+    management = harness.config.rabbitmq.management_url
+    if management is None:
+        pytest.skip("making a user needs the management API")
+    admin = ManagementClient(management, provider=harness.name, timeout=TIMING.long)
+    user, password = _name("user"), uuid.uuid4().hex
+    parts = urllib.parse.urlsplit(harness.url)
+    vhost = parts.path[1:]  # quoted already, as the API's paths want it
+    limited_url = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}")
+    await admin.call("PUT", f"/users/{user}", {"password": password, "tags": ""})
+    try:
+        no_queues = {"configure": "^$", "write": ".*", "read": "^$"}
+        await admin.call("PUT", f"/permissions/{vhost}/{user}", no_queues)
+        queue = queues()
+        await service.create_queue(queue)
+        rabbit = dataclasses.replace(harness.config.rabbitmq, url=limited_url.geturl())
+        config = dataclasses.replace(harness.config, rabbitmq=rabbit)
+        limited = await connect_rabbitmq(config, quorum=harness.name == "rabbitmq-quorum")
+        try:
+            operations: dict[str, Callable[[], Awaitable[object]]] = {
+                "create_queue": lambda: limited.create_queue(queue),
+                "receive_messages": lambda: limited.receive_messages(queue, 1, 5),
+                "subscribe": lambda: limited.subscribe(queue),
+                "delete_queue": lambda: limited.delete_queue(queue),
+            }
+            for operation, call in operations.items():
+                with pytest.raises(AccessRefused) as info:
+                    await call()
+                assert info.value.queue == queue, operation
+                assert "ACCESS_REFUSED" in info.value.reply, operation
+                assert not isinstance(info.value, BackendUnavailable), operation
+            sent = await limited.send_message(queue, b"allowed")
+            (got,) = await _receive(service, queue)
+            assert got.msg_id == sent
+            await service.ack_claim(queue, got)
+        finally:
+            await limited.close()
+    finally:
+        await admin.call("DELETE", f"/users/{user}")

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from mqcontract.config import MessagingConfig
 
-from ._errors import BatchRefused, QueueLocked, UnsupportedQueueType, WaitQueueConflict
+from ._errors import (
+    AccessRefused,
+    BatchRefused,
+    QueueLocked,
+    UnsupportedQueueType,
+    WaitQueueConflict,
+)
 from .service import RabbitMqMessagingService, connect_rabbitmq
 
 __all__ = [
+    "AccessRefused",
     "BatchRefused",
     "QueueLocked",
     "RabbitMqMessagingService",

@@ -10,6 +10,9 @@
 * RESOURCE_LOCKED (405: the queue is exclusive to another connection) →
   :class:`QueueLocked`, a :class:`QueueError` naming the queue: it exists, only that
   connection may use it, and retrying does not help while that connection lives.
+* ACCESS_REFUSED (403: the user's permissions in the virtual host do not cover the
+  queue) → :class:`AccessRefused`, a :class:`QueueError` naming the queue and quoting
+  the broker: a setting of the broker's users, which retrying does not change.
 * the operation's bound expiring → :class:`OperationTimeout`.
 * aiormq cancelling a pending call because its channel or connection closed, connection
   or channel failures, and anything else the driver raises (aiormq fails pending writes
@@ -25,6 +28,7 @@ import asyncio
 import re
 
 from aiormq.exceptions import (
+    ChannelAccessRefused,
     ChannelLockedResource,
     ChannelNotFoundEntity,
     DeliveryError,
@@ -42,6 +46,7 @@ from mqcontract.translation import ErrorTable, Failure
 
 __all__ = [
     "ERRORS",
+    "AccessRefused",
     "BatchRefused",
     "QueueLocked",
     "UnsupportedQueueType",
@@ -57,6 +62,21 @@ class QueueLocked(QueueError):
     def __init__(self, queue: str) -> None:
         super().__init__(
             queue, f"queue {queue!r} is exclusive to another connection (RESOURCE_LOCKED)"
+        )
+
+
+class AccessRefused(QueueError):
+    """The broker refused this user the queue (ACCESS_REFUSED, 403): the user's
+    configure, write or read permission in the virtual host does not cover it. A
+    permission, not an outage: retrying does not help until an administrator changes
+    it (``rabbitmqctl set_permissions``). ``reply`` is the broker's reply text."""
+
+    def __init__(self, queue: str, reply: str) -> None:
+        self.reply = reply
+        super().__init__(
+            queue,
+            f"the broker refused access to queue {queue!r} ({reply}); the RabbitMQ user's"
+            " permissions in this virtual host do not cover it",
         )
 
 
@@ -149,6 +169,12 @@ def _locked(exc: BaseException, failure: Failure) -> MessagingError:
     return _lost(exc, failure)
 
 
+def _access_refused(exc: BaseException, failure: Failure) -> MessagingError:
+    if failure.queue:
+        return AccessRefused(failure.queue, str(exc.args[0] if exc.args else exc))
+    return _lost(exc, failure)
+
+
 def _interrupted(exc: BaseException, failure: Failure) -> MessagingError:
     return ConnectionLost(failure.provider, failure.target, f"{failure.operation} interrupted")
 
@@ -164,6 +190,7 @@ ERRORS = ErrorTable(
         DeliveryError: _refused,
         ChannelNotFoundEntity: _not_found,
         ChannelLockedResource: _locked,
+        ChannelAccessRefused: _access_refused,
         TimeoutError: OperationTimeout,
         asyncio.CancelledError: _interrupted,
         Exception: _lost,

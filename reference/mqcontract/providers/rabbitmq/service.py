@@ -75,6 +75,8 @@ How the contract maps onto RabbitMQ (each seam has its module):
   create, delete); sending to it is allowed (delayed or not, a batch or an empty one),
   and ``queue_exists`` says it exists. A subscription whose queue becomes exclusive to
   another connection goes on consuming its other queues and looks for that one again.
+  A queue the user's permissions do not cover is ``AccessRefused`` (a ``QueueError``
+  quoting the broker's ACCESS_REFUSED), for whichever operation the broker refuses.
 """
 
 from __future__ import annotations
