@@ -16,6 +16,9 @@ import os
 import uuid
 from collections.abc import Callable
 
+import pytest
+
+from mqcontract import subscription as subscription_module
 from mqcontract.clock import VirtualClock
 from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
 from mqcontract.messages import Available, Message, MessageNotification, QueuedMessage
@@ -75,6 +78,27 @@ async def test_claimed_pushes_and_subscriptions_that_did_not_ask_are_never_folde
     assert folding.folded == 1
     assert plain.pending() == [*claimed, *hints]
     assert plain.folded == 0
+
+
+async def test_an_unread_subscription_folds_hints_past_its_backlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nobody reads it while a producer floods its queue: past the backlog, hints fold
+    into a catch-up (memory stays bounded); claimed pushes still queue one by one."""
+    monkeypatch.setattr(subscription_module, "HINT_BACKLOG", 3)
+    sub = QueueSubscription(("a",))
+    for msg_id in range(1, 8):
+        sub.put(_copy("a", msg_id))
+    claimed = _copy("a", 99, claimed=True)
+    sub.put(claimed)
+    assert sub.folded == 3
+    assert sub.pending() == [
+        *(_copy("a", i) for i in (1, 2, 3)),
+        Available("a", None),
+        claimed,
+    ]
+    sub.put(_copy("a", 8))  # read: below the backlog again, one by one
+    assert sub.pending() == [_copy("a", 8)]
 
 
 # -- the PGMQ listener -----------------------------------------------------------------

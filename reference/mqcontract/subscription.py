@@ -5,7 +5,8 @@ it; ``aclose`` ends the iteration at once and runs the provider's release callba
 cancel a consumer, UNLISTEN, or requeue claimed messages that were never handed out).
 
 A consumer that treats unclaimed notifications as hints only (the event system) may ask
-for them to be folded: see :meth:`QueueSubscription.coalesce_hints`.
+for them to be folded: see :meth:`QueueSubscription.coalesce_hints`. Past
+:data:`HINT_BACKLOG` waiting notifications every subscription folds hints that way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from mqcontract.messages import Available, Message, MessageNotification
 __all__ = ["QueueSubscription"]
 
 _CLOSED = object()
+#: Hints (signals, unclaimed copies) a subscription holds one by one before it folds
+#: further ones into a catch-up of their queue: a subscription nobody reads while a
+#: producer floods its queue (push of unclaimed copies has no prefetch to bound it) must
+#: not grow without end. A catch-up (``Available(queue, None)``) is what the contract
+#: allows a provider to say instead of each message, so nothing is lost by it.
+HINT_BACKLOG = 10_000
 
 
 class _Hint:
@@ -76,13 +83,13 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         The waiting hint becomes ``Available(queue, None)`` (catch up on the queue), so
         no folded message is left behind: the catch-up is taken after the last hint
         folded into it arrived, and claims whatever was visible by then. Claimed
-        pushes are never folded. The contract's own subscriptions deliver every
-        notification; this is an opt-in of the consumer that holds the subscription.
+        pushes are never folded. Other subscriptions deliver every notification one by
+        one, until :data:`HINT_BACKLOG` wait unread.
         """
         self._coalescing = True
 
     def hint_waiting(self, queue: str) -> bool:
-        """Whether a hint of ``queue`` waits here to be folded into (while coalescing):
+        """Whether a hint of ``queue`` waits here to be folded into:
         a provider may then pass a cheap ``Available(queue, None)`` instead of parsing
         what it heard."""
         return queue in self._hints
@@ -91,16 +98,17 @@ class QueueSubscription(AsyncIterator[MessageNotification]):
         """Queue a notification; False (dropped) if the subscription is closed."""
         if self._closed:
             return False
-        if self._coalescing and _is_hint(notification):
+        if _is_hint(notification):
             queue = notification.queue_name
             waiting = self._hints.get(queue)
             if waiting is not None:
                 waiting.notification = Available(queue, None)
                 self.folded += 1
                 return True
-            hint = self._hints[queue] = _Hint(notification)
-            self._items.put_nowait(hint)
-            return True
+            if self._coalescing or self._items.qsize() >= HINT_BACKLOG:
+                hint = self._hints[queue] = _Hint(notification)
+                self._items.put_nowait(hint)
+                return True
         self._items.put_nowait(notification)
         return True
 

@@ -35,7 +35,11 @@ message of the queue created again under its name (whose ids restart at 1). See
 
 from __future__ import annotations
 
-from mqcontract.providers.pgmq._errors import ArchiveMissing, NotifyTriggerUnavailable
+from mqcontract.providers.pgmq._errors import (
+    ArchiveMissing,
+    NotifyTriggerUnavailable,
+    StatementCancelled,
+)
 from mqcontract.providers.pgmq._install import (
     InstallResult,
     embedded_pgmq_version,
@@ -56,6 +60,7 @@ __all__ = [
     "ListenerHealth",
     "NotifyTriggerUnavailable",
     "PgmqMessagingService",
+    "StatementCancelled",
     "UnsupportedPgmqVersion",
     "embedded_pgmq_version",
     "install_pgmq",

@@ -24,6 +24,7 @@ __all__ = [
     "PROVIDER",
     "ArchiveMissing",
     "NotifyTriggerUnavailable",
+    "StatementCancelled",
     "is_connection_error",
     "is_connection_lost",
     "never_executed",
@@ -64,6 +65,34 @@ class ArchiveMissing(QueueError):
             " archive_on_ack cannot settle its messages (the message stays in the queue)."
             f" Re-create it with SELECT pgmq.create('{queue}') or turn archive_on_ack off",
         )
+
+
+class StatementCancelled(OperationTimeout):
+    """The server cancelled the statement before it finished: its ``statement_timeout``
+    or ``lock_timeout`` ran out, or someone called ``pg_cancel_backend``. It was rolled
+    back, so nothing of it took effect; like any :class:`OperationTimeout` it passes
+    (the event system retries it), unless the server's limit is too short for the work.
+    ``sqlstate``: 57014 (cancelled, statement timeout) or 55P03 (lock timeout)."""
+
+    def __init__(self, operation: str, seconds: float, queue: str, sqlstate: str, why: str):
+        super().__init__(operation, seconds, queue)
+        self.sqlstate = sqlstate
+        where = f" on queue {queue!r}" if queue else ""
+        self.args = (
+            f"pgmq {operation}{where} was cancelled by the server ({sqlstate}: {why}) and"
+            " rolled back: a statement_timeout or lock_timeout of the database or role is"
+            " shorter than the work, or another session cancelled it",
+        )
+
+
+def _cancelled(exc: BaseException, failure: Failure) -> MessagingError:
+    return StatementCancelled(
+        failure.operation or "operation",
+        failure.timeout,
+        failure.queue,
+        getattr(exc, "sqlstate", "") or "",
+        redact(str(exc)),
+    )
 
 
 def _failed(exc: BaseException, failure: Failure) -> MessagingError:
@@ -127,6 +156,8 @@ _ENTRIES: dict[type[BaseException], Translation] = {
     pgerr.InvalidAuthorizationSpecificationError: _refused,  # and InvalidPasswordError
     pgerr.TooManyConnectionsError: _refused,
     pgerr.PostgresConnectionError: _lost,
+    pgerr.QueryCanceledError: _cancelled,
+    pgerr.LockNotAvailableError: _cancelled,
     **dict.fromkeys(_SESSION_ENDED, _lost),
     pgerr.InterfaceError: _lost,
     # InterfaceErrors about our own arguments, not the connection.
