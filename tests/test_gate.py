@@ -5,6 +5,7 @@ Each test runs the command as a user types it, in a subprocess, and reads what i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mqcontract_conformance import cli
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.results import ProviderResult, RuleResult
 from mqcontract_conformance.rules import SUITE_VERSION, all_rules
@@ -271,3 +273,20 @@ def test_selftest_scales_must_be_finite_and_positive(
         build_parser().parse_args(list(args))
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_alluredir_without_allure_pytest_is_one_error_naming_the_package(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It was pytest's raw "unrecognized arguments: --alluredir" (exit 4)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "allure_pytest" else real(name, *a),
+    )
+    status = cli.main(["verify", "--rules", "LIFE-1", "--alluredir", str(tmp_path / "allure")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--alluredir" in err
+    assert "allure-pytest" in err

@@ -211,6 +211,17 @@ def test_an_unreachable_backend_alone_fails_and_required_backends_fail(
     pytester.syspathinsert()
     alone = pytester.runpytest(*ARGS, "--mq-provider", "unreachable:make", "--mq-rules", "LIFE-1")
     assert alone.ret == pytest.ExitCode.TESTS_FAILED
+    # Allowed, and still a failure: the message says why rather than offer the flag given.
+    allowed_alone = pytester.runpytest(
+        *ARGS, "--mq-provider", "unreachable:make", "--mq-rules", "LIFE-1", "--mq-allow-unavailable"
+    )
+    assert allowed_alone.ret == pytest.ExitCode.TESTS_FAILED
+    allowed_alone.stdout.fnmatch_lines(
+        [
+            "*not verified*--mq-allow-unavailable makes this a skip only when some other provider"
+            " ran rules: no rule ran at all*"
+        ]
+    )
     required = pytester.runpytest(
         *ARGS,
         "--mq-provider",

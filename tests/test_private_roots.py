@@ -12,7 +12,7 @@ import asyncio
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -65,3 +65,13 @@ def test_temp_roots_are_fresh_paths_in_the_temp_directory(temp_dir: Path) -> Non
     assert len(roots) == 100
     assert all(root.parent == temp_dir and root.name.startswith("mqcontract-x-") for root in roots)
     assert not any(root.exists() for root in roots)
+
+
+def test_a_server_backend_refuses_an_opener_it_cannot_call() -> None:
+    """A holder's ``Opener`` passed by mistake failed much later, deep in a DUR rule, as
+    "'Opener' object is not callable"; it is refused where the harness builds it."""
+    from mqcontract_fixtures.holders import Opener
+    from mqcontract_fixtures.private import ServerBackend, ServerProcess
+
+    with pytest.raises(TypeError, match=r"async callable \(clock\) -> MessagingService"):
+        ServerBackend(cast(ServerProcess, None), cast(Any, Opener.__new__(Opener)), {})

@@ -87,10 +87,17 @@ def run(options: argparse.Namespace) -> int:
     """
     import pytest
 
+    from mqcontract.errors import ConfigurationError
+
+    if options.alluredir and importlib.util.find_spec("allure_pytest") is None:
+        raise ConfigurationError(
+            "--alluredir",
+            options.alluredir,
+            "needs the allure-pytest package, which is not installed"
+            " (pip install 'mqcontract[reports]')",
+        )
     if options.cluster is None:
         if options.cluster_factory is not None:
-            from mqcontract.errors import ConfigurationError
-
             raise ConfigurationError(
                 "verify.cluster_factory", options.cluster_factory, "needs --cluster N"
             )

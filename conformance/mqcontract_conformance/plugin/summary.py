@@ -57,9 +57,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     allow = flag(config, "allow_unavailable")
     for p in state.unavailable_providers:
         if p in state.empty_providers:
+            why = (
+                f"{allow} makes this a skip only when some other provider ran rules: no rule "
+                "ran at all"
+                if state.options.allow_unavailable
+                else f"{allow} makes this a skip"
+            )
             tr.write_line(
                 f"FAILED: provider {p!r} not verified: its backend is unavailable (see the skip "
-                f"reasons; {allow} makes this a skip)",
+                f"reasons; {why})",
                 red=True,
             )
         else:
