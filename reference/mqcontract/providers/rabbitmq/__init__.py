@@ -18,11 +18,13 @@ from ._errors import (
     UnsupportedQueueType,
     WaitQueueConflict,
 )
+from ._policies import DelayUnsafe
 from .service import RabbitMqMessagingService, connect_rabbitmq
 
 __all__ = [
     "AccessRefused",
     "BatchRefused",
+    "DelayUnsafe",
     "QueueLocked",
     "RabbitMqMessagingService",
     "UnsupportedQueueType",

@@ -14,7 +14,9 @@ with or show up as user queues.
 
 Limits: dead-lettering from a classic queue is at-most-once (a broker crash between
 expiry and delivery can lose the message), and a message still waiting when its target
-is deleted is dropped (unroutable) unless the target is re-created first.
+is deleted is dropped (unroutable) unless the target is re-created first. A virtual
+host's policy can shorten a wait queue's TTL or expiry or bound its length; where the
+management API is known such a delayed send is refused first (:mod:`._policies`).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class ManagementClient:
         detail = f"management API {method} {path}: {why}"
         return kind(self._provider, self.display_url, detail)
 
-    def _call(self, method: str, path: str, body: object = None) -> Any:
+    def _call(self, method: str, path: str, body: object = None, missing_ok: bool = False) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self._base}/api{path}", data=data, headers=self._headers, method=method
@@ -85,7 +85,7 @@ class ManagementClient:
                 raw = response.read()
                 kind = response.headers.get_content_type()
         except urllib.error.HTTPError as exc:
-            if method == "DELETE" and exc.code == 404:
+            if exc.code == 404 and (method == "DELETE" or missing_ok):
                 return None
             refused = exc.code in (401, 403)
             kind = ManagementRefused if refused else BackendUnavailable
@@ -100,9 +100,11 @@ class ManagementClient:
         except ValueError as exc:  # an HTML page, a proxy's error text, anything but JSON
             raise self._fail(method, path, f"answered {kind}, not JSON") from exc
 
-    async def call(self, method: str, path: str, body: object = None) -> Any:
-        """Run one request in a worker thread."""
-        return await asyncio.to_thread(self._call, method, path, body)
+    async def call(
+        self, method: str, path: str, body: object = None, *, missing_ok: bool = False
+    ) -> Any:
+        """Run one request in a worker thread (``missing_ok``: a 404 answers None)."""
+        return await asyncio.to_thread(self._call, method, path, body, missing_ok)
 
     async def _records(self, path: str) -> list[dict[str, Any]]:
         result = await self.call("GET", path)
@@ -120,6 +122,21 @@ class ManagementClient:
         """Every queue of ``vhost`` with its name and declare arguments."""
         vh = urllib.parse.quote(vhost, safe="")
         return await self._records(f"/queues/{vh}?columns=name,arguments")
+
+    async def policies(self, vhost: str) -> list[dict[str, Any]]:
+        """The policies of ``vhost`` (name, pattern, apply-to, priority, definition)."""
+        return await self._records(f"/policies/{urllib.parse.quote(vhost, safe='')}")
+
+    async def operator_policies(self, vhost: str) -> list[dict[str, Any]]:
+        """The operator policies of ``vhost`` (set by an administrator, applied beside)."""
+        return await self._records(f"/operator-policies/{urllib.parse.quote(vhost, safe='')}")
+
+    async def queue_arguments(self, vhost: str, name: str) -> dict[str, Any]:
+        """The declare arguments of queue ``name`` ({} when it is not there)."""
+        vh, q = urllib.parse.quote(vhost, safe=""), urllib.parse.quote(name, safe="")
+        found = await self.call("GET", f"/queues/{vh}/{q}?columns=arguments", missing_ok=True)
+        arguments = found.get("arguments") if isinstance(found, dict) else None
+        return dict(arguments) if isinstance(arguments, dict) else {}
 
     async def connections(self) -> list[dict[str, Any]]:
         """Every connection with its name and client-provided name."""

@@ -140,6 +140,7 @@ from ._ids import MessageIdGenerator
 from ._lease import NodeLease
 from ._liveness import Liveness
 from ._management import ManagementClient, find_management, vhost_of
+from ._policies import PolicyCheck
 from ._tasks import Background
 
 __all__ = ["RabbitMqMessagingService", "connect_rabbitmq", "open_connection"]
@@ -194,6 +195,14 @@ class RabbitMqMessagingService(BaseMessagingService):
         #: The management API, when :func:`find_management` found one (``list_queues``).
         self._management = management
         self._wait_queues: dict[str, set[str]] = {}
+        #: Policies that would break a delayed send, read where the management API is.
+        self._policy_check = (
+            None
+            if management is None
+            else PolicyCheck(
+                management, self._vhost, min(operation_timeout / 3, WAIT_LISTING_BOUND)
+            )
+        )
         #: Queues a ``basic.get`` found of a type the provider cannot serve, and when:
         #: asking again would close the connection again (and void every claim on it),
         #: so for ``UNSUPPORTED_RECHECK`` seconds it is refused without asking.
@@ -286,6 +295,8 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     async def _delete_queue(self, name: str) -> None:
         self._unservable.pop(name, None)
+        if self._policy_check is not None:
+            self._policy_check.forget(name)
         waits = self._wait_queues.pop(name, set())
         if self._management is not None:
             # Other processes' wait queues too; without the API they expire on their own.
@@ -402,6 +413,8 @@ class RabbitMqMessagingService(BaseMessagingService):
                 reply = str(exc.args[0] if exc.args else exc)
                 raise WaitQueueConflict(queue, wait, reply) from exc
         self._wait_queues.setdefault(queue, set()).add(wait)
+        if self._policy_check is not None:
+            await self._policy_check.check(queue, wait, ms)
         channel = await self._publisher()
         msg_id = self._ids.next_id()
         async with asyncio.timeout(self._operation_timeout):
