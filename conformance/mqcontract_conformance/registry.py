@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["GROUPS", "SUITE_VERSION", "Check", "Rule", "registered", "rule"]
 
 #: Bumped when rules are added or changed; new rules start ``provisional``.
-SUITE_VERSION = "2.14.0"
+SUITE_VERSION = "2.15.0"
 
 #: Group id -> heading, in document order.
 GROUPS: dict[str, str] = {

@@ -18,11 +18,12 @@ from mqcontract.errors import (
     ProviderClosed,
 )
 from mqcontract.messages import Claim, Message, QueuedMessage
-from mqcontract.service import Subscription
+from mqcontract.service import MessagingService, Subscription
 from mqcontract.subscription import QueueSubscription
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
 from mqcontract_conformance.cases._payloads import body, same_payload
+from mqcontract_conformance.cases._resources import Footprint, Growth
 from mqcontract_conformance.context import CaseContext, ContractViolation, notification_id
 from mqcontract_conformance.registry import rule
 
@@ -703,3 +704,125 @@ async def _round_trip(ctx: CaseContext, call: Callable[[], Awaitable[object]]) -
         await call()
         took.append(time.perf_counter() - start)
     return min(took)
+
+
+#: ERR-13: services opened, used and closed; subscriptions opened and closed on one
+#: service; and how many more fds, threads or tasks than before may remain once they are
+#: closed (less than either count, so one kept per service or subscription fails).
+_RELEASED_SERVICES = 4
+_RELEASED_SUBSCRIPTIONS = 4
+_RELEASE_TOLERANCE = 1
+
+
+@rule(
+    "ERR-13",
+    "A closed service gives back what it took while open, and so does a closed "
+    "subscription: after several were opened, used and closed, the process holds no more "
+    "file descriptors, threads or event-loop tasks than before (give or take "
+    f"{_RELEASE_TOLERANCE}), once what ends asynchronously had the slack to end.",
+    why="Long-running processes open and close services and subscriptions over and over "
+    "(per tenant, per reconnect, per consumer restart). A close that leaves a worker "
+    "thread, a connection or a listener task behind leaks one per use until the process "
+    "runs out of file descriptors or threads, and every operation raising ProviderClosed "
+    "after close (ERR-3) does not show it.",
+    provisional=True,
+)
+async def closing_gives_back_what_was_taken(ctx: CaseContext) -> None:
+    push = ctx.caps.push is not PushKind.NONE
+    # Warm up: what a first use makes once per process (a driver's shared executor, DNS
+    # threads, caches) or once per service (a push pump started by the first subscribe)
+    # exists before the baseline; the case's own service stays open throughout.
+    q = await ctx.queue()
+    await _exchange(ctx, ctx.service, q)
+    if push:
+        await (await ctx.service.subscribe(q)).aclose()
+    kept: list[object] = []  # what was closed, so no leak hides behind garbage collection
+    await _open_use_close(ctx, kept)
+    before = await _steady(ctx)
+    if push:
+        for _ in range(_RELEASED_SUBSCRIPTIONS):
+            sub = await ctx.service.subscribe(q)
+            kept.append(sub)
+            await asyncio.sleep(0)  # whatever it starts, started
+            await sub.aclose()
+        await _released(
+            ctx,
+            before,
+            f"after {_RELEASED_SUBSCRIPTIONS} subscriptions were opened and "
+            "closed on one open service",
+            "subscriptions",
+        )
+    for _ in range(_RELEASED_SERVICES):
+        await _open_use_close(ctx, kept)
+    await _released(
+        ctx, before, f"after {_RELEASED_SERVICES} services were opened, used and closed", "services"
+    )
+
+
+async def _exchange(ctx: CaseContext, service: MessagingService, q: str) -> None:
+    """A send, a receive and an ack on ``service`` (its own queue, so a harness whose
+    services do not share a backend does too)."""
+    sent = await service.send_message(q, body(1, "released"))
+    got: list[QueuedMessage] = []
+
+    async def received() -> bool:
+        got.extend(await service.receive_messages(q, 1, ctx.timing.long))
+        return bool(got)
+
+    await ctx.eventually(received, ctx.timing.delivery, f"message {sent} received on {q}")
+    await service.ack_message(q, got[0].msg_id)
+
+
+async def _open_use_close(ctx: CaseContext, kept: list[object]) -> None:
+    """A service opened as another process would open it, used (and a subscription
+    opened and closed on it, where there is push), and closed; both kept in ``kept``."""
+    service = await ctx.harness.open(ctx.clock)
+    kept.append(service)
+    ctx.others.append(service)  # closed after the case, should the check fail midway
+    q = ctx.queue_name()
+    await service.create_queue(q)
+    await _exchange(ctx, service, q)
+    if service.capabilities.push is not PushKind.NONE:
+        sub = await service.subscribe(q)
+        kept.append(sub)
+        await sub.aclose()
+    await service.delete_queue(q)
+    await service.close()
+
+
+async def _steady(ctx: CaseContext) -> Footprint:
+    """The footprint once it holds still for a step (what the warm-up's close ends
+    asynchronously, ended; a few steps at most): the baseline."""
+    now = Footprint.now()
+    for _ in range(5):
+        await ctx.pause(ctx.timing.step)
+        then, now = now, Footprint.now()
+        if not any(now.growth(then).counts().values()):
+            break
+    return now
+
+
+async def _released(ctx: CaseContext, before: Footprint, after: str, what: str) -> None:
+    """Wait, bounded by the slack, until no more is held than ``before`` (within the
+    tolerance); fail naming what grew and by how much."""
+    grown: list[Growth] = []
+
+    async def given_back() -> bool:
+        grown[:] = [Footprint.now().growth(before)]
+        if grown[0].within(_RELEASE_TOLERANCE):
+            return True
+        if ctx.clock is not None:  # threads and sockets end in real time, not virtual
+            await asyncio.sleep(ctx.timing.step)
+        return False
+
+    try:
+        await ctx.eventually(given_back, ctx.timing.slack, f"resources given back {after}")
+    except ContractViolation:
+        names = grown[0].names(_RELEASE_TOLERANCE)
+        ctx.fail(
+            f"{after}, {grown[0].describe(_RELEASE_TOLERANCE)} are held than before, "
+            f"still {ctx.timing.slack:g} s later" + (f" ({names})" if names else "")
+        )
+    finally:
+        for kind, count in grown[0].counts().items() if grown else ():
+            ctx.metrics[f"{what}_closed_{kind}_kept"] = count

@@ -247,7 +247,8 @@ async def service_close_releases(ctx: CaseContext) -> None:
 @rule(
     "PUSH-18",
     "A subscription outlives the deletion of a queue it lists: once the queue is deleted "
-    "and created again (by another service where services share a backend), a message "
+    "and created again (by the subscription's own service, and also by another service "
+    "where services share a backend), a message "
     "sent to it is announced to the open subscription (or a catch-up signal for the queue "
     "is, and the message is receivable) within the recovery bound (three times the "
     "slack), and so is one sent then to each other queue it lists, unless the "
@@ -256,30 +257,34 @@ async def service_close_releases(ctx: CaseContext) -> None:
     why="A broker cancels the consumers of a deleted queue; a provider that does not "
     "notice keeps an open subscription that never yields again, and a push-only worker "
     "waits forever while the re-created queue fills; one that files a subscription's "
-    "bookkeeping under its first queue loses the others.",
+    "bookkeeping under its first queue loses the others; one that ends its own "
+    "subscriptions to a queue it deletes leaves its own worker waiting on nothing.",
     applies_when=ANY_PUSH,
     provisional=True,
 )
 async def subscription_outlives_its_queue(ctx: CaseContext) -> None:
-    q = await ctx.queue()
-    await _outlives_round(ctx, [q], q)
-    kept, deleted = await ctx.queue(), await ctx.queue()
-    await _outlives_round(ctx, [kept, deleted], deleted)
+    for by_other in (False, True) if ctx.caps.shared_backend else (False,):
+        q = await ctx.queue()
+        await _outlives_round(ctx, [q], q, by_other)
+        kept, deleted = await ctx.queue(), await ctx.queue()
+        await _outlives_round(ctx, [kept, deleted], deleted, by_other)
 
 
-async def _outlives_round(ctx: CaseContext, listed: list[str], q: str) -> None:
-    """Subscribe to ``listed``, delete and re-create ``q``, and wait until a message sent
-    then to each listed queue is announced (or the subscription ends naming ``q``)."""
+async def _outlives_round(ctx: CaseContext, listed: list[str], q: str, by_other: bool) -> None:
+    """Subscribe to ``listed``, delete and re-create ``q`` (through another service, or
+    the subscription's own), and wait until a message sent then to each listed queue is
+    announced (or the subscription ends naming ``q``)."""
     sub = await ctx.subscribe(*listed)
     before = {p: await ctx.service.send_message(p, body(0, f"before-{p}")) for p in listed}
     for note in await _notes_until(ctx, sub, set(before.items())):
         await _settle(ctx, ctx.service, note)
-    deleter = await ctx.other_consumer(q) if ctx.caps.shared_backend else ctx.service
+    deleter = await ctx.other_consumer(q) if by_other else ctx.service
     await deleter.delete_queue(q)
     await deleter.create_queue(q)
     payloads = {p: body(1, f"after-{p}") for p in listed}
     after = {p: await deleter.send_message(p, payloads[p]) for p in listed}
-    where = f"subscription to {listed}, {q} deleted and created again"
+    whose = "another service" if by_other else "the subscription's own service"
+    where = f"subscription to {listed}, {q} deleted and created again by {whose}"
     bound = ctx.timing.slack * 3
     deadline = ctx.now() + bound
     while after:
@@ -437,3 +442,61 @@ async def _notes_within(
         if msg_id is not None:
             missing.discard((note.queue_name, msg_id))
     return notes, False
+
+
+@rule(
+    "PUSH-20",
+    "A subscription outlives the loss of its provider's push connection: messages sent "
+    "while the connection is down or coming back are announced to the open subscription "
+    "once it is back (each, or a catch-up signal for their queue, and they are "
+    "receivable), within the recovery bound (three times the slack), with no poller "
+    "running; and so is a message sent after.",
+    why="A notification sent while a listener is disconnected is gone for good (PostgreSQL "
+    "NOTIFY, Redis pub/sub): a provider must say so on reconnect. The event system's "
+    "fallback poller hides one that does not, but a worker that only subscribes waits "
+    "for ever on messages that sit in its queue.",
+    applies_when=ANY_PUSH,
+    hooks=("kill_listener",),
+    provisional=True,
+)
+async def subscription_outlives_lost_push(ctx: CaseContext) -> None:
+    q = await ctx.queue()
+    sub = await ctx.subscribe(q)
+    first = await ctx.service.send_message(q, body(0, "before"))
+    for note in await _notes_until(ctx, sub, {(q, first)}):
+        await _settle(ctx, ctx.service, note)
+    await ctx.harness.kill_listener(ctx.service)
+    gap = await ctx.service.send_batch(q, [body(i, "gap") for i in range(1, 4)])
+    await _all_announced(ctx, sub, q, set(gap), "sent while the push connection was down")
+    later = await ctx.service.send_message(q, body(9, "after"))
+    await _all_announced(ctx, sub, q, {later}, "sent after it came back")
+
+
+async def _all_announced(
+    ctx: CaseContext, sub: Subscription, q: str, ids: set[int], what: str
+) -> None:
+    """Wait until each of ``ids`` was announced (a claimed push is acked) or a catch-up
+    signal for ``q`` came and receiving found it (taken and acked)."""
+    missing = set(ids)
+    bound = ctx.timing.slack * 3
+    deadline = ctx.now() + bound
+    while missing:
+        try:
+            note = await ctx.next_notification(sub, max(deadline - ctx.now(), ctx.timing.step))
+        except ContractViolation:
+            ctx.fail(
+                f"messages {sorted(missing)} {what} were neither announced nor signalled "
+                f"(a catch-up for {q!r}) to the open subscription within {bound:g} s"
+            )
+        except StopAsyncIteration:
+            ctx.fail(f"the subscription ended after the push connection was lost ({what})")
+        await _settle(ctx, ctx.service, note)
+        msg_id = notification_id(note)
+        if isinstance(note, Message):
+            missing.discard(note.message.msg_id)
+            continue
+        if msg_id in missing or msg_id is None:
+            got = await ctx.receive(q)
+            for m in got:
+                await ctx.service.ack_claim(q, m)
+            missing -= {m.msg_id for m in got}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, overload
 
 from mqcontract.clock import VirtualClock
 from mqcontract.errors import MessagingError
-from mqcontract.messages import Message, QueuedMessage
+from mqcontract.messages import Message, MessageNotification, QueuedMessage
+from mqcontract.service import MessagingService, Subscription
 from mqcontract.testing import HookUnavailable
 from mqcontract_conformance.applicability import Applies
 from mqcontract_conformance.cases._conditions import CLAIMED_PUSH
@@ -18,21 +21,197 @@ from mqcontract_conformance.cases._redelivery import check_redelivered, count_ok
 from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.registry import rule
 
+#: Takers look just before a claim's end less the declared precision besides every polling
+#: step (seconds before it): half a step before, where a take on real time still returns
+#: in time to show it came early, and a hair before, where virtual time is exact.
+_HAIR = 0.002
+
+#: One way to take a claimed message from someone else: what it took, or None.
+Take = Callable[[], Awaitable[QueuedMessage | None]]
+
+
+def _next_look(ctx: CaseContext, due: float) -> float:
+    """Seconds to the next look: a polling step, or less to land just before ``due``."""
+    step = ctx.timing.step
+    for before in (step / 2, _HAIR):
+        gap = due - before - ctx.now()
+        if _HAIR / 4 < gap < step:
+            return gap
+    return step
+
+
+@overload
+async def first_take(
+    ctx: CaseContext,
+    held: QueuedMessage,
+    begun: float,
+    vt: float,
+    takers: Sequence[tuple[str, Take]],
+    what: str,
+    *,
+    required: Literal[True] = ...,
+) -> tuple[str, QueuedMessage]: ...
+
+
+@overload
+async def first_take(
+    ctx: CaseContext,
+    held: QueuedMessage,
+    begun: float,
+    vt: float,
+    takers: Sequence[tuple[str, Take]],
+    what: str,
+    *,
+    required: bool,
+) -> tuple[str, QueuedMessage] | None: ...
+
+
+async def first_take(
+    ctx: CaseContext,
+    held: QueuedMessage,
+    begun: float,
+    vt: float,
+    takers: Sequence[tuple[str, Take]],
+    what: str,
+    *,
+    required: bool = True,
+) -> tuple[str, QueuedMessage] | None:
+    """Poll ``takers`` (each a way to take ``held``'s message from its holder) in turn,
+    every polling step and just before the claim's end, until one takes it; returns how
+    and what it took.
+
+    ``begun`` is a ``now()`` read just before the call that made the claim (for ``vt``
+    seconds): a correct provider starts the claim after it, so it holds until at least
+    ``begun + vt`` less the declared precision, and a take that *returned* before that
+    instant surely took it early, on any clock, however loaded the machine (a late look
+    only makes a take look later). Fails then, naming ``what`` (the claim) and the taker.
+    If nothing took it within the slack after the timeout: fails where it is
+    ``required`` to come back, else returns None (it was never taken early)."""
+    precision = ctx.caps.visibility_precision_seconds
+    due = begun + vt - precision
+    latest = ctx.now() + vt + precision + ctx.timing.slack
+    while True:
+        for how, take in takers:
+            got = await take()
+            if got is None:
+                continue
+            at = ctx.now()
+            ctx.check(
+                at >= due,
+                f"{what}: taken by {how} {at - begun:.3f} s after the claim began, before "
+                f"its {vt:g} s timeout less the declared {precision:g} s precision had run "
+                f"(it holds until {due - begun:.3f} s at the earliest); took {got!r}",
+            )
+            ctx.check(got.msg_id == held.msg_id, f"{what}: {how} took {got!r}")
+            return how, got
+        if ctx.now() >= latest:
+            if not required:
+                return None
+            ctx.fail(
+                f"{what}: not taken ({', '.join(h for h, _ in takers)}) within "
+                f"{ctx.timing.slack:g} s after its {vt:g} s timeout"
+            )
+        await ctx.pause(_next_look(ctx, due))
+
 
 @rule(
     "VT-1",
-    "A received message is invisible to every receiver until its visibility timeout passes.",
-    why="The timeout is the claim; without it two workers run the same step.",
+    "A claimed message is taken by nobody else until its visibility timeout has run: no "
+    "receive, no fetch_message (where supported) and no claimed push (where pushed "
+    "messages are claimed), by another service on the same backend (where services "
+    "share one; else by the holder's own), returns it before the timeout less the "
+    "declared precision (visibility_precision_seconds) has passed since the call that "
+    "claimed it began, watched right up to that instant; claimed by receive and (where "
+    "supported) by fetch.",
+    why="The timeout is the claim; without it two workers run the same step. A provider "
+    'that treats a claim as lapsed a little before its end (a "clock skew tolerance" in '
+    "one path's visibility check) hands the message to a second consumer while the first "
+    "still holds it, and the holder's ack then fails StaleClaim: a watch that stops a "
+    "margin before the end misses it.",
 )
 async def invisible_while_held(ctx: CaseContext) -> None:
     q = await ctx.queue()
-    sent = await ctx.service.send_message(q, body(1))
-    await ctx.receive_exactly(q, 1, vt=ctx.timing.unit * 4)
+    other, whose = ctx.service, "the holding service"
+    if ctx.caps.shared_backend:
+        with contextlib.suppress(HookUnavailable):  # then the holder's own service takes
+            other, whose = await ctx.other_consumer(q), "another service"
+    vt = max(ctx.timing.unit, ctx.caps.visibility_precision_seconds * 4)
+    rounds: list[tuple[str, bool]] = [("receive", False)]  # claimed by, push looks too
+    if ctx.caps.fetch_by_id:
+        rounds.append(("fetch", False))
+    if CLAIMED_PUSH.applies(ctx.caps):
+        rounds.append(("receive", True))
+    for n, (claim_by, push) in enumerate(rounds, 1):
+        await _held_until_the_end(ctx, q, other, whose, n, claim_by, vt, push=push)
 
-    async def leaked() -> list[int]:
-        return [m.msg_id for m in await ctx.receive(q)]
 
-    await ctx.never(leaked, ctx.timing.unit * 2, f"held message {sent} received again")
+async def _held_until_the_end(
+    ctx: CaseContext,
+    q: str,
+    other: MessagingService,
+    whose: str,
+    n: int,
+    claim_by: str,
+    vt: float,
+    *,
+    push: bool,
+) -> None:
+    """One message claimed by ``claim_by`` for ``vt`` seconds is taken by ``other`` only
+    once that has run: its receive and fetch look (the path that claimed it first), and
+    with ``push`` a subscription of it opened after the claim."""
+    svc = ctx.service
+    sent = await svc.send_message(q, body(n))
+    begun = ctx.now()
+
+    async def claim() -> QueuedMessage | None:
+        nonlocal begun
+        begun = ctx.now()  # the claim that succeeds starts no earlier than this
+        if claim_by == "fetch":
+            return await svc.fetch_message(q, sent, vt)
+        got = await svc.receive_messages(q, 1, vt)
+        return got[0] if got else None
+
+    held = await ctx.eventually(claim, ctx.timing.delivery, f"message {sent} on {q} claimed")
+    ctx.check(held.msg_id == sent, f"a {claim_by} on {q} claimed {held!r}; sent {sent}")
+
+    async def received() -> QueuedMessage | None:
+        got = await other.receive_messages(q, 1, ctx.timing.long)
+        return got[0] if got else None
+
+    async def fetched() -> QueuedMessage | None:
+        return await other.fetch_message(q, sent, ctx.timing.long)
+
+    takers: list[tuple[str, Take]] = [(f"a receive of {whose}", received)]
+    if ctx.caps.fetch_by_id:
+        takers.insert(len(takers) if claim_by == "receive" else 0, (f"a fetch of {whose}", fetched))
+    sub: Subscription | None = None
+    pending: asyncio.Future[MessageNotification] | None = None
+    if push:
+        sub = await other.subscribe(q)  # opened after the claim: it may only take it back
+        pending = asyncio.ensure_future(anext(sub))
+
+        async def pushed() -> QueuedMessage | None:
+            nonlocal pending
+            if sub is None or pending is None or not pending.done():
+                return None
+            note = pending.result()
+            pending = asyncio.ensure_future(anext(sub))
+            return note.message if isinstance(note, Message) and note.claimed else None
+
+        takers.insert(0, (f"a claimed push to {whose}", pushed))
+    what = f"message {sent} on {q}, claimed by {claim_by} for {vt:g} s"
+    try:
+        # Whether it comes back at all is VT-2's: here only that it was not taken early.
+        took = await first_take(ctx, held, begun, vt, takers, what, required=False)
+        if took is not None:
+            await other.ack_claim(q, took[1])
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        if sub is not None:
+            await sub.aclose()
 
 
 @rule(

@@ -2,7 +2,8 @@
 
 Each keeps every promise about one queue at a time and breaks one about several: names
 matched by prefix, a storage key cut short, a claimed push handed to every subscriber,
-the wrong queue named, or a close that keeps what its subscriptions took.
+the wrong queue named, a close that keeps what its subscriptions took, or a signal
+subscription left unaware of what was sent while its listener was down.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ import contextlib
 import weakref
 
 from mqcontract.errors import QueueNotFound
-from mqcontract.messages import Message
+from mqcontract.messages import Available, Message
 from mqcontract.providers.memory import InMemoryMessagingService, MemoryStore, _Queue
+from mqcontract.service import MessagingService
 from mqcontract.subscription import QueueSubscription
 from mqcontract_conformance.selftest.catalogue import Specimen
+from mqcontract_conformance.selftest.harness import SpecimenHarness
+from mqcontract_conformance.selftest.references import SignalMemory
 
 __all__ = [
     "SPECIMENS",
     "ClaimedPushToEverySubscriber",
     "CloseKeepsWhatSubscriptionsTook",
     "DeleteByPrefix",
+    "DeleteEndsOwnSubscriptions",
+    "ListenerBackWithoutCatchUp",
+    "SignalListenerHarness",
+    "SignalListenerMemory",
     "StorageKeyTruncated",
     "SubscribeByPrefix",
     "SubscribeManyNamesTheFirst",
@@ -155,6 +163,75 @@ class SubscriptionForgetsDeletedQueue(InMemoryMessagingService):
         self._queues.setdefault(name, _Queue(name))
 
 
+class DeleteEndsOwnSubscriptions(InMemoryMessagingService):
+    """Deleting a queue ends this service's own subscriptions that list it, silently
+    (no QueueNotFound), as if their consumers had nothing left to do; another service's
+    delete leaves them open and they hear the queue again once it is created."""
+
+    async def _delete_queue(self, name: str) -> None:
+        queue = self._queues.get(name)
+        listed = [] if queue is None else queue.subscribers
+        mine = [s.subscription for s in listed if s.subscription in self._subscribers]
+        await super()._delete_queue(name)
+        for subscription in mine:  # the defect: ended, not told
+            await subscription.aclose()
+
+
+#: How long the listener of :class:`SignalListenerMemory` takes to come back.
+LISTENER_DOWN = 0.5
+
+
+class SignalListenerMemory(SignalMemory):
+    """Correct: signals travel over a listener connection that can die, and what is
+    announced while it is down is gone (as PostgreSQL NOTIFY or Redis pub/sub); when it
+    comes back it signals a catch-up (``Available(queue, None)``) for each queue its
+    subscriptions list."""
+
+    def kill_listener(self) -> None:
+        self.__dict__["_down"] = True
+        task = asyncio.get_running_loop().create_task(self._come_back())
+        self.__dict__.setdefault("_returns", set()).add(task)
+        task.add_done_callback(self.__dict__["_returns"].discard)
+
+    async def _come_back(self) -> None:
+        await self.clock.sleep(LISTENER_DOWN)
+        self.__dict__["_down"] = False
+        if not self._closed:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        for sub in getattr(self, "_own_subs", []):
+            for queue in sub.queues:
+                sub.put(Available(queue, None))
+
+    def _announce(self, queue: str, msg_id: int) -> None:
+        own = getattr(self, "_own_subs", [])
+        for sub in list(self._signal_subs):
+            if queue in sub.queues and not (self.__dict__.get("_down") and sub in own):
+                sub.put(Available(queue, msg_id + self.announce_offset))
+
+    async def close(self) -> None:
+        for task in list(self.__dict__.get("_returns", ())):
+            task.cancel()
+        await super().close()
+
+
+class ListenerBackWithoutCatchUp(SignalListenerMemory):
+    """Its listener reconnects without saying that signals were lost meanwhile (no
+    catch-up): a subscription never hears of what was sent while it was down."""
+
+    def _catch_up(self) -> None:
+        """The defect: the reconnect is silent."""
+
+
+class SignalListenerHarness(SpecimenHarness):
+    """The specimen harness whose ``kill_listener`` drops the provider's signal listener."""
+
+    async def kill_listener(self, service: MessagingService) -> None:
+        assert isinstance(service, SignalListenerMemory)
+        service.kill_listener()
+
+
 SPECIMENS: tuple[Specimen, ...] = (
     Specimen(SubscribeByPrefix, "PUSH-15"),
     Specimen(DeleteByPrefix, "LIFE-13"),
@@ -163,4 +240,11 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(SubscribeManyNamesTheFirst, "PUSH-9"),
     Specimen(CloseKeepsWhatSubscriptionsTook, "PUSH-17"),
     Specimen(SubscriptionForgetsDeletedQueue, "PUSH-18"),
+    Specimen(DeleteEndsOwnSubscriptions, "PUSH-18"),
+    Specimen(
+        ListenerBackWithoutCatchUp,
+        "PUSH-20",
+        reference=SignalListenerMemory,
+        harness=SignalListenerHarness,
+    ),
 )

@@ -67,6 +67,8 @@ SPECIMEN_MODULES: tuple[str, ...] = (
     "mqcontract_conformance.selftest.broken_payload_paths",
     "mqcontract_conformance.selftest.broken_recreate",
     "mqcontract_conformance.selftest.broken_counts",
+    "mqcontract_conformance.selftest.broken_release",
+    "mqcontract_conformance.selftest.broken_early",
 )
 
 
