@@ -475,9 +475,12 @@ async def subscription_outlives_lost_push(ctx: CaseContext) -> None:
 async def _all_announced(
     ctx: CaseContext, sub: Subscription, q: str, ids: set[int], what: str
 ) -> None:
-    """Wait until each of ``ids`` was announced (a claimed push is acked) or a catch-up
-    signal for ``q`` came and receiving found it (taken and acked)."""
+    """Wait until each of ``ids`` was announced: pushed (a claimed push is acked), named
+    by a signal and receivable, or receivable at a catch-up signal for ``q``. A signal
+    naming one message stands for that one only, even where a receive at it took others
+    (taken and acked: their own signals find them taken)."""
     missing = set(ids)
+    taken: set[int] = set()
     bound = ctx.timing.slack * 3
     deadline = ctx.now() + bound
     while missing:
@@ -491,12 +494,16 @@ async def _all_announced(
         except StopAsyncIteration:
             ctx.fail(f"the subscription ended after the push connection was lost ({what})")
         await _settle(ctx, ctx.service, note)
-        msg_id = notification_id(note)
         if isinstance(note, Message):
             missing.discard(note.message.msg_id)
             continue
-        if msg_id in missing or msg_id is None:
+        msg_id = notification_id(note)
+        if msg_id is None or msg_id not in taken:
             got = await ctx.receive(q)
             for m in got:
                 await ctx.service.ack_claim(q, m)
-            missing -= {m.msg_id for m in got}
+            taken |= {m.msg_id for m in got}
+        if msg_id is None:
+            missing -= taken  # a catch-up covers whatever was there when it came
+        elif msg_id in taken:
+            missing.discard(msg_id)

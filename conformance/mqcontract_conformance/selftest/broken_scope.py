@@ -27,6 +27,7 @@ __all__ = [
     "CloseKeepsWhatSubscriptionsTook",
     "DeleteByPrefix",
     "DeleteEndsOwnSubscriptions",
+    "ListenerBackMidBatch",
     "ListenerBackWithoutCatchUp",
     "SignalListenerHarness",
     "SignalListenerMemory",
@@ -224,6 +225,24 @@ class ListenerBackWithoutCatchUp(SignalListenerMemory):
         """The defect: the reconnect is silent."""
 
 
+class ListenerBackMidBatch(SignalListenerMemory):
+    """Its listener is back while a batch is being announced: the first two signals are
+    lost, the third arrives, and nothing says a catch-up is due (a batch announced one
+    NOTIFY at a time across a reconnect)."""
+
+    def kill_listener(self) -> None:
+        self.__dict__["_lose"] = 2  # back in time for the third signal
+
+    def _catch_up(self) -> None:
+        """The defect: a silent reconnect."""
+
+    def _announce(self, queue: str, msg_id: int) -> None:
+        if self.__dict__.get("_lose", 0) > 0:
+            self.__dict__["_lose"] -= 1  # sent while down: gone
+            return
+        super()._announce(queue, msg_id)
+
+
 class SignalListenerHarness(SpecimenHarness):
     """The specimen harness whose ``kill_listener`` drops the provider's signal listener."""
 
@@ -243,6 +262,12 @@ SPECIMENS: tuple[Specimen, ...] = (
     Specimen(DeleteEndsOwnSubscriptions, "PUSH-18"),
     Specimen(
         ListenerBackWithoutCatchUp,
+        "PUSH-20",
+        reference=SignalListenerMemory,
+        harness=SignalListenerHarness,
+    ),
+    Specimen(
+        ListenerBackMidBatch,
         "PUSH-20",
         reference=SignalListenerMemory,
         harness=SignalListenerHarness,
