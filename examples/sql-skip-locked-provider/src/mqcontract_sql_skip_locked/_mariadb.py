@@ -199,6 +199,12 @@ def _micros(seconds: float) -> int:
     return round(seconds * 1_000_000)
 
 
+#: InnoDB's "Deadlock found when trying to get lock; try restarting transaction".
+DEADLOCK = 1213
+#: Times a settlement chosen as a deadlock's victim is run (its statement rolled back).
+DEADLOCK_RETRIES = 3
+
+
 class MariaDbStore:
     """:class:`~._store.Store` on an aiomysql pool; remembers its sessions' thread ids."""
 
@@ -311,6 +317,18 @@ class MariaDbStore:
         return [Row(int(r[0]), bytes(r[1]), int(r[2]) + 1, float(r[3])) for r in rows]
 
     async def settle(self, queue: str, keys: Sequence[ClaimKey], *, remove: bool) -> list[Outcome]:
+        """:meth:`_settle`, again when InnoDB chose it as a deadlock's victim (1213):
+        the victim's statement is rolled back whole, so running it again is safe (two
+        overlapping settlements of the same rows deadlock now and then)."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return await self._settle(queue, keys, remove=remove)
+            except aiomysql.OperationalError as exc:
+                if exc.args[:1] != (DEADLOCK,) or attempt == DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _settle(self, queue: str, keys: Sequence[ClaimKey], *, remove: bool) -> list[Outcome]:
         """One autocommitted statement decides; only when it left a claim unsettled do
         two more reads say whether the queue exists and what the rows' counts are now."""
         ids = [k[0] for k in keys]
