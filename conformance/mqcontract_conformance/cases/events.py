@@ -71,17 +71,38 @@ async def _all_processed(
     expected: set[tuple[str, int]],
     within: float,
     what: str,
+    *,
+    stalled: bool = False,
 ) -> None:
+    """Wait until every expected message succeeded; fail after ``within`` seconds, or,
+    with ``stalled``, once ``within`` seconds passed in which none more succeeded (many
+    messages: the rule is about push going on, not about how fast a loaded machine runs
+    them; a whole case is still bounded by the profile's ``case``)."""
+    best = 0
+
     async def done() -> bool:
         return expected <= set(consumer.stats.succeeded)
 
+    async def more() -> bool:
+        nonlocal best
+        finished = len(expected & set(consumer.stats.succeeded))
+        if finished > best:
+            best = finished
+            return True
+        return False
+
     try:
-        await ctx.eventually(done, within, what)
+        if stalled:
+            while not await done():
+                await ctx.eventually(more, within, what)
+        else:
+            await ctx.eventually(done, within, what)
     except AssertionError:
         missing = sorted(expected - set(consumer.stats.succeeded))
+        bound = "with none processed for" if stalled else "never processed within"
         ctx.fail(
-            f"{what}: {len(missing)} never processed within {within:g} s: {missing[:20]}; "
-            f"errors: {consumer.stats.errors[:3]}"
+            f"{what}: {len(missing)} of {len(expected)} {bound} {within:g} s: "
+            f"{missing[:20]}; errors: {consumer.stats.errors[:3]}"
         )
 
 
@@ -206,7 +227,9 @@ async def event_driven_only(ctx: CaseContext) -> None:
         ctx.check(consumer.mode is DeploymentMode.EVENT_DRIVEN_ONLY, f"ran as {consumer.mode}")
         payloads = [body(i) for i in range(PUSH_ONLY_MESSAGES)]
         sent = {(q, i) for i in await ctx.service.send_batch(q, payloads)}
-        await _all_processed(ctx, consumer, sent, ctx.timing.delivery, "event driven only")
+        await _all_processed(
+            ctx, consumer, sent, ctx.timing.delivery, "event driven only", stalled=True
+        )
     _exactly_once(ctx, consumer, sent)
     ctx.check(set(consumer.stats.by_path) == {"push"}, f"paths used: {consumer.stats.by_path}")
 
