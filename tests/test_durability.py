@@ -32,14 +32,8 @@ from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.memory import MemoryHarness
 from mqcontract_fixtures.private._child import wait_for
 from mqcontract_fixtures.private._probe import ask
-from mqcontract_fixtures.private._server import (
-    PrivateSlot,
-    ServerBackend,
-    ServerProcess,
-    _descendants,
-    _group_alive,
-    _running,
-)
+from mqcontract_fixtures.private._reaper import descendants, group_alive, running
+from mqcontract_fixtures.private._server import PrivateSlot, ServerBackend, ServerProcess
 from mqcontract_fixtures.private.beanstalkd import PrivateBeanstalkd
 from mqcontract_fixtures.private.mariadb import PrivateMariaDb
 from mqcontract_fixtures.private.postgres import PrivatePostgres
@@ -154,7 +148,7 @@ def test_a_crash_leaves_no_process_of_the_server_behind() -> None:
         asyncio.run(server.start())
         assert server.proc is not None
         group = server.proc.pid
-        assert _group_alive(group)
+        assert group_alive(group)
 
         async def crash_while_busy() -> set[int]:
             # A backend computing (not waiting) notices the postmaster's death only when
@@ -171,7 +165,7 @@ def test_a_crash_leaves_no_process_of_the_server_behind() -> None:
                     return bool(await watcher.fetchval(active, backend))
 
                 await wait_for("the query to start", computing, 10, step=0.01)
-                tree = _descendants(group)
+                tree = descendants(group)
                 assert backend in tree  # in a session of its own (setsid), not our group
                 await server.kill()
             finally:
@@ -181,8 +175,8 @@ def test_a_crash_leaves_no_process_of_the_server_behind() -> None:
             return tree
 
         forked = asyncio.run(crash_while_busy())
-        assert not _group_alive(group)
-        assert not [pid for pid in forked if _running(pid)]  # every process it forked
+        assert not group_alive(group)
+        assert not [pid for pid in forked if running(pid)]  # every process it forked
         assert not server.running
     finally:
         asyncio.run(server.close())
