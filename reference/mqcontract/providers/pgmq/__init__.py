@@ -30,7 +30,9 @@ row's ``enqueued_at``, so other PGMQ clients on the same queues keep working: th
 ``pgmq.set_vt(queue, id, 0)`` makes it lapse; either way settling the old claim raises
 ``StaleClaim`` and leaves the row alone. ``enqueued_at`` keeps a claim from settling a
 message of the queue created again under its name (whose ids restart at 1). See
-``_settle``.
+``_settle``. A row whose ``read_ct`` is at the ``integer`` limit (set by a foreign
+``UPDATE``) can never be claimed again: receive and fetch pass it by and leave it in the
+table (``_sql.READ_CT_LIMIT``), where ``pgmq.read`` would fail every read of the queue.
 """
 
 from __future__ import annotations

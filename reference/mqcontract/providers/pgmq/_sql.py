@@ -26,6 +26,7 @@ from functools import lru_cache
 
 __all__ = [
     "CHANNEL_PREFIX",
+    "READ_CT_LIMIT",
     "TRIGGER_NAME",
     "channel",
     "create_trigger",
@@ -39,6 +40,12 @@ __all__ = [
 
 CHANNEL_PREFIX = "mqcontract_"
 TRIGGER_NAME = "mqcontract_notify"
+#: ``read_ct`` is an ``integer``: a row already there (only a foreign ``UPDATE`` gets it
+#: there) cannot be claimed again, since its count cannot grow. Receive and fetch pass it
+#: by, so it stays in the table for whoever set it and the rest of the queue is delivered
+#: around it; claiming it failed the whole statement ("integer out of range"), every
+#: receive of the queue from then on (as ``pgmq.read`` still does).
+READ_CT_LIMIT = 2**31 - 1
 
 PROBE_JSONB = "SELECT $1::text::jsonb IS NOT NULL"
 CREATE = "SELECT pgmq.create($1::text)"
@@ -157,7 +164,7 @@ class QueueSql:
         self.receive = f"""
 WITH cte AS (
     SELECT msg_id FROM {table}
-    WHERE vt <= clock_timestamp()
+    WHERE vt <= clock_timestamp() AND read_ct < {READ_CT_LIMIT}
     ORDER BY msg_id
     LIMIT $1::int
     FOR UPDATE SKIP LOCKED
@@ -176,7 +183,7 @@ SET vt = clock_timestamp() + make_interval(secs => $2::float8),
     last_read_at = clock_timestamp()
 WHERE m.msg_id = (
     SELECT msg_id FROM {table}
-    WHERE msg_id = $1::bigint AND vt <= clock_timestamp()
+    WHERE msg_id = $1::bigint AND vt <= clock_timestamp() AND read_ct < {READ_CT_LIMIT}
     FOR UPDATE SKIP LOCKED
 )
 {_RETURNING}
