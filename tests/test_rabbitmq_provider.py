@@ -457,7 +457,8 @@ async def test_deliveries_read_after_the_broker_closed_their_channel_cost_nothin
     are read one frame at a time, each handled before the next is read (as when they
     trickle in), so they are all handled before the close-ok behind them."""
     sub = await service.subscribe(queue)
-    underlay = service.robust_connections[1].transport
+    assert service.push_connection is not None
+    underlay = service.push_connection.transport
     assert underlay is not None
     connection = underlay.connection  # the AMQP connection (its robust one reconnects)
     channel = service._consumers._consumers[sub].channel
@@ -564,8 +565,8 @@ async def test_killing_the_push_connection_leaves_operations_working_and_push_re
     service: RabbitMqMessagingService, queue: str, config: MessagingConfig
 ) -> None:
     sub = await service.subscribe(queue)
-    assert len(service.connection_names) == 2  # operations + push
     first = await service.send_message(queue, b"1")
+    assert len(service.connection_names) == 3  # operations, publish, push
     (note,) = await _notifications(sub, 1, 3.0)
     assert note.message.msg_id == first
     harness = RabbitMqHarness(

@@ -1,9 +1,13 @@
 r"""The provider's AMQP connections and every channel it opens, owns and re-opens.
 
-Two :class:`aio_pika.RobustConnection`\ s (heartbeat and connect timeout from
-``[rabbitmq]``) reconnect in the background: one for operations, one for push consumers,
-opened at the first subscribe (RabbitMQ's advice: a publisher blocked by flow control must
-not stall deliveries, and losing the push connection leaves sends and receives working).
+Up to three :class:`aio_pika.RobustConnection`\ s (heartbeat and connect timeout from
+``[rabbitmq]``) reconnect in the background: one for operations (receives, settlements,
+declares), one for publishing, opened at the first send, and one for push consumers,
+opened at the first subscribe. RabbitMQ's advice: a connection that publishes is the one
+a resource alarm (memory, disk) or flow control blocks, and the broker then reads nothing
+from it, so receives and acks on it would wait for the alarm to clear; on their own
+connection they go on, and what is held can still be settled. Losing the push connection
+leaves sends and receives working.
 With several broker URLs (a cluster's nodes), each is a :class:`FailoverConnection`: the
 first connect takes the first URL that answers, and every reconnect attempt goes to the
 next URL in turn, so a client on a node that died moves to one that lives.
@@ -14,7 +18,8 @@ Frames are decoded tolerantly (:mod:`._decoding`): a foreign message carrying a 
 pamqp cannot decode (a timestamp past the year 9999) is delivered, not fatal to the
 connection.
 
-Channels: one with publisher confirms for sending; one per queue for ``basic.get`` (so a
+Channels: one with publisher confirms for sending (on the publishing connection); one
+per queue for ``basic.get`` (so a
 404 for one queue never releases messages held from another), kept in a small LRU cache;
 throwaway ones for passive declares, whose 404 kills only them. (The id lease,
 :mod:`._lease`, opens its own short-lived ones on the connection it leases on: a lease
@@ -28,7 +33,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import aiormq
 import aiormq.abc
@@ -58,6 +63,7 @@ __all__ = [
     "Channel",
     "Channels",
     "FailoverConnection",
+    "Role",
     "heartbeat_seconds",
     "open_connection",
 ]
@@ -66,6 +72,11 @@ _UpdateSecretOk = ConnectionMethods.UpdateSecretOk
 
 #: aiormq's channel class: what its connections open (settling writes to its write queue).
 Channel = aiormq.Channel
+
+#: What a connection is for: the first is opened with the service, the others on first
+#: use, each named after the service's connection with its role appended.
+Role = Literal["operations", "publish", "push"]
+_EXTRA: tuple[Role, ...] = ("publish", "push")
 
 #: Seconds between reconnect attempts of the robust connection.
 RECONNECT_INTERVAL = 1.0
@@ -210,8 +221,9 @@ class Channels:
     ) -> None:
         self._config = config
         self._conn = connection
-        self._push_conn: RobustConnection | None = None
-        self._push_conn_lock = asyncio.Lock()
+        #: The connections opened on first use, by role.
+        self._extra: dict[Role, RobustConnection] = {}
+        self._extra_lock = asyncio.Lock()
         self._provider = provider
         self.connection_name = connection_name
         self._timeout = timeout
@@ -230,27 +242,28 @@ class Channels:
 
     @property
     def connections(self) -> tuple[RobustConnection, ...]:
-        """The open connections: operations first, then push once opened."""
-        if self._push_conn is None:
-            return (self._conn,)
-        return (self._conn, self._push_conn)
+        """The open connections: operations first, then publishing and push once opened."""
+        return (self._conn, *(self._extra[role] for role in _EXTRA if role in self._extra))
 
     @property
     def connection_names(self) -> tuple[str, ...]:
         """Client-provided names of :attr:`connections`, in the same order."""
-        names = [self.connection_name]
-        if self._push_conn is not None:
-            names.append(f"{self.connection_name}-push")
-        return tuple(names)
+        extra = [f"{self.connection_name}-{role}" for role in _EXTRA if role in self._extra]
+        return (self.connection_name, *extra)
+
+    @property
+    def push_connection(self) -> RobustConnection | None:
+        """The push consumers' connection, once a subscribe opened it."""
+        return self._extra.get("push")
 
     def _check_open(self) -> None:
         if self._is_closed():
             raise ProviderClosed(self._provider)
 
-    async def _live(self, *, push: bool) -> aiormq.abc.AbstractConnection:
+    async def _live(self, role: Role) -> aiormq.abc.AbstractConnection:
         """The live aiormq connection, waiting (bounded) while the robust one reconnects."""
         self._check_open()
-        robust = await self._push_connection() if push else self._conn
+        robust = self._conn if role == "operations" else await self._connection(role)
         loop = asyncio.get_running_loop()
         connect_timeout = self._config.connection_timeout_seconds
         deadline = loop.time() + connect_timeout
@@ -279,20 +292,23 @@ class Channels:
                         await robust.connected.wait()
             self._check_open()
 
-    async def _push_connection(self) -> RobustConnection:
-        async with self._push_conn_lock:
-            if self._push_conn is None:
+    async def _connection(self, role: Role) -> RobustConnection:
+        connection = self._extra.get(role)
+        if connection is not None:
+            return connection  # the lock only guards opening one
+        async with self._extra_lock:
+            if role not in self._extra:
                 connection = await open_connection(
-                    self._config, self._provider, f"{self.connection_name}-push"
+                    self._config, self._provider, f"{self.connection_name}-{role}"
                 )
                 if self._is_closed():  # closed while connecting: do not leak it
                     await connection.close()
                     raise ProviderClosed(self._provider)
-                self._push_conn = connection
-            return self._push_conn
+                self._extra[role] = connection
+            return self._extra[role]
 
     async def close(self) -> None:
-        """Close both connections (the broker requeues everything still unacked)."""
+        """Close every connection (the broker requeues everything still unacked)."""
         if self._closing:  # bounded by the operation timeout each
             await asyncio.gather(*self._closing, return_exceptions=True)
         for connection in self.connections:
@@ -303,9 +319,9 @@ class Channels:
 
     # -- channels ----------------------------------------------------------------------
 
-    async def open(self, *, confirms: bool, push: bool = False) -> Channel:
-        """A new channel on the operations (or push) connection."""
-        connection = await self._live(push=push)
+    async def open(self, *, confirms: bool, role: Role = "operations") -> Channel:
+        """A new channel on the connection of ``role``."""
+        connection = await self._live(role)
         async with asyncio.timeout(self._timeout):
             channel = await connection.channel(publisher_confirms=confirms, on_return_raises=True)
         assert isinstance(channel, Channel)  # aiormq's connections open no other kind
@@ -360,7 +376,7 @@ class Channels:
             return channel  # the lock only guards opening a channel
         async with self._pub_lock:
             if self._pub is None or self._pub.is_closed:
-                self._pub = await self.open(confirms=True)
+                self._pub = await self.open(confirms=True, role="publish")
             return self._pub
 
     async def receiver(self, queue: str) -> Channel:

@@ -127,7 +127,7 @@ class Consumers:
 
     async def _start(self, consumer: Consumer, queues: Sequence[str]) -> None:
         """The first consume of every queue: ``QueueNotFound`` if one is missing."""
-        channel = await self._channels.open(confirms=False, push=True)
+        channel = await self._channels.open(confirms=False, role="push")
         try:
             async with asyncio.timeout(self._timeout):
                 if len(queues) > 1:
@@ -224,7 +224,7 @@ class Consumers:
             try:
                 if channel is None or channel.is_closed:
                     consumer.channel, consumer.tags = None, {}
-                    channel = await self._channels.open(confirms=False, push=True)
+                    channel = await self._channels.open(confirms=False, role="push")
                     try:
                         async with asyncio.timeout(self._timeout):
                             await self._prepare(consumer, channel)

@@ -2,8 +2,9 @@ r"""The RabbitMQ provider: AMQP 0-9-1 through aio-pika's robust connection.
 
 How the contract maps onto RabbitMQ (each seam has its module):
 
-* **Connections and channels** (:mod:`._channels`): two robust connections, one for
-  operations and one for push consumers; every channel is owned and re-opened here.
+* **Connections and channels** (:mod:`._channels`): up to three robust connections, for
+  operations, for publishing (a resource alarm blocks only it) and for push consumers;
+  every channel is owned and re-opened here.
 * **Ids** (:mod:`._ids`): assigned at publish and carried as the AMQP ``message_id``
   property, so they survive requeues and dead-lettering. Their node bits are leased from
   the broker (:mod:`._lease`), so live producers never share them; producers choose ids
@@ -529,8 +530,21 @@ class RabbitMqMessagingService(BaseMessagingService):
 
     @property
     def connection_names(self) -> tuple[str, ...]:
-        """Client-provided names of the open connections (operations first, then push)."""
+        """Client-provided names of the open connections: operations first, then
+        publishing and push once a send and a subscribe opened them."""
         return self._channels.connection_names
+
+    @property
+    def push_connection_name(self) -> str | None:
+        """The push connection's name, once a subscribe opened it."""
+        if self._channels.push_connection is None:
+            return None
+        return self._channels.connection_names[-1]
+
+    @property
+    def push_connection(self) -> RobustConnection | None:
+        """The push connection, once a subscribe opened it."""
+        return self._channels.push_connection
 
     @property
     def robust_connections(self) -> tuple[RobustConnection, ...]:
