@@ -198,6 +198,8 @@ async def test_a_pgmq_burst_is_handled_once_each_with_hints_folded(pgmq_db_url: 
     consumer = QueueConsumer(service, [queue], lambda _: asyncio.sleep(0), settings)
     await consumer.start()
     try:
+        # The poll a consumer makes as it starts would race the first burst.
+        await _until(lambda: consumer.stats.polls >= 1 or not consumer.polls_at_start, 10.0)
         for burst in range(10):
             await service.send_batch(queue, [b"%d" % (burst * 100 + i) for i in range(100)])
         await _until(lambda: consumer.stats.processed == 1000, 60.0)
