@@ -6,13 +6,13 @@ when its rule did not run, the typed :class:`~..outcomes.Outcome` saying why.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
 
+from mqcontract_conformance.loop import run_bounded
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.plugin.command_line import selected_rules
 from mqcontract_conformance.plugin.recording import Property
@@ -87,7 +87,7 @@ class CaseRunner:
         props = self._item.user_properties
         case = CaseOutcome()
         try:
-            asyncio.run(
+            run_bounded(
                 run_case(harness, self.rule, self._state.timing, self._state.run_id, into=case)
             )
         finally:  # what a failing check measured is recorded too

@@ -9,7 +9,6 @@ never as a catch: a crash is not a rule doing its job.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract.testing import Harness
 from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.loop import run_bounded
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import SUITE_VERSION, Rule
 from mqcontract_conformance.runner import run_case
@@ -219,7 +219,7 @@ def _harness_for(specimen: Specimen, cls: type[InMemoryMessagingService]) -> Har
 def _run_one(harness: Harness, rule: Rule, timing: TimingProfile) -> tuple[str, str]:
     """Run one case: ``("violation", msg)``, ``("error", msg)`` or ``(outcome, reason)``."""
     try:
-        outcome = asyncio.run(run_case(harness, rule, timing, "selftest"))
+        outcome = run_bounded(run_case(harness, rule, timing, "selftest"))
     except ContractViolation as exc:
         text = str(exc)
         if text.startswith(f"[{rule.id}]"):

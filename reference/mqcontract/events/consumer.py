@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -140,8 +141,9 @@ class QueueConsumer:
         self._retries: set[asyncio.Task[None]] = set()
         self._retrying: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
-        #: Set while stop cancels the workers: a CancelledError then is stop's, any other
-        #: is the handler's own (a failure like any other).
+        #: Set once stop cancels the workers (until the next start): a CancelledError then
+        #: is stop's. Not cleared when stop itself is cancelled halfway: workers it had
+        #: cancelled must end, not live on as if a handler had cancelled itself.
         self._cancelling_workers = False
         #: start and stop one at a time (two concurrent starts made two of everything).
         self._lifecycle = asyncio.Lock()
@@ -209,10 +211,8 @@ class QueueConsumer:
             )
             self._intake.append(asyncio.create_task(poller.run(), name="mq-poller"))
         self._settler.start()
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"mq-worker-{i}")
-            for i in range(self.settings.workers)
-        ]
+        self._cancelling_workers = False
+        self._workers = [self._new_worker(i) for i in range(self.settings.workers)]
         self._running = True
 
     async def stop(self) -> None:
@@ -246,10 +246,7 @@ class QueueConsumer:
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._receiver.drained()
         self._cancelling_workers = True
-        try:
-            await _cancel_and_wait(self._workers, self.settings.stop_grace)
-        finally:
-            self._cancelling_workers = False
+        await _cancel_and_wait(self._workers, self.settings.stop_grace)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace):
                 await self._settler.drain()
@@ -266,6 +263,23 @@ class QueueConsumer:
         await self.stop()
 
     # -- workers -----------------------------------------------------------------------
+
+    def _new_worker(self, index: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._work(), name=f"mq-worker-{index}")
+        task.add_done_callback(functools.partial(self._worker_ended, index))
+        return task
+
+    def _worker_ended(self, index: int, task: asyncio.Task[None]) -> None:
+        """Replace a worker whose task was cancelled by someone other than stop while
+        the consumer runs (its handler cancelled its own task: the request cannot be told
+        from anyone else's, so it ended the worker), unless the consumer's other tasks
+        are being cancelled too (the event loop shutting down without a stop)."""
+        if not task.cancelled() or not self._running or self._cancelling_workers:
+            return
+        if any(t.done() or t.cancelling() for t in self._intake) or self._settler.cancelled():
+            return
+        if index < len(self._workers) and self._workers[index] is task:
+            self._workers[index] = self._new_worker(index)
 
     async def _work(self) -> None:
         while not self._cancelling_workers:  # (a handler may swallow stop's cancellation)
@@ -429,7 +443,13 @@ class QueueConsumer:
         try:
             done = await self._run_in_order(pending, path, claimed_at, started=started)
         except asyncio.CancelledError:
-            raise  # stays listed: stop releases what this worker never started
+            if self._stop_cancelled():
+                raise  # stays listed: stop releases what this worker never started
+            # Someone else ended this worker: nobody would run the rest, or release it.
+            self._unstarted.pop(id(pending), None)
+            with contextlib.suppress(Exception):
+                await self._release(pending)
+            raise
         except BaseException:
             self._unstarted.pop(id(pending), None)
             raise
@@ -582,12 +602,14 @@ class QueueConsumer:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and self._stop_cancelled():
                 raise
-            # Anything else the handler raised is its failure and must not end the
-            # worker: a CancelledError of its own (it awaited something cancelled, or
-            # cancelled its own task: that request is withdrawn), a GeneratorExit, a
-            # BaseExceptionGroup, a BaseException subclass.
-            if isinstance(exc, asyncio.CancelledError):
-                _withdraw_cancellation()
+            # Anything else the handler raised is its failure: a CancelledError of its
+            # own (it awaited something cancelled), a GeneratorExit, a
+            # BaseExceptionGroup, a BaseException subclass. A request to cancel this
+            # worker's task that is not stop's (the event loop shutting down, or the
+            # handler cancelling its own task: they cannot be told apart) ends the
+            # worker once the message is given back; it is never withdrawn, which left
+            # the task unable to end (a loop's shutdown waited on it for ever).
+            requested = _cancel_requested(exc)
             self.stats.handler_failed(key)
             log.info("handler failed for %s/%s: %s", *key, exc)
             if self.settings.nack_on_failure:
@@ -598,8 +620,10 @@ class QueueConsumer:
                     await self.service.nack_claim(message.queue_name, message)
                 except MessageNotFound:
                     pass  # the claim is gone already: it comes back anyway
-                except MessagingError as exc:  # outcome unknown; the timeout retries
-                    self.stats.record_error(f"nack {key[0]}/{key[1]}: {exc}")
+                except MessagingError as error:  # outcome unknown; the timeout retries
+                    self.stats.record_error(f"nack {key[0]}/{key[1]}: {error}")
+            if requested:
+                raise
             return
         await self._settler.ack(message)  # counted once the ack is confirmed
 
@@ -657,11 +681,11 @@ class QueueConsumer:
         self.stats.left_on_stop += len(pending)
 
 
-def _withdraw_cancellation() -> None:
-    """Withdraw the running task's pending cancellation requests (a handler's own)."""
+def _cancel_requested(exc: BaseException) -> bool:
+    """Whether ``exc`` is a cancellation someone asked of the running task (not one its
+    handler merely awaited)."""
     task = asyncio.current_task()
-    while task is not None and task.cancelling() > 0:
-        task.uncancel()
+    return isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling() > 0
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]], bound: float) -> None:

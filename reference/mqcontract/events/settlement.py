@@ -66,6 +66,11 @@ class Settler:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="mq-settler")
 
+    def cancelled(self) -> bool:
+        """Whether the settling task ended or is being cancelled (a loop shutting down)."""
+        task = self._task
+        return task is not None and (task.done() or task.cancelling() > 0)
+
     async def ack(self, message: QueuedMessage) -> None:
         """Hand over an ack; returns once it is queued (waits only for a free slot)."""
         while self._free <= 0:

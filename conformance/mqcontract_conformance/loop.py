@@ -1,0 +1,75 @@
+"""Each case's event loop, whose shutdown is bounded.
+
+``asyncio.run`` cancels the tasks a coroutine left behind and then waits for every one
+of them, without a bound: one task of a provider (or of code it drives) that does not
+end when cancelled hung the whole run after its case had finished, in the selftest
+for more than ten minutes. Here the wait is bounded; what is still pending after it is
+named in a warning and abandoned with its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["SHUTDOWN_BOUND", "run_bounded"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds the shutdown waits for the tasks left behind once cancelled, then for async
+#: generators and the default executor to close.
+SHUTDOWN_BOUND = 10.0
+
+
+def run_bounded(main: Coroutine[Any, Any, T], *, shutdown: float = SHUTDOWN_BOUND) -> T:
+    """Run ``main`` in a new event loop, as ``asyncio.run`` does, with a shutdown that
+    waits at most ``shutdown`` seconds at each step."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_left_behind(loop, shutdown)
+            loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), shutdown))
+            loop.run_until_complete(_bounded(loop.shutdown_default_executor(), shutdown))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+async def _bounded(step: Coroutine[Any, Any, None], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.warning("event loop shutdown: a step took over %g s and was left", seconds)
+
+
+def _cancel_left_behind(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=seconds))
+    for task in pending:
+        log.warning(
+            "a task left running did not end within %g s of being cancelled, and was "
+            "abandoned with its event loop: %r",
+            seconds,
+            task,
+        )
+    for task in tasks - pending:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception in a task left running",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
