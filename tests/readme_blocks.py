@@ -6,11 +6,17 @@ belongs to, and the rules are testable without running anything.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["LANGUAGES", "Block", "apply_args", "parse_readme"]
+__all__ = ["DONE_ENV", "LANGUAGES", "Block", "apply_args", "done_elsewhere", "parse_readme"]
+
+#: Ids of blocks a step outside the tests ran as written (``.ci/run`` runs the Quick
+#: start's first block as its install step), comma-separated: not run again here.
+DONE_ENV = "MQCONTRACT_README_DONE"
 
 #: Fence language -> how the block is tested.
 LANGUAGES = {
@@ -156,3 +162,21 @@ def apply_args(script: str, args: list[tuple[str, str]]) -> str:
         if not count:
             raise ValueError(f"args: the block has no {option} to replace")
     return script
+
+
+def done_elsewhere(environ: Mapping[str, str] | None = None) -> set[str]:
+    """The ids named in :data:`DONE_ENV` (of ``os.environ`` unless given)."""
+    text = (os.environ if environ is None else environ).get(DONE_ENV, "")
+    return {part.strip() for part in text.split(",") if part.strip()}
+
+
+if __name__ == "__main__":  # python3 tests/readme_blocks.py BLOCK_ID: print its text
+    import sys
+    from pathlib import Path
+
+    wanted = sys.argv[1]
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    found = [b for b in parse_readme(readme.read_text())[0] if b.id == wanted]
+    if len(found) != 1 or found[0].errors:
+        sys.exit(f"README.md: no block {wanted!r} to run")
+    sys.stdout.write(found[0].text)
