@@ -118,6 +118,12 @@ def test_verify_runs_rules_against_a_private_nats_cluster(tmp_path: Any) -> None
         timeout=BOUND,
         check=False,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, _why(done.stdout) + done.stderr[-3000:]
     assert "private cluster of 3 up" in done.stdout
     assert "CLAIM-9" in out.read_text()
+
+
+def _why(output: str) -> str:
+    """The failures pytest printed (their ``E`` lines), else the output's end."""
+    errors = [line for line in output.splitlines() if line.startswith("E ")]
+    return "\n".join(errors)[-6000:] if errors else output[-3000:]
