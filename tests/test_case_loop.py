@@ -45,3 +45,16 @@ def test_the_result_and_the_error_of_the_coroutine_come_through() -> None:
     with pytest.raises(ValueError, match="from the case"):
         run_bounded(fails())
     assert run_bounded(asyncio.sleep(0, "ok")) == "ok"
+
+
+async def _leaves_a_stuck_executor_call() -> None:
+    loop = asyncio.get_running_loop()
+    loop.run_in_executor(None, time.sleep, 4)
+    await asyncio.sleep(0)
+
+
+def test_an_executor_call_still_running_is_left_after_the_bound() -> None:
+    """3.11's shutdown_default_executor joined its threads without a bound."""
+    started = time.monotonic()
+    run_bounded(_leaves_a_stuck_executor_call(), shutdown=0.3)
+    assert time.monotonic() - started < 2.0

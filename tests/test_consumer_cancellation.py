@@ -68,3 +68,42 @@ def test_a_loop_shut_down_while_handlers_run_ends(how: str) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail(f"asyncio.run did not return within {TIMING.operation * 2:g} s ({how})")
     assert done.stdout.strip() == "ended", done.stderr[-2000:]
+
+
+async def test_a_worker_ended_by_its_handler_is_replaced_after_a_restart_too() -> None:
+    """A restarted consumer kept its first run's (cancelled) intake tasks, took them for
+    a loop shutting down, and so replaced no worker: its only one gone, it claimed on and
+    ran nothing."""
+    import asyncio
+
+    from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
+    from mqcontract.messages import QueuedMessage
+    from mqcontract.providers.memory import InMemoryMessagingService
+
+    service = InMemoryMessagingService()
+    await service.create_queue("jobs")
+    ran: list[bytes] = []
+
+    async def handler(message: QueuedMessage) -> None:
+        if not ran:
+            ran.append(b"cancelled itself")
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(1)
+        ran.append(message.payload)
+
+    settings = ConsumerSettings(mode=DeploymentMode.POLLING_ONLY, workers=1, poll_interval=0.05)
+    consumer = QueueConsumer(service, ["jobs"], handler, settings)
+    await consumer.start()
+    await consumer.stop()
+    await consumer.start()
+    try:
+        await service.send_batch("jobs", [b"1", b"2"])
+        async with asyncio.timeout(TIMING.delivery):
+            while consumer.stats.processed < 2:  # noqa: ASYNC110
+                await asyncio.sleep(TIMING.step)
+    finally:
+        await consumer.stop()
+        await service.close()
+    assert sorted(ran[1:]) == [b"1", b"2"]

@@ -843,7 +843,9 @@ async def test_whatever_a_handler_raises_is_its_failure_and_the_worker_lives_on(
 ) -> None:
     """A BaseException that is not an Exception ended the worker silently: its batch was
     neither run nor released, nothing else was consumed, and stop() re-raised it and left
-    the settler running. A handler cancelling its own task did the same."""
+    the settler running. A handler cancelling its own task did the same; that request
+    now ends its worker (it cannot be told from a loop shutting down), whose batch is
+    released and whose place a new worker takes: the work goes on all the same."""
     service = InMemoryMessagingService()
     await service.create_queue("jobs")
     await service.send_batch("jobs", [b"%d" % i for i in range(6)])

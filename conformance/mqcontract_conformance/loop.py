@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = ["SHUTDOWN_BOUND", "run_bounded"]
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Seconds the shutdown waits for the tasks left behind once cancelled, then for async
-#: generators and the default executor to close.
+#: generators, then for the default executor's running calls.
 SHUTDOWN_BOUND = 10.0
 
 
@@ -29,6 +31,10 @@ def run_bounded(main: Coroutine[Any, Any, T], *, shutdown: float = SHUTDOWN_BOUN
     """Run ``main`` in a new event loop, as ``asyncio.run`` does, with a shutdown that
     waits at most ``shutdown`` seconds at each step."""
     loop = asyncio.new_event_loop()
+    # The loop's default executor is ours: shut down without waiting on the loop (3.11's
+    # shutdown_default_executor joins its threads unbounded, cancelled or not).
+    executor = ThreadPoolExecutor(thread_name_prefix="asyncio")
+    loop.set_default_executor(executor)
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(main)
@@ -36,10 +42,25 @@ def run_bounded(main: Coroutine[Any, Any, T], *, shutdown: float = SHUTDOWN_BOUN
         try:
             _cancel_left_behind(loop, shutdown)
             loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), shutdown))
-            loop.run_until_complete(_bounded(loop.shutdown_default_executor(), shutdown))
+            _shut_down(executor, shutdown)
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def _shut_down(executor: ThreadPoolExecutor, seconds: float) -> None:
+    """Cancel the executor's queued calls and wait at most ``seconds`` for the running
+    ones (a call stuck in a driver, or a DNS lookup nobody answers, is left to end)."""
+    waiter = threading.Thread(
+        target=executor.shutdown,
+        kwargs={"wait": True, "cancel_futures": True},
+        name="mqcontract-executor-shutdown",
+        daemon=True,
+    )
+    waiter.start()
+    waiter.join(seconds)
+    if waiter.is_alive():
+        log.warning("event loop shutdown: executor calls still running after %g s", seconds)
 
 
 async def _bounded(step: Coroutine[Any, Any, None], seconds: float) -> None:

@@ -240,6 +240,7 @@ class QueueConsumer:
         # done: pushed claims live on it (RabbitMQ: on its channel), so closing it first
         # would void the acks still being confirmed and requeue work already done.
         await _cancel_and_wait([*self._intake, *self._retries], self.settings.stop_grace)
+        self._intake = []  # a start after this one makes its own
         stranded, self._stranded = self._stranded, []
         await self._release_at_stop(stranded)  # nobody will run them: back to the queue now
         with contextlib.suppress(TimeoutError):
@@ -276,13 +277,15 @@ class QueueConsumer:
         are being cancelled too (the event loop shutting down without a stop)."""
         if not task.cancelled() or not self._running or self._cancelling_workers:
             return
-        if any(t.done() or t.cancelling() for t in self._intake) or self._settler.cancelled():
+        if any(t.cancelled() or t.cancelling() for t in self._intake) or self._settler.cancelled():
             return
         if index < len(self._workers) and self._workers[index] is task:
             self._workers[index] = self._new_worker(index)
 
     async def _work(self) -> None:
         while not self._cancelling_workers:  # (a handler may swallow stop's cancellation)
+            if _cancel_requested():  # asked of this worker, and swallowed by a handler
+                raise asyncio.CancelledError
             command = await self._receiver.receive()
             try:
                 await self._dispatch(command)
@@ -445,10 +448,12 @@ class QueueConsumer:
         except asyncio.CancelledError:
             if self._stop_cancelled():
                 raise  # stays listed: stop releases what this worker never started
-            # Someone else ended this worker: nobody would run the rest, or release it.
+            # Someone else ended this worker: nobody would run the rest, or release it
+            # (within stop_grace: the loop may be shutting down under the provider too).
             self._unstarted.pop(id(pending), None)
             with contextlib.suppress(Exception):
-                await self._release(pending)
+                async with asyncio.timeout(self.settings.stop_grace):
+                    self.stats.released_unstarted += await self._release(pending)
             raise
         except BaseException:
             self._unstarted.pop(id(pending), None)
@@ -465,6 +470,8 @@ class QueueConsumer:
         started: bool,
     ) -> bool:
         while pending:
+            if _cancel_requested():  # asked of this worker, and swallowed by a handler
+                raise asyncio.CancelledError  # the rest is released by the caller
             if not self._running:
                 await self._release(pending, on_stop=True)
                 return False
@@ -609,7 +616,7 @@ class QueueConsumer:
             # handler cancelling its own task: they cannot be told apart) ends the
             # worker once the message is given back; it is never withdrawn, which left
             # the task unable to end (a loop's shutdown waited on it for ever).
-            requested = _cancel_requested(exc)
+            requested = _cancel_requested()
             self.stats.handler_failed(key)
             log.info("handler failed for %s/%s: %s", *key, exc)
             if self.settings.nack_on_failure:
@@ -623,7 +630,7 @@ class QueueConsumer:
                 except MessagingError as error:  # outcome unknown; the timeout retries
                     self.stats.record_error(f"nack {key[0]}/{key[1]}: {error}")
             if requested:
-                raise
+                raise asyncio.CancelledError from exc
             return
         await self._settler.ack(message)  # counted once the ack is confirmed
 
@@ -681,11 +688,11 @@ class QueueConsumer:
         self.stats.left_on_stop += len(pending)
 
 
-def _cancel_requested(exc: BaseException) -> bool:
-    """Whether ``exc`` is a cancellation someone asked of the running task (not one its
-    handler merely awaited)."""
+def _cancel_requested() -> bool:
+    """Whether someone asked to cancel the running task (whatever its handler made of
+    the request: raised it, wrapped it, or swallowed it)."""
     task = asyncio.current_task()
-    return isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling() > 0
+    return task is not None and task.cancelling() > 0
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]], bound: float) -> None:

@@ -184,9 +184,11 @@ async def _connect(
     try:
         async with asyncio.timeout(rabbit.connection_timeout_seconds):
             await connection.connect(timeout=rabbit.connection_timeout_seconds)
-    except Exception:
+    except BaseException:
+        # Cancelled too (a first send its caller gave up on): a robust connection left
+        # open reconnects in the background for ever, and nobody would close it.
         with contextlib.suppress(Exception):
-            await connection.close()
+            await asyncio.shield(connection.close())
         raise
     return connection
 
@@ -223,7 +225,8 @@ class Channels:
         self._conn = connection
         #: The connections opened on first use, by role.
         self._extra: dict[Role, RobustConnection] = {}
-        self._extra_lock = asyncio.Lock()
+        #: One per role: a first subscribe does not wait behind a slow first send's open.
+        self._extra_locks: dict[Role, asyncio.Lock] = {role: asyncio.Lock() for role in _EXTRA}
         self._provider = provider
         self.connection_name = connection_name
         self._timeout = timeout
@@ -296,7 +299,7 @@ class Channels:
         connection = self._extra.get(role)
         if connection is not None:
             return connection  # the lock only guards opening one
-        async with self._extra_lock:
+        async with self._extra_locks[role]:
             if role not in self._extra:
                 connection = await open_connection(
                     self._config, self._provider, f"{self.connection_name}-{role}"
