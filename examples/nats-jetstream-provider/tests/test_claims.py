@@ -336,3 +336,23 @@ async def test_a_receive_cancelled_while_it_claims_gives_the_messages_back_at_on
             got += await service.receive_messages(queue, 2, 60)
             await asyncio.sleep(0.02)
     assert sorted(m.msg_id for m in got) == sent
+
+
+@pytest.mark.parametrize("err_code", [10071, 10164])
+async def test_a_write_refused_for_its_expected_sequence_lost_the_race(err_code: int) -> None:
+    """A clustered stream's leader refuses a create on a taken key with 10164 (no
+    sequence named), not 10071: taken for an outage, an ack that overlapped another
+    settlement of its claim raised QueueError on a 3-node cluster (CLAIM-9), where it
+    must read on and find the claim settled."""
+    from mqcontract_nats_jetstream import _ledger
+    from mqcontract_nats_jetstream._errors import JsError
+    from mqcontract_nats_jetstream._ledger import HELD, Record
+    from mqcontract_nats_jetstream._names import QueueNames
+
+    class Refusing:
+        async def publish_js(self, *_: object) -> None:
+            raise JsError(400, err_code, "wrong last sequence")
+
+    names = QueueNames("mq", "jobs")
+    record = Record(HELD, 1, time.time() + 30, 1)
+    assert not await _ledger.write(Refusing(), names, 1, record, after=None)  # type: ignore[arg-type]

@@ -42,7 +42,10 @@ __all__ = [
 STREAM_NOT_FOUND = 10059
 CONSUMER_NOT_FOUND = 10014
 MESSAGE_NOT_FOUND = 10037
-WRONG_LAST_SEQUENCE = 10071
+#: An expected-last-sequence check failed: 10071 names the sequence found; 10164 is what a
+#: clustered stream's leader answers when it refuses before proposing (a write in flight
+#: on the same subject: two overlapping settlements of one claim on a 3-node cluster).
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 #: A stream asked for more than one replica on a server without a cluster.
 NOT_CLUSTERED = 10074
 #: How the server refuses a stream whose replicas it cannot place: no cluster, or fewer

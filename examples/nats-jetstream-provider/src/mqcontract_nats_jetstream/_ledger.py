@@ -136,7 +136,7 @@ async def write(
     try:
         await link.publish_js(names.record(seq, key), record.encode(), headers)
     except JsError as exc:
-        if exc.err_code == WRONG_LAST_SEQUENCE:
+        if exc.err_code in WRONG_LAST_SEQUENCE:
             return False
         raise
     return True
