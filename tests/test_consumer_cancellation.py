@@ -10,11 +10,15 @@ child process bounded in time, since the defect is a hang.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
 import pytest
 
+from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
+from mqcontract.messages import QueuedMessage
+from mqcontract.providers.memory import InMemoryMessagingService
 from mqcontract_conformance.timing import TimingProfile
 
 TIMING = TimingProfile.from_scale()
@@ -74,12 +78,6 @@ async def test_a_worker_ended_by_its_handler_is_replaced_after_a_restart_too() -
     """A restarted consumer kept its first run's (cancelled) intake tasks, took them for
     a loop shutting down, and so replaced no worker: its only one gone, it claimed on and
     ran nothing."""
-    import asyncio
-
-    from mqcontract.events import ConsumerSettings, DeploymentMode, QueueConsumer
-    from mqcontract.messages import QueuedMessage
-    from mqcontract.providers.memory import InMemoryMessagingService
-
     service = InMemoryMessagingService()
     await service.create_queue("jobs")
     ran: list[bytes] = []

@@ -251,8 +251,12 @@ class Channels:
     @property
     def connection_names(self) -> tuple[str, ...]:
         """Client-provided names of :attr:`connections`, in the same order."""
-        extra = [f"{self.connection_name}-{role}" for role in _EXTRA if role in self._extra]
+        extra = [self.name_of(role) for role in _EXTRA if role in self._extra]
         return (self.connection_name, *extra)
+
+    def name_of(self, role: Role) -> str:
+        """The client-provided name of the connection of ``role``."""
+        return self.connection_name if role == "operations" else f"{self.connection_name}-{role}"
 
     @property
     def push_connection(self) -> RobustConnection | None:
@@ -301,9 +305,7 @@ class Channels:
             return connection  # the lock only guards opening one
         async with self._extra_locks[role]:
             if role not in self._extra:
-                connection = await open_connection(
-                    self._config, self._provider, f"{self.connection_name}-{role}"
-                )
+                connection = await open_connection(self._config, self._provider, self.name_of(role))
                 if self._is_closed():  # closed while connecting: do not leak it
                     await connection.close()
                     raise ProviderClosed(self._provider)

@@ -539,7 +539,7 @@ class RabbitMqMessagingService(BaseMessagingService):
         """The push connection's name, once a subscribe opened it."""
         if self._channels.push_connection is None:
             return None
-        return self._channels.connection_names[-1]
+        return self._channels.name_of("push")
 
     @property
     def push_connection(self) -> RobustConnection | None:
