@@ -25,6 +25,7 @@ from mqcontract_conformance.plugin.collection import (
     mq_state,
     pytest_collection_modifyitems,
     pytest_generate_tests,
+    pytest_runtest_makereport,
 )
 from mqcontract_conformance.plugin.command_line import pytest_addoption
 from mqcontract_conformance.plugin.recording import ResultRecorder
@@ -48,5 +49,6 @@ __all__ = [
     "pytest_configure",
     "pytest_generate_tests",
     "pytest_report_header",
+    "pytest_runtest_makereport",
     "pytest_terminal_summary",
 ]

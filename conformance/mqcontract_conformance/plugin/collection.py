@@ -6,8 +6,9 @@ when its rule did not run, the typed :class:`~..outcomes.Outcome` saying why.
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, NoReturn
 
 import pytest
@@ -27,6 +28,7 @@ __all__ = [
     "mq_state",
     "pytest_collection_modifyitems",
     "pytest_generate_tests",
+    "pytest_runtest_makereport",
 ]
 
 
@@ -51,12 +53,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("mq_case", params, indirect=True)
 
 
+def _case_of(item: pytest.Item) -> tuple[str, Rule] | None:
+    """The (provider, rule) a contract item runs; None for any other item."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "mq_case" not in callspec.params:
+        return None
+    case: tuple[str, Rule] = callspec.params["mq_case"]
+    return case
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or "mq_case" not in callspec.params:
+        case = _case_of(item)
+        if case is None:
             continue
-        provider, rule = callspec.params["mq_case"]
+        provider, rule = case
         item.user_properties += [
             (Property.PROVIDER.value, provider),
             (Property.RULE.value, rule.id),
@@ -64,6 +75,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         known_broken = state_of(config).harness(provider).known_broken
         if rule.id in known_broken:
             item.user_properties.append((Property.KNOWN_BROKEN.value, known_broken[rule.id]))
+
+
+def _where(rule: Rule) -> tuple[str, int] | None:
+    """The file and line of the rule's check, or None where its source cannot be found."""
+    check = inspect.unwrap(rule.check)
+    try:
+        path = inspect.getsourcefile(check)
+        _, line = inspect.getsourcelines(check)
+    except (OSError, TypeError):
+        return None
+    return (path, line) if path else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A skipped rule's report points at the rule's check, not at the line that skipped.
+
+    pytest's ``-rs`` summary names where ``skip()`` was called, which for every rule is
+    the same line of this plugin: the check's own file and line tell the reader which
+    case did not run.
+    """
+    report = yield
+    case = _case_of(item)
+    if case is not None and report.skipped and isinstance(report.longrepr, tuple):
+        where = _where(case[1])
+        if where is not None:
+            report.longrepr = (*where, report.longrepr[2])
+    return report
 
 
 def _not_run(item: pytest.Item, outcome: Outcome, verdict: Verdict | None, reason: str) -> NoReturn:
