@@ -1,4 +1,5 @@
-"""A resource alarm stops sends, never receives and settlements.
+"""A resource alarm stops sends, never receives and settlements, and a send it held
+past its bound says so.
 
 A memory or disk alarm makes RabbitMQ block every connection that publishes: it reads
 nothing more from it until the alarm clears. Sends, receives and acks shared one
@@ -19,7 +20,8 @@ import pytest
 
 from mqcontract.config import load_config
 from mqcontract.providers.rabbitmq import RabbitMqMessagingService
-from mqcontract.providers.rabbitmq._liveness import _blocked
+from mqcontract.providers.rabbitmq._blocked import is_blocked
+from mqcontract.providers.rabbitmq._errors import PublishingBlocked
 from mqcontract.providers.rabbitmq.service import connect_rabbitmq
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.private.rabbitmq import PrivateRabbitNode, rabbitmq_available
@@ -56,7 +58,7 @@ async def _publish_blocked(service: RabbitMqMessagingService) -> None:
     async with asyncio.timeout(TIMING.slack):
         while True:
             transport = publishing.transport
-            if transport is not None and _blocked(transport.connection):
+            if transport is not None and is_blocked(transport.connection):
                 return
             await asyncio.sleep(TIMING.step)
 
@@ -95,5 +97,16 @@ async def test_a_memory_alarm_blocks_sends_but_not_receives_or_acks() -> None:
             fifth = await blocked  # sent once the alarm cleared
             left = await service.receive_messages(queue, 10, TIMING.long)
             assert sorted(m.msg_id for m in left) == sorted([sent[2], fifth])
+
+            # A send that runs out of time behind an alarm says why, naming its queue.
+            await _alarm(node, True)
+            try:
+                with pytest.raises(PublishingBlocked) as caught:
+                    await service.send_message(queue, b"6")
+            finally:
+                await _alarm(node, False)
+            assert caught.value.queue == queue
+            assert caught.value.seconds == TIMING.operation
+            assert "blocked publishing" in str(caught.value), str(caught.value)
         finally:
             await service.close()

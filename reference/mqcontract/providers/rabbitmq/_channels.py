@@ -49,6 +49,7 @@ from mqcontract.config import RabbitMqConfig
 from mqcontract.errors import BackendUnavailable, ConfigurationError, ConnectionLost, ProviderClosed
 
 from . import _decoding
+from ._blocked import is_blocked
 from ._closing import begin_close
 from ._management import vhost_of
 from ._tasks import Background
@@ -257,6 +258,13 @@ class Channels:
     def name_of(self, role: Role) -> str:
         """The client-provided name of the connection of ``role``."""
         return self.connection_name if role == "operations" else f"{self.connection_name}-{role}"
+
+    def blocked(self, role: Role) -> bool:
+        """Whether the broker blocked the connection of ``role`` (a resource alarm); a
+        connection not opened yet, or reconnecting, is not."""
+        robust = self._conn if role == "operations" else self._extra.get(role)
+        transport = None if robust is None else robust.transport
+        return transport is not None and is_blocked(transport.connection)
 
     @property
     def push_connection(self) -> RobustConnection | None:

@@ -65,6 +65,22 @@ class QueueLocked(QueueError):
         )
 
 
+class PublishingBlocked(OperationTimeout):
+    """A send ran out of time while the broker blocked this service's publishing
+    connection (``connection.blocked``): a memory or disk alarm, which stops every
+    publisher until it clears (``rabbitmqctl status`` lists the alarms). Receives and
+    settlements go on, on their own connection. Like any timed-out send, whether the
+    message was enqueued is unknown: its frames may still be written once the alarm
+    clears, so a retry may enqueue it twice."""
+
+    def __init__(self, operation: str, seconds: float, queue: str) -> None:
+        super().__init__(operation, seconds, queue)
+        self.args = (
+            f"{self.args[0]}: the broker blocked publishing (connection.blocked, a memory"
+            " or disk alarm; rabbitmqctl status lists it), and sends wait until it clears",
+        )
+
+
 class AccessRefused(QueueError):
     """The broker refused this user the queue (ACCESS_REFUSED, 403): the user's
     configure, write or read permission in the virtual host does not cover it. A

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import aiormq.abc
 from aio_pika import RobustConnection
 
+from ._blocked import is_blocked
 from ._tasks import Background
 
 __all__ = ["Liveness"]
@@ -66,7 +67,7 @@ class Liveness:
         if transport is None or not robust.connected.is_set():
             return  # reconnecting already
         connection = transport.connection
-        if connection.is_closed or _blocked(connection):
+        if connection.is_closed or is_blocked(connection):
             return  # a blocked connection (a resource alarm) is alive: it waits to publish
         if await self._answers(connection) or self._is_closed():
             return
@@ -90,12 +91,3 @@ class Liveness:
         except Exception:
             return True
         return True
-
-
-def _blocked(connection: aiormq.abc.AbstractConnection) -> bool:
-    """Whether the broker announced ``connection.blocked`` (a memory or disk alarm): it
-    then reads nothing more from a publishing connection, probe included, until the
-    alarm clears, and every node of a cluster shares the alarm. aiormq keeps that state
-    in a private event only; without one the connection counts as not blocked."""
-    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
-    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()

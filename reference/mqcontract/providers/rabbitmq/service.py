@@ -132,6 +132,7 @@ from ._consumers import Consumers
 from ._errors import (
     ERRORS,
     BatchRefused,
+    PublishingBlocked,
     UnsupportedQueueType,
     WaitQueueConflict,
     unsupported_type,
@@ -519,11 +520,14 @@ class RabbitMqMessagingService(BaseMessagingService):
         self, operation: str, queue: str, call: Awaitable[T], *, connecting: bool = False
     ) -> T:
         """As the base class; an operation that ran out of time also has every connection
-        probed (:mod:`._liveness`), so a node that answers nothing is left."""
+        probed (:mod:`._liveness`), so a node that answers nothing is left, and a send
+        that ran out of time behind a resource alarm says so (:class:`PublishingBlocked`)."""
         try:
             return await super()._translated(operation, queue, call, connecting=connecting)
-        except OperationTimeout:
+        except OperationTimeout as exc:
             self._liveness.suspect()
+            if operation in _SENDS and self._channels.blocked("publish"):
+                raise PublishingBlocked(exc.operation, exc.seconds, exc.queue) from exc
             raise
 
     # -- for harnesses -----------------------------------------------------------------
@@ -550,6 +554,10 @@ class RabbitMqMessagingService(BaseMessagingService):
     def robust_connections(self) -> tuple[RobustConnection, ...]:
         """The open connections, in the order of :attr:`connection_names`."""
         return self._channels.connections
+
+
+#: The operations that publish, on the connection a resource alarm blocks.
+_SENDS = frozenset({"send_message", "send_message_with_delay", "send_batch"})
 
 
 def _refused(failure: BaseException) -> bool:
