@@ -19,9 +19,8 @@ import dataclasses
 import pytest
 
 from mqcontract.config import load_config
-from mqcontract.providers.rabbitmq import RabbitMqMessagingService
+from mqcontract.providers.rabbitmq import PublishingBlocked, RabbitMqMessagingService
 from mqcontract.providers.rabbitmq._blocked import is_blocked
-from mqcontract.providers.rabbitmq._errors import PublishingBlocked
 from mqcontract.providers.rabbitmq.service import connect_rabbitmq
 from mqcontract_conformance.timing import TimingProfile
 from mqcontract_fixtures.private.rabbitmq import PrivateRabbitNode, rabbitmq_available

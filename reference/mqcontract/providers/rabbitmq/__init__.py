@@ -14,6 +14,7 @@ from mqcontract.config import MessagingConfig
 from ._errors import (
     AccessRefused,
     BatchRefused,
+    PublishingBlocked,
     QueueLocked,
     UnsupportedQueueType,
     WaitQueueConflict,
@@ -25,6 +26,7 @@ __all__ = [
     "AccessRefused",
     "BatchRefused",
     "DelayUnsafe",
+    "PublishingBlocked",
     "QueueLocked",
     "RabbitMqMessagingService",
     "UnsupportedQueueType",
