@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import os
 import secrets
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +26,7 @@ from mqcontract.errors import BackendUnavailable, MessagingError
 from mqcontract.testing import Harness, HarnessSettings
 from mqcontract_conformance.harnesses import load_harness
 from mqcontract_conformance.leftovers import clean_up
+from mqcontract_conformance.loop import run_bounded
 
 __all__ = [
     "REQUIRE_ENV",
@@ -38,6 +40,13 @@ __all__ = [
 
 #: Set (``1``, ``true``, ``yes``) to make a missing backend a failure.
 REQUIRE_ENV = "MQCONTRACT_REQUIRE_BACKENDS"
+
+#: Seconds a harness's setup, and its teardown, may take (a private cluster starts in
+#: well under a minute): past it setup is the harness's failure and teardown is left,
+#: rather than the run hanging on a call that never returns.
+HARNESS_BOUND = 300.0
+
+log = logging.getLogger(__name__)
 #: What a skip for a missing backend suggests.
 _HINT = "(set the URL, or start the service)"
 
@@ -143,7 +152,14 @@ class Provisioner:
         """Tear down what setup made, if it was made; the next provision sets up again."""
         verdict, self._verdict = self._verdict, None
         if verdict is not None and verdict.readiness is Readiness.READY:
-            asyncio.run(self._teardown())
+            try:
+                run_bounded(_within(self._teardown(), HARNESS_BOUND))
+            except _Bound:
+                log.warning(
+                    "%s: harness teardown did not finish within %g s and was left",
+                    self.name,
+                    HARNESS_BOUND,
+                )
 
     async def _teardown(self) -> None:
         try:
@@ -153,7 +169,10 @@ class Provisioner:
 
     def _setup(self) -> Verdict:
         try:
-            asyncio.run(self.harness.setup())
+            run_bounded(_within(self.harness.setup(), HARNESS_BOUND))
+        except _Bound:
+            message = f"{self.name}: harness setup did not finish within {HARNESS_BOUND:g} s"
+            return Verdict(Readiness.BROKEN, message, self.required)
         except BackendUnavailable as exc:
             message = f"{self.name}: backend unavailable: {exc} {_HINT}"
             return unavailable(message, required=self.required)
@@ -163,3 +182,17 @@ class Provisioner:
                 message += "\n" + traceback.format_exc()
             return Verdict(Readiness.BROKEN, message, self.required)
         return Verdict(Readiness.READY, required=self.required)
+
+
+class _Bound(TimeoutError):
+    """A harness step ran past :data:`HARNESS_BOUND` (not a timeout of its own)."""
+
+
+async def _within(step: Awaitable[None], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds) as deadline:
+            await step
+    except TimeoutError:
+        if deadline.expired():
+            raise _Bound from None
+        raise

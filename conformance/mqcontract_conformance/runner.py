@@ -7,8 +7,11 @@ import contextlib
 import json
 import os
 import traceback
+import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract.testing import Harness, HookUnavailable
@@ -18,7 +21,9 @@ from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import Rule
 from mqcontract_conformance.timing import TimingProfile
 
-__all__ = ["CaseOutcome", "ProviderErrorInRule", "run_case"]
+__all__ = ["CaseOutcome", "ProviderErrorInRule", "ProviderHung", "run_case"]
+
+T = TypeVar("T")
 
 
 class ProviderErrorInRule(Exception):
@@ -28,6 +33,43 @@ class ProviderErrorInRule(Exception):
     known-broken rule (a strict xfail for ``AssertionError``) is not excused by it, and
     the selftest does not count it as a catch. Its text names the rule and the call.
     """
+
+
+class ProviderHung(Exception):
+    """Opening the case's service, or closing what the case opened, did not finish
+    within its bound.
+
+    Like :class:`ProviderErrorInRule`, a failure of the run and not a rule's verdict:
+    every case opens and closes, so it says nothing about the rule the case checks (ERR-3
+    closes inside its check, where a close that hangs is that rule's failure). Without
+    the bound one such call hung the whole run.
+    """
+
+
+#: The steps a harness's provider once hung on past the case bound: later cases of that
+#: harness wait only the operation bound for them, so a provider whose close never
+#: returns fails each case in seconds rather than in minutes.
+_HUNG: weakref.WeakKeyDictionary[Harness, set[str]] = weakref.WeakKeyDictionary()
+
+
+async def _step(
+    step: Awaitable[T], what: str, harness: Harness, timing: TimingProfile, run_id: str
+) -> T:
+    """Await ``step`` within the case bound (the operation bound once the harness hung
+    on ``what``); past it, :class:`ProviderHung` names the step."""
+    hung = _HUNG.setdefault(harness, set())
+    bound = timing.operation if what in hung else timing.case
+    try:
+        async with asyncio.timeout(bound) as deadline:
+            return await step
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the provider's own timeout, not the bound
+        hung.add(what)
+        raise ProviderHung(
+            f"{harness.name}: {what} did not finish within {bound:g} s (run {run_id}); "
+            "every call the kit makes is bounded, and this one is a provider's to keep"
+        ) from None
 
 
 @dataclass
@@ -67,7 +109,7 @@ async def run_case(
     outcome = CaseOutcome() if into is None else into
     clock = harness.new_clock()
     try:
-        service = await harness.open(clock)
+        service = await _step(harness.open(clock), "opening the service", harness, timing, run_id)
     except BackendUnavailable as exc:
         if isinstance(exc, ConnectionLost | ProviderClosed):
             raise
@@ -84,6 +126,7 @@ async def run_case(
         clock=clock,
         run_id=run_id,
     )
+    failure: BaseException | None = None
     try:
         if not rule.applies_when.applies(service.capabilities):
             outcome.outcome = Outcome.NOT_CLAIMED
@@ -112,16 +155,29 @@ async def run_case(
                 f"[{rule.id}] the case did not finish within {bound:g} s (run {run_id})"
             )
         return outcome
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
         outcome.metrics = dict(ctx.metrics)
         outcome.measured = list(ctx.measured)
-        for sub in ctx.subscriptions:
-            with contextlib.suppress(Exception):
-                await sub.aclose()
-        for other in ctx.others:
-            with contextlib.suppress(Exception):
-                await other.close()
-        await _cleanup(harness, service, ctx.queues, clock)
+        closing = _close_case(ctx, harness, service, clock)
+        try:
+            await _step(closing, "closing what the case opened", harness, timing, run_id)
+        except ProviderHung as hung:
+            if failure is None:
+                raise
+            failure.add_note(str(hung))  # the case's own failure comes first
+
+
+async def _close_case(ctx: CaseContext, harness: Harness, service: object, clock: object) -> None:
+    for sub in ctx.subscriptions:
+        with contextlib.suppress(Exception):
+            await sub.aclose()
+    for other in ctx.others:
+        with contextlib.suppress(Exception):
+            await other.close()
+    await _cleanup(harness, service, ctx.queues, clock)
 
 
 def _unexpected(rule_id: str, exc: MessagingError, run_id: str) -> str:

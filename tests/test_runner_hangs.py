@@ -1,0 +1,116 @@
+"""A provider whose open or close never returns fails its cases; it does not hang the run.
+
+Each case opens a service and closes what it opened. Both were awaited without a bound:
+a provider (or a harness) that hung there hung ``verify`` for ever, since the case bound
+covers the rule's check only. Now each is bounded by the case bound, and by the
+operation bound once the same harness hung on it, so the rest of a run fails in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from mqcontract.clock import VirtualClock
+from mqcontract.errors import StaleClaim, StaleReason
+from mqcontract.messages import Claim
+from mqcontract.providers.memory import InMemoryMessagingService
+from mqcontract.service import MessagingService
+from mqcontract_conformance import provisioning
+from mqcontract_conformance.context import ContractViolation
+from mqcontract_conformance.loop import run_bounded
+from mqcontract_conformance.rules import get_rule
+from mqcontract_conformance.runner import CaseOutcome, ProviderErrorInRule, ProviderHung, run_case
+from mqcontract_conformance.timing import TimingProfile
+
+from .conftest import ClassHarness
+
+#: Small bounds, so a hang costs a test about a second.
+TIMING = TimingProfile(case=1.0, operation=0.2)
+
+
+class CloseNeverReturns(InMemoryMessagingService):
+    """Closes, then waits for ever (a consumer task it awaits that never ends)."""
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.Event().wait()
+
+
+class HungCloseAndStaleAcks(CloseNeverReturns):
+    """Also fails ACK-1: every ack says the claim lapsed."""
+
+    async def _ack(self, queue: str, claim: Claim) -> None:
+        raise StaleClaim(queue, claim.msg_id, StaleReason.LAPSED)
+
+
+class OpenNeverReturns(ClassHarness):
+    """A harness whose open waits for ever (a connect with no timeout of its own)."""
+
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class OpenTimesOutItself(ClassHarness):
+    """A harness whose open raises its own TimeoutError at once."""
+
+    async def open(self, clock: VirtualClock | None = None) -> MessagingService:
+        raise TimeoutError("the provider's own connect timeout")
+
+
+class SetupNeverReturns(ClassHarness):
+    """A harness whose setup waits for ever (a server that never says it is ready)."""
+
+    async def setup(self) -> None:
+        await asyncio.Event().wait()
+
+
+def _run(harness: ClassHarness, rule_id: str) -> CaseOutcome:
+    return run_bounded(run_case(harness, get_rule(rule_id), TIMING, "t"), shutdown=1.0)
+
+
+def test_a_close_that_never_returns_fails_the_case_naming_the_step() -> None:
+    harness = ClassHarness(CloseNeverReturns)
+    started = time.monotonic()
+    with pytest.raises(ProviderHung) as hung:
+        _run(harness, "SEND-1")
+    assert time.monotonic() - started < 5 * TIMING.case
+    text = str(hung.value)
+    assert "CloseNeverReturns: closing what the case opened did not finish within 1 s" in text
+    # Not a rule's verdict: the rule it happened under says nothing about it.
+    assert not isinstance(hung.value, ContractViolation | AssertionError)
+    # The next case of the same harness waits only the operation bound.
+    with pytest.raises(ProviderHung, match=r"within 0\.2 s"):
+        _run(harness, "SEND-2")
+
+
+def test_an_open_that_never_returns_fails_the_case_naming_the_step() -> None:
+    harness = OpenNeverReturns(InMemoryMessagingService)
+    with pytest.raises(ProviderHung, match="opening the service did not finish within 1 s"):
+        _run(harness, "LIFE-1")
+
+
+def test_a_providers_own_timeout_is_not_taken_for_the_bound() -> None:
+    with pytest.raises(TimeoutError, match="own connect timeout"):
+        _run(OpenTimesOutItself(InMemoryMessagingService), "LIFE-1")
+
+
+def test_a_case_that_failed_keeps_its_failure_when_the_close_then_hangs() -> None:
+    with pytest.raises(ProviderErrorInRule) as failed:
+        _run(ClassHarness(HungCloseAndStaleAcks), "ACK-1")
+    assert str(failed.value).startswith("[ACK-1] StaleClaim raised")
+    notes = getattr(failed.value, "__notes__", [])
+    assert any("closing what the case opened did not finish" in n for n in notes), notes
+
+
+def test_a_harness_setup_that_never_returns_is_the_harness_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(provisioning, "HARNESS_BOUND", 0.5)
+    harness = SetupNeverReturns(InMemoryMessagingService)
+    verdict = provisioning.Provisioner(harness, required=True).provision()
+    assert verdict.readiness is provisioning.Readiness.BROKEN
+    assert verdict.message.endswith(": harness setup did not finish within 0.5 s")
