@@ -205,6 +205,13 @@ def test_an_unreachable_backend_fails_the_run_beside_a_provider_that_ran(
     allowed = pytester.runpytest(*ARGS, *both, "--mq-allow-unavailable")
     assert allowed.ret == pytest.ExitCode.OK
     allowed.stdout.fnmatch_lines(["*SKIPPED: provider 'unreachable:make' not verified*"])
+    # An unavailable backend's skips say the same of every rule: folded into one line.
+    several = ("--mq-rules", "LIFE-1,LIFE-2,SEND-1", "--mq-allow-unavailable", "-rs")
+    folded = pytester.runpytest(
+        *ARGS, "--mq-provider", "memory", "--mq-provider", "unreachable:make", *several
+    )
+    folded.assert_outcomes(passed=3, skipped=3)
+    folded.stdout.fnmatch_lines(["SKIPPED [[]3[]] *unreachable:make: backend unavailable*"])
 
 
 def test_an_unreachable_backend_alone_fails_and_required_backends_fail(

@@ -9,7 +9,10 @@ operation bound once the same harness hung on it, so the rest of a run fails in 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -27,8 +30,13 @@ from mqcontract_conformance.timing import TimingProfile
 
 from .conftest import ClassHarness
 
-#: Small bounds, so a hang costs a test about a second.
-TIMING = TimingProfile(case=1.0, operation=0.2)
+#: Small bounds, so a hang costs a test about a second (the scale makes the shorter
+#: bound for a step that hung before 0.3 s).
+TIMING = TimingProfile(case=1.0, operation=0.2, scale=0.01)
+#: The test's own watchdog: a bound that regressed fails the test, never hangs it.
+WATCHDOG = 20.0
+
+T = TypeVar("T")
 
 
 class CloseNeverReturns(InMemoryMessagingService):
@@ -37,6 +45,21 @@ class CloseNeverReturns(InMemoryMessagingService):
     async def close(self) -> None:
         await super().close()
         await asyncio.Event().wait()
+
+
+class CleanupAndCloseNeverReturn(InMemoryMessagingService):
+    """Deleting a queue (the case's cleanup) and closing both wait for ever, and the
+    close swallows the cancellation meant to end it."""
+
+    async def _delete_queue(self, queue: str) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                continue
 
 
 class HungCloseAndStaleAcks(CloseNeverReturns):
@@ -68,8 +91,29 @@ class SetupNeverReturns(ClassHarness):
         await asyncio.Event().wait()
 
 
+def _watched(call: Callable[[], T]) -> T:
+    """``call()`` in a thread, failing the test if it outlives the watchdog."""
+    got: list[T] = []
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            got.append(call())
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(WATCHDOG)
+    assert not thread.is_alive(), f"still running after {WATCHDOG:g} s: the bound did not hold"
+    if raised:
+        raise raised[0]
+    return got[0]
+
+
 def _run(harness: ClassHarness, rule_id: str) -> CaseOutcome:
-    return run_bounded(run_case(harness, get_rule(rule_id), TIMING, "t"), shutdown=1.0)
+    case = get_rule(rule_id)
+    return _watched(lambda: run_bounded(run_case(harness, case, TIMING, "t"), shutdown=1.0))
 
 
 def test_a_close_that_never_returns_fails_the_case_naming_the_step() -> None:
@@ -82,9 +126,14 @@ def test_a_close_that_never_returns_fails_the_case_naming_the_step() -> None:
     assert "CloseNeverReturns: closing what the case opened did not finish within 1 s" in text
     # Not a rule's verdict: the rule it happened under says nothing about it.
     assert not isinstance(hung.value, ContractViolation | AssertionError)
-    # The next case of the same harness waits only the operation bound.
-    with pytest.raises(ProviderHung, match=r"within 0\.2 s"):
+    # The next case of the same harness waits a shorter bound there.
+    with pytest.raises(ProviderHung, match=r"within 0\.3 s"):
         _run(harness, "SEND-2")
+
+
+def test_a_cleanup_and_close_that_swallow_cancellation_still_end_the_case() -> None:
+    with pytest.raises(ProviderHung, match="closing what the case opened did not finish"):
+        _run(ClassHarness(CleanupAndCloseNeverReturn), "SEND-1")
 
 
 def test_an_open_that_never_returns_fails_the_case_naming_the_step() -> None:
@@ -111,6 +160,6 @@ def test_a_harness_setup_that_never_returns_is_the_harness_failure(
 ) -> None:
     monkeypatch.setattr(provisioning, "HARNESS_BOUND", 0.5)
     harness = SetupNeverReturns(InMemoryMessagingService)
-    verdict = provisioning.Provisioner(harness, required=True).provision()
+    verdict = _watched(provisioning.Provisioner(harness, required=True).provision)
     assert verdict.readiness is provisioning.Readiness.BROKEN
     assert verdict.message.endswith(": harness setup did not finish within 0.5 s")

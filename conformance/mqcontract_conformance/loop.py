@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["SHUTDOWN_BOUND", "run_bounded"]
+__all__ = ["SHUTDOWN_BOUND", "StepExpired", "run_bounded", "within"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,36 @@ T = TypeVar("T")
 #: Seconds the shutdown waits for the tasks left behind once cancelled, then for async
 #: generators, then for the default executor's running calls.
 SHUTDOWN_BOUND = 10.0
+
+
+class StepExpired(TimeoutError):
+    """A step given to :func:`within` did not end within its bound (not a timeout of
+    its own)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"did not finish within {seconds:g} s")
+        self.seconds = seconds
+
+
+async def within(step: Coroutine[Any, Any, T], seconds: float) -> T:
+    """Await ``step`` for at most ``seconds``, then raise :class:`StepExpired`.
+
+    A hard bound, where ``asyncio.timeout`` is not: that cancels once and then waits for
+    the step, and a step that swallows the cancellation, or awaits something else
+    unbounded in its cleanup, holds its caller for ever. Here the step runs as a task of
+    its own, which is cancelled and left when the bound passes (the loop's bounded
+    shutdown reaps it or abandons it with a warning).
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise StepExpired(seconds)
+    return task.result()
 
 
 def run_bounded(main: Coroutine[Any, Any, T], *, shutdown: float = SHUTDOWN_BOUND) -> T:

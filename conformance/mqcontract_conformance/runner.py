@@ -7,15 +7,16 @@ import contextlib
 import json
 import os
 import traceback
-import weakref
-from collections.abc import Awaitable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.context import CaseContext, ContractViolation
+from mqcontract_conformance.leftovers import PerHarness
+from mqcontract_conformance.loop import StepExpired, within
 from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import Rule
@@ -46,30 +47,46 @@ class ProviderHung(Exception):
     """
 
 
-#: The steps a harness's provider once hung on past the case bound: later cases of that
-#: harness wait only the operation bound for them, so a provider whose close never
-#: returns fails each case in seconds rather than in minutes.
-_HUNG: weakref.WeakKeyDictionary[Harness, set[str]] = weakref.WeakKeyDictionary()
+#: The steps a harness's provider hung on past their bound, the last time it ran them:
+#: the next case of that harness waits a shorter bound there (:func:`_bound`), so a
+#: provider whose close never returns fails each case in well under the case bound.
+_HUNG: PerHarness[set[str]] = PerHarness()
+
+#: Seconds the reference providers' own connect and operation timeouts default to: the
+#: shorter bound for a step that hung before is never below it (times the scale).
+_PROVIDER_DEFAULT_BOUND = 30.0
+
+
+def _bound(timing: TimingProfile, hung_before: bool) -> float:
+    if not hung_before:
+        return timing.case
+    return min(timing.case, _PROVIDER_DEFAULT_BOUND * timing.scale)
 
 
 async def _step(
-    step: Awaitable[T], what: str, harness: Harness, timing: TimingProfile, run_id: str
+    start: Callable[[], Coroutine[Any, Any, T]],
+    what: str,
+    harness: Harness,
+    timing: TimingProfile,
+    run_id: str,
 ) -> T:
-    """Await ``step`` within the case bound (the operation bound once the harness hung
-    on ``what``); past it, :class:`ProviderHung` names the step."""
-    hung = _HUNG.setdefault(harness, set())
-    bound = timing.operation if what in hung else timing.case
+    """Run ``start()`` within the case bound (shorter when the harness hung on ``what``
+    last time); past it, :class:`ProviderHung` names the step and the step is left."""
+    hung = _HUNG.get(harness)
+    if hung is None:
+        hung = set()
+        _HUNG.set(harness, hung)
+    bound = _bound(timing, what in hung)
     try:
-        async with asyncio.timeout(bound) as deadline:
-            return await step
-    except TimeoutError:
-        if not deadline.expired():
-            raise  # the provider's own timeout, not the bound
+        result = await within(start(), bound)
+    except StepExpired:
         hung.add(what)
         raise ProviderHung(
             f"{harness.name}: {what} did not finish within {bound:g} s (run {run_id}); "
             "every call the kit makes is bounded, and this one is a provider's to keep"
         ) from None
+    hung.discard(what)
+    return result
 
 
 @dataclass
@@ -109,7 +126,9 @@ async def run_case(
     outcome = CaseOutcome() if into is None else into
     clock = harness.new_clock()
     try:
-        service = await _step(harness.open(clock), "opening the service", harness, timing, run_id)
+        service = await _step(
+            lambda: harness.open(clock), "opening the service", harness, timing, run_id
+        )
     except BackendUnavailable as exc:
         if isinstance(exc, ConnectionLost | ProviderClosed):
             raise
@@ -161,9 +180,14 @@ async def run_case(
     finally:
         outcome.metrics = dict(ctx.metrics)
         outcome.measured = list(ctx.measured)
-        closing = _close_case(ctx, harness, service, clock)
         try:
-            await _step(closing, "closing what the case opened", harness, timing, run_id)
+            await _step(
+                lambda: _close_case(ctx, harness, service, clock),
+                "closing what the case opened",
+                harness,
+                timing,
+                run_id,
+            )
         except ProviderHung as hung:
             if failure is None:
                 raise

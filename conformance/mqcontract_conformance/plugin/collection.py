@@ -78,14 +78,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _where(rule: Rule) -> tuple[str, int] | None:
-    """The file and line of the rule's check, or None where its source cannot be found."""
-    check = inspect.unwrap(rule.check)
-    try:
-        path = inspect.getsourcefile(check)
-        _, line = inspect.getsourcelines(check)
-    except (OSError, TypeError):
-        return None
-    return (path, line) if path else None
+    """The file and first line of the rule's check, or None where it has no code object."""
+    code = getattr(inspect.unwrap(rule.check), "__code__", None)
+    return (code.co_filename, code.co_firstlineno) if code is not None else None
+
+
+#: Skips that say something of the rule: their summary line points at its check. The
+#: others (a backend unavailable) say the same of every rule, and stay on the one line
+#: pytest folds them into.
+_RULE_SKIPS = frozenset({Outcome.NOT_CLAIMED.value, Outcome.NEEDS_HOOK.value})
 
 
 @pytest.hookimpl(wrapper=True)
@@ -96,11 +97,14 @@ def pytest_runtest_makereport(
 
     pytest's ``-rs`` summary names where ``skip()`` was called, which for every rule is
     the same line of this plugin: the check's own file and line tell the reader which
-    case did not run.
+    case did not run. Only for skips about the rule (:data:`_RULE_SKIPS`).
     """
     report = yield
     case = _case_of(item)
-    if case is not None and report.skipped and isinstance(report.longrepr, tuple):
+    if case is None or not report.skipped or not isinstance(report.longrepr, tuple):
+        return report
+    outcome = dict(item.user_properties).get(Property.OUTCOME.value)
+    if outcome in _RULE_SKIPS:
         where = _where(case[1])
         if where is not None:
             report.longrepr = (*where, report.longrepr[2])
