@@ -27,8 +27,8 @@ from mqcontract._redact import redact
 from mqcontract.config import MessagingConfig, RabbitMqConfig, load_config, split_url_list
 from mqcontract.errors import BackendUnavailable, ConfigurationError, OperationTimeout
 from mqcontract.providers.rabbitmq import RabbitMqMessagingService, open_rabbitmq
+from mqcontract.providers.rabbitmq._blocked import is_blocked
 from mqcontract.providers.rabbitmq._channels import FailoverConnection, open_connection
-from mqcontract.providers.rabbitmq._liveness import _blocked
 
 REQUIRE = os.environ.get("MQCONTRACT_REQUIRE_BACKENDS", "").lower() in {"1", "true", "yes"}
 #: Bounds every wait here: far above a local reconnect (about one reconnect interval).
@@ -362,9 +362,9 @@ async def test_a_connection_the_broker_blocked_counts_as_alive() -> None:
     connection = aiormq.Connection(URL("amqp://guest:guest@127.0.0.1:1/"))
     unblocked = connection._Connection__connection_unblocked  # type: ignore[attr-defined]
     unblocked.set()
-    assert not _blocked(connection)
+    assert not is_blocked(connection)
     unblocked.clear()  # as on a Connection.Blocked frame
-    assert _blocked(connection)
+    assert is_blocked(connection)
 
 
 async def test_a_virtual_host_the_broker_refuses_is_named(broker_url: str) -> None:
