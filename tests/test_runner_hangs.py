@@ -132,8 +132,34 @@ def test_a_close_that_never_returns_fails_the_case_naming_the_step() -> None:
 
 
 def test_a_cleanup_and_close_that_swallow_cancellation_still_end_the_case() -> None:
-    with pytest.raises(ProviderHung, match="closing what the case opened did not finish"):
+    with pytest.raises(ProviderHung) as hung:
         _run(ClassHarness(CleanupAndCloseNeverReturn), "SEND-1")
+    assert "closing what the case opened ran past its bound and did not end within 0.2 s" in str(
+        hung.value
+    )
+
+
+class TaskBound(InMemoryMessagingService):
+    """Records the task that opened it and the one that closes it (an anyio task group
+    or cancel scope entered in open must be left in the same task)."""
+
+    tasks: list[asyncio.Task[object] | None] = []
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        TaskBound.tasks.append(asyncio.current_task())
+
+    async def close(self) -> None:
+        TaskBound.tasks.append(asyncio.current_task())
+        await super().close()
+
+
+def test_a_case_opens_checks_and_closes_in_one_task() -> None:
+    TaskBound.tasks = []
+    _run(ClassHarness(TaskBound), "SEND-1")
+    opened, *closed = TaskBound.tasks
+    assert closed, TaskBound.tasks
+    assert all(task is opened for task in closed), TaskBound.tasks
 
 
 def test_an_open_that_never_returns_fails_the_case_naming_the_step() -> None:

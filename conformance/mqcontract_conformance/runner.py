@@ -16,7 +16,6 @@ from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.leftovers import PerHarness
-from mqcontract_conformance.loop import StepExpired, within
 from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.registry import Rule
@@ -56,11 +55,38 @@ _HUNG: PerHarness[set[str]] = PerHarness()
 #: shorter bound for a step that hung before is never below it (times the scale).
 _PROVIDER_DEFAULT_BOUND = 30.0
 
+OPENING = "opening the service"
+CHECKING = "the rule's check"
+CLOSING = "closing what the case opened"
 
-def _bound(timing: TimingProfile, hung_before: bool) -> float:
-    if not hung_before:
+
+def _hung_on(harness: Harness) -> set[str]:
+    hung = _HUNG.get(harness)
+    if hung is None:
+        hung = set()
+        _HUNG.set(harness, hung)
+    return hung
+
+
+def _bound(timing: TimingProfile, harness: Harness, step: str) -> float:
+    if step not in _hung_on(harness):
         return timing.case
     return min(timing.case, _PROVIDER_DEFAULT_BOUND * timing.scale)
+
+
+@dataclass
+class _Progress:
+    """Where a case is, and until when its current step may run: its bound, then the
+    operation bound for it to end once cancelled (see :func:`run_case`)."""
+
+    grace: float
+    step: str = OPENING
+    deadline: float = float("inf")
+    failure: BaseException | None = None
+
+    def enter(self, step: str, bound: float) -> None:
+        self.step = step
+        self.deadline = asyncio.get_running_loop().time() + bound + self.grace
 
 
 async def _step(
@@ -69,24 +95,36 @@ async def _step(
     harness: Harness,
     timing: TimingProfile,
     run_id: str,
+    progress: _Progress,
 ) -> T:
     """Run ``start()`` within the case bound (shorter when the harness hung on ``what``
-    last time); past it, :class:`ProviderHung` names the step and the step is left."""
-    hung = _HUNG.get(harness)
-    if hung is None:
-        hung = set()
-        _HUNG.set(harness, hung)
-    bound = _bound(timing, what in hung)
+    last time); past it, :class:`ProviderHung` names the step. In the case's own task:
+    a provider may open in one and close in the same (an anyio task group, a cancel
+    scope); the case's hard bound (:func:`run_case`) covers a step that does not end
+    when cancelled."""
+    bound = _bound(timing, harness, what)
+    progress.enter(what, bound)
+    hung = _hung_on(harness)
     try:
-        result = await within(start(), bound)
-    except StepExpired:
+        async with asyncio.timeout(bound) as deadline:
+            result = await start()
+    except Exception as exc:  # a cancellation from outside, or the task's close, passes
+        if not deadline.expired():
+            raise
         hung.add(what)
-        raise ProviderHung(
-            f"{harness.name}: {what} did not finish within {bound:g} s (run {run_id}); "
-            "every call the kit makes is bounded, and this one is a provider's to keep"
-        ) from None
+        raise _hung(harness, what, bound, run_id) from exc
+    if deadline.expired():  # it swallowed the cancellation, and ended later
+        hung.add(what)
+        raise _hung(harness, what, bound, run_id)
     hung.discard(what)
     return result
+
+
+def _hung(harness: Harness, what: str, bound: float, run_id: str) -> ProviderHung:
+    return ProviderHung(
+        f"{harness.name}: {what} did not finish within {bound:g} s (run {run_id}); "
+        "every call the kit makes is bounded, and this one is a provider's to keep"
+    )
 
 
 @dataclass
@@ -122,12 +160,53 @@ async def run_case(
 
     ``into``, when given, is the outcome filled in: what a check measured (metrics,
     measured capabilities) is there even when the check raised.
+
+    Each step (open, check, close) has its bound (``asyncio.timeout``), in one task, as
+    a provider may need (an anyio task group opened in ``open`` is closed in ``close``).
+    That task is watched from outside: a step still running the operation bound after
+    its own bound passed (it swallowed the cancellation, or awaits something unbounded
+    in its cleanup) is left, and the case fails naming it.
     """
     outcome = CaseOutcome() if into is None else into
+    progress = _Progress(grace=timing.operation)
+    progress.enter(OPENING, _bound(timing, harness, OPENING))
+    task = asyncio.ensure_future(_run_case(harness, rule, timing, run_id, outcome, progress))
+    loop = asyncio.get_running_loop()
+    try:
+        while not task.done() and (left := progress.deadline - loop.time()) > 0:
+            await asyncio.wait({task}, timeout=left)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.done():
+        return task.result()
+    task.cancel()  # and left: the loop's bounded shutdown reaps or abandons it
+    _hung_on(harness).add(progress.step)
+    text = (
+        f"{progress.step} ran past its bound and did not end within {progress.grace:g} s"
+        f" of being cancelled (run {run_id})"
+    )
+    if progress.step == CHECKING:
+        raise ContractViolation(f"[{rule.id}] {text}")
+    hung = ProviderHung(f"{harness.name}: {text}")
+    if progress.failure is None:
+        raise hung
+    progress.failure.add_note(str(hung))  # the case's own failure comes first
+    raise progress.failure
+
+
+async def _run_case(
+    harness: Harness,
+    rule: Rule,
+    timing: TimingProfile,
+    run_id: str,
+    outcome: CaseOutcome,
+    progress: _Progress,
+) -> CaseOutcome:
     clock = harness.new_clock()
     try:
         service = await _step(
-            lambda: harness.open(clock), "opening the service", harness, timing, run_id
+            lambda: harness.open(clock), OPENING, harness, timing, run_id, progress
         )
     except BackendUnavailable as exc:
         if isinstance(exc, ConnectionLost | ProviderClosed):
@@ -145,13 +224,13 @@ async def run_case(
         clock=clock,
         run_id=run_id,
     )
-    failure: BaseException | None = None
+    bound = timing.case if clock is None else 60.0
+    progress.enter(CHECKING, bound)
     try:
         if not rule.applies_when.applies(service.capabilities):
             outcome.outcome = Outcome.NOT_CLAIMED
             outcome.reason = f"{rule.id} not claimed: applies when {rule.applies_when}"
             return outcome
-        bound = timing.case if clock is None else 60.0
         deadline_hit = False
         try:
             async with asyncio.timeout(bound) as deadline:
@@ -175,7 +254,7 @@ async def run_case(
             )
         return outcome
     except BaseException as exc:
-        failure = exc
+        progress.failure = exc
         raise
     finally:
         outcome.metrics = dict(ctx.metrics)
@@ -183,15 +262,16 @@ async def run_case(
         try:
             await _step(
                 lambda: _close_case(ctx, harness, service, clock),
-                "closing what the case opened",
+                CLOSING,
                 harness,
                 timing,
                 run_id,
+                progress,
             )
         except ProviderHung as hung:
-            if failure is None:
+            if progress.failure is None:
                 raise
-            failure.add_note(str(hung))  # the case's own failure comes first
+            progress.failure.add_note(str(hung))  # the case's own failure comes first
 
 
 async def _close_case(ctx: CaseContext, harness: Harness, service: object, clock: object) -> None:
