@@ -4,8 +4,10 @@ argument is checked before the backend is touched, in the documented order."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import math
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -247,6 +249,52 @@ async def test_operations_a_provider_does_not_offer_are_unsupported_whatever_the
     ):
         with pytest.raises(errors.UnsupportedOperation):
             await call
+
+
+async def test_an_operation_claimed_but_not_implemented_says_which_to_change() -> None:
+    """Capabilities say ``delay=True`` unless told otherwise: a provider without
+    ``_send_delayed`` that kept the default failed every delay rule with "does not
+    support", which did not say the declaration was the thing to change."""
+
+    class ClaimsAll(_Minimal):
+        @property
+        def capabilities(self) -> Capabilities:
+            return dataclasses.replace(CAPS, delay=True, fetch_by_id=True, push=PushKind.FULL)
+
+    service = ClaimsAll()
+    for call, expected in (
+        (
+            service.send_message_with_delay("q", b"x", 1),
+            "declare delay=True, but it implements no"
+            " _send_delayed: implement it, or declare delay=False",
+        ),
+        (service.fetch_message("q", 1, 1), "declare fetch_by_id=True, but it implements no _fetch"),
+        (
+            service.subscribe("q"),
+            "declare push=full, but it implements no _subscribe: implement"
+            " it, or declare push=PushKind.NONE",
+        ),
+    ):
+        with pytest.raises(errors.UnsupportedOperation, match=re.escape(expected)):
+            await call
+
+
+async def test_a_fetch_by_anything_but_an_int_finds_nothing_before_the_provider_sees_it() -> None:
+    seen: list[object] = []
+
+    class Fetches(_Minimal):
+        async def _fetch(
+            self, queue: str, msg_id: int, visibility_timeout: float
+        ) -> QueuedMessage | None:
+            seen.append(msg_id)
+            return None
+
+    service = Fetches()
+    for bad in (True, 1.0, "1", None):
+        assert await service.fetch_message("q", bad, 1) is None  # type: ignore[arg-type]
+    assert seen == []
+    assert await service.fetch_message("q", 1, 1) is None
+    assert seen == [1]
 
 
 async def test_driver_exceptions_are_translated_at_the_edge_from_the_original() -> None:

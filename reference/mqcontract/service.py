@@ -49,6 +49,7 @@ from mqcontract.validation import (
     check_payload,
     check_queue_name,
     check_visibility_timeout,
+    is_message_id,
 )
 
 __all__ = [
@@ -223,7 +224,7 @@ class BaseMessagingService(abc.ABC):
     ) -> int:
         """Enqueue ``payload``, invisible for ``delay_seconds``; return its id."""
         if not self._offers("_send_delayed"):
-            raise UnsupportedOperation(self.provider_name, "send_message_with_delay")
+            raise self._not_offered("send_message_with_delay", "_send_delayed", "delay")
         self._check_open()
         name = check_queue_name(queue)
         caps = self.capabilities
@@ -267,10 +268,12 @@ class BaseMessagingService(abc.ABC):
     ) -> QueuedMessage | None:
         """Claim one specific visible message; ``None`` if it is not visible now."""
         if not self._offers("_fetch"):
-            raise UnsupportedOperation(self.provider_name, "fetch_message")
+            raise self._not_offered("fetch_message", "_fetch", "fetch_by_id")
         self._check_open()
         name = check_queue_name(queue)
         seconds = check_visibility_timeout(name, visibility_timeout, self.capabilities)
+        if not is_message_id(msg_id):  # names no message: True, 1.0 or "1" never fetch 1
+            return None
         got = await self._translated("fetch_message", name, self._fetch(name, msg_id, seconds))
         if got is not None:
             self._remember([got])
@@ -383,7 +386,7 @@ class BaseMessagingService(abc.ABC):
     async def subscribe_many(self, queues: Sequence[str]) -> QueueSubscription:
         """Push notifications for several queues on one subscription."""
         if not self._offers("_subscribe"):
-            raise UnsupportedOperation(self.provider_name, "subscribe")
+            raise self._not_offered("subscribe", "_subscribe", "push")
         self._check_open()
         # A str is a sequence of one-letter names, never what the caller meant.
         if isinstance(queues, str | bytes) or not isinstance(queues, Iterable):
@@ -471,6 +474,22 @@ class BaseMessagingService(abc.ABC):
     def _offers(self, operation: str) -> bool:
         """Whether this provider implements the optional protected ``operation``."""
         return getattr(type(self), operation) is not getattr(BaseMessagingService, operation)
+
+    def _not_offered(self, public: str, operation: str, capability: str) -> UnsupportedOperation:
+        """``UnsupportedOperation`` for an optional operation the class does not implement;
+        when its capabilities claim it anyway, the message says which to change."""
+        claimed = getattr(self.capabilities, capability)
+        if claimed is False or claimed == PushKind.NONE:
+            return UnsupportedOperation(self.provider_name, public)
+        declared, instead = (
+            ("True", "False") if isinstance(claimed, bool) else (str(claimed), "PushKind.NONE")
+        )
+        why = (
+            f"{public} ({type(self).__name__}'s Capabilities declare {capability}={declared},"
+            f" but it implements no {operation}: implement it, or declare"
+            f" {capability}={instead})"
+        )
+        return UnsupportedOperation(self.provider_name, why)
 
     def _missing(self, public: str, operation: str) -> NotImplementedError:
         name = type(self).__name__
