@@ -168,13 +168,24 @@ def test_a_narrowed_run_is_never_plain_passing(tmp_path: Path) -> None:
             "must be an async provider factory (taking the config) or a harness factory",
             id="factory-signature",
         ),
+        pytest.param(  # a plain `def` provider factory reads the settings as its config
+            ("--provider", "factories:not_async"),
+            {"PYTHONPATH": "."},
+            "was called as a harness factory (with the HarnessSettings) and raised"
+            " AttributeError: 'HarnessSettings' object has no attribute 'memory'. A provider"
+            " factory must be async",
+            id="factory-not-async",
+        ),
     ],
 )
 def test_a_mistake_is_one_line_naming_the_flag_typed_before_any_rule_runs(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], says: str
 ) -> None:
     (tmp_path / "typo.toml").write_text("[pgmq]\nvisibilty_timeout_seconds = 5\n")
-    (tmp_path / "factories.py").write_text("def takes_nothing():\n    return None\n")
+    (tmp_path / "factories.py").write_text(
+        "def takes_nothing():\n    return None\n\n"
+        "def not_async(config):\n    return config.memory\n"
+    )
     run = run_cli("verify", "--provider", "memory", *args, cwd=tmp_path, env=env)
     assert run.returncode != 0
     output = run.stdout + run.stderr

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 from importlib.metadata import entry_points
+from typing import Any
 
-from mqcontract.errors import ConfigurationError
+from mqcontract.errors import ConfigurationError, MessagingError
 from mqcontract.registry import load_object, resolve
 from mqcontract.testing import Harness, HarnessSettings
 
@@ -39,7 +40,7 @@ def load_harness(spec: str, settings: HarnessSettings) -> Harness:
                 "must be an async provider factory (taking the config) or a harness factory "
                 "(taking the HarnessSettings, returning a Harness)",
             ) from None
-        made = target(settings)
+        made = _call_harness_factory(spec, target, settings)
         if not isinstance(made, Harness):
             raise ConfigurationError(
                 "provider", spec, "must be an async provider factory or return a Harness"
@@ -53,8 +54,27 @@ def load_harness(spec: str, settings: HarnessSettings) -> Harness:
                 raise ConfigurationError(
                     "provider", spec, f"its harness cannot be imported ({exc})"
                 ) from exc
-            harness = factory(settings)
+            harness = _call_harness_factory(spec, factory, settings)
             if not isinstance(harness, Harness):
                 raise ConfigurationError("provider", spec, "harness factory returned no Harness")
             return harness
     return Harness(spec, settings, resolve(spec))
+
+
+def _call_harness_factory(spec: str, factory: Any, settings: HarnessSettings) -> object:
+    """Call what ``spec`` names as a harness factory; a failure other than the kit's
+    own errors is a ``ConfigurationError`` saying how it was called (a plain ``def``
+    provider factory lands here, and read the settings as its config)."""
+    try:
+        return factory(settings)
+    except MessagingError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            "provider",
+            spec,
+            f"was called as a harness factory (with the HarnessSettings) and raised"
+            f" {type(exc).__name__}: {exc}. A provider factory must be async (`async def"
+            " factory(config)`, taking the MessagingConfig); a harness factory takes the"
+            " HarnessSettings and returns a Harness",
+        ) from exc
