@@ -24,6 +24,7 @@ from mqcontract.service import MessagingService
 from mqcontract_conformance import provisioning
 from mqcontract_conformance.context import ContractViolation
 from mqcontract_conformance.loop import run_bounded
+from mqcontract_conformance.outcomes import Outcome
 from mqcontract_conformance.rules import get_rule
 from mqcontract_conformance.runner import CaseOutcome, ProviderErrorInRule, ProviderHung, run_case
 from mqcontract_conformance.timing import TimingProfile
@@ -126,9 +127,19 @@ def test_a_close_that_never_returns_fails_the_case_naming_the_step() -> None:
     assert "CloseNeverReturns: closing what the case opened did not finish within 1 s" in text
     # Not a rule's verdict: the rule it happened under says nothing about it.
     assert not isinstance(hung.value, ContractViolation | AssertionError)
-    # The next case of the same harness waits a shorter bound there.
+    # The next cases of the same harness wait less there: 30 s times the scale, then
+    # the operation bound.
     with pytest.raises(ProviderHung, match=r"within 0\.3 s"):
         _run(harness, "SEND-2")
+    with pytest.raises(ProviderHung, match=r"within 0\.2 s"):
+        _run(harness, "SEND-3")
+
+
+def test_a_rule_that_does_not_apply_stays_not_claimed_when_the_close_hangs() -> None:
+    outcome = _run(ClassHarness(CloseNeverReturns), "DLY-6")  # memory claims delays
+    assert outcome.outcome is Outcome.NOT_CLAIMED
+    assert outcome.reason.startswith("DLY-6 not claimed: applies when not delay (")
+    assert "closing what the case opened did not finish within 1 s" in outcome.reason
 
 
 def test_a_cleanup_and_close_that_swallow_cancellation_still_end_the_case() -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import traceback
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,14 @@ class ProviderHung(Exception):
     """
 
 
-#: The steps a harness's provider hung on past their bound, the last time it ran them:
-#: the next case of that harness waits a shorter bound there (:func:`_bound`), so a
-#: provider whose close never returns fails each case in well under the case bound.
-_HUNG: PerHarness[set[str]] = PerHarness()
+#: How many cases in a row each step of a harness's provider hung past its bound: the
+#: next case waits less there (:func:`_bound`), so a provider whose close never returns
+#: fails a whole run in minutes, not in an hour of case bounds.
+_HUNG: PerHarness[Counter[str]] = PerHarness()
 
-#: Seconds the reference providers' own connect and operation timeouts default to: the
-#: shorter bound for a step that hung before is never below it (times the scale).
+#: Seconds the reference providers' own connect and operation timeouts default to: after
+#: one hang a step still gets that long (times the scale), as a slow but working close
+#: may need; after two in a row, the operation bound.
 _PROVIDER_DEFAULT_BOUND = 30.0
 
 OPENING = "opening the service"
@@ -60,18 +62,21 @@ CHECKING = "the rule's check"
 CLOSING = "closing what the case opened"
 
 
-def _hung_on(harness: Harness) -> set[str]:
+def _hung_on(harness: Harness) -> Counter[str]:
     hung = _HUNG.get(harness)
     if hung is None:
-        hung = set()
+        hung = Counter()
         _HUNG.set(harness, hung)
     return hung
 
 
 def _bound(timing: TimingProfile, harness: Harness, step: str) -> float:
-    if step not in _hung_on(harness):
+    times = _hung_on(harness)[step]
+    if times == 0:
         return timing.case
-    return min(timing.case, _PROVIDER_DEFAULT_BOUND * timing.scale)
+    if times == 1:
+        return min(timing.case, _PROVIDER_DEFAULT_BOUND * timing.scale)
+    return min(timing.case, timing.operation)
 
 
 @dataclass
@@ -111,12 +116,12 @@ async def _step(
     except Exception as exc:  # a cancellation from outside, or the task's close, passes
         if not deadline.expired():
             raise
-        hung.add(what)
+        hung[what] += 1
         raise _hung(harness, what, bound, run_id) from exc
     if deadline.expired():  # it swallowed the cancellation, and ended later
-        hung.add(what)
+        hung[what] += 1
         raise _hung(harness, what, bound, run_id)
-    hung.discard(what)
+    hung[what] = 0
     return result
 
 
@@ -181,7 +186,7 @@ async def run_case(
     if task.done():
         return task.result()
     task.cancel()  # and left: the loop's bounded shutdown reaps or abandons it
-    _hung_on(harness).add(progress.step)
+    _hung_on(harness)[progress.step] += 1
     text = (
         f"{progress.step} ran past its bound and did not end within {progress.grace:g} s"
         f" of being cancelled (run {run_id})"
@@ -189,10 +194,13 @@ async def run_case(
     if progress.step == CHECKING:
         raise ContractViolation(f"[{rule.id}] {text}")
     hung = ProviderHung(f"{harness.name}: {text}")
-    if progress.failure is None:
-        raise hung
-    progress.failure.add_note(str(hung))  # the case's own failure comes first
-    raise progress.failure
+    if progress.failure is not None:
+        progress.failure.add_note(str(hung))  # the case's own failure comes first
+        raise progress.failure
+    if progress.step == CLOSING and outcome.outcome.skip:
+        outcome.reason = f"{outcome.reason} ({hung})"  # the rule did not apply
+        return outcome
+    raise hung
 
 
 async def _run_case(
@@ -269,9 +277,12 @@ async def _run_case(
                 progress,
             )
         except ProviderHung as hung:
-            if progress.failure is None:
+            if progress.failure is not None:
+                progress.failure.add_note(str(hung))  # the case's own failure comes first
+            elif outcome.outcome.skip:  # the rule did not apply: it stays so, saying why
+                outcome.reason = f"{outcome.reason} ({hung})"
+            else:
                 raise
-            progress.failure.add_note(str(hung))  # the case's own failure comes first
 
 
 async def _close_case(ctx: CaseContext, harness: Harness, service: object, clock: object) -> None:
