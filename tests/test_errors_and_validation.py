@@ -290,6 +290,9 @@ async def test_a_fetch_by_anything_but_an_int_finds_nothing_before_the_provider_
             return None
 
     service = Fetches()
+    with pytest.raises(errors.QueueNotFound):  # a missing queue is still missing
+        await service.fetch_message("q", True, 1)
+    await service.create_queue("q")
     for bad in (True, 1.0, "1", None):
         assert await service.fetch_message("q", bad, 1) is None  # type: ignore[arg-type]
     assert seen == []

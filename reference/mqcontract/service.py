@@ -273,6 +273,8 @@ class BaseMessagingService(abc.ABC):
         name = check_queue_name(queue)
         seconds = check_visibility_timeout(name, visibility_timeout, self.capabilities)
         if not is_message_id(msg_id):  # names no message: True, 1.0 or "1" never fetch 1
+            if not await self._translated("fetch_message", name, self._queue_exists(name)):
+                raise QueueNotFound(name)
             return None
         got = await self._translated("fetch_message", name, self._fetch(name, msg_id, seconds))
         if got is not None:

@@ -19,12 +19,15 @@ from mqcontract_conformance.rules import all_rules
 
 __all__ = ["pytest_terminal_summary"]
 
-#: How a cell of the per-rule table shows each outcome.
+#: How a cell of the per-rule table shows each outcome; a rule the run left out is
+#: blank, and a row blank for every provider is not printed (a run narrowed to a few
+#: rules lists those, not every other rule as skipped).
 _SYMBOLS = {
     Outcome.PASSED: "pass",
     Outcome.FAILED: "FAIL",
     Outcome.KNOWN_BROKEN: "xfail",
     **dict.fromkeys(Outcome.skips(), "skip"),
+    Outcome.NOT_SELECTED: "-",
 }
 
 
