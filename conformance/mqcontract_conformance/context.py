@@ -20,6 +20,7 @@ from mqcontract.errors import MessagingError
 from mqcontract.messages import Message, MessageNotification, QueuedMessage
 from mqcontract.service import MessagingService, Subscription
 from mqcontract.testing import Harness, HookUnavailable
+from mqcontract_conformance._where import in_rule_stack
 from mqcontract_conformance.measurement import Measurement
 from mqcontract_conformance.timing import TimingProfile
 
@@ -131,6 +132,7 @@ class CaseContext:
         self, probe: Callable[[], Awaitable[T | None]], within: float, what: str
     ) -> T:
         """Poll ``probe`` until it returns a truthy value; fail after ``within`` seconds."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         deadline = self.now() + within
         real_deadline = time.monotonic() + (
             _VIRTUAL_REAL_BOUND if self.clock is not None else within + self.timing.operation
@@ -162,6 +164,7 @@ class CaseContext:
         a probe must return as soon as it sees something. Returns None when no probe saw
         anything.
         """
+        __tracebackhide__ = True  # the rule's line, not the helper's
         deadline = self.now() + during
         while self.now() < deadline:
             result = await probe()
@@ -188,6 +191,7 @@ class CaseContext:
         A full receive is followed by the next at once (a pause only after one that came
         back short), so hundreds of messages at a small ``max_receive_limit`` still fit
         the bound."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         got: list[QueuedMessage] = []
         size = min(100, self.caps.max_receive_limit)
 
@@ -198,18 +202,16 @@ class CaseContext:
                 if len(got) >= count or len(batch) < size:
                     return len(got) >= count
 
+        bound = within or self.timing.delivery
         try:
-            await self.eventually(probe, within or self.timing.delivery, f"{count} messages")
+            await self.eventually(probe, bound, f"{count} messages")
+            arrived = True
         except ContractViolation:
-            self.fail(
-                f"expected {count} messages on {queue}, received {len(got)}: "
-                f"{[m.msg_id for m in got]}"
-            )
+            arrived = False  # failed below, without the bare timeout chained to it
+        if not arrived:
+            self.fail(_short(count, queue, got, f"within {bound:g} s"))
         if len(got) > count:
-            self.fail(
-                f"expected {count} messages on {queue}, received {len(got)}: "
-                f"{[m.msg_id for m in got]}"
-            )
+            self.fail(_short(count, queue, got, "(more than expected)"))
         return got
 
     async def sever_until_usable(self, queue: str) -> None:
@@ -229,6 +231,7 @@ class CaseContext:
     async def check_still_held(self, queue: str, message: QueuedMessage, what: str) -> None:
         """``message`` stays invisible (someone still holds it) for half the margin: a
         settlement that released it makes it receivable, and that fails the rule."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
 
         async def visible() -> list[int]:
             return [m.msg_id for m in await self.receive(queue) if m.msg_id == message.msg_id]
@@ -304,10 +307,12 @@ class CaseContext:
 
     def fail(self, message: str) -> NoReturn:
         """Fail the rule, naming it and the run id (which every queue name embeds)."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         raise ContractViolation(f"[{self.rule_id}] {message} (run id {self.run_id})")
 
     def check(self, condition: object, message: str) -> None:
         """Fail with ``message`` unless ``condition`` holds."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         if not condition:
             self.fail(message)
 
@@ -315,6 +320,7 @@ class CaseContext:
         self, expected: type[E] | tuple[type[E], ...], call: Awaitable[Any], what: str
     ) -> E:
         """Await ``call``; it must raise ``expected`` (a MessagingError subclass)."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         try:
             result = await call
         except expected as exc:
@@ -331,6 +337,7 @@ class CaseContext:
     async def accepts(self, call: Awaitable[T], what: str) -> T:
         """Await ``call``, which the rule is about accepting: a MessagingError it raises
         fails the rule (a refusal of something legal), not the run."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         try:
             return await call
         except MessagingError as exc:
@@ -338,6 +345,7 @@ class CaseContext:
 
     def check_order(self, expected: Sequence[int], observed: Sequence[int], what: str) -> None:
         """Fail with the out-of-order positions if the sequences differ."""
+        __tracebackhide__ = True  # the rule's line, not the helper's
         if list(expected) == list(observed):
             return
         wrong = [
@@ -362,3 +370,14 @@ def _names(expected: type[BaseException] | tuple[type[BaseException], ...]) -> s
     if isinstance(expected, tuple):
         return " or ".join(e.__name__ for e in expected)
     return expected.__name__
+
+
+def _short(count: int, queue: str, got: Sequence[QueuedMessage], when: str) -> str:
+    """What ``receive_exactly`` expected and got, and the line of the rule that asked."""
+    plural = "message" if count == 1 else "messages"
+    line = in_rule_stack()
+    asked = f", at {line}" if line else ""
+    return (
+        f"expected {count} {plural} on {queue}, received {len(got)} {when}: "
+        f"{[m.msg_id for m in got]}{asked}"
+    )

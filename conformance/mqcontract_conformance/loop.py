@@ -60,6 +60,7 @@ async def within(step: Coroutine[Any, Any, T], seconds: float) -> T:
 def run_bounded(main: Coroutine[Any, Any, T], *, shutdown: float = SHUTDOWN_BOUND) -> T:
     """Run ``main`` in a new event loop, as ``asyncio.run`` does, with a shutdown that
     waits at most ``shutdown`` seconds at each step."""
+    __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
     loop = asyncio.new_event_loop()
     # The loop's default executor is ours: shut down without waiting on the loop (3.11's
     # shutdown_default_executor joins its threads unbounded, cancelled or not).

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import traceback
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
 from mqcontract.testing import Harness, HookUnavailable
+from mqcontract_conformance._where import in_rule_traceback
 from mqcontract_conformance.context import CaseContext, ContractViolation
 from mqcontract_conformance.leftovers import PerHarness
 from mqcontract_conformance.measurement import Measurement
@@ -107,6 +105,7 @@ async def _step(
     a provider may open in one and close in the same (an anyio task group, a cancel
     scope); the case's hard bound (:func:`run_case`) covers a step that does not end
     when cancelled."""
+    __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
     bound = _bound(timing, harness, what)
     progress.enter(what, bound)
     hung = _hung_on(harness)
@@ -172,6 +171,7 @@ async def run_case(
     its own bound passed (it swallowed the cancellation, or awaits something unbounded
     in its cleanup) is left, and the case fails naming it.
     """
+    __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
     outcome = CaseOutcome() if into is None else into
     progress = _Progress(grace=timing.operation)
     progress.enter(OPENING, _bound(timing, harness, OPENING))
@@ -211,6 +211,7 @@ async def _run_case(
     outcome: CaseOutcome,
     progress: _Progress,
 ) -> CaseOutcome:
+    __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
     clock = harness.new_clock()
     try:
         service = await _step(
@@ -300,12 +301,8 @@ def _unexpected(rule_id: str, exc: MessagingError, run_id: str) -> str:
     rule expected none
     (the rule's own expected errors are checked with ``ctx.raises``): the rule, the
     error, and the line of the rule's check that made the call."""
-    where = ""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if f"{os.sep}mqcontract_conformance{os.sep}cases{os.sep}" in frame.filename:
-            call = (frame.line or "").strip()
-            where = f" at {Path(frame.filename).name}:{frame.lineno} `{call}`"
-            break
+    line = in_rule_traceback(exc.__traceback__)
+    where = f" at {line}" if line else ""
     return (
         f"[{rule_id}] {type(exc).__name__} raised where the rule expects the call to "
         f"succeed{where}: {exc} (run id {run_id})"

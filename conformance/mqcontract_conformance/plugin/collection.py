@@ -127,6 +127,7 @@ class CaseRunner:
 
     def run(self) -> None:
         """Run the rule; skips, failures and xfails surface as pytest outcomes."""
+        __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
         _label_for_allure(self.provider, self.rule)
         harness = self._state.harness(self.provider)
         props = self._item.user_properties
