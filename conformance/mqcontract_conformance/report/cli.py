@@ -137,4 +137,20 @@ def run(options: argparse.Namespace) -> int:
             f"{counts[Outcome.FAILED]} failed, {counts[Outcome.KNOWN_BROKEN]} known broken, "
             f"{provider.unverified_count()} not verified)"
         )
+    _warn_missing(expect, [p.name for p in matrix.providers if p.status != "missing"])
     return 0
+
+
+def _warn_missing(expect: list[str], found: list[str]) -> None:
+    """Say which ``--expect`` names no result carries, and which names the results do
+    carry: a result is named by the ``--provider`` verify was given (a ``module:factory``
+    spec is not its entry-point name), and a mismatch reads as a missing provider."""
+    missing = [name for name in expect if name not in found]
+    if not missing:
+        return
+    have = ", ".join(found) if found else "none"
+    print(
+        f"WARNING: --expect {', '.join(missing)}: no result names it (results are named by"
+        f" the --provider given to verify; the results here name: {have})",
+        file=sys.stderr,
+    )
