@@ -271,12 +271,14 @@ async def test_an_operation_claimed_but_not_implemented_says_which_to_change() -
         (service.fetch_message("q", 1, 1), "declare fetch_by_id=True, but it implements no _fetch"),
         (
             service.subscribe("q"),
-            "declare push=full, but it implements no _subscribe: implement"
+            "declare push=PushKind.FULL, but it implements no _subscribe: implement"
             " it, or declare push=PushKind.NONE",
         ),
     ):
-        with pytest.raises(errors.UnsupportedOperation, match=re.escape(expected)):
+        with pytest.raises(errors.UnsupportedOperation, match=re.escape(expected)) as refused:
             await call
+        # The attribute stays the operation's name; the advice is in the message.
+        assert refused.value.operation in {"send_message_with_delay", "fetch_message", "subscribe"}
 
 
 async def test_a_fetch_by_anything_but_an_int_finds_nothing_before_the_provider_sees_it() -> None:

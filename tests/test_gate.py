@@ -172,8 +172,8 @@ def test_a_narrowed_run_is_never_plain_passing(tmp_path: Path) -> None:
             ("--provider", "factories:not_async"),
             {"PYTHONPATH": "."},
             "was called as a harness factory (with the HarnessSettings) and raised"
-            " AttributeError: 'HarnessSettings' object has no attribute 'memory'. A provider"
-            " factory must be async",
+            " AttributeError at factories.py:5: 'HarnessSettings' object has no attribute"
+            " 'memory'. If it is a provider factory, it must be async",
             id="factory-not-async",
         ),
     ],

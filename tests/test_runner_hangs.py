@@ -9,6 +9,9 @@ operation bound once the same harness hung on it, so the rest of a run fails in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +66,32 @@ class CleanupAndCloseNeverReturn(InMemoryMessagingService):
                 continue
 
 
+class CloseSwallowsCancellation(InMemoryMessagingService):
+    """Closes, then waits for ever, swallowing every cancellation."""
+
+    async def close(self) -> None:
+        await super().close()
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+
+
+class SendSwallowsCancellation(InMemoryMessagingService):
+    """A send that never returns and swallows every cancellation (a rule's check hangs)."""
+
+    async def _send(self, queue: str, payload: bytes) -> int:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+
+
+class RealTime(ClassHarness):
+    """Runs its provider on real time: the check's bound is the case bound."""
+
+    def new_clock(self) -> VirtualClock | None:
+        return None
+
+
 class HungCloseAndStaleAcks(CloseNeverReturns):
     """Also fails ACK-1: every ack says the claim lapsed."""
 
@@ -112,9 +141,9 @@ def _watched(call: Callable[[], T]) -> T:
     return got[0]
 
 
-def _run(harness: ClassHarness, rule_id: str) -> CaseOutcome:
+def _run(harness: ClassHarness, rule_id: str, *, shutdown: float = 1.0) -> CaseOutcome:
     case = get_rule(rule_id)
-    return _watched(lambda: run_bounded(run_case(harness, case, TIMING, "t"), shutdown=1.0))
+    return _watched(lambda: run_bounded(run_case(harness, case, TIMING, "t"), shutdown=shutdown))
 
 
 def test_a_close_that_never_returns_fails_the_case_naming_the_step() -> None:
@@ -200,3 +229,29 @@ def test_a_harness_setup_that_never_returns_is_the_harness_failure(
     verdict = _watched(provisioning.Provisioner(harness, required=True).provision)
     assert verdict.readiness is provisioning.Readiness.BROKEN
     assert verdict.message.endswith(": harness setup did not finish within 0.5 s")
+
+
+def test_a_close_that_swallows_cancellation_costs_later_cases_the_shorter_bounds() -> None:
+    harness = ClassHarness(CloseSwallowsCancellation)
+    took = []
+    for rule_id in ("SEND-1", "SEND-2", "SEND-3"):
+        started = time.monotonic()
+        with pytest.raises(ProviderHung, match="closing what the case opened ran past its bound"):
+            _run(harness, rule_id, shutdown=0.1)
+        took.append(time.monotonic() - started)
+    # The watcher reads each step's deadline as the case reaches it: the third case waits
+    # the operation bound and its grace (0.4 s), not the opening step's (1.2 s).
+    assert took[2] < 0.75 * took[0], took
+
+
+def test_a_check_given_up_on_fails_its_rule_and_leaves_nothing_behind() -> None:
+    unraisable: list[object] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        with pytest.raises(ContractViolation, match=r"\[SEND-1\] the rule's check ran past"):
+            _run(RealTime(SendSwallowsCancellation), "SEND-1")
+        gc.collect()  # the abandoned case's coroutine is closed: its finally must not run
+    finally:
+        sys.unraisablehook = previous
+    assert unraisable == []

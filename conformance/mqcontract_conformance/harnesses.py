@@ -9,7 +9,9 @@ or a provider factory (an async function returning a service).
 from __future__ import annotations
 
 import inspect
+import traceback
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from mqcontract.errors import ConfigurationError, MessagingError
@@ -54,7 +56,7 @@ def load_harness(spec: str, settings: HarnessSettings) -> Harness:
                 raise ConfigurationError(
                     "provider", spec, f"its harness cannot be imported ({exc})"
                 ) from exc
-            harness = _call_harness_factory(spec, factory, settings)
+            harness = factory(settings)
             if not isinstance(harness, Harness):
                 raise ConfigurationError("provider", spec, "harness factory returned no Harness")
             return harness
@@ -62,19 +64,21 @@ def load_harness(spec: str, settings: HarnessSettings) -> Harness:
 
 
 def _call_harness_factory(spec: str, factory: Any, settings: HarnessSettings) -> object:
-    """Call what ``spec`` names as a harness factory; a failure other than the kit's
-    own errors is a ``ConfigurationError`` saying how it was called (a plain ``def``
-    provider factory lands here, and read the settings as its config)."""
+    """Call the ``module:attribute`` a spec names as a harness factory (it is not async);
+    a failure other than the kit's own errors is a ``ConfigurationError`` saying how it
+    was called and where it failed: a plain ``def`` provider factory lands here, and
+    reads the settings as its config."""
     try:
         return factory(settings)
     except MessagingError:
         raise
     except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
         raise ConfigurationError(
             "provider",
             spec,
             f"was called as a harness factory (with the HarnessSettings) and raised"
-            f" {type(exc).__name__}: {exc}. A provider factory must be async (`async def"
-            " factory(config)`, taking the MessagingConfig); a harness factory takes the"
-            " HarnessSettings and returns a Harness",
+            f" {type(exc).__name__}{where}: {exc}. If it is a provider factory, it must be"
+            " async (`async def factory(config)`, taking the MessagingConfig)",
         ) from exc

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mqcontract.errors import BackendUnavailable, ConnectionLost, MessagingError, ProviderClosed
+from mqcontract.service import MessagingService
 from mqcontract.testing import Harness, HookUnavailable
 from mqcontract_conformance._where import in_rule_traceback
 from mqcontract_conformance.context import CaseContext, ContractViolation
@@ -86,10 +87,16 @@ class _Progress:
     step: str = OPENING
     deadline: float = float("inf")
     failure: BaseException | None = None
+    #: Set by the watcher when it gave the case up: what the task still does then (in
+    #: the loop's shutdown, or when the garbage collector closes it) changes nothing.
+    abandoned: bool = False
+    #: Set on each step, so the watcher reads the new deadline at once.
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
 
     def enter(self, step: str, bound: float) -> None:
         self.step = step
         self.deadline = asyncio.get_running_loop().time() + bound + self.grace
+        self.moved.set()
 
 
 async def _step(
@@ -113,12 +120,16 @@ async def _step(
         async with asyncio.timeout(bound) as deadline:
             result = await start()
     except Exception as exc:  # a cancellation from outside, or the task's close, passes
-        if not deadline.expired():
+        if not deadline.expired() or progress.abandoned:
             raise
         hung[what] += 1
         raise _hung(harness, what, bound, run_id) from exc
-    if deadline.expired():  # it swallowed the cancellation, and ended later
+    if deadline.expired() and not progress.abandoned:  # it swallowed the cancellation
         hung[what] += 1
+        if isinstance(result, MessagingService):  # opened late: not left open
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(progress.grace):
+                    await result.close()
         raise _hung(harness, what, bound, run_id)
     hung[what] = 0
     return result
@@ -176,17 +187,18 @@ async def run_case(
     progress = _Progress(grace=timing.operation)
     progress.enter(OPENING, _bound(timing, harness, OPENING))
     task = asyncio.ensure_future(_run_case(harness, rule, timing, run_id, outcome, progress))
-    loop = asyncio.get_running_loop()
     try:
-        while not task.done() and (left := progress.deadline - loop.time()) > 0:
-            await asyncio.wait({task}, timeout=left)
-    except asyncio.CancelledError:
+        await _watch(task, progress)
+    except asyncio.CancelledError:  # the caller's: the case ends first, within the grace
         task.cancel()
+        await asyncio.wait({task}, timeout=progress.grace)
         raise
     if task.done():
         return task.result()
+    progress.abandoned = True
     task.cancel()  # and left: the loop's bounded shutdown reaps or abandons it
-    _hung_on(harness)[progress.step] += 1
+    if progress.step != CHECKING:
+        _hung_on(harness)[progress.step] += 1
     text = (
         f"{progress.step} ran past its bound and did not end within {progress.grace:g} s"
         f" of being cancelled (run {run_id})"
@@ -201,6 +213,19 @@ async def run_case(
         outcome.reason = f"{outcome.reason} ({hung})"  # the rule did not apply
         return outcome
     raise hung
+
+
+async def _watch(task: asyncio.Task[CaseOutcome], progress: _Progress) -> None:
+    """Wait until ``task`` ends or its current step's deadline passes, reading the
+    deadline again each time the case moves to another step."""
+    loop = asyncio.get_running_loop()
+    while not task.done() and (left := progress.deadline - loop.time()) > 0:
+        progress.moved.clear()
+        moved = asyncio.ensure_future(progress.moved.wait())
+        try:
+            await asyncio.wait({task, moved}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            moved.cancel()
 
 
 async def _run_case(
@@ -268,22 +293,39 @@ async def _run_case(
     finally:
         outcome.metrics = dict(ctx.metrics)
         outcome.measured = list(ctx.measured)
-        try:
-            await _step(
-                lambda: _close_case(ctx, harness, service, clock),
-                CLOSING,
-                harness,
-                timing,
-                run_id,
-                progress,
-            )
-        except ProviderHung as hung:
-            if progress.failure is not None:
-                progress.failure.add_note(str(hung))  # the case's own failure comes first
-            elif outcome.outcome.skip:  # the rule did not apply: it stays so, saying why
-                outcome.reason = f"{outcome.reason} ({hung})"
-            else:
-                raise
+        if not progress.abandoned:  # given up on: its service is left, like the task
+            await _close_after(ctx, harness, service, clock, timing, run_id, progress, outcome)
+
+
+async def _close_after(
+    ctx: CaseContext,
+    harness: Harness,
+    service: object,
+    clock: object,
+    timing: TimingProfile,
+    run_id: str,
+    progress: _Progress,
+    outcome: CaseOutcome,
+) -> None:
+    """Close what the case opened, within its bound; a hang is the case's failure, a note
+    on the failure it already had, or (a rule that did not apply) part of its reason."""
+    __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
+    try:
+        await _step(
+            lambda: _close_case(ctx, harness, service, clock),
+            CLOSING,
+            harness,
+            timing,
+            run_id,
+            progress,
+        )
+    except ProviderHung as hung:
+        if progress.failure is not None:
+            progress.failure.add_note(str(hung))  # the case's own failure comes first
+        elif outcome.outcome.skip:  # the rule did not apply: it stays so, saying why
+            outcome.reason = f"{outcome.reason} ({hung})"
+        else:
+            raise
 
 
 async def _close_case(ctx: CaseContext, harness: Harness, service: object, clock: object) -> None:
@@ -310,8 +352,6 @@ def _unexpected(rule_id: str, exc: MessagingError, run_id: str) -> str:
 
 
 async def _cleanup(harness: Harness, service: object, queues: list[str], clock: object) -> None:
-    from mqcontract.service import MessagingService
-
     assert isinstance(service, MessagingService)
     try:
         await harness.cleanup(service, queues)

@@ -165,10 +165,11 @@ class InvalidArgument(MessagingError):
 class UnsupportedOperation(MessagingError):
     """The provider does not offer this operation (see its capabilities)."""
 
-    def __init__(self, provider: str, operation: str) -> None:
+    def __init__(self, provider: str, operation: str, detail: str = "") -> None:
         self.provider = provider
         self.operation = operation
-        super().__init__(f"provider {provider!r} does not support {operation}")
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"provider {provider!r} does not support {operation}{suffix}")
 
 
 class ConfigurationError(MessagingError):

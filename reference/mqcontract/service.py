@@ -484,14 +484,15 @@ class BaseMessagingService(abc.ABC):
         if claimed is False or claimed == PushKind.NONE:
             return UnsupportedOperation(self.provider_name, public)
         declared, instead = (
-            ("True", "False") if isinstance(claimed, bool) else (str(claimed), "PushKind.NONE")
+            ("True", "False")
+            if isinstance(claimed, bool)
+            else (f"PushKind.{PushKind(claimed).name}", "PushKind.NONE")
         )
         why = (
-            f"{public} ({type(self).__name__}'s Capabilities declare {capability}={declared},"
-            f" but it implements no {operation}: implement it, or declare"
-            f" {capability}={instead})"
+            f"{type(self).__name__}'s Capabilities declare {capability}={declared}, but it"
+            f" implements no {operation}: implement it, or declare {capability}={instead}"
         )
-        return UnsupportedOperation(self.provider_name, why)
+        return UnsupportedOperation(self.provider_name, public, why)
 
     def _missing(self, public: str, operation: str) -> NotImplementedError:
         name = type(self).__name__

@@ -32,6 +32,7 @@ __all__ = [
     "ProviderColumn",
     "ReportError",
     "RuleRow",
+    "Superseded",
     "build_matrix",
     "load_results",
 ]
@@ -172,6 +173,17 @@ class ProviderColumn:
         return self.cells.get(rule_id, _NO_RESULT)
 
 
+@dataclass(frozen=True)
+class Superseded:
+    """A result not shown: a newer one for the same provider is (``by``)."""
+
+    provider: str
+    source: str
+    by: str
+    #: Rules that failed in the result not shown.
+    failed: int
+
+
 @dataclass
 class Matrix:
     """The whole report's data."""
@@ -189,6 +201,8 @@ class Matrix:
     teeth: Teeth = field(default_factory=Teeth)
     #: Bench runs (``mqcontract bench --json``): the throughput column of "At a glance".
     bench: list[BenchRun] = field(default_factory=list)
+    #: Results a newer one for the same provider replaced (the CLI warns of each).
+    superseded: list[Superseded] = field(default_factory=list)
 
     def rules_in(self, group: str) -> list[RuleRow]:
         return [r for r in self.rules if r.group == group]
@@ -320,8 +334,10 @@ def build_matrix(
     stale_days: float = 30.0,
     as_of: str | None = None,
 ) -> Matrix:
-    """Merge results: the newest result per provider wins; expected ones absent are missing."""
+    """Merge results: the newest result per provider wins (the others are listed in
+    ``superseded``); expected ones absent are missing."""
     newest: dict[str, tuple[datetime, ProviderColumn]] = {}
+    older: list[ProviderColumn] = []
     titles: dict[str, str] = {}
     texts: dict[str, tuple[datetime, dict[str, Any]]] = {}
     for source, doc in docs:
@@ -335,6 +351,10 @@ def build_matrix(
             held = newest.get(column.name)
             if held is None or when >= held[0]:
                 newest[column.name] = (when, column)
+                if held is not None:
+                    older.append(held[1])
+            else:
+                older.append(column)
             for r in entry.get("results", []):
                 titles.setdefault(str(r["rule"]), str(r.get("title", "")))
     times = [when for when, _ in newest.values()]
@@ -388,6 +408,15 @@ def build_matrix(
         rules=rows,
         providers=providers,
         sources=[source for source, _ in docs],
+        superseded=[
+            Superseded(
+                provider=column.name,
+                source=column.source,
+                by=newest[column.name][1].source,
+                failed=sum(1 for c in column.cells.values() if c.state is Outcome.FAILED),
+            )
+            for column in older
+        ],
     )
 
 
