@@ -292,6 +292,26 @@ def test_without_any_result_every_expected_provider_is_missing(
     assert merged["as_of"] == ""
 
 
+def test_a_result_a_newer_one_replaced_is_named_with_its_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newest result per provider is shown; an older failing one was dropped without
+    a word, so a stray passing file in the directory turned a failing gate green."""
+    d, out = tmp_path / "results", tmp_path / "out"
+    d.mkdir()
+    failing = everything()
+    failing[0] = result(ALL[0], "failed", "AssertionError: lost")
+    (d / "q.json").write_text(json.dumps(doc([provider("q", failing)], "2026-03-10T11:00:00Z")))
+    newer = doc([provider("q", everything())], "2026-03-10T12:00:00Z")
+    (d / "q-rt.json").write_text(json.dumps(newer))
+    assert main(["report", str(d), "--out", str(out), "--expect", "q", "--no-allure"]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        "WARNING: q: q.json is not shown: the newer q-rt.json is (the report shows the"
+        " newest result per provider; it has 1 failed rule)\n"
+    )
+
+
 def stress_account(provider: str, fault: str, *, duplicated: bool = False) -> dict[str, Any]:
     """A real account (from the ledger), as ``mqcontract stress --json`` writes it."""
     ledger = Ledger()

@@ -139,7 +139,8 @@ def run(options: argparse.Namespace) -> int:
         )
     _warn_missing(expect, [p.name for p in matrix.providers if p.status != "missing"])
     for old in matrix.superseded:
-        failed = f"; it has {old.failed} failed rules" if old.failed else ""
+        plural = "" if old.failed == 1 else "s"
+        failed = f"; it has {old.failed} failed rule{plural}" if old.failed else ""
         print(
             f"WARNING: {old.provider}: {old.source} is not shown: the newer {old.by} is (the"
             f" report shows the newest result per provider{failed})",
