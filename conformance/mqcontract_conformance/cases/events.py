@@ -97,13 +97,18 @@ async def _all_processed(
                 await ctx.eventually(more, within, what)
         else:
             await ctx.eventually(done, within, what)
+        return
     except AssertionError:
-        missing = sorted(expected - set(consumer.stats.succeeded))
-        bound = "with none processed for" if stalled else "never processed within"
-        ctx.fail(
-            f"{what}: {len(missing)} of {len(expected)} {bound} {within:g} s: "
-            f"{missing[:20]}; errors: {consumer.stats.errors[:3]}"
-        )
+        pass  # failed below, without the bare timeout chained to it
+    missing = sorted(expected - set(consumer.stats.succeeded))
+    bound = "with none processed for" if stalled else "never processed within"
+    stats = consumer.stats
+    ctx.fail(
+        f"{what}: {len(missing)} of {len(expected)} {bound} {within:g} s: "
+        f"{missing[:20]}; handler runs: {stats.handler_runs}, acks refused as stale:"
+        f" {stats.late_acks}, acks of unknown outcome: {stats.unsettled_acks}; errors:"
+        f" {stats.errors[:3]}"
+    )
 
 
 def _exactly_once(

@@ -457,7 +457,10 @@ async def _close_round(ctx: CaseContext, round_number: int) -> None:
             f"{sorted(missing & burst)}; others: {sorted(missing - burst)})"
         )
     if held is not None and held in counts:
-        problems.append(f"the claimed push it handed out ({held}) was released by the close")
+        problems.append(
+            f"the claimed push it handed out ({held}) was received by another consumer after"
+            " the close: the close released it, or it was never held"
+        )
     extras = sorted(set(counts) - expected - {held} - set(early))
     if extras:
         problems.append(f"received messages never sent to it: {extras}")
