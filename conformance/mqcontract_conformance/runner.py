@@ -110,8 +110,8 @@ async def _step(
     """Run ``start()`` within the case bound (shorter when the harness hung on ``what``
     last time); past it, :class:`ProviderHung` names the step. In the case's own task:
     a provider may open in one and close in the same (an anyio task group, a cancel
-    scope); the case's hard bound (:func:`run_case`) covers a step that does not end
-    when cancelled."""
+    scope); the watcher in :func:`run_case` leaves a step that does not end when
+    cancelled."""
     __tracebackhide__ = True  # pytest shows the rule's frames, not the kit's
     bound = _bound(timing, harness, what)
     progress.enter(what, bound)

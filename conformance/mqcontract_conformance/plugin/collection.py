@@ -77,7 +77,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.user_properties.append((Property.KNOWN_BROKEN.value, known_broken[rule.id]))
 
 
-def _where(rule: Rule) -> tuple[str, int] | None:
+def _check_location(rule: Rule) -> tuple[str, int] | None:
     """The file and first line of the rule's check, or None where it has no code object."""
     code = getattr(inspect.unwrap(rule.check), "__code__", None)
     return (code.co_filename, code.co_firstlineno) if code is not None else None
@@ -105,7 +105,7 @@ def pytest_runtest_makereport(
         return report
     outcome = dict(item.user_properties).get(Property.OUTCOME.value)
     if outcome in _RULE_SKIPS:
-        where = _where(case[1])
+        where = _check_location(case[1])
         if where is not None:
             report.longrepr = (*where, report.longrepr[2])
     return report
